@@ -1,0 +1,88 @@
+"""Exceptions shared by the client, broker, worker and IK engine.
+
+Every error that crosses the wire has a stable ``code`` (see ``ErrorCode``) so that a
+robot can branch on it, a human ``message``, and, where one input is to blame, the
+``field`` that names it (``"targets.pos"``, ``"strokes[3].left.meter_coords"``...).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    """Stable error codes carried by ZIK/1 ERROR replies (docs/protocol.md, section Errors)."""
+
+    BAD_REQUEST = "bad_request"
+    """The request is well framed but its content is invalid (shapes, NaN, missing field)."""
+    UNKNOWN_ROBOT = "unknown_robot"
+    """No live worker serves the named robot (and none registered before the deadline)."""
+    UNKNOWN_OPERATION = "unknown_operation"
+    """The worker does not implement the named operation."""
+    OVERLOADED = "overloaded"
+    """The broker's queue for this robot is full; retry later or slow down."""
+    TIMEOUT = "timeout"
+    """The request's deadline passed before an answer was produced."""
+    INTERNAL = "internal"
+    """An unexpected failure in the broker or worker; the message says what."""
+    VERSION = "version"
+    """The peer speaks another protocol version."""
+    PROTOCOL = "protocol"
+    """The message is not valid ZIK/1 framing (too few frames, bad command, bad header)."""
+    TOO_LARGE = "too_large"
+    """The message exceeds a stated limit (size, array count, header size)."""
+    WORKER_LOST = "worker_lost"
+    """Every worker tried for this request died before answering (retries exhausted)."""
+    SHUTTING_DOWN = "shutting_down"
+    """The broker is stopping and takes no new work."""
+
+
+class IKError(Exception):
+    """Base class of every zmq-ik error."""
+
+
+class InputError(IKError, ValueError):
+    """Invalid input detected locally; ``field`` names the offending argument or file entry."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ProtocolError(IKError):
+    """A frame sequence that is not valid ZIK/1; ``code`` says which rule it broke."""
+
+    def __init__(
+        self, message: str, code: ErrorCode = ErrorCode.PROTOCOL, field: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.field = field
+
+
+class RemoteError(IKError):
+    """An ERROR reply from the broker or a worker, carrying its code, message and field."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        where = f" (field: {field})" if field else ""
+        super().__init__(f"[{code}] {message}{where}")
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class Overloaded(RemoteError):
+    """The broker refused the request at once because its queue is full."""
+
+
+class IKTimeout(IKError, TimeoutError):
+    """No answer arrived before the deadline (after the configured retries)."""
+
+
+def remote_error(code: str, message: str, field: str | None = None) -> RemoteError:
+    """Build the most specific exception for an ERROR reply."""
+    if code == ErrorCode.OVERLOADED.value:
+        return Overloaded(code, message, field)
+    return RemoteError(code, message, field)
