@@ -1,0 +1,524 @@
+"""ZIK/1 codec: the one place that knows how messages are framed (spec: docs/protocol.md).
+
+Two layers, so that each party decodes only what it needs:
+
+* the *envelope* (`parse_message`): protocol, command, ids, service, operation, deadline.
+  The broker routes on this alone and forwards the payload frames untouched;
+* the *payload* (`encode_payload` / `decode_payload`): a msgpack header plus raw array
+  frames described by the header. Clients and workers decode it; arrays are built with
+  ``np.frombuffer`` on the received frame, so they are read without a copy.
+
+Every malformed input raises `ProtocolError` with a specific `ErrorCode`; nothing here
+raises anything else on bad network input.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+import msgpack
+import msgpack_numpy
+import numpy as np
+
+from zmq_ik.errors import ErrorCode, ProtocolError
+
+PROTOCOL = b"ZIK/1"
+"""Frame 0 of every message: protocol name and version."""
+PROTOCOL_PREFIX = b"ZIK/"
+"""A frame 0 starting with this but not equal to `PROTOCOL` is another version."""
+
+BROKER_SERVICE = "zik.broker"
+"""Reserved service name: requests to it are answered by the broker itself (ping, status)."""
+
+
+class Command(bytes, Enum):
+    """Frame 1 of every message. Which peer may send which command: docs/protocol.md."""
+
+    REQUEST = b"REQUEST"
+    FINAL = b"FINAL"
+    PARTIAL = b"PARTIAL"
+    ERROR = b"ERROR"
+    READY = b"READY"
+    HEARTBEAT = b"HEARTBEAT"
+    DISCONNECT = b"DISCONNECT"
+
+
+_COMMANDS = {c.value: c for c in Command}
+REPLY_COMMANDS = frozenset({Command.FINAL, Command.PARTIAL, Command.ERROR})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard limits every peer enforces on what it receives (docs/protocol.md, Limits)."""
+
+    max_message_bytes: int = 256 * 1024 * 1024
+    """Total bytes of all frames of one message; also the socket's MAXMSGSIZE per frame."""
+    max_arrays: int = 64
+    """Array frames per message."""
+    max_header_bytes: int = 1024 * 1024
+    """Bytes of the msgpack header frame (small arrays may ride inside it)."""
+    max_id_bytes: int = 64
+    """Bytes of a request id."""
+    max_name_bytes: int = 128
+    """Bytes of a service (robot) or operation name."""
+
+
+LIMITS = Limits()
+
+# Dtypes that may travel as array frames: plain numbers and booleans, little-endian or
+# single-byte. Object, string, void (structured) and big-endian dtypes are refused.
+ALLOWED_DTYPES = frozenset(
+    np.dtype(t).str
+    for t in (
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+    )
+)
+
+Frame = Any
+"""A received frame: ``bytes``, ``memoryview`` or ``zmq.Frame`` (anything with a buffer)."""
+OutFrame = Union[bytes, memoryview, np.ndarray]
+"""A frame to send; numpy arrays are sent from their own memory (C-contiguous)."""
+
+_DEADLINE = struct.Struct("!I")
+MAX_TIMEOUT_MS = 2**32 - 1
+
+
+def _buffer(frame: Frame) -> memoryview:
+    """The frame's bytes as a memoryview, without copying (zmq.Frame exposes ``.buffer``)."""
+    buf = getattr(frame, "buffer", None)
+    if buf is None:
+        buf = memoryview(frame)
+    return buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+
+
+def _bytes(frame: Frame) -> bytes:
+    b = getattr(frame, "bytes", None)
+    return b if isinstance(b, bytes) else bytes(_buffer(frame))
+
+
+def _frame_len(frame: Frame) -> int:
+    return _buffer(frame).nbytes
+
+
+# --------------------------------------------------------------------------- payload
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A decoded header plus the arrays its ``arrays`` entry describes."""
+
+    header: dict[str, Any]
+    """The msgpack header, without the reserved ``arrays`` key."""
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    """Named arrays; read-only views on the received frames (no copy)."""
+
+
+def _msgpack_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray | np.generic):
+        if obj.dtype.kind in "OV":
+            raise TypeError(f"refusing to encode {obj.dtype} arrays")
+        return msgpack_numpy.encode(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} in a ZIK/1 header")
+
+
+def _msgpack_object_hook(obj: dict[Any, Any]) -> Any:
+    """Decode msgpack-numpy arrays, refusing object/void kinds (msgpack-numpy pickles those)."""
+    if b"nd" in obj:
+        kind = obj.get(b"kind", b"")
+        if kind in (b"O", b"V") or not isinstance(obj.get(b"type"), str | bytes):
+            raise ProtocolError("header holds an object or structured array", ErrorCode.PROTOCOL)
+        try:
+            arr = msgpack_numpy.decode(obj)
+        except Exception as e:
+            raise ProtocolError(f"header holds a malformed array: {e}") from e
+        if isinstance(arr, np.ndarray) and arr.dtype.kind in "OV":
+            raise ProtocolError("header holds an object or structured array")
+        return arr
+    return obj
+
+
+def pack_header(header: Mapping[str, Any], limits: Limits = LIMITS) -> bytes:
+    """msgpack-encode a header (small numpy arrays allowed via msgpack-numpy)."""
+    data: bytes = msgpack.packb(dict(header), default=_msgpack_default, use_bin_type=True)
+    if len(data) > limits.max_header_bytes:
+        raise ProtocolError(
+            f"header is {len(data)} bytes, limit {limits.max_header_bytes}; "
+            "send large arrays as array frames",
+            ErrorCode.TOO_LARGE,
+            "header",
+        )
+    return data
+
+
+def unpack_header(frame: Frame, limits: Limits = LIMITS) -> dict[str, Any]:
+    """Decode a header frame; anything but a msgpack map with string keys is refused."""
+    buf = _buffer(frame)
+    if buf.nbytes > limits.max_header_bytes:
+        raise ProtocolError(
+            f"header is {buf.nbytes} bytes, limit {limits.max_header_bytes}",
+            ErrorCode.TOO_LARGE,
+            "header",
+        )
+    try:
+        header = msgpack.unpackb(
+            buf,
+            raw=False,
+            strict_map_key=False,
+            object_hook=_msgpack_object_hook,
+        )
+    except ProtocolError:
+        raise
+    except Exception as e:  # msgpack raises a zoo of exception types on bad input
+        raise ProtocolError(f"header is not valid msgpack: {e}", field="header") from e
+    if not isinstance(header, dict) or not all(isinstance(k, str) for k in header):
+        raise ProtocolError("header must be a msgpack map with string keys", field="header")
+    return header
+
+
+def encode_payload(
+    header: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, Any] | None = None,
+    limits: Limits = LIMITS,
+) -> list[OutFrame]:
+    """Header frame followed by one raw C-order frame per array.
+
+    Arrays are made C-contiguous (copied only if they were not) and sent from their own
+    memory; their dtype and shape go into the header's reserved ``arrays`` entry.
+    """
+    head = dict(header or {})
+    if "arrays" in head:
+        raise ProtocolError("'arrays' is a reserved header key", ErrorCode.BAD_REQUEST, "header")
+    specs: list[list[Any]] = []
+    frames: list[OutFrame] = []
+    for name, value in (arrays or {}).items():
+        arr = np.asarray(value)
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        if arr.dtype.str not in ALLOWED_DTYPES:
+            raise ProtocolError(
+                f"array {name!r} has dtype {arr.dtype}, which ZIK/1 does not carry",
+                ErrorCode.BAD_REQUEST,
+                name,
+            )
+        if not arr.flags.c_contiguous:  # np.ascontiguousarray would turn 0-d into 1-d
+            arr = arr.copy(order="C")
+        specs.append([name, arr.dtype.str, list(arr.shape)])
+        frames.append(arr.reshape(-1).view(np.uint8))  # a flat byte view: no copy
+    if len(specs) > limits.max_arrays:
+        raise ProtocolError(
+            f"{len(specs)} arrays, limit {limits.max_arrays}", ErrorCode.TOO_LARGE, "arrays"
+        )
+    if specs:
+        head["arrays"] = specs
+    return [pack_header(head, limits), *frames]
+
+
+def _parse_spec(i: int, spec: Any) -> tuple[str, np.dtype[Any], tuple[int, ...]]:
+    where = f"arrays[{i}]"
+    if not (isinstance(spec, list | tuple) and len(spec) == 3):
+        raise ProtocolError(f"{where} must be [name, dtype, shape]", field=where)
+    name, dtype_str, shape = spec
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"{where} name must be a non-empty string", field=where)
+    if not isinstance(dtype_str, str) or dtype_str not in ALLOWED_DTYPES:
+        raise ProtocolError(f"array {name!r} has unsupported dtype {dtype_str!r}", field=name)
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape
+    ):
+        raise ProtocolError(f"array {name!r} has an invalid shape {shape!r}", field=name)
+    if len(shape) > 32:
+        raise ProtocolError(f"array {name!r} has {len(shape)} dimensions, limit 32", field=name)
+    return name, np.dtype(dtype_str), tuple(shape)
+
+
+def decode_payload(frames: Sequence[Frame], limits: Limits = LIMITS) -> Payload:
+    """Decode ``[header, *array_frames]``; arrays are read-only views on the frames."""
+    if not frames:
+        raise ProtocolError("missing header frame", field="header")
+    header = unpack_header(frames[0], limits)
+    specs = header.pop("arrays", [])
+    if not isinstance(specs, list):
+        raise ProtocolError("header 'arrays' must be a list", field="arrays")
+    array_frames = frames[1:]
+    if len(specs) > limits.max_arrays:
+        raise ProtocolError(
+            f"{len(specs)} arrays, limit {limits.max_arrays}", ErrorCode.TOO_LARGE, "arrays"
+        )
+    if len(specs) != len(array_frames):
+        raise ProtocolError(
+            f"header describes {len(specs)} arrays but {len(array_frames)} array frames came",
+            field="arrays",
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for i, (spec, frame) in enumerate(zip(specs, array_frames, strict=True)):
+        name, dtype, shape = _parse_spec(i, spec)
+        if name in arrays:
+            raise ProtocolError(f"array {name!r} appears twice", field=name)
+        count = 1
+        for d in shape:
+            count *= d
+        expected = count * dtype.itemsize
+        buf = _buffer(frame)
+        if buf.nbytes != expected:
+            raise ProtocolError(
+                f"array {name!r}: header says {dtype.str}{list(shape)} = {expected} bytes, "
+                f"frame has {buf.nbytes}",
+                field=name,
+            )
+        arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
+        arr.flags.writeable = False
+        arrays[name] = arr
+    return Payload(header, arrays)
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+@dataclass(frozen=True)
+class Request:
+    """REQUEST: client → broker (``request_id`` chosen by the client) and broker → worker
+    (``request_id`` is the broker's job id)."""
+
+    request_id: bytes
+    """Unique per sender; a retry reuses it."""
+    service: str
+    """Robot name, or `BROKER_SERVICE` for management requests."""
+    operation: str
+    """What to do: ``solve``, ``strokebatch``, ``echo``, ``ping``, ``status``..."""
+    timeout_ms: int
+    """Milliseconds left until the deadline, as seen by the sender when it sent."""
+    payload: list[Frame]
+    """Header frame plus array frames, undecoded (the broker forwards them untouched)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """FINAL / PARTIAL / ERROR: worker → broker (job id) and broker → client (request id)."""
+
+    command: Command
+    """`Command.FINAL`, `Command.PARTIAL` or `Command.ERROR`."""
+    request_id: bytes
+    """The id of the request this answers (empty for an ERROR about an unparsable message)."""
+    payload: list[Frame]
+    """Header frame plus array frames, undecoded."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """READY: a worker registers and says what it serves."""
+
+    info: dict[str, Any]
+    """Decoded header: ``robots`` (list of str) is required; capacity, device, versions..."""
+
+    @property
+    def robots(self) -> list[str]:
+        return list(self.info["robots"])
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """HEARTBEAT, both ways between broker and worker."""
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """DISCONNECT, both ways between broker and worker: the sender is going away."""
+
+    reason: str = ""
+    """Optional human-readable reason."""
+
+
+Message = Union[Request, Reply, Ready, Heartbeat, Disconnect]
+
+
+def _text(frame: Frame, what: str, max_bytes: int, ascii_only: bool = False) -> str:
+    raw = _bytes(frame)
+    if not raw or len(raw) > max_bytes:
+        raise ProtocolError(f"{what} must be 1..{max_bytes} bytes, got {len(raw)}", field=what)
+    try:
+        text = raw.decode("ascii" if ascii_only else "utf-8")
+    except UnicodeDecodeError as e:
+        raise ProtocolError(f"{what} is not valid {'ascii' if ascii_only else 'utf-8'}", field=what) from e
+    if not text.isprintable():
+        raise ProtocolError(f"{what} contains control characters", field=what)
+    return text
+
+
+def _check_size(frames: Sequence[Frame], limits: Limits) -> None:
+    total = sum(_frame_len(f) for f in frames)
+    if total > limits.max_message_bytes:
+        raise ProtocolError(
+            f"message is {total} bytes, limit {limits.max_message_bytes}", ErrorCode.TOO_LARGE
+        )
+    if len(frames) > limits.max_arrays + 8:
+        raise ProtocolError(
+            f"message has {len(frames)} frames, limit {limits.max_arrays + 8}", ErrorCode.TOO_LARGE
+        )
+
+
+def parse_command(frames: Sequence[Frame]) -> Command:
+    """Check frames 0 and 1 (protocol and command) and return the command."""
+    if len(frames) < 2:
+        raise ProtocolError(f"too few frames ({len(frames)}): need protocol and command")
+    proto = _bytes(frames[0])
+    if proto != PROTOCOL:
+        if proto.startswith(PROTOCOL_PREFIX):
+            raise ProtocolError(
+                f"peer speaks {proto[:16].decode('ascii', 'replace')}, this side speaks "
+                f"{PROTOCOL.decode()}",
+                ErrorCode.VERSION,
+            )
+        raise ProtocolError(f"frame 0 is not {PROTOCOL.decode()} (got {proto[:16]!r})")
+    cmd = _COMMANDS.get(_bytes(frames[1]))
+    if cmd is None:
+        raise ProtocolError(f"unknown command {_bytes(frames[1])[:16]!r}", field="command")
+    return cmd
+
+
+def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
+    """Parse a message's envelope (without the ROUTER identity frame)."""
+    _check_size(frames, limits)
+    cmd = parse_command(frames)
+    n = len(frames)
+    if cmd is Command.REQUEST:
+        if n < 7:
+            raise ProtocolError(
+                f"REQUEST needs at least 7 frames (protocol, command, request id, service, "
+                f"operation, deadline, header), got {n}"
+            )
+        request_id = _bytes(frames[2])
+        if not request_id or len(request_id) > limits.max_id_bytes:
+            raise ProtocolError(
+                f"request id must be 1..{limits.max_id_bytes} bytes", field="request_id"
+            )
+        service = _text(frames[3], "service", limits.max_name_bytes)
+        operation = _text(frames[4], "operation", limits.max_name_bytes, ascii_only=True)
+        deadline = _bytes(frames[5])
+        if len(deadline) != _DEADLINE.size:
+            raise ProtocolError("deadline must be a 4-byte unsigned integer", field="deadline")
+        (timeout_ms,) = _DEADLINE.unpack(deadline)
+        return Request(request_id, service, operation, timeout_ms, list(frames[6:]))
+    if cmd in REPLY_COMMANDS:
+        if n < 4:
+            raise ProtocolError(f"{cmd.name} needs at least 4 frames, got {n}")
+        request_id = _bytes(frames[2])
+        if len(request_id) > limits.max_id_bytes:
+            raise ProtocolError("request id too long", field="request_id")
+        return Reply(cmd, request_id, list(frames[3:]))
+    if cmd is Command.READY:
+        if n != 3:
+            raise ProtocolError(f"READY needs exactly 3 frames, got {n}")
+        info = unpack_header(frames[2], limits)
+        robots = info.get("robots")
+        if (
+            not isinstance(robots, list)
+            or not robots
+            or not all(isinstance(r, str) and 0 < len(r.encode()) <= limits.max_name_bytes for r in robots)
+        ):
+            raise ProtocolError("READY header needs 'robots': a non-empty list of names", field="robots")
+        if any(r == BROKER_SERVICE for r in robots):
+            raise ProtocolError(f"{BROKER_SERVICE!r} is reserved", field="robots")
+        return Ready(info)
+    if cmd is Command.HEARTBEAT:
+        if n != 2:
+            raise ProtocolError(f"HEARTBEAT needs exactly 2 frames, got {n}")
+        return Heartbeat()
+    # DISCONNECT
+    if n > 3:
+        raise ProtocolError(f"DISCONNECT takes at most 3 frames, got {n}")
+    reason = ""
+    if n == 3:
+        reason = _bytes(frames[2])[:256].decode("utf-8", "replace")
+    return Disconnect(reason)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def request_frames(
+    request_id: bytes,
+    service: str,
+    operation: str,
+    timeout_ms: int,
+    payload: Sequence[OutFrame | Frame],
+) -> list[Any]:
+    """Frames of a REQUEST (the same layout client → broker and broker → worker)."""
+    timeout_ms = max(0, min(int(timeout_ms), MAX_TIMEOUT_MS))
+    return [
+        PROTOCOL,
+        Command.REQUEST.value,
+        request_id,
+        service.encode(),
+        operation.encode(),
+        _DEADLINE.pack(timeout_ms),
+        *payload,
+    ]
+
+
+def reply_frames(command: Command, request_id: bytes, payload: Sequence[OutFrame | Frame]) -> list[Any]:
+    """Frames of a FINAL, PARTIAL or ERROR reply."""
+    return [PROTOCOL, command.value, request_id, *payload]
+
+
+def error_payload(code: ErrorCode | str, message: str, field: str | None = None) -> list[OutFrame]:
+    """The payload of an ERROR reply: a header with code, message and field."""
+    code_str = code.value if isinstance(code, ErrorCode) else str(code)
+    return [pack_header({"code": code_str, "message": message[:4096], "field": field})]
+
+
+def error_frames(
+    request_id: bytes, code: ErrorCode | str, message: str, field: str | None = None
+) -> list[Any]:
+    """Frames of an ERROR reply."""
+    return reply_frames(Command.ERROR, request_id, error_payload(code, message, field))
+
+
+def decode_error(payload: Sequence[Frame]) -> tuple[str, str, str | None]:
+    """(code, message, field) of an ERROR reply's payload; malformed ones become protocol errors."""
+    try:
+        header = decode_payload(payload).header
+    except ProtocolError as e:
+        return ErrorCode.PROTOCOL.value, f"unreadable ERROR reply: {e.message}", None
+    code = header.get("code")
+    message = header.get("message")
+    fld = header.get("field")
+    return (
+        code if isinstance(code, str) else ErrorCode.INTERNAL.value,
+        message if isinstance(message, str) else "no message",
+        fld if isinstance(fld, str) else None,
+    )
+
+
+def ready_frames(info: Mapping[str, Any]) -> list[Any]:
+    """Frames of a READY: ``info`` must contain ``robots``; may contain anything small."""
+    return [PROTOCOL, Command.READY.value, pack_header(info)]
+
+
+def heartbeat_frames() -> list[bytes]:
+    """Frames of a HEARTBEAT."""
+    return [PROTOCOL, Command.HEARTBEAT.value]
+
+
+def disconnect_frames(reason: str = "") -> list[bytes]:
+    """Frames of a DISCONNECT."""
+    frames = [PROTOCOL, Command.DISCONNECT.value]
+    if reason:
+        frames.append(reason.encode()[:256])
+    return frames
