@@ -1,0 +1,7 @@
+"""The zmq-ik broker: a Majordomo-style ROUTER that load-balances IK requests by robot name."""
+
+from zmq_ik.broker._broker import Broker as Broker
+from zmq_ik.broker._core import BrokerCore as BrokerCore
+from zmq_ik.broker._core import BrokerSettings as BrokerSettings
+
+__all__ = ["Broker", "BrokerCore", "BrokerSettings"]

@@ -1,0 +1,155 @@
+"""The broker's event loop: one ROUTER socket, a poller, and `BrokerCore` doing the thinking."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+import zmq
+
+from zmq_ik.broker._core import BrokerCore, BrokerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Broker:
+    """Runs a `BrokerCore` on a ROUTER socket until `stop()` or SIGINT/SIGTERM.
+
+    Socket options, chosen on purpose:
+    * ROUTER_MANDATORY: a reply to a vanished client raises instead of vanishing silently,
+      so it is counted (``unroutable``) and dropped;
+    * SNDHWM/RCVHWM 10,000 messages per peer: far above one robot's in-flight window, low
+      enough that a client that never reads cannot grow the broker without bound (sends to
+      it then fail with EAGAIN and are counted as dropped);
+    * MAXMSGSIZE = the protocol's message limit, so an oversized frame is refused by libzmq
+      before it is buffered;
+    * LINGER 0: on exit, undeliverable replies are not worth waiting for.
+    """
+
+    def __init__(self, settings: BrokerSettings | None = None, context: zmq.Context | None = None):
+        self.settings = settings or BrokerSettings()
+        self.core = BrokerCore(self.settings)
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self._stop = threading.Event()
+        self._authenticator = None
+        self.sockets: list[zmq.Socket] = []
+        self.endpoints: list[str] = []
+        self._bind()
+
+    def _make_socket(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, self.settings.sndhwm)
+        sock.setsockopt(zmq.RCVHWM, self.settings.rcvhwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.limits.max_message_bytes)
+        if self.settings.curve_secret_key:
+            from zmq_ik.security import configure_curve_server
+
+            self._authenticator = configure_curve_server(
+                sock, self.context, self.settings.curve_secret_key, self.settings.allow_keys,
+                self._authenticator,
+            )
+        return sock
+
+    def _bind(self) -> None:
+        for endpoint in filter(None, (self.settings.bind, self.settings.worker_bind)):
+            sock = self._make_socket()
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as e:
+                sock.close(0)
+                self.close()
+                raise OSError(f"cannot bind {endpoint}: {e}") from e
+            self.sockets.append(sock)
+            self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+            logger.info("broker listening on %s", self.endpoints[-1])
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint actually bound (useful with port 0 / wildcard binds)."""
+        return self.endpoints[0]
+
+    def stop(self) -> None:
+        """Ask the loop to shut down gracefully (thread-safe)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM → graceful stop (main thread only)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            logger.info("received %s: shutting down", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def run(self) -> None:
+        """Serve until stopped; then drain in-flight work for the grace period and return."""
+        poller = zmq.Poller()
+        for sock in self.sockets:
+            poller.register(sock, zmq.POLLIN)
+        core = self.core
+        # Which socket each peer talks on, so replies leave by the socket the peer knows.
+        self._route: dict[bytes, zmq.Socket] = {}
+        grace_until: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if self._stop.is_set() and grace_until is None:
+                    core.begin_shutdown(now)
+                    grace_until = now + self.settings.shutdown_grace
+                    logger.info("draining %d in-flight job(s) for up to %.1fs", core.in_flight(), self.settings.shutdown_grace)
+                if grace_until is not None and (core.in_flight() == 0 or now >= grace_until):
+                    core.finish_shutdown()
+                    self._flush()
+                    break
+                timeout_ms = max(0, int(core.next_timeout(now) * 1000)) + 1
+                events = dict(poller.poll(min(timeout_ms, 100)))
+                for sock in self.sockets:
+                    if sock not in events:
+                        continue
+                    for _ in range(1000):  # bounded burst, then timers get their turn
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        identity = frames[0].bytes
+                        self._route[identity] = sock
+                        core.handle(identity, frames[1:], time.monotonic())
+                        self._flush()
+                core.tick(time.monotonic())
+                self._flush()
+                if len(self._route) > 4 * (len(core.workers) + len(core.by_client)) + 10_000:
+                    live = set(core.workers) | {c for c, _ in core.by_client}
+                    self._route = {k: v for k, v in self._route.items() if k in live}
+        finally:
+            self.close()
+        logger.info("broker stopped; counters: %s", dict(core.counters))
+
+    def _flush(self) -> None:
+        outbox = self.core.outbox
+        default = self.sockets[0]
+        while outbox:
+            identity, frames = outbox.popleft()
+            sock = self._route.get(identity, default)
+            try:
+                sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError as e:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
+                self.core.counters["unroutable"] += 1
+                logger.debug("dropped message to %s: %s", identity.hex(), e)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close(0)
+        self.sockets = []
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+        if self._own_context:
+            self.context.term()
+            self._own_context = False

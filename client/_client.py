@@ -1,0 +1,286 @@
+"""IKClient: the robot side. A DEALER socket, many requests in flight, retries by request id.
+
+Thread safety: an `IKClient` (like a ZeroMQ socket) belongs to one thread. Use one client per
+thread, or `AsyncIKClient` for many concurrent calls in one asyncio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from zmq_ik import ops
+from zmq_ik.errors import ErrorCode, IKTimeout, ProtocolError, remote_error
+from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.protocol import (
+    BROKER_SERVICE,
+    LIMITS,
+    Command,
+    Payload,
+    Reply,
+    decode_error,
+    decode_payload,
+    encode_payload,
+    parse_message,
+    request_frames,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = os.environ.get("ZMQ_IK_ENDPOINT", "tcp://127.0.0.1:5555")
+RETRYABLE = frozenset({ErrorCode.WORKER_LOST.value, ErrorCode.SHUTTING_DOWN.value})
+"""Error codes after which the same request is worth sending again (same id)."""
+
+def answer_grace(timeout: float) -> float:
+    """How long past its deadline a client still waits: the broker answers `timeout` or
+    `unknown_robot` *at* the deadline, and that answer is worth more than a local timeout."""
+    return min(1.0, 0.1 + 0.05 * timeout)
+
+
+Progress = Callable[[int, int], None]
+"""Called with (poses done, poses total) as a job's chunks come back."""
+
+
+@dataclass
+class Call:
+    """One request to send: where, what, and what to do with its PARTIAL replies."""
+
+    service: str
+    operation: str
+    header: Mapping[str, Any]
+    arrays: Mapping[str, np.ndarray]
+    on_partial: Callable[[Payload], None] | None = None
+
+
+@dataclass
+class _Pending:
+    index: int
+    call: Call
+    frames: list[Any]
+    sent_at: float
+    attempts: int
+
+
+class IKClient:
+    """Synchronous ZIK/1 client.
+
+    ``timeout`` is the deadline of one attempt (sent with the request); after it passes with
+    no answer the request is sent again with the same id, up to ``retries`` times, then
+    `IKTimeout`. The broker never runs a retried request twice while it still holds it.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+        context: zmq.Context | None = None,
+        curve: Any = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.retries = retries
+        self.context = context or zmq.Context.instance()
+        self._curve = curve
+        self._ids = 0
+        self._prefix = os.urandom(4)
+        self.socket = self._open()
+
+    def _open(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, LIMITS.max_message_bytes)
+        if self._curve is not None:
+            self._curve.apply(sock)
+        sock.connect(self.endpoint)
+        return sock
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+    def __enter__(self) -> IKClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_id(self) -> bytes:
+        self._ids += 1
+        return self._prefix + self._ids.to_bytes(8, "big")
+
+    # ------------------------------------------------------------------ transport
+
+    def exchange(
+        self, calls: Iterable[Call], *, max_in_flight: int = 8, timeout: float | None = None
+    ) -> Iterator[tuple[int, Payload]]:
+        """Send calls with up to ``max_in_flight`` outstanding; yield (index, payload) as
+        FINAL replies arrive (any order). Raises the call's error on an ERROR reply."""
+        timeout = self.timeout if timeout is None else timeout
+        patience = timeout + answer_grace(timeout)
+        pending: dict[bytes, _Pending] = {}
+        source = enumerate(calls)
+        exhausted = False
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        while True:
+            while not exhausted and len(pending) < max_in_flight:
+                try:
+                    index, call = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                payload = encode_payload(call.header, call.arrays)
+                rid = self._next_id()
+                frames = request_frames(rid, call.service, call.operation, int(timeout * 1000), payload)
+                pending[rid] = _Pending(index, call, frames, time.monotonic(), 1)
+                self.socket.send_multipart(frames, copy=False)
+            if not pending:
+                return
+            now = time.monotonic()
+            wait = min(p.sent_at + patience for p in pending.values()) - now
+            if wait <= 0 or not poller.poll(max(1, int(wait * 1000))):
+                self._resend_expired(pending, patience)
+                continue
+            frames = self.socket.recv_multipart(copy=False)
+            result = self._on_reply(frames, pending, timeout)
+            if result is not None:
+                yield result
+
+    def _resend_expired(self, pending: dict[bytes, _Pending], timeout: float) -> None:
+        now = time.monotonic()
+        for rid, p in list(pending.items()):
+            if now < p.sent_at + timeout:
+                continue
+            if p.attempts > self.retries:
+                del pending[rid]
+                raise IKTimeout(
+                    f"no answer from {self.endpoint} for {p.call.service}/{p.call.operation} "
+                    f"after {p.attempts} attempt(s) of {timeout:.1f}s"
+                )
+            logger.info("no answer for %s after %.1fs: retrying (attempt %d)", rid.hex(), timeout, p.attempts + 1)
+            p.attempts += 1
+            p.sent_at = now
+            self.socket.send_multipart(p.frames, copy=False)
+
+    def _on_reply(self, frames: list[Any], pending: dict[bytes, _Pending], timeout: float) -> tuple[int, Payload] | None:
+        try:
+            msg = parse_message(frames)
+        except ProtocolError as e:
+            logger.warning("malformed reply ignored: %s", e.message)
+            return None
+        if not isinstance(msg, Reply):
+            return None
+        p = pending.get(msg.request_id)
+        if p is None:
+            if msg.command is Command.ERROR and not msg.request_id:
+                code, message, fld = decode_error(msg.payload)
+                raise remote_error(code, message, fld)
+            return None  # an answer to a retried request we already have
+        if msg.command is Command.PARTIAL:
+            if p.call.on_partial is not None:
+                p.call.on_partial(decode_payload(msg.payload))
+            return None
+        if msg.command is Command.ERROR:
+            code, message, fld = decode_error(msg.payload)
+            if code in RETRYABLE and p.attempts <= self.retries:
+                p.attempts += 1
+                p.sent_at = time.monotonic()
+                self.socket.send_multipart(p.frames, copy=False)
+                return None
+            del pending[msg.request_id]
+            raise remote_error(code, message, fld)
+        del pending[msg.request_id]
+        return p.index, decode_payload(msg.payload)
+
+    def request(
+        self,
+        service: str,
+        operation: str,
+        header: Mapping[str, Any] | None = None,
+        arrays: Mapping[str, np.ndarray] | None = None,
+        *,
+        timeout: float | None = None,
+        on_partial: Callable[[Payload], None] | None = None,
+    ) -> Payload:
+        """One request, one answer: the reply's header and arrays."""
+        call = Call(service, operation, header or {}, arrays or {}, on_partial)
+        for _, payload in self.exchange([call], timeout=timeout):
+            return payload
+        raise AssertionError("unreachable: exchange yields once per call")  # pragma: no cover
+
+    # ------------------------------------------------------------------ IK calls
+
+    def solve(
+        self,
+        robot: str,
+        target_wxyz: Any,
+        target_pos: Any,
+        rest: Any = None,
+        ee_links: Sequence[str] | None = None,
+        *,
+        ik: IKSettings | None = None,
+        timeout: float | None = None,
+    ) -> IKSolution:
+        """Solve IK for (N, n_ee) target poses (or one (n_ee, ·) pose) on ``robot``."""
+        header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
+        return ops.read_solve_reply(self.request(robot, ops.SOLVE, header, arrays, timeout=timeout).arrays)
+
+    def compute(
+        self,
+        scene: Scene,
+        strokes: StrokeList,
+        *,
+        chunk_pairs: int = 64,
+        max_in_flight: int = 8,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> StrokeBatch:
+        """Joint angles for every stroke pose: tatbot's ``strokebatch_from_strokes`` over the wire.
+
+        The job is split into chunks of ``chunk_pairs`` stroke pairs sent concurrently (so all
+        workers serving the robot share it), reassembled in order; memory is bounded by
+        ``chunk_pairs × max_in_flight``.
+        """
+        packed = ops.apply_first_last_rest(strokes.pack(scene.stroke_length), scene)
+        b = len(packed)
+        chunk_pairs = max(1, int(chunk_pairs))
+        starts = list(range(0, b, chunk_pairs)) or [0]
+        per_pair = scene.stroke_length * scene.offset_num
+
+        def calls() -> Iterator[Call]:
+            for s in starts:
+                header, arrays = ops.strokebatch_request(scene, ops.slice_packed(packed, s, s + chunk_pairs))
+                yield Call(scene.robot, ops.STROKEBATCH, header, arrays)
+
+        parts: dict[int, StrokeBatch] = {}
+        done = 0
+        if progress is not None:
+            progress(0, b * per_pair)
+        for index, payload in self.exchange(calls(), max_in_flight=max_in_flight, timeout=timeout):
+            parts[index] = ops.read_strokebatch_reply(payload.arrays)
+            done += len(parts[index]) * per_pair
+            if progress is not None:
+                progress(done, b * per_pair)
+        return StrokeBatch.concat([parts[i] for i in range(len(starts))])
+
+    # ------------------------------------------------------------------ management
+
+    def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        """Round trip to the broker: ``rtt_ms``, broker ``version`` and live ``workers``."""
+        t0 = time.perf_counter()
+        payload = self.request(BROKER_SERVICE, "ping", timeout=timeout)
+        info = dict(payload.header)
+        info["rtt_ms"] = (time.perf_counter() - t0) * 1000
+        return info
+
+    def status(self, timeout: float | None = None) -> dict[str, Any]:
+        """The broker's full status: workers, queues, in-flight jobs, counters."""
+        return dict(self.request(BROKER_SERVICE, "status", timeout=timeout).header)

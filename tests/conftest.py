@@ -1,0 +1,114 @@
+"""Shared fixtures: free loopback ports, real broker/worker processes that are always reaped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+JAX_CACHE = ROOT / ".jax_cache"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+class Processes:
+    """Starts `zmq-ik` subprocesses and kills whatever is left at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tmp_path = tmp_path
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"proc{len(self.procs)}.log", "wb")  # noqa: SIM115
+        full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zmq_ik.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+        )
+        log.close()
+        proc.log_path = self.tmp_path / f"proc{len(self.procs)}.log"  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def broker(self, endpoint: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self.start("broker", "--bind", endpoint, *extra)
+
+    def echo_worker(self, endpoint: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self.start("worker", "--echo", "--connect", endpoint, *extra)
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def endpoint() -> str:
+    return free_endpoint()
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context]:
+    ctx = zmq.Context()
+    try:
+        yield ctx
+    finally:
+        ctx.destroy(linger=0)
+
+
+def wait_for_workers(endpoint: str, n: int, robot: str | None = None, timeout: float = 60.0) -> dict:
+    """Poll the broker until ``n`` workers (serving ``robot``) are registered."""
+    from zmq_ik.client import IKClient
+    from zmq_ik.errors import IKError
+
+    deadline = time.monotonic() + timeout
+    with IKClient(endpoint, timeout=0.5, retries=0, context=zmq.Context.instance()) as client:
+        while time.monotonic() < deadline:
+            try:
+                info = client.ping()
+            except IKError:
+                time.sleep(0.1)
+                continue
+            workers = [w for w in info["workers"] if robot is None or robot in w["robots"]]
+            if len(workers) >= n:
+                return info
+            time.sleep(0.1)
+    raise TimeoutError(f"{n} worker(s) not registered at {endpoint} within {timeout}s")

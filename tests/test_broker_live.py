@@ -1,0 +1,197 @@
+"""Broker, workers and clients as real processes on loopback (echo workers: no JAX needed)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import free_endpoint, wait_for_workers
+from zmq_ik.client import Call, IKClient
+from zmq_ik.errors import IKTimeout, RemoteError
+from zmq_ik.protocol import decode_error, parse_message
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_many_clients_many_workers_each_gets_its_own_answer(procs, endpoint):
+    procs.broker(endpoint)
+    for _ in range(3):
+        procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 3)
+    failures: list[str] = []
+    pids: set[int] = set()
+
+    def run_client(c: int) -> None:
+        ctx = zmq.Context()
+        try:
+            with IKClient(endpoint, timeout=10, context=ctx) as client:
+                calls = [
+                    Call("echo", "echo", {"c": c, "i": i}, {"x": np.full((i % 5, 3), c * 1000 + i, np.float32)})
+                    for i in range(40)
+                ]
+                for index, payload in client.exchange(calls, max_in_flight=8):
+                    if payload.header["c"] != c or payload.header["i"] != index:
+                        failures.append(f"client {c} got {payload.header} for {index}")
+                    if not np.all(payload.arrays["x"] == c * 1000 + index):
+                        failures.append(f"client {c} wrong array for {index}")
+                    pids.add(payload.header["pid"])
+        finally:
+            ctx.destroy(linger=0)
+
+    threads = [threading.Thread(target=run_client, args=(c,)) for c in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures
+    assert len(pids) == 3  # the load was spread over every worker
+
+
+def test_sigkill_worker_during_job_answered_by_the_other_once(procs, endpoint):
+    procs.broker(endpoint)
+    w1 = procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 2)
+    with IKClient(endpoint, timeout=15, retries=0) as client:
+        result: dict = {}
+
+        def ask() -> None:
+            result["payload"] = client.request("echo", "sleep", {"seconds": 1.0})
+
+        t = threading.Thread(target=ask)
+        t.start()
+        time.sleep(0.4)
+        status = IKClient(endpoint, timeout=2)
+        busy = [w for w in status.ping()["workers"] if w["state"] == "busy"]
+        status.close()
+        assert len(busy) == 1
+        victim = w1 if busy[0]["pid"] == w1.pid else None
+        if victim is None:  # the job went to the second worker: kill that one
+            victim = next(p for p in procs.procs if p.pid == busy[0]["pid"])
+        victim.send_signal(signal.SIGKILL)
+        t.join(20)
+        assert result["payload"].header["pid"] != victim.pid
+        # Exactly one answer: nothing else is waiting on the socket.
+        assert client.socket.poll(300) == 0
+
+
+def test_client_asks_before_any_worker_exists(procs, endpoint):
+    procs.broker(endpoint)
+    with IKClient(endpoint, timeout=20, retries=0) as client:
+        threading.Timer(0.5, lambda: procs.echo_worker(endpoint)).start()
+        payload = client.request("echo", "echo", {"hello": 1})
+        assert payload.header["hello"] == 1
+
+
+def test_unknown_robot_error_within_deadline(procs, endpoint):
+    procs.broker(endpoint)
+    with IKClient(endpoint, timeout=0.5, retries=0) as client:
+        t0 = time.monotonic()
+        with pytest.raises(RemoteError) as info:
+            client.request("no-such-robot", "solve")
+        assert time.monotonic() - t0 < 1.5
+    assert info.value.code == "unknown_robot" and "no-such-robot" in info.value.message
+
+
+def test_broker_restart_client_retry_succeeds(procs, endpoint):
+    broker = procs.broker(endpoint)
+    procs.echo_worker(endpoint, "--heartbeat", "0.1")
+    wait_for_workers(endpoint, 1)
+    with IKClient(endpoint, timeout=2.0, retries=3) as client:
+        assert client.request("echo", "echo", {"n": 1}).header["n"] == 1
+        broker.send_signal(signal.SIGKILL)
+        broker.wait(5)
+        threading.Timer(0.5, lambda: procs.broker(endpoint)).start()
+        assert client.request("echo", "echo", {"n": 2}).header["n"] == 2
+
+
+def test_rogue_peer_does_not_stop_good_client(procs, endpoint, zctx):
+    procs.broker(endpoint)
+    procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    rogue = zctx.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(endpoint)
+    rng = np.random.default_rng(0)
+    with IKClient(endpoint, timeout=5) as client:
+        for i in range(1000):
+            n = int(rng.integers(1, 6))
+            frames = [rng.bytes(int(rng.integers(0, 20))) for _ in range(n)]
+            if i % 2:
+                frames[0] = b"ZIK/1"
+            rogue.send_multipart(frames)
+            if i % 100 == 0:
+                assert client.request("echo", "echo", {"i": i}).header["i"] == i
+        status = client.status()
+    assert sum(status["rejects"].values()) >= 900
+    # The rogue got an ERROR per bad message, not silence.
+    assert rogue.poll(2000)
+    msg = parse_message(rogue.recv_multipart())
+    assert decode_error(msg.payload)[0] in ("protocol", "version")
+    rogue.close()
+
+
+def test_ping_cli_exit_codes(procs, endpoint):
+    procs.broker(endpoint)
+    ok = subprocess.run([sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", endpoint, "--timeout", "5"], capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    assert b"rtt" in ok.stdout
+    nothing = free_endpoint()
+    t0 = time.monotonic()
+    bad = subprocess.run([sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", nothing, "--timeout", "1"], capture_output=True, timeout=30)
+    assert bad.returncode != 0 and b"no answer" in bad.stderr
+    assert time.monotonic() - t0 < 15
+
+
+def test_broker_sigterm_exits_zero_and_tells_workers(procs, endpoint):
+    broker = procs.broker(endpoint, "--grace", "0.5")
+    worker = procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    broker.send_signal(signal.SIGTERM)
+    assert broker.wait(10) == 0
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+
+
+def test_worker_sigterm_finishes_current_job(procs, endpoint):
+    procs.broker(endpoint)
+    worker = procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    with IKClient(endpoint, timeout=10, retries=0) as client:
+        threading.Timer(0.3, lambda: worker.send_signal(signal.SIGTERM)).start()
+        payload = client.request("echo", "sleep", {"seconds": 1.0})
+        assert payload.header["slept"] == 1.0
+    assert worker.wait(10) == 0
+
+
+def test_worker_errors_become_error_replies_and_worker_carries_on(procs, endpoint):
+    procs.broker(endpoint)
+    procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    with IKClient(endpoint, timeout=5, retries=0) as client:
+        with pytest.raises(RemoteError) as info:
+            client.request("echo", "fail")
+        assert info.value.code == "internal" and "failing on purpose" in info.value.message
+        with pytest.raises(RemoteError) as info:
+            client.request("echo", "nope")
+        assert info.value.code == "unknown_operation"
+        with pytest.raises(RemoteError) as info:
+            client.request("echo", "sleep", {"seconds": "long"})
+        assert info.value.code == "bad_request" and info.value.field == "seconds"
+        assert client.request("echo", "echo", {"ok": 1}).header["ok"] == 1
+
+
+def test_nothing_listening_times_out_cleanly():
+    with IKClient(free_endpoint(), timeout=0.3, retries=1) as client:
+        t0 = time.monotonic()
+        with pytest.raises(IKTimeout):
+            client.request("echo", "echo")
+        assert 0.5 < time.monotonic() - t0 < 3

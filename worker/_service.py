@@ -1,0 +1,103 @@
+"""What a worker computes: a `Service` maps (robot, operation, header, arrays) to a reply.
+
+Services know nothing about sockets; the worker loop (`_worker.py`) feeds them decoded
+requests one at a time and turns what they return or raise into FINAL / ERROR replies.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from zmq_ik._version import __version__
+from zmq_ik.errors import ErrorCode, IKError
+
+Progress = Callable[[Mapping[str, Any], Mapping[str, np.ndarray] | None], None]
+"""Send a PARTIAL reply: header (e.g. ``{"progress": [done, total]}``) and optional arrays."""
+
+
+class ServiceError(IKError):
+    """An error a service reports on purpose, with a protocol error code."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class Service(Protocol):
+    """The interface the worker loop drives."""
+
+    robots: list[str]
+    """Robot (service) names served; sent in READY."""
+
+    def warmup(self) -> dict[str, Any]:
+        """Load and compile everything before READY; returns facts for the READY header."""
+        ...
+
+    def handle(
+        self,
+        robot: str,
+        operation: str,
+        header: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
+        progress: Progress,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Compute one request; raise `InputError`/`ServiceError` for bad requests."""
+        ...
+
+
+class EchoService:
+    """A service with no IK, for tests and transport benchmarks.
+
+    Operations: ``echo`` returns the header and arrays it got; ``sleep`` waits
+    ``header["seconds"]`` (a stand-in for a long solve); ``fail`` raises (an `internal` error).
+    """
+
+    def __init__(self, robots: list[str] | None = None) -> None:
+        self.robots = list(robots or ["echo"])
+
+    def warmup(self) -> dict[str, Any]:
+        return {"device": "cpu", "operations": ["echo", "sleep", "fail"]}
+
+    def handle(
+        self,
+        robot: str,
+        operation: str,
+        header: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
+        progress: Progress,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if operation == "echo":
+            return {**header, "pid": os.getpid()}, dict(arrays)
+        if operation == "sleep":
+            seconds = header.get("seconds", 0)
+            if not isinstance(seconds, int | float) or not 0 <= seconds <= 3600:
+                raise ServiceError(ErrorCode.BAD_REQUEST, "seconds must be in 0..3600", "seconds")
+            steps = max(1, int(seconds / 0.05))
+            for i in range(steps):
+                time.sleep(seconds / steps)
+                if header.get("progress"):
+                    progress({"progress": [i + 1, steps]}, None)
+            return {"slept": seconds, "pid": os.getpid()}, {}
+        if operation == "fail":
+            raise RuntimeError("failing on purpose")
+        raise ServiceError(
+            ErrorCode.UNKNOWN_OPERATION, f"echo service has no operation {operation!r}", "operation"
+        )
+
+
+def base_info() -> dict[str, Any]:
+    """READY facts every worker reports."""
+    return {
+        "versions": {"zmq-ik": __version__, "python": platform.python_version()},
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "capacity": 1,
+    }

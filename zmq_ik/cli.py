@@ -1,0 +1,243 @@
+"""`zmq-ik` command line: thin click wrappers; the work lives in the library modules.
+
+Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zmq_ik._version import __version__
+
+DEFAULT_ENDPOINT = os.environ.get("ZMQ_IK_ENDPOINT", "tcp://127.0.0.1:5555")
+logger = logging.getLogger("zmq_ik.cli")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="zmq-ik")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """zmq-ik: a ZeroMQ broker with persistent GPU workers for robot inverse kinematics."""
+    _configure_logging(-1 if quiet else verbose)
+    ctx.ensure_object(dict)
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def _curve_options(f: Any) -> Any:
+    f = click.option("--curve-server-key", type=click.Path(exists=True, dir_okay=False), help="Broker public key file (enables CURVE).")(f)
+    f = click.option("--curve-secret-key", "curve_own", type=click.Path(exists=True, dir_okay=False), help="This peer's secret key file (from `zmq-ik keygen`).")(f)
+    return f
+
+
+def _client_curve(server_key: str | None, own: str | None) -> Any:
+    if not server_key:
+        return None
+    from zmq_ik.security import CurveClient
+
+    return CurveClient.from_files(server_key, own)
+
+
+@main.command()
+@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Endpoint for clients and workers.")
+@click.option("--worker-bind", default=None, help="Optional separate endpoint for workers.")
+@click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
+@click.option("--liveness", default=4, show_default=True, help="Missed heartbeats before a worker is dead.")
+@click.option("--max-queue", default=1024, show_default=True, help="Waiting requests per robot before 'overloaded'.")
+@click.option("--max-retries", default=2, show_default=True, help="Re-dispatches of a job whose worker died.")
+@click.option("--grace", default=2.0, show_default=True, help="Seconds in-flight work may finish on shutdown.")
+@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False), help="Broker secret key file (enables CURVE).")
+@click.option("--allow-keys", type=click.Path(exists=True, file_okay=False), help="Directory of allowed public keys (CURVE).")
+def broker(
+    bind: str,
+    worker_bind: str | None,
+    heartbeat: float,
+    liveness: int,
+    max_queue: int,
+    max_retries: int,
+    grace: float,
+    curve_secret_key: str | None,
+    allow_keys: str | None,
+) -> None:
+    """Run the broker (Ctrl-C or SIGTERM: drain in-flight work, exit 0)."""
+    from zmq_ik.broker import Broker, BrokerSettings
+
+    if curve_secret_key and not allow_keys:
+        raise click.UsageError("--curve-secret-key needs --allow-keys DIR")
+    settings = BrokerSettings(
+        bind=bind,
+        worker_bind=worker_bind,
+        heartbeat_interval=heartbeat,
+        liveness=liveness,
+        max_queue=max_queue,
+        max_retries=max_retries,
+        shutdown_grace=grace,
+        curve_secret_key=curve_secret_key,
+        allow_keys=allow_keys,
+    )
+    try:
+        b = Broker(settings)
+    except OSError as e:
+        raise click.ClickException(str(e)) from e
+    b.install_signal_handlers()
+    b.run()
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
+    robots: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"expected NAME=URDF, got {value!r}", param_hint="--robot")
+        if not Path(path).is_file():
+            raise click.BadParameter(f"URDF file not found: {path}", param_hint="--robot")
+        robots[name] = path
+    return robots
+
+
+@main.command()
+@click.option("--connect", default=DEFAULT_ENDPOINT, show_default=True, help="Broker endpoint.")
+@click.option("--gpu", type=int, default=None, help="GPU index to pin (CUDA_VISIBLE_DEVICES); default CPU.")
+@click.option("--robot", "robots", multiple=True, help="NAME=URDF to serve (repeatable); default: bundled tatbot.")
+@click.option("--cache-dir", default=None, help="JAX persistent compilation cache directory.")
+@click.option("--buckets", default=None, help="Comma-separated batch buckets to compile (default: all).")
+@click.option("--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks).")
+@click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
+@click.option("--liveness", default=4, show_default=True, help="Missed broker heartbeats before reconnecting.")
+@_curve_options
+def worker(
+    connect: str,
+    gpu: int | None,
+    robots: tuple[str, ...],
+    cache_dir: str | None,
+    buckets: str | None,
+    echo: bool,
+    heartbeat: float,
+    liveness: int,
+    curve_server_key: str | None,
+    curve_own: str | None,
+) -> None:
+    """Run a worker: load robots, compile, say READY, serve until SIGTERM."""
+    from zmq_ik.worker import EchoService, Worker, WorkerSettings
+
+    robot_paths = _parse_robot(robots)
+    service: Any
+    if echo:
+        service = EchoService(list(robot_paths) or ["echo"])
+    else:
+        from zmq_ik.worker.ik_service import IKService, pin_device
+
+        pin_device(gpu)  # must happen before JAX is imported
+        bucket_list = tuple(int(b) for b in buckets.split(",")) if buckets else None
+        service = IKService(robot_paths or None, cache_dir=cache_dir, buckets=bucket_list)
+    settings = WorkerSettings(
+        connect=connect,
+        heartbeat_interval=heartbeat,
+        liveness=liveness,
+        curve=_client_curve(curve_server_key, curve_own),
+    )
+    w = Worker(service, settings)
+    w.install_signal_handlers()
+    w.run()
+
+
+# --------------------------------------------------------------------------- ping / status
+
+
+@main.command()
+@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True)
+@click.option("--count", default=1, show_default=True, help="Number of pings.")
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the last answer as JSON.")
+@_curve_options
+def ping(endpoint: str, count: int, timeout: float, as_json: bool, curve_server_key: str | None, curve_own: str | None) -> None:
+    """Is the broker there, which workers serve what, how fast. Exit 1 if nothing answers."""
+    from zmq_ik.client import IKClient
+    from zmq_ik.errors import IKError
+
+    rtts = []
+    info: dict[str, Any] = {}
+    with IKClient(endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)) as client:
+        for i in range(count):
+            try:
+                info = client.ping()
+            except IKError as e:
+                click.echo(f"no answer from {endpoint}: {e}", err=True)
+                sys.exit(1)
+            rtts.append(info["rtt_ms"])
+            if not as_json:
+                click.echo(f"reply from {endpoint}: seq={i} time={info['rtt_ms']:.3f} ms")
+            if i + 1 < count:
+                time.sleep(0.2)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    rtts.sort()
+    click.echo(
+        f"broker {info.get('version')} ({info.get('protocol')}), up {info.get('uptime_s', 0):.1f}s; "
+        f"rtt min/median/max = {rtts[0]:.3f}/{rtts[len(rtts) // 2]:.3f}/{rtts[-1]:.3f} ms"
+    )
+    workers = info.get("workers", [])
+    click.echo(f"{len(workers)} worker(s)")
+    for w in workers:
+        click.echo(f"  {w['id'][:8]}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  served={w['served']}")
+
+
+@main.command()
+@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True)
+@click.option("--timeout", default=2.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
+@_curve_options
+def status(endpoint: str, timeout: float, as_json: bool, watch: bool, curve_server_key: str | None, curve_own: str | None) -> None:
+    """Workers, queues, in-flight jobs and counters, as the broker sees them."""
+    from zmq_ik.client import IKClient
+    from zmq_ik.errors import IKError
+    from zmq_ik.report import format_status
+
+    with IKClient(endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)) as client:
+        while True:
+            try:
+                info = client.status()
+            except IKError as e:
+                click.echo(f"no answer from {endpoint}: {e}", err=True)
+                sys.exit(1)
+            if as_json:
+                click.echo(json.dumps(info, default=str))
+            else:
+                if watch:
+                    click.clear()
+                click.echo(format_status(info))
+            if not watch:
+                return
+            try:
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                return
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
