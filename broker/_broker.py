@@ -51,7 +51,10 @@ class Broker:
             from zmq_ik.security import configure_curve_server
 
             self._authenticator = configure_curve_server(
-                sock, self.context, self.settings.curve_secret_key, self.settings.allow_keys,
+                sock,
+                self.context,
+                self.settings.curve_secret_key,
+                self.settings.allow_keys,
                 self._authenticator,
             )
         return sock
@@ -103,7 +106,11 @@ class Broker:
                 if self._stop.is_set() and grace_until is None:
                     core.begin_shutdown(now)
                     grace_until = now + self.settings.shutdown_grace
-                    logger.info("draining %d in-flight job(s) for up to %.1fs", core.in_flight(), self.settings.shutdown_grace)
+                    logger.info(
+                        "draining %d in-flight job(s) for up to %.1fs",
+                        core.in_flight(),
+                        self.settings.shutdown_grace,
+                    )
                 if grace_until is not None and (core.in_flight() == 0 or now >= grace_until):
                     core.finish_shutdown()
                     self._flush()

@@ -177,7 +177,9 @@ class BrokerCore:
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
         elif isinstance(msg, Disconnect):
             if worker is not None:
-                logger.info("worker %s disconnected (%s)", identity.hex(), msg.reason or "no reason")
+                logger.info(
+                    "worker %s disconnected (%s)", identity.hex(), msg.reason or "no reason"
+                )
                 self._remove_worker(worker, now, "disconnected")
 
     def _reject(self, identity: bytes, e: ProtocolError) -> None:
@@ -191,7 +193,9 @@ class BrokerCore:
             return
         self.counters["requests"] += 1
         if self.stopping:
-            self._error_to(client, req.request_id, ErrorCode.SHUTTING_DOWN, "broker is shutting down")
+            self._error_to(
+                client, req.request_id, ErrorCode.SHUTTING_DOWN, "broker is shutting down"
+            )
             return
         existing = self.by_client.get((client, req.request_id))
         if existing is not None:  # a retry of a request we still hold: one job, one answer
@@ -253,7 +257,9 @@ class BrokerCore:
         self, identity: bytes, worker: WorkerState | None, msg: Reply, now: float
     ) -> None:
         job = self.jobs.get(msg.request_id)
-        current = worker is not None and worker.job is not None and worker.job.job_id == msg.request_id
+        current = (
+            worker is not None and worker.job is not None and worker.job.job_id == msg.request_id
+        )
         final = msg.command is not Command.PARTIAL
         if worker is None:
             # A worker we declared dead (frozen, partitioned) came back with an old answer.
@@ -312,7 +318,9 @@ class BrokerCore:
         for worker in list(self.workers.values()):
             if now - worker.last_seen > expiry:
                 logger.warning(
-                    "worker %s missed heartbeats for %.2fs: declared dead", worker.identity.hex(), now - worker.last_seen
+                    "worker %s missed heartbeats for %.2fs: declared dead",
+                    worker.identity.hex(),
+                    now - worker.last_seen,
                 )
                 self.counters["workers_lost"] += 1
                 self._remove_worker(worker, now, "expired")
@@ -323,7 +331,10 @@ class BrokerCore:
             if job.worker is None and not served and job.attempts == 0:
                 code, text = ErrorCode.UNKNOWN_ROBOT, f"no worker serves robot {job.service!r}"
             else:
-                code, text = ErrorCode.TIMEOUT, f"deadline passed for robot {job.service!r} ({job.operation})"
+                code, text = (
+                    ErrorCode.TIMEOUT,
+                    f"deadline passed for robot {job.service!r} ({job.operation})",
+                )
             self._error_job(job, code, text)
 
     def next_timeout(self, now: float) -> float:
@@ -463,7 +474,12 @@ class BrokerCore:
                     pass
 
     def _error_to(
-        self, client: bytes, request_id: bytes, code: ErrorCode, message: str, field: str | None = None
+        self,
+        client: bytes,
+        request_id: bytes,
+        code: ErrorCode,
+        message: str,
+        field: str | None = None,
     ) -> None:
         self.errors_sent[code.value] += 1
         self._send(client, error_frames(request_id, code, message, field))

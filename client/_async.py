@@ -115,7 +115,9 @@ class AsyncIKClient:
         timeout = self.timeout if timeout is None else timeout
         self._ids += 1
         rid = self._prefix + self._ids.to_bytes(8, "big")
-        frames = request_frames(rid, service, operation, int(timeout * 1000), encode_payload(header, arrays))
+        frames = request_frames(
+            rid, service, operation, int(timeout * 1000), encode_payload(header, arrays)
+        )
         loop = asyncio.get_running_loop()
         try:
             for attempt in range(self.retries + 1):
@@ -125,7 +127,9 @@ class AsyncIKClient:
                 try:
                     return await asyncio.wait_for(fut, timeout + answer_grace(timeout))
                 except asyncio.TimeoutError:
-                    logger.info("no answer for %s after %.1fs (attempt %d)", rid.hex(), timeout, attempt + 1)
+                    logger.info(
+                        "no answer for %s after %.1fs (attempt %d)", rid.hex(), timeout, attempt + 1
+                    )
                 except RemoteError as e:
                     if e.code not in RETRYABLE or attempt == self.retries:
                         raise
@@ -167,8 +171,12 @@ class AsyncIKClient:
 
         async def one(start: int) -> StrokeBatch:
             async with limit:
-                header, arrays = ops.strokebatch_request(scene, ops.slice_packed(packed, start, start + chunk_pairs))
-                payload = await self.request(scene.robot, ops.STROKEBATCH, header, arrays, timeout=timeout)
+                header, arrays = ops.strokebatch_request(
+                    scene, ops.slice_packed(packed, start, start + chunk_pairs)
+                )
+                payload = await self.request(
+                    scene.robot, ops.STROKEBATCH, header, arrays, timeout=timeout
+                )
                 return ops.read_strokebatch_reply(payload.arrays)
 
         parts = await asyncio.gather(*(one(s) for s in starts))

@@ -38,6 +38,7 @@ DEFAULT_ENDPOINT = os.environ.get("ZMQ_IK_ENDPOINT", "tcp://127.0.0.1:5555")
 RETRYABLE = frozenset({ErrorCode.WORKER_LOST.value, ErrorCode.SHUTTING_DOWN.value})
 """Error codes after which the same request is worth sending again (same id)."""
 
+
 def answer_grace(timeout: float) -> float:
     """How long past its deadline a client still waits: the broker answers `timeout` or
     `unknown_robot` *at* the deadline, and that answer is worth more than a local timeout."""
@@ -139,7 +140,9 @@ class IKClient:
                     break
                 payload = encode_payload(call.header, call.arrays)
                 rid = self._next_id()
-                frames = request_frames(rid, call.service, call.operation, int(timeout * 1000), payload)
+                frames = request_frames(
+                    rid, call.service, call.operation, int(timeout * 1000), payload
+                )
                 pending[rid] = _Pending(index, call, frames, time.monotonic(), 1)
                 self.socket.send_multipart(frames, copy=False)
             if not pending:
@@ -165,12 +168,19 @@ class IKClient:
                     f"no answer from {self.endpoint} for {p.call.service}/{p.call.operation} "
                     f"after {p.attempts} attempt(s) of {timeout:.1f}s"
                 )
-            logger.info("no answer for %s after %.1fs: retrying (attempt %d)", rid.hex(), timeout, p.attempts + 1)
+            logger.info(
+                "no answer for %s after %.1fs: retrying (attempt %d)",
+                rid.hex(),
+                timeout,
+                p.attempts + 1,
+            )
             p.attempts += 1
             p.sent_at = now
             self.socket.send_multipart(p.frames, copy=False)
 
-    def _on_reply(self, frames: list[Any], pending: dict[bytes, _Pending], timeout: float) -> tuple[int, Payload] | None:
+    def _on_reply(
+        self, frames: list[Any], pending: dict[bytes, _Pending], timeout: float
+    ) -> tuple[int, Payload] | None:
         try:
             msg = parse_message(frames)
         except ProtocolError as e:
@@ -231,7 +241,9 @@ class IKClient:
     ) -> IKSolution:
         """Solve IK for (N, n_ee) target poses (or one (n_ee, ·) pose) on ``robot``."""
         header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
-        return ops.read_solve_reply(self.request(robot, ops.SOLVE, header, arrays, timeout=timeout).arrays)
+        return ops.read_solve_reply(
+            self.request(robot, ops.SOLVE, header, arrays, timeout=timeout).arrays
+        )
 
     def compute(
         self,
@@ -257,7 +269,9 @@ class IKClient:
 
         def calls() -> Iterator[Call]:
             for s in starts:
-                header, arrays = ops.strokebatch_request(scene, ops.slice_packed(packed, s, s + chunk_pairs))
+                header, arrays = ops.strokebatch_request(
+                    scene, ops.slice_packed(packed, s, s + chunk_pairs)
+                )
                 yield Call(scene.robot, ops.STROKEBATCH, header, arrays)
 
         parts: dict[int, StrokeBatch] = {}

@@ -37,7 +37,7 @@ class Processes:
         self.tmp_path = tmp_path
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"proc{len(self.procs)}.log", "wb")  # noqa: SIM115
+        log = open(self.tmp_path / f"proc{len(self.procs)}.log", "wb")
         full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
         proc = subprocess.Popen(
             [sys.executable, "-m", "zmq_ik.cli", *args],
@@ -94,7 +94,9 @@ def zctx() -> Iterator[zmq.Context]:
         ctx.destroy(linger=0)
 
 
-def wait_for_workers(endpoint: str, n: int, robot: str | None = None, timeout: float = 60.0) -> dict:
+def wait_for_workers(
+    endpoint: str, n: int, robot: str | None = None, timeout: float = 60.0
+) -> dict:
     """Poll the broker until ``n`` workers (serving ``robot``) are registered."""
     from zmq_ik.client import IKClient
     from zmq_ik.errors import IKError

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from zmq_ik.broker import BrokerCore, BrokerSettings
-from zmq_ik.errors import ErrorCode
 from zmq_ik.protocol import (
     BROKER_SERVICE,
     Command,
@@ -54,7 +53,9 @@ class Harness:
         self.send(worker, ready_frames({"robots": list(robots), "device": "cpu"}))
 
     def request(self, client: bytes, rid: bytes, robot="tatbot", timeout_ms=1000, header=None):
-        self.send(client, request_frames(rid, robot, "solve", timeout_ms, encode_payload(header or {})))
+        self.send(
+            client, request_frames(rid, robot, "solve", timeout_ms, encode_payload(header or {}))
+        )
 
 
 def jobs_sent(msgs):
@@ -62,7 +63,11 @@ def jobs_sent(msgs):
 
 
 def errors(msgs):
-    return [(i, m.request_id, decode_error(m.payload)[0]) for i, m in msgs if isinstance(m, Reply) and m.command is Command.ERROR]
+    return [
+        (i, m.request_id, decode_error(m.payload)[0])
+        for i, m in msgs
+        if isinstance(m, Reply) and m.command is Command.ERROR
+    ]
 
 
 def test_request_routed_to_worker_and_answer_back_with_client_id():
@@ -191,7 +196,12 @@ def test_heartbeats_sent_and_unknown_heartbeat_gets_disconnect():
 
 def test_malformed_messages_are_rejected_and_counted():
     h = Harness()
-    for frames in ([b"junk"], [b"ZIK/2", b"REQUEST"], [b"ZIK/1", b"NOPE"], [b"ZIK/1", b"REQUEST", b"id"]):
+    for frames in (
+        [b"junk"],
+        [b"ZIK/2", b"REQUEST"],
+        [b"ZIK/1", b"NOPE"],
+        [b"ZIK/1", b"REQUEST", b"id"],
+    ):
         h.send(b"ROGUE", frames)
     codes = [c for _, _, c in errors(h.drain())]
     assert codes == ["protocol", "version", "protocol", "protocol"]
@@ -217,7 +227,10 @@ def test_shutdown_refuses_new_work_and_answers_queued():
     h.request(b"C", b"queued", timeout_ms=10_000)
     h.core.begin_shutdown(h.now)
     h.request(b"C", b"late")
-    assert errors(h.drain()) == [(b"C", b"queued", "shutting_down"), (b"C", b"late", "shutting_down")]
+    assert errors(h.drain()) == [
+        (b"C", b"queued", "shutting_down"),
+        (b"C", b"late", "shutting_down"),
+    ]
 
 
 @pytest.mark.parametrize("timeout_ms", [0, 1])

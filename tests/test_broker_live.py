@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 import zmq
-
 from conftest import free_endpoint, wait_for_workers
+
 from zmq_ik.client import Call, IKClient
 from zmq_ik.errors import IKTimeout, RemoteError
 from zmq_ik.protocol import decode_error, parse_message
@@ -33,7 +33,12 @@ def test_many_clients_many_workers_each_gets_its_own_answer(procs, endpoint):
         try:
             with IKClient(endpoint, timeout=10, context=ctx) as client:
                 calls = [
-                    Call("echo", "echo", {"c": c, "i": i}, {"x": np.full((i % 5, 3), c * 1000 + i, np.float32)})
+                    Call(
+                        "echo",
+                        "echo",
+                        {"c": c, "i": i},
+                        {"x": np.full((i % 5, 3), c * 1000 + i, np.float32)},
+                    )
                     for i in range(40)
                 ]
                 for index, payload in client.exchange(calls, max_in_flight=8):
@@ -141,12 +146,20 @@ def test_rogue_peer_does_not_stop_good_client(procs, endpoint, zctx):
 
 def test_ping_cli_exit_codes(procs, endpoint):
     procs.broker(endpoint)
-    ok = subprocess.run([sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", endpoint, "--timeout", "5"], capture_output=True, timeout=30)
+    ok = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", endpoint, "--timeout", "5"],
+        capture_output=True,
+        timeout=30,
+    )
     assert ok.returncode == 0, ok.stderr
     assert b"rtt" in ok.stdout
     nothing = free_endpoint()
     t0 = time.monotonic()
-    bad = subprocess.run([sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", nothing, "--timeout", "1"], capture_output=True, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", nothing, "--timeout", "1"],
+        capture_output=True,
+        timeout=30,
+    )
     assert bad.returncode != 0 and b"no answer" in bad.stderr
     assert time.monotonic() - t0 < 15
 

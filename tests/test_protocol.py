@@ -47,11 +47,19 @@ arrays = dtypes.flatmap(
     lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
 )
 header_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-headers = st.dictionaries(st.text(max_size=10).filter(lambda k: k != "arrays"), header_values, max_size=6)
+headers = st.dictionaries(
+    st.text(max_size=10).filter(lambda k: k != "arrays"), header_values, max_size=6
+)
 names = st.text(min_size=1, max_size=12)
 
 
@@ -99,26 +107,39 @@ def test_small_numpy_arrays_may_ride_in_the_header():
     arrs=st.dictionaries(names, arrays, max_size=3),
 )
 def test_request_envelope_round_trip(rid, service, op, timeout, arrs):
-    msg = parse_message(wire(request_frames(rid, service, op, timeout, encode_payload({"k": 1}, arrs))))
+    msg = parse_message(
+        wire(request_frames(rid, service, op, timeout, encode_payload({"k": 1}, arrs)))
+    )
     assert isinstance(msg, Request)
-    assert (msg.request_id, msg.service, msg.operation, msg.timeout_ms) == (rid, service, op, timeout)
+    assert (msg.request_id, msg.service, msg.operation, msg.timeout_ms) == (
+        rid,
+        service,
+        op,
+        timeout,
+    )
     assert decode_payload(msg.payload).header == {"k": 1}
 
 
 def test_reply_error_ready_heartbeat_disconnect_round_trip():
     msg = parse_message(wire(reply_frames(Command.FINAL, b"r1", encode_payload({"x": 1}))))
     assert isinstance(msg, Reply) and msg.command is Command.FINAL and msg.request_id == b"r1"
-    err = parse_message(wire(error_frames(b"r2", ErrorCode.UNKNOWN_ROBOT, "no worker serves 'x'", "robot")))
+    err = parse_message(
+        wire(error_frames(b"r2", ErrorCode.UNKNOWN_ROBOT, "no worker serves 'x'", "robot"))
+    )
     assert isinstance(err, Reply) and err.command is Command.ERROR
     assert decode_error(err.payload) == ("unknown_robot", "no worker serves 'x'", "robot")
-    ready = parse_message(wire(ready_frames({"robots": ["tatbot"], "device": "cpu", "capacity": 1})))
+    ready = parse_message(
+        wire(ready_frames({"robots": ["tatbot"], "device": "cpu", "capacity": 1}))
+    )
     assert isinstance(ready, Ready) and ready.robots == ["tatbot"]
     assert isinstance(parse_message(wire(heartbeat_frames())), Heartbeat)
     assert parse_message(wire(disconnect_frames("bye"))) == Disconnect("bye")
 
 
 def good_request() -> list[bytes]:
-    return wire(request_frames(b"id", "tatbot", "solve", 1000, encode_payload({}, {"a": np.zeros(3)})))
+    return wire(
+        request_frames(b"id", "tatbot", "solve", 1000, encode_payload({}, {"a": np.zeros(3)}))
+    )
 
 
 MALFORMED = {
@@ -130,12 +151,24 @@ MALFORMED = {
     "short request": (good_request()[:5], ErrorCode.PROTOCOL),
     "empty request id": ([*good_request()[:2], b"", *good_request()[3:]], ErrorCode.PROTOCOL),
     "long request id": ([*good_request()[:2], b"x" * 65, *good_request()[3:]], ErrorCode.PROTOCOL),
-    "service not utf-8": ([*good_request()[:3], b"\xff\xfe", *good_request()[4:]], ErrorCode.PROTOCOL),
-    "operation control chars": ([*good_request()[:4], b"so\x00lve", *good_request()[5:]], ErrorCode.PROTOCOL),
+    "service not utf-8": (
+        [*good_request()[:3], b"\xff\xfe", *good_request()[4:]],
+        ErrorCode.PROTOCOL,
+    ),
+    "operation control chars": (
+        [*good_request()[:4], b"so\x00lve", *good_request()[5:]],
+        ErrorCode.PROTOCOL,
+    ),
     "deadline wrong size": ([*good_request()[:5], b"12", *good_request()[6:]], ErrorCode.PROTOCOL),
-    "ready without robots": ([PROTOCOL, b"READY", pack_header({"device": "cpu"})], ErrorCode.PROTOCOL),
+    "ready without robots": (
+        [PROTOCOL, b"READY", pack_header({"device": "cpu"})],
+        ErrorCode.PROTOCOL,
+    ),
     "ready header not msgpack": ([PROTOCOL, b"READY", b"\xc1\xc1"], ErrorCode.PROTOCOL),
-    "ready reserved robot": ([PROTOCOL, b"READY", pack_header({"robots": ["zik.broker"]})], ErrorCode.PROTOCOL),
+    "ready reserved robot": (
+        [PROTOCOL, b"READY", pack_header({"robots": ["zik.broker"]})],
+        ErrorCode.PROTOCOL,
+    ),
     "heartbeat extra frame": ([PROTOCOL, b"HEARTBEAT", b"x"], ErrorCode.PROTOCOL),
     "reply too short": ([PROTOCOL, b"FINAL", b"id"], ErrorCode.PROTOCOL),
     "too many frames": ([*good_request(), *([b""] * 100)], ErrorCode.TOO_LARGE),
@@ -180,9 +213,23 @@ BAD_PAYLOADS = {
     "huge shape": [spec_header([["a", "<f8", [2**39, 2**39]]]), b""],
     "more frames than specs": [spec_header([]), b"\x00"],
     "fewer frames than specs": [spec_header([["a", "<f4", [1]], ["b", "<f4", [1]]]), b"\x00" * 4],
-    "duplicate names": [spec_header([["a", "<f4", [1]], ["a", "<f4", [1]]]), b"\x00" * 4, b"\x00" * 4],
+    "duplicate names": [
+        spec_header([["a", "<f4", [1]], ["a", "<f4", [1]]]),
+        b"\x00" * 4,
+        b"\x00" * 4,
+    ],
     "pickled array in header": [
-        msgpack.packb({"x": {b"nd": True, b"kind": b"O", b"type": "|O", b"shape": [1], b"data": b"cos\nsystem\n"}})
+        msgpack.packb(
+            {
+                "x": {
+                    b"nd": True,
+                    b"kind": b"O",
+                    b"type": "|O",
+                    b"shape": [1],
+                    b"data": b"cos\nsystem\n",
+                }
+            }
+        )
     ],
 }
 

@@ -79,7 +79,10 @@ class Worker:
     """Serve a `Service` to a broker until `stop()` or SIGTERM/SIGINT."""
 
     def __init__(
-        self, service: Service, settings: WorkerSettings | None = None, context: zmq.Context | None = None
+        self,
+        service: Service,
+        settings: WorkerSettings | None = None,
+        context: zmq.Context | None = None,
     ) -> None:
         self.service = service
         self.settings = settings or WorkerSettings()
@@ -98,7 +101,9 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
-            logger.info("received %s: finishing current job, then leaving", signal.Signals(signum).name)
+            logger.info(
+                "received %s: finishing current job, then leaving", signal.Signals(signum).name
+            )
             self.stop()
 
         signal.signal(signal.SIGINT, handler)
@@ -130,10 +135,16 @@ class Worker:
                 outcome = self._session(pair_in)
                 if outcome == "stopped":
                     break
-                logger.warning("broker %s: %s; reconnecting in %.2fs", self.settings.connect, outcome, delay)
+                logger.warning(
+                    "broker %s: %s; reconnecting in %.2fs", self.settings.connect, outcome, delay
+                )
                 if self._stop.wait(delay):
                     break
-                delay = min(delay * 2, self.settings.reconnect_max) if outcome == "silent" else self.settings.reconnect_min
+                delay = (
+                    min(delay * 2, self.settings.reconnect_max)
+                    if outcome == "silent"
+                    else self.settings.reconnect_min
+                )
         finally:
             self._jobs.put(None)
             compute.join(timeout=5)
@@ -187,7 +198,9 @@ class Worker:
                 if self._stop.is_set():
                     if stopping_since is None:
                         stopping_since = now
-                    if not self._busy.is_set() and self._jobs.empty() or now - stopping_since > 30:
+                    if (
+                        not self._busy.is_set() and self._jobs.empty()
+                    ) or now - stopping_since > 30:
                         sock.send_multipart(disconnect_frames("worker stopping"))
                         return "stopped"
                 if now - last_recv > expiry:
@@ -207,11 +220,23 @@ class Worker:
         if isinstance(msg, Request):
             if self._stop.is_set():
                 sock.send_multipart(
-                    reply_frames(Command.ERROR, msg.request_id, error_payload(ErrorCode.SHUTTING_DOWN, "worker is stopping"))
+                    reply_frames(
+                        Command.ERROR,
+                        msg.request_id,
+                        error_payload(ErrorCode.SHUTTING_DOWN, "worker is stopping"),
+                    )
                 )
             else:
                 self._busy.set()
-                self._jobs.put(_Job(msg.request_id, msg.service, msg.operation, now + msg.timeout_ms / 1000, msg.payload))
+                self._jobs.put(
+                    _Job(
+                        msg.request_id,
+                        msg.service,
+                        msg.operation,
+                        now + msg.timeout_ms / 1000,
+                        msg.payload,
+                    )
+                )
         elif isinstance(msg, Disconnect):
             return "disconnected"
         elif isinstance(msg, Heartbeat | Ready | Reply):
@@ -248,13 +273,16 @@ class Worker:
 
         def progress(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None) -> None:
             out.send_multipart(
-                reply_frames(Command.PARTIAL, job.job_id, encode_payload(header, arrays)), copy=False
+                reply_frames(Command.PARTIAL, job.job_id, encode_payload(header, arrays)),
+                copy=False,
             )
 
         t0 = time.perf_counter()
         try:
             payload = decode_payload(job.payload, self.settings.limits)
-            header, arrays = self.service.handle(job.robot, job.operation, payload.header, payload.arrays, progress)
+            header, arrays = self.service.handle(
+                job.robot, job.operation, payload.header, payload.arrays, progress
+            )
             header = {**header, "compute_ms": round((time.perf_counter() - t0) * 1000, 3)}
             return [reply_frames(Command.FINAL, job.job_id, encode_payload(header, arrays))]
         except ProtocolError as e:
@@ -264,5 +292,11 @@ class Worker:
         except ServiceError as e:
             return error(e.code, e.message, e.field)
         except Exception as e:
-            logger.error("job %s (%s/%s) failed:\n%s", job.job_id.hex(), job.robot, job.operation, traceback.format_exc())
+            logger.error(
+                "job %s (%s/%s) failed:\n%s",
+                job.job_id.hex(),
+                job.robot,
+                job.operation,
+                traceback.format_exc(),
+            )
             return error(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")

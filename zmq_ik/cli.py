@@ -45,8 +45,17 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _curve_options(f: Any) -> Any:
-    f = click.option("--curve-server-key", type=click.Path(exists=True, dir_okay=False), help="Broker public key file (enables CURVE).")(f)
-    f = click.option("--curve-secret-key", "curve_own", type=click.Path(exists=True, dir_okay=False), help="This peer's secret key file (from `zmq-ik keygen`).")(f)
+    f = click.option(
+        "--curve-server-key",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Broker public key file (enables CURVE).",
+    )(f)
+    f = click.option(
+        "--curve-secret-key",
+        "curve_own",
+        type=click.Path(exists=True, dir_okay=False),
+        help="This peer's secret key file (from `zmq-ik keygen`).",
+    )(f)
     return f
 
 
@@ -59,15 +68,39 @@ def _client_curve(server_key: str | None, own: str | None) -> Any:
 
 
 @main.command()
-@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Endpoint for clients and workers.")
+@click.option(
+    "--bind",
+    default="tcp://127.0.0.1:5555",
+    show_default=True,
+    help="Endpoint for clients and workers.",
+)
 @click.option("--worker-bind", default=None, help="Optional separate endpoint for workers.")
 @click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
-@click.option("--liveness", default=4, show_default=True, help="Missed heartbeats before a worker is dead.")
-@click.option("--max-queue", default=1024, show_default=True, help="Waiting requests per robot before 'overloaded'.")
-@click.option("--max-retries", default=2, show_default=True, help="Re-dispatches of a job whose worker died.")
-@click.option("--grace", default=2.0, show_default=True, help="Seconds in-flight work may finish on shutdown.")
-@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False), help="Broker secret key file (enables CURVE).")
-@click.option("--allow-keys", type=click.Path(exists=True, file_okay=False), help="Directory of allowed public keys (CURVE).")
+@click.option(
+    "--liveness", default=4, show_default=True, help="Missed heartbeats before a worker is dead."
+)
+@click.option(
+    "--max-queue",
+    default=1024,
+    show_default=True,
+    help="Waiting requests per robot before 'overloaded'.",
+)
+@click.option(
+    "--max-retries", default=2, show_default=True, help="Re-dispatches of a job whose worker died."
+)
+@click.option(
+    "--grace", default=2.0, show_default=True, help="Seconds in-flight work may finish on shutdown."
+)
+@click.option(
+    "--curve-secret-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Broker secret key file (enables CURVE).",
+)
+@click.option(
+    "--allow-keys",
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory of allowed public keys (CURVE).",
+)
 def broker(
     bind: str,
     worker_bind: str | None,
@@ -120,13 +153,26 @@ def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
 
 @main.command()
 @click.option("--connect", default=DEFAULT_ENDPOINT, show_default=True, help="Broker endpoint.")
-@click.option("--gpu", type=int, default=None, help="GPU index to pin (CUDA_VISIBLE_DEVICES); default CPU.")
-@click.option("--robot", "robots", multiple=True, help="NAME=URDF to serve (repeatable); default: bundled tatbot.")
+@click.option(
+    "--gpu", type=int, default=None, help="GPU index to pin (CUDA_VISIBLE_DEVICES); default CPU."
+)
+@click.option(
+    "--robot",
+    "robots",
+    multiple=True,
+    help="NAME=URDF to serve (repeatable); default: bundled tatbot.",
+)
 @click.option("--cache-dir", default=None, help="JAX persistent compilation cache directory.")
-@click.option("--buckets", default=None, help="Comma-separated batch buckets to compile (default: all).")
-@click.option("--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks).")
+@click.option(
+    "--buckets", default=None, help="Comma-separated batch buckets to compile (default: all)."
+)
+@click.option(
+    "--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks)."
+)
 @click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
-@click.option("--liveness", default=4, show_default=True, help="Missed broker heartbeats before reconnecting.")
+@click.option(
+    "--liveness", default=4, show_default=True, help="Missed broker heartbeats before reconnecting."
+)
 @_curve_options
 def worker(
     connect: str,
@@ -173,14 +219,23 @@ def worker(
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the last answer as JSON.")
 @_curve_options
-def ping(endpoint: str, count: int, timeout: float, as_json: bool, curve_server_key: str | None, curve_own: str | None) -> None:
+def ping(
+    endpoint: str,
+    count: int,
+    timeout: float,
+    as_json: bool,
+    curve_server_key: str | None,
+    curve_own: str | None,
+) -> None:
     """Is the broker there, which workers serve what, how fast. Exit 1 if nothing answers."""
     from zmq_ik.client import IKClient
     from zmq_ik.errors import IKError
 
     rtts = []
     info: dict[str, Any] = {}
-    with IKClient(endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)) as client:
+    with IKClient(
+        endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)
+    ) as client:
         for i in range(count):
             try:
                 info = client.ping()
@@ -203,7 +258,9 @@ def ping(endpoint: str, count: int, timeout: float, as_json: bool, curve_server_
     workers = info.get("workers", [])
     click.echo(f"{len(workers)} worker(s)")
     for w in workers:
-        click.echo(f"  {w['id'][:8]}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  served={w['served']}")
+        click.echo(
+            f"  {w['id'][:8]}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  served={w['served']}"
+        )
 
 
 @main.command()
@@ -212,13 +269,22 @@ def ping(endpoint: str, count: int, timeout: float, as_json: bool, curve_server_
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 @_curve_options
-def status(endpoint: str, timeout: float, as_json: bool, watch: bool, curve_server_key: str | None, curve_own: str | None) -> None:
+def status(
+    endpoint: str,
+    timeout: float,
+    as_json: bool,
+    watch: bool,
+    curve_server_key: str | None,
+    curve_own: str | None,
+) -> None:
     """Workers, queues, in-flight jobs and counters, as the broker sees them."""
     from zmq_ik.client import IKClient
     from zmq_ik.errors import IKError
     from zmq_ik.report import format_status
 
-    with IKClient(endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)) as client:
+    with IKClient(
+        endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)
+    ) as client:
         while True:
             try:
                 info = client.status()
@@ -237,6 +303,20 @@ def status(endpoint: str, timeout: float, as_json: bool, watch: bool, curve_serv
                 time.sleep(1.0)
             except KeyboardInterrupt:
                 return
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", "names", multiple=True, default=("broker", "client", "worker"), show_default=True, help="Keypair names to create.")
+def keygen(directory: str, names: tuple[str, ...]) -> None:
+    """Write CURVE keypairs (NAME.key public, NAME.key_secret secret) into DIRECTORY."""
+    from zmq_ik.security import keygen as make_keys
+
+    for public, _secret in make_keys(directory, names):
+        click.echo(f"wrote {public} (+ secret)")
 
 
 if __name__ == "__main__":  # pragma: no cover

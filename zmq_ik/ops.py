@@ -29,7 +29,9 @@ def _array(arrays: Mapping[str, np.ndarray], name: str, shape: Sequence[int | No
     if name not in arrays:
         raise InputError(f"missing array {name!r}", name)
     arr = np.asarray(arrays[name])
-    if arr.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, arr.shape, strict=True)):
+    if arr.ndim != len(shape) or any(
+        s is not None and s != d for s, d in zip(shape, arr.shape, strict=True)
+    ):
         want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
         raise InputError(f"{name} must have shape {want}, got {arr.shape}", name)
     if arr.dtype.kind not in "fiub":
@@ -48,7 +50,9 @@ def ik_settings_from_header(value: Any) -> IKSettings | None:
         raise InputError("ik must be a map of IK settings", "ik")
     unknown = set(value) - _IK_FIELDS
     if unknown:
-        raise InputError(f"unknown IK settings {sorted(unknown)}; known: {sorted(_IK_FIELDS)}", "ik")
+        raise InputError(
+            f"unknown IK settings {sorted(unknown)}; known: {sorted(_IK_FIELDS)}", "ik"
+        )
     try:
         return IKSettings(**value)
     except TypeError as e:
@@ -99,10 +103,13 @@ def read_solve_request(
     pos = _array(arrays, "target_pos", (None, None, 3))
     if wxyz.shape[:2] != pos.shape[:2]:
         raise InputError(
-            f"target_wxyz {wxyz.shape} and target_pos {pos.shape} disagree on (N, n_ee)", "target_pos"
+            f"target_wxyz {wxyz.shape} and target_pos {pos.shape} disagree on (N, n_ee)",
+            "target_pos",
         )
     if wxyz.shape[0] * max(1, wxyz.shape[1]) > MAX_POSES_PER_REQUEST:
-        raise InputError(f"{wxyz.shape[0]} poses in one request, limit {MAX_POSES_PER_REQUEST}", "target_pos")
+        raise InputError(
+            f"{wxyz.shape[0]} poses in one request, limit {MAX_POSES_PER_REQUEST}", "target_pos"
+        )
     norms = np.linalg.norm(wxyz, axis=-1)
     if (norms < 1e-6).any():
         raise InputError("target_wxyz holds a zero quaternion", "target_wxyz")
@@ -112,7 +119,9 @@ def read_solve_request(
         if not isinstance(ee_links, list) or not all(isinstance(x, str) and x for x in ee_links):
             raise InputError("ee_links must be a list of link names", "ee_links")
         if len(ee_links) != wxyz.shape[1]:
-            raise InputError(f"{len(ee_links)} ee_links for {wxyz.shape[1]} targets per pose", "ee_links")
+            raise InputError(
+                f"{len(ee_links)} ee_links for {wxyz.shape[1]} targets per pose", "ee_links"
+            )
         ee_links = tuple(ee_links)
     return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik"))
 
@@ -123,14 +132,24 @@ def solve_reply(solution: IKSolution) -> tuple[dict[str, Any], dict[str, np.ndar
 
 def read_solve_reply(arrays: Mapping[str, np.ndarray]) -> IKSolution:
     try:
-        return IKSolution(joints=arrays["joints"], pos_err=arrays["pos_err"], ori_err=arrays["ori_err"])
+        return IKSolution(
+            joints=arrays["joints"], pos_err=arrays["pos_err"], ori_err=arrays["ori_err"]
+        )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
 
 
 # --------------------------------------------------------------------------- strokebatch
 
-STROKEBATCH_ARRAYS = ("ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints", "pos_err", "ori_err")
+STROKEBATCH_ARRAYS = (
+    "ee_pos_l",
+    "ee_pos_r",
+    "ee_rot_l",
+    "ee_rot_r",
+    "joints",
+    "pos_err",
+    "ori_err",
+)
 
 
 def apply_first_last_rest(packed: PackedStrokes, scene: Scene) -> PackedStrokes:
@@ -153,7 +172,9 @@ def slice_packed(packed: PackedStrokes, start: int, stop: int) -> PackedStrokes:
     )
 
 
-def strokebatch_request(scene: Scene, packed: PackedStrokes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def strokebatch_request(
+    scene: Scene, packed: PackedStrokes
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a `strokebatch` request (first/last rest already applied)."""
     return (
         {"scene": scene.to_dict()},
@@ -184,7 +205,9 @@ def read_strokebatch_request(
             f"{MAX_POSES_PER_REQUEST} poses per request; split the job",
             "coords",
         )
-    return scene, PackedStrokes(coords=coords, is_inkdip=flags["is_inkdip"], is_rest=flags["is_rest"])
+    return scene, PackedStrokes(
+        coords=coords, is_inkdip=flags["is_inkdip"], is_rest=flags["is_rest"]
+    )
 
 
 def strokebatch_reply(batch: StrokeBatch) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 import msgpack
 import msgpack_numpy
@@ -91,7 +91,7 @@ ALLOWED_DTYPES = frozenset(
 
 Frame = Any
 """A received frame: ``bytes``, ``memoryview`` or ``zmq.Frame`` (anything with a buffer)."""
-OutFrame = Union[bytes, memoryview, np.ndarray]
+OutFrame = bytes | memoryview | np.ndarray
 """A frame to send; numpy arrays are sent from their own memory (C-contiguous)."""
 
 _DEADLINE = struct.Struct("!I")
@@ -345,7 +345,7 @@ class Disconnect:
     """Optional human-readable reason."""
 
 
-Message = Union[Request, Reply, Ready, Heartbeat, Disconnect]
+Message = Request | Reply | Ready | Heartbeat | Disconnect
 
 
 def _text(frame: Frame, what: str, max_bytes: int, ascii_only: bool = False) -> str:
@@ -355,7 +355,9 @@ def _text(frame: Frame, what: str, max_bytes: int, ascii_only: bool = False) -> 
     try:
         text = raw.decode("ascii" if ascii_only else "utf-8")
     except UnicodeDecodeError as e:
-        raise ProtocolError(f"{what} is not valid {'ascii' if ascii_only else 'utf-8'}", field=what) from e
+        raise ProtocolError(
+            f"{what} is not valid {'ascii' if ascii_only else 'utf-8'}", field=what
+        ) from e
     if not text.isprintable():
         raise ProtocolError(f"{what} contains control characters", field=what)
     return text
@@ -430,9 +432,13 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
         if (
             not isinstance(robots, list)
             or not robots
-            or not all(isinstance(r, str) and 0 < len(r.encode()) <= limits.max_name_bytes for r in robots)
+            or not all(
+                isinstance(r, str) and 0 < len(r.encode()) <= limits.max_name_bytes for r in robots
+            )
         ):
-            raise ProtocolError("READY header needs 'robots': a non-empty list of names", field="robots")
+            raise ProtocolError(
+                "READY header needs 'robots': a non-empty list of names", field="robots"
+            )
         if any(r == BROKER_SERVICE for r in robots):
             raise ProtocolError(f"{BROKER_SERVICE!r} is reserved", field="robots")
         return Ready(info)
@@ -472,7 +478,9 @@ def request_frames(
     ]
 
 
-def reply_frames(command: Command, request_id: bytes, payload: Sequence[OutFrame | Frame]) -> list[Any]:
+def reply_frames(
+    command: Command, request_id: bytes, payload: Sequence[OutFrame | Frame]
+) -> list[Any]:
     """Frames of a FINAL, PARTIAL or ERROR reply."""
     return [PROTOCOL, command.value, request_id, *payload]
 

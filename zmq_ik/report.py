@@ -8,9 +8,13 @@ from typing import Any
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A left-aligned text table with a header rule."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["" if c is None else str(c) for c in row] for row in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -27,7 +31,16 @@ def format_status(info: dict[str, Any]) -> str:
         table(
             ["worker", "robots", "device", "state", "served", "errors", "p50 ms", "p99 ms"],
             [
-                [w["id"][:8], ",".join(w["robots"]), w["device"], w["state"], w["served"], w["errors"], w.get("p50_ms"), w.get("p99_ms")]
+                [
+                    w["id"][:8],
+                    ",".join(w["robots"]),
+                    w["device"],
+                    w["state"],
+                    w["served"],
+                    w["errors"],
+                    w.get("p50_ms"),
+                    w.get("p99_ms"),
+                ]
                 for w in workers
             ],
         )
@@ -38,7 +51,10 @@ def format_status(info: dict[str, Any]) -> str:
     if queues:
         out.append("")
         out.append(table(["robot", "queued"], sorted(queues.items())))
-    counters = {**info.get("counters", {}), **{f"error:{k}": v for k, v in info.get("errors", {}).items()}}
+    counters = {
+        **info.get("counters", {}),
+        **{f"error:{k}": v for k, v in info.get("errors", {}).items()},
+    }
     counters.update({f"reject:{k}": v for k, v in info.get("rejects", {}).items()})
     if counters:
         out.append("")

@@ -1,0 +1,225 @@
+"""The IK service a worker runs: robots loaded once, solvers cached, every bucket compiled
+before READY. Imports JAX, so only GPU/worker hosts import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zmq_ik import ops
+from zmq_ik.errors import ErrorCode, InputError
+from zmq_ik.model import IKSettings
+from zmq_ik.robots import BUNDLED
+from zmq_ik.worker._service import Progress, ServiceError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_DIR = Path(
+    os.environ.get("ZMQ_IK_CACHE_DIR", Path.home() / ".cache" / "zmq-ik" / "jax")
+)
+
+
+def pin_device(gpu: int | None) -> None:
+    """Choose the device before JAX is imported: one GPU, or the CPU when ``gpu`` is None.
+
+    JAX is also told not to grab most of the GPU's memory up front, so several workers can
+    share one GPU and nothing looks leaked.
+    """
+    if gpu is None:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+@dataclass(frozen=True)
+class RobotEntry:
+    """A robot a worker serves."""
+
+    name: str
+    """Service name clients use."""
+    urdf: str
+    """URDF file path."""
+    ee_links: tuple[str, ...] | None
+    """End effectors used when a request names none (None: requests must name them)."""
+    rest: np.ndarray | None
+    """Rest pose used when a request gives none (None: the middle of the joint limits)."""
+
+
+def robot_entries(robots: Mapping[str, str] | None) -> list[RobotEntry]:
+    """Entries for ``{name: urdf}``; bundled robot names (tatbot) bring their defaults."""
+    if not robots:
+        robots = {name: str(d.urdf_path) for name, d in BUNDLED.items()}
+    entries = []
+    for name, urdf in robots.items():
+        bundled = BUNDLED.get(name)
+        same_file = (
+            bundled is not None and Path(urdf).resolve() == Path(bundled.urdf_path).resolve()
+        )
+        entries.append(
+            RobotEntry(
+                name=name,
+                urdf=str(urdf),
+                ee_links=tuple(bundled.ee_links) if bundled is not None else None,
+                rest=np.asarray(bundled.rest, np.float32)
+                if bundled is not None and same_file
+                else None,
+            )
+        )
+    return entries
+
+
+class IKService:
+    """Serves ``solve`` and ``strokebatch`` (and ``echo``) for a set of robots."""
+
+    def __init__(
+        self,
+        robots: Mapping[str, str] | None = None,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        buckets: Sequence[int] | None = None,
+    ) -> None:
+        self.entries = {e.name: e for e in robot_entries(robots)}
+        self.robots = list(self.entries)
+        self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+        self.buckets = tuple(buckets) if buckets else None
+        self._solvers: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._urdf_text: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ start-up
+
+    def warmup(self) -> dict[str, Any]:
+        """Load every robot with its default end effectors and compile every bucket."""
+        import jax
+
+        from zmq_ik import ik
+
+        ik.enable_compilation_cache(self.cache_dir)
+        t0 = time.monotonic()
+        for entry in self.entries.values():
+            if entry.ee_links is None:
+                logger.info(
+                    "robot %s: no default end effectors; solvers are built on first request",
+                    entry.name,
+                )
+                continue
+            robot = self._robot(entry.name, entry.ee_links)
+            t1 = time.monotonic()
+            ik.warmup(robot, buckets=self.buckets)
+            logger.info(
+                "robot %s: compiled %s in %.2fs",
+                entry.name,
+                self.buckets or "all buckets",
+                time.monotonic() - t1,
+            )
+        dev = jax.devices()[0]
+        device = (
+            "cpu"
+            if dev.platform == "cpu"
+            else f"{dev.platform}:{dev.id} {getattr(dev, 'device_kind', '')}".strip()
+        )
+        if dev.platform == "cpu":
+            logger.info("running on the CPU (no --gpu given, or no GPU visible to JAX)")
+        return {
+            "device": device,
+            "operations": ["solve", "strokebatch", "echo"],
+            "buckets": list(self.buckets or ik.BUCKETS),
+            "compile_s": round(time.monotonic() - t0, 3),
+            "versions": {"jax": jax.__version__},
+        }
+
+    # ------------------------------------------------------------------ requests
+
+    def handle(
+        self,
+        robot: str,
+        operation: str,
+        header: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
+        progress: Progress,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        from zmq_ik import ik
+
+        entry = self.entries.get(robot)
+        if entry is None:
+            raise ServiceError(
+                ErrorCode.UNKNOWN_ROBOT, f"this worker does not serve robot {robot!r}", "robot"
+            )
+        if operation == "echo":
+            return dict(header), dict(arrays)
+        if operation == ops.SOLVE:
+            wxyz, pos, rest, ee_links, settings = ops.read_solve_request(header, arrays)
+            ee = self._ee_links(entry, ee_links)
+            solver = self._robot(robot, ee)
+            if wxyz.shape[1] != len(ee):
+                raise InputError(
+                    f"targets have {wxyz.shape[1]} end effectors, robot {robot!r} has {len(ee)}",
+                    "target_pos",
+                )
+            rest = self._rest(entry, solver, rest, ee_links is None)
+            config = ik.IKConfig.from_settings(settings or IKSettings())
+            return ops.solve_reply(ik.solve_ik(solver, wxyz, pos, rest, config))
+        if operation == ops.STROKEBATCH:
+            scene, packed = ops.read_strokebatch_request(header, arrays)
+            solver = self._robot(robot, tuple(scene.ee_links))
+            batch = ik.strokebatch_from_arrays(
+                scene,
+                packed.coords,
+                packed.is_inkdip,
+                packed.is_rest,
+                solver,
+                config=ik.IKConfig.from_settings(scene.ik),
+                first_last_rest=False,  # applied by the client before splitting (ops.apply_first_last_rest)
+            )
+            return ops.strokebatch_reply(batch)
+        raise ServiceError(
+            ErrorCode.UNKNOWN_OPERATION,
+            f"unknown operation {operation!r}; this worker serves solve, strokebatch, echo",
+            "operation",
+        )
+
+    def _ee_links(self, entry: RobotEntry, requested: tuple[str, ...] | None) -> tuple[str, ...]:
+        if requested is not None:
+            return requested
+        if entry.ee_links is None:
+            raise InputError(
+                f"robot {entry.name!r} has no default end effectors: name ee_links", "ee_links"
+            )
+        return entry.ee_links
+
+    def _rest(
+        self, entry: RobotEntry, solver: Any, rest: np.ndarray | None, default_ee: bool
+    ) -> np.ndarray:
+        n = len(solver.joint_names)
+        if rest is None:
+            if default_ee and entry.rest is not None:
+                return entry.rest
+            return ((np.asarray(solver.lower) + np.asarray(solver.upper)) / 2).astype(np.float32)
+        if rest.shape != (n,):
+            raise InputError(
+                f"rest must have shape ({n},) for these end effectors, got {rest.shape}", "rest"
+            )
+        return rest
+
+    def _robot(self, name: str, ee_links: tuple[str, ...]) -> Any:
+        """The kinematic model for (robot, end effectors), built once and cached."""
+        from zmq_ik import ik
+
+        key = (name, ee_links)
+        solver = self._solvers.get(key)
+        if solver is None:
+            entry = self.entries[name]
+            if entry.urdf not in self._urdf_text:
+                self._urdf_text[entry.urdf] = Path(entry.urdf).read_text()
+            solver = ik.Robot.from_urdf(self._urdf_text[entry.urdf], ee_links)
+            self._solvers[key] = solver
+            logger.info("robot %s: built solver for %s", name, ", ".join(ee_links))
+        return solver
