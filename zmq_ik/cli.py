@@ -305,6 +305,118 @@ def status(
                 return
 
 
+# --------------------------------------------------------------------------- serve / demo / compute
+
+
+def _gpu_list(value: str | None) -> list[int]:
+    if not value:
+        return []
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated GPU indices, got {value!r}", param_hint="--gpu") from e
+
+
+@main.command()
+@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Broker endpoint.")
+@click.option("--workers", default=None, type=int, help="Worker processes (default: one per GPU, or 1).")
+@click.option("--gpu", "gpus", default=None, help="Comma-separated GPU indices; workers are spread over them.")
+@click.option("--robot", "robots", multiple=True, help="NAME=URDF for every worker (repeatable).")
+@click.option("--cache-dir", default=None, help="JAX compilation cache directory.")
+@click.option("--buckets", default=None, help="Comma-separated batch buckets to compile.")
+@click.pass_context
+def serve(ctx: click.Context, bind: str, workers: int | None, gpus: str | None, robots: tuple[str, ...], cache_dir: str | None, buckets: str | None) -> None:
+    """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
+    from zmq_ik.serve import Supervisor
+
+    gpu_ids = _gpu_list(gpus)
+    _parse_robot(robots)
+    worker_args: list[str] = [a for r in robots for a in ("--robot", r)]
+    if cache_dir:
+        worker_args += ["--cache-dir", cache_dir]
+    if buckets:
+        worker_args += ["--buckets", buckets]
+    n = workers if workers is not None else max(1, len(gpu_ids))
+    sup = Supervisor(bind=bind, workers=n, gpus=gpu_ids, worker_args=worker_args)
+    sup.install_signal_handlers()
+    sup.start()
+    sup.run()
+
+
+def _load_job(scene_path: str | None, strokes_path: str | None) -> tuple[Any, Any]:
+    from zmq_ik.errors import InputError
+    from zmq_ik.model import Scene, StrokeList
+    from zmq_ik.robots import example_paths
+
+    default_scene, default_strokes = example_paths()
+    try:
+        scene = Scene.from_yaml(scene_path) if scene_path else Scene.from_yaml(default_scene)
+        strokes = StrokeList.from_yaml(strokes_path or default_strokes, stroke_length=scene.stroke_length)
+    except InputError as e:
+        raise click.ClickException(str(e)) from e
+    except OSError as e:
+        raise click.ClickException(f"cannot read input: {e}") from e
+    return scene, strokes
+
+
+def _run_job(endpoint: str, scene: Any, strokes: Any, output: str, as_json: bool, strict: bool, timeout: float, chunk_pairs: int, curve: Any = None) -> None:
+    from zmq_ik.errors import IKError, IKTimeout
+    from zmq_ik.jobs import ProgressBar, compute_job, summary_table
+
+    try:
+        result = compute_job(endpoint, scene, strokes, timeout=timeout, chunk_pairs=chunk_pairs, progress=ProgressBar(), curve=curve)
+    except IKTimeout as e:
+        raise click.ClickException(f"no answer from the broker at {endpoint} ({e}); is `zmq-ik serve` running?") from e
+    except IKError as e:
+        raise click.ClickException(str(e)) from e
+    result.batch.save(output)
+    summary = result.summary()
+    summary["output"] = str(output)
+    if as_json:
+        click.echo(json.dumps(summary, default=float))
+    else:
+        click.echo(summary_table(summary, Path(output)))
+    if strict and summary["n_over"]:
+        raise click.ClickException(f"{summary['n_over']} pose(s) miss tolerance (--strict)")
+
+
+@main.command()
+@click.argument("scene_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("strokes_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", default="strokebatch.safetensors", show_default=True, help="Where to write the StrokeBatch.")
+@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per chunk attempt.")
+@click.option("--chunk-pairs", default=64, show_default=True, help="Stroke pairs per concurrent chunk.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--strict", is_flag=True, help="Exit 1 if any pose misses tolerance.")
+@_curve_options
+def compute(scene_file: str, strokes_file: str, output: str, endpoint: str, timeout: float, chunk_pairs: int, as_json: bool, strict: bool, curve_server_key: str | None, curve_own: str | None) -> None:
+    """Compute SCENE_FILE + STROKES_FILE (ours or tatbot's format) into a safetensors StrokeBatch."""
+    scene, strokes = _load_job(scene_file, strokes_file)
+    _run_job(endpoint, scene, strokes, output, as_json, strict, timeout, chunk_pairs, _client_curve(curve_server_key, curve_own))
+
+
+@main.command()
+@click.option("--endpoint", default=None, help="Use a running broker instead of starting one.")
+@click.option("-o", "--output", default="strokebatch.safetensors", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--startup-timeout", default=300.0, show_default=True, help="Seconds to wait for the embedded worker.")
+def demo(endpoint: str | None, output: str, as_json: bool, startup_timeout: float) -> None:
+    """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
+    scene, strokes = _load_job(None, None)
+    if endpoint is not None:
+        _run_job(endpoint, scene, strokes, output, as_json, False, 30.0, 64)
+        return
+    from zmq_ik.serve import Supervisor, free_endpoint, wait_ready
+
+    endpoint = free_endpoint()
+    click.echo(f"starting a local broker and worker on {endpoint} (first start compiles the IK solver)…", err=True)
+    with Supervisor(bind=endpoint, workers=1) as sup:
+        if not wait_ready(endpoint, 1, startup_timeout, sup):
+            raise click.ClickException("the embedded worker did not become ready; run with -v for its log")
+        _run_job(endpoint, scene, strokes, output, as_json, False, 60.0, 64)
+
+
 # --------------------------------------------------------------------------- keys
 
 

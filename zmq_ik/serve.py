@@ -1,0 +1,172 @@
+"""`zmq-ik serve`: a broker and N workers as supervised child processes.
+
+Children are plain `zmq-ik broker` / `zmq-ik worker` processes (so each has its own JAX
+runtime and can be pinned to its own GPU). A child that exits unexpectedly is restarted
+with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
+stragglers, so no child outlives the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    """Log name, e.g. ``broker`` or ``worker-1 (gpu 0)``."""
+    args: list[str]
+    """Arguments after ``zmq-ik``."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables."""
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    backoff: float = 0.5
+    next_start: float = 0.0
+    started: float = 0.0
+
+
+class Supervisor:
+    """Start, watch and stop a broker plus workers."""
+
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1:5555",
+        workers: int = 1,
+        gpus: Sequence[int] = (),
+        worker_args: Sequence[str] = (),
+        broker_args: Sequence[str] = (),
+        verbose: int = 0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.bind = bind
+        self.connect = bind.replace("*", "127.0.0.1").replace("0.0.0.0", "127.0.0.1")
+        self.max_backoff = max_backoff
+        self._stop = threading.Event()
+        flags = ["-v"] * verbose
+        self.children = [Child("broker", [*flags, "broker", "--bind", bind, *broker_args])]
+        for i in range(workers):
+            args = [*flags, "worker", "--connect", self.connect, *worker_args]
+            name = f"worker-{i + 1}"
+            if gpus:
+                gpu = gpus[i % len(gpus)]
+                args += ["--gpu", str(gpu)]
+                name += f" (gpu {gpu})"
+            self.children.append(Child(name, args))
+
+    def _spawn(self, child: Child) -> None:
+        child.proc = subprocess.Popen(
+            [sys.executable, "-m", "zmq_ik.cli", *child.args],
+            env={**os.environ, **child.env},
+        )
+        child.started = time.monotonic()
+        logger.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    def start(self) -> None:
+        """Start every child (broker first)."""
+        for child in self.children:
+            self._spawn(child)
+
+    def poll(self) -> None:
+        """Restart children that died, with capped exponential backoff."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None:
+                if now >= child.next_start:
+                    self._spawn(child)
+                continue
+            code = child.proc.poll()
+            if code is None:
+                if now - child.started > 60:
+                    child.backoff = 0.5  # a child that ran a minute is healthy again
+                continue
+            child.restarts += 1
+            child.proc = None
+            child.next_start = now + child.backoff
+            logger.warning("%s exited with %s; restart #%d in %.1fs", child.name, code, child.restarts, child.backoff)
+            child.backoff = min(child.backoff * 2, self.max_backoff)
+
+    def run(self) -> None:
+        """Supervise until `stop()` (or SIGINT/SIGTERM when installed), then stop children."""
+        try:
+            while not self._stop.wait(0.2):
+                self.poll()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: object) -> None:
+            logger.info("received %s: stopping all children", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """SIGTERM workers, then the broker; SIGKILL whatever is left after ``timeout``."""
+        self._stop.set()
+        order = self.children[1:] + self.children[:1]  # workers say DISCONNECT before the broker goes
+        for child in order:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in order:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in time: killing it", child.name)
+                child.proc.kill()
+                child.proc.wait()
+        logger.info("all children stopped")
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def free_endpoint(host: str = "127.0.0.1") -> str:
+    """A loopback TCP endpoint on a port that is free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return f"tcp://{host}:{s.getsockname()[1]}"
+
+
+def wait_ready(endpoint: str, workers: int, timeout: float, supervisor: Supervisor | None = None) -> bool:
+    """Wait until ``workers`` workers have said READY to the broker at ``endpoint``."""
+    from zmq_ik.client import IKClient
+    from zmq_ik.errors import IKError
+
+    deadline = time.monotonic() + timeout
+    with IKClient(endpoint, timeout=1.0, retries=0) as client:
+        while time.monotonic() < deadline:
+            if supervisor is not None:
+                supervisor.poll()
+            try:
+                if len(client.ping()["workers"]) >= workers:
+                    return True
+            except IKError:
+                pass
+            time.sleep(0.2)
+    return False
