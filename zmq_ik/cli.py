@@ -359,7 +359,7 @@ def _load_job(scene_path: str | None, strokes_path: str | None) -> tuple[Any, An
     return scene, strokes
 
 
-def _run_job(endpoint: str, scene: Any, strokes: Any, output: str, as_json: bool, strict: bool, timeout: float, chunk_pairs: int, curve: Any = None) -> None:
+def _run_job(endpoint: str, scene: Any, strokes: Any, output: str, as_json: bool, strict: bool, timeout: float, chunk_pairs: int, curve: Any = None, with_errors: bool = False) -> None:
     from zmq_ik.errors import IKError, IKTimeout
     from zmq_ik.jobs import ProgressBar, compute_job, summary_table
 
@@ -369,7 +369,8 @@ def _run_job(endpoint: str, scene: Any, strokes: Any, output: str, as_json: bool
         raise click.ClickException(f"no answer from the broker at {endpoint} ({e}); is `zmq-ik serve` running?") from e
     except IKError as e:
         raise click.ClickException(str(e)) from e
-    result.batch.save(output)
+    # tatbot's StrokeBatch.load refuses extra tensors, so by default write only its five.
+    result.batch.save(output, errors=with_errors)
     summary = result.summary()
     summary["output"] = str(output)
     if as_json:
@@ -389,11 +390,12 @@ def _run_job(endpoint: str, scene: Any, strokes: Any, output: str, as_json: bool
 @click.option("--chunk-pairs", default=64, show_default=True, help="Stroke pairs per concurrent chunk.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any pose misses tolerance.")
+@click.option("--with-errors", is_flag=True, help="Also store pos_err/ori_err tensors (tatbot's loader refuses extra tensors).")
 @_curve_options
-def compute(scene_file: str, strokes_file: str, output: str, endpoint: str, timeout: float, chunk_pairs: int, as_json: bool, strict: bool, curve_server_key: str | None, curve_own: str | None) -> None:
+def compute(scene_file: str, strokes_file: str, output: str, endpoint: str, timeout: float, chunk_pairs: int, as_json: bool, strict: bool, with_errors: bool, curve_server_key: str | None, curve_own: str | None) -> None:
     """Compute SCENE_FILE + STROKES_FILE (ours or tatbot's format) into a safetensors StrokeBatch."""
     scene, strokes = _load_job(scene_file, strokes_file)
-    _run_job(endpoint, scene, strokes, output, as_json, strict, timeout, chunk_pairs, _client_curve(curve_server_key, curve_own))
+    _run_job(endpoint, scene, strokes, output, as_json, strict, timeout, chunk_pairs, _client_curve(curve_server_key, curve_own), with_errors)
 
 
 @main.command()

@@ -1,0 +1,414 @@
+"""Data model: IKSettings, Scene (validation, dict/YAML/msgpack round trips, tatbot aliases)
+and the bundled robot registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from zmq_ik.errors import InputError
+from zmq_ik.model import IKSettings, Scene
+from zmq_ik.robots import (
+    BUNDLED,
+    RobotDefaults,
+    bundled_robot_path,
+    example_paths,
+    fixed_link_pose,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ---------------------------------------------------------------------------------------------
+# defaults
+# ---------------------------------------------------------------------------------------------
+
+
+def test_scene_defaults_are_tatbot() -> None:
+    s = Scene()
+    assert s.robot == "tatbot"
+    assert s.ee_links == ("left/tattoo_needle", "right/tattoo_needle")
+    assert (s.stroke_length, s.offset_num, s.offset_range) == (16, 6, (-0.002, 0.002))
+    np.testing.assert_array_equal(s.ready_l, [-0.333, 0.639, 0.667, -1.034, 0.541, 2.240, 0.04])
+    np.testing.assert_array_equal(s.ready_r, [0.333, 0.639, 0.667, -1.034, -0.541, -2.240, 0.04])
+    np.testing.assert_allclose(s.ee_rot_l, [0.7071, 0, 0, -0.7071], atol=1e-4)
+    np.testing.assert_allclose(s.ee_rot_r, [0.7071, 0, 0, 0.7071], atol=1e-4)
+    assert np.linalg.norm(s.ee_rot_l) == pytest.approx(1.0, abs=1e-15)
+    np.testing.assert_array_equal(
+        s.ee_offset_l, [-0.0032011130459314863, -0.006146244846220735, 0.0]
+    )
+    np.testing.assert_array_equal(
+        s.ee_offset_r, [0.0003607626669337727, 0.011764407112841976, 0.00529831437515331]
+    )
+    np.testing.assert_array_equal(s.hover_offset, [0, 0, 0.005])
+    np.testing.assert_array_equal(s.design_wxyz, [1, 0, 0, 0])
+    assert s.first_last_rest is True and s.name == "default"
+    assert s.ik == IKSettings()
+    assert s.ready.shape == (14,)
+    np.testing.assert_array_equal(s.ready, np.concatenate([s.ready_l, s.ready_r]))
+
+
+def test_design_origin_is_lasercross_link() -> None:
+    pos, wxyz = fixed_link_pose("tatbot", "lasercross")
+    np.testing.assert_allclose(Scene().design_pos, pos, atol=1e-12)
+    np.testing.assert_allclose(Scene().design_wxyz, wxyz, atol=1e-12)
+
+
+def test_ik_settings_defaults() -> None:
+    ik = IKSettings()
+    assert (ik.pos_weight, ik.ori_weight, ik.rest_weight, ik.limit_weight) == (32, 1, 0.1, 32)
+    assert (ik.lambda_initial, ik.max_iterations, ik.precise, ik.seeds, ik.continuous) == (
+        1.0,
+        32,
+        False,
+        1,
+        False,
+    )
+    assert hash(ik) == hash(IKSettings())
+    assert IKSettings.from_dict(ik.to_dict()) == ik
+    assert isinstance(IKSettings(pos_weight=3).pos_weight, float)
+
+
+def test_scene_arrays_are_read_only_copies() -> None:
+    src = np.array([1, 2, 3, 4, 5, 6, 7], dtype=np.int64)
+    s = Scene(ready_l=src)
+    assert s.ready_l.dtype == np.float64
+    src[0] = 99
+    assert s.ready_l[0] == 1.0
+    with pytest.raises(ValueError):
+        s.ready_l[0] = 5.0
+    with pytest.raises(AttributeError):
+        s.robot = "x"  # type: ignore[misc]
+    assert Scene().ready_l is not Scene().ready_l  # no shared mutable default
+
+
+def test_scene_accepts_lists_and_normalises_quaternions() -> None:
+    s = Scene(ee_rot_l=[2.0, 0.0, 0.0, 0.0], ee_links=["a", "b"], offset_range=[0, 1])  # type: ignore[arg-type]
+    np.testing.assert_array_equal(s.ee_rot_l, [1, 0, 0, 0])
+    assert s.ee_links == ("a", "b") and s.offset_range == (0.0, 1.0)
+
+
+def test_scene_equality_and_replace() -> None:
+    a = Scene()
+    assert a == Scene() and hash(a) == hash(Scene())
+    b = a.replace(hover_offset=np.array([0.0, 0.0, 0.006]))
+    assert b != a and b.hover_offset[2] == 0.006
+    assert a != "scene"
+    assert a.replace(ik=IKSettings(seeds=4)) != a
+
+
+# ---------------------------------------------------------------------------------------------
+# validation: every failure names its field
+# ---------------------------------------------------------------------------------------------
+
+BAD_SCENES: list[tuple[dict[str, Any], str]] = [
+    ({"robot": ""}, "robot"),
+    ({"robot": 3}, "robot"),
+    ({"ee_links": ("a",)}, "ee_links"),
+    ({"ee_links": "ab"}, "ee_links"),
+    ({"ee_links": ("a", "")}, "ee_links[1]"),
+    ({"stroke_length": 0}, "stroke_length"),
+    ({"stroke_length": 16.0}, "stroke_length"),
+    ({"stroke_length": True}, "stroke_length"),
+    ({"offset_num": 0}, "offset_num"),
+    ({"offset_range": (0.1, -0.1)}, "offset_range"),
+    ({"offset_range": (float("nan"), 0.0)}, "offset_range"),
+    ({"offset_range": (0.0,)}, "offset_range"),
+    ({"ready_l": np.zeros(6)}, "ready_l"),
+    ({"ready_r": [0, 0, 0, 0, 0, 0, float("nan")]}, "ready_r"),
+    ({"ready_r": None}, "ready_r"),
+    ({"ee_rot_l": np.zeros(4)}, "ee_rot_l"),
+    ({"ee_rot_r": [1, 0, 0]}, "ee_rot_r"),
+    ({"ee_offset_l": np.zeros((3, 1))}, "ee_offset_l"),
+    ({"ee_offset_r": ["a", "b", "c"]}, "ee_offset_r"),
+    ({"hover_offset": [True, False, True]}, "hover_offset"),
+    ({"design_pos": [0, float("inf"), 0]}, "design_pos"),
+    ({"design_wxyz": [[1, 0, 0, 0]]}, "design_wxyz"),
+    ({"design_pos": [[1, 2], [3]]}, "design_pos"),
+    ({"first_last_rest": 1}, "first_last_rest"),
+    ({"name": 3}, "name"),
+    ({"ik": "fast"}, "ik"),
+    ({"ik": {"seeds": 0}}, "ik.seeds"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), BAD_SCENES)
+def test_scene_validation_names_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as err:
+        Scene(**kwargs)
+    assert err.value.field == field
+    assert field.split("[")[0] in str(err.value)
+
+
+BAD_IK: list[tuple[dict[str, Any], str]] = [
+    ({"pos_weight": -1.0}, "pos_weight"),
+    ({"ori_weight": float("nan")}, "ori_weight"),
+    ({"rest_weight": float("inf")}, "rest_weight"),
+    ({"limit_weight": True}, "limit_weight"),
+    ({"limit_weight": "1"}, "limit_weight"),
+    ({"lambda_initial": 0.0}, "lambda_initial"),
+    ({"max_iterations": 0}, "max_iterations"),
+    ({"max_iterations": 1001}, "max_iterations"),
+    ({"max_iterations": 3.0}, "max_iterations"),
+    ({"seeds": 0}, "seeds"),
+    ({"seeds": 257}, "seeds"),
+    ({"precise": "yes"}, "precise"),
+    ({"continuous": 1}, "continuous"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), BAD_IK)
+def test_ik_settings_validation_names_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as err:
+        IKSettings(**kwargs)
+    assert err.value.field == field
+    with pytest.raises(InputError) as err2:
+        Scene.from_dict({"ik": kwargs})
+    assert err2.value.field == f"ik.{field}"
+    assert str(err2.value).startswith(f"ik.{field}")
+
+
+def test_ik_settings_limits_accepted() -> None:
+    IKSettings(pos_weight=0.0, max_iterations=1, seeds=256, precise=True, continuous=True)
+    IKSettings(max_iterations=1000, seeds=np.int64(3))  # type: ignore[arg-type]
+
+
+def test_from_dict_rejects_unknown_keys_and_non_mappings() -> None:
+    with pytest.raises(InputError) as err:
+        Scene.from_dict({"bogus": 1})
+    assert err.value.field == "bogus"
+    with pytest.raises(InputError) as err:
+        Scene.from_dict({"ik": {"bogus": 1}})
+    assert err.value.field == "ik.bogus"
+    with pytest.raises(InputError) as err:
+        Scene.from_dict([1, 2])  # type: ignore[arg-type]
+    assert err.value.field == "scene"
+    with pytest.raises(InputError) as err:
+        Scene.from_dict({"ready_pos_l": [0] * 7, "ready_l": [0] * 7})
+    assert err.value.field == "ready_l"
+    assert Scene.from_dict(None) == Scene()
+    assert Scene.from_dict({"ik": None}) == Scene()
+
+
+def test_from_dict_accepts_tatbot_spellings() -> None:
+    d = {
+        "name": "tatbot-ish",
+        "arms_config_name": "default",
+        "pen_names_l": ["black"],
+        "ready_pos_l": {"joints": [0.1] * 7},
+        "ready_pos_r": [0.2] * 7,
+        "ee_rot_l": {"wxyz": [0, 0, 0, 1]},
+        "hover_offset": {"xyz": [0, 0, 0.01]},
+        "lasercross_pose": {"pos": {"xyz": [0.3, 0.0, 0.1]}, "rot": {"wxyz": [1, 0, 0, 0]}},
+        "offset_range": [-0.001, 0.001],
+    }
+    s = Scene.from_dict(d)
+    np.testing.assert_array_equal(s.ready_l, [0.1] * 7)
+    np.testing.assert_array_equal(s.ready_r, [0.2] * 7)
+    np.testing.assert_array_equal(s.ee_rot_l, [0, 0, 0, 1])
+    np.testing.assert_array_equal(s.hover_offset, [0, 0, 0.01])
+    np.testing.assert_array_equal(s.design_pos, [0.3, 0.0, 0.1])
+    assert s.offset_range == (-0.001, 0.001)
+    with pytest.raises(InputError) as err:
+        Scene.from_dict({"lasercross_pose": {"pos": [0, 0, 0], "scale": 1}})
+    assert err.value.field == "lasercross_pose"
+
+
+# ---------------------------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------------------------
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+small = st.floats(-1e3, 1e3, allow_nan=False)
+names = st.text(min_size=1, max_size=12)
+
+
+def _vec(n: int, elements: st.SearchStrategy[float] = finite) -> st.SearchStrategy[np.ndarray]:
+    return hnp.arrays(np.float64, (n,), elements=elements)
+
+
+quats = _vec(4, st.floats(-10, 10, allow_nan=False)).filter(lambda q: np.linalg.norm(q) > 1e-3)
+
+ik_settings = st.builds(
+    IKSettings,
+    pos_weight=st.floats(0, 1e6),
+    ori_weight=st.floats(0, 1e6),
+    rest_weight=st.floats(0, 1e6),
+    limit_weight=st.floats(0, 1e6),
+    lambda_initial=st.floats(1e-9, 1e6),
+    max_iterations=st.integers(1, 1000),
+    precise=st.booleans(),
+    seeds=st.integers(1, 256),
+    continuous=st.booleans(),
+)
+
+
+@st.composite
+def scenes(draw: st.DrawFn) -> Scene:
+    lo, hi = sorted(draw(st.tuples(small, small)))
+    return Scene(
+        robot=draw(names),
+        ee_links=(draw(names), draw(names)),
+        stroke_length=draw(st.integers(1, 10_000)),
+        offset_num=draw(st.integers(1, 64)),
+        offset_range=(lo, hi),
+        ready_l=draw(_vec(7)),
+        ready_r=draw(_vec(7)),
+        ee_rot_l=draw(quats),
+        ee_rot_r=draw(quats),
+        ee_offset_l=draw(_vec(3)),
+        ee_offset_r=draw(_vec(3)),
+        hover_offset=draw(_vec(3)),
+        design_pos=draw(_vec(3)),
+        design_wxyz=draw(quats),
+        first_last_rest=draw(st.booleans()),
+        name=draw(st.text(max_size=12)),
+        ik=draw(ik_settings),
+    )
+
+
+@FAST
+@given(scenes())
+def test_scene_dict_json_msgpack_roundtrip(scene: Scene) -> None:
+    d = scene.to_dict()
+    assert Scene.from_dict(d) == scene
+    assert Scene.from_dict(json.loads(json.dumps(d))) == scene
+    assert Scene.from_dict(msgpack.unpackb(msgpack.packb(d))) == scene
+    # msgpack-friendly: only plain types
+    assert all(not isinstance(v, np.ndarray) for v in d.values())
+
+
+@FAST
+@given(scenes())
+def test_scene_yaml_roundtrip(scene: Scene) -> None:
+    text = scene.to_yaml()
+    assert Scene.from_yaml(text) == scene
+
+
+def test_scene_yaml_files(tmp_path: Path) -> None:
+    path = tmp_path / "scene.yaml"
+    scene = Scene(name="file", stroke_length=8)
+    text = scene.to_yaml(path)
+    assert path.read_text() == text
+    assert Scene.from_yaml(path) == scene
+    assert Scene.from_yaml(str(path)) == scene
+    # partial file: missing keys take defaults
+    partial = tmp_path / "partial.yml"
+    partial.write_text("stroke_length: 32\nik:\n  seeds: 4\n")
+    s = Scene.from_yaml(partial)
+    assert s.stroke_length == 32 and s.ik.seeds == 4 and s.robot == "tatbot"
+    # `scene:` wrapper accepted
+    assert Scene.from_yaml("scene:\n  name: wrapped\n").name == "wrapped"
+    assert Scene.from_yaml("") == Scene()
+    assert Scene.from_yaml("name: my.yaml").name == "my.yaml"  # one-line text, not a path
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "needle"),
+    [
+        ("stroke_length: 0\n", "stroke_length", "stroke_length"),
+        ("ready_l: [1, 2]\n", "ready_l", "shape (7,)"),
+        ("ee_rot_l: [0, 0, 0, 0]\n", "ee_rot_l", "zero norm"),
+        ("hover_offset: [0, .nan, 0]\n", "hover_offset", "NaN"),
+        ("unknown_key: 1\n", "unknown_key", "unknown"),
+        ("ik: {seeds: 1000}\n", "ik.seeds", "seeds"),
+        ("- 1\n- 2\n", "scene", "mapping"),
+        ("a: [1, 2\n", None, "not valid YAML"),
+    ],
+)
+def test_scene_bad_files_name_file_and_field(
+    tmp_path: Path, text: str, field: str | None, needle: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        Scene.from_yaml(path)
+    assert err.value.field == field
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_scene_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        Scene.from_yaml(tmp_path / "nope.yaml")
+    with pytest.raises(InputError, match="not found"):
+        Scene.from_yaml(str(tmp_path / "nope.yaml"))
+
+
+def test_scene_yaml_is_safe() -> None:
+    with pytest.raises(InputError, match="not valid YAML"):
+        Scene.from_yaml("name: !!python/object/apply:os.system ['true']\n")
+
+
+def test_example_scene_is_default() -> None:
+    assert Scene.from_yaml(ROOT / "examples" / "scene.yaml") == Scene()
+
+
+def test_all_fields_documented() -> None:
+    src = (ROOT / "zmq_ik" / "_scene.py").read_text()
+    for f in fields(Scene):
+        assert f"    {f.name}:" in src
+
+
+# ---------------------------------------------------------------------------------------------
+# bundled robots
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bundled_tatbot() -> None:
+    tatbot = BUNDLED["tatbot"]
+    assert isinstance(tatbot, RobotDefaults)
+    assert bundled_robot_path() == tatbot.urdf_path
+    assert tatbot.urdf_path.is_file() and tatbot.urdf_path.suffix == ".urdf"
+    assert (tatbot.urdf_path.parent / "tatbot.LICENSE").is_file()
+    assert tatbot.ee_links == Scene().ee_links
+    np.testing.assert_array_equal(tatbot.rest, Scene().ready)
+    assert not tatbot.rest.flags.writeable
+    urdf = tatbot.urdf_path.read_text()
+    for link in tatbot.ee_links:
+        assert f'<link name="{link}"' in urdf
+    assert tatbot == BUNDLED["tatbot"] and hash(tatbot) == hash(BUNDLED["tatbot"])
+
+
+def test_bundled_unknown_robot() -> None:
+    with pytest.raises(InputError) as err:
+        bundled_robot_path("nobot")
+    assert err.value.field == "robot" and "tatbot" in str(err.value)
+    with pytest.raises(InputError) as err:
+        example_paths("nobot")
+    assert err.value.field == "robot"
+
+
+def test_bundled_examples_match_repo_examples() -> None:
+    scene, strokes = example_paths()
+    assert scene.read_bytes() == (ROOT / "examples" / "scene.yaml").read_bytes()
+    assert strokes.read_bytes() == (ROOT / "examples" / "strokes.yaml").read_bytes()
+    assert Scene.from_yaml(scene) == Scene()
+
+
+def test_fixed_link_pose() -> None:
+    pos, wxyz = fixed_link_pose("tatbot", "inkcap_left_large")
+    np.testing.assert_allclose(pos, [0.126, 0.055, 0.085], atol=1e-12)
+    np.testing.assert_allclose(wxyz, [1, 0, 0, 0], atol=1e-12)
+    _, q = fixed_link_pose("tatbot", "camera1_optical_frame")  # rotated chain
+    assert np.linalg.norm(q) == pytest.approx(1.0)
+    with pytest.raises(InputError, match="non-fixed"):
+        fixed_link_pose("tatbot", "left/tattoo_needle")
+    with pytest.raises(InputError, match="no link"):
+        fixed_link_pose("tatbot", "nolink")
+
+
+def test_model_import_has_no_jax() -> None:
+    code = "import sys, zmq_ik.model, zmq_ik.robots; assert 'jax' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,0 +1,562 @@
+"""Scene and IK settings (numpy only), plus the validation helpers shared by the data model.
+
+Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+
+from zmq_ik.errors import InputError
+from zmq_ik.robots import TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers (shared with _strokes and _strokebatch)
+# --------------------------------------------------------------------------------------------
+
+_NUMERIC_KINDS = "iuf"
+
+
+def _shape_text(shape: tuple[int | str | None, ...]) -> str:
+    parts = ["N" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def as_array(
+    value: Any,
+    name: str,
+    shape: tuple[int | None, ...],
+    dtype: type[np.floating[Any]] | np.dtype[Any] = np.float64,
+    *,
+    copy: bool = True,
+    finite: bool = True,
+) -> npt.NDArray[Any]:
+    """Convert ``value`` to a read-only array of ``dtype`` and check its shape and finiteness.
+
+    ``shape`` holds ``None`` for free dimensions. Booleans, strings and objects are refused
+    (only integer and floating inputs are converted). With ``copy=False`` an input that is
+    already of ``dtype`` is not copied: a read-only view of it is kept instead.
+    """
+    if value is None:
+        raise InputError(f"{name}: is required (got None)", field=name)
+    try:
+        src = np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{name}: not a numeric array ({exc})", field=name) from None
+    if src.dtype.kind not in _NUMERIC_KINDS and src.size > 0:
+        raise InputError(f"{name}: must hold numbers, got dtype {src.dtype}", field=name)
+    want = np.dtype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.array(src, dtype=want, copy=True) if copy else np.asarray(src, dtype=want)
+    if arr.ndim != len(shape) or any(
+        d is not None and d != actual for d, actual in zip(shape, arr.shape, strict=True)
+    ):
+        raise InputError(
+            f"{name}: must have shape {_shape_text(shape)}, got {tuple(arr.shape)}", field=name
+        )
+    if finite and arr.size and not np.isfinite(arr).all():
+        raise InputError(f"{name}: contains NaN or inf", field=name)
+    if not copy:
+        arr = arr.view()
+    arr.setflags(write=False)
+    return arr
+
+
+def as_bool_array(
+    value: Any, name: str, shape: tuple[int | None, ...], *, copy: bool = True
+) -> npt.NDArray[np.bool_]:
+    """Convert ``value`` to a read-only bool array; only bool input (not 0/1 numbers) is accepted."""
+    if value is None:
+        raise InputError(f"{name}: is required (got None)", field=name)
+    try:
+        src = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: not a bool array ({exc})", field=name) from None
+    if src.dtype != np.bool_ and not (src.size == 0 and src.dtype.kind in _NUMERIC_KINDS):
+        raise InputError(f"{name}: must have dtype bool, got {src.dtype}", field=name)
+    arr = np.array(src, dtype=np.bool_, copy=True) if copy else np.asarray(src, dtype=np.bool_)
+    if arr.ndim != len(shape) or any(
+        d is not None and d != actual for d, actual in zip(shape, arr.shape, strict=True)
+    ):
+        raise InputError(
+            f"{name}: must have shape {_shape_text(shape)}, got {tuple(arr.shape)}", field=name
+        )
+    if not copy:
+        arr = arr.view()
+    arr.setflags(write=False)
+    return arr
+
+
+def as_int(value: Any, name: str, lo: int, hi: int | None = None) -> int:
+    """An integer (not a bool, not a float) in ``[lo, hi]``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name}: must be an integer, got {value!r}", field=name)
+    out = int(value)
+    if out < lo or (hi is not None and out > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise InputError(f"{name}: must be {rng}, got {out}", field=name)
+    return out
+
+
+def as_float(value: Any, name: str, lo: float | None = None, *, strict_lo: bool = False) -> float:
+    """A finite real number (not a bool), optionally ``>= lo`` (``> lo`` with ``strict_lo``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise InputError(f"{name}: must be a number, got {value!r}", field=name)
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name}: must be a real number, got {value!r}", field=name) from None
+    if not math.isfinite(out):
+        raise InputError(f"{name}: must be finite, got {out}", field=name)
+    if lo is not None and (out <= lo if strict_lo else out < lo):
+        raise InputError(
+            f"{name}: must be {'>' if strict_lo else '>='} {lo}, got {out}", field=name
+        )
+    return out
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """A real bool (YAML ``true``/``false``), not a number or a string."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name}: must be true or false, got {value!r}", field=name)
+    return bool(value)
+
+
+def as_str(value: Any, name: str, *, empty: bool = True, optional: bool = False) -> Any:
+    """A string (``None`` too when ``optional``); ``empty=False`` refuses ``""``."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{name}: must be a string, got {value!r}", field=name)
+    if not empty and not value:
+        raise InputError(f"{name}: must not be empty", field=name)
+    return value
+
+
+def as_quat(value: Any, name: str) -> npt.NDArray[np.float64]:
+    """A (4,) wxyz quaternion, normalised (a norm within 1e-12 of 1 is kept bit for bit)."""
+    q = as_array(value, name, (4,))
+    norm = float(np.linalg.norm(q))
+    if norm < 1e-9:
+        raise InputError(f"{name}: quaternion has zero norm", field=name)
+    if abs(norm - 1.0) > 1e-12:
+        q = q / norm
+        q.setflags(write=False)
+    return q
+
+
+def prefixed(
+    err: InputError, prefix: str, source: str | os.PathLike[str] | None = None
+) -> InputError:
+    """Re-home ``err`` under ``prefix`` (``"ik"`` + ``"pos_weight"`` -> ``"ik.pos_weight"``),
+    and name ``source`` (a file) at the start of the message."""
+    old = err.field
+    new = f"{prefix}.{old}" if old else prefix
+    msg = err.message
+    if old and msg.startswith(old):
+        msg = new + msg[len(old) :]
+    elif not msg.startswith(new):
+        msg = f"{new}: {msg}"
+    if source is not None:
+        msg = f"{source}: {msg}"
+    return InputError(msg, field=new)
+
+
+def read_yaml_file(path: str | os.PathLike[str]) -> Any:
+    """``yaml.safe_load`` a file; missing/unreadable/invalid files raise InputError naming it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read file: {exc}") from None
+    return load_yaml_text(text, str(p))
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{source}: not valid YAML: {exc}") from None
+
+
+def arrays_equal(a: npt.NDArray[Any] | None, b: npt.NDArray[Any] | None) -> bool:
+    """Equal shapes and values (NaN == NaN); two ``None`` are equal."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+def _freeze(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    arr.setflags(write=False)
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# IK settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IKSettings:
+    """Solver settings (tatbot's defaults). Frozen, hashable, compared by value."""
+
+    pos_weight: float = 32.0
+    """Weight of the end-effector position cost (>= 0)."""
+    ori_weight: float = 1.0
+    """Weight of the end-effector orientation cost (>= 0)."""
+    rest_weight: float = 0.1
+    """Weight of the cost pulling joints towards the rest (ready) pose (>= 0)."""
+    limit_weight: float = 32.0
+    """Weight of the joint-limit cost (>= 0)."""
+    lambda_initial: float = 1.0
+    """Initial Levenberg-Marquardt damping (> 0)."""
+    max_iterations: int = 32
+    """Maximum solver iterations per solve (1..1000)."""
+    precise: bool = False
+    """Ask the worker for its precise (slower, tighter) solve mode."""
+    seeds: int = 1
+    """Number of initial guesses tried per target; the best is kept (1..256)."""
+    continuous: bool = False
+    """Seed each pose of a stroke with the previous pose's solution."""
+
+    def __post_init__(self) -> None:
+        for name in ("pos_weight", "ori_weight", "rest_weight", "limit_weight"):
+            object.__setattr__(self, name, as_float(getattr(self, name), name, 0.0))
+        object.__setattr__(
+            self,
+            "lambda_initial",
+            as_float(self.lambda_initial, "lambda_initial", 0.0, strict_lo=True),
+        )
+        object.__setattr__(
+            self, "max_iterations", as_int(self.max_iterations, "max_iterations", 1, 1000)
+        )
+        object.__setattr__(self, "seeds", as_int(self.seeds, "seeds", 1, 256))
+        object.__setattr__(self, "precise", as_bool(self.precise, "precise"))
+        object.__setattr__(self, "continuous", as_bool(self.continuous, "continuous"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/msgpack/YAML friendly)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IKSettings:
+        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are refused."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"ik: must be a mapping, got {type(data).__name__}", field="ik")
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise InputError(f"{key}: unknown IK setting {key!r}", field=str(key))
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------------------------
+# Scene
+# --------------------------------------------------------------------------------------------
+
+_DEFAULT_EE_ROT_L = (0.7071, 0.0, 0.0, -0.7071)
+_DEFAULT_EE_ROT_R = (0.7071, 0.0, 0.0, 0.7071)
+_DEFAULT_EE_OFFSET_L = (-0.0032011130459314863, -0.006146244846220735, 0.0)
+_DEFAULT_EE_OFFSET_R = (0.0003607626669337727, 0.011764407112841976, 0.00529831437515331)
+_DEFAULT_DESIGN_POS = (0.25045, 0.0, 0.102)  # tatbot URDF: lasercross, fixed to root
+
+
+def _const(values: tuple[float, ...]) -> npt.NDArray[np.float64]:
+    return _freeze(np.array(values, dtype=np.float64))
+
+
+# Array fields of Scene and their shapes; quaternions are normalised.
+_SCENE_ARRAYS: dict[str, int] = {
+    "ready_l": 7,
+    "ready_r": 7,
+    "ee_rot_l": 4,
+    "ee_rot_r": 4,
+    "ee_offset_l": 3,
+    "ee_offset_r": 3,
+    "hover_offset": 3,
+    "design_pos": 3,
+    "design_wxyz": 4,
+}
+_SCENE_QUATS = frozenset({"ee_rot_l", "ee_rot_r", "design_wxyz"})
+
+# tatbot-style spellings accepted by Scene.from_dict / from_yaml.
+_SCENE_ALIASES: dict[str, str] = {
+    "ready_pos_l": "ready_l",
+    "ready_pos_r": "ready_r",
+    "ee_link_names": "ee_links",
+    "lasercross_pos": "design_pos",
+    "lasercross_wxyz": "design_wxyz",
+    "lasercross_rot": "design_wxyz",
+    "design_rot": "design_wxyz",
+    "robot_name": "robot",
+}
+# tatbot scene keys that name other config files; accepted and ignored.
+_TATBOT_IGNORED = frozenset(
+    {
+        "arms_config_name",
+        "cams_config_name",
+        "urdf_config_name",
+        "skin_config_name",
+        "inks_config_name",
+        "tags_config_name",
+        "sleep_pos_l_name",
+        "sleep_pos_r_name",
+        "ready_pos_l_name",
+        "ready_pos_r_name",
+        "inkready_pos_l_name",
+        "inkready_pos_r_name",
+        "pen_names_l",
+        "pen_names_r",
+        "pens_config_path",
+        "design_dir_path",
+        "design_img_path",
+        "yaml_dir",
+    }
+)
+
+
+def _unwrap(value: Any) -> Any:
+    """tatbot wraps arrays as ``{xyz: ...}``, ``{wxyz: ...}``, ``{joints: ...}`` or ``{data: ...}``."""
+    if isinstance(value, Mapping) and len(value) == 1:
+        (key,) = value
+        if key in ("xyz", "wxyz", "joints", "data"):
+            return _unwrap(value[key])
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """Everything a stroke-batch solve needs besides the strokes; defaults = bundled tatbot.
+
+    Arrays are float64, copied and read-only. Quaternions are wxyz and normalised on
+    construction. Compared by value (``==`` uses ``np.array_equal`` on arrays).
+    """
+
+    robot: str = "tatbot"
+    """Robot (service) name the broker routes on."""
+    ee_links: tuple[str, str] = TATBOT_EE_LINKS
+    """End-effector link names in the URDF, (left, right)."""
+    stroke_length: int = 16
+    """Poses per stroke (every stroke must have exactly this many points)."""
+    offset_num: int = 6
+    """Number of depth offsets solved per pose (the ``o`` axis of a StrokeBatch)."""
+    offset_range: tuple[float, float] = (-0.002, 0.002)
+    """(min, max) depth offset in metres, min <= max."""
+    ready_l: npt.NDArray[Any] = field(default_factory=lambda: _const(TATBOT_READY_L))
+    """Left-arm ready pose, (7,) joint values (rad; the gripper carriage in m)."""
+    ready_r: npt.NDArray[Any] = field(default_factory=lambda: _const(TATBOT_READY_R))
+    """Right-arm ready pose, (7,)."""
+    ee_rot_l: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_ROT_L))
+    """Left end-effector orientation while drawing, (4,) wxyz, world frame (normalised)."""
+    ee_rot_r: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_ROT_R))
+    """Right end-effector orientation while drawing, (4,) wxyz, world frame (normalised)."""
+    ee_offset_l: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_OFFSET_L))
+    """Left end-effector offset added to every target, (3,) metres, world frame."""
+    ee_offset_r: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_OFFSET_R))
+    """Right end-effector offset added to every target, (3,) metres, world frame."""
+    hover_offset: npt.NDArray[Any] = field(default_factory=lambda: _const((0.0, 0.0, 0.005)))
+    """Offset of the first and last (hover) pose of each stroke, (3,) metres."""
+    design_pos: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_DESIGN_POS))
+    """Design-origin position, (3,) metres, world frame (tatbot: the lasercross link)."""
+    design_wxyz: npt.NDArray[Any] = field(default_factory=lambda: _const((1.0, 0.0, 0.0, 0.0)))
+    """Design-origin orientation, (4,) wxyz, world frame (normalised)."""
+    first_last_rest: bool = True
+    """Put the first and last pose of each stroke at the hover offset (tatbot's behaviour)."""
+    name: str = "default"
+    """Free-form scene name (logs, file names)."""
+    ik: IKSettings = field(default_factory=IKSettings)
+    """Solver settings."""
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "robot", as_str(self.robot, "robot", empty=False))
+        links = self.ee_links
+        if isinstance(links, str) or not isinstance(links, (tuple, list)) or len(links) != 2:
+            raise InputError(
+                f"ee_links: must be two link names (left, right), got {links!r}", field="ee_links"
+            )
+        setattr_(
+            self,
+            "ee_links",
+            tuple(as_str(v, f"ee_links[{i}]", empty=False) for i, v in enumerate(links)),
+        )
+        setattr_(self, "stroke_length", as_int(self.stroke_length, "stroke_length", 1))
+        setattr_(self, "offset_num", as_int(self.offset_num, "offset_num", 1))
+        rng = self.offset_range
+        if isinstance(rng, (str, bytes)) or not hasattr(rng, "__len__") or len(rng) != 2:
+            raise InputError(
+                f"offset_range: must be (min, max) in metres, got {rng!r}", field="offset_range"
+            )
+        lo = as_float(rng[0], "offset_range")
+        hi = as_float(rng[1], "offset_range")
+        if lo > hi:
+            raise InputError(
+                f"offset_range: min {lo} is greater than max {hi}", field="offset_range"
+            )
+        setattr_(self, "offset_range", (lo, hi))
+        for name, n in _SCENE_ARRAYS.items():
+            value = getattr(self, name)
+            arr = as_quat(value, name) if name in _SCENE_QUATS else as_array(value, name, (n,))
+            setattr_(self, name, arr)
+        setattr_(self, "first_last_rest", as_bool(self.first_last_rest, "first_last_rest"))
+        setattr_(self, "name", as_str(self.name, "name"))
+        ik = self.ik
+        if isinstance(ik, Mapping):
+            try:
+                ik = IKSettings.from_dict(ik)
+            except InputError as exc:
+                raise prefixed(exc, "ik") from None
+        if not isinstance(ik, IKSettings):
+            raise InputError(f"ik: must be IKSettings, got {type(ik).__name__}", field="ik")
+        setattr_(self, "ik", ik)
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> npt.NDArray[np.float64]:
+        """Both ready poses, (14,): left 7 then right 7."""
+        return np.concatenate([self.ready_l, self.ready_r])
+
+    # -- equality -------------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Scene):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray):
+                if not arrays_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    def __hash__(self) -> int:
+        return hash(
+            (self.robot, self.ee_links, self.stroke_length, self.offset_num, self.name, self.ik)
+        )
+
+    def replace(self, **changes: Any) -> Scene:
+        """A copy with ``changes`` applied (validated like the constructor)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Scene(**values)
+
+    # -- dict / YAML ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of lists, floats, ints, bools and strings (JSON/msgpack/YAML)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                out[f.name] = value.tolist()
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            elif isinstance(value, IKSettings):
+                out[f.name] = value.to_dict()
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Scene:
+        """Inverse of :meth:`to_dict`. Missing keys take tatbot defaults; unknown keys are refused.
+
+        Also accepts tatbot-style spellings: ``ready_pos_l``/``ready_pos_r`` (optionally
+        ``{joints: [...]}``), ``{xyz: [...]}`` / ``{wxyz: [...]}`` wrappers, ``lasercross_pos``,
+        ``lasercross_wxyz``, ``lasercross_pose: {pos: {xyz}, rot: {wxyz}}``; tatbot keys that
+        name other config files (``arms_config_name``, ``pen_names_l``...) are ignored.
+        """
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise InputError(f"scene: must be a mapping, got {type(data).__name__}", field="scene")
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in data.items():
+            key = str(raw_key)
+            if key in _TATBOT_IGNORED:
+                logger.debug("scene: ignoring tatbot key %r", key)
+                continue
+            if key in ("lasercross_pose", "design_pose"):
+                if not isinstance(value, Mapping) or set(value) - {"pos", "rot"}:
+                    raise InputError(f"{key}: must be a mapping with 'pos' and 'rot'", field=key)
+                if "pos" in value:
+                    kwargs["design_pos"] = _unwrap(value["pos"])
+                if "rot" in value:
+                    kwargs["design_wxyz"] = _unwrap(value["rot"])
+                continue
+            key = _SCENE_ALIASES.get(key, key)
+            if key not in known:
+                raise InputError(f"{key}: unknown scene field {key!r}", field=key)
+            if key in kwargs:
+                raise InputError(f"{key}: given twice (directly and by an alias)", field=key)
+            if key == "ik":
+                try:
+                    value = IKSettings.from_dict(value if value is not None else {})
+                except InputError as exc:
+                    raise prefixed(exc, "ik") from None
+            elif key in _SCENE_ARRAYS:
+                value = _unwrap(value)
+            elif key in ("ee_links", "offset_range") and isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | os.PathLike[str]) -> Scene:
+        """Read a scene from a YAML file or from YAML text. Errors name the file.
+
+        A ``Path`` is a file; a string is a file when it is one line naming an existing file,
+        or one line without ``": "`` ending in ``.yaml``/``.yml``; otherwise it is YAML text.
+        Keys missing from the document take the tatbot defaults."""
+        source: str
+        if isinstance(path_or_text, os.PathLike) or (
+            isinstance(path_or_text, str)
+            and "\n" not in path_or_text
+            and (
+                Path(path_or_text).is_file()
+                or (": " not in path_or_text and path_or_text.strip().endswith((".yaml", ".yml")))
+            )
+        ):
+            source = str(path_or_text)
+            data = read_yaml_file(path_or_text)
+        elif isinstance(path_or_text, str):
+            source = "<scene yaml>"
+            data = load_yaml_text(path_or_text, source)
+        else:
+            raise InputError(f"scene: expected a path or YAML text, got {path_or_text!r}")
+        if isinstance(data, Mapping) and set(data) == {"scene"}:
+            data = data["scene"]
+        try:
+            return cls.from_dict(data)
+        except InputError as exc:
+            raise InputError(f"{source}: {exc.message}", field=exc.field) from None
+
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The scene as YAML text (exact float round trip); also written to ``path`` if given."""
+        data = self.to_dict()
+        ik = data.pop("ik")
+        text = (
+            "# zmq-ik scene (zmq_ik.model.Scene); arrays are float lists, quaternions wxyz\n"
+            + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+            + yaml.safe_dump({"ik": ik}, sort_keys=False, default_flow_style=False)
+        )
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text

@@ -1,0 +1,330 @@
+"""IK results: :class:`StrokeBatch` (safetensors I/O compatible with tatbot) and
+:class:`IKSolution`.
+
+Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import safetensors.numpy
+
+from zmq_ik._scene import arrays_equal, as_array, as_float
+from zmq_ik.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+TATBOT_TENSORS: tuple[str, ...] = ("ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints")
+"""Tensor names of tatbot's ``StrokeBatch`` safetensors files (exactly these)."""
+ERROR_TENSORS: tuple[str, ...] = ("pos_err", "ori_err")
+"""Extra tensors zmq-ik writes: achieved IK error per pose and arm."""
+
+_LAST_DIM = {"ee_pos_l": 3, "ee_pos_r": 3, "ee_rot_l": 4, "ee_rot_r": 4, "pos_err": 2, "ori_err": 2}
+
+
+def _check_errors(arr: npt.NDArray[np.float32], name: str) -> None:
+    """IK errors are >= 0, or NaN where unknown (never inf)."""
+    if arr.size and (np.isinf(arr).any() or (arr < 0).any()):
+        raise InputError(f"{name}: must be >= 0 or NaN (unknown), never inf", field=name)
+
+
+@dataclass(frozen=True, eq=False)
+class StrokeBatch:
+    """IK results for a batch of stroke pairs: ``b`` pairs, ``l`` poses, ``o`` depth offsets.
+
+    All arrays are float32 with matching leading dims (checked). Arrays already float32
+    are not copied; they are stored as read-only views. ``save``/``load`` use tatbot's
+    tensor names (``TATBOT_TENSORS``) plus ``pos_err`` and ``ori_err``; files without the
+    error tensors (tatbot's own) load with errors filled with NaN (= unknown).
+    """
+
+    ee_pos_l: npt.NDArray[Any]
+    """(b, l, o, 3) left end-effector target position, metres, world frame."""
+    ee_pos_r: npt.NDArray[Any]
+    """(b, l, o, 3) right end-effector target position, metres, world frame."""
+    ee_rot_l: npt.NDArray[Any]
+    """(b, l, o, 4) left end-effector target orientation, wxyz, world frame."""
+    ee_rot_r: npt.NDArray[Any]
+    """(b, l, o, 4) right end-effector target orientation, wxyz, world frame."""
+    joints: npt.NDArray[Any]
+    """(b, l, o, n_joints) joint solution in URDF units (14 for tatbot: left 7, right 7)."""
+    pos_err: npt.NDArray[Any]
+    """(b, l, o, 2) achieved position error per arm (left, right), metres; NaN = unknown."""
+    ori_err: npt.NDArray[Any]
+    """(b, l, o, 2) achieved orientation error per arm (left, right), radians; NaN = unknown."""
+
+    def __post_init__(self) -> None:
+        first = as_array(self.ee_pos_l, "ee_pos_l", (None, None, None, 3), np.float32, copy=False)
+        b, n, o = first.shape[:3]
+        object.__setattr__(self, "ee_pos_l", first)
+        for name in ("ee_pos_r", "ee_rot_l", "ee_rot_r", "pos_err", "ori_err"):
+            is_err = name in ERROR_TENSORS
+            arr = as_array(
+                getattr(self, name),
+                name,
+                (b, n, o, _LAST_DIM[name]),
+                np.float32,
+                copy=False,
+                finite=not is_err,
+            )
+            if is_err:
+                _check_errors(arr, name)
+            object.__setattr__(self, name, arr)
+        joints = as_array(self.joints, "joints", (b, n, o, None), np.float32, copy=False)
+        if joints.shape[3] < 1:
+            raise InputError("joints: needs at least one joint (last dim >= 1)", field="joints")
+        object.__setattr__(self, "joints", joints)
+
+    # -- shape ----------------------------------------------------------------------------------
+
+    @property
+    def b(self) -> int:
+        """Number of stroke pairs."""
+        return int(self.joints.shape[0])
+
+    @property
+    def l(self) -> int:  # noqa: E743
+        """Poses per stroke."""
+        return int(self.joints.shape[1])
+
+    @property
+    def o(self) -> int:
+        """Depth offsets per pose."""
+        return int(self.joints.shape[2])
+
+    @property
+    def n_joints(self) -> int:
+        """Joints per configuration (14 for tatbot)."""
+        return int(self.joints.shape[3])
+
+    @property
+    def n_poses(self) -> int:
+        """``b * l * o``: configurations solved."""
+        return self.b * self.l * self.o
+
+    def __len__(self) -> int:
+        return self.b
+
+    def __getitem__(self, index: slice) -> StrokeBatch:
+        """Stroke pairs ``index`` (a slice) as a new StrokeBatch (views, no copy)."""
+        if not isinstance(index, slice):
+            raise TypeError("StrokeBatch indices must be slices (batch[i:j])")
+        return StrokeBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def offset_joints(
+        self, stroke_idx: int, pose_idx: int, offset_idx_l: int, offset_idx_r: int
+    ) -> npt.NDArray[np.float32]:
+        """Like tatbot's: left joints from one offset, right joints from another, (n_joints,)."""
+        half = self.n_joints // 2
+        left = self.joints[stroke_idx, pose_idx, offset_idx_l][:half]
+        right = self.joints[stroke_idx, pose_idx, offset_idx_r][half:]
+        return np.concatenate([left, right])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StrokeBatch):
+            return NotImplemented
+        return all(
+            arrays_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- combine --------------------------------------------------------------------------------
+
+    @classmethod
+    def concat(cls, batches: Iterable[StrokeBatch]) -> StrokeBatch:
+        """Join batches along ``b`` (e.g. fan-out chunks, in order). ``l``, ``o`` and
+        ``n_joints`` must match; at least one batch is needed."""
+        items = list(batches)
+        if not items:
+            raise InputError(
+                "batches: need at least one StrokeBatch to concatenate", field="batches"
+            )
+        first = items[0]
+        for i, item in enumerate(items):
+            if not isinstance(item, StrokeBatch):
+                raise InputError(
+                    f"batches[{i}]: not a StrokeBatch ({type(item).__name__})",
+                    field=f"batches[{i}]",
+                )
+            if item.joints.shape[1:] != first.joints.shape[1:]:
+                raise InputError(
+                    f"batches[{i}]: (l, o, n_joints) = {item.joints.shape[1:]} differs from "
+                    f"batches[0]'s {first.joints.shape[1:]}",
+                    field=f"batches[{i}]",
+                )
+        if len(items) == 1:
+            return first
+        return cls(
+            **{
+                f.name: np.concatenate([getattr(it, f.name) for it in items], axis=0)
+                for f in fields(cls)
+            }
+        )
+
+    # -- summary ----------------------------------------------------------------------------------
+
+    def summary(self, pos_tol: float = 1e-4, ori_tol: float = 1e-3) -> dict[str, Any]:
+        """Error statistics over every pose and arm (NaN errors ignored).
+
+        Keys: ``n_poses``; ``pos_err_median``, ``pos_err_max`` (m); ``ori_err_median``,
+        ``ori_err_max`` (rad) — NaN when no error is known; ``n_pos_over`` / ``n_ori_over``
+        / ``n_over``: poses (b*l*o) where either arm's position / orientation / either error
+        exceeds its tolerance; ``n_unknown``: poses with a NaN error; ``pos_tol``, ``ori_tol``.
+        """
+        pos_tol = as_float(pos_tol, "pos_tol", 0.0)
+        ori_tol = as_float(ori_tol, "ori_tol", 0.0)
+
+        def stats(arr: npt.NDArray[np.float32]) -> tuple[float, float]:
+            known = arr[~np.isnan(arr)]
+            if known.size == 0:
+                return math.nan, math.nan
+            return float(np.median(known)), float(known.max())
+
+        pos_med, pos_max = stats(self.pos_err)
+        ori_med, ori_max = stats(self.ori_err)
+        pos_over = (self.pos_err > pos_tol).any(axis=-1)
+        ori_over = (self.ori_err > ori_tol).any(axis=-1)
+        unknown = np.isnan(self.pos_err).any(axis=-1) | np.isnan(self.ori_err).any(axis=-1)
+        return {
+            "n_poses": self.n_poses,
+            "pos_err_median": pos_med,
+            "pos_err_max": pos_max,
+            "ori_err_median": ori_med,
+            "ori_err_max": ori_max,
+            "n_pos_over": int(pos_over.sum()),
+            "n_ori_over": int(ori_over.sum()),
+            "n_over": int((pos_over | ori_over).sum()),
+            "n_unknown": int(unknown.sum()),
+            "pos_tol": pos_tol,
+            "ori_tol": ori_tol,
+        }
+
+    # -- safetensors ----------------------------------------------------------------------------
+
+    def _tensors(self, errors: bool) -> dict[str, npt.NDArray[np.float32]]:
+        names = TATBOT_TENSORS + (ERROR_TENSORS if errors else ())
+        return {n: np.ascontiguousarray(getattr(self, n)) for n in names}
+
+    @classmethod
+    def _from_tensors(cls, tensors: Mapping[str, npt.NDArray[Any]], source: str) -> StrokeBatch:
+        missing = [n for n in TATBOT_TENSORS if n not in tensors]
+        if missing:
+            raise InputError(
+                f"{source}: missing tensor(s) {', '.join(missing)} (a StrokeBatch file needs "
+                f"{', '.join(TATBOT_TENSORS)})",
+                field=missing[0],
+            )
+        kwargs: dict[str, Any] = {n: tensors[n] for n in TATBOT_TENSORS}
+        for name in kwargs:
+            if np.asarray(kwargs[name]).dtype.kind != "f":
+                raise InputError(
+                    f"{source}: tensor {name} must be floating point, got {kwargs[name].dtype}",
+                    field=name,
+                )
+        shape = np.asarray(kwargs["joints"]).shape
+        for name in ERROR_TENSORS:
+            if name in tensors:
+                kwargs[name] = tensors[name]
+            elif len(shape) == 4:
+                kwargs[name] = np.full((*shape[:3], 2), np.nan, dtype=np.float32)
+            else:
+                kwargs[name] = np.zeros((0, 0, 0, 2), dtype=np.float32)  # joints error wins
+        ignored = sorted(set(tensors) - set(TATBOT_TENSORS) - set(ERROR_TENSORS))
+        if ignored:
+            logger.debug("%s: ignoring extra tensors %s", source, ignored)
+        try:
+            return cls(**kwargs)
+        except InputError as exc:
+            raise InputError(f"{source}: {exc.message}", field=exc.field) from None
+
+    def save(self, path: str | os.PathLike[str], *, errors: bool = True) -> None:
+        """Write a safetensors file. With ``errors=False`` only tatbot's five tensors are
+        written (needed for tatbot's ``StrokeBatch.load``, which passes every tensor in the
+        file to its constructor and so rejects extra ones)."""
+        safetensors.numpy.save_file(self._tensors(errors), str(Path(path)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> StrokeBatch:
+        """Read a safetensors file written by :meth:`save` or by tatbot (missing error tensors
+        become NaN; unknown tensors are ignored; float16/64 tensors are cast to float32)."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InputError(f"{p}: file not found")
+        try:
+            tensors = safetensors.numpy.load_file(str(p))
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise InputError(f"{p}: not a readable safetensors file: {exc}") from None
+        return cls._from_tensors(tensors, str(p))
+
+    def to_bytes(self, *, errors: bool = True) -> bytes:
+        """The safetensors file content (see :meth:`save`)."""
+        return safetensors.numpy.save(self._tensors(errors))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> StrokeBatch:
+        """Inverse of :meth:`to_bytes` (reads tatbot's files' content too)."""
+        try:
+            tensors = safetensors.numpy.load(bytes(data))
+        except Exception as exc:  # safetensors raises several types for corrupt data
+            raise InputError(f"<bytes>: not readable safetensors data: {exc}") from None
+        return cls._from_tensors(tensors, "<bytes>")
+
+
+@dataclass(frozen=True, eq=False)
+class IKSolution:
+    """Result of a plain IK solve of ``N`` targets for a robot with ``n_ee`` end effectors.
+
+    float32 arrays, not copied when already float32 (read-only views).
+    """
+
+    joints: npt.NDArray[Any]
+    """(N, n_joints) joint solution in URDF units."""
+    pos_err: npt.NDArray[Any]
+    """(N, n_ee) achieved position error per end effector, metres; NaN = unknown."""
+    ori_err: npt.NDArray[Any]
+    """(N, n_ee) achieved orientation error per end effector, radians; NaN = unknown."""
+
+    def __post_init__(self) -> None:
+        joints = as_array(self.joints, "joints", (None, None), np.float32, copy=False)
+        n = joints.shape[0]
+        object.__setattr__(self, "joints", joints)
+        pos = as_array(self.pos_err, "pos_err", (n, None), np.float32, copy=False, finite=False)
+        _check_errors(pos, "pos_err")
+        ori = as_array(
+            self.ori_err, "ori_err", (n, pos.shape[1]), np.float32, copy=False, finite=False
+        )
+        _check_errors(ori, "ori_err")
+        object.__setattr__(self, "pos_err", pos)
+        object.__setattr__(self, "ori_err", ori)
+
+    def __len__(self) -> int:
+        return int(self.joints.shape[0])
+
+    @property
+    def n_joints(self) -> int:
+        """Joints per configuration."""
+        return int(self.joints.shape[1])
+
+    @property
+    def n_ee(self) -> int:
+        """End effectors per target."""
+        return int(self.pos_err.shape[1])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IKSolution):
+            return NotImplemented
+        return all(
+            arrays_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+        )
+
+    __hash__ = None  # type: ignore[assignment]

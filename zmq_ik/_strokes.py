@@ -1,0 +1,631 @@
+"""Strokes: :class:`Stroke`, :class:`StrokeList` (YAML in our format and tatbot's) and
+:class:`PackedStrokes` (the dense arrays sent to workers).
+
+Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+
+from zmq_ik._scene import (
+    arrays_equal,
+    as_array,
+    as_bool,
+    as_bool_array,
+    as_int,
+    as_str,
+    prefixed,
+    read_yaml_file,
+)
+from zmq_ik.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+ARMS: tuple[str, str] = ("left", "right")
+"""Arm names, in pair order."""
+
+STROKES_FORMAT = "zmq-ik/strokes"
+"""Value of the ``format`` key written by :meth:`StrokeList.to_yaml`."""
+
+# Array keys of tatbot's stroke mappings that zmq-ik reads, and those it accepts but ignores.
+_USED_ARRAYS = ("meter_coords", "ee_pos")
+_IGNORED_ARRAYS = ("pixel_coords", "ee_rot", "normals")
+
+
+def _resample(arr: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
+    """Linear resampling of an (N, 3) polyline to (n, 3) points, uniform in the point index."""
+    m = arr.shape[0]
+    if m == n:
+        return arr
+    if m == 0:
+        raise InputError("cannot resample a stroke with no points")
+    if m == 1:
+        out = np.repeat(arr, n, axis=0)
+    else:
+        src_t = np.linspace(0.0, 1.0, m)
+        dst_t = np.linspace(0.0, 1.0, n)
+        out = np.stack([np.interp(dst_t, src_t, arr[:, k]) for k in range(3)], axis=1)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Stroke:
+    """One arm's stroke: a polyline of end-effector targets.
+
+    A normal stroke has ``meter_coords`` (design frame). An ink-dip stroke has ``ee_pos``
+    (world frame; it goes to an ink cap, not onto the design). A rest stroke may have
+    neither: it is then packed as zeros (the arm holds its ready pose; the coordinates are
+    not used). Arrays are (N, 3) float64 with N >= 1, finite, copied and read-only. A stroke cannot be
+    both a rest and an ink dip. Compared by value.
+    """
+
+    meter_coords: npt.NDArray[Any] | None = None
+    """(N, 3) targets in metres in the design frame (origin = ``Scene.design_pos``)."""
+    ee_pos: npt.NDArray[Any] | None = None
+    """(N, 3) end-effector positions in metres in the world frame (required for ink dips)."""
+    is_rest: bool = False
+    """The arm rests (holds its ready pose) during this stroke."""
+    is_inkdip: bool = False
+    """The stroke dips the needle into an ink cap; targets are ``ee_pos`` (world)."""
+    description: str = ""
+    """Free text (tatbot: a natural-language description)."""
+    arm: str | None = None
+    """``"left"``, ``"right"`` or ``None`` (then implied by the stroke's place in its pair)."""
+    color: str | None = None
+    """Ink colour name, if any."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in _USED_ARRAYS:
+            value = getattr(self, name)
+            if value is not None:
+                arr = as_array(value, name, (None, 3))
+                if arr.shape[0] == 0:
+                    raise InputError(f"{name}: a stroke needs at least one point", field=name)
+                set_(self, name, arr)
+        set_(self, "is_rest", as_bool(self.is_rest, "is_rest"))
+        set_(self, "is_inkdip", as_bool(self.is_inkdip, "is_inkdip"))
+        set_(
+            self,
+            "description",
+            "" if self.description is None else as_str(self.description, "description"),
+        )
+        arm = as_str(self.arm, "arm", optional=True)
+        if arm is not None and arm not in ARMS:
+            raise InputError(f"arm: must be 'left', 'right' or None, got {arm!r}", field="arm")
+        set_(self, "color", as_str(self.color, "color", optional=True))
+        if self.is_rest and self.is_inkdip:
+            raise InputError(
+                "is_inkdip: a stroke cannot be both a rest and an ink-dip stroke", field="is_inkdip"
+            )
+        if self.is_inkdip and self.ee_pos is None:
+            raise InputError("ee_pos: an ink-dip stroke needs ee_pos (world frame)", field="ee_pos")
+        if not self.is_inkdip and not self.is_rest and self.meter_coords is None:
+            raise InputError(
+                "meter_coords: a stroke that is neither rest nor ink dip needs meter_coords",
+                field="meter_coords",
+            )
+        if (
+            self.meter_coords is not None
+            and self.ee_pos is not None
+            and self.meter_coords.shape != self.ee_pos.shape
+        ):
+            raise InputError(
+                f"ee_pos: has {self.ee_pos.shape[0]} points but meter_coords has "
+                f"{self.meter_coords.shape[0]}",
+                field="ee_pos",
+            )
+
+    @property
+    def coords_field(self) -> str:
+        """Name of the array packed for this stroke: ``"ee_pos"`` for ink dips, else
+        ``"meter_coords"``."""
+        return "ee_pos" if self.is_inkdip else "meter_coords"
+
+    @property
+    def coords(self) -> npt.NDArray[np.float64] | None:
+        """The array packed for this stroke (see :attr:`coords_field`); ``None`` for a
+        coordinate-less rest stroke."""
+        return self.ee_pos if self.is_inkdip else self.meter_coords
+
+    @property
+    def num_points(self) -> int | None:
+        """Points in the stroke, or ``None`` for a coordinate-less rest stroke."""
+        c = self.coords
+        return None if c is None else int(c.shape[0])
+
+    def resampled(self, n: int) -> Stroke:
+        """This stroke with every array linearly resampled to ``n`` points."""
+        n = as_int(n, "stroke_length", 1)
+        kwargs: dict[str, Any] = {}
+        for name in _USED_ARRAYS:
+            arr = getattr(self, name)
+            if arr is not None:
+                try:
+                    kwargs[name] = _resample(arr, n)
+                except InputError:
+                    raise InputError(
+                        f"{name}: cannot resample an empty stroke", field=name
+                    ) from None
+        return self._replace(**kwargs)
+
+    def _replace(self, **changes: Any) -> Stroke:
+        values: dict[str, Any] = {
+            "meter_coords": self.meter_coords,
+            "ee_pos": self.ee_pos,
+            "is_rest": self.is_rest,
+            "is_inkdip": self.is_inkdip,
+            "description": self.description,
+            "arm": self.arm,
+            "color": self.color,
+        }
+        values.update(changes)
+        return Stroke(**values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Stroke):
+            return NotImplemented
+        return (
+            arrays_equal(self.meter_coords, other.meter_coords)
+            and arrays_equal(self.ee_pos, other.ee_pos)
+            and self.is_rest == other.is_rest
+            and self.is_inkdip == other.is_inkdip
+            and self.description == other.description
+            and self.arm == other.arm
+            and self.color == other.color
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with inline (nested list) arrays; ``None`` arrays and colour are left out."""
+        out: dict[str, Any] = {"description": self.description}
+        if self.arm is not None:
+            out["arm"] = self.arm
+        if self.color is not None:
+            out["color"] = self.color
+        out["is_rest"] = self.is_rest
+        out["is_inkdip"] = self.is_inkdip
+        for name in _USED_ARRAYS:
+            arr = getattr(self, name)
+            if arr is not None:
+                out[name] = arr.tolist()
+        return out
+
+
+def _load_npy(path: Path, name: str) -> Any:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{name}: missing .npy file {path}", field=name) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{name}: cannot read .npy file {path}: {exc}", field=name) from None
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"{name}: {path} is not a single .npy array", field=name)
+    return arr
+
+
+def _stroke_from_mapping(data: Mapping[str, Any], side: str, base_dir: Path | None) -> Stroke:
+    """One stroke from a tatbot-style or zmq-ik mapping. Errors have fields relative to the
+    stroke (``meter_coords``, ``ee_pos_file``...)."""
+    kwargs: dict[str, Any] = {}
+    for name in _USED_ARRAYS:
+        inline = data.get(name)
+        ref = data.get(f"{name}_file")
+        if inline is not None and ref is not None:
+            raise InputError(f"{name}: given both inline and as {name}_file; give one", field=name)
+        if ref is not None:
+            ref_name = f"{name}_file"
+            ref = as_str(ref, ref_name, empty=False)
+            path = Path(ref).expanduser()
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            kwargs[name] = _load_npy(path, ref_name)
+        elif inline is not None:
+            kwargs[name] = inline
+    for key in ("is_rest", "is_inkdip"):
+        if key in data and data[key] is not None:
+            kwargs[key] = data[key]
+    if data.get("description") is not None:
+        kwargs["description"] = data["description"]
+    if data.get("color") is not None:
+        kwargs["color"] = data["color"]
+    arm = data.get("arm")
+    if arm is not None:
+        arm = as_str(arm, "arm")
+        if arm != side:
+            raise InputError(
+                f"arm: says {arm!r} but the stroke is in the {side} place of its pair",
+                field="arm",
+            )
+        kwargs["arm"] = arm
+    unused = [k for k in data if k not in _KNOWN_STROKE_KEYS]
+    if unused:
+        logger.debug("ignoring stroke keys %s", unused)
+    return Stroke(**kwargs)
+
+
+_KNOWN_STROKE_KEYS = frozenset(
+    {
+        *_USED_ARRAYS,
+        *(f"{n}_file" for n in _USED_ARRAYS),
+        "is_rest",
+        "is_inkdip",
+        "description",
+        "color",
+        "arm",
+    }
+)
+
+
+@dataclass(frozen=True, eq=False)
+class StrokeList:
+    """A sequence of (left, right) stroke pairs, executed in order, both arms together.
+
+    Indexing with an int gives a pair, with a slice a StrokeList. Compared by value.
+    Strokes whose ``arm`` is set must sit in the matching place of their pair.
+    """
+
+    pairs: tuple[tuple[Stroke, Stroke], ...] = ()
+    """The stroke pairs, (left, right)."""
+
+    def __post_init__(self) -> None:
+        pairs = self.pairs
+        if isinstance(pairs, (str, bytes, Mapping)) or not isinstance(pairs, Sequence):
+            raise InputError("strokes: must be a sequence of (left, right) pairs", field="strokes")
+        out: list[tuple[Stroke, Stroke]] = []
+        for i, pair in enumerate(pairs):
+            where = f"strokes[{i}]"
+            if (
+                isinstance(pair, (str, bytes))
+                or not isinstance(pair, Sequence)
+                or len(pair) != len(ARMS)
+            ):
+                raise InputError(f"{where}: must be a (left, right) pair of strokes", field=where)
+            for side, stroke in zip(ARMS, pair, strict=True):
+                if not isinstance(stroke, Stroke):
+                    raise InputError(
+                        f"{where}.{side}: must be a Stroke, got {type(stroke).__name__}",
+                        field=f"{where}.{side}",
+                    )
+                if stroke.arm is not None and stroke.arm != side:
+                    raise InputError(
+                        f"{where}.{side}.arm: says {stroke.arm!r} but the stroke is in the "
+                        f"{side} place of its pair",
+                        field=f"{where}.{side}.arm",
+                    )
+            out.append((pair[0], pair[1]))
+        object.__setattr__(self, "pairs", tuple(out))
+
+    # -- sequence protocol --------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __iter__(self) -> Iterator[tuple[Stroke, Stroke]]:
+        return iter(self.pairs)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Stroke, Stroke]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> StrokeList: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[Stroke, Stroke] | StrokeList:
+        if isinstance(index, slice):
+            return StrokeList(self.pairs[index])
+        return self.pairs[index]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StrokeList):
+            return NotImplemented
+        return self.pairs == other.pairs
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- lengths --------------------------------------------------------------------------------
+
+    @property
+    def stroke_length(self) -> int | None:
+        """The common number of points of all strokes that have coordinates; ``None`` when
+        there are none or they differ."""
+        lengths = {s.num_points for pair in self.pairs for s in pair} - {None}
+        return lengths.pop() if len(lengths) == 1 else None  # type: ignore[return-value]
+
+    def resampled(self, stroke_length: int) -> StrokeList:
+        """Every stroke linearly resampled to ``stroke_length`` points."""
+        out = []
+        for i, pair in enumerate(self.pairs):
+            new = []
+            for side, stroke in zip(ARMS, pair, strict=True):
+                try:
+                    new.append(stroke.resampled(stroke_length))
+                except InputError as exc:
+                    raise prefixed(exc, f"strokes[{i}].{side}") from None
+            out.append((new[0], new[1]))
+        return StrokeList(tuple(out))
+
+    # -- packing --------------------------------------------------------------------------------
+
+    def pack(self, stroke_length: int | None = None) -> PackedStrokes:
+        """Dense arrays for the wire (see :class:`PackedStrokes`).
+
+        ``stroke_length`` defaults to the common length of the strokes. A stroke of another
+        length raises :class:`InputError` naming it (resample with :meth:`resampled` first).
+        Coordinate-less rest strokes are packed as zeros. Values are cast to float32.
+        """
+        if stroke_length is None:
+            stroke_length = self.stroke_length
+            if stroke_length is None:
+                raise InputError(
+                    "stroke_length: cannot infer it (no strokes with coordinates, or strokes "
+                    "of different lengths); pass stroke_length",
+                    field="stroke_length",
+                )
+        n = as_int(stroke_length, "stroke_length", 1)
+        b = len(self.pairs)
+        coords = np.zeros((b, 2, n, 3), dtype=np.float32)
+        is_inkdip = np.zeros((b, 2), dtype=np.bool_)
+        is_rest = np.zeros((b, 2), dtype=np.bool_)
+        for i, pair in enumerate(self.pairs):
+            for k, (side, stroke) in enumerate(zip(ARMS, pair, strict=True)):
+                is_inkdip[i, k] = stroke.is_inkdip
+                is_rest[i, k] = stroke.is_rest
+                arr = stroke.coords
+                if arr is None:
+                    continue
+                if arr.shape[0] != n:
+                    name = f"strokes[{i}].{side}.{stroke.coords_field}"
+                    raise InputError(
+                        f"{name}: has {arr.shape[0]} points but stroke_length is {n} "
+                        "(resample first: StrokeList.resampled or from_yaml(resample=True))",
+                        field=name,
+                    )
+                coords[i, k] = arr
+        return PackedStrokes(coords=coords, is_inkdip=is_inkdip, is_rest=is_rest)
+
+    # -- dict / YAML ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Our YAML/JSON layout with inline arrays: ``{format, version, strokes: [[l, r]...]}``."""
+        return {
+            "format": STROKES_FORMAT,
+            "version": 1,
+            "strokes": [[s.to_dict() for s in pair] for pair in self.pairs],
+        }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Any,
+        *,
+        base_dir: str | os.PathLike[str] | None = None,
+        stroke_length: int | None = None,
+        resample: bool = False,
+        source: str | None = None,
+    ) -> StrokeList:
+        """Strokes from a parsed YAML document in our format or tatbot's.
+
+        ``data`` is a mapping with a ``strokes`` list (other top-level keys ignored) or the
+        list itself. Each entry is ``[left, right]`` (or ``{left: .., right: ..}``); each
+        stroke a mapping with inline arrays (``meter_coords``, ``ee_pos``) or ``.npy`` file
+        references (``meter_coords_file``, ``ee_pos_file``) relative to ``base_dir``. Other
+        keys (``pixel_coords_file``, ``ee_rot_file``, ``normals_file``, ``gcode_text``,
+        ``inkcap``, ``frame_path``, ``dt``...) are accepted and ignored; their files are not
+        opened. With ``stroke_length``, strokes of another length raise :class:`InputError`
+        unless ``resample`` (linear). ``source`` (a file name) starts every error message.
+        """
+        base = Path(base_dir) if base_dir is not None else None
+        label = source if source is not None else "strokes"
+
+        def fail(message: str, fld: str | None) -> InputError:
+            return InputError(f"{label}: {message}", field=fld)
+
+        if data is None:
+            raise fail("empty document; expected a mapping with a 'strokes' list", "strokes")
+        if isinstance(data, Mapping):
+            if "strokes" not in data:
+                raise fail("no 'strokes' key at the top level", "strokes")
+            version = data.get("version", 1)
+            if version != 1:
+                raise fail(f"unsupported strokes file version {version!r}", "version")
+            data = data["strokes"]
+        if data is None:
+            data = []
+        if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Sequence):
+            raise fail("'strokes' must be a list of [left, right] pairs", "strokes")
+        n = None if stroke_length is None else as_int(stroke_length, "stroke_length", 1)
+        resample = as_bool(resample, "resample")
+        pairs: list[tuple[Stroke, Stroke]] = []
+        for i, raw in enumerate(data):
+            where = f"strokes[{i}]"
+            if isinstance(raw, Mapping):
+                if set(raw) != set(ARMS):
+                    raise fail(
+                        f"{where}: a pair mapping needs exactly the keys 'left' and 'right', "
+                        f"got {sorted(map(str, raw))}",
+                        where,
+                    )
+                raw = [raw["left"], raw["right"]]
+            if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
+                raise fail(f"{where}: must be a [left, right] pair", where)
+            if len(raw) != len(ARMS):
+                raise fail(f"{where}: must be a [left, right] pair, got {len(raw)} arm(s)", where)
+            pair = []
+            for side, item in zip(ARMS, raw, strict=True):
+                prefix = f"{where}.{side}"
+                if not isinstance(item, Mapping):
+                    raise fail(
+                        f"{prefix}: a stroke must be a mapping, got {type(item).__name__}", prefix
+                    )
+                try:
+                    stroke = _stroke_from_mapping(item, side, base)
+                except InputError as exc:
+                    raise prefixed(exc, prefix, label) from None
+                got = stroke.num_points
+                if n is not None and got is not None and got != n:
+                    if not resample:
+                        name = f"{prefix}.{stroke.coords_field}"
+                        raise fail(
+                            f"{name}: has {got} points but stroke_length is {n} "
+                            "(pass resample=True to resample linearly)",
+                            name,
+                        )
+                    try:
+                        stroke = stroke.resampled(n)
+                    except InputError as exc:
+                        raise prefixed(exc, prefix, label) from None
+                pair.append(stroke)
+            pairs.append((pair[0], pair[1]))
+        return cls(tuple(pairs))
+
+    @classmethod
+    def from_yaml(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        stroke_length: int | None = None,
+        resample: bool = False,
+    ) -> StrokeList:
+        """Read strokes from a YAML file in our format or tatbot's (``.npy`` references are
+        relative to the file). See :meth:`from_dict` for the layout and options."""
+        p = Path(path)
+        data = read_yaml_file(p)
+        return cls.from_dict(
+            data,
+            base_dir=p.parent,
+            stroke_length=stroke_length,
+            resample=resample,
+            source=str(p),
+        )
+
+    def to_yaml(self, path: str | os.PathLike[str], *, npy: bool = False) -> str:
+        """Write our YAML format to ``path`` and return the text.
+
+        Arrays are inline (exact float64 round trip) unless ``npy``: then each array goes to
+        ``arrays/stroke_{i}_{side}_{name}.npy`` beside the file and the YAML references it
+        with ``{name}_file``, as tatbot does (tatbot's loader reads such files too).
+        """
+        p = Path(path)
+        doc = self.to_dict()
+        if npy:
+            arrays_dir = p.parent / "arrays"
+            arrays_dir.mkdir(parents=True, exist_ok=True)
+            for i, (pair, raw_pair) in enumerate(zip(self.pairs, doc["strokes"], strict=True)):
+                for side, stroke, raw in zip(ARMS, pair, raw_pair, strict=True):
+                    raw.setdefault("arm", side)
+                    for name in _USED_ARRAYS:
+                        arr = getattr(stroke, name)
+                        if arr is None:
+                            continue
+                        rel = f"arrays/stroke_{i}_{side}_{name}.npy"
+                        np.save(p.parent / rel, np.ascontiguousarray(arr))
+                        del raw[name]
+                        raw[f"{name}_file"] = rel
+        text = "# zmq-ik strokes: [left, right] pairs; see zmq_ik.model.StrokeList\n"
+        text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+        return text
+
+
+@dataclass(frozen=True, eq=False)
+class PackedStrokes:
+    """A StrokeList as dense arrays (what travels to workers; ``b`` pairs of ``l`` points).
+
+    Arrays are not copied when already of the right dtype (they may be read-only network
+    buffers); they are stored as read-only views. ``unpack`` is lossy: descriptions and
+    colours are dropped, values are float32, and every non-ink-dip stroke (rest strokes
+    included) comes back with ``meter_coords``.
+    """
+
+    coords: npt.NDArray[Any]
+    """(b, 2, l, 3) float32: ``meter_coords`` (design frame) for normal strokes, ``ee_pos``
+    (world frame) for ink dips, zeros for coordinate-less rest strokes."""
+    is_inkdip: npt.NDArray[Any]
+    """(b, 2) bool: stroke is an ink dip."""
+    is_rest: npt.NDArray[Any]
+    """(b, 2) bool: arm rests during the stroke."""
+
+    def __post_init__(self) -> None:
+        coords = as_array(self.coords, "coords", (None, 2, None, 3), np.float32, copy=False)
+        b = coords.shape[0]
+        object.__setattr__(self, "coords", coords)
+        for name in ("is_inkdip", "is_rest"):
+            object.__setattr__(
+                self, name, as_bool_array(getattr(self, name), name, (b, 2), copy=False)
+            )
+        self.validate()
+
+    def validate(self) -> None:
+        """Check shapes, dtypes, finiteness and flag consistency; :class:`InputError` naming
+        the field otherwise. (Construction already does this.)"""
+        c = self.coords
+        if not isinstance(c, np.ndarray) or c.dtype != np.float32:
+            raise InputError("coords: must be a float32 array", field="coords")
+        if c.ndim != 4 or c.shape[1] != 2 or c.shape[3] != 3:
+            raise InputError(f"coords: must have shape (b, 2, l, 3), got {c.shape}", field="coords")
+        if c.size and not np.isfinite(c).all():
+            raise InputError("coords: contains NaN or inf", field="coords")
+        for name in ("is_inkdip", "is_rest"):
+            a = getattr(self, name)
+            if not isinstance(a, np.ndarray) or a.dtype != np.bool_:
+                raise InputError(f"{name}: must be a bool array", field=name)
+            if a.shape != (c.shape[0], 2):
+                raise InputError(
+                    f"{name}: must have shape ({c.shape[0]}, 2), got {a.shape}", field=name
+                )
+        # A packed stroke may be both: is_inkdip says which frame its coords are in, is_rest
+        # that its arm holds the ready pose (tatbot's first_last_rest on an ink-dip pair).
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def b(self) -> int:
+        """Number of stroke pairs."""
+        return int(self.coords.shape[0])
+
+    @property
+    def l(self) -> int:  # noqa: E743
+        """Points per stroke."""
+        return int(self.coords.shape[2])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackedStrokes):
+            return NotImplemented
+        return (
+            arrays_equal(self.coords, other.coords)
+            and arrays_equal(self.is_inkdip, other.is_inkdip)
+            and arrays_equal(self.is_rest, other.is_rest)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def unpack(self) -> StrokeList:
+        """Back to a StrokeList (lossy; see the class docstring). ``arm`` is set by place."""
+        pairs = []
+        coords = self.coords.astype(np.float64)
+        for i in range(self.b):
+            pair = []
+            for k, side in enumerate(ARMS):
+                if self.is_inkdip[i, k]:
+                    stroke = Stroke(ee_pos=coords[i, k], is_inkdip=True, arm=side)
+                else:
+                    stroke = Stroke(
+                        meter_coords=coords[i, k], is_rest=bool(self.is_rest[i, k]), arm=side
+                    )
+                pair.append(stroke)
+            pairs.append((pair[0], pair[1]))
+        return StrokeList(tuple(pairs))

@@ -1,0 +1,42 @@
+"""zmq-ik data model (client side, numpy only — no JAX).
+
+Frozen dataclasses, validated at construction; every validation failure raises
+:class:`zmq_ik.errors.InputError` whose ``field`` names the culprit (``"ready_l"``,
+``"strokes[3].left.meter_coords"``...) and, for files, whose message names the file.
+
+- :class:`IKSettings`, :class:`Scene` — solve settings; defaults = the bundled tatbot robot.
+  ``to_dict``/``from_dict`` (wire), ``to_yaml``/``from_yaml``.
+- :class:`Stroke`, :class:`StrokeList` — (left, right) stroke pairs; YAML in our format
+  (inline arrays or ``.npy`` sidecars) and in tatbot's on-disk format.
+- :class:`PackedStrokes` — a StrokeList as dense arrays for the wire.
+- :class:`StrokeBatch` — stroke-batch IK results; safetensors with tatbot's tensor names.
+- :class:`IKSolution` — plain IK results.
+"""
+
+from __future__ import annotations
+
+from zmq_ik._scene import IKSettings as IKSettings
+from zmq_ik._scene import Scene as Scene
+from zmq_ik._strokebatch import ERROR_TENSORS as ERROR_TENSORS
+from zmq_ik._strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
+from zmq_ik._strokebatch import IKSolution as IKSolution
+from zmq_ik._strokebatch import StrokeBatch as StrokeBatch
+from zmq_ik._strokes import ARMS as ARMS
+from zmq_ik._strokes import STROKES_FORMAT as STROKES_FORMAT
+from zmq_ik._strokes import PackedStrokes as PackedStrokes
+from zmq_ik._strokes import Stroke as Stroke
+from zmq_ik._strokes import StrokeList as StrokeList
+
+__all__ = [
+    "ARMS",
+    "ERROR_TENSORS",
+    "STROKES_FORMAT",
+    "TATBOT_TENSORS",
+    "IKSettings",
+    "IKSolution",
+    "PackedStrokes",
+    "Scene",
+    "Stroke",
+    "StrokeBatch",
+    "StrokeList",
+]

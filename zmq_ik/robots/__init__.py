@@ -1,0 +1,202 @@
+"""Robots bundled with zmq-ik (URDF + licence shipped as package data), without JAX.
+
+``BUNDLED`` maps a robot name to its :class:`RobotDefaults`: the URDF path, the two
+end-effector links (left, right) and the rest (ready) pose used by default scenes.
+``fixed_link_pose`` reads the pose of a link that hangs off the URDF root through fixed
+joints only (tatbot's ``lasercross`` design origin, its ink caps...) with plain numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from zmq_ik.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BUNDLED",
+    "TATBOT_EE_LINKS",
+    "TATBOT_READY_L",
+    "TATBOT_READY_R",
+    "RobotDefaults",
+    "bundled_robot_path",
+    "example_paths",
+    "fixed_link_pose",
+]
+
+_HERE = Path(__file__).resolve().parent
+
+TATBOT_READY_L: tuple[float, ...] = (-0.333, 0.639, 0.667, -1.034, 0.541, 2.240, 0.04)
+"""tatbot's left-arm ready pose (6 revolute joints in rad, then the gripper carriage in m)."""
+TATBOT_READY_R: tuple[float, ...] = (0.333, 0.639, 0.667, -1.034, -0.541, -2.240, 0.04)
+"""tatbot's right-arm ready pose (6 revolute joints in rad, then the gripper carriage in m)."""
+TATBOT_EE_LINKS: tuple[str, str] = ("left/tattoo_needle", "right/tattoo_needle")
+"""tatbot's end-effector links, left then right."""
+
+
+@dataclass(frozen=True, eq=False)
+class RobotDefaults:
+    """What zmq-ik knows about a bundled robot without loading it into an IK engine."""
+
+    name: str
+    """Robot (service) name, as clients and workers call it."""
+    urdf_path: Path
+    """Absolute path of the bundled URDF file."""
+    ee_links: tuple[str, str]
+    """End-effector link names, (left, right)."""
+    rest: npt.NDArray[np.float64]
+    """Rest / ready joint configuration, shape (n_joints,) (14 for tatbot: left 7 then right 7).
+    Read-only."""
+
+    def __post_init__(self) -> None:
+        rest = np.array(self.rest, dtype=np.float64)
+        if rest.ndim != 1 or not np.all(np.isfinite(rest)):
+            raise InputError("rest must be a finite 1-D array", field="rest")
+        rest.setflags(write=False)
+        object.__setattr__(self, "rest", rest)
+        object.__setattr__(self, "urdf_path", Path(self.urdf_path))
+        object.__setattr__(self, "ee_links", tuple(self.ee_links))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RobotDefaults):
+            return NotImplemented
+        return (
+            self.name == other.name
+            and self.urdf_path == other.urdf_path
+            and self.ee_links == other.ee_links
+            and np.array_equal(self.rest, other.rest)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.urdf_path, self.ee_links))
+
+
+BUNDLED: dict[str, RobotDefaults] = {
+    "tatbot": RobotDefaults(
+        name="tatbot",
+        urdf_path=_HERE / "tatbot.urdf",
+        ee_links=TATBOT_EE_LINKS,
+        rest=np.array(TATBOT_READY_L + TATBOT_READY_R),
+    ),
+}
+"""Bundled robots by name."""
+
+
+def bundled_robot_path(name: str = "tatbot") -> Path:
+    """Path of the URDF of bundled robot ``name``; :class:`InputError` (field ``robot``) if unknown."""
+    try:
+        return BUNDLED[name].urdf_path
+    except KeyError:
+        known = ", ".join(sorted(BUNDLED))
+        raise InputError(
+            f"no bundled robot named {name!r} (bundled: {known})", field="robot"
+        ) from None
+
+
+def example_paths(name: str = "tatbot") -> tuple[Path, Path]:
+    """``(scene.yaml, strokes.yaml)`` shipped in the package for bundled robot ``name``
+    (copies of ``examples/scene.yaml`` and ``examples/strokes.yaml``, written by
+    ``examples/make_examples.py``); :class:`InputError` (field ``robot``) if there are none."""
+    bundled_robot_path(name)  # unknown robot -> InputError
+    scene, strokes = _HERE / f"{name}_scene.yaml", _HERE / f"{name}_strokes.yaml"
+    if not (scene.is_file() and strokes.is_file()):
+        raise InputError(f"no bundled example scene/strokes for robot {name!r}", field="robot")
+    return scene, strokes
+
+
+def _rpy_matrix(rpy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """URDF fixed-axis roll/pitch/yaw to a rotation matrix (Rz(y) @ Ry(p) @ Rx(r))."""
+    r, p, y = (float(v) for v in rpy)
+    cr, sr, cp, sp, cy, sy = (
+        math.cos(r),
+        math.sin(r),
+        math.cos(p),
+        math.sin(p),
+        math.cos(y),
+        math.sin(y),
+    )
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]], dtype=np.float64)
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]], dtype=np.float64)
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]], dtype=np.float64)
+    return rz @ ry @ rx
+
+
+def _matrix_to_wxyz(m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Rotation matrix to a unit quaternion (w, x, y, z) with w >= 0."""
+    trace = float(np.trace(m))
+    if trace > 0.0:
+        s = math.sqrt(trace + 1.0) * 2.0
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2.0
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2.0
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2.0
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    out = np.array(q, dtype=np.float64)
+    out /= np.linalg.norm(out)
+    return -out if out[0] < 0 else out
+
+
+def _floats(text: str | None, n: int, what: str) -> npt.NDArray[np.float64]:
+    try:
+        values = np.array([float(v) for v in (text or " ".join(["0"] * n)).split()])
+    except ValueError:
+        raise InputError(f"bad numbers in {what}: {text!r}", field="urdf") from None
+    if values.shape != (n,):
+        raise InputError(f"{what} needs {n} numbers, got {text!r}", field="urdf")
+    return values
+
+
+def fixed_link_pose(
+    robot: str | Path, link: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """World pose ``(xyz, wxyz)`` of ``link``, reached from the root through fixed joints only.
+
+    ``robot`` is a bundled robot name or a URDF path. Raises :class:`InputError` if the link
+    is unknown or any joint on its chain to the root is not ``fixed`` (then its pose depends
+    on the joint configuration and needs forward kinematics).
+    """
+    path = robot if isinstance(robot, Path) else bundled_robot_path(robot)
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise InputError(f"{path}: cannot read URDF: {exc}", field="urdf") from None
+    parent_joint: dict[str, Any] = {}
+    for joint in root.iter("joint"):
+        child = joint.find("child")
+        if child is not None:
+            parent_joint[child.get("link", "")] = joint
+    links = {el.get("name") for el in root.iter("link")}
+    if link not in links:
+        raise InputError(f"{path}: no link named {link!r}", field="link")
+    transform = np.eye(4)
+    current = link
+    while current in parent_joint:
+        joint = parent_joint[current]
+        if joint.get("type") != "fixed":
+            raise InputError(
+                f"{path}: link {link!r} hangs off non-fixed joint {joint.get('name')!r}",
+                field="link",
+            )
+        origin = joint.find("origin")
+        local = np.eye(4)
+        if origin is not None:
+            local[:3, :3] = _rpy_matrix(_floats(origin.get("rpy"), 3, "origin rpy"))
+            local[:3, 3] = _floats(origin.get("xyz"), 3, "origin xyz")
+        transform = local @ transform
+        parent = joint.find("parent")
+        current = parent.get("link", "") if parent is not None else ""
+    return transform[:3, 3].copy(), _matrix_to_wxyz(transform[:3, :3])
