@@ -324,8 +324,8 @@ def _gpu_list(value: str | None) -> list[int]:
 @click.option("--robot", "robots", multiple=True, help="NAME=URDF for every worker (repeatable).")
 @click.option("--cache-dir", default=None, help="JAX compilation cache directory.")
 @click.option("--buckets", default=None, help="Comma-separated batch buckets to compile.")
-@click.pass_context
-def serve(ctx: click.Context, bind: str, workers: int | None, gpus: str | None, robots: tuple[str, ...], cache_dir: str | None, buckets: str | None) -> None:
+@click.option("--echo", is_flag=True, help="Run echo workers (no IK): for tests and transport benchmarks.")
+def serve(bind: str, workers: int | None, gpus: str | None, robots: tuple[str, ...], cache_dir: str | None, buckets: str | None, echo: bool) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
     from zmq_ik.serve import Supervisor
 
@@ -336,6 +336,8 @@ def serve(ctx: click.Context, bind: str, workers: int | None, gpus: str | None, 
         worker_args += ["--cache-dir", cache_dir]
     if buckets:
         worker_args += ["--buckets", buckets]
+    if echo:
+        worker_args.append("--echo")
     n = workers if workers is not None else max(1, len(gpu_ids))
     sup = Supervisor(bind=bind, workers=n, gpus=gpu_ids, worker_args=worker_args)
     sup.install_signal_handlers()

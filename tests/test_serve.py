@@ -1,0 +1,68 @@
+"""`zmq-ik serve`: supervised children, restart on crash, clean stop with no child left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import wait_for_workers
+from zmq_ik.client import IKClient
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def children_of(pid: int) -> set[int]:
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(entry))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_starts_serves_and_stops_cleanly(procs, endpoint, sig):
+    serve = procs.start("serve", "--echo", "--workers", "2", "--bind", endpoint)
+    wait_for_workers(endpoint, 2, timeout=30)
+    kids = children_of(serve.pid)
+    assert len(kids) == 3  # broker + 2 workers
+    with IKClient(endpoint, timeout=5) as client:
+        assert client.request("echo", "echo", {"x": 1}).header["x"] == 1
+    serve.send_signal(sig)
+    assert serve.wait(20) == 0
+    assert not any(alive(k) for k in kids)
+
+
+def test_serve_restarts_a_crashed_worker(procs, endpoint):
+    serve = procs.start("serve", "--echo", "--workers", "1", "--bind", endpoint)
+    info = wait_for_workers(endpoint, 1, timeout=30)
+    first = info["workers"][0]["pid"]
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = wait_for_workers(endpoint, 1, timeout=30)["workers"]
+        if any(w["pid"] != first for w in workers):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("crashed worker was not restarted")
+    assert "restart #1" in procs.log(serve)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(20) == 0
