@@ -114,3 +114,22 @@ def wait_for_workers(
                 return info
             time.sleep(0.1)
     raise TimeoutError(f"{n} worker(s) not registered at {endpoint} within {timeout}s")
+
+
+IK_TEST_BUCKETS = "16,64"
+"""Small shape buckets for IK workers in tests: quick to compile, still exercising padding."""
+
+
+@pytest.fixture(scope="session")
+def ik_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One broker + one real IK worker (tatbot, small buckets, shared JAX cache) per session."""
+    pytest.importorskip("jax")
+    procs = Processes(tmp_path_factory.mktemp("ikworker"))
+    endpoint = free_endpoint()
+    procs.broker(endpoint)
+    procs.start("worker", "--connect", endpoint, "--buckets", IK_TEST_BUCKETS, "--cache-dir", str(JAX_CACHE))
+    try:
+        wait_for_workers(endpoint, 1, robot="tatbot", timeout=300)
+        yield endpoint
+    finally:
+        procs.close()

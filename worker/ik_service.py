@@ -93,6 +93,13 @@ class IKService:
         self.buckets = tuple(buckets) if buckets else None
         self._solvers: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._urdf_text: dict[str, str] = {}
+        self.compiles = 0
+        """XLA compilations so far; after warm-up it should never move (replies carry it)."""
+        self.compiles_at_ready = 0
+
+    def _count_compile(self, event: str, duration: float, **kwargs: Any) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.compiles += 1
 
     # ------------------------------------------------------------------ start-up
 
@@ -103,6 +110,7 @@ class IKService:
         from zmq_ik import ik
 
         ik.enable_compilation_cache(self.cache_dir)
+        jax.monitoring.register_event_duration_secs_listener(self._count_compile)
         t0 = time.monotonic()
         for entry in self.entries.values():
             if entry.ee_links is None:
@@ -128,6 +136,7 @@ class IKService:
         )
         if dev.platform == "cpu":
             logger.info("running on the CPU (no --gpu given, or no GPU visible to JAX)")
+        self.compiles_at_ready = self.compiles
         return {
             "device": device,
             "operations": ["solve", "strokebatch", "echo"],
@@ -145,6 +154,13 @@ class IKService:
         header: Mapping[str, Any],
         arrays: Mapping[str, np.ndarray],
         progress: Progress,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        header, arrays = self._handle(robot, operation, header, arrays)
+        # Steady state compiles nothing; if it ever does, every reply says so.
+        return {**header, "compiles_since_ready": self.compiles - self.compiles_at_ready}, arrays
+
+    def _handle(
+        self, robot: str, operation: str, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         from zmq_ik import ik
 

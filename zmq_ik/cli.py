@@ -405,7 +405,8 @@ def compute(scene_file: str, strokes_file: str, output: str, endpoint: str, time
 @click.option("-o", "--output", default="strokebatch.safetensors", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--startup-timeout", default=300.0, show_default=True, help="Seconds to wait for the embedded worker.")
-def demo(endpoint: str | None, output: str, as_json: bool, startup_timeout: float) -> None:
+@click.option("--buckets", default=None, help="Batch buckets the embedded worker compiles (default: all).")
+def demo(endpoint: str | None, output: str, as_json: bool, startup_timeout: float, buckets: str | None) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
     scene, strokes = _load_job(None, None)
     if endpoint is not None:
@@ -415,7 +416,7 @@ def demo(endpoint: str | None, output: str, as_json: bool, startup_timeout: floa
 
     endpoint = free_endpoint()
     click.echo(f"starting a local broker and worker on {endpoint} (first start compiles the IK solver)…", err=True)
-    with Supervisor(bind=endpoint, workers=1) as sup:
+    with Supervisor(bind=endpoint, workers=1, worker_args=["--buckets", buckets] if buckets else []) as sup:
         if not wait_ready(endpoint, 1, startup_timeout, sup):
             raise click.ClickException("the embedded worker did not become ready; run with -v for its log")
         _run_job(endpoint, scene, strokes, output, as_json, False, 60.0, 64)

@@ -1,0 +1,102 @@
+"""Whole jobs: `compute` over the wire equals the in-process strokebatch; chunking changes
+nothing; the CLI's demo and compute commands work end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import JAX_CACHE, ROOT
+from zmq_ik.client import IKClient
+from zmq_ik.model import Scene, StrokeBatch, StrokeList
+from zmq_ik.robots import example_paths
+
+ik = pytest.importorskip("zmq_ik.ik")
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def job():
+    scene_path, strokes_path = example_paths()
+    scene = Scene.from_yaml(scene_path)
+    strokes = StrokeList.from_yaml(strokes_path, stroke_length=scene.stroke_length)
+    return scene, strokes[:6]
+
+
+def assert_batches_close(a: StrokeBatch, b: StrokeBatch, atol: float = 1e-5) -> None:
+    for name in ("ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints", "pos_err", "ori_err"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol, err_msg=name)
+
+
+def test_compute_matches_in_process_strokebatch(ik_endpoint, job):
+    scene, strokes = job
+    with IKClient(ik_endpoint, timeout=120) as client:
+        remote = client.compute(scene, strokes)
+    local = ik.strokebatch_from_strokes(scene, strokes)
+    assert remote.joints.shape == (6, scene.stroke_length, scene.offset_num, 14)
+    assert_batches_close(remote, local)
+
+
+def test_chunked_job_equals_one_piece(ik_endpoint, job):
+    scene, strokes = job
+    with IKClient(ik_endpoint, timeout=120) as client:
+        whole = client.compute(scene, strokes, chunk_pairs=len(strokes))
+        seen = []
+        chunked = client.compute(scene, strokes, chunk_pairs=1, max_in_flight=3, progress=lambda d, t: seen.append((d, t)))
+    assert_batches_close(whole, chunked, atol=0)
+    assert seen[-1][0] == seen[-1][1] == whole.n_poses
+
+
+def test_compute_cli_writes_tatbot_readable_file(ik_endpoint, tmp_path, job):
+    scene, strokes = job
+    scene.to_yaml(tmp_path / "scene.yaml")
+    strokes.to_yaml(tmp_path / "strokes.yaml", npy=True)  # tatbot's .npy layout
+    out = tmp_path / "sb.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "compute", str(tmp_path / "scene.yaml"), str(tmp_path / "strokes.yaml"),
+         "-o", str(out), "--endpoint", ik_endpoint, "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["n_poses"] == 6 * scene.stroke_length * scene.offset_num
+    from safetensors.numpy import load_file
+
+    assert set(load_file(str(out))) == {"ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints"}
+    assert StrokeBatch.load(out).joints.shape == (6, scene.stroke_length, scene.offset_num, 14)
+
+
+def test_compute_cli_fails_clearly(tmp_path):
+    from conftest import free_endpoint
+
+    scene_path, strokes_path = example_paths()
+    absent = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "compute", str(scene_path), str(strokes_path), "-o", str(tmp_path / "x"),
+         "--endpoint", free_endpoint(), "--timeout", "0.5"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert absent.returncode != 0 and "no answer" in absent.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strokes:\n  - [{meter_coords: [[0, 0, .nan]]}, {meter_coords: [[0, 0, 0]]}]\n")
+    broken = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "compute", str(scene_path), str(bad), "--endpoint", free_endpoint()],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert broken.returncode != 0 and "bad.yaml" in broken.stderr
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "strokebatch.safetensors"
+    env = {"ZMQ_IK_CACHE_DIR": str(JAX_CACHE)}
+    result = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "demo", "-o", str(out), "--buckets", "16,64"],
+        capture_output=True, text=True, timeout=580, cwd=ROOT, env={**__import__("os").environ, **env},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "poses / s" in result.stdout
+    batch = StrokeBatch.load(out)
+    assert batch.joints.shape == (36, 16, 6, 14)

@@ -1,0 +1,108 @@
+"""A real IK worker process behind a real broker: answers match the in-process solver, bad
+input gets errors naming the field, and steady state compiles nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zmq_ik.client import IKClient
+from zmq_ik.errors import RemoteError
+from zmq_ik.model import IKSettings
+from zmq_ik.robots import BUNDLED
+
+ik = pytest.importorskip("zmq_ik.ik")
+pytestmark = pytest.mark.timeout(300)
+TATBOT = BUNDLED["tatbot"]
+
+
+@pytest.fixture(scope="module")
+def robot():
+    return ik.Robot.from_urdf(TATBOT.urdf_path, TATBOT.ee_links)
+
+
+def reachable_targets(robot, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    lower, upper = np.asarray(robot.lower), np.asarray(robot.upper)
+    rest = np.asarray(TATBOT.rest, np.float32)
+    q = np.clip(rest + rng.uniform(-0.15, 0.15, (n, len(rest))), lower, upper).astype(np.float32)
+    T = robot.fk(q)
+    return np.asarray(T.rotation().wxyz), np.asarray(T.translation())
+
+
+def test_solve_over_the_wire_matches_in_process(ik_endpoint, robot):
+    wxyz, pos = reachable_targets(robot, 5)
+    with IKClient(ik_endpoint, timeout=60) as client:
+        remote = client.solve("tatbot", wxyz, pos)
+    local = ik.solve_ik(robot, wxyz, pos, np.asarray(TATBOT.rest, np.float32))
+    assert remote.joints.shape == (5, 14) and remote.joints.dtype == np.float32
+    np.testing.assert_allclose(remote.joints, local.joints, atol=1e-5)
+    assert (remote.pos_err < 1e-3).all()
+
+
+def test_single_pose_is_batched_for_you(ik_endpoint, robot):
+    wxyz, pos = reachable_targets(robot, 1, seed=3)
+    with IKClient(ik_endpoint, timeout=60) as client:
+        sol = client.solve("tatbot", wxyz[0], pos[0])
+    assert sol.joints.shape == (1, 14)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda w, p: (w, p * np.nan), "target_pos"),
+        (lambda w, p: (w[:, :1], p), "target_pos"),
+        (lambda w, p: (w * 0, p), "target_wxyz"),
+        (lambda w, p: (w, p[..., :2]), "target_pos"),
+    ],
+)
+def test_bad_targets_get_bad_request_naming_the_field(ik_endpoint, robot, mutate, field):
+    from zmq_ik import ops
+    from zmq_ik.protocol import encode_payload  # noqa: F401  (frames built by the client)
+
+    wxyz, pos = reachable_targets(robot, 2)
+    w, p = mutate(wxyz, pos)
+    with IKClient(ik_endpoint, timeout=30, retries=0) as client:
+        arrays = {"target_wxyz": w.astype(np.float32), "target_pos": p.astype(np.float32)}
+        with pytest.raises(RemoteError) as info:
+            client.request("tatbot", ops.SOLVE, {}, arrays)
+    assert info.value.code == "bad_request"
+    assert info.value.field == field
+
+
+def test_unknown_link_and_bad_settings(ik_endpoint, robot):
+    wxyz, pos = reachable_targets(robot, 1)
+    with IKClient(ik_endpoint, timeout=30, retries=0) as client:
+        with pytest.raises(RemoteError) as info:
+            client.solve("tatbot", wxyz, pos, ee_links=["left/no_such_link", "right/tattoo_needle"])
+        assert info.value.code == "bad_request" and "no_such_link" in info.value.message
+        with pytest.raises(RemoteError) as info:
+            client.request("tatbot", "solve", {"ik": {"pos_wieght": 3}}, {"target_wxyz": wxyz, "target_pos": pos})
+        assert info.value.field == "ik"
+        with pytest.raises(RemoteError) as info:
+            client.request("tatbot", "dance")
+        assert info.value.code == "unknown_operation"
+        # ...and the worker carries on.
+        assert client.solve("tatbot", wxyz, pos).joints.shape == (1, 14)
+
+
+def test_steady_state_compiles_nothing(ik_endpoint, robot):
+    rng = np.random.default_rng(7)
+    wxyz, pos = reachable_targets(robot, 64, seed=11)
+    with IKClient(ik_endpoint, timeout=60) as client:
+        compiles = []
+        for _ in range(200):
+            n = int(rng.integers(1, 65))
+            payload = client.request(
+                "tatbot", "solve", {}, {"target_wxyz": wxyz[:n], "target_pos": pos[:n]}
+            )
+            compiles.append(payload.header["compiles_since_ready"])
+    assert compiles[-1] == 0, f"{compiles[-1]} compilations after READY"
+
+
+def test_ik_settings_travel_with_the_request(ik_endpoint, robot):
+    wxyz, pos = reachable_targets(robot, 3, seed=5)
+    with IKClient(ik_endpoint, timeout=120) as client:
+        tatbot_like = client.solve("tatbot", wxyz, pos)
+        precise = client.solve("tatbot", wxyz, pos, ik=IKSettings(precise=True))
+    assert precise.pos_err.max() <= tatbot_like.pos_err.max() + 1e-6
