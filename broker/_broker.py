@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 import zmq
 
@@ -35,7 +36,7 @@ class Broker:
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._stop = threading.Event()
-        self._authenticator = None
+        self._authenticator: Any = None
         self.sockets: list[zmq.Socket] = []
         self.endpoints: list[str] = []
         self._bind()

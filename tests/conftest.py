@@ -127,7 +127,9 @@ def ik_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     procs = Processes(tmp_path_factory.mktemp("ikworker"))
     endpoint = free_endpoint()
     procs.broker(endpoint)
-    procs.start("worker", "--connect", endpoint, "--buckets", IK_TEST_BUCKETS, "--cache-dir", str(JAX_CACHE))
+    procs.start(
+        "worker", "--connect", endpoint, "--buckets", IK_TEST_BUCKETS, "--cache-dir", str(JAX_CACHE)
+    )
     try:
         wait_for_workers(endpoint, 1, robot="tatbot", timeout=300)
         yield endpoint

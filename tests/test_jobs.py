@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import JAX_CACHE, ROOT
+
 from zmq_ik.client import IKClient
 from zmq_ik.model import Scene, StrokeBatch, StrokeList
 from zmq_ik.robots import example_paths
@@ -46,7 +46,13 @@ def test_chunked_job_equals_one_piece(ik_endpoint, job):
     with IKClient(ik_endpoint, timeout=120) as client:
         whole = client.compute(scene, strokes, chunk_pairs=len(strokes))
         seen = []
-        chunked = client.compute(scene, strokes, chunk_pairs=1, max_in_flight=3, progress=lambda d, t: seen.append((d, t)))
+        chunked = client.compute(
+            scene,
+            strokes,
+            chunk_pairs=1,
+            max_in_flight=3,
+            progress=lambda d, t: seen.append((d, t)),
+        )
     assert_batches_close(whole, chunked, atol=0)
     assert seen[-1][0] == seen[-1][1] == whole.n_poses
 
@@ -57,9 +63,22 @@ def test_compute_cli_writes_tatbot_readable_file(ik_endpoint, tmp_path, job):
     strokes.to_yaml(tmp_path / "strokes.yaml", npy=True)  # tatbot's .npy layout
     out = tmp_path / "sb.safetensors"
     result = subprocess.run(
-        [sys.executable, "-m", "zmq_ik.cli", "compute", str(tmp_path / "scene.yaml"), str(tmp_path / "strokes.yaml"),
-         "-o", str(out), "--endpoint", ik_endpoint, "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "zmq_ik.cli",
+            "compute",
+            str(tmp_path / "scene.yaml"),
+            str(tmp_path / "strokes.yaml"),
+            "-o",
+            str(out),
+            "--endpoint",
+            ik_endpoint,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -75,16 +94,41 @@ def test_compute_cli_fails_clearly(tmp_path):
 
     scene_path, strokes_path = example_paths()
     absent = subprocess.run(
-        [sys.executable, "-m", "zmq_ik.cli", "compute", str(scene_path), str(strokes_path), "-o", str(tmp_path / "x"),
-         "--endpoint", free_endpoint(), "--timeout", "0.5"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "zmq_ik.cli",
+            "compute",
+            str(scene_path),
+            str(strokes_path),
+            "-o",
+            str(tmp_path / "x"),
+            "--endpoint",
+            free_endpoint(),
+            "--timeout",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert absent.returncode != 0 and "no answer" in absent.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("strokes:\n  - [{meter_coords: [[0, 0, .nan]]}, {meter_coords: [[0, 0, 0]]}]\n")
     broken = subprocess.run(
-        [sys.executable, "-m", "zmq_ik.cli", "compute", str(scene_path), str(bad), "--endpoint", free_endpoint()],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "zmq_ik.cli",
+            "compute",
+            str(scene_path),
+            str(bad),
+            "--endpoint",
+            free_endpoint(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert broken.returncode != 0 and "bad.yaml" in broken.stderr
 
@@ -94,7 +138,11 @@ def test_demo_end_to_end(tmp_path):
     env = {"ZMQ_IK_CACHE_DIR": str(JAX_CACHE)}
     result = subprocess.run(
         [sys.executable, "-m", "zmq_ik.cli", "demo", "-o", str(out), "--buckets", "16,64"],
-        capture_output=True, text=True, timeout=580, cwd=ROOT, env={**__import__("os").environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=580,
+        cwd=ROOT,
+        env={**__import__("os").environ, **env},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "poses / s" in result.stdout

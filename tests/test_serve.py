@@ -7,8 +7,8 @@ import signal
 import time
 
 import pytest
-
 from conftest import wait_for_workers
+
 from zmq_ik.client import IKClient
 
 pytestmark = pytest.mark.timeout(90)

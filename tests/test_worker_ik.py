@@ -77,7 +77,12 @@ def test_unknown_link_and_bad_settings(ik_endpoint, robot):
             client.solve("tatbot", wxyz, pos, ee_links=["left/no_such_link", "right/tattoo_needle"])
         assert info.value.code == "bad_request" and "no_such_link" in info.value.message
         with pytest.raises(RemoteError) as info:
-            client.request("tatbot", "solve", {"ik": {"pos_wieght": 3}}, {"target_wxyz": wxyz, "target_pos": pos})
+            client.request(
+                "tatbot",
+                "solve",
+                {"ik": {"pos_wieght": 3}},
+                {"target_wxyz": wxyz, "target_pos": pos},
+            )
         assert info.value.field == "ik"
         with pytest.raises(RemoteError) as info:
             client.request("tatbot", "dance")

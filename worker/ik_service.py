@@ -160,7 +160,11 @@ class IKService:
         return {**header, "compiles_since_ready": self.compiles - self.compiles_at_ready}, arrays
 
     def _handle(
-        self, robot: str, operation: str, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+        self,
+        robot: str,
+        operation: str,
+        header: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         from zmq_ik import ik
 

@@ -314,18 +314,34 @@ def _gpu_list(value: str | None) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError as e:
-        raise click.BadParameter(f"expected comma-separated GPU indices, got {value!r}", param_hint="--gpu") from e
+        raise click.BadParameter(
+            f"expected comma-separated GPU indices, got {value!r}", param_hint="--gpu"
+        ) from e
 
 
 @main.command()
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Broker endpoint.")
-@click.option("--workers", default=None, type=int, help="Worker processes (default: one per GPU, or 1).")
-@click.option("--gpu", "gpus", default=None, help="Comma-separated GPU indices; workers are spread over them.")
+@click.option(
+    "--workers", default=None, type=int, help="Worker processes (default: one per GPU, or 1)."
+)
+@click.option(
+    "--gpu", "gpus", default=None, help="Comma-separated GPU indices; workers are spread over them."
+)
 @click.option("--robot", "robots", multiple=True, help="NAME=URDF for every worker (repeatable).")
 @click.option("--cache-dir", default=None, help="JAX compilation cache directory.")
 @click.option("--buckets", default=None, help="Comma-separated batch buckets to compile.")
-@click.option("--echo", is_flag=True, help="Run echo workers (no IK): for tests and transport benchmarks.")
-def serve(bind: str, workers: int | None, gpus: str | None, robots: tuple[str, ...], cache_dir: str | None, buckets: str | None, echo: bool) -> None:
+@click.option(
+    "--echo", is_flag=True, help="Run echo workers (no IK): for tests and transport benchmarks."
+)
+def serve(
+    bind: str,
+    workers: int | None,
+    gpus: str | None,
+    robots: tuple[str, ...],
+    cache_dir: str | None,
+    buckets: str | None,
+    echo: bool,
+) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
     from zmq_ik.serve import Supervisor
 
@@ -353,7 +369,9 @@ def _load_job(scene_path: str | None, strokes_path: str | None) -> tuple[Any, An
     default_scene, default_strokes = example_paths()
     try:
         scene = Scene.from_yaml(scene_path) if scene_path else Scene.from_yaml(default_scene)
-        strokes = StrokeList.from_yaml(strokes_path or default_strokes, stroke_length=scene.stroke_length)
+        strokes = StrokeList.from_yaml(
+            strokes_path or default_strokes, stroke_length=scene.stroke_length
+        )
     except InputError as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:
@@ -361,14 +379,35 @@ def _load_job(scene_path: str | None, strokes_path: str | None) -> tuple[Any, An
     return scene, strokes
 
 
-def _run_job(endpoint: str, scene: Any, strokes: Any, output: str, as_json: bool, strict: bool, timeout: float, chunk_pairs: int, curve: Any = None, with_errors: bool = False) -> None:
+def _run_job(
+    endpoint: str,
+    scene: Any,
+    strokes: Any,
+    output: str,
+    as_json: bool,
+    strict: bool,
+    timeout: float,
+    chunk_pairs: int,
+    curve: Any = None,
+    with_errors: bool = False,
+) -> None:
     from zmq_ik.errors import IKError, IKTimeout
     from zmq_ik.jobs import ProgressBar, compute_job, summary_table
 
     try:
-        result = compute_job(endpoint, scene, strokes, timeout=timeout, chunk_pairs=chunk_pairs, progress=ProgressBar(), curve=curve)
+        result = compute_job(
+            endpoint,
+            scene,
+            strokes,
+            timeout=timeout,
+            chunk_pairs=chunk_pairs,
+            progress=ProgressBar(),
+            curve=curve,
+        )
     except IKTimeout as e:
-        raise click.ClickException(f"no answer from the broker at {endpoint} ({e}); is `zmq-ik serve` running?") from e
+        raise click.ClickException(
+            f"no answer from the broker at {endpoint} ({e}); is `zmq-ik serve` running?"
+        ) from e
     except IKError as e:
         raise click.ClickException(str(e)) from e
     # tatbot's StrokeBatch.load refuses extra tensors, so by default write only its five.
@@ -386,27 +425,71 @@ def _run_job(endpoint: str, scene: Any, strokes: Any, output: str, as_json: bool
 @main.command()
 @click.argument("scene_file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("strokes_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", default="strokebatch.safetensors", show_default=True, help="Where to write the StrokeBatch.")
+@click.option(
+    "-o",
+    "--output",
+    default="strokebatch.safetensors",
+    show_default=True,
+    help="Where to write the StrokeBatch.",
+)
 @click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True)
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per chunk attempt.")
-@click.option("--chunk-pairs", default=64, show_default=True, help="Stroke pairs per concurrent chunk.")
+@click.option(
+    "--chunk-pairs", default=64, show_default=True, help="Stroke pairs per concurrent chunk."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any pose misses tolerance.")
-@click.option("--with-errors", is_flag=True, help="Also store pos_err/ori_err tensors (tatbot's loader refuses extra tensors).")
+@click.option(
+    "--with-errors",
+    is_flag=True,
+    help="Also store pos_err/ori_err tensors (tatbot's loader refuses extra tensors).",
+)
 @_curve_options
-def compute(scene_file: str, strokes_file: str, output: str, endpoint: str, timeout: float, chunk_pairs: int, as_json: bool, strict: bool, with_errors: bool, curve_server_key: str | None, curve_own: str | None) -> None:
+def compute(
+    scene_file: str,
+    strokes_file: str,
+    output: str,
+    endpoint: str,
+    timeout: float,
+    chunk_pairs: int,
+    as_json: bool,
+    strict: bool,
+    with_errors: bool,
+    curve_server_key: str | None,
+    curve_own: str | None,
+) -> None:
     """Compute SCENE_FILE + STROKES_FILE (ours or tatbot's format) into a safetensors StrokeBatch."""
     scene, strokes = _load_job(scene_file, strokes_file)
-    _run_job(endpoint, scene, strokes, output, as_json, strict, timeout, chunk_pairs, _client_curve(curve_server_key, curve_own), with_errors)
+    _run_job(
+        endpoint,
+        scene,
+        strokes,
+        output,
+        as_json,
+        strict,
+        timeout,
+        chunk_pairs,
+        _client_curve(curve_server_key, curve_own),
+        with_errors,
+    )
 
 
 @main.command()
 @click.option("--endpoint", default=None, help="Use a running broker instead of starting one.")
 @click.option("-o", "--output", default="strokebatch.safetensors", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-@click.option("--startup-timeout", default=300.0, show_default=True, help="Seconds to wait for the embedded worker.")
-@click.option("--buckets", default=None, help="Batch buckets the embedded worker compiles (default: all).")
-def demo(endpoint: str | None, output: str, as_json: bool, startup_timeout: float, buckets: str | None) -> None:
+@click.option(
+    "--startup-timeout",
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the embedded worker.",
+)
+@click.option(
+    "--buckets", default=None, help="Batch buckets the embedded worker compiles (default: all)."
+)
+def demo(
+    endpoint: str | None, output: str, as_json: bool, startup_timeout: float, buckets: str | None
+) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
     scene, strokes = _load_job(None, None)
     if endpoint is not None:
@@ -415,10 +498,17 @@ def demo(endpoint: str | None, output: str, as_json: bool, startup_timeout: floa
     from zmq_ik.serve import Supervisor, free_endpoint, wait_ready
 
     endpoint = free_endpoint()
-    click.echo(f"starting a local broker and worker on {endpoint} (first start compiles the IK solver)…", err=True)
-    with Supervisor(bind=endpoint, workers=1, worker_args=["--buckets", buckets] if buckets else []) as sup:
+    click.echo(
+        f"starting a local broker and worker on {endpoint} (first start compiles the IK solver)…",
+        err=True,
+    )
+    with Supervisor(
+        bind=endpoint, workers=1, worker_args=["--buckets", buckets] if buckets else []
+    ) as sup:
         if not wait_ready(endpoint, 1, startup_timeout, sup):
-            raise click.ClickException("the embedded worker did not become ready; run with -v for its log")
+            raise click.ClickException(
+                "the embedded worker did not become ready; run with -v for its log"
+            )
         _run_job(endpoint, scene, strokes, output, as_json, False, 60.0, 64)
 
 
@@ -427,7 +517,14 @@ def demo(endpoint: str | None, output: str, as_json: bool, startup_timeout: floa
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--name", "names", multiple=True, default=("broker", "client", "worker"), show_default=True, help="Keypair names to create.")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    default=("broker", "client", "worker"),
+    show_default=True,
+    help="Keypair names to create.",
+)
 def keygen(directory: str, names: tuple[str, ...]) -> None:
     """Write CURVE keypairs (NAME.key public, NAME.key_secret secret) into DIRECTORY."""
     from zmq_ik.security import keygen as make_keys

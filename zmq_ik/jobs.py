@@ -81,13 +81,19 @@ def compute_job(
 
 def summary_table(summary: dict[str, Any], output: Path | None = None) -> str:
     """The demo/compute summary as a two-column table."""
-    rows = [
+    rows: list[list[Any]] = [
         ["stroke pairs", summary.get("stroke_pairs")],
         ["poses (pairs × length × offsets)", summary.get("n_poses")],
         ["wall time", f"{summary['wall_s']:.3f} s"],
         ["poses / s", f"{summary['poses_per_s']:,.0f}" if summary.get("poses_per_s") else "-"],
-        ["position error median / worst", f"{summary['pos_err_median'] * 1e3:.4f} / {summary['pos_err_max'] * 1e3:.4f} mm"],
-        ["orientation error median / worst", f"{summary['ori_err_median']:.2e} / {summary['ori_err_max']:.2e} rad"],
+        [
+            "position error median / worst",
+            f"{summary['pos_err_median'] * 1e3:.4f} / {summary['pos_err_max'] * 1e3:.4f} mm",
+        ],
+        [
+            "orientation error median / worst",
+            f"{summary['ori_err_median']:.2e} / {summary['ori_err_max']:.2e} rad",
+        ],
         [
             f"poses over tolerance ({summary['pos_tol'] * 1e3:g} mm, {summary['ori_tol']:g} rad)",
             summary.get("n_over"),

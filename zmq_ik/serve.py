@@ -95,7 +95,13 @@ class Supervisor:
             child.restarts += 1
             child.proc = None
             child.next_start = now + child.backoff
-            logger.warning("%s exited with %s; restart #%d in %.1fs", child.name, code, child.restarts, child.backoff)
+            logger.warning(
+                "%s exited with %s; restart #%d in %.1fs",
+                child.name,
+                code,
+                child.restarts,
+                child.backoff,
+            )
             child.backoff = min(child.backoff * 2, self.max_backoff)
 
     def run(self) -> None:
@@ -120,7 +126,9 @@ class Supervisor:
     def shutdown(self, timeout: float = 10.0) -> None:
         """SIGTERM workers, then the broker; SIGKILL whatever is left after ``timeout``."""
         self._stop.set()
-        order = self.children[1:] + self.children[:1]  # workers say DISCONNECT before the broker goes
+        order = (
+            self.children[1:] + self.children[:1]
+        )  # workers say DISCONNECT before the broker goes
         for child in order:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
@@ -153,7 +161,9 @@ def free_endpoint(host: str = "127.0.0.1") -> str:
         return f"tcp://{host}:{s.getsockname()[1]}"
 
 
-def wait_ready(endpoint: str, workers: int, timeout: float, supervisor: Supervisor | None = None) -> bool:
+def wait_ready(
+    endpoint: str, workers: int, timeout: float, supervisor: Supervisor | None = None
+) -> bool:
     """Wait until ``workers`` workers have said READY to the broker at ``endpoint``."""
     from zmq_ik.client import IKClient
     from zmq_ik.errors import IKError
