@@ -89,6 +89,8 @@ class Job:
     worker: bytes | None = None
     dispatched: float | None = None
     closed: bool = False
+    tried: set[bytes] = field(default_factory=set)
+    """Every worker identity this job was dispatched to: only they may answer it."""
 
 
 @dataclass
@@ -162,6 +164,15 @@ class BrokerCore:
             msg = parse_message(frames, self.settings.limits)
         except ProtocolError as e:
             self._reject(identity, e)
+            broken = self.workers.get(identity)
+            if broken is not None and broken.job is not None:
+                # A worker that answers its job with garbage will not answer it properly:
+                # give the job to another worker now rather than at its deadline.
+                self.counters["workers_dropped_malformed"] += 1
+                logger.warning(
+                    "worker %s sent a malformed message (%s): forgotten", identity.hex(), e.message
+                )
+                self._remove_worker(broken, now, "sent a malformed message")
             return
         worker = self.workers.get(identity)
         if worker is not None:
@@ -267,7 +278,9 @@ class BrokerCore:
             self._send(identity, disconnect_frames("unknown worker: send READY"))
             # If the job was re-dispatched, that worker stays busy with it until it answers
             # (its answer is then dropped): simpler and safer than preempting it.
-            if job is None or job.closed or not final:
+            # Only a peer this job was dispatched to may answer it: job ids are sequential,
+            # so any other peer could otherwise forge another client's answer.
+            if job is None or job.closed or not final or identity not in job.tried:
                 self.counters["late_replies_dropped"] += 1
                 return
         elif current:
@@ -306,7 +319,12 @@ class BrokerCore:
                 "operation",
             )
             return
-        self._send(client, reply_frames(Command.FINAL, req.request_id, encode_payload(body)))
+        try:
+            payload = encode_payload(body)
+        except ProtocolError as e:  # e.g. a status too large for one header: answer, never crash
+            self._error_to(client, req.request_id, e.code, e.message, e.field)
+            return
+        self._send(client, reply_frames(Command.FINAL, req.request_id, payload))
 
     # ------------------------------------------------------------------ timers
 
@@ -336,6 +354,9 @@ class BrokerCore:
                     f"deadline passed for robot {job.service!r} ({job.operation})",
                 )
             self._error_job(job, code, text)
+        # Forget empty queues, or every made-up robot name ever asked for would stay forever.
+        for robot in [r for r, q in self.queues.items() if not q]:
+            del self.queues[robot]
 
     def next_timeout(self, now: float) -> float:
         """Seconds until `tick` has something to do (for the loop's poll timeout)."""
@@ -404,6 +425,7 @@ class BrokerCore:
             del self.idle[worker.identity]
             worker.job = job
             job.worker = worker.identity
+            job.tried.add(worker.identity)
             job.dispatched = now
             job.attempts += 1
             remaining_ms = max(1, int((job.deadline - now) * 1000))

@@ -123,7 +123,10 @@ class AsyncIKClient:
             for attempt in range(self.retries + 1):
                 fut: asyncio.Future[Payload] = loop.create_future()
                 self._futures[rid] = fut
-                await self.socket.send_multipart(frames, copy=False)
+                try:  # never block: with no usable connection the attempt just times out
+                    await self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    logger.debug("no connection to %s: request not sent", self.endpoint)
                 try:
                     return await asyncio.wait_for(fut, timeout + answer_grace(timeout))
                 except asyncio.TimeoutError:

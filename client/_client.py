@@ -113,6 +113,15 @@ class IKClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _send(self, frames: list[Any]) -> None:
+        """Send without blocking. A DEALER with no usable connection (e.g. its CURVE handshake
+        was refused, after which libzmq does not reconnect) would block forever; the message
+        is then treated as lost, and the deadline/retry logic ends in `IKTimeout`."""
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            logger.debug("no connection to %s: request not sent", self.endpoint)
+
     def _next_id(self) -> bytes:
         self._ids += 1
         return self._prefix + self._ids.to_bytes(8, "big")
@@ -144,7 +153,7 @@ class IKClient:
                     rid, call.service, call.operation, int(timeout * 1000), payload
                 )
                 pending[rid] = _Pending(index, call, frames, time.monotonic(), 1)
-                self.socket.send_multipart(frames, copy=False)
+                self._send(frames)
             if not pending:
                 return
             now = time.monotonic()
@@ -176,7 +185,7 @@ class IKClient:
             )
             p.attempts += 1
             p.sent_at = now
-            self.socket.send_multipart(p.frames, copy=False)
+            self._send(p.frames)
 
     def _on_reply(
         self, frames: list[Any], pending: dict[bytes, _Pending], timeout: float
@@ -203,7 +212,7 @@ class IKClient:
             if code in RETRYABLE and p.attempts <= self.retries:
                 p.attempts += 1
                 p.sent_at = time.monotonic()
-                self.socket.send_multipart(p.frames, copy=False)
+                self._send(p.frames)
                 return None
             del pending[msg.request_id]
             raise remote_error(code, message, fld)

@@ -51,8 +51,13 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def broker(self, endpoint: str, *extra: str) -> subprocess.Popen[bytes]:
-        return self.start("broker", "--bind", endpoint, *extra)
+    def broker(self, endpoint: str, *extra: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        """Start a broker; with ``wait``, return once it answers a ping (so a test's own
+        deadlines do not include the broker's start-up)."""
+        proc = self.start("broker", "--bind", endpoint, *extra)
+        if wait:
+            wait_for_broker(endpoint, proc)
+        return proc
 
     def echo_worker(self, endpoint: str, *extra: str) -> subprocess.Popen[bytes]:
         return self.start("worker", "--echo", "--connect", endpoint, *extra)
@@ -92,6 +97,22 @@ def zctx() -> Iterator[zmq.Context]:
         yield ctx
     finally:
         ctx.destroy(linger=0)
+
+
+def wait_for_broker(endpoint: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Ping until the broker at ``endpoint`` answers (or its process exits)."""
+    from zmq_ik.client import IKClient
+    from zmq_ik.errors import IKError
+
+    deadline = time.monotonic() + timeout
+    with IKClient(endpoint, timeout=0.3, retries=0, context=zmq.Context.instance()) as client:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                client.ping()
+                return
+            except IKError:
+                continue
+    raise TimeoutError(f"broker at {endpoint} did not answer within {timeout}s")
 
 
 def wait_for_workers(

@@ -14,16 +14,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_robot_side_imports_without_jax():
     code = "import sys, zmq_ik, zmq_ik.client, zmq_ik.broker; print('jax' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
 def test_cli_help_and_version():
-    out = subprocess.run([sys.executable, "-m", "zmq_ik.cli", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0
     for command in ("broker", "worker", "ping", "status", "serve", "demo", "compute", "keygen"):
         assert command in out.stdout
-    version = subprocess.run([sys.executable, "-m", "zmq_ik.cli", "--version"], capture_output=True, text=True, timeout=60)
+    version = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     from zmq_ik import __version__
 
     assert __version__ in version.stdout
@@ -33,7 +42,16 @@ def test_cli_help_and_version():
 def test_wheel_contents(tmp_path):
     pytest.importorskip("build")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
         timeout=240,

@@ -157,6 +157,11 @@ class Worker:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.limits.max_message_bytes)
+        # A send that cannot proceed within the liveness window (no usable connection: e.g.
+        # a refused CURVE handshake, after which libzmq never reconnects) raises zmq.Again,
+        # and the session ends as 'silent' -> new socket, backoff. Without it, it blocks forever.
+        expiry_ms = int(self.settings.heartbeat_interval * self.settings.liveness * 1000)
+        sock.setsockopt(zmq.SNDTIMEO, max(100, expiry_ms))
         if self.settings.curve is not None:
             self.settings.curve.apply(sock)
         sock.connect(self.settings.connect)
@@ -208,6 +213,8 @@ class Worker:
                 if now - last_sent >= interval:
                     sock.send_multipart(heartbeat_frames())
                     last_sent = now
+        except zmq.Again:
+            return "silent"  # could not send for a whole liveness window: start afresh
         finally:
             sock.close(0)
 

@@ -97,7 +97,7 @@ class IKService:
         """XLA compilations so far; after warm-up it should never move (replies carry it)."""
         self.compiles_at_ready = 0
 
-    def _count_compile(self, event: str, duration: float, **kwargs: Any) -> None:
+    def _count_compile(self, event: str, duration_secs: float, **kwargs: str | int) -> None:
         if event == "/jax/core/compile/backend_compile_duration":
             self.compiles += 1
 

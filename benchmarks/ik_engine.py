@@ -1,0 +1,102 @@
+"""IK throughput vs batch size, for the plot (and a small table).
+
+Taken from `benchmarks.bench_ik.run()` when that module (the IK engine's own benchmark)
+exists and returns rows with a batch size and poses per second; otherwise measured here:
+in-process `zmq_ik.ik.solve_ik` on the bundled tatbot robot, stroke-like targets (the
+design origin ± 2 cm, the scene's needle orientations), first call (compile) excluded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import _data
+from benchmarks._common import Config, Section, Table, log, median
+
+
+def _from_bench_ik(cfg: Config) -> list[tuple[int, float]] | None:
+    try:
+        mod = importlib.import_module("benchmarks.bench_ik")
+    except ImportError:
+        return None
+    fn = getattr(mod, "run", None)
+    if fn is None:
+        return None
+    try:
+        result = fn(quick=cfg.quick or cfg.tiny)
+    except TypeError:
+        result = fn()
+    rows = result.get("rows", result.get("throughput")) if isinstance(result, dict) else result
+    out = []
+    for row in rows or []:
+        if not isinstance(row, dict):
+            continue
+        batch = row.get("batch")
+        rate = next(
+            (row[k] for k in ("poses_per_s", "poses/s", "poses_s", "rate") if k in row), None
+        )
+        if isinstance(batch, int) and isinstance(rate, int | float):
+            out.append((batch, float(rate)))
+    return out or None
+
+
+def _measure(cfg: Config) -> list[tuple[int, float]]:
+    from benchmarks._procs import JAX_CACHE
+    from zmq_ik import ik
+    from zmq_ik.model import IKSettings
+    from zmq_ik.robots import BUNDLED
+
+    tatbot = BUNDLED["tatbot"]
+    ik.enable_compilation_cache(JAX_CACHE)
+    robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
+    rest = np.asarray(tatbot.rest, np.float32)
+    config = ik.IKConfig.from_settings(IKSettings())
+    wxyz1, pos1 = _data.single_pose()
+    rng = np.random.default_rng(0)
+    out = []
+    for batch in cfg.pick([1, 16, 96, 1024, 16384], [1, 16, 96, 1024], [1, 16]):
+        wxyz = np.repeat(wxyz1, batch, axis=0)
+        pos = np.repeat(pos1, batch, axis=0) + rng.uniform(-0.02, 0.02, (batch, 1, 3)).astype(
+            np.float32
+        ) * np.array([1, 1, 0.1], np.float32)
+        ik.solve_ik(robot, wxyz, pos, rest, config)  # compile / warm
+        reps = cfg.pick(max(3, cfg.runs), 3, 1)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            ik.solve_ik(robot, wxyz, pos, rest, config)
+            times.append(time.perf_counter() - t0)
+        out.append((batch, batch / median(times)))
+        log(cfg, f"  solve_ik batch {batch}: {batch / median(times):,.0f} poses/s")
+    return out
+
+
+def run(cfg: Config) -> Section:
+    section = Section("ik", "IK engine throughput by batch size (in-process, CPU)")
+    reason = _data.ik_missing()
+    if reason:
+        section.skipped = reason
+        return section
+    rows = _from_bench_ik(cfg)
+    source = "benchmarks.bench_ik.run()"
+    if rows is None:
+        rows = _measure(cfg)
+        source = "measured here with `zmq_ik.ik.solve_ik` (tatbot, stroke-like targets)"
+    table = Table(
+        "IK throughput vs batch size",
+        ["batch (bimanual poses)", "poses/s"],
+        [[b, r] for b, r in rows],
+        note=f"Source: {source}.",
+    )
+    section.tables.append(table)
+    section.data["rows"] = [list(r) for r in rows]
+    return section
+
+
+def describe(data: dict[str, Any]) -> str:
+    return ", ".join(f"{b}: {r:,.0f}/s" for b, r in data.get("rows", []))

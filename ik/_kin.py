@@ -1,0 +1,351 @@
+"""Chain kinematics on structure-of-arrays planes, with the robot's constants folded in.
+
+Why this layout: a 7-joint chain's FK + Jacobian is a few hundred scalar flops per problem.
+Written as one scalar program per problem, with the batch as the last (contiguous) axis of
+every array and each matrix entry its own ``(B,)`` plane, XLA fuses the whole iteration into
+a handful of elementwise loops that vectorise across problems. 4×4 matrix products batched
+with vmap instead spend most of their time on tiny-matrix overheads.
+
+Constants: every fixed joint, joint origin and joint axis is a Python ``float`` at trace
+time. The helpers below (``add``, ``mul``...) simplify products with 0 and ±1, so e.g. a
+rotation about the z axis costs two products per entry, and chains of fixed joints vanish
+into a single constant transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zmq_ik.errors import InputError
+
+from ._urdf import Joint, URDFModel, rpy_matrix
+
+S = float | Any
+"""A scalar plane: a Python float (trace-time constant) or a jax array of shape (B,)."""
+Vec = list[S]
+Mat = list[list[S]]
+
+
+def _is_const(x: S) -> bool:
+    return isinstance(x, float)
+
+
+def add(a: S, b: S) -> S:
+    if _is_const(a) and a == 0.0:
+        return b
+    if _is_const(b) and b == 0.0:
+        return a
+    return a + b
+
+
+def sub(a: S, b: S) -> S:
+    if _is_const(b) and b == 0.0:
+        return a
+    if _is_const(a) and a == 0.0:
+        return neg(b)
+    return a - b
+
+
+def neg(a: S) -> S:
+    return -a
+
+
+def mul(a: S, b: S) -> S:
+    for x, y in ((a, b), (b, a)):
+        if _is_const(x):
+            if x == 0.0:
+                return 0.0
+            if x == 1.0:
+                return y
+            if x == -1.0:
+                return neg(y)
+    return a * b
+
+
+def total(terms: Sequence[S]) -> S:
+    out: S = 0.0
+    for t in terms:
+        out = add(out, t)
+    return out
+
+
+def dot(a: Sequence[S], b: Sequence[S]) -> S:
+    return total([mul(x, y) for x, y in zip(a, b, strict=True)])
+
+
+def matmul(a: Mat, b: Mat) -> Mat:
+    return [[dot(a[i], [b[k][j] for k in range(3)]) for j in range(3)] for i in range(3)]
+
+
+def matvec(a: Mat, v: Sequence[S]) -> Vec:
+    return [dot(a[i], v) for i in range(3)]
+
+
+def mat_t_vec(a: Mat, v: Sequence[S]) -> Vec:
+    return [dot([a[k][i] for k in range(3)], v) for i in range(3)]
+
+
+def cross(a: Sequence[S], b: Sequence[S]) -> Vec:
+    return [
+        sub(mul(a[1], b[2]), mul(a[2], b[1])),
+        sub(mul(a[2], b[0]), mul(a[0], b[2])),
+        sub(mul(a[0], b[1]), mul(a[1], b[0])),
+    ]
+
+
+def _snap(x: float) -> float:
+    """Exact 0 and ±1 for values within rounding of them (cos(π/2) = 6e-17...)."""
+    for v in (0.0, 1.0, -1.0):
+        if abs(x - v) < 1e-12:
+            return v
+    return float(x)
+
+
+def const_mat(m: Any) -> Mat:
+    return [[_snap(float(m[i][j])) for j in range(3)] for i in range(3)]
+
+
+def const_vec(v: Any) -> Vec:
+    return [_snap(float(x)) for x in v]
+
+
+def axis_rotation(axis: Sequence[float], c: S, s: S) -> Mat:
+    """Rotation by angle θ (c = cos θ, s = sin θ) about a constant unit ``axis``.
+
+    Axis-aligned axes give the elementary rotation exactly; others use Rodrigues."""
+    for k in range(3):
+        if abs(abs(axis[k]) - 1.0) < 1e-12:
+            sign = 1.0 if axis[k] > 0 else -1.0
+            i, j = (k + 1) % 3, (k + 2) % 3
+            ss = mul(sign, s)
+            m: Mat = [[0.0] * 3 for _ in range(3)]
+            m[k][k] = 1.0
+            m[i][i] = c
+            m[j][j] = c
+            m[i][j] = neg(ss)
+            m[j][i] = ss
+            return m
+    x, y, z = axis
+    t = 1.0 - c
+    skew = [[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]]
+    return [
+        [
+            add(add(mul(c, 1.0 if i == j else 0.0), mul(s, skew[i][j])), mul(t, axis[i] * axis[j]))
+            for j in range(3)
+        ]
+        for i in range(3)
+    ]
+
+
+IDENTITY: Mat = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+# --------------------------------------------------------------------------- chains
+
+
+@dataclass(frozen=True)
+class ChainJoint:
+    """An actuated joint of a chain, with the fixed transforms before it folded in."""
+
+    name: str
+    prismatic: bool
+    R_prev_joint: tuple[tuple[float, ...], ...]
+    """Rotation of this joint's frame in the previous actuated joint's (moved) frame."""
+    p_prev_joint: tuple[float, ...]
+    axis: tuple[float, float, float]
+    lower: float
+    upper: float
+    limited: bool
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The kinematic chain from the URDF root to one link, fixed joints folded away."""
+
+    link: str
+    joints: tuple[ChainJoint, ...]
+    R_last_link: tuple[tuple[float, ...], ...]
+    """Rotation of the link in the last actuated joint's frame (or the root's, if none)."""
+    p_last_link: tuple[float, ...]
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return tuple(j.name for j in self.joints)
+
+
+def _as_tuple(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(_snap(float(x)) for x in row) for row in m)
+
+
+def build_chain(model: URDFModel, link: str) -> Chain:
+    """Fold the root→``link`` path into actuated joints with constant transforms between."""
+    acc = np.eye(4)
+    joints: list[ChainJoint] = []
+    for joint in model.path_to(link):
+        local = np.eye(4)
+        local[:3, :3] = rpy_matrix(joint.rpy)
+        local[:3, 3] = joint.xyz
+        acc = acc @ local
+        if joint.type == "fixed":
+            continue
+        _check_supported(joint, link)
+        joints.append(
+            ChainJoint(
+                name=joint.name,
+                prismatic=joint.type == "prismatic",
+                R_prev_joint=_as_tuple(acc[:3, :3]),
+                p_prev_joint=tuple(_snap(float(x)) for x in acc[:3, 3]),
+                axis=joint.axis,
+                lower=joint.lower,
+                upper=joint.upper,
+                limited=joint.limited,
+            )
+        )
+        acc = np.eye(4)
+    return Chain(
+        link=link,
+        joints=tuple(joints),
+        R_last_link=_as_tuple(acc[:3, :3]),
+        p_last_link=tuple(_snap(float(x)) for x in acc[:3, 3]),
+    )
+
+
+def _check_supported(joint: Joint, link: str) -> None:
+    if joint.type in ("floating", "planar"):
+        raise InputError(
+            f"joint {joint.name!r} (on the chain to link {link!r}) is {joint.type}, which the "
+            "IK engine does not support (revolute, continuous, prismatic and fixed only)",
+            field="urdf",
+        )
+    if joint.mimic:
+        raise InputError(
+            f"joint {joint.name!r} (on the chain to link {link!r}) is a mimic joint, which the "
+            "IK engine does not support",
+            field="urdf",
+        )
+
+
+@dataclass
+class ChainFK:
+    """FK of a chain on planes: the link pose and, per joint, its world axis and origin."""
+
+    R: Mat
+    p: Vec
+    axes: list[Vec]
+    points: list[Vec]
+
+
+jax.tree_util.register_pytree_node(
+    ChainFK,
+    lambda fk: ((fk.R, fk.p, fk.axes, fk.points), None),
+    lambda _, children: ChainFK(*children),
+)
+
+
+def chain_fk(chain: Chain, q: Sequence[S], with_jacobian: bool = True) -> ChainFK:
+    """World pose of ``chain.link`` for joint planes ``q`` (one per chain joint)."""
+    R: Mat = [row[:] for row in IDENTITY]
+    p: Vec = [0.0, 0.0, 0.0]
+    axes: list[Vec] = []
+    points: list[Vec] = []
+    for joint, qj in zip(chain.joints, q, strict=True):
+        p = [add(p[i], v) for i, v in enumerate(matvec(R, const_vec(joint.p_prev_joint)))]
+        R = matmul(R, const_mat(joint.R_prev_joint))
+        axis_world = matvec(R, const_vec(joint.axis))
+        if with_jacobian:
+            axes.append(axis_world)
+            points.append(p)
+        if joint.prismatic:
+            p = [add(p[i], mul(axis_world[i], qj)) for i in range(3)]
+        else:
+            R = matmul(R, axis_rotation(joint.axis, jnp.cos(qj), jnp.sin(qj)))
+    p = [add(p[i], v) for i, v in enumerate(matvec(R, const_vec(chain.p_last_link)))]
+    R = matmul(R, const_mat(chain.R_last_link))
+    return ChainFK(R=R, p=p, axes=axes, points=points)
+
+
+def geometric_jacobian(chain: Chain, fk: ChainFK) -> tuple[list[Vec], list[Vec]]:
+    """World-frame geometric Jacobian columns (linear, angular) of the link origin."""
+    jv: list[Vec] = []
+    jw: list[Vec] = []
+    for joint, z, pj in zip(chain.joints, fk.axes, fk.points, strict=True):
+        if joint.prismatic:
+            jv.append(z)
+            jw.append([0.0, 0.0, 0.0])
+        else:
+            jv.append(cross(z, [sub(fk.p[i], pj[i]) for i in range(3)]))
+            jw.append(z)
+    return jv, jw
+
+
+# --------------------------------------------------------------------------- rotations
+
+
+def quat_to_mat(w: S, x: S, y: S, z: S) -> Mat:
+    """Unit quaternion planes → rotation matrix planes."""
+    return [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
+
+
+def mat_to_quat(m: Mat) -> tuple[Any, Any, Any, Any]:
+    """Rotation matrix planes → unit quaternion planes (w, x, y, z), w ≥ 0 (Shepperd's method,
+    all four branches computed and selected, so it vectorises)."""
+    m00, m11, m22 = m[0][0], m[1][1], m[2][2]
+    tr = m00 + m11 + m22
+    cands = [
+        (1.0 + tr, m[2][1] - m[1][2], m[0][2] - m[2][0], m[1][0] - m[0][1], 0),
+        (m[2][1] - m[1][2], 1.0 + m00 - m11 - m22, m[0][1] + m[1][0], m[0][2] + m[2][0], 1),
+        (m[0][2] - m[2][0], m[0][1] + m[1][0], 1.0 - m00 + m11 - m22, m[1][2] + m[2][1], 2),
+        (m[1][0] - m[0][1], m[0][2] + m[2][0], m[1][2] + m[2][1], 1.0 - m00 - m11 + m22, 3),
+    ]
+    diag = [1.0 + tr, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22]
+    best = jnp.argmax(jnp.stack(diag), axis=0)
+    out = []
+    for comp in range(4):
+        v = cands[0][comp]
+        for k in (1, 2, 3):
+            v = jnp.where(best == k, cands[k][comp], v)
+        out.append(v)
+    big: Any = diag[0]
+    for k in (1, 2, 3):
+        big = jnp.where(best == k, diag[k], big)
+    scale = 0.5 * jnp.reciprocal(jnp.sqrt(jnp.maximum(big, 1e-30)))
+    w, x, y, z = (c * scale for c in out)
+    sign = jnp.where(w < 0, -1.0, 1.0)
+    return w * sign, x * sign, y * sign, z * sign
+
+
+def rotation_log(m: Mat) -> tuple[Vec, Any]:
+    """SO(3) log of rotation planes: (ω vector, angle θ = |ω| in [0, π])."""
+    w, x, y, z = mat_to_quat(m)
+    n2 = x * x + y * y + z * z
+    n = jnp.sqrt(n2)
+    theta = 2.0 * jnp.arctan2(n, w)
+    # θ/n → 2/w (1 - n²/(3w²)) as n → 0 (w ≥ 0 here, and w ≈ 1 when n is small).
+    safe_n = jnp.where(n < 1e-6, 1.0, n)
+    scale = jnp.where(n < 1e-6, 2.0 / w * (1.0 - n2 / (3.0 * w * w)), theta / safe_n)
+    return [x * scale, y * scale, z * scale], theta
+
+
+def se3_log_translation(omega: Vec, theta: Any, t: Vec) -> Vec:
+    """Translation part of the SE(3) log: V(ω)⁻¹ t (as jaxlie's ``SE3.log``)."""
+    t2 = theta * theta
+    small = theta < 1e-3
+    safe_t = jnp.where(small, 1.0, theta)
+    safe_t2 = jnp.where(small, 1.0, t2)
+    half = 0.5 * safe_t
+    coef = jnp.where(
+        small, 1.0 / 12.0, (1.0 - safe_t * jnp.cos(half) / (2.0 * jnp.sin(half))) / safe_t2
+    )
+    wxt = cross(omega, t)
+    wxwxt = cross(omega, wxt)
+    return [t[i] - 0.5 * wxt[i] + coef * wxwxt[i] for i in range(3)]

@@ -1,0 +1,191 @@
+"""The kinematic model the IK engine solves for: end-effector chains from a URDF."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jaxlie
+import numpy as np
+import numpy.typing as npt
+
+from zmq_ik.errors import InputError
+
+from ._kin import Chain, build_chain, chain_fk, mat_to_quat
+from ._urdf import URDFModel, parse_urdf
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChainInfo:
+    """One end effector's chain and where its joints sit in the robot's joint vector."""
+
+    ee_link: str
+    chain: Chain
+    joint_index: tuple[int, ...]
+    """Indices of the chain's joints (root → tip) in ``Robot.joint_names``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Robot:
+    """End-effector chains of a URDF robot, ready for FK and IK.
+
+    Build with :meth:`from_urdf`. The actuated joints are each chain's joints from root to
+    tip, chain after chain, in ``ee_links`` order (for tatbot: left 7, then right 7).
+
+    Chains must be disjoint in their actuated joints (they may share fixed links, e.g. a
+    common base): the IK engine then solves each end effector as its own small problem,
+    which is exactly equivalent for costs that are sums over chains (pose, rest and limit
+    costs are). Chains sharing an actuated joint (a torso joint carrying two arms) are
+    refused with an :class:`InputError` naming the joint.
+    """
+
+    model: URDFModel
+    ee_links: tuple[str, ...]
+    chains: tuple[ChainInfo, ...]
+    joint_names: tuple[str, ...]
+    lower: npt.NDArray[np.float32]
+    """(n_joints,) lower limits (rad or m); continuous joints report -π."""
+    upper: npt.NDArray[np.float32]
+    """(n_joints,) upper limits (rad or m); continuous joints report +π."""
+    limited: npt.NDArray[np.bool_]
+    """(n_joints,) False for continuous joints (no limit cost, never clamped)."""
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_urdf(cls, path_or_xml: str | os.PathLike[str], ee_links: Sequence[str]) -> Robot:
+        """Parse a URDF (file path or XML text) and build the chains to ``ee_links``."""
+        if isinstance(ee_links, str):
+            ee_links = (ee_links,)
+        ee = tuple(str(e) for e in ee_links)
+        if not ee:
+            raise InputError("ee_links: need at least one end-effector link", field="ee_links")
+        if len(set(ee)) != len(ee):
+            raise InputError(f"ee_links: repeated link in {list(ee)}", field="ee_links")
+        model = parse_urdf(path_or_xml)
+        chains: list[ChainInfo] = []
+        names: list[str] = []
+        owner: dict[str, str] = {}
+        for link in ee:
+            chain = build_chain(model, link)
+            if not chain.joints:
+                raise InputError(
+                    f"ee_links: link {link!r} has no actuated joint between it and the root",
+                    field="ee_links",
+                )
+            for joint in chain.joints:
+                if joint.name in owner:
+                    raise InputError(
+                        f"ee_links: chains to {owner[joint.name]!r} and {link!r} share actuated "
+                        f"joint {joint.name!r}; only disjoint chains are supported",
+                        field="ee_links",
+                    )
+                owner[joint.name] = link
+            start = len(names)
+            names.extend(chain.joint_names)
+            chains.append(ChainInfo(link, chain, tuple(range(start, len(names)))))
+        joints = [j for c in chains for j in c.chain.joints]
+        robot = cls(
+            model=model,
+            ee_links=ee,
+            chains=tuple(chains),
+            joint_names=tuple(names),
+            lower=np.array([j.lower for j in joints], np.float32),
+            upper=np.array([j.upper for j in joints], np.float32),
+            limited=np.array([j.limited for j in joints], np.bool_),
+        )
+        for arr in (robot.lower, robot.upper, robot.limited):
+            arr.setflags(write=False)
+        logger.debug("robot %s: %d joints, chains to %s", model.name, len(names), ee)
+        return robot
+
+    @classmethod
+    def bundled(cls, name: str = "tatbot", ee_links: Sequence[str] | None = None) -> Robot:
+        """A bundled robot (``zmq_ik.robots``), built once per (name, ee_links) and shared,
+        so its compiled programs are shared too. ``ee_links`` defaults to the robot's."""
+        from zmq_ik.robots import BUNDLED, bundled_robot_path
+
+        path = bundled_robot_path(name)
+        ee = tuple(ee_links) if ee_links is not None else tuple(BUNDLED[name].ee_links)
+        key = (name, ee)
+        robot = _BUNDLED_CACHE.get(key)
+        if robot is None:
+            robot = cls.from_urdf(path, ee)
+            _BUNDLED_CACHE[key] = robot
+        return robot
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def n_ee(self) -> int:
+        return len(self.ee_links)
+
+    def _check_joints(self, joints: Any) -> jax.Array:
+        q = jnp.asarray(joints, jnp.float32)
+        if q.ndim < 1 or q.shape[-1] != self.n_joints:
+            raise InputError(
+                f"joints must have shape (..., {self.n_joints}), got {tuple(q.shape)}",
+                field="joints",
+            )
+        return q
+
+    def fk(self, joints: Any) -> jaxlie.SE3:
+        """``T_world_ee`` for joint vectors of shape (..., n_joints): an SE3 of shape
+        (..., n_ee), end effectors in ``ee_links`` order."""
+        q = self._check_joints(joints)
+        fn = self._cache.get("fk")
+        if fn is None:
+            fn = jax.jit(self._fk_planes)
+            self._cache["fk"] = fn
+        lead = q.shape[:-1]
+        out = fn(q.reshape(-1, self.n_joints))
+        return jaxlie.SE3(out.reshape(*lead, self.n_ee, 7))
+
+    def _fk_planes(self, q: jax.Array) -> jax.Array:
+        """(B, n_joints) → (B, n_ee, 7) wxyz_xyz, computed on planes."""
+        qt = q.T
+        poses = []
+        for info in self.chains:
+            res = chain_fk(info.chain, [qt[i] for i in info.joint_index], with_jacobian=False)
+            poses.append(_pose_planes(res.R, res.p, qt.shape[1]))
+        return jnp.stack(poses, axis=0).transpose(2, 0, 1)
+
+    def link_pose(self, link: str, joints: Any) -> jaxlie.SE3:
+        """``T_world_link`` of any link for joint vectors (..., n_joints). The link's chain may
+        only move through this robot's joints (e.g. tatbot's ``lasercross``, fixed to the
+        root, or an arm's ``link_3``)."""
+        q = self._check_joints(joints)
+        chain = build_chain(self.model, link)
+        index = {n: i for i, n in enumerate(self.joint_names)}
+        missing = [j.name for j in chain.joints if j.name not in index]
+        if missing:
+            raise InputError(
+                f"link {link!r} moves with joint(s) {missing} that are not among this robot's "
+                f"joints (chains to {list(self.ee_links)})",
+                field="link",
+            )
+        lead = q.shape[:-1]
+        flat = q.reshape(-1, self.n_joints).T
+        res = chain_fk(chain, [flat[index[j.name]] for j in chain.joints], with_jacobian=False)
+        out = _pose_planes(res.R, res.p, flat.shape[1])
+        return jaxlie.SE3(out.T.reshape(*lead, 7))
+
+
+_BUNDLED_CACHE: dict[tuple[str, tuple[str, ...]], Robot] = {}
+
+
+def _pose_planes(R: Any, p: Any, batch: int) -> jax.Array:
+    """(7, B) wxyz_xyz planes from matrix/position planes (constants broadcast)."""
+    w, x, y, z = mat_to_quat(
+        [[jnp.broadcast_to(jnp.float32(v), (batch,)) for v in row] for row in R]
+    )
+    planes = [w, x, y, z, *(jnp.broadcast_to(jnp.asarray(v, jnp.float32), (batch,)) for v in p)]
+    return jnp.stack(planes, axis=0)

@@ -1,0 +1,688 @@
+"""Batched Levenberg–Marquardt IK: tatbot's cost, solved per end-effector chain on planes.
+
+Cost (pyroki/tatbot's, so answers are comparable), per end effector and problem:
+
+- pose: the SE(3) log of ``T_target⁻¹ · T_actual``; translation part × ``pos_weight``,
+  rotation part × ``ori_weight``;
+- soft joint limits: ``(max(0, q - upper) + max(0, lower - q)) × limit_weight``;
+- rest: ``(q - rest) × rest_weight``.
+
+The chains of a robot are disjoint, and every cost term belongs to one chain, so the
+bimanual problem is exactly two independent 7-joint problems. Each is solved with LM on the
+geometric Jacobian (joint axes, ``z × (p_ee - p_joint)``; the Jacobian of the log is taken
+as the identity, exact at convergence), dense normal equations and an unrolled Cholesky,
+with per-problem damping (accept/reject per problem) and a per-problem freeze once
+converged. Nothing in the loop reduces over the batch except "is any problem still active",
+and frozen problems never change, so a target's answer does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy.typing as npt
+
+from zmq_ik.errors import InputError
+from zmq_ik.model import IKSolution
+
+from ._kin import (
+    ChainFK,
+    chain_fk,
+    geometric_jacobian,
+    mat_t_vec,
+    matmul,
+    matvec,
+    quat_to_mat,
+    rotation_log,
+    se3_log_translation,
+)
+from ._robot import Robot
+
+logger = logging.getLogger(__name__)
+
+BUCKETS: tuple[int, ...] = tuple(2**k for k in range(4, 15))
+"""Batch sizes programs are compiled for (16 … 16,384). Smaller batches are padded up to the
+next bucket; larger ones are solved in chunks of ``BUCKETS[-1]``."""
+
+PRECISE_MIN_ITERATIONS = 128
+"""``precise=True`` runs at least this many iterations (problems freeze when converged)."""
+_REST_DECAY = 0.5
+"""``precise=True``: the rest weight is multiplied by this every iteration (tie-break only)."""
+_STEP_TOL = 1e-6
+"""A problem freezes after an accepted step smaller than this (rad / m, max norm)..."""
+_LAMBDA_MAX = 1e7
+"""...or when its damping exceeds this (no step improves the cost any more)."""
+_LAMBDA_MIN = 1e-7
+_LAMBDA_DOWN = 1.0 / 3.0
+_LAMBDA_UP = 4.0
+_RESTARTS = 8
+"""``precise`` with ``seeds > 1``: restarts per seed slot after stalling away from the target."""
+_PRECISE_POS_TOL = 1e-5
+_PRECISE_ORI_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class IKConfig:
+    """IK settings. Defaults are tatbot's (pyroki) so answers are comparable to its solver."""
+
+    pos_weight: float = 32.0
+    """Weight of the translation part of the pose residual (per metre)."""
+    ori_weight: float = 1.0
+    """Weight of the rotation part of the pose residual (per radian)."""
+    rest_weight: float = 0.1
+    """Weight of ``q - rest``: pulls the redundant degree of freedom (and everything else, a
+    little) toward the rest pose. With ``precise`` it only breaks ties (decays to 0)."""
+    limit_weight: float = 32.0
+    """Weight of the soft joint-limit residual (ignored with ``precise``: limits are hard)."""
+    lambda_initial: float = 1.0
+    """Initial Levenberg–Marquardt damping (then adapted per problem)."""
+    max_iterations: int = 32
+    """LM iterations (each problem stops earlier once converged)."""
+    precise: bool = False
+    """Meet reachable targets exactly: rest term decays to 0 over the iterations (it only
+    breaks ties), joint limits are hard (each step is clamped), at least
+    ``PRECISE_MIN_ITERATIONS`` iterations."""
+    seeds: int = 1
+    """Starting points per target: the rest pose plus ``seeds - 1`` deterministic Halton
+    points inside the joint limits; the best answer per target is kept."""
+    continuous: bool = False
+    """Strokebatch only: each pose of a stroke starts from the previous pose's answer (the
+    first from the rest pose), for smoother joint paths."""
+
+    def __post_init__(self) -> None:
+        for name in ("pos_weight", "ori_weight", "rest_weight", "limit_weight", "lambda_initial"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}", field=name)
+        if self.lambda_initial <= 0:
+            raise InputError("lambda_initial must be > 0", field="lambda_initial")
+        if not isinstance(self.max_iterations, int) or not 1 <= self.max_iterations <= 10_000:
+            raise InputError("max_iterations must be an int in 1..10000", field="max_iterations")
+        if not isinstance(self.seeds, int) or not 1 <= self.seeds <= 256:
+            raise InputError("seeds must be an int in 1..256", field="seeds")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IKConfig:
+        """From any object with these attribute names (e.g. ``zmq_ik.model.IKSettings``);
+        missing attributes keep their defaults."""
+        kwargs = {
+            f.name: getattr(settings, f.name)
+            for f in dataclasses.fields(cls)
+            if hasattr(settings, f.name)
+        }
+        for name in ("max_iterations", "seeds"):
+            if name in kwargs:
+                kwargs[name] = int(kwargs[name])
+        for name in ("precise", "continuous"):
+            if name in kwargs:
+                kwargs[name] = bool(kwargs[name])
+        return cls(**kwargs)
+
+    @property
+    def iterations(self) -> int:
+        """Iterations actually allowed (``precise`` raises the floor)."""
+        if self.precise:
+            return max(self.max_iterations, PRECISE_MIN_ITERATIONS)
+        return self.max_iterations
+
+    def params(self) -> npt.NDArray[np.float32]:
+        """The traced (non-static) parameters: changing them never recompiles."""
+        return np.array(
+            [
+                self.pos_weight,
+                self.ori_weight,
+                self.rest_weight,
+                self.limit_weight,
+                self.lambda_initial,
+                self.iterations,
+            ],
+            np.float32,
+        )
+
+
+def enable_compilation_cache(path: str | os.PathLike[str]) -> None:
+    """Use JAX's persistent compilation cache in ``path`` for every program (so a restarted
+    worker or test run loads compiled programs instead of compiling them)."""
+    p = Path(path).expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(p))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# --------------------------------------------------------------------------- the kernel
+
+
+def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
+    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim."""
+    primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71]
+    out = np.zeros((n, dim))
+    for d in range(dim):
+        base = primes[d % len(primes)]
+        for i in range(n):
+            f, r, k = 1.0, 0.0, i + 1
+            while k > 0:
+                f /= base
+                r += f * (k % base)
+                k //= base
+            out[i, d] = r
+    return out
+
+
+def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
+    """(seeds - 1, n_joints) deterministic extra starting points inside the limits."""
+    if seeds <= 1:
+        return np.zeros((0, robot.n_joints), np.float32)
+    u = _halton(seeds - 1, robot.n_joints)
+    lo, hi = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
+    # Stay a little inside the limits: a start on a limit has a one-sided Jacobian.
+    margin = 0.02 * (hi - lo)
+    return (lo + margin + u * (hi - lo - 2 * margin)).astype(np.float32)
+
+
+class _Problem:
+    """Trace-time description of one chain's problem: targets and constants as planes."""
+
+    def __init__(self, info: Any, robot: Robot, R_t: Any, p_t: Any, rest: Any) -> None:
+        self.chain = info.chain
+        self.idx = info.joint_index
+        self.n = len(self.idx)
+        self.R_t = R_t
+        self.p_t = p_t
+        self.rest = [rest[i] for i in self.idx]
+        self.lower = [float(robot.lower[i]) for i in self.idx]
+        self.upper = [float(robot.upper[i]) for i in self.idx]
+        self.limited = [bool(robot.limited[i]) for i in self.idx]
+
+
+def _evaluate(
+    prob: _Problem, q: list[Any], w: dict[str, Any], precise: bool, pred: Any
+) -> dict[str, Any]:
+    """Residual pieces, normal equations (without the rest term) and errors at ``q``."""
+    fk: ChainFK = _barrier(chain_fk(prob.chain, q), pred)
+    jv, jw = geometric_jacobian(prob.chain, fk)
+    dp = [fk.p[i] - prob.p_t[i] for i in range(3)]
+    # Rotation error in the target frame: log(R_tᵀ R_a).
+    R_err = matmul([[prob.R_t[k][i] for k in range(3)] for i in range(3)], fk.R)
+    omega, theta = rotation_log(R_err)
+    v = se3_log_translation(omega, theta, mat_t_vec(prob.R_t, dp))
+    pw2, ow2 = w["pos"] * w["pos"], w["ori"] * w["ori"]
+    pose_cost = pw2 * sum(x * x for x in v) + ow2 * (theta * theta)
+    # Residuals back in the world frame, where the geometric Jacobian lives (|R x| = |x|).
+    rv = matvec(prob.R_t, v)
+    rw = matvec(prob.R_t, omega)
+    n = prob.n
+    H: dict[tuple[int, int], Any] = {}
+    for i in range(n):
+        for j in range(i + 1):
+            H[i, j] = pw2 * _dot3(jv[i], jv[j]) + ow2 * _dot3(jw[i], jw[j])
+    g = [pw2 * _dot3(jv[i], rv) + ow2 * _dot3(jw[i], rw) for i in range(n)]
+    limit_cost: Any = 0.0
+    if not precise:
+        lw2 = w["limit"] * w["limit"]
+        for i in range(n):
+            if not prob.limited[i]:
+                continue
+            over = jnp.maximum(q[i] - prob.upper[i], 0.0)
+            under = jnp.maximum(prob.lower[i] - q[i], 0.0)
+            viol = over - under  # residual r = over + under, dr/dq = sign
+            limit_cost = limit_cost + viol * viol
+            outside = jnp.where((over > 0) | (under > 0), lw2, 0.0)
+            H[i, i] = H[i, i] + outside
+            g[i] = g[i] + lw2 * viol
+        limit_cost = lw2 * limit_cost
+    rest_sq = sum((q[i] - prob.rest[i]) ** 2 for i in range(n))
+    pos_err = jnp.sqrt(sum(x * x for x in dp))
+    return _barrier(
+        {
+            "task": pose_cost + limit_cost,
+            "rest_sq": rest_sq,
+            "H": H,
+            "g": g,
+            "pos_err": pos_err,
+            "ori_err": theta,
+        },
+        pred,
+    )
+
+
+def _barrier(tree: Any, pred: Any) -> Any:
+    """Materialise the array planes in ``tree`` (``pred``: a traced True).
+
+    Without this XLA (CPU) duplicates the whole FK into every one of the ~60 consumers of
+    the loop state (fused elementwise producers count as cheap to recompute): many times
+    slower and slower to compile. ``optimization_barrier`` is dropped before fusion on CPU;
+    a conditional on a traced predicate is not, and costs about a microsecond."""
+    if not BARRIERS:
+        return tree
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    idx = [i for i, x in enumerate(leaves) if not isinstance(x, float)]
+    arrays = [leaves[i] for i in idx]
+    out = jax.lax.cond(pred, lambda a: a, lambda a: [-x for x in a], arrays)
+    for i, x in zip(idx, out, strict=True):
+        leaves[i] = x
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+BARRIERS = True
+
+
+def _dot3(a: Sequence[Any], b: Sequence[Any]) -> Any:
+    out: Any = 0.0
+    for x, y in zip(a, b, strict=True):
+        if (isinstance(x, float) and x == 0.0) or (isinstance(y, float) and y == 0.0):
+            continue
+        out = out + x * y
+    return out
+
+
+def _cholesky_solve(A: dict[tuple[int, int], Any], b: list[Any]) -> list[Any]:
+    """Solve A x = b for SPD A (lower triangle given), unrolled LDLᵀ on planes."""
+    n = len(b)
+    L: dict[tuple[int, int], Any] = {}
+    D: list[Any] = []
+    Dinv: list[Any] = []
+    for j in range(n):
+        d = A[j, j]
+        for k in range(j):
+            d = d - L[j, k] * L[j, k] * D[k]
+        d = jnp.maximum(d, 1e-12)
+        D.append(d)
+        Dinv.append(1.0 / d)
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for k in range(j):
+                s = s - L[i, k] * L[j, k] * D[k]
+            L[i, j] = s * Dinv[j]
+    y: list[Any] = []
+    for i in range(n):
+        s = b[i]
+        for k in range(i):
+            s = s - L[i, k] * y[k]
+        y.append(s)
+    x: list[Any] = [None] * n
+    for i in reversed(range(n)):
+        s = y[i] * Dinv[i]
+        for k in range(i + 1, n):
+            s = s - L[k, i] * x[k]
+        x[i] = s
+    return x
+
+
+def _lm(
+    probs: list[_Problem],
+    q0: list[list[Any]],
+    params: Any,
+    precise: bool,
+    restarts: list[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """LM on every chain at once (one loop); returns per chain q, errors, final cost.
+
+    ``restarts`` (precise only): per chain ``(table, slot)`` — ``table`` a list per joint of
+    constant (R·seeds,) restart points, ``slot`` the (B,) int seed index of each problem. A
+    problem that stalls away from its target restarts from its next table point (at most R
+    times); the best state seen is returned."""
+    w = {"pos": params[0], "ori": params[1], "rest": params[2], "limit": params[3]}
+    lam0, iters = params[4], params[5].astype(jnp.int32)
+
+    def rest_w(k: Any) -> Any:
+        if precise:
+            return w["rest"] * jnp.power(jnp.float32(_REST_DECAY), k.astype(jnp.float32))
+        return w["rest"]
+
+    def init_chain(prob: _Problem, q: list[Any]) -> dict[str, Any]:
+        if precise:
+            q = [_clamp(prob, i, qi) for i, qi in enumerate(q)]
+        ev = _evaluate(prob, q, w, precise, lam0 > 0)
+        batch = q[0].shape
+        st = {
+            "q": q,
+            "lam": jnp.full(batch, lam0, jnp.float32),
+            "active": jnp.ones(batch, jnp.bool_),
+            **ev,
+        }
+        if restarts is not None:
+            st["pending"] = jnp.zeros(batch, jnp.bool_)
+            st["restarts"] = jnp.zeros(batch, jnp.int32)
+            st["best"] = {"q": list(q), **{k: ev[k] for k in ("task", "pos_err", "ori_err")}}
+        return st
+
+    def step_chain(
+        prob: _Problem, st: dict[str, Any], k: Any, restart: Any | None
+    ) -> dict[str, Any]:
+        rw = rest_w(k)
+        rw2 = rw * rw
+        n = prob.n
+        lam = st["lam"]
+        A = dict(st["H"])
+        g = list(st["g"])
+        for i in range(n):
+            A[i, i] = A[i, i] + rw2 + lam * (1.0 + A[i, i])
+            g[i] = g[i] + rw2 * (st["q"][i] - prob.rest[i])
+        if precise:
+            # Projected Newton: a joint on a limit whose descent direction points out of the
+            # limits is held there (its row and column leave the system), so the clamped
+            # step stays a descent step instead of being rejected over and over.
+            free: list[Any] = []
+            for i in range(n):
+                if not prob.limited[i]:
+                    free.append(None)
+                    continue
+                qi = st["q"][i]
+                tol = 1e-6 * max(1.0, prob.upper[i] - prob.lower[i])
+                held = ((qi >= prob.upper[i] - tol) & (g[i] < 0)) | (
+                    (qi <= prob.lower[i] + tol) & (g[i] > 0)
+                )
+                free.append(jnp.where(held, 0.0, 1.0))
+            for (i, j), a in list(A.items()):
+                if i == j:
+                    if free[i] is not None:
+                        A[i, i] = free[i] * a + (1.0 - free[i])
+                    continue
+                for f in (free[i], free[j]):
+                    if f is not None:
+                        a = f * a
+                A[i, j] = a
+            g = [gi if free[i] is None else free[i] * gi for i, gi in enumerate(g)]
+        delta = _barrier(_cholesky_solve(A, [-gi for gi in g]), k >= 0)
+        q_new = [st["q"][i] + delta[i] for i in range(n)]
+        pending: Any = st["pending"] if restart is not None else None
+        if restart is not None:
+            table, slot = restart
+            n_slots = table[0].shape[0] // _RESTARTS
+            row = jnp.clip(st["restarts"] - 1, 0, _RESTARTS - 1) * n_slots + slot
+            q_new = [jnp.where(pending, jnp.take(table[i], row), q_new[i]) for i in range(n)]
+        if precise:
+            q_new = [_clamp(prob, i, qi) for i, qi in enumerate(q_new)]
+        ev = _evaluate(prob, q_new, w, precise, k >= 0)
+        cost_old = st["task"] + rw2 * st["rest_sq"]
+        cost_new = ev["task"] + rw2 * ev["rest_sq"]
+        active = st["active"]
+        accept = active & (cost_new < cost_old) & jnp.isfinite(cost_new)
+        if pending is not None:
+            accept = accept | (active & pending)
+        step = jnp.max(jnp.stack([jnp.abs(q_new[i] - st["q"][i]) for i in range(n)]), axis=0)
+        lam_new = jnp.where(
+            accept,
+            jnp.maximum(lam * _LAMBDA_DOWN, _LAMBDA_MIN),
+            jnp.where(active, lam * _LAMBDA_UP, lam),
+        )
+        if pending is not None:
+            lam_new = jnp.where(pending, lam0, lam_new)
+        conv = (accept & (step < _STEP_TOL)) | (lam_new > _LAMBDA_MAX)
+        out: dict[str, Any] = {
+            "q": [jnp.where(accept, q_new[i], st["q"][i]) for i in range(n)],
+            "lam": lam_new,
+        }
+        for key in ("task", "rest_sq", "pos_err", "ori_err"):
+            out[key] = jnp.where(accept, ev[key], st[key])
+        out["H"] = {ij: jnp.where(accept, ev["H"][ij], st["H"][ij]) for ij in st["H"]}
+        out["g"] = [jnp.where(accept, ev["g"][i], st["g"][i]) for i in range(n)]
+        if restart is None:
+            out["active"] = active & ~conv
+            return out
+        # Restarts: a problem converged or stalled away from its target starts again.
+        success = (out["pos_err"] <= _PRECISE_POS_TOL) & (out["ori_err"] <= _PRECISE_ORI_TOL)
+        far = (out["pos_err"] > 1e-3) | (out["ori_err"] > 1e-2)
+        stall = accept & ~pending & far & (cost_old - cost_new < 1e-3 * cost_old)
+        again = active & (conv | stall) & ~success & (st["restarts"] < _RESTARTS)
+        out["active"] = active & (~conv | again)
+        out["pending"] = again
+        out["restarts"] = st["restarts"] + again.astype(jnp.int32)
+        best = st["best"]
+        better = out["task"] < best["task"]
+        out["best"] = {
+            "q": [jnp.where(better, out["q"][i], best["q"][i]) for i in range(n)],
+            **{
+                key: jnp.where(better, out[key], best[key])
+                for key in ("task", "pos_err", "ori_err")
+            },
+        }
+        return out
+
+    state0 = (jnp.int32(0), [init_chain(p, q) for p, q in zip(probs, q0, strict=True)])
+
+    def cond(state: Any) -> Any:
+        k, chains = state
+        any_active = jnp.any(jnp.stack([jnp.any(c["active"]) for c in chains]))
+        return (k < iters) & any_active
+
+    def body(state: Any) -> Any:
+        k, chains = state
+        rs = restarts if restarts is not None else [None] * len(probs)
+        return k + 1, [step_chain(p, c, k, r) for p, c, r in zip(probs, chains, rs, strict=True)]
+
+    k_final, chains = jax.lax.while_loop(cond, body, state0)
+    rw_final = rest_w(k_final)
+    results = []
+    for c in chains:
+        if restarts is not None:
+            c = {**c, **c["best"]}
+        results.append(
+            {
+                "q": c["q"],
+                "pos_err": c["pos_err"],
+                "ori_err": c["ori_err"],
+                "cost": c["task"] + rw_final * rw_final * c["rest_sq"],
+                "task": c["task"],
+            }
+        )
+    return results
+
+
+def _clamp(prob: _Problem, i: int, q: Any) -> Any:
+    if not prob.limited[i]:
+        return q
+    return jnp.clip(q, prob.lower[i], prob.upper[i])
+
+
+def _target_planes(wxyz: Any, pos: Any) -> tuple[Any, Any]:
+    """(4, B), (3, B) → rotation-matrix planes and position planes."""
+    R = quat_to_mat(wxyz[0], wxyz[1], wxyz[2], wxyz[3])
+    return R, [pos[0], pos[1], pos[2]]
+
+
+def _solve_planes(
+    robot: Robot,
+    precise: bool,
+    seeds: int,
+    target_wxyz: Any,
+    target_pos: Any,
+    rest: Any,
+    params: Any,
+    q_init: Any | None = None,
+) -> tuple[Any, Any, Any]:
+    """Core solve on planes: targets (n_ee, 4|3, B), rest (n,), optional q_init (n, B).
+
+    Returns joints (n, B), pos_err (n_ee, B), ori_err (n_ee, B)."""
+    batch = target_wxyz.shape[-1]
+    extra = seed_points(robot, seeds)  # (seeds-1, n)
+    probs = []
+    q0s = []
+    for e, info in enumerate(robot.chains):
+        tw, tp = target_wxyz[e], target_pos[e]
+        if seeds > 1:
+            tw = jnp.tile(tw, (1, seeds))
+            tp = jnp.tile(tp, (1, seeds))
+        R_t, p_t = _target_planes(tw, tp)
+        probs.append(_Problem(info, robot, R_t, p_t, rest))
+        q0 = []
+        for i in info.joint_index:
+            base = (
+                q_init[i]
+                if q_init is not None
+                else jnp.broadcast_to(rest[i], (batch,)).astype(jnp.float32)
+            )
+            if seeds > 1:
+                base = jnp.concatenate([base, jnp.repeat(jnp.asarray(extra[:, i]), batch)], axis=0)
+            q0.append(base)
+        q0s.append(q0)
+    restarts = None
+    if precise and seeds > 1:
+        table = seed_points(robot, seeds * (_RESTARTS + 1))[seeds - 1 :]
+        slot = jnp.repeat(jnp.arange(seeds, dtype=jnp.int32), batch)
+        restarts = [
+            ([jnp.asarray(table[: seeds * _RESTARTS, i]) for i in info.joint_index], slot)
+            for info in robot.chains
+        ]
+    results = _lm(probs, q0s, params, precise, restarts)
+    joints: list[Any] = [None] * robot.n_joints
+    pos_err, ori_err = [], []
+    for info, res in zip(robot.chains, results, strict=True):
+        pe, oe = res["pos_err"], res["ori_err"]
+        qs = res["q"]
+        if seeds > 1:
+            pe, oe = pe.reshape(seeds, batch), oe.reshape(seeds, batch)
+            score = res["cost"].reshape(seeds, batch)
+            if precise:
+                score = res["task"].reshape(seeds, batch)
+                # Prefer the rest-pose start when it already meets the targets (continuity).
+                ok0 = (pe[0] <= _PRECISE_POS_TOL) & (oe[0] <= _PRECISE_ORI_TOL)
+                score = score.at[0].set(jnp.where(ok0, -1.0, score[0]))
+            best = jnp.argmin(score, axis=0)[None]
+            pe = jnp.take_along_axis(pe, best, axis=0)[0]
+            oe = jnp.take_along_axis(oe, best, axis=0)[0]
+            qs = [jnp.take_along_axis(qi.reshape(seeds, batch), best, axis=0)[0] for qi in qs]
+        for i, qi in zip(info.joint_index, qs, strict=True):
+            joints[i] = qi
+        pos_err.append(pe)
+        ori_err.append(oe)
+    return jnp.stack(joints), jnp.stack(pos_err), jnp.stack(ori_err)
+
+
+# --------------------------------------------------------------------------- programs
+
+
+def _program(robot: Robot, precise: bool, seeds: int) -> Any:
+    """The jitted solve for (robot, precise, seeds); one compile per bucket."""
+    key = ("solve", precise, seeds)
+    fn = robot._cache.get(key)
+    if fn is None:
+
+        def solve(tw: Any, tp: Any, rest: Any, params: Any) -> Any:
+            return _solve_planes(robot, precise, seeds, tw, tp, rest, params)
+
+        fn = jax.jit(solve)
+        robot._cache[key] = fn
+    return fn
+
+
+def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
+    """The bucket a batch of ``n`` (≤ the largest bucket) is padded to."""
+    for b in buckets:
+        if n <= b:
+            return b
+    return buckets[-1]
+
+
+def _check_targets(
+    robot: Robot, target_wxyz: Any, target_pos: Any, rest: Any
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    n_ee, n = robot.n_ee, robot.n_joints
+    try:
+        wxyz = np.asarray(target_wxyz, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("target_wxyz: not a numeric array", field="target_wxyz") from None
+    try:
+        pos = np.asarray(target_pos, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("target_pos: not a numeric array", field="target_pos") from None
+    try:
+        rest_arr = np.asarray(rest, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("rest: not a numeric array", field="rest") from None
+    if pos.ndim != 3 or pos.shape[1:] != (n_ee, 3):
+        raise InputError(
+            f"target_pos must have shape (N, {n_ee}, 3), got {pos.shape}", field="target_pos"
+        )
+    if wxyz.ndim != 3 or wxyz.shape[1:] != (n_ee, 4):
+        raise InputError(
+            f"target_wxyz must have shape (N, {n_ee}, 4), got {wxyz.shape}", field="target_wxyz"
+        )
+    if wxyz.shape[0] != pos.shape[0]:
+        raise InputError(
+            f"target_wxyz has {wxyz.shape[0]} targets but target_pos has {pos.shape[0]}",
+            field="target_wxyz",
+        )
+    if rest_arr.shape != (n,):
+        raise InputError(f"rest must have shape ({n},), got {rest_arr.shape}", field="rest")
+    for arr, name in ((wxyz, "target_wxyz"), (pos, "target_pos"), (rest_arr, "rest")):
+        if not np.isfinite(arr).all():
+            raise InputError(f"{name} contains NaN or inf", field=name)
+    norm = np.linalg.norm(wxyz, axis=-1, keepdims=True)
+    if (norm < 1e-6).any():
+        raise InputError("target_wxyz contains a zero-norm quaternion", field="target_wxyz")
+    wxyz = wxyz / norm
+    return wxyz.astype(np.float32), pos.astype(np.float32), rest_arr.astype(np.float32)
+
+
+def solve_ik(
+    robot: Robot,
+    target_wxyz: Any,
+    target_pos: Any,
+    rest: Any,
+    config: IKConfig | None = None,
+) -> IKSolution:
+    """Solve IK for ``N`` targets: ``target_wxyz`` (N, n_ee, 4), ``target_pos`` (N, n_ee, 3)
+    metres, world frame; ``rest`` (n_joints,), also the starting point.
+
+    Returns numpy ``joints`` (N, n_joints) and the achieved ``pos_err`` (m) and ``ori_err``
+    (rad), (N, n_ee): FK of the answer against the target. Batches are padded to a bucket
+    (or split into chunks of the largest), so only ``BUCKETS`` ever compile.
+    """
+    config = config or IKConfig()
+    wxyz, pos, rest32 = _check_targets(robot, target_wxyz, target_pos, rest)
+    n_targets = wxyz.shape[0]
+    joints = np.empty((n_targets, robot.n_joints), np.float32)
+    pos_err = np.empty((n_targets, robot.n_ee), np.float32)
+    ori_err = np.empty((n_targets, robot.n_ee), np.float32)
+    if n_targets == 0:
+        return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
+    fn = _program(robot, config.precise, config.seeds)
+    params = config.params()
+    chunk = BUCKETS[-1]
+    for start in range(0, n_targets, chunk):
+        stop = min(start + chunk, n_targets)
+        m = stop - start
+        b = bucket_for(m)
+        # Pad with copies of the first target (a valid problem; results are discarded).
+        idx = np.concatenate([np.arange(start, stop), np.full(b - m, start)])
+        tw = np.ascontiguousarray(wxyz[idx].transpose(1, 2, 0))
+        tp = np.ascontiguousarray(pos[idx].transpose(1, 2, 0))
+        q, pe, oe = fn(tw, tp, rest32, params)
+        joints[start:stop] = np.asarray(q).T[:m]
+        pos_err[start:stop] = np.asarray(pe).T[:m]
+        ori_err[start:stop] = np.asarray(oe).T[:m]
+    return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
+
+
+def warmup(
+    robot: Robot,
+    config: IKConfig | None = None,
+    buckets: Sequence[int] | None = None,
+) -> None:
+    """Compile the solve program of ``config`` (default: tatbot settings) for every bucket,
+    so that later :func:`solve_ik` calls with any batch size and any weights compile nothing."""
+    config = config or IKConfig()
+    fn = _program(robot, config.precise, config.seeds)
+    rest = ((robot.lower + robot.upper) / 2).astype(np.float32)
+    T = robot.fk(rest[None])
+    wxyz = np.asarray(T.rotation().wxyz)[0]
+    pos = np.asarray(T.translation())[0]
+    for b in buckets or BUCKETS:
+        if b not in BUCKETS:
+            raise InputError(f"buckets: {b} is not one of {BUCKETS}", field="buckets")
+        tw = np.ascontiguousarray(np.broadcast_to(wxyz[:, :, None], (robot.n_ee, 4, b)))
+        tp = np.ascontiguousarray(np.broadcast_to(pos[:, :, None], (robot.n_ee, 3, b)))
+        jax.block_until_ready(fn(tw, tp, rest, config.params()))
+        logger.debug("compiled bucket %d (precise=%s, seeds=%d)", b, config.precise, config.seeds)

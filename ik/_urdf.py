@@ -1,0 +1,243 @@
+"""URDF → kinematic tree, with the standard library only (meshes are never loaded).
+
+Only what forward kinematics needs is read: links, and per joint its type, parent and child
+links, origin (xyz, rpy), axis and limits. Every problem that would make the kinematics wrong
+is an :class:`~zmq_ik.errors.InputError` naming the joint or link (field ``"urdf"``); nothing
+is silently treated as fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from zmq_ik.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_TYPES = frozenset({"revolute", "continuous", "prismatic", "fixed"})
+"""Joint types the IK engine handles."""
+KNOWN_TYPES = SUPPORTED_TYPES | {"floating", "planar"}
+"""Joint types URDF defines; floating and planar parse but cannot be on a solved chain."""
+ACTUATED_TYPES = frozenset({"revolute", "continuous", "prismatic"})
+
+
+@dataclass(frozen=True)
+class Joint:
+    """One URDF joint, as read (SI units, parent-link frame)."""
+
+    name: str
+    type: str
+    parent: str
+    child: str
+    xyz: tuple[float, float, float]
+    """Origin translation of the joint frame in the parent link frame, metres."""
+    rpy: tuple[float, float, float]
+    """Origin rotation (fixed-axis roll, pitch, yaw), radians."""
+    axis: tuple[float, float, float]
+    """Unit joint axis in the joint frame (URDF default x)."""
+    lower: float
+    upper: float
+    limited: bool
+    """False for continuous joints (lower/upper then report one turn, -π..π)."""
+    mimic: bool = False
+
+
+@dataclass(frozen=True)
+class URDFModel:
+    """A parsed URDF: its links and joints, indexed by child link."""
+
+    name: str
+    links: frozenset[str]
+    joints: dict[str, Joint]
+    """By joint name, in file order."""
+    parent_joint: dict[str, Joint]
+    """By child link name."""
+    root: str
+
+    def path_to(self, link: str) -> list[Joint]:
+        """Joints from the root to ``link``, root first."""
+        if link not in self.links:
+            known = ", ".join(sorted(self.links)[:8])
+            raise InputError(
+                f"URDF {self.name!r}: no link named {link!r} (links include {known}...)",
+                field="ee_links",
+            )
+        path: list[Joint] = []
+        current = link
+        while current in self.parent_joint:
+            joint = self.parent_joint[current]
+            path.append(joint)
+            current = joint.parent
+        path.reverse()
+        return path
+
+
+def _floats(text: str | None, n: int, default: float, what: str) -> tuple[float, ...]:
+    if text is None or not text.strip():
+        return (default,) * n
+    try:
+        values = tuple(float(v) for v in text.split())
+    except ValueError:
+        raise InputError(f"URDF: bad numbers in {what}: {text!r}", field="urdf") from None
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise InputError(f"URDF: {what} needs {n} finite numbers, got {text!r}", field="urdf")
+    return values
+
+
+def _read_text(path_or_xml: str | os.PathLike[str]) -> tuple[str, str]:
+    """(xml text, name for messages) from a path or from the XML itself."""
+    if isinstance(path_or_xml, str) and path_or_xml.lstrip().startswith("<"):
+        return path_or_xml, "<string>"
+    path = Path(path_or_xml).expanduser()
+    try:
+        return path.read_text(), str(path)
+    except OSError as exc:
+        raise InputError(f"cannot read URDF {str(path)!r}: {exc}", field="urdf") from None
+
+
+def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
+    """Parse a URDF file path or XML string into a :class:`URDFModel` (a tree, checked)."""
+    text, source = _read_text(path_or_xml)
+    try:
+        root_el = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise InputError(f"URDF {source}: not valid XML: {exc}", field="urdf") from None
+    if root_el.tag != "robot":
+        raise InputError(
+            f"URDF {source}: root element is <{root_el.tag}>, expected <robot>", field="urdf"
+        )
+    links = [el.get("name") for el in root_el.findall("link")]
+    if any(not n for n in links):
+        raise InputError(f"URDF {source}: a <link> has no name", field="urdf")
+    link_set = frozenset(n for n in links if n)
+    if len(link_set) != len(links):
+        dup = sorted({n for n in links if n and links.count(n) > 1})
+        raise InputError(f"URDF {source}: duplicate link name(s) {dup}", field="urdf")
+    joints: dict[str, Joint] = {}
+    parent_joint: dict[str, Joint] = {}
+    for el in root_el.findall("joint"):
+        name = el.get("name") or ""
+        if not name:
+            raise InputError(f"URDF {source}: a <joint> has no name", field="urdf")
+        if name in joints:
+            raise InputError(f"URDF {source}: duplicate joint name {name!r}", field="urdf")
+        jtype = el.get("type") or ""
+        if jtype not in KNOWN_TYPES:
+            raise InputError(
+                f"URDF {source}: joint {name!r} has unknown type {jtype!r}", field="urdf"
+            )
+        parent_el, child_el = el.find("parent"), el.find("child")
+        parent = parent_el.get("link", "") if parent_el is not None else ""
+        child = child_el.get("link", "") if child_el is not None else ""
+        for role, link in (("parent", parent), ("child", child)):
+            if link not in link_set:
+                raise InputError(
+                    f"URDF {source}: joint {name!r} names unknown {role} link {link!r}",
+                    field="urdf",
+                )
+        origin = el.find("origin")
+        xyz = _floats(origin.get("xyz") if origin is not None else None, 3, 0.0, f"{name} xyz")
+        rpy = _floats(origin.get("rpy") if origin is not None else None, 3, 0.0, f"{name} rpy")
+        axis_el = el.find("axis")
+        axis = (1.0, 0.0, 0.0)
+        if axis_el is not None:
+            axis = _floats(axis_el.get("xyz"), 3, 0.0, f"{name} axis")  # type: ignore[assignment]
+        lower, upper, limited = 0.0, 0.0, jtype in ("revolute", "prismatic")
+        if jtype in ACTUATED_TYPES:
+            norm = math.sqrt(sum(a * a for a in axis))
+            if norm < 1e-9:
+                raise InputError(f"URDF {source}: joint {name!r} has a zero axis", field="urdf")
+            axis = tuple(a / norm for a in axis)  # type: ignore[assignment]
+        if limited:
+            limit = el.find("limit")
+            if limit is None:
+                raise InputError(
+                    f"URDF {source}: {jtype} joint {name!r} has no <limit> (lower/upper)",
+                    field="urdf",
+                )
+            (lower,) = _floats(limit.get("lower"), 1, 0.0, f"{name} limit lower")
+            (upper,) = _floats(limit.get("upper"), 1, 0.0, f"{name} limit upper")
+            if lower > upper:
+                raise InputError(
+                    f"URDF {source}: joint {name!r} has lower limit {lower} > upper {upper}",
+                    field="urdf",
+                )
+        elif jtype == "continuous":
+            lower, upper = -math.pi, math.pi
+        joint = Joint(
+            name=name,
+            type=jtype,
+            parent=parent,
+            child=child,
+            xyz=xyz,  # type: ignore[arg-type]
+            rpy=rpy,  # type: ignore[arg-type]
+            axis=axis,
+            lower=lower,
+            upper=upper,
+            limited=limited,
+            mimic=el.find("mimic") is not None,
+        )
+        if child in parent_joint:
+            raise InputError(
+                f"URDF {source}: link {child!r} has several parents (joints "
+                f"{parent_joint[child].name!r} and {name!r})",
+                field="urdf",
+            )
+        joints[name] = joint
+        parent_joint[child] = joint
+    roots = sorted(link_set - set(parent_joint))
+    if not roots:
+        raise InputError(f"URDF {source}: every link has a parent (a cycle)", field="urdf")
+    # Walk up from every link: a cycle never reaches a root.
+    for link in link_set:
+        seen = {link}
+        current = link
+        while current in parent_joint:
+            current = parent_joint[current].parent
+            if current in seen:
+                raise InputError(
+                    f"URDF {source}: kinematic cycle through link {current!r}", field="urdf"
+                )
+            seen.add(current)
+    if len(roots) > 1:
+        logger.warning("URDF %s has several root links %s; using %s", source, roots, roots[0])
+    return URDFModel(
+        name=root_el.get("name") or source,
+        links=link_set,
+        joints=joints,
+        parent_joint=parent_joint,
+        root=roots[0],
+    )
+
+
+def rpy_matrix(rpy: tuple[float, float, float]) -> npt.NDArray[np.float64]:
+    """URDF fixed-axis roll/pitch/yaw → rotation matrix, Rz(yaw) @ Ry(pitch) @ Rx(roll)."""
+    r, p, y = rpy
+    cr, sr, cp, sp, cy, sy = (
+        math.cos(r),
+        math.sin(r),
+        math.cos(p),
+        math.sin(p),
+        math.cos(y),
+        math.sin(y),
+    )
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def origin_matrix(joint: Joint) -> npt.NDArray[np.float64]:
+    """4×4 homogeneous transform of the joint origin (parent link → joint frame)."""
+    out = np.eye(4)
+    out[:3, :3] = rpy_matrix(joint.rpy)
+    out[:3, 3] = joint.xyz
+    return out

@@ -1,0 +1,173 @@
+"""URDF parsing and forward kinematics of the IK engine (zmq_ik.ik)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from zmq_ik.errors import InputError
+from zmq_ik.robots import BUNDLED
+
+ik = pytest.importorskip("zmq_ik.ik")
+TATBOT = BUNDLED["tatbot"]
+
+# base -(fixed, +1 z)-> l0 -(revolute z)-> l1 -(prismatic x, origin +0.5 x)-> l2
+#  -(continuous y, origin rpy yaw 90°)-> l3 -(fixed, +0.2 x)-> tip
+TINY = """<robot name="tiny">
+  <link name="base"/><link name="l0"/><link name="l1"/><link name="l2"/><link name="l3"/>
+  <link name="tip"/><link name="elsewhere"/>
+  <joint name="mount" type="fixed"><parent link="base"/><child link="l0"/>
+    <origin xyz="0 0 1"/></joint>
+  <joint name="rev" type="revolute"><parent link="l0"/><child link="l1"/>
+    <axis xyz="0 0 1"/><limit lower="-2" upper="2" effort="1" velocity="1"/></joint>
+  <joint name="pri" type="prismatic"><parent link="l1"/><child link="l2"/>
+    <origin xyz="0.5 0 0"/><axis xyz="1 0 0"/><limit lower="0" upper="0.3" effort="1" velocity="1"/></joint>
+  <joint name="cont" type="continuous"><parent link="l2"/><child link="l3"/>
+    <origin rpy="0 0 1.5707963267948966"/><axis xyz="0 1 0"/></joint>
+  <joint name="tool" type="fixed"><parent link="l3"/><child link="tip"/>
+    <origin xyz="0.2 0 0"/></joint>
+  <joint name="other" type="floating"><parent link="base"/><child link="elsewhere"/></joint>
+</robot>"""
+
+
+def rot(axis: str, a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return {
+        "x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+        "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+        "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+    }[axis]
+
+
+def test_tiny_robot_joints_and_limits():
+    robot = ik.Robot.from_urdf(TINY, ["tip"])
+    assert robot.joint_names == ("rev", "pri", "cont")
+    np.testing.assert_allclose(robot.lower, [-2, 0, -math.pi], rtol=1e-6)
+    np.testing.assert_allclose(robot.upper, [2, 0.3, math.pi], rtol=1e-6)
+    assert robot.limited.tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("q", [(0.0, 0.0, 0.0), (0.7, 0.1, -1.2), (-1.9, 0.3, 3.0)])
+def test_tiny_robot_fk_matches_hand_computed(q):
+    robot = ik.Robot.from_urdf(TINY, ["tip"])
+    a, d, b = q
+    # Hand-written chain: translate z 1, rotate z by a, translate x (0.5 + d),
+    # yaw 90°, rotate y by b, translate x 0.2.
+    R1 = rot("z", a)
+    p = np.array([0, 0, 1.0]) + R1 @ np.array([0.5 + d, 0, 0])
+    R3 = R1 @ rot("z", math.pi / 2) @ rot("y", b)
+    p = p + R3 @ np.array([0.2, 0, 0])
+    T = robot.fk(np.array([q], np.float32))
+    assert T.wxyz_xyz.shape == (1, 1, 7)
+    np.testing.assert_allclose(np.asarray(T.translation())[0, 0], p, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(T.rotation().as_matrix())[0, 0], R3, atol=1e-6)
+
+
+def test_fk_batches_over_leading_shape():
+    robot = ik.Robot.from_urdf(TINY, ["tip"])
+    q = np.random.default_rng(0).uniform(-1, 1, (2, 3, 3)).astype(np.float32) * [1, 0.1, 1]
+    T = robot.fk(q)
+    assert T.wxyz_xyz.shape == (2, 3, 1, 7)
+    np.testing.assert_allclose(
+        np.asarray(T.wxyz_xyz)[1, 2, 0], np.asarray(robot.fk(q[1, 2]).wxyz_xyz)[0], atol=1e-6
+    )
+
+
+def test_tatbot_joint_order_and_ready_needles():
+    robot = ik.Robot.bundled("tatbot")
+    arm = [f"joint_{i}" for i in range(6)]
+    assert robot.joint_names == tuple(
+        [f"left/{j}" for j in arm]
+        + ["left/left_carriage_joint"]
+        + [f"right/{j}" for j in arm]
+        + ["right/right_carriage_joint"]
+    )
+    T = robot.fk(np.asarray(TATBOT.rest, np.float32))
+    # Computed once in float64 with a plain numpy product of 4x4 URDF transforms
+    # (origin = Rz@Ry@Rx(rpy) + xyz, then Rodrigues / axis*q per joint) over the chain
+    # root -> left/tattoo_needle, independent of zmq_ik.ik; right mirrors in y.
+    left = np.array([0.158887724, 0.058510832, 0.163677544])
+    R_left = np.array(
+        [
+            [0.393113347, 0.919314304, 0.017975158],
+            [-0.919168149, 0.393417851, -0.018769865],
+            [-0.024327154, -0.009143509, 0.999662236],
+        ]
+    )
+    pos = np.asarray(T.translation())
+    np.testing.assert_allclose(pos[0], left, atol=2e-6)
+    np.testing.assert_allclose(pos[1], left * [1, -1, 1], atol=2e-6)
+    np.testing.assert_allclose(np.asarray(T.rotation().as_matrix())[0], R_left, atol=2e-6)
+
+
+def test_link_pose_of_fixed_and_moving_links():
+    robot = ik.Robot.bundled("tatbot")
+    rest = np.asarray(TATBOT.rest, np.float32)
+    laser = robot.link_pose("lasercross", rest)
+    np.testing.assert_allclose(np.asarray(laser.translation()), [0.25045, 0, 0.102], atol=1e-7)
+    needle = robot.link_pose("left/tattoo_needle", rest)
+    np.testing.assert_allclose(
+        np.asarray(needle.wxyz_xyz), np.asarray(robot.fk(rest).wxyz_xyz)[0], atol=1e-6
+    )
+
+
+BASE = '<robot name="r"><link name="a"/><link name="b"/><link name="c"/>{}</robot>'
+
+
+@pytest.mark.parametrize(
+    ("urdf", "ee", "needle"),
+    [
+        (TINY, ["nowhere"], "nowhere"),
+        (TINY, ["elsewhere"], "floating"),
+        (
+            BASE.format(
+                '<joint name="j" type="revolute"><parent link="a"/><child link="b"/></joint>'
+            ),
+            ["b"],
+            "'j' has no <limit>",
+        ),
+        (
+            BASE.format(
+                '<joint name="j" type="revolut"><parent link="a"/><child link="b"/></joint>'
+            ),
+            ["b"],
+            "unknown type",
+        ),
+        (
+            BASE.format(
+                '<joint name="j1" type="fixed"><parent link="a"/><child link="b"/></joint>'
+                '<joint name="j2" type="fixed"><parent link="c"/><child link="b"/></joint>'
+            ),
+            ["b"],
+            "several parents",
+        ),
+        (
+            BASE.format(
+                '<joint name="j1" type="fixed"><parent link="a"/><child link="b"/></joint>'
+                '<joint name="j2" type="fixed"><parent link="b"/><child link="a"/></joint>'
+            ),
+            ["b"],
+            "cycle",
+        ),
+        (
+            BASE.format(
+                '<joint name="j" type="fixed"><parent link="a"/><child link="zz"/></joint>'
+            ),
+            ["b"],
+            "unknown child link 'zz'",
+        ),
+        ("<robot><link", ["b"], "not valid XML"),
+        ("/no/such/file.urdf", ["b"], "cannot read"),
+    ],
+)
+def test_bad_urdf_or_links_raise_input_error(urdf, ee, needle):
+    with pytest.raises(InputError) as info:
+        ik.Robot.from_urdf(urdf, ee)
+    assert needle in str(info.value)
+
+
+def test_chains_sharing_a_joint_are_refused():
+    with pytest.raises(InputError, match="share actuated joint 'rev'"):
+        ik.Robot.from_urdf(TINY, ["tip", "l1"])

@@ -1,0 +1,220 @@
+"""IK solves (zmq_ik.ik.solve_ik): accuracy on reachable targets, limits, batch independence,
+fixed compiled programs, and input checking. Small buckets only (16, 256) to stay quick."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from conftest import JAX_CACHE
+
+from zmq_ik.errors import InputError
+from zmq_ik.robots import BUNDLED
+
+ik = pytest.importorskip("zmq_ik.ik")
+TATBOT = BUNDLED["tatbot"]
+REST = np.asarray(TATBOT.rest, np.float32)
+
+
+def _arm(prefix: str, xyz: str, rpy: str) -> str:
+    axes = ["0 0 1", "0 1 0", "0 1 0", "1 0 0", "0 1 0", "1 0 0"]
+    origins = ["0 0 0.1", "0 0 0.1", "0.25 0 0", "0.2 0 0", "0.05 0 0", "0.05 0 0"]
+    out = [
+        f'<joint name="{prefix}mount" type="fixed"><parent link="torso"/>'
+        f'<child link="{prefix}l0"/><origin xyz="{xyz}" rpy="{rpy}"/></joint>'
+    ]
+    links = [f'<link name="{prefix}l{i}"/>' for i in range(7)] + [f'<link name="{prefix}tool"/>']
+    for i, (axis, origin) in enumerate(zip(axes, origins, strict=True)):
+        out.append(
+            f'<joint name="{prefix}j{i}" type="revolute"><parent link="{prefix}l{i}"/>'
+            f'<child link="{prefix}l{i + 1}"/><origin xyz="{origin}"/><axis xyz="{axis}"/>'
+            '<limit lower="-2.5" upper="2.5" effort="1" velocity="1"/></joint>'
+        )
+    out.append(
+        f'<joint name="{prefix}tj" type="fixed"><parent link="{prefix}l6"/>'
+        f'<child link="{prefix}tool"/><origin xyz="0.03 0.01 0" rpy="0.3 0 0"/></joint>'
+    )
+    return "".join(links + out)
+
+
+THREE_ARMS = (
+    '<robot name="three"><link name="world"/><link name="torso"/>'
+    '<joint name="base" type="fixed"><parent link="world"/><child link="torso"/>'
+    '<origin xyz="0 0 0.5"/></joint>'
+    + _arm("a/", "0 0.3 0", "0 0 0")
+    + _arm("b/", "0 -0.3 0", "0 0 0.5")
+    + _arm("c/", "0.2 0 0.1", "0 -0.4 3.14159")
+    + "</robot>"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache():
+    ik.enable_compilation_cache(JAX_CACHE)
+
+
+@pytest.fixture(scope="module")
+def tatbot():
+    return ik.Robot.bundled("tatbot")
+
+
+def fk_targets(robot, q):
+    T = robot.fk(q)
+    return np.asarray(T.rotation().wxyz), np.asarray(T.translation())
+
+
+def near_rest(robot, rest, n, spread, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rest + rng.uniform(-spread, spread, (n, len(rest)))
+    return np.clip(q, robot.lower, robot.upper).astype(np.float32)
+
+
+def stroke_like(n, seed=0):
+    """Needle points in a 4 x 4 cm patch around the lasercross, +-2 mm depth, tatbot's
+    fixed needle orientations and ee offsets."""
+    rng = np.random.default_rng(seed)
+    design = np.array([0.25045, 0.0, 0.102])
+    offsets = np.array(
+        [
+            [-0.0032011130459314863, -0.006146244846220735, 0.0],
+            [0.0003607626669337727, 0.011764407112841976, 0.00529831437515331],
+        ]
+    )
+    xy = rng.uniform(-0.02, 0.02, (n, 2, 2))
+    depth = rng.uniform(-0.002, 0.002, (n, 2, 1))
+    pos = design + np.concatenate([xy, depth], -1) + offsets
+    wxyz = np.broadcast_to(np.array([[0.7071, 0, 0, -0.7071], [0.7071, 0, 0, 0.7071]]), (n, 2, 4))
+    return wxyz, pos
+
+
+def test_ikconfig_defaults_and_from_settings():
+    from zmq_ik.model import IKSettings
+
+    cfg = ik.IKConfig()
+    assert (cfg.pos_weight, cfg.ori_weight, cfg.rest_weight, cfg.limit_weight) == (32, 1, 0.1, 32)
+    assert (cfg.lambda_initial, cfg.max_iterations, cfg.precise, cfg.seeds) == (1, 32, False, 1)
+    assert ik.IKConfig.from_settings(IKSettings(precise=True, seeds=3)) == ik.IKConfig(
+        precise=True, seeds=3
+    )
+    with pytest.raises(InputError):
+        ik.IKConfig(seeds=0)
+
+
+def test_tatbot_stroke_targets_as_good_as_tatbot(tatbot):
+    wxyz, pos = stroke_like(16)
+    sol = ik.solve_ik(tatbot, wxyz, pos, REST)
+    assert sol.joints.shape == (16, 14) and sol.joints.dtype == np.float32
+    # tatbot's own solver: median 0.050 mm, p99 0.055 mm; median 0.014 rad (rest pull).
+    assert np.median(sol.pos_err) <= 0.050e-3 and sol.pos_err.max() <= 0.06e-3
+    assert np.median(sol.ori_err) <= 0.014
+
+
+def test_tatbot_precise_meets_targets_and_limits(tatbot):
+    wxyz, pos = stroke_like(16, seed=1)
+    sol = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True))
+    assert sol.pos_err.max() <= 1e-5 and sol.ori_err.max() <= 1e-4
+    assert (sol.joints >= tatbot.lower).all() and (sol.joints <= tatbot.upper).all()
+    # Achieved errors are FK of the answer against the target.
+    _w2, p2 = fk_targets(tatbot, sol.joints)
+    np.testing.assert_allclose(np.linalg.norm(p2 - pos, axis=-1), sol.pos_err, atol=2e-6)
+
+
+def test_tatbot_random_reachable_targets(tatbot):
+    q = near_rest(tatbot, REST, 16, 0.3, seed=2)
+    wxyz, pos = fk_targets(tatbot, q)
+    sol = ik.solve_ik(tatbot, wxyz, pos, REST)
+    assert sol.pos_err.max() < 1e-3 and sol.ori_err.max() < 0.05
+    sol = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True))
+    assert np.mean((sol.pos_err < 1e-4) & (sol.ori_err < 1e-3)) >= 0.95
+
+
+def test_three_chain_robot():
+    robot = ik.Robot.from_urdf(THREE_ARMS, ["a/tool", "b/tool", "c/tool"])
+    assert robot.n_joints == 18 and robot.joint_names[6] == "b/j0"
+    rest = np.full(18, 0.3, np.float32)
+    q = near_rest(robot, rest, 16, 0.4, seed=3)
+    wxyz, pos = fk_targets(robot, q)
+    assert wxyz.shape == (16, 3, 4)
+    sol = ik.solve_ik(robot, wxyz, pos, rest, ik.IKConfig(precise=True))
+    assert sol.pos_err.shape == (16, 3)
+    assert np.mean((sol.pos_err < 1e-4) & (sol.ori_err < 1e-3)) >= 0.95
+    assert np.median(sol.pos_err) < 1e-5
+
+
+def test_answer_does_not_depend_on_batch(tatbot):
+    q = near_rest(tatbot, REST, 200, 0.3, seed=4)
+    wxyz, pos = fk_targets(tatbot, q)
+    wxyz_s, pos_s = stroke_like(56, seed=5)
+    wxyz = np.concatenate([wxyz, wxyz_s]).astype(np.float32)
+    pos = np.concatenate([pos, pos_s]).astype(np.float32)
+    for cfg in (ik.IKConfig(), ik.IKConfig(precise=True)):
+        among = ik.solve_ik(tatbot, wxyz, pos, REST, cfg)  # bucket 256
+        for i in (0, 77, 255):
+            alone = ik.solve_ik(tatbot, wxyz[i : i + 1], pos[i : i + 1], REST, cfg)  # bucket 16
+            np.testing.assert_allclose(alone.joints[0], among.joints[i], atol=1e-5)
+
+
+def test_no_compilation_after_warmup_for_any_size_or_weights(tatbot):
+    ik.warmup(tatbot, buckets=[16])
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        wxyz, pos = stroke_like(11, seed=6)
+        for n, cfg in [
+            (1, ik.IKConfig()),
+            (11, ik.IKConfig(pos_weight=5, rest_weight=0.01)),
+            (7, ik.IKConfig(max_iterations=8, lambda_initial=3.0)),
+        ]:
+            ik.solve_ik(tatbot, wxyz[:n], pos[:n], REST, cfg)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+
+
+def test_seeds_find_far_targets(tatbot):
+    rng = np.random.default_rng(7)
+    q = rng.uniform(tatbot.lower, tatbot.upper, (16, 14)).astype(np.float32)
+    wxyz, pos = fk_targets(tatbot, q)
+    one = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True))
+    many = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True, seeds=8))
+    ok_one = (one.pos_err < 1e-4) & (one.ori_err < 1e-3)
+    ok_many = (many.pos_err < 1e-4) & (many.ori_err < 1e-3)
+    assert ok_many.mean() >= 0.9 and ok_many.sum() >= ok_one.sum()
+    assert (many.joints >= tatbot.lower).all() and (many.joints <= tatbot.upper).all()
+    assert ik.seed_points(tatbot, 8).shape == (7, 14)
+
+
+def test_empty_batch_and_large_quaternions_are_normalised(tatbot):
+    sol = ik.solve_ik(tatbot, np.zeros((0, 2, 4)), np.zeros((0, 2, 3)), REST)
+    assert sol.joints.shape == (0, 14)
+    wxyz, pos = stroke_like(2, seed=8)
+    a = ik.solve_ik(tatbot, wxyz, pos, REST)
+    b = ik.solve_ik(tatbot, wxyz * 3.0, pos, REST)
+    np.testing.assert_allclose(a.joints, b.joints, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda w, p, r: (w, p * np.nan, r), "target_pos"),
+        (lambda w, p, r: (w * np.inf, p, r), "target_wxyz"),
+        (lambda w, p, r: (w * 0, p, r), "target_wxyz"),
+        (lambda w, p, r: (w, p[..., :2], r), "target_pos"),
+        (lambda w, p, r: (w[:, :1], p, r), "target_wxyz"),
+        (lambda w, p, r: (w[:1], p, r), "target_wxyz"),
+        (lambda w, p, r: (w, p, r[:7]), "rest"),
+        (lambda w, p, r: (w, p, r * np.nan), "rest"),
+        (lambda w, p, r: (w, "nope", r), "target_pos"),
+    ],
+)
+def test_bad_input_names_the_argument(tatbot, mutate, field):
+    wxyz, pos = stroke_like(2)
+    w, p, r = mutate(wxyz, pos, REST)
+    with pytest.raises(InputError) as info:
+        ik.solve_ik(tatbot, w, p, r)
+    assert info.value.field == field

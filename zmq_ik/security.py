@@ -1,0 +1,281 @@
+"""CURVE encryption and authentication for the broker endpoint (RFC 26/CurveZMQ + ZAP).
+
+* `keygen` writes keypairs with `zmq.auth.create_certificates`: ``NAME.key`` (public, may be
+  copied anywhere) and ``NAME.key_secret`` (secret, mode 0600, never leaves its host).
+* `configure_curve_server` makes a broker ROUTER a CURVE server and starts pyzmq's ZAP
+  authenticator (one per context), which admits only peers whose public key is in the
+  allowed-keys directory. Every source address may *try* (there is no IP allow list; the
+  key decides), so loopback peers are held to the same rule as remote ones.
+* `CurveClient` holds the keys a client or worker needs and applies them to a DEALER.
+
+Keys never appear in logs or reprs: where a key must be identified, a short SHA-256
+fingerprint is shown instead (`fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+logger = logging.getLogger(__name__)
+zap_logger = logging.getLogger("zmq_ik.security.zap")
+"""The ZAP authenticator logs here, through `_ZapLogFilter` (no key material gets out)."""
+
+PUBLIC_SUFFIX = ".key"
+SECRET_SUFFIX = ".key_secret"
+
+
+def fingerprint(key: bytes | str) -> str:
+    """A short, non-reversible name for a key (12 hex digits of its SHA-256), for logs."""
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _require_curve() -> None:
+    if not zmq.has("curve"):
+        raise RuntimeError("this libzmq was built without CURVE support")
+
+
+# --------------------------------------------------------------------------- key files
+
+
+def keygen(
+    directory: str | os.PathLike[str], names: Iterable[str], *, overwrite: bool = False
+) -> list[tuple[Path, Path]]:
+    """Write one CURVE keypair per name into ``directory``; return (public, secret) paths.
+
+    Each pair is created in a private (0700) staging directory, the secret file is made
+    0600, and both are then moved into place, so a secret is never readable by others,
+    not even for a moment. An existing keypair is refused unless ``overwrite``: replacing a
+    broker's key silently would lock every peer out.
+    """
+    _require_curve()
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    names = list(names)
+    for name in names:
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"invalid key name {name!r}: use a plain file name")
+        for suffix in (PUBLIC_SUFFIX, SECRET_SUFFIX):
+            if (target / f"{name}{suffix}").exists() and not overwrite:
+                raise FileExistsError(
+                    f"{target / (name + suffix)} exists; remove it first to replace the key"
+                )
+    written: list[tuple[Path, Path]] = []
+    staging = Path(tempfile.mkdtemp(prefix=".keygen-", dir=target))  # mkdtemp: mode 0700
+    try:
+        for name in names:
+            public_tmp, secret_tmp = zmq.auth.create_certificates(staging, name)
+            os.chmod(secret_tmp, stat.S_IRUSR | stat.S_IWUSR)
+            os.chmod(public_tmp, 0o644)
+            public = target / f"{name}{PUBLIC_SUFFIX}"
+            secret = target / f"{name}{SECRET_SUFFIX}"
+            os.replace(secret_tmp, secret)
+            os.replace(public_tmp, public)
+            written.append((public, secret))
+            logger.info(
+                "wrote CURVE keypair %s (public key %s)", name, fingerprint(load_public_key(public))
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def load_public_key(path: str | os.PathLike[str]) -> bytes:
+    """The z85 public key in a ``.key`` (or ``.key_secret``) file."""
+    public, _ = zmq.auth.load_certificate(os.fspath(path))
+    return public
+
+
+def load_secret_keypair(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:
+    """(public, secret) z85 keys from a ``.key_secret`` file; refuses a public-only file."""
+    public, secret = zmq.auth.load_certificate(os.fspath(path))
+    if not secret:
+        raise ValueError(f"{path} holds no secret key (pass the NAME{SECRET_SUFFIX} file)")
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning(
+            "secret key file %s is readable by group/others (mode %o): chmod 600 it",
+            path,
+            stat.S_IMODE(mode),
+        )
+    return public, secret
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@dataclass(frozen=True)
+class CurveClient:
+    """CURVE keys of a client or worker: the broker's public key and this peer's keypair.
+
+    ``repr`` shows fingerprints only, so a CurveClient can be logged or shown in a traceback
+    without leaking its secret.
+    """
+
+    server_public: bytes = field(repr=False)
+    """The broker's z85 public key."""
+    public: bytes = field(repr=False)
+    """This peer's z85 public key (what the broker's allowed-keys directory must hold)."""
+    secret: bytes = field(repr=False)
+    """This peer's z85 secret key."""
+
+    @classmethod
+    def from_files(
+        cls,
+        server_key_file: str | os.PathLike[str],
+        own_secret_file: str | os.PathLike[str] | None = None,
+    ) -> CurveClient:
+        """Keys from files: the broker's ``.key`` and this peer's ``.key_secret``.
+
+        Without ``own_secret_file`` an ephemeral keypair is generated: the link is encrypted,
+        but a broker with an allowed-keys list will refuse it (it is not on the list).
+        """
+        _require_curve()
+        server_public = load_public_key(server_key_file)
+        if own_secret_file is None:
+            public, secret = zmq.curve_keypair()
+        else:
+            public, secret = load_secret_keypair(own_secret_file)
+        return cls(server_public, public, secret)
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE client of the broker (call before connect)."""
+        sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_public)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
+
+    def __repr__(self) -> str:
+        return (
+            f"CurveClient(server={fingerprint(self.server_public)}, "
+            f"public={fingerprint(self.public)}, secret=<hidden>)"
+        )
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _ZapLogFilter(logging.Filter):
+    """Keep key material out of pyzmq's ZAP log lines.
+
+    pyzmq logs ``DENIED (CURVE) domain=… client_key=<z85 key>`` at debug level, and whole
+    ZAP messages (credentials included) on errors. This filter turns a denial into one
+    warning per key fingerprint per minute, hides every other debug line unless zmq_ik
+    debug logging is on, and replaces any bytes or key-length argument by ``<redacted>``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_warned: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if "(CURVE" in str(record.msg) and args and args[0] == "DENIED" and len(args) >= 3:
+            fp = fingerprint(str(args[-1]) if not isinstance(args[-1], bytes) else args[-1])
+            now = time.monotonic()
+            with self._lock:
+                if now - self._last_warned.get(fp, -1e9) < 60.0:
+                    return False
+                self._last_warned[fp] = now
+                if len(self._last_warned) > 10_000:
+                    self._last_warned.clear()
+            record.msg = "refused a CURVE peer: its public key (fingerprint %s) is not allowed"
+            record.args = (fp,)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
+        if record.levelno < logging.INFO and not logging.getLogger("zmq_ik").isEnabledFor(
+            logging.DEBUG
+        ):
+            return False
+        record.args = tuple(_redact(a) for a in args)
+        return True
+
+
+def _redact(arg: Any) -> Any:
+    if isinstance(arg, bytes | bytearray | memoryview | list | tuple | dict):
+        return "<redacted>"
+    if isinstance(arg, str) and len(arg) >= 32 and " " not in arg:
+        return "<redacted>"
+    return arg
+
+
+_ZAP_FILTER = _ZapLogFilter()
+
+
+def _zap_log() -> logging.Logger:
+    if _ZAP_FILTER not in zap_logger.filters:
+        zap_logger.addFilter(_ZAP_FILTER)
+    # DEBUG on this logger only, so that denials (debug in pyzmq) reach the filter, which
+    # promotes them to warnings and drops the other debug lines.
+    zap_logger.setLevel(logging.DEBUG)
+    return zap_logger
+
+
+def load_allowed_keys(allow_keys_dir: str | os.PathLike[str]) -> list[bytes]:
+    """Public keys of every ``*.key`` file in ``allow_keys_dir`` (what ZAP will admit)."""
+    directory = Path(allow_keys_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"allowed-keys directory {directory} does not exist")
+    keys = []
+    for path in sorted(directory.glob(f"*{PUBLIC_SUFFIX}")):
+        try:
+            keys.append(load_public_key(path))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"bad public key file {path}: {e}") from e
+    return keys
+
+
+def configure_curve_server(
+    sock: zmq.Socket[Any],
+    context: zmq.Context[Any],
+    secret_key_file: str | os.PathLike[str],
+    allow_keys_dir: str | os.PathLike[str] | None,
+    authenticator: ThreadAuthenticator | None = None,
+) -> ThreadAuthenticator:
+    """Make ``sock`` a CURVE server admitting only the public keys in ``allow_keys_dir``.
+
+    Call before ``bind``. Starts a ZAP `ThreadAuthenticator` on ``context`` unless one is
+    passed in (there can be only one ZAP handler per context; a broker with a second,
+    worker-only endpoint reuses it). Returns the authenticator: `stop()` it after the
+    sockets are closed. The allowed keys are read once, here: restart the broker after
+    adding or removing a key.
+    """
+    _require_curve()
+    if allow_keys_dir is None:
+        raise ValueError("CURVE needs an allowed-keys directory (--allow-keys DIR)")
+    public, secret = load_secret_keypair(secret_key_file)
+    allowed = load_allowed_keys(allow_keys_dir)
+    if not allowed:
+        logger.warning("no *.key files in %s: every peer will be refused", allow_keys_dir)
+    if authenticator is None:
+        authenticator = ThreadAuthenticator(context, log=_zap_log())
+        authenticator.start()
+        authenticator.configure_curve(domain="*", location=os.fspath(allow_keys_dir))
+        logger.info(
+            "CURVE on: broker key %s, %d allowed peer key(s) from %s",
+            fingerprint(public),
+            len(allowed),
+            allow_keys_dir,
+        )
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    sock.setsockopt(zmq.ZAP_DOMAIN, b"*")
+    return authenticator
