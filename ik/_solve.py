@@ -577,6 +577,16 @@ def _program(robot: Robot, precise: bool, seeds: int) -> Any:
     return fn
 
 
+def check_buckets(buckets: Sequence[int] | None) -> tuple[int, ...]:
+    """``buckets`` sorted and checked against ``BUCKETS`` (None: all of them)."""
+    if not buckets:
+        return BUCKETS
+    for b in buckets:
+        if b not in BUCKETS:
+            raise InputError(f"buckets: {b} is not one of {BUCKETS}", field="buckets")
+    return tuple(sorted(set(buckets)))
+
+
 def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
     """The bucket a batch of ``n`` (≤ the largest bucket) is padded to."""
     for b in buckets:
@@ -632,15 +642,19 @@ def solve_ik(
     target_pos: Any,
     rest: Any,
     config: IKConfig | None = None,
+    *,
+    buckets: Sequence[int] | None = None,
 ) -> IKSolution:
     """Solve IK for ``N`` targets: ``target_wxyz`` (N, n_ee, 4), ``target_pos`` (N, n_ee, 3)
     metres, world frame; ``rest`` (n_joints,), also the starting point.
 
     Returns numpy ``joints`` (N, n_joints) and the achieved ``pos_err`` (m) and ``ori_err``
     (rad), (N, n_ee): FK of the answer against the target. Batches are padded to a bucket
-    (or split into chunks of the largest), so only ``BUCKETS`` ever compile.
+    (or split into chunks of the largest), so only ``buckets`` (default ``BUCKETS``: pass
+    the list given to :func:`warmup`) ever compile.
     """
     config = config or IKConfig()
+    buckets = check_buckets(buckets)
     wxyz, pos, rest32 = _check_targets(robot, target_wxyz, target_pos, rest)
     n_targets = wxyz.shape[0]
     joints = np.empty((n_targets, robot.n_joints), np.float32)
@@ -650,11 +664,11 @@ def solve_ik(
         return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
     fn = _program(robot, config.precise, config.seeds)
     params = config.params()
-    chunk = BUCKETS[-1]
+    chunk = buckets[-1]
     for start in range(0, n_targets, chunk):
         stop = min(start + chunk, n_targets)
         m = stop - start
-        b = bucket_for(m)
+        b = bucket_for(m, buckets)
         # Pad with copies of the first target (a valid problem; results are discarded).
         idx = np.concatenate([np.arange(start, stop), np.full(b - m, start)])
         tw = np.ascontiguousarray(wxyz[idx].transpose(1, 2, 0))
@@ -679,9 +693,7 @@ def warmup(
     T = robot.fk(rest[None])
     wxyz = np.asarray(T.rotation().wxyz)[0]
     pos = np.asarray(T.translation())[0]
-    for b in buckets or BUCKETS:
-        if b not in BUCKETS:
-            raise InputError(f"buckets: {b} is not one of {BUCKETS}", field="buckets")
+    for b in check_buckets(buckets):
         tw = np.ascontiguousarray(np.broadcast_to(wxyz[:, :, None], (robot.n_ee, 4, b)))
         tp = np.ascontiguousarray(np.broadcast_to(pos[:, :, None], (robot.n_ee, 3, b)))
         jax.block_until_ready(fn(tw, tp, rest, config.params()))

@@ -186,7 +186,9 @@ class IKService:
                 )
             rest = self._rest(entry, solver, rest, ee_links is None)
             config = ik.IKConfig.from_settings(settings or IKSettings())
-            return ops.solve_reply(ik.solve_ik(solver, wxyz, pos, rest, config))
+            return ops.solve_reply(
+                ik.solve_ik(solver, wxyz, pos, rest, config, buckets=self.buckets)
+            )
         if operation == ops.STROKEBATCH:
             scene, packed = ops.read_strokebatch_request(header, arrays)
             solver = self._robot(robot, tuple(scene.ee_links))
@@ -198,6 +200,7 @@ class IKService:
                 solver,
                 config=ik.IKConfig.from_settings(scene.ik),
                 first_last_rest=False,  # applied by the client before splitting (ops.apply_first_last_rest)
+                buckets=self.buckets,
             )
             return ops.strokebatch_reply(batch)
         raise ServiceError(
