@@ -240,7 +240,7 @@ def ping(
             try:
                 info = client.ping()
             except IKError as e:
-                click.echo(f"no answer from {endpoint}: {e}", err=True)
+                click.echo(f"{e}; is a broker running there?", err=True)
                 sys.exit(1)
             rtts.append(info["rtt_ms"])
             if not as_json:
@@ -289,7 +289,7 @@ def status(
             try:
                 info = client.status()
             except IKError as e:
-                click.echo(f"no answer from {endpoint}: {e}", err=True)
+                click.echo(f"{e}; is a broker running there?", err=True)
                 sys.exit(1)
             if as_json:
                 click.echo(json.dumps(info, default=str))
@@ -390,6 +390,7 @@ def _run_job(
     chunk_pairs: int,
     curve: Any = None,
     with_errors: bool = False,
+    tolerance: tuple[float, float] = (0.1, 1e-3),
 ) -> None:
     from zmq_ik.errors import IKError, IKTimeout
     from zmq_ik.jobs import ProgressBar, compute_job, summary_table
@@ -406,13 +407,13 @@ def _run_job(
         )
     except IKTimeout as e:
         raise click.ClickException(
-            f"no answer from the broker at {endpoint} ({e}); is `zmq-ik serve` running?"
+            f"{e}; is `zmq-ik serve` running there?"
         ) from e
     except IKError as e:
         raise click.ClickException(str(e)) from e
     # tatbot's StrokeBatch.load refuses extra tensors, so by default write only its five.
     result.batch.save(output, errors=with_errors)
-    summary = result.summary()
+    summary = result.summary(pos_tol=tolerance[0] / 1000, ori_tol=tolerance[1])
     summary["output"] = str(output)
     if as_json:
         click.echo(json.dumps(summary, default=float))
@@ -420,6 +421,15 @@ def _run_job(
         click.echo(summary_table(summary, Path(output)))
     if strict and summary["n_over"]:
         raise click.ClickException(f"{summary['n_over']} pose(s) miss tolerance (--strict)")
+
+
+def _tolerance_options(fn: Any) -> Any:
+    fn = click.option(
+        "--ori-tol", default=1e-3, show_default=True, help="Orientation tolerance, rad."
+    )(fn)
+    return click.option(
+        "--pos-tol", default=0.1, show_default=True, help="Position tolerance, mm."
+    )(fn)
 
 
 @main.command()
@@ -444,6 +454,7 @@ def _run_job(
     is_flag=True,
     help="Also store pos_err/ori_err tensors (tatbot's loader refuses extra tensors).",
 )
+@_tolerance_options
 @_curve_options
 def compute(
     scene_file: str,
@@ -455,6 +466,8 @@ def compute(
     as_json: bool,
     strict: bool,
     with_errors: bool,
+    pos_tol: float,
+    ori_tol: float,
     curve_server_key: str | None,
     curve_own: str | None,
 ) -> None:
@@ -471,6 +484,7 @@ def compute(
         chunk_pairs,
         _client_curve(curve_server_key, curve_own),
         with_errors,
+        (pos_tol, ori_tol),
     )
 
 
@@ -487,13 +501,21 @@ def compute(
 @click.option(
     "--buckets", default=None, help="Batch buckets the embedded worker compiles (default: all)."
 )
+@_tolerance_options
 def demo(
-    endpoint: str | None, output: str, as_json: bool, startup_timeout: float, buckets: str | None
+    endpoint: str | None,
+    output: str,
+    as_json: bool,
+    startup_timeout: float,
+    buckets: str | None,
+    pos_tol: float,
+    ori_tol: float,
 ) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
     scene, strokes = _load_job(None, None)
+    tolerance = (pos_tol, ori_tol)
     if endpoint is not None:
-        _run_job(endpoint, scene, strokes, output, as_json, False, 30.0, 64)
+        _run_job(endpoint, scene, strokes, output, as_json, False, 30.0, 64, tolerance=tolerance)
         return
     from zmq_ik.serve import Supervisor, free_endpoint, wait_ready
 
@@ -509,7 +531,7 @@ def demo(
             raise click.ClickException(
                 "the embedded worker did not become ready; run with -v for its log"
             )
-        _run_job(endpoint, scene, strokes, output, as_json, False, 60.0, 64)
+        _run_job(endpoint, scene, strokes, output, as_json, False, 60.0, 64, tolerance=tolerance)
 
 
 # --------------------------------------------------------------------------- keys
