@@ -1,7 +1,7 @@
-"""IK throughput vs batch size, for the plot (and a small table).
+"""IK engine: throughput vs batch size (for the plot), compile times, accuracy, continuity.
 
-Taken from `benchmarks.bench_ik.run()` when that module (the IK engine's own benchmark)
-exists and returns rows with a batch size and poses per second; otherwise measured here:
+Taken from `benchmarks.bench_ik.run()` (the IK engine's own benchmark; all its tables are
+shown); without it only throughput, measured here:
 in-process `zmq_ik.ik.solve_ik` on the bundled tatbot robot, stroke-like targets (the
 design origin ± 2 cm, the scene's needle orientations), first call (compile) excluded.
 """
@@ -19,7 +19,8 @@ from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median
 
 
-def _from_bench_ik(cfg: Config) -> list[tuple[int, float]] | None:
+def _from_bench_ik(cfg: Config) -> tuple[list[tuple[int, float]], list[Table]] | None:
+    """Throughput rows and every table of `benchmarks.bench_ik.run()`, or None without it."""
     try:
         mod = importlib.import_module("benchmarks.bench_ik")
     except ImportError:
@@ -28,9 +29,9 @@ def _from_bench_ik(cfg: Config) -> list[tuple[int, float]] | None:
     if fn is None:
         return None
     try:
-        result = fn(quick=cfg.quick or cfg.tiny)
+        result = fn(quick=cfg.quick or cfg.tiny, tiny=cfg.tiny, verbose=cfg.verbose)
     except TypeError:
-        result = fn()
+        result = fn(quick=cfg.quick or cfg.tiny)
     rows = result.get("rows", result.get("throughput")) if isinstance(result, dict) else result
     out = []
     for row in rows or []:
@@ -42,7 +43,11 @@ def _from_bench_ik(cfg: Config) -> list[tuple[int, float]] | None:
         )
         if isinstance(batch, int) and isinstance(rate, int | float):
             out.append((batch, float(rate)))
-    return out or None
+    tables = [
+        Table(t["title"], list(t["headers"]), [list(r) for r in t["rows"]], t.get("note", ""))
+        for t in (result.get("tables", []) if isinstance(result, dict) else [])
+    ]
+    return (out, tables) if out else None
 
 
 def _measure(cfg: Config) -> list[tuple[int, float]]:
@@ -77,23 +82,30 @@ def _measure(cfg: Config) -> list[tuple[int, float]]:
 
 
 def run(cfg: Config) -> Section:
-    section = Section("ik", "IK engine throughput by batch size (in-process, CPU)")
+    section = Section("ik", "IK engine (in-process, CPU): throughput, accuracy, continuity")
     reason = _data.ik_missing()
     if reason:
         section.skipped = reason
         return section
-    rows = _from_bench_ik(cfg)
-    source = "benchmarks.bench_ik.run()"
-    if rows is None:
-        rows = _measure(cfg)
-        source = "measured here with `zmq_ik.ik.solve_ik` (tatbot, stroke-like targets)"
-    table = Table(
-        "IK throughput vs batch size",
-        ["batch (bimanual poses)", "poses/s"],
-        [[b, r] for b, r in rows],
-        note=f"Source: {source}.",
-    )
-    section.tables.append(table)
+    from_bench = _from_bench_ik(cfg)
+    if from_bench is not None and from_bench[1]:
+        rows, tables = from_bench
+        tables[0].note += " Source: `benchmarks.bench_ik.run()`."
+        section.tables.extend(tables)
+    else:
+        if from_bench is None:
+            rows = _measure(cfg)
+            source = "measured here with `zmq_ik.ik.solve_ik` (tatbot, stroke-like targets)"
+        else:
+            rows, source = from_bench[0], "benchmarks.bench_ik.run()"
+        section.tables.append(
+            Table(
+                "IK throughput vs batch size",
+                ["batch (bimanual poses)", "poses/s"],
+                [[b, r] for b, r in rows],
+                note=f"Source: {source}.",
+            )
+        )
     section.data["rows"] = [list(r) for r in rows]
     return section
 

@@ -336,16 +336,60 @@ def rotation_log(m: Mat) -> tuple[Vec, Any]:
     return [x * scale, y * scale, z * scale], theta
 
 
-def se3_log_translation(omega: Vec, theta: Any, t: Vec) -> Vec:
-    """Translation part of the SE(3) log: V(ω)⁻¹ t (as jaxlie's ``SE3.log``)."""
+def jl_inv_coefs(theta: Any) -> tuple[Any, Any]:
+    """``c(θ)`` and ``c'(θ)/θ`` of the inverse left Jacobian of SO(3),
+    ``Jl⁻¹(ω) = I - ½[ω]× + c(θ)[ω]×²`` with ``c = (1 - (θ/2)·cot(θ/2)) / θ²``.
+
+    Below 0.5 rad the closed forms cancel badly in float32, so the Taylor series is used
+    there (truncation error < 1e-8 relative)."""
     t2 = theta * theta
-    small = theta < 1e-3
-    safe_t = jnp.where(small, 1.0, theta)
-    safe_t2 = jnp.where(small, 1.0, t2)
-    half = 0.5 * safe_t
-    coef = jnp.where(
-        small, 1.0 / 12.0, (1.0 - safe_t * jnp.cos(half) / (2.0 * jnp.sin(half))) / safe_t2
-    )
-    wxt = cross(omega, t)
-    wxwxt = cross(omega, wxt)
-    return [t[i] - 0.5 * wxt[i] + coef * wxwxt[i] for i in range(3)]
+    small = theta < 0.5
+    s = jnp.where(small, 1.0, theta)
+    s2 = s * s
+    cot = jnp.cos(0.5 * s) / jnp.sin(0.5 * s)
+    h = 0.5 * s * cot  # (θ/2)·cot(θ/2)
+    dh = 0.5 * cot - 0.25 * s * (1.0 + cot * cot)  # dh/dθ
+    c_big = (1.0 - h) / s2
+    e_big = -dh / (s2 * s) - 2.0 * (1.0 - h) / (s2 * s2)
+    c_small = 1.0 / 12.0 + t2 * (1.0 / 720.0 + t2 * (1.0 / 30240.0 + t2 / 1209600.0))
+    e_small = 1.0 / 360.0 + t2 * (1.0 / 7560.0 + t2 * (1.0 / 201600.0 + t2 / 5987520.0))
+    return jnp.where(small, c_small, c_big), jnp.where(small, e_small, e_big)
+
+
+def jl_inv_matrix(omega: Vec, theta: Any, c: Any) -> Mat:
+    """``Jl⁻¹(ω) = I - ½[ω]× + c·(ωωᵀ - θ²I)`` as matrix planes (``c`` from
+    :func:`jl_inv_coefs`). It is both ``V⁻¹`` of the SE(3) log and ``d log(exp(a)·R)/da``."""
+    diag = 1.0 - c * theta * theta
+    m: Mat = [[c * omega[i] * omega[j] for j in range(3)] for i in range(3)]
+    for i in range(3):
+        m[i][i] = m[i][i] + diag
+    for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        m[i][j] = m[i][j] + 0.5 * omega[k]  # -½[ω]×: [ω]×[i][j] = -ω[k] for cyclic (i, j, k)
+        m[j][i] = m[j][i] - 0.5 * omega[k]
+    return m
+
+
+def jl_inv_derivative(omega: Vec, c: Any, e: Any, t: Vec) -> Mat:
+    """``∂(Jl⁻¹(ω)·t)/∂ω`` (3×3 planes): the SE(3) log's translation part moves with the
+    rotation error too. ``c``, ``e = c'(θ)/θ`` from :func:`jl_inv_coefs`.
+
+    ``Jl⁻¹(ω)t = t - ½ω×t + c·(ω(ω·t) - tθ²)``, so the derivative is
+    ``½[t]× + c·((ω·t)I + ωtᵀ - 2tωᵀ) + e·(ω(ω·t) - tθ²)ωᵀ``."""
+    wt = dot(omega, t)
+    wwt = cross(omega, cross(omega, t))  # ω(ω·t) - tθ²
+    m: Mat = [
+        [c * (omega[i] * t[j] - 2.0 * t[i] * omega[j]) + e * wwt[i] * omega[j] for j in range(3)]
+        for i in range(3)
+    ]
+    for i in range(3):
+        m[i][i] = m[i][i] + c * wt
+    for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        m[i][j] = m[i][j] - 0.5 * t[k]  # ½[t]×
+        m[j][i] = m[j][i] + 0.5 * t[k]
+    return m
+
+
+def se3_log_translation(omega: Vec, theta: Any, t: Vec) -> Vec:
+    """Translation part of the SE(3) log: V(ω)⁻¹ t = Jl⁻¹(ω) t (as jaxlie's ``SE3.log``)."""
+    c, _ = jl_inv_coefs(theta)
+    return matvec(jl_inv_matrix(omega, theta, c), t)

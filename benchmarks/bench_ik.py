@@ -1,0 +1,376 @@
+"""The IK engine's own benchmark: throughput, compile time, accuracy, continuity (CPU, tatbot).
+
+    python -m benchmarks.bench_ik            # full (a few minutes)
+    python -m benchmarks.bench_ik --quick    # fewer runs and smaller accuracy sets (~1-2 min)
+
+Everything runs in-process on the bundled tatbot robot with tatbot's weights (the
+``IKConfig`` defaults), rest = the ready pose. Tables:
+
+- throughput: bimanual poses/s by batch size (median of the measured runs after a warm-up
+  call), stroke-like targets, and the compile time of the batch's bucket (a fresh compile:
+  the persistent compilation cache is switched off while timing it);
+- accuracy on FK-of-random-joints targets (joints uniform within the limits) and on
+  stroke-like targets, for the default config, ``precise=True`` and ``precise=True,
+  seeds=16``, with joint-limit violations;
+- continuity: the largest joint jump between consecutive poses of a stroke of the bundled
+  example job, ``continuous=False`` vs ``continuous=True``.
+
+Progress goes to stderr; :func:`run` returns the numbers (``rows``: the throughput table).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCHES = (1, 16, 96, 1024, 16384)
+TATBOT_REFERENCE = (
+    "tatbot's own solver (pyroki/jaxls LM, same weights): stroke-like targets median "
+    "0.050 mm, p99 0.055 mm, median 0.014 rad; FK-of-random-joints targets median 2.9 mm, "
+    "0.54 rad, half its answers outside the (soft) joint limits."
+)
+
+
+def _log(verbose: bool, *parts: Any) -> None:
+    if verbose:
+        print(*parts, file=sys.stderr, flush=True)
+
+
+def _robot() -> tuple[Any, np.ndarray]:
+    from zmq_ik import ik
+    from zmq_ik.robots import BUNDLED
+
+    tatbot = BUNDLED["tatbot"]
+    robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
+    return robot, np.asarray(tatbot.rest, np.float32)
+
+
+def stroke_targets(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` bimanual stroke-like targets: needle points in a 4 × 4 cm patch of the example
+    scene's design plane, ±2 mm depth, the scene's needle orientations and ee offsets."""
+    from benchmarks import _data
+
+    scene, _ = _data.example()
+    rng = np.random.default_rng(seed)
+    design = np.asarray(scene.design_pos, np.float64)
+    offsets = np.stack([scene.ee_offset_l, scene.ee_offset_r]).astype(np.float64)
+    xy = rng.uniform(-0.02, 0.02, (n, 2, 2))
+    depth = rng.uniform(-0.002, 0.002, (n, 2, 1))
+    pos = design + np.concatenate([xy, depth], -1) + offsets
+    wxyz = np.stack([scene.ee_rot_l, scene.ee_rot_r]).astype(np.float64)
+    return np.broadcast_to(wxyz, (n, 2, 4)).astype(np.float32), pos.astype(np.float32)
+
+
+def fk_targets(robot: Any, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """FK of ``n`` joint vectors drawn uniformly within the joint limits."""
+    rng = np.random.default_rng(seed)
+    q = rng.uniform(robot.lower, robot.upper, (n, robot.n_joints)).astype(np.float32)
+    T = robot.fk(q)
+    return np.asarray(T.rotation().wxyz), np.asarray(T.translation())
+
+
+def _compile_seconds(robot: Any, batch: int, rest: np.ndarray) -> tuple[int, float]:
+    """(bucket, seconds) of a fresh lower + compile of the default solve program for the
+    bucket ``batch`` pads to, with the persistent compilation cache off."""
+    import jax
+
+    from zmq_ik.ik import _solve
+
+    bucket = _solve.bucket_for(batch)
+    fn = _solve._program(robot, False, 1)
+    wxyz, pos = stroke_targets(bucket)
+    tw = np.ascontiguousarray(wxyz.transpose(1, 2, 0))
+    tp = np.ascontiguousarray(pos.transpose(1, 2, 0))
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        t0 = time.perf_counter()
+        fn.lower(tw, tp, rest, _solve.IKConfig().params()).compile()
+        return bucket, time.perf_counter() - t0
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
+
+
+def throughput(
+    robot: Any,
+    rest: np.ndarray,
+    batches: tuple[int, ...],
+    runs: int,
+    big_runs: int,
+    *,
+    fresh_compile: bool,
+    verbose: bool,
+) -> list[dict[str, Any]]:
+    from zmq_ik import ik
+    from zmq_ik.ik._solve import bucket_for
+
+    config = ik.IKConfig()
+    compiled: dict[int, float] = {}
+    rows = []
+    for batch in batches:
+        if fresh_compile and bucket_for(batch) not in compiled:
+            bucket, seconds = _compile_seconds(robot, batch, rest)
+            compiled[bucket] = seconds
+        wxyz, pos = stroke_targets(batch, seed=batch)
+        t0 = time.perf_counter()
+        ik.solve_ik(robot, wxyz, pos, rest, config)  # warm-up (compiles or loads)
+        first = time.perf_counter() - t0
+        bucket = bucket_for(batch)
+        times = []
+        for _ in range(big_runs if batch > 4096 else runs):
+            t0 = time.perf_counter()
+            ik.solve_ik(robot, wxyz, pos, rest, config)
+            times.append(time.perf_counter() - t0)
+        rate = batch / float(np.median(times))
+        compile_s = compiled.get(bucket, first)
+        rows.append(
+            {
+                "batch": batch,
+                "bucket": bucket,
+                "poses_per_s": rate,
+                "ms_per_call": 1000 * float(np.median(times)),
+                "compile_s": compile_s,
+                "runs": len(times),
+            }
+        )
+        _log(
+            verbose,
+            f"  batch {batch:>6}: {rate:>9,.0f} poses/s  ({len(times)} runs; "
+            f"bucket {bucket} compile {compile_s:.1f}s)",
+        )
+    return rows
+
+
+def _errors(sol: Any, robot: Any) -> dict[str, float]:
+    pe = sol.pos_err.ravel() * 1e3
+    oe = sol.ori_err.ravel()
+    outside = (sol.joints < robot.lower) | (sol.joints > robot.upper)
+    return {
+        "pos_median_mm": float(np.median(pe)),
+        "pos_p99_mm": float(np.percentile(pe, 99)),
+        "pos_max_mm": float(pe.max()),
+        "ori_median_rad": float(np.median(oe)),
+        "ori_p99_rad": float(np.percentile(oe, 99)),
+        "ori_max_rad": float(oe.max()),
+        "within": float(np.mean((pe <= 0.1) & (oe <= 1e-3))),
+        "limit_violations": int(outside.any(axis=1).sum()),
+        "n": int(sol.joints.shape[0]),
+    }
+
+
+def accuracy(
+    robot: Any, rest: np.ndarray, n: int, n_seeds: int, seeds16: bool, verbose: bool
+) -> list[dict[str, Any]]:
+    from zmq_ik import ik
+
+    configs: list[tuple[str, Any, int]] = [
+        ("default", ik.IKConfig(), n),
+        ("precise=True", ik.IKConfig(precise=True), n),
+    ]
+    if seeds16:
+        configs.append(("precise=True, seeds=16", ik.IKConfig(precise=True, seeds=16), n_seeds))
+    sets = {"FK of random joints": fk_targets(robot, n, seed=1), "stroke-like": stroke_targets(n)}
+    rows = []
+    for name, config, m in configs:
+        for kind, (wxyz, pos) in sets.items():
+            t0 = time.perf_counter()
+            sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, config)
+            row = {"config": name, "targets": kind, **_errors(sol, robot)}
+            rows.append(row)
+            _log(
+                verbose,
+                f"  {name} / {kind} ({m}): median {row['pos_median_mm']:.4f} mm "
+                f"{row['ori_median_rad']:.4f} rad, within {row['within']:.1%} "
+                f"({time.perf_counter() - t0:.1f}s)",
+            )
+    return rows
+
+
+def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
+    """Joint jumps along the strokes of the example job (its pairs, repeated to ``pairs``)."""
+    from benchmarks import _data
+    from zmq_ik import ik
+
+    scene, _ = _data.example()
+    strokes = _data.strokes(pairs)
+    rows = []
+    for continuous in (False, True):
+        config = ik.IKConfig(continuous=continuous)
+        t0 = time.perf_counter()
+        sb = ik.strokebatch_from_strokes(scene, strokes, robot, config)
+        jump = np.abs(np.diff(sb.joints, axis=1)).max(axis=-1)  # (b, l-1, o)
+        pe = sb.pos_err[np.isfinite(sb.pos_err)] * 1e3
+        oe = sb.ori_err[np.isfinite(sb.ori_err)]
+        rows.append(
+            {
+                "continuous": continuous,
+                "poses": int(np.prod(sb.joints.shape[:3])),
+                "jump_max": float(jump.max()),
+                "jump_p99": float(np.percentile(jump, 99)),
+                "jump_median": float(np.median(jump)),
+                "pos_p99_mm": float(np.percentile(pe, 99)),
+                "ori_p99_rad": float(np.percentile(oe, 99)),
+            }
+        )
+        _log(
+            verbose,
+            f"  continuous={continuous}: largest jump {jump.max():.3f} "
+            f"({time.perf_counter() - t0:.1f}s)",
+        )
+    return rows
+
+
+def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The result as tables: ``{"title", "headers", "rows", "note"}`` each."""
+    out = [
+        {
+            "title": "IK throughput vs batch size",
+            "headers": ["batch (bimanual poses)", "bucket", "poses/s", "ms/call", "compile (s)"],
+            "rows": [
+                [r["batch"], r["bucket"], r["poses_per_s"], r["ms_per_call"], r["compile_s"]]
+                for r in result["rows"]
+            ],
+            "note": (
+                "tatbot robot and weights, stroke-like targets, CPU; median of "
+                f"{result['runs']} runs after a warm-up call ({result['big_runs']} at batch "
+                "16,384). Compile: "
+                + (
+                    "a fresh compile of the batch's bucket (persistent cache off)."
+                    if result["fresh_compile"]
+                    else "the warm-up call (may load from the persistent cache)."
+                )
+            ),
+        }
+    ]
+    acc = result.get("accuracy", [])
+    if acc:
+        out.append(
+            {
+                "title": "IK accuracy",
+                "headers": [
+                    "config",
+                    "targets",
+                    "n",
+                    "pos median (mm)",
+                    "pos p99 (mm)",
+                    "pos max (mm)",
+                    "ori median (rad)",
+                    "ori p99 (rad)",
+                    "ori max (rad)",
+                    "within 0.1 mm & 1e-3 rad",
+                    "limit violations",
+                ],
+                "rows": [
+                    [
+                        r["config"],
+                        r["targets"],
+                        r["n"],
+                        f"{r['pos_median_mm']:.4f}",
+                        f"{r['pos_p99_mm']:.4f}",
+                        f"{r['pos_max_mm']:.4f}",
+                        f"{r['ori_median_rad']:.5f}",
+                        f"{r['ori_p99_rad']:.5f}",
+                        f"{r['ori_max_rad']:.5f}",
+                        f"{r['within']:.2%}",
+                        r["limit_violations"],
+                    ]
+                    for r in acc
+                ],
+                "note": (
+                    "Errors of each end effector (FK of the answer vs the target); limit "
+                    "violations: answers with any joint outside its limits (the default "
+                    "config's limits are soft). " + TATBOT_REFERENCE
+                ),
+            }
+        )
+    cont = result.get("continuity", [])
+    if cont:
+        out.append(
+            {
+                "title": "IK continuity along strokes",
+                "headers": [
+                    "continuous",
+                    "poses",
+                    "largest joint jump",
+                    "p99 jump",
+                    "median jump",
+                    "pos p99 (mm)",
+                    "ori p99 (rad)",
+                ],
+                "rows": [
+                    [
+                        r["continuous"],
+                        r["poses"],
+                        f"{r['jump_max']:.4f}",
+                        f"{r['jump_p99']:.4f}",
+                        f"{r['jump_median']:.5f}",
+                        f"{r['pos_p99_mm']:.4f}",
+                        f"{r['ori_p99_rad']:.5f}",
+                    ]
+                    for r in cont
+                ],
+                "note": (
+                    "The bundled example job (examples/scene.yaml, strokes.yaml) through "
+                    "strokebatch_from_strokes; jump: max over joints of |q[t+1] - q[t]| "
+                    "between consecutive poses of a stroke (rad; m for the carriage)."
+                ),
+            }
+        )
+    return out
+
+
+def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[str, Any]:
+    """Run the benchmark. ``quick``: fewer runs, smaller accuracy sets; ``tiny`` (smoke
+    tests): batches 1 and 16, one run, no fresh compiles, no seeds=16, seconds in all."""
+    from benchmarks._procs import JAX_CACHE
+    from zmq_ik import ik
+
+    ik.enable_compilation_cache(JAX_CACHE)
+    robot, rest = _robot()
+    batches = BATCHES[:2] if tiny else BATCHES
+    runs = 1 if tiny else 5
+    big_runs = 2 if quick else 5
+    fresh = not tiny
+    _log(verbose, "IK throughput (tatbot, stroke-like targets):")
+    rows = throughput(robot, rest, batches, runs, big_runs, fresh_compile=fresh, verbose=verbose)
+    n = 16 if tiny else 1024
+    n_seeds = 256 if quick or tiny else 1024
+    _log(verbose, "IK accuracy:")
+    acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose)
+    _log(verbose, "IK continuity (example job):")
+    cont = continuity(robot, 2 if tiny else 36, verbose)
+    result: dict[str, Any] = {
+        "rows": rows,
+        "accuracy": acc,
+        "continuity": cont,
+        "runs": runs,
+        "big_runs": big_runs,
+        "fresh_compile": fresh,
+    }
+    result["tables"] = tables(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from benchmarks._common import Table
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ik", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs, smaller sets")
+    parser.add_argument("--tiny", action="store_true", help="smoke-test size (seconds)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    result = run(quick=args.quick, tiny=args.tiny)
+    for t in result["tables"]:
+        print(Table(t["title"], t["headers"], t["rows"], note=t["note"]).markdown())
+    _log(True, f"bench_ik: {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
