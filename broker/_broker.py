@@ -12,8 +12,11 @@ from typing import Any
 import zmq
 
 from zmq_ik.broker._core import BrokerCore, BrokerSettings
+from zmq_ik.protocol import recv_frames, send_frames
 
 logger = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class Broker:
@@ -97,13 +100,20 @@ class Broker:
         poller = zmq.Poller()
         for sock in self.sockets:
             poller.register(sock, zmq.POLLIN)
+        poll = poller.poll
         core = self.core
+        handle = core.handle
+        outbox = core.outbox
+        clock = time.monotonic
         # Which socket each peer talks on, so replies leave by the socket the peer knows.
         self._route: dict[bytes, zmq.Socket] = {}
+        route = self._route
         grace_until: float | None = None
+        only = self.sockets[0] if len(self.sockets) == 1 else None
+        rcvtimeo = -1
         try:
             while True:
-                now = time.monotonic()
+                now = clock()
                 if self._stop.is_set() and grace_until is None:
                     core.begin_shutdown(now)
                     grace_until = now + self.settings.shutdown_grace
@@ -116,40 +126,60 @@ class Broker:
                     core.finish_shutdown()
                     self._flush()
                     break
-                timeout_ms = max(0, int(core.next_timeout(now) * 1000)) + 1
-                events = dict(poller.poll(min(timeout_ms, 100)))
-                for sock in self.sockets:
-                    if sock not in events:
-                        continue
+                timeout_ms = min(max(0, int(core.next_timeout(now) * 1000)) + 1, 100)
+                if only is not None:
+                    # One socket: a blocking receive with a timeout. It sleeps in one system
+                    # call and returns queued messages with none, where zmq_poll plus a
+                    # non-blocking receive until EAGAIN costs about five per wake-up.
+                    if timeout_ms != rcvtimeo:
+                        only.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                        rcvtimeo = timeout_ms
+                    try:
+                        frames = recv_frames(only)
+                    except zmq.Again:  # timed out: timers are due
+                        pass
+                    else:
+                        identity = frames[0].bytes
+                        route[identity] = only
+                        handle(identity, frames[1:], clock())
+                        if outbox:
+                            self._flush()
+                    events = []
+                else:
+                    events = poll(timeout_ms)
+                for sock, _ in events:
                     for _ in range(1000):  # bounded burst, then timers get their turn
                         try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            frames = recv_frames(sock, _NOBLOCK)
                         except zmq.Again:
                             break
                         identity = frames[0].bytes
-                        self._route[identity] = sock
-                        core.handle(identity, frames[1:], time.monotonic())
-                        self._flush()
-                core.tick(time.monotonic())
-                self._flush()
-                if len(self._route) > 4 * (len(core.workers) + len(core.by_client)) + 10_000:
+                        route[identity] = sock
+                        handle(identity, frames[1:], clock())
+                        if outbox:
+                            self._flush()
+                core.tick(clock())  # returns at once unless a heartbeat or deadline is due
+                if outbox:
+                    self._flush()
+                if len(route) > 4 * (len(core.workers) + len(core.by_client)) + 10_000:
                     live = set(core.workers) | {c for c, _ in core.by_client}
-                    self._route = {k: v for k, v in self._route.items() if k in live}
+                    self._route = route = {k: v for k, v in route.items() if k in live}
         finally:
             self.close()
         logger.info("broker stopped; counters: %s", dict(core.counters))
 
     def _flush(self) -> None:
         outbox = self.core.outbox
+        route = self._route
         default = self.sockets[0]
         while outbox:
             identity, frames = outbox.popleft()
-            sock = self._route.get(identity, default)
             try:
-                sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
+                send_frames(route.get(identity, default), [identity, *frames], _NOBLOCK)
             except zmq.ZMQError as e:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
                 self.core.counters["unroutable"] += 1
-                logger.debug("dropped message to %s: %s", identity.hex(), e)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("dropped message to %s: %s", identity.hex(), e)
 
     def close(self) -> None:
         for sock in self.sockets:

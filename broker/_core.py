@@ -8,6 +8,7 @@ never blocks and never reads a clock itself, so tests drive it with any ``now`` 
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import os
@@ -73,7 +74,7 @@ class BrokerSettings:
     """Directory of allowed client/worker public keys (CURVE)."""
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class Job:
     """One client request as the broker tracks it, from receipt to its single answer."""
 
@@ -154,6 +155,12 @@ class BrokerCore:
         self.stopping = False
         self._job_ids = itertools.count(1)
         self._now = self.started
+        # Timers, so that `tick` costs nothing until something is due (the loop calls it
+        # after every burst of messages): a heap of (deadline, job id), stale entries
+        # (closed jobs, extended deadlines) skipped when they surface; and the time the
+        # workers are next looked at for heartbeats and expiry.
+        self._deadlines: list[tuple[float, bytes]] = []
+        self._next_scan = self.started
 
     # ------------------------------------------------------------------ input
 
@@ -234,6 +241,7 @@ class BrokerCore:
         )
         self.jobs[job.job_id] = job
         self.by_client[(client, req.request_id)] = job
+        self._push_deadline(job)
         queue.append(job)
         self._dispatch(req.service, now)
 
@@ -329,10 +337,24 @@ class BrokerCore:
     # ------------------------------------------------------------------ timers
 
     def tick(self, now: float) -> None:
-        """Heartbeats, dead workers, expired deadlines. Call at least every heartbeat interval."""
+        """Heartbeats, dead workers, expired deadlines. Call at least every heartbeat interval;
+        calling it more often is cheap (it returns at once until a timer is due)."""
         self._now = now
+        scan = now >= self._next_scan
+        if scan:
+            self._scan_workers(now)
+        expire = bool(self._deadlines) and self._deadlines[0][0] <= now
+        if expire:
+            self._expire_jobs(now)
+        if scan or expire:
+            # Forget empty queues, or every made-up robot name ever asked for would stay.
+            for robot in [r for r, q in self.queues.items() if not q]:
+                del self.queues[robot]
+
+    def _scan_workers(self, now: float) -> None:
         interval = self.settings.heartbeat_interval
         expiry = interval * self.settings.liveness
+        next_scan = now + interval
         for worker in list(self.workers.values()):
             if now - worker.last_seen > expiry:
                 logger.warning(
@@ -342,9 +364,28 @@ class BrokerCore:
                 )
                 self.counters["workers_lost"] += 1
                 self._remove_worker(worker, now, "expired")
-            elif now - worker.last_sent >= interval:
+                continue
+            if now - worker.last_sent >= interval:
                 self._send(worker.identity, heartbeat_frames())
-        for job in [j for j in self.jobs.values() if now >= j.deadline]:
+            # last_sent/last_seen only move forward, so this is never later than needed.
+            next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + expiry)
+        self._next_scan = next_scan
+
+    def _expire_jobs(self, now: float) -> None:
+        heap = self._deadlines
+        expired: list[Job] = []
+        while heap and heap[0][0] <= now:
+            _, job_id = heapq.heappop(heap)
+            job = self.jobs.get(job_id)
+            if job is None:  # answered or closed since
+                continue
+            if job.deadline > now:  # extended by a retry of the request: wait for the new one
+                heapq.heappush(heap, (job.deadline, job_id))
+                continue
+            expired.append(job)
+        for job in expired:
+            if job.closed:
+                continue
             served = any(job.service in w.robots for w in self.workers.values())
             if job.worker is None and not served and job.attempts == 0:
                 code, text = ErrorCode.UNKNOWN_ROBOT, f"no worker serves robot {job.service!r}"
@@ -354,15 +395,19 @@ class BrokerCore:
                     f"deadline passed for robot {job.service!r} ({job.operation})",
                 )
             self._error_job(job, code, text)
-        # Forget empty queues, or every made-up robot name ever asked for would stay forever.
-        for robot in [r for r, q in self.queues.items() if not q]:
-            del self.queues[robot]
+
+    def _push_deadline(self, job: Job) -> None:
+        heap = self._deadlines
+        if len(heap) > 2 * len(self.jobs) + 1024:  # mostly answered jobs: rebuild, bounded
+            heap[:] = [(j.deadline, j.job_id) for j in self.jobs.values() if j is not job]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (job.deadline, job.job_id))
 
     def next_timeout(self, now: float) -> float:
         """Seconds until `tick` has something to do (for the loop's poll timeout)."""
-        wait = self.settings.heartbeat_interval
-        if self.jobs:
-            wait = min(wait, min(j.deadline for j in self.jobs.values()) - now)
+        wait = min(self.settings.heartbeat_interval, self._next_scan - now)
+        if self._deadlines:
+            wait = min(wait, self._deadlines[0][0] - now)
         return max(0.0, wait)
 
     # ------------------------------------------------------------------ shutdown

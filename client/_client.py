@@ -29,12 +29,15 @@ from zmq_ik.protocol import (
     decode_payload,
     encode_payload,
     parse_message,
+    recv_frames,
     request_frames,
+    send_frames,
 )
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = os.environ.get("ZMQ_IK_ENDPOINT", "tcp://127.0.0.1:5555")
+_NOBLOCK = int(zmq.NOBLOCK)
 RETRYABLE = frozenset({ErrorCode.WORKER_LOST.value, ErrorCode.SHUTTING_DOWN.value})
 """Error codes after which the same request is worth sending again (same id)."""
 
@@ -94,6 +97,7 @@ class IKClient:
         self._ids = 0
         self._prefix = os.urandom(4)
         self.socket = self._open()
+        self._rcvtimeo = -1  # the socket's RCVTIMEO (ms), set as `exchange` needs
 
     def _open(self) -> zmq.Socket:
         sock = self.context.socket(zmq.DEALER)
@@ -118,7 +122,7 @@ class IKClient:
         was refused, after which libzmq does not reconnect) would block forever; the message
         is then treated as lost, and the deadline/retry logic ends in `IKTimeout`."""
         try:
-            self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send_frames(self.socket, frames, _NOBLOCK)
         except zmq.Again:
             logger.debug("no connection to %s: request not sent", self.endpoint)
 
@@ -135,11 +139,11 @@ class IKClient:
         FINAL replies arrive (any order). Raises the call's error on an ERROR reply."""
         timeout = self.timeout if timeout is None else timeout
         patience = timeout + answer_grace(timeout)
+        # In order of sent_at: a re-sent request moves to the end (see `_resent`).
         pending: dict[bytes, _Pending] = {}
         source = enumerate(calls)
         exhausted = False
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
+        sock = self.socket
         while True:
             while not exhausted and len(pending) < max_in_flight:
                 try:
@@ -156,12 +160,21 @@ class IKClient:
                 self._send(frames)
             if not pending:
                 return
-            now = time.monotonic()
-            wait = min(p.sent_at + patience for p in pending.values()) - now
-            if wait <= 0 or not poller.poll(max(1, int(wait * 1000))):
+            wait = next(iter(pending.values())).sent_at + patience - time.monotonic()
+            if wait <= 0:
                 self._resend_expired(pending, patience)
                 continue
-            frames = self.socket.recv_multipart(copy=False)
+            # A blocking receive with a timeout: one system call to sleep, none when a reply
+            # is already queued (zmq_poll, then a receive, costs several per reply).
+            wait_ms = max(1, int(wait * 1000))
+            if wait_ms != self._rcvtimeo:
+                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                self._rcvtimeo = wait_ms
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                self._resend_expired(pending, patience)
+                continue
             result = self._on_reply(frames, pending, timeout)
             if result is not None:
                 yield result
@@ -183,9 +196,16 @@ class IKClient:
                 timeout,
                 p.attempts + 1,
             )
-            p.attempts += 1
-            p.sent_at = now
+            self._resent(pending, rid, p, now)
             self._send(p.frames)
+
+    @staticmethod
+    def _resent(pending: dict[bytes, _Pending], rid: bytes, p: _Pending, now: float) -> None:
+        """Count another attempt of ``p``, sent at ``now``: it moves to the end of ``pending``."""
+        p.attempts += 1
+        p.sent_at = now
+        del pending[rid]
+        pending[rid] = p
 
     def _on_reply(
         self, frames: list[Any], pending: dict[bytes, _Pending], timeout: float
@@ -210,8 +230,7 @@ class IKClient:
         if msg.command is Command.ERROR:
             code, message, fld = decode_error(msg.payload)
             if code in RETRYABLE and p.attempts <= self.retries:
-                p.attempts += 1
-                p.sent_at = time.monotonic()
+                self._resent(pending, msg.request_id, p, time.monotonic())
                 self._send(p.frames)
                 return None
             del pending[msg.request_id]

@@ -208,3 +208,20 @@ def test_nothing_listening_times_out_cleanly():
         with pytest.raises(IKTimeout):
             client.request("echo", "echo")
         assert 0.5 < time.monotonic() - t0 < 3
+
+
+def test_heartbeats_flow_while_a_long_job_runs(procs, endpoint):
+    """The worker runs jobs on its main thread; a job ten liveness windows long must neither
+    get the worker declared dead by the broker nor make the worker think the broker is gone
+    (no re-registration), and quick jobs keep working afterwards."""
+    procs.broker(endpoint, "--heartbeat", "0.05")
+    procs.echo_worker(endpoint, "--heartbeat", "0.05")
+    wait_for_workers(endpoint, 1)
+    with IKClient(endpoint, timeout=10, retries=0) as client:
+        payload = client.request("echo", "sleep", {"seconds": 2.0})  # liveness window: 0.2 s
+        assert payload.header["slept"] == 2.0
+        assert client.request("echo", "echo", {"n": 1}).header["n"] == 1
+        counters = client.status()["counters"]
+    assert counters.get("workers_lost", 0) == 0
+    assert counters.get("workers_registered") == 1
+    assert counters.get("retries", 0) == 0

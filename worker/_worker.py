@@ -1,20 +1,22 @@
 """The worker's event loop: a DEALER to the broker, heartbeats, reconnects, one job at a time.
 
-The main thread owns the broker socket (receives, heartbeats, sends); a compute thread runs
-the `Service` and hands replies back over an inproc PAIR socket. So heartbeats keep flowing
-while a long solve runs (JAX releases the GIL while XLA computes), and the socket is only
-ever touched by one thread.
+The main thread receives a job, runs the `Service` on it right there and sends the reply:
+no thread hand-off on the way (each one costs a thread wake-up and a GIL switch, tens of
+microseconds on a busy machine, more than an echo costs). While a job runs, a small
+heartbeat thread takes over the socket: it sends HEARTBEATs every interval, so they keep
+flowing through a long solve (JAX releases the GIL while XLA computes; pure Python is
+preempted every few milliseconds). A lock hands the socket between the two threads (a full
+memory barrier, as ZeroMQ requires), so it is never used by both at once: the heartbeat
+thread touches it only while a job runs, when the main thread does not.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType
@@ -39,7 +41,9 @@ from zmq_ik.protocol import (
     heartbeat_frames,
     parse_message,
     ready_frames,
+    recv_frames,
     reply_frames,
+    send_frames,
 )
 from zmq_ik.worker._service import Service, ServiceError, base_info
 
@@ -75,6 +79,9 @@ class _Job:
     payload: list[Any]
 
 
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
 class Worker:
     """Serve a `Service` to a broker until `stop()` or SIGTERM/SIGINT."""
 
@@ -89,9 +96,12 @@ class Worker:
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._stop = threading.Event()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._busy = threading.Event()
-        self._pair_addr = f"inproc://zmq-ik-worker-{uuid.uuid4().hex}"
+        self._lock = threading.Lock()
+        """Held by whichever thread uses the broker socket while a job runs."""
+        self._lent: zmq.Socket | None = None
+        """The broker socket while a job runs (the heartbeat thread may use it), else None."""
+        self._last_sent = 0.0
+        """When anything was last sent to the broker (monotonic)."""
         self.info: dict[str, Any] = {}
         self.served = 0
 
@@ -124,15 +134,15 @@ class Worker:
             ",".join(self.service.robots),
             self.info.get("device", "cpu"),
         )
-        pair_in = self.context.socket(zmq.PAIR)
-        pair_in.setsockopt(zmq.LINGER, 0)
-        pair_in.bind(self._pair_addr)
-        compute = threading.Thread(target=self._compute_loop, name="zmq-ik-compute", daemon=True)
-        compute.start()
+        done = threading.Event()
+        keeper = threading.Thread(
+            target=self._heartbeat_loop, args=(done,), name="zmq-ik-heartbeat", daemon=True
+        )
+        keeper.start()
         delay = self.settings.reconnect_min
         try:
             while not self._stop.is_set():
-                outcome = self._session(pair_in)
+                outcome = self._session()
                 if outcome == "stopped":
                     break
                 logger.warning(
@@ -146,9 +156,8 @@ class Worker:
                     else self.settings.reconnect_min
                 )
         finally:
-            self._jobs.put(None)
-            compute.join(timeout=5)
-            pair_in.close(0)
+            done.set()
+            keeper.join(timeout=5)
             if self._own_context:
                 self.context.term()
         logger.info("worker stopped after %d job(s)", self.served)
@@ -168,51 +177,37 @@ class Worker:
         sock.send_multipart(ready_frames(self.info))
         return sock
 
-    def _session(self, pair_in: zmq.Socket) -> str:
+    def _session(self) -> str:
         """One connection's life; returns why it ended ('stopped', 'silent', 'disconnected')."""
         sock = self._connect()
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(pair_in, zmq.POLLIN)
         interval = self.settings.heartbeat_interval
         expiry = interval * self.settings.liveness
-        last_recv = last_sent = time.monotonic()
-        stopping_since: float | None = None
+        last_recv = self._last_sent = time.monotonic()
+        # A blocking receive with a timeout, not poll + non-blocking receives: it waits in one
+        # system call and returns a queued message with none (zmq_poll costs several).
+        sock.setsockopt(zmq.RCVTIMEO, int(interval * 1000 / 2) + 1)
         try:
             while True:
-                events = dict(poller.poll(int(interval * 1000 / 2) + 1))
-                now = time.monotonic()
-                if pair_in in events:
-                    while True:
-                        try:
-                            frames = pair_in.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        sock.send_multipart(frames, copy=False)
-                        last_sent = now
-                if sock in events:
-                    while True:
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        last_recv = now
-                        verdict = self._on_broker_message(sock, frames, now)
-                        if verdict:
-                            return verdict
+                try:
+                    frames = recv_frames(sock)
+                except zmq.Again:  # nothing within the timeout
+                    now = time.monotonic()
+                else:
+                    now = last_recv = time.monotonic()
+                    verdict = self._on_broker_message(sock, frames, now)
+                    if verdict:
+                        return verdict
+                    # A job may have run meanwhile: what the broker sent during it (heartbeats)
+                    # is still queued, so silence counts from now, not from the request.
+                    now = last_recv = time.monotonic()
                 if self._stop.is_set():
-                    if stopping_since is None:
-                        stopping_since = now
-                    if (
-                        not self._busy.is_set() and self._jobs.empty()
-                    ) or now - stopping_since > 30:
-                        sock.send_multipart(disconnect_frames("worker stopping"))
-                        return "stopped"
+                    sock.send_multipart(disconnect_frames("worker stopping"))
+                    return "stopped"
                 if now - last_recv > expiry:
                     return "silent"
-                if now - last_sent >= interval:
+                if now - self._last_sent >= interval:
                     sock.send_multipart(heartbeat_frames())
-                    last_sent = now
+                    self._last_sent = now
         except zmq.Again:
             return "silent"  # could not send for a whole liveness window: start afresh
         finally:
@@ -234,55 +229,67 @@ class Worker:
                     )
                 )
             else:
-                self._busy.set()
-                self._jobs.put(
-                    _Job(
-                        msg.request_id,
-                        msg.service,
-                        msg.operation,
-                        now + msg.timeout_ms / 1000,
-                        msg.payload,
-                    )
+                job = _Job(
+                    msg.request_id,
+                    msg.service,
+                    msg.operation,
+                    now + msg.timeout_ms / 1000,
+                    msg.payload,
                 )
+                self._run(job, sock)
         elif isinstance(msg, Disconnect):
             return "disconnected"
         elif isinstance(msg, Heartbeat | Ready | Reply):
             pass  # heartbeat: liveness already noted; others are not for workers
         return None
 
-    # ------------------------------------------------------------------ compute thread
+    # ------------------------------------------------------------------ jobs
 
-    def _compute_loop(self) -> None:
-        out = self.context.socket(zmq.PAIR)
-        out.setsockopt(zmq.LINGER, 0)
-        out.connect(self._pair_addr)
+    def _run(self, job: _Job, sock: zmq.Socket) -> None:
+        """Run one job here, the socket lent to the heartbeat thread meanwhile; send its reply."""
+        with self._lock:
+            self._lent = sock
         try:
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    return
-                try:
-                    for frames in self._run_job(job, out):
-                        out.send_multipart(frames, copy=False)
-                finally:
-                    self.served += 1
-                    if self._jobs.empty():
-                        self._busy.clear()
+            frames = self._run_job(job, sock)
         finally:
-            out.close(0)
+            with self._lock:
+                self._lent = None
+            self.served += 1
+        send_frames(sock, frames)
+        self._last_sent = time.monotonic()
 
-    def _run_job(self, job: _Job, out: zmq.Socket) -> list[list[Any]]:
-        def error(code: ErrorCode, message: str, fld: str | None = None) -> list[list[Any]]:
-            return [reply_frames(Command.ERROR, job.job_id, error_payload(code, message, fld))]
+    def _heartbeat_loop(self, done: threading.Event) -> None:
+        """HEARTBEATs to the broker while a job runs (the main thread sends them otherwise)."""
+        interval = self.settings.heartbeat_interval
+        beat = heartbeat_frames()
+        while not done.wait(interval / 4):
+            with self._lock:
+                sock = self._lent
+                now = time.monotonic()
+                if sock is None or now - self._last_sent < interval:
+                    continue
+                try:
+                    send_frames(sock, beat, _NOBLOCK)
+                except zmq.ZMQError:
+                    continue  # no usable connection now: the main loop deals with it later
+                self._last_sent = now
+
+    def _run_job(self, job: _Job, sock: zmq.Socket) -> list[Any]:
+        def error(code: ErrorCode, message: str, fld: str | None = None) -> list[Any]:
+            return reply_frames(Command.ERROR, job.job_id, error_payload(code, message, fld))
 
         if time.monotonic() > job.deadline:
             return error(ErrorCode.TIMEOUT, "deadline passed before the worker started")
 
         def progress(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None) -> None:
-            out.send_multipart(
-                reply_frames(Command.PARTIAL, job.job_id, encode_payload(header, arrays)),
-                copy=False,
-            )
+            frames = reply_frames(Command.PARTIAL, job.job_id, encode_payload(header, arrays))
+            with self._lock:  # the heartbeat thread may be sending right now
+                try:
+                    send_frames(sock, frames)
+                except zmq.Again:  # no usable connection: the FINAL reply's send will tell
+                    logger.debug("progress of job %s not sent", job.job_id.hex())
+                    return
+                self._last_sent = time.monotonic()
 
         t0 = time.perf_counter()
         try:
@@ -291,7 +298,7 @@ class Worker:
                 job.robot, job.operation, payload.header, payload.arrays, progress
             )
             header = {**header, "compute_ms": round((time.perf_counter() - t0) * 1000, 3)}
-            return [reply_frames(Command.FINAL, job.job_id, encode_payload(header, arrays))]
+            return reply_frames(Command.FINAL, job.job_id, encode_payload(header, arrays))
         except ProtocolError as e:
             return error(e.code, e.message, e.field)
         except InputError as e:
