@@ -406,9 +406,7 @@ def _run_job(
             curve=curve,
         )
     except IKTimeout as e:
-        raise click.ClickException(
-            f"{e}; is `zmq-ik serve` running there?"
-        ) from e
+        raise click.ClickException(f"{e}; is `zmq-ik serve` running there?") from e
     except IKError as e:
         raise click.ClickException(str(e)) from e
     # tatbot's StrokeBatch.load refuses extra tensors, so by default write only its five.
