@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zmq_ik.errors import InputError
+from zmq_ik.robots import rpy_matrix as rpy_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -216,23 +217,6 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
         parent_joint=parent_joint,
         root=roots[0],
     )
-
-
-def rpy_matrix(rpy: tuple[float, float, float]) -> npt.NDArray[np.float64]:
-    """URDF fixed-axis roll/pitch/yaw → rotation matrix, Rz(yaw) @ Ry(pitch) @ Rx(roll)."""
-    r, p, y = rpy
-    cr, sr, cp, sp, cy, sy = (
-        math.cos(r),
-        math.sin(r),
-        math.cos(p),
-        math.sin(p),
-        math.cos(y),
-        math.sin(y),
-    )
-    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
-    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
-    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def origin_matrix(joint: Joint) -> npt.NDArray[np.float64]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,9 @@ def example_paths(name: str = "tatbot") -> tuple[Path, Path]:
     return scene, strokes
 
 
-def _rpy_matrix(rpy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """URDF fixed-axis roll/pitch/yaw to a rotation matrix (Rz(y) @ Ry(p) @ Rx(r))."""
+def rpy_matrix(rpy: Sequence[float] | npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """URDF fixed-axis roll/pitch/yaw to a rotation matrix (Rz(y) @ Ry(p) @ Rx(r)).
+    Lives here (no JAX) so both this module and ``zmq_ik.ik`` use the one definition."""
     r, p, y = (float(v) for v in rpy)
     cr, sr, cp, sp, cy, sy = (
         math.cos(r),
@@ -194,7 +196,7 @@ def fixed_link_pose(
         origin = joint.find("origin")
         local = np.eye(4)
         if origin is not None:
-            local[:3, :3] = _rpy_matrix(_floats(origin.get("rpy"), 3, "origin rpy"))
+            local[:3, :3] = rpy_matrix(_floats(origin.get("rpy"), 3, "origin rpy"))
             local[:3, 3] = _floats(origin.get("xyz"), 3, "origin xyz")
         transform = local @ transform
         parent = joint.find("parent")
