@@ -14,10 +14,10 @@ import jaxlie
 import numpy as np
 import numpy.typing as npt
 
+from zmq_ik._urdf import URDFModel, parse_urdf
 from zmq_ik.errors import InputError
 
 from ._kin import Chain, build_chain, chain_fk, mat_to_quat
-from ._urdf import URDFModel, parse_urdf
 
 logger = logging.getLogger(__name__)
 

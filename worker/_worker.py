@@ -143,7 +143,9 @@ class Worker:
         try:
             while not self._stop.is_set():
                 outcome = self._session()
-                if outcome == "stopped":
+                if outcome == "stopped" or self._stop.is_set():
+                    # A DISCONNECT from a broker that is itself shutting down, received
+                    # while we stop too, is the normal end: no reconnect, no warning.
                     break
                 logger.warning(
                     "broker %s: %s; reconnecting in %.2fs", self.settings.connect, outcome, delay

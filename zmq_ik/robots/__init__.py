@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from zmq_ik._urdf import origin_matrix, parse_urdf
 from zmq_ik.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -114,24 +112,6 @@ def example_paths(name: str = "tatbot") -> tuple[Path, Path]:
     return scene, strokes
 
 
-def rpy_matrix(rpy: Sequence[float] | npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """URDF fixed-axis roll/pitch/yaw to a rotation matrix (Rz(y) @ Ry(p) @ Rx(r)).
-    Lives here (no JAX) so both this module and ``zmq_ik.ik`` use the one definition."""
-    r, p, y = (float(v) for v in rpy)
-    cr, sr, cp, sp, cy, sy = (
-        math.cos(r),
-        math.sin(r),
-        math.cos(p),
-        math.sin(p),
-        math.cos(y),
-        math.sin(y),
-    )
-    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]], dtype=np.float64)
-    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]], dtype=np.float64)
-    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]], dtype=np.float64)
-    return rz @ ry @ rx
-
-
 def _matrix_to_wxyz(m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Rotation matrix to a unit quaternion (w, x, y, z) with w >= 0."""
     trace = float(np.trace(m))
@@ -152,16 +132,6 @@ def _matrix_to_wxyz(m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return -out if out[0] < 0 else out
 
 
-def _floats(text: str | None, n: int, what: str) -> npt.NDArray[np.float64]:
-    try:
-        values = np.array([float(v) for v in (text or " ".join(["0"] * n)).split()])
-    except ValueError:
-        raise InputError(f"bad numbers in {what}: {text!r}", field="urdf") from None
-    if values.shape != (n,):
-        raise InputError(f"{what} needs {n} numbers, got {text!r}", field="urdf")
-    return values
-
-
 def fixed_link_pose(
     robot: str | Path, link: str
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -172,33 +142,14 @@ def fixed_link_pose(
     on the joint configuration and needs forward kinematics).
     """
     path = robot if isinstance(robot, Path) else bundled_robot_path(robot)
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise InputError(f"{path}: cannot read URDF: {exc}", field="urdf") from None
-    parent_joint: dict[str, Any] = {}
-    for joint in root.iter("joint"):
-        child = joint.find("child")
-        if child is not None:
-            parent_joint[child.get("link", "")] = joint
-    links = {el.get("name") for el in root.iter("link")}
-    if link not in links:
+    model = parse_urdf(path)
+    if link not in model.links:
         raise InputError(f"{path}: no link named {link!r}", field="link")
     transform = np.eye(4)
-    current = link
-    while current in parent_joint:
-        joint = parent_joint[current]
-        if joint.get("type") != "fixed":
+    for joint in model.path_to(link):
+        if joint.type != "fixed":
             raise InputError(
-                f"{path}: link {link!r} hangs off non-fixed joint {joint.get('name')!r}",
-                field="link",
+                f"{path}: link {link!r} hangs off non-fixed joint {joint.name!r}", field="link"
             )
-        origin = joint.find("origin")
-        local = np.eye(4)
-        if origin is not None:
-            local[:3, :3] = rpy_matrix(_floats(origin.get("rpy"), 3, "origin rpy"))
-            local[:3, 3] = _floats(origin.get("xyz"), 3, "origin xyz")
-        transform = local @ transform
-        parent = joint.find("parent")
-        current = parent.get("link", "") if parent is not None else ""
+        transform = transform @ origin_matrix(joint)
     return transform[:3, 3].copy(), _matrix_to_wxyz(transform[:3, :3])

@@ -4,6 +4,9 @@ Only what forward kinematics needs is read: links, and per joint its type, paren
 links, origin (xyz, rpy), axis and limits. Every problem that would make the kinematics wrong
 is an :class:`~zmq_ik.errors.InputError` naming the joint or link (field ``"urdf"``); nothing
 is silently treated as fixed.
+
+Part of the base package (numpy only, no JAX): the IK engine builds its chains from it, and
+`zmq_ik.robots` reads fixed link poses (design origins, ink caps) with it on robot hosts.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from zmq_ik.errors import InputError
-from zmq_ik.robots import rpy_matrix as rpy_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -225,3 +228,20 @@ def origin_matrix(joint: Joint) -> npt.NDArray[np.float64]:
     out[:3, :3] = rpy_matrix(joint.rpy)
     out[:3, 3] = joint.xyz
     return out
+
+
+def rpy_matrix(rpy: Sequence[float] | npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """URDF fixed-axis roll/pitch/yaw to a rotation matrix (Rz(y) @ Ry(p) @ Rx(r))."""
+    r, p, y = (float(v) for v in rpy)
+    cr, sr, cp, sp, cy, sy = (
+        math.cos(r),
+        math.sin(r),
+        math.cos(p),
+        math.sin(p),
+        math.cos(y),
+        math.sin(y),
+    )
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]], dtype=np.float64)
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]], dtype=np.float64)
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]], dtype=np.float64)
+    return rz @ ry @ rx
