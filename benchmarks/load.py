@@ -107,7 +107,7 @@ class Cluster:
                 for p in self.procs:
                     if p.poll() is not None:
                         raise RuntimeError(
-                            f"{p.args} exited {p.returncode}; logs in {self.log_dir}"
+                            f"{p.args!r} exited {p.returncode}; logs in {self.log_dir}"
                         )
                 try:
                     if len(client.ping()["workers"]) >= len(self.workers):
@@ -148,20 +148,42 @@ class Cluster:
 
 
 class RssSampler(threading.Thread):
-    """Samples the cluster's RSS every ``interval`` seconds, tagged with the current phase."""
+    """Samples the cluster's RSS every ``interval`` seconds, tagged with the current phase.
 
-    def __init__(self, cluster: Cluster, interval: float = 1.0) -> None:
+    With ``served=True`` each sample also asks the broker how many jobs each worker has
+    served so far (``served[i]`` belongs to ``samples[i]``; -1 where the broker did not
+    answer), so memory can be read per request as well as per second.
+    """
+
+    def __init__(self, cluster: Cluster, interval: float = 1.0, served: bool = False) -> None:
         super().__init__(daemon=True)
         self.cluster = cluster
         self.interval = interval
         self.phase = "idle"
         self.samples: list[tuple[float, str, dict[str, float | None]]] = []
+        self.served: list[dict[str, int]] = []
+        self._track_served = served
         self._halt = threading.Event()
         self.t0 = time.monotonic()
 
+    def _served(self) -> dict[str, int]:
+        names = {w.pid: f"worker{i}" for i, w in enumerate(self.cluster.workers)}
+        out = dict.fromkeys(names.values(), -1)
+        try:
+            for w in self.cluster.status()["workers"]:
+                if w.get("pid") in names:
+                    out[names[w["pid"]]] = int(w["served"])
+        except Exception:  # a busy broker that misses one status request is no failure here
+            pass
+        return out
+
     def run(self) -> None:
         while not self._halt.is_set():
-            self.samples.append((time.monotonic() - self.t0, self.phase, self.cluster.rss()))
+            rss = self.cluster.rss()
+            t = time.monotonic() - self.t0
+            if self._track_served:
+                self.served.append(self._served())
+            self.samples.append((t, self.phase, rss))
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -185,6 +207,11 @@ class Spec:
     payload_floats: int = 16
     timeout: float = 10.0
     ik: bool = False
+    ik_sizes: tuple[int, ...] = (1,)
+    """Targets per `solve` request, cycled through (with ``ik``)."""
+    ik_targets: tuple[np.ndarray, np.ndarray] | None = None
+    """Reachable (wxyz (M, n_ee, 4), pos (M, n_ee, 3)) targets requests are drawn from (with
+    ``ik``; see `ik_targets`); None: one fixed pose repeated."""
 
 
 @dataclass
@@ -192,11 +219,41 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
     wrong: int = 0
+    sizes: Counter[int] = field(default_factory=Counter)
+    """Answered `solve` requests by number of targets."""
+    compiles: int = 0
+    """Largest ``compiles_since_ready`` any IK reply reported (0: nothing recompiled)."""
 
     def merge(self, other: Result) -> None:
         self.latencies_ms += other.latencies_ms
         self.codes.update(other.codes)
         self.wrong += other.wrong
+        self.sizes.update(other.sizes)
+        self.compiles = max(self.compiles, other.compiles)
+
+
+IK_ROBOT = "tatbot"
+IK_POS_TOL_M = 0.005
+"""A `solve` answer counts as wrong when any target misses by more than this (the targets
+are reachable by construction: FK of joint configurations inside the limits)."""
+
+
+def ik_targets(count: int = 2048, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` reachable tatbot targets: FK of random joint configurations around the rest
+    pose (σ 0.15 rad, clipped to the limits). Imports JAX (CPU) in the calling process."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from zmq_ik import ik
+    from zmq_ik.robots import BUNDLED
+
+    bundled = BUNDLED[IK_ROBOT]
+    robot = ik.Robot.from_urdf(str(bundled.urdf_path), bundled.ee_links)
+    rest = np.asarray(bundled.rest, np.float32)
+    rng = np.random.default_rng(seed)
+    q = np.clip(rest + rng.normal(0.0, 0.15, (count, rest.size)), robot.lower, robot.upper)
+    pose = robot.fk(q.astype(np.float32))
+    wxyz = np.asarray(pose.rotation().wxyz, np.float32)
+    pos = np.asarray(pose.translation(), np.float32)
+    return wxyz, pos
 
 
 async def _client_loop(spec: Spec, index: int, until: float, result: Result) -> None:
@@ -209,7 +266,32 @@ async def _client_loop(spec: Spec, index: int, until: float, result: Result) -> 
     arrays = {"x": np.full(spec.payload_floats, index, np.float32)}
     wxyz = np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (2, 1))
     pos = np.array([[0.25, 0.1, 0.15], [0.25, -0.1, 0.15]], np.float32)
+    rng = np.random.default_rng(index)
     async with AsyncIKClient(spec.endpoint, timeout=spec.timeout, retries=0, context=ctx) as client:
+
+        async def solve(k: int) -> None:
+            from zmq_ik import ops
+
+            if spec.ik_targets is None:
+                await client.solve(IK_ROBOT, wxyz, pos)
+                result.sizes[1] += 1
+                return
+            # Cycle through the sizes (offset per client, so all sizes are in flight at once)
+            # over a random window of the reachable targets.
+            size = spec.ik_sizes[(index + k) % len(spec.ik_sizes)]
+            tw, tp = spec.ik_targets
+            start = int(rng.integers(0, len(tw) - size + 1))
+            header, arrs = ops.solve_request(tw[start : start + size], tp[start : start + size])
+            reply = await client.request(IK_ROBOT, ops.SOLVE, header, arrs)
+            sol = ops.read_solve_reply(reply.arrays)
+            result.compiles = max(result.compiles, int(reply.header.get("compiles_since_ready", 0)))
+            if (
+                sol.joints.shape[0] != size
+                or not np.isfinite(sol.joints).all()
+                or not float(np.max(sol.pos_err)) <= IK_POS_TOL_M
+            ):
+                result.wrong += 1
+            result.sizes[size] += 1
 
         async def lane(lane_no: int) -> None:
             n = 0
@@ -218,7 +300,7 @@ async def _client_loop(spec: Spec, index: int, until: float, result: Result) -> 
                 t0 = time.perf_counter()
                 try:
                     if spec.ik:
-                        await client.solve("tatbot", wxyz, pos)
+                        await solve(n)
                     elif spec.operation == "sleep":
                         await client.request("echo", "sleep", {"seconds": spec.work_ms / 1000})
                     else:
@@ -251,7 +333,7 @@ def _client_process(spec: Spec, start_at: float, queue: Any) -> None:
         return result
 
     res = asyncio.run(main())
-    queue.put((res.latencies_ms, dict(res.codes), res.wrong))
+    queue.put((res.latencies_ms, dict(res.codes), res.wrong, dict(res.sizes), res.compiles))
 
 
 def run_phase(spec: Spec, procs: int) -> tuple[Result, float]:
@@ -272,8 +354,8 @@ def run_phase(spec: Spec, procs: int) -> tuple[Result, float]:
         w.start()
     merged = Result()
     for _ in workers:
-        lat, codes, wrong = queue.get(timeout=spec.seconds + spec.timeout + 120)
-        merged.merge(Result(lat, Counter(codes), wrong))
+        lat, codes, wrong, sizes, compiles = queue.get(timeout=spec.seconds + spec.timeout + 120)
+        merged.merge(Result(lat, Counter(codes), wrong, Counter(sizes), compiles))
     for w in workers:
         w.join(30)
     return merged, spec.seconds
@@ -327,7 +409,7 @@ def rss_summary(samples: list[tuple[float, str, dict[str, float | None]]]) -> st
     for phase in dict.fromkeys(p for _, p, _ in samples):
         rows = [r for _, p, r in samples if p == phase]
         for n in names:
-            vals = [r[n] for r in rows if r[n] is not None]
+            vals = [v for r in rows if (v := r[n]) is not None]
             if vals:
                 lines.append(
                     f"| {n} | {phase} | {vals[0]:.1f} | {max(vals):.1f} | {vals[-1]:.1f} |"
