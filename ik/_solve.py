@@ -25,7 +25,9 @@ import dataclasses
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -588,9 +590,36 @@ def _program(robot: Robot, precise: bool, seeds: int) -> Any:
         def solve(tw: Any, tp: Any, rest: Any, params: Any) -> Any:
             return _solve_planes(robot, precise, seeds, tw, tp, rest, params)
 
-        fn = jax.jit(solve)
+        fn = _any_batch(solve, robot, f"solve(precise={precise}, seeds={seeds})")
         robot._cache[key] = fn
     return fn
+
+
+def _specs(robot: Robot, batch: Any) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """Argument shapes of a solve program for ``batch`` targets (an int or a symbol)."""
+    f32 = np.float32
+    return (
+        jax.ShapeDtypeStruct((robot.n_ee, 4, batch), f32),
+        jax.ShapeDtypeStruct((robot.n_ee, 3, batch), f32),
+        jax.ShapeDtypeStruct((robot.n_joints,), f32),
+        jax.ShapeDtypeStruct((len(IKConfig().params()),), f32),
+    )
+
+
+def _any_batch(fun: Any, robot: Robot, name: str) -> Any:
+    """``jax.jit(fun)``, but traced and lowered once for a symbolic batch size.
+
+    Tracing the unrolled solver costs ~0.6 s; with ``jax.jit(fun)`` it is paid again for
+    every bucket (shapes are part of the trace). The exported module is only specialised
+    per bucket (~0.05 s), and compiles to the same program. If the export fails (a shape
+    the symbolic batch cannot express), fall back to tracing per bucket."""
+    (batch,) = jax.export.symbolic_shape("batch")
+    try:
+        exported = jax.export.export(jax.jit(fun))(*_specs(robot, batch))
+    except Exception as exc:  # any tracing error: the plain jit still works
+        logger.warning("%s: no batch-polymorphic export (%s); tracing per bucket", name, exc)
+        return jax.jit(fun)
+    return jax.jit(exported.call)
 
 
 def check_buckets(buckets: Sequence[int] | None) -> tuple[int, ...]:
@@ -696,21 +725,40 @@ def solve_ik(
     return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
 
 
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def warmup(
     robot: Robot,
     config: IKConfig | None = None,
     buckets: Sequence[int] | None = None,
+    *,
+    threads: int | None = None,
 ) -> None:
     """Compile the solve program of ``config`` (default: tatbot settings) for every bucket,
-    so that later :func:`solve_ik` calls with any batch size and any weights compile nothing."""
+    so that later :func:`solve_ik` calls with any batch size and any weights compile nothing.
+
+    Buckets are lowered here and compiled (or loaded from the persistent cache) by
+    ``threads`` threads (default: one per CPU, at most 4): XLA releases the GIL, so they
+    overlap. Nothing is run: compiling fills the same cache a call would."""
     config = config or IKConfig()
+    sizes = check_buckets(buckets)
     fn = _program(robot, config.precise, config.seeds)
-    rest = ((robot.lower + robot.upper) / 2).astype(np.float32)
-    T = robot.fk(rest[None])
-    wxyz = np.asarray(T.rotation().wxyz)[0]
-    pos = np.asarray(T.translation())[0]
-    for b in check_buckets(buckets):
-        tw = np.ascontiguousarray(np.broadcast_to(wxyz[:, :, None], (robot.n_ee, 4, b)))
-        tp = np.ascontiguousarray(np.broadcast_to(pos[:, :, None], (robot.n_ee, 3, b)))
-        jax.block_until_ready(fn(tw, tp, rest, config.params()))
-        logger.debug("compiled bucket %d (precise=%s, seeds=%d)", b, config.precise, config.seeds)
+    if threads is None:
+        threads = min(len(sizes), _cpus(), 4)
+    name = f"precise={config.precise}, seeds={config.seeds}"
+
+    def compile_one(lowered: Any, bucket: int) -> None:
+        t0 = time.monotonic()
+        lowered.compile()
+        logger.debug("bucket %d (%s) ready in %.2fs", bucket, name, time.monotonic() - t0)
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="zmq-ik-warmup") as pool:
+        # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
+        futures = [pool.submit(compile_one, fn.lower(*_specs(robot, b)), b) for b in sizes]
+        for future in futures:
+            future.result()

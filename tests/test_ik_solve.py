@@ -155,7 +155,7 @@ def test_answer_does_not_depend_on_batch(tatbot):
 
 
 def test_no_compilation_after_warmup_for_any_size_or_weights(tatbot):
-    ik.warmup(tatbot, buckets=[16])
+    ik.warmup(tatbot, buckets=[16, 256], threads=2)
     compiles = []
 
     def listener(event, duration, **kwargs):
@@ -170,10 +170,43 @@ def test_no_compilation_after_warmup_for_any_size_or_weights(tatbot):
             (11, ik.IKConfig(pos_weight=5, rest_weight=0.01)),
             (7, ik.IKConfig(max_iterations=8, lambda_initial=3.0)),
         ]:
-            ik.solve_ik(tatbot, wxyz[:n], pos[:n], REST, cfg)
+            ik.solve_ik(tatbot, wxyz[:n], pos[:n], REST, cfg, buckets=[16, 256])
+        big_w, big_p = stroke_like(100, seed=8)
+        ik.solve_ik(tatbot, big_w, big_p, REST, buckets=[16, 256])
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
+
+
+def test_solver_is_traced_once_for_all_buckets(monkeypatch):
+    """Each bucket only specialises one batch-polymorphic export (tracing costs ~0.6 s)."""
+    from zmq_ik.ik import _solve
+
+    robot = ik.Robot.from_urdf(TATBOT.urdf_path, TATBOT.ee_links)  # fresh program cache
+    traces = []
+    real = _solve._solve_planes
+
+    def counting(*args, **kwargs):
+        traces.append(args[3].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_solve, "_solve_planes", counting)
+    fn = _solve._program(robot, False, 1)
+    for b in (16, 32, 64):
+        fn.lower(*_solve._specs(robot, b))
+    assert len(traces) == 1
+
+
+def test_program_falls_back_to_plain_jit_when_export_fails(tatbot):
+    from zmq_ik.ik import _solve
+
+    def needs_concrete_batch(tw, tp, rest, params):
+        return tw * float(int(tw.shape[-1]))  # int() of a symbolic size: no export
+
+    fn = _solve._any_batch(needs_concrete_batch, tatbot, "test")
+    tw = np.ones((tatbot.n_ee, 4, 16), np.float32)
+    out = fn(tw, tw[:, :3], REST, ik.IKConfig().params())
+    np.testing.assert_allclose(np.asarray(out), 16.0)
 
 
 def test_seeds_find_far_targets(tatbot):

@@ -105,6 +105,25 @@ def test_steady_state_compiles_nothing(ik_endpoint, robot):
     assert compiles[-1] == 0, f"{compiles[-1]} compilations after READY"
 
 
+def test_warm_settings_compile_their_program_before_ready(robot):
+    """In process: ``warm`` programs (here precise) compile at warm-up, not on first use."""
+    from conftest import JAX_CACHE
+
+    from zmq_ik.worker.ik_service import IKService
+
+    service = IKService(
+        buckets=(16,), cache_dir=JAX_CACHE, warm=[IKSettings(precise=True)], warmup_threads=2
+    )
+    info = service.warmup()
+    assert info["buckets"] == [16]
+    wxyz, pos = reachable_targets(robot, 5, seed=9)
+    arrays = {"target_wxyz": wxyz, "target_pos": pos}
+    for header in ({"ik": {"precise": True, "pos_weight": 4.0}}, {}):
+        reply, out = service.handle("tatbot", "solve", header, arrays, lambda h, a: None)
+        assert reply["compiles_since_ready"] == 0
+        assert out["joints"].shape == (5, 14)
+
+
 def test_ik_settings_travel_with_the_request(ik_endpoint, robot):
     wxyz, pos = reachable_targets(robot, 3, seed=5)
     with IKClient(ik_endpoint, timeout=120) as client:
