@@ -147,11 +147,19 @@ def test_answer_does_not_depend_on_batch(tatbot):
     wxyz_s, pos_s = stroke_like(56, seed=5)
     wxyz = np.concatenate([wxyz, wxyz_s]).astype(np.float32)
     pos = np.concatenate([pos, pos_s]).astype(np.float32)
-    for cfg in (ik.IKConfig(), ik.IKConfig(precise=True)):
-        among = ik.solve_ik(tatbot, wxyz, pos, REST, cfg)  # bucket 256
-        for i in (0, 77, 255):
-            alone = ik.solve_ik(tatbot, wxyz[i : i + 1], pos[i : i + 1], REST, cfg)  # bucket 16
-            np.testing.assert_allclose(alone.joints[0], among.joints[i], atol=1e-5)
+    # Vectorised buckets (16, 256) run the same arithmetic per problem. Bucket 1 compiles to
+    # scalar code whose float32 rounding differs; LM amplifies that along the redundant
+    # directions (joints ~1e-4 rad apart), but both answers meet the target equally well.
+    for buckets, atol in (((16, 256), 1e-5), ((1, 256), 1e-3)):
+        for cfg in (ik.IKConfig(), ik.IKConfig(precise=True)):
+            among = ik.solve_ik(tatbot, wxyz, pos, REST, cfg, buckets=buckets)  # bucket 256
+            for i in (0, 77, 255):
+                alone = ik.solve_ik(
+                    tatbot, wxyz[i : i + 1], pos[i : i + 1], REST, cfg, buckets=buckets
+                )
+                np.testing.assert_allclose(alone.joints[0], among.joints[i], atol=atol)
+                np.testing.assert_allclose(alone.pos_err[0], among.pos_err[i], atol=2e-6)
+                np.testing.assert_allclose(alone.ori_err[0], among.ori_err[i], atol=2e-5)
 
 
 def test_no_compilation_after_warmup_for_any_size_or_weights(tatbot):

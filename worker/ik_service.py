@@ -22,7 +22,7 @@ from zmq_ik.worker._service import Progress, ServiceError
 
 logger = logging.getLogger(__name__)
 
-CPU_BUCKETS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
+CPU_BUCKETS: tuple[int, ...] = (1, 16, 32, 64, 128, 256, 512, 1024)
 """Buckets a CPU worker compiles unless told otherwise. On a CPU a pose costs the same
 (~35 µs) in batches of 1024 as of 16,384, so bigger batches are solved in chunks of 1024;
 each bucket left out saves ~7 s of a cold start and ~0.5 s of a warm one (2 CPUs). GPU keeps

@@ -164,7 +164,10 @@ def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--cache-dir", default=None, help="JAX persistent compilation cache directory.")
 @click.option(
-    "--buckets", default=None, help="Comma-separated batch buckets to compile (default: all)."
+    "--buckets",
+    default=None,
+    help="Comma-separated batch buckets to compile, from 1,16,32,...,16384 "
+    "(default: 1,16..1024 on a CPU, all on a GPU).",
 )
 @click.option(
     "--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks)."
@@ -497,7 +500,9 @@ def compute(
     help="Seconds to wait for the embedded worker.",
 )
 @click.option(
-    "--buckets", default=None, help="Batch buckets the embedded worker compiles (default: all)."
+    "--buckets",
+    default=None,
+    help="Batch buckets the embedded worker compiles (default: 1,16..1024 on a CPU).",
 )
 @_tolerance_options
 def demo(
