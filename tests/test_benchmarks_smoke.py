@@ -60,3 +60,32 @@ def test_report_renders(tmp_path):
     text = report.markdown({"transport": section}, {"CPU": "x"}, "python -m benchmarks", [])
     assert "Targets" in text and "not measured" in text
     assert report.machine()["pyzmq / libzmq"]
+
+
+def _script(*argv: str, timeout: float = 150) -> str:
+    """Run a standalone benchmark script as its own process; its markdown output."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("|") > 10, done.stdout
+    return done.stdout
+
+
+def test_load_script_runs():
+    _script("benchmarks.load", "--seconds", "2", "--overload-seconds", "1", "--clients", "4")
+
+
+def test_soak_script_runs():
+    _script(
+        "benchmarks.soak", "--minutes", "0.1", "--warmup", "1", "--sample", "1", "--window", "1"
+    )
+
+
+def test_program_bound_script_runs():
+    if _data.ik_missing():
+        pytest.skip(_data.ik_missing() or "")
+    out = _script("benchmarks.program_bound", "--programs", "2", "--bound", "1", "--no-unbounded")
+    assert "max_extra_compiles=1" in out

@@ -124,6 +124,37 @@ def test_warm_settings_compile_their_program_before_ready(robot):
         assert out["joints"].shape == (5, 14)
 
 
+def test_programs_compiled_on_demand_are_bounded(robot):
+    """Clients choose settings and end effectors, so on-demand programs must not pile up:
+    past ``max_extra_compiles`` they are dropped; warm ones stay and still compile nothing."""
+    from conftest import JAX_CACHE
+
+    from zmq_ik.worker.ik_service import IKService
+
+    service = IKService(buckets=(16,), cache_dir=JAX_CACHE, max_extra_compiles=10**6)
+    service.warmup()
+    (default_key,) = service._solvers
+    warm_programs = set(service._solvers[default_key]._cache)
+    wxyz, pos = reachable_targets(robot, 3, seed=12)
+    arrays = {"target_wxyz": wxyz, "target_pos": pos}
+
+    def solve(header, arrays=arrays):
+        reply, out = service.handle("tatbot", "solve", header, arrays, lambda h, a: None)
+        assert np.isfinite(out["joints"]).all()
+        return reply["compiles_since_ready"]
+
+    left = {"target_wxyz": wxyz[:, :1], "target_pos": pos[:, :1]}
+    first = solve({"ee_links": ["left/tattoo_needle"]}, left)  # a second solver: compiles
+    assert first > 0 and len(service._solvers) == 2
+    service.max_extra_compiles = first  # the next compile goes over the bound
+    second = solve({"ik": {"seeds": 2}})  # a second program for the default solver
+    assert second > first
+    assert list(service._solvers) == [default_key]  # everything on demand dropped...
+    assert set(service._solvers[default_key]._cache) == warm_programs  # ...warm kept
+    assert solve({}) == second  # the warm program still compiles nothing
+    assert solve({"ik": {"seeds": 2}}) > second  # a dropped one is built again on use
+
+
 def test_ik_settings_travel_with_the_request(ik_endpoint, robot):
     wxyz, pos = reachable_targets(robot, 3, seed=5)
     with IKClient(ik_endpoint, timeout=120) as client:

@@ -4,6 +4,8 @@ before READY. Imports JAX, so only GPU/worker hosts import this module.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import time
@@ -83,6 +85,14 @@ def robot_entries(robots: Mapping[str, str] | None) -> list[RobotEntry]:
     return entries
 
 
+def _malloc_trim() -> None:
+    """Give freed heap back to the OS (glibc only): dropped executables otherwise stay in RSS."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is still reused, just not returned
+        pass
+
+
 class IKService:
     """Serves ``solve`` and ``strokebatch`` (and ``echo``) for a set of robots."""
 
@@ -94,6 +104,7 @@ class IKService:
         buckets: Sequence[int] | None = None,
         warm: Sequence[IKSettings] = (),
         warmup_threads: int | None = None,
+        max_extra_compiles: int = 32,
     ) -> None:
         self.entries = {e.name: e for e in robot_entries(robots)}
         self.robots = list(self.entries)
@@ -111,6 +122,14 @@ class IKService:
         self.compiles = 0
         """XLA compilations so far; after warm-up it should never move (replies carry it)."""
         self.compiles_at_ready = 0
+        self.max_extra_compiles = max_extra_compiles
+        """Programs compiled on demand after READY (other settings, end effectors, stroke
+        lengths: all chosen by clients) that may pile up before they are all dropped. Each
+        holds ~100 MiB of host memory on a CPU, so without a bound a client could grow the
+        worker until it is killed; dropped ones are compiled (or cache-loaded) again on use."""
+        self._warm: dict[tuple[str, tuple[str, ...]], set[Any]] = {}
+        """Solvers built at warm-up and the program keys they held then: never dropped."""
+        self._compiles_at_trim = 0
 
     def _count_compile(self, event: str, duration_secs: float, **kwargs: str | int) -> None:
         if event == "/jax/core/compile/backend_compile_duration":
@@ -161,7 +180,8 @@ class IKService:
         )
         if dev.platform == "cpu":
             logger.info("running on the CPU (no --gpu given, or no GPU visible to JAX)")
-        self.compiles_at_ready = self.compiles
+        self.compiles_at_ready = self._compiles_at_trim = self.compiles
+        self._warm = {key: set(solver._cache) for key, solver in self._solvers.items()}
         return {
             "device": device,
             "operations": ["solve", "strokebatch", "echo"],
@@ -180,9 +200,35 @@ class IKService:
         arrays: Mapping[str, np.ndarray],
         progress: Progress,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        header, arrays = self._handle(robot, operation, header, arrays)
+        try:
+            header, arrays = self._handle(robot, operation, header, arrays)
+        finally:
+            if self.compiles - self._compiles_at_trim > self.max_extra_compiles:
+                self._drop_extra_programs()
         # Steady state compiles nothing; if it ever does, every reply says so.
         return {**header, "compiles_since_ready": self.compiles - self.compiles_at_ready}, arrays
+
+    def _drop_extra_programs(self) -> None:
+        """Forget every solver and program not built at warm-up (a bound on memory)."""
+        dropped = 0
+        for key in list(self._solvers):
+            warm_keys = self._warm.get(key)
+            if warm_keys is None:
+                del self._solvers[key]
+                dropped += 1
+                continue
+            cache = self._solvers[key]._cache
+            for program in [k for k in cache if k not in warm_keys]:
+                del cache[program]
+                dropped += 1
+        gc.collect()  # compiled executables go with their jitted functions
+        _malloc_trim()
+        logger.info(
+            "%d programs compiled on demand since the last trim: dropped %d solver(s)/program(s)",
+            self.compiles - self._compiles_at_trim,
+            dropped,
+        )
+        self._compiles_at_trim = self.compiles
 
     def _handle(
         self,
