@@ -161,3 +161,16 @@ def test_ik_settings_travel_with_the_request(ik_endpoint, robot):
         tatbot_like = client.solve("tatbot", wxyz, pos)
         precise = client.solve("tatbot", wxyz, pos, ik=IKSettings(precise=True))
     assert precise.pos_err.max() <= tatbot_like.pos_err.max() + 1e-6
+
+
+@pytest.mark.parametrize("buckets", ["3", "16,x", "16,,32"])
+def test_worker_cli_refuses_bad_buckets_before_compiling(buckets):
+    from click.testing import CliRunner
+
+    from zmq_ik.cli import main
+
+    result = CliRunner().invoke(
+        main, ["worker", "--buckets", buckets, "--connect", "tcp://127.0.0.1:1"]
+    )
+    assert result.exit_code == 2
+    assert "--buckets" in result.output

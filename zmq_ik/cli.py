@@ -170,6 +170,14 @@ def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
     "(default: 1,16..1024 on a CPU, all on a GPU).",
 )
 @click.option(
+    "--max-extra-compiles",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Programs compiled on demand after READY (client-chosen settings, end effectors) "
+    "before all of them are dropped again: bounds the worker's memory.",
+)
+@click.option(
     "--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks)."
 )
 @click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
@@ -183,6 +191,7 @@ def worker(
     robots: tuple[str, ...],
     cache_dir: str | None,
     buckets: str | None,
+    max_extra_compiles: int,
     echo: bool,
     heartbeat: float,
     liveness: int,
@@ -200,8 +209,23 @@ def worker(
         from zmq_ik.worker.ik_service import IKService, pin_device
 
         pin_device(gpu)  # must happen before JAX is imported
-        bucket_list = tuple(int(b) for b in buckets.split(",")) if buckets else None
-        service = IKService(robot_paths or None, cache_dir=cache_dir, buckets=bucket_list)
+        from zmq_ik.ik import BUCKETS
+
+        try:
+            bucket_list = tuple(int(b) for b in buckets.split(",")) if buckets else None
+        except ValueError as e:
+            raise click.BadParameter(f"not a list of integers: {e}", param_hint="--buckets") from e
+        if bucket_list and not set(bucket_list) <= set(BUCKETS):
+            raise click.BadParameter(
+                f"{buckets} is not a subset of {','.join(map(str, BUCKETS))}",
+                param_hint="--buckets",
+            )
+        service = IKService(
+            robot_paths or None,
+            cache_dir=cache_dir,
+            buckets=bucket_list,
+            max_extra_compiles=max_extra_compiles,
+        )
     settings = WorkerSettings(
         connect=connect,
         heartbeat_interval=heartbeat,
