@@ -125,7 +125,7 @@ class IKService:
         self.max_extra_compiles = max_extra_compiles
         """Programs compiled on demand after READY (other settings, end effectors, stroke
         lengths: all chosen by clients) that may pile up before they are all dropped. Each
-        holds ~100 MiB of host memory on a CPU, so without a bound a client could grow the
+        holds ~150 MiB of host memory on a CPU, so without a bound a client could grow the
         worker until it is killed; dropped ones are compiled (or cache-loaded) again on use."""
         self._warm: dict[tuple[str, tuple[str, ...]], set[Any]] = {}
         """Solvers built at warm-up and the program keys they held then: never dropped."""
