@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 BATCHES = (1, 16, 96, 1024, 16384)
+GPU_BATCHES = (*BATCHES, 32768, 65536, 131072)
+"""On a GPU the batch grows to 131,072 (solved in chunks of the largest bucket, 16,384)."""
 TATBOT_REFERENCE = (
     "tatbot's own solver (pyroki/jaxls LM, same weights): stroke-like targets median "
     "0.050 mm, p99 0.055 mm, median 0.014 rad; FK-of-random-joints targets median 2.9 mm, "
@@ -47,6 +49,16 @@ def _robot() -> tuple[Any, np.ndarray]:
     tatbot = BUNDLED["tatbot"]
     robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
     return robot, np.asarray(tatbot.rest, np.float32)
+
+
+def device_name() -> str:
+    """The device JAX computes on here, named (e.g. ``cpu`` or ``gpu: NVIDIA H100 80GB HBM3``)."""
+    import jax
+
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return "cpu"
+    return f"{dev.platform}: {getattr(dev, 'device_kind', '?')} ({len(jax.devices())} visible)"
 
 
 def stroke_targets(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -235,9 +247,9 @@ def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
                 for r in result["rows"]
             ],
             "note": (
-                "tatbot robot and weights, stroke-like targets, CPU; median of "
-                f"{result['runs']} runs after a warm-up call ({result['big_runs']} at batch "
-                "16,384). Compile: "
+                f"tatbot robot and weights, stroke-like targets, device {result['device']}; "
+                f"median of {result['runs']} runs after a warm-up call "
+                f"({result['big_runs']} above batch 4,096). Compile: "
                 + (
                     "a fresh compile of the batch's bucket (persistent cache off)."
                     if result["fresh_compile"]
@@ -331,7 +343,9 @@ def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[s
 
     ik.enable_compilation_cache(JAX_CACHE)
     robot, rest = _robot()
-    batches = BATCHES[:2] if tiny else BATCHES
+    device = device_name()
+    _log(verbose, f"IK device: {device}")
+    batches = BATCHES[:2] if tiny else BATCHES if device == "cpu" else GPU_BATCHES
     runs = 1 if tiny else 5
     big_runs = 2 if quick else 5
     fresh = not tiny
@@ -350,6 +364,7 @@ def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[s
         "runs": runs,
         "big_runs": big_runs,
         "fresh_compile": fresh,
+        "device": device,
     }
     result["tables"] = tables(result)
     return result

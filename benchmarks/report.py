@@ -22,6 +22,19 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _jax_device() -> str:
+    """Where the numbers were computed: worker processes run with ``JAX_PLATFORMS`` as set
+    (default cpu); the in-process IK section uses what JAX picks here."""
+    workers = os.environ.get("JAX_PLATFORMS", "cpu")
+    try:
+        from benchmarks.bench_ik import device_name
+
+        here = device_name()
+    except Exception as e:  # no JAX (robot-side install): the IK sections are skipped
+        here = f"none ({type(e).__name__})"
+    return f"workers: JAX_PLATFORMS={workers}; in-process IK section: {here}"
+
+
 def machine() -> dict[str, str]:
     import zmq
 
@@ -62,7 +75,8 @@ def machine() -> dict[str, str]:
     return {
         "CPU": cpu,
         "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
-        "GPU": gpu + " (all numbers here are CPU: JAX_PLATFORMS=cpu)",
+        "GPU": gpu,
+        "JAX device": _jax_device(),
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
         "pyzmq / libzmq": f"{zmq.__version__} / {zmq.zmq_version()}",
