@@ -3,13 +3,14 @@
 - :class:`Robot` — end-effector chains from a URDF; ``fk`` → ``T_world_ee`` (jaxlie SE3).
 - :func:`solve_ik`, :class:`IKConfig` — batched Levenberg–Marquardt with tatbot's cost.
 - :func:`strokebatch_from_strokes`, :func:`strokebatch_from_arrays` — tatbot's strokebatch.
-- :data:`BUCKETS`, :func:`warmup`, :func:`enable_compilation_cache` — a fixed set of
-  compiled programs per worker.
+- :data:`BUCKETS`, :func:`chunk_size`, :func:`warmup`, :func:`enable_compilation_cache` — a
+  fixed set of compiled programs per worker.
 """
 
 from ._robot import Robot as Robot
 from ._solve import BUCKETS as BUCKETS
 from ._solve import IKConfig as IKConfig
+from ._solve import chunk_size as chunk_size
 from ._solve import enable_compilation_cache as enable_compilation_cache
 from ._solve import seed_points as seed_points
 from ._solve import solve_ik as solve_ik
@@ -21,6 +22,7 @@ __all__ = [
     "BUCKETS",
     "IKConfig",
     "Robot",
+    "chunk_size",
     "enable_compilation_cache",
     "seed_points",
     "solve_ik",

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik.errors import InputError
-from zmq_ik.model import IKSolution
+from zmq_ik.errors import IKTimeout, InputError
+from zmq_ik.model import MAX_IK_LAMBDA, MAX_IK_WEIGHT, IKSolution
 
 from ._kin import (
     ChainFK,
@@ -114,8 +114,12 @@ class IKConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}", field=name)
-        if self.lambda_initial <= 0:
-            raise InputError("lambda_initial must be > 0", field="lambda_initial")
+            if value > MAX_IK_WEIGHT and name != "lambda_initial":
+                raise InputError(f"{name} must be <= {MAX_IK_WEIGHT:g}, got {value!r}", field=name)
+        if not 0 < self.lambda_initial <= MAX_IK_LAMBDA:
+            raise InputError(
+                f"lambda_initial must be in (0, {MAX_IK_LAMBDA:g}]", field="lambda_initial"
+            )
         if not isinstance(self.max_iterations, int) or not 1 <= self.max_iterations <= 10_000:
             raise InputError("max_iterations must be an int in 1..10000", field="max_iterations")
         if not isinstance(self.seeds, int) or not 1 <= self.seeds <= 256:
@@ -636,6 +640,21 @@ def check_buckets(buckets: Sequence[int] | None) -> tuple[int, ...]:
     return tuple(sorted(set(buckets)))
 
 
+def chunk_size(buckets: Sequence[int], seeds: int = 1) -> int:
+    """Targets per program call: the largest bucket whose ``bucket × seeds`` problems fit in
+    the largest bucket (else the smallest bucket). Bounds the memory and the duration of
+    one call (a deadline is only checked between calls) whatever ``seeds`` a client asks."""
+    fitting = [b for b in buckets if b * seeds <= buckets[-1]]
+    return fitting[-1] if fitting else buckets[0]
+
+
+def check_deadline(deadline: float | None, done: int, total: int) -> None:
+    """Raise `IKTimeout` once ``deadline`` (``time.monotonic()`` seconds) has passed: a
+    worker must not keep computing an answer nobody waits for."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise IKTimeout(f"deadline passed with {done} of {total} targets solved")
+
+
 def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
     """The bucket a batch of ``n`` (≤ the largest bucket) is padded to."""
     for b in buckets:
@@ -693,14 +712,16 @@ def solve_ik(
     config: IKConfig | None = None,
     *,
     buckets: Sequence[int] | None = None,
+    deadline: float | None = None,
 ) -> IKSolution:
     """Solve IK for ``N`` targets: ``target_wxyz`` (N, n_ee, 4), ``target_pos`` (N, n_ee, 3)
     metres, world frame; ``rest`` (n_joints,), also the starting point.
 
     Returns numpy ``joints`` (N, n_joints) and the achieved ``pos_err`` (m) and ``ori_err``
     (rad), (N, n_ee): FK of the answer against the target. Batches are padded to a bucket
-    (or split into chunks of the largest), so only ``buckets`` (default ``BUCKETS``: pass
-    the list given to :func:`warmup`) ever compile.
+    (or split into chunks, see :func:`chunk_size`), so only ``buckets`` (default
+    ``BUCKETS``: pass the list given to :func:`warmup`) ever compile. ``deadline``
+    (``time.monotonic()`` seconds) is checked before each chunk: past it, `IKTimeout`.
     """
     config = config or IKConfig()
     buckets = check_buckets(buckets)
@@ -713,8 +734,9 @@ def solve_ik(
         return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
     fn = _program(robot, config.precise, config.seeds)
     params = config.params()
-    chunk = buckets[-1]
+    chunk = chunk_size(buckets, config.seeds)
     for start in range(0, n_targets, chunk):
+        check_deadline(deadline, start, n_targets)
         stop = min(start + chunk, n_targets)
         m = stop - start
         b = bucket_for(m, buckets)

@@ -29,7 +29,15 @@ from zmq_ik.errors import InputError
 from zmq_ik.model import Scene, StrokeBatch
 
 from ._robot import Robot
-from ._solve import IKConfig, _check_targets, _solve_planes, bucket_for, check_buckets, solve_ik
+from ._solve import (
+    IKConfig,
+    _check_targets,
+    _solve_planes,
+    bucket_for,
+    check_buckets,
+    check_deadline,
+    solve_ik,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +83,13 @@ def strokebatch_from_arrays(
     first_last_rest: bool = True,
     *,
     buckets: Sequence[int] | None = None,
+    deadline: float | None = None,
 ) -> StrokeBatch:
     """The strokebatch of packed strokes: ``coords`` (b, 2, l, 3) (design-frame
     ``meter_coords``, or world ``ee_pos`` where ``is_inkdip``), ``is_inkdip`` and ``is_rest``
     (b, 2) bool. ``config`` defaults to ``scene.ik``. ``first_last_rest`` (tatbot's, on by
     default) is an argument because a fan-out client applies it once before splitting a job.
-    ``buckets``: as for :func:`solve_ik`.
+    ``buckets`` and ``deadline``: as for :func:`solve_ik`.
     """
     config = config or IKConfig.from_settings(scene.ik)
     c = np.asarray(coords, np.float32)
@@ -118,11 +127,15 @@ def strokebatch_from_arrays(
         pos_err = np.zeros((*shape, 2), np.float32)
         ori_err = np.zeros((*shape, 2), np.float32)
     elif config.continuous:
-        joints, pos_err, ori_err = _solve_continuous(robot, pos, wxyz, rest, config, buckets)
+        joints, pos_err, ori_err = _solve_continuous(
+            robot, pos, wxyz, rest, config, buckets, deadline
+        )
     else:
         target_pos = pos.transpose(0, 2, 3, 1, 4).reshape(-1, 2, 3)
         target_wxyz = np.broadcast_to(wxyz, (*target_pos.shape[:1], 2, 4))
-        sol = solve_ik(robot, target_wxyz, target_pos, rest, config, buckets=buckets)
+        sol = solve_ik(
+            robot, target_wxyz, target_pos, rest, config, buckets=buckets, deadline=deadline
+        )
         joints = sol.joints.reshape(*shape, robot.n_joints)
         pos_err = sol.pos_err.reshape(*shape, 2)
         ori_err = sol.ori_err.reshape(*shape, 2)
@@ -209,6 +222,7 @@ def _solve_continuous(
     rest: npt.NDArray[np.float32],
     config: IKConfig,
     buckets: Sequence[int] | None,
+    deadline: float | None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Each (stroke, offset) sequence solved pose after pose, each from the previous answer
     (``seeds`` is not used here: the previous pose is the seed)."""
@@ -227,6 +241,7 @@ def _solve_continuous(
     oe_out = np.empty((n_seq, length, 2), np.float32)
     sizes = check_buckets(buckets)
     for start in range(0, n_seq, sizes[-1]):
+        check_deadline(deadline, start * length, n_seq * length)
         stop = min(start + sizes[-1], n_seq)
         m = stop - start
         bucket = bucket_for(m, sizes)

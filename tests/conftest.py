@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
@@ -156,3 +157,21 @@ def ik_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield endpoint
     finally:
         procs.close()
+
+
+def stroke_like(n, seed=0):
+    """Needle points in a 4 x 4 cm patch around the lasercross, +-2 mm depth, tatbot's
+    fixed needle orientations and ee offsets."""
+    rng = np.random.default_rng(seed)
+    design = np.array([0.25045, 0.0, 0.102])
+    offsets = np.array(
+        [
+            [-0.0032011130459314863, -0.006146244846220735, 0.0],
+            [0.0003607626669337727, 0.011764407112841976, 0.00529831437515331],
+        ]
+    )
+    xy = rng.uniform(-0.02, 0.02, (n, 2, 2))
+    depth = rng.uniform(-0.002, 0.002, (n, 2, 1))
+    pos = design + np.concatenate([xy, depth], -1) + offsets
+    wxyz = np.broadcast_to(np.array([[0.7071, 0, 0, -0.7071], [0.7071, 0, 0, 0.7071]]), (n, 2, 4))
+    return wxyz, pos

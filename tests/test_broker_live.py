@@ -202,6 +202,22 @@ def test_worker_errors_become_error_replies_and_worker_carries_on(procs, endpoin
         assert client.request("echo", "echo", {"ok": 1}).header["ok"] == 1
 
 
+def test_a_job_past_its_deadline_frees_the_worker(procs, endpoint):
+    """A client that stopped waiting must not keep the only worker busy: long work checks
+    the request's deadline, gives up with ``timeout``, and the next request is served."""
+    procs.broker(endpoint)
+    procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    with IKClient(endpoint, timeout=0.5, retries=0) as client:
+        t0 = time.monotonic()
+        with pytest.raises((IKTimeout, RemoteError)) as info:
+            client.request("echo", "sleep", {"seconds": 30.0})
+        if isinstance(info.value, RemoteError):
+            assert info.value.code == "timeout"
+        assert client.request("echo", "echo", {"n": 1}, timeout=5).header["n"] == 1
+        assert time.monotonic() - t0 < 5
+
+
 def test_nothing_listening_times_out_cleanly():
     with IKClient(free_endpoint(), timeout=0.3, retries=1) as client:
         t0 = time.monotonic()

@@ -3,10 +3,12 @@ fixed compiled programs, and input checking. Small buckets only (16, 256) to sta
 
 from __future__ import annotations
 
+import time
+
 import jax
 import numpy as np
 import pytest
-from conftest import JAX_CACHE
+from conftest import JAX_CACHE, stroke_like
 
 from zmq_ik.errors import InputError
 from zmq_ik.robots import BUNDLED
@@ -69,24 +71,6 @@ def near_rest(robot, rest, n, spread, seed=0):
     return np.clip(q, robot.lower, robot.upper).astype(np.float32)
 
 
-def stroke_like(n, seed=0):
-    """Needle points in a 4 x 4 cm patch around the lasercross, +-2 mm depth, tatbot's
-    fixed needle orientations and ee offsets."""
-    rng = np.random.default_rng(seed)
-    design = np.array([0.25045, 0.0, 0.102])
-    offsets = np.array(
-        [
-            [-0.0032011130459314863, -0.006146244846220735, 0.0],
-            [0.0003607626669337727, 0.011764407112841976, 0.00529831437515331],
-        ]
-    )
-    xy = rng.uniform(-0.02, 0.02, (n, 2, 2))
-    depth = rng.uniform(-0.002, 0.002, (n, 2, 1))
-    pos = design + np.concatenate([xy, depth], -1) + offsets
-    wxyz = np.broadcast_to(np.array([[0.7071, 0, 0, -0.7071], [0.7071, 0, 0, 0.7071]]), (n, 2, 4))
-    return wxyz, pos
-
-
 def test_ikconfig_defaults_and_from_settings():
     from zmq_ik.model import IKSettings
 
@@ -98,6 +82,39 @@ def test_ikconfig_defaults_and_from_settings():
     )
     with pytest.raises(InputError):
         ik.IKConfig(seeds=0)
+    with pytest.raises(InputError) as err:
+        ik.IKConfig(pos_weight=1e7)
+    assert err.value.field == "pos_weight"
+
+
+@pytest.mark.parametrize(
+    ("buckets", "seeds", "chunk"),
+    [
+        ((1, 16, 1024), 1, 1024),
+        ((1, 16, 1024), 16, 16),  # 16 targets × 16 seeds = 256 problems per call
+        ((1, 16, 1024), 100, 1),
+        ((16, 64), 8, 16),  # nothing fits: the smallest bucket
+        ((16, 64), 4, 16),
+    ],
+)
+def test_chunks_hold_at_most_the_largest_bucket_of_problems(buckets, seeds, chunk):
+    assert ik.chunk_size(buckets, seeds) == chunk
+
+
+def test_deadline_is_checked_between_chunks(tatbot):
+    """A worker must not finish a huge solve nobody waits for: past its deadline, solve_ik
+    stops before the next chunk (whole solve here: 1,250 chunks, seconds)."""
+    from zmq_ik.errors import IKTimeout
+
+    wxyz, pos = stroke_like(20_000, seed=8)
+    with pytest.raises(IKTimeout, match=" 0 of 20000"):
+        ik.solve_ik(tatbot, wxyz, pos, REST, buckets=(16,), deadline=time.monotonic() - 1)
+    with pytest.raises(IKTimeout, match=r" [1-9]\d* of 20000"):
+        ik.solve_ik(tatbot, wxyz, pos, REST, buckets=(16,), deadline=time.monotonic() + 0.05)
+    sol = ik.solve_ik(
+        tatbot, wxyz[:40], pos[:40], REST, buckets=(16,), deadline=time.monotonic() + 60
+    )
+    assert sol.joints.shape == (40, 14)
 
 
 def test_tatbot_stroke_targets_as_good_as_tatbot(tatbot):

@@ -158,7 +158,10 @@ BAD_IK: list[tuple[dict[str, Any], str]] = [
     ({"rest_weight": float("inf")}, "rest_weight"),
     ({"limit_weight": True}, "limit_weight"),
     ({"limit_weight": "1"}, "limit_weight"),
+    ({"pos_weight": 2e19}, "pos_weight"),  # float32 cost overflow: silently the rest pose
+    ({"ori_weight": 1.1e6}, "ori_weight"),
     ({"lambda_initial": 0.0}, "lambda_initial"),
+    ({"lambda_initial": 1e8}, "lambda_initial"),
     ({"max_iterations": 0}, "max_iterations"),
     ({"max_iterations": 1001}, "max_iterations"),
     ({"max_iterations": 3.0}, "max_iterations"),

@@ -155,6 +155,44 @@ def test_programs_compiled_on_demand_are_bounded(robot):
     assert solve({"ik": {"seeds": 2}}) > second  # a dropped one is built again on use
 
 
+def test_service_defaults_deadline_and_solver_bound(robot):
+    """In process: naming the default end effectors is the same as naming none (same rest
+    pose); a huge request stops at its deadline; solvers built for client-named end effectors
+    count against ``max_extra_compiles`` even when they never compile (empty requests)."""
+    import time
+
+    from conftest import JAX_CACHE, stroke_like
+
+    from zmq_ik.errors import IKTimeout
+    from zmq_ik.worker.ik_service import IKService
+
+    service = IKService(buckets=(16,), cache_dir=JAX_CACHE, max_extra_compiles=2)
+    service.warmup()
+    wxyz, pos = reachable_targets(robot, 3, seed=21)
+    arrays = {"target_wxyz": wxyz, "target_pos": pos}
+
+    def solve(header, arrays=arrays, deadline=None):
+        return service.handle("tatbot", "solve", header, arrays, lambda h, a: None, deadline)
+
+    _, implicit = solve({})
+    _, named = solve({"ee_links": list(TATBOT.ee_links)})
+    np.testing.assert_array_equal(named["joints"], implicit["joints"])
+
+    many_wxyz, many_pos = stroke_like(100_000, seed=22)
+    t0 = time.monotonic()
+    with pytest.raises(IKTimeout):
+        solve(
+            {}, {"target_wxyz": many_wxyz, "target_pos": many_pos}, deadline=time.monotonic() + 0.2
+        )
+    assert time.monotonic() - t0 < 5  # the whole solve: 6,250 chunks, ~15 s
+
+    links = ["left/link_2", "left/link_3", "left/link_4", "left/link_5", "right/link_3"]
+    empty = {"target_wxyz": np.zeros((0, 1, 4)), "target_pos": np.zeros((0, 1, 3))}
+    for link in links:
+        solve({"ee_links": [link]}, empty)
+        assert len(service._solvers) <= 1 + service.max_extra_compiles
+
+
 def test_ik_settings_travel_with_the_request(ik_endpoint, robot):
     wxyz, pos = reachable_targets(robot, 3, seed=5)
     with IKClient(ik_endpoint, timeout=120) as client:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from zmq_ik._version import __version__
-from zmq_ik.errors import ErrorCode, IKError
+from zmq_ik.errors import ErrorCode, IKError, IKTimeout
 
 Progress = Callable[[Mapping[str, Any], Mapping[str, np.ndarray] | None], None]
 """Send a PARTIAL reply: header (e.g. ``{"progress": [done, total]}``) and optional arrays."""
@@ -48,8 +48,13 @@ class Service(Protocol):
         header: Mapping[str, Any],
         arrays: Mapping[str, np.ndarray],
         progress: Progress,
+        deadline: float | None = None,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Compute one request; raise `InputError`/`ServiceError` for bad requests."""
+        """Compute one request; raise `InputError`/`ServiceError` for bad requests.
+
+        ``deadline`` (``time.monotonic()`` seconds): when the client stops waiting. Long work
+        checks it between steps and raises `IKTimeout`, so that one huge request cannot hold
+        the worker long after its answer stopped mattering."""
         ...
 
 
@@ -73,6 +78,7 @@ class EchoService:
         header: Mapping[str, Any],
         arrays: Mapping[str, np.ndarray],
         progress: Progress,
+        deadline: float | None = None,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if operation == "echo":
             return {**header, "pid": os.getpid()}, dict(arrays)
@@ -82,6 +88,8 @@ class EchoService:
                 raise ServiceError(ErrorCode.BAD_REQUEST, "seconds must be in 0..3600", "seconds")
             steps = max(1, int(seconds / 0.05))
             for i in range(steps):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise IKTimeout(f"deadline passed after sleeping {i}/{steps} of {seconds}s")
                 time.sleep(seconds / steps)
                 if header.get("progress"):
                     progress({"progress": [i + 1, steps]}, None)

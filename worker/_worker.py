@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from zmq_ik.errors import ErrorCode, InputError, ProtocolError
+from zmq_ik.errors import ErrorCode, IKTimeout, InputError, ProtocolError
 from zmq_ik.protocol import (
     Command,
     Disconnect,
@@ -297,7 +297,7 @@ class Worker:
         try:
             payload = decode_payload(job.payload, self.settings.limits)
             header, arrays = self.service.handle(
-                job.robot, job.operation, payload.header, payload.arrays, progress
+                job.robot, job.operation, payload.header, payload.arrays, progress, job.deadline
             )
             header = {**header, "compute_ms": round((time.perf_counter() - t0) * 1000, 3)}
             return reply_frames(Command.FINAL, job.job_id, encode_payload(header, arrays))
@@ -305,6 +305,8 @@ class Worker:
             return error(e.code, e.message, e.field)
         except InputError as e:
             return error(ErrorCode.BAD_REQUEST, e.message, e.field)
+        except IKTimeout as e:
+            return error(ErrorCode.TIMEOUT, str(e))
         except ServiceError as e:
             return error(e.code, e.message, e.field)
         except Exception as e:

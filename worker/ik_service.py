@@ -93,6 +93,30 @@ def _malloc_trim() -> None:
         pass
 
 
+_compiles = 0
+"""XLA compilations in this process since `_listen_for_compiles` (one counter: compiles are
+a process-wide event, and a listener per service would never be unregistered)."""
+
+
+def _count_compile(event: str, duration_secs: float, **kwargs: str | int) -> None:
+    global _compiles
+    if event == "/jax/core/compile/backend_compile_duration":
+        _compiles += 1
+
+
+_listening = False
+
+
+def _listen_for_compiles() -> None:
+    """Start counting compilations (once per process)."""
+    global _listening
+    if not _listening:
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(_count_compile)
+        _listening = True
+
+
 class IKService:
     """Serves ``solve`` and ``strokebatch`` (and ``echo``) for a set of robots."""
 
@@ -119,21 +143,23 @@ class IKService:
         """Threads compiling buckets at warm-up (None: one per CPU, at most 4)."""
         self._solvers: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._urdf_text: dict[str, str] = {}
-        self.compiles = 0
-        """XLA compilations so far; after warm-up it should never move (replies carry it)."""
         self.compiles_at_ready = 0
         self.max_extra_compiles = max_extra_compiles
         """Programs compiled on demand after READY (other settings, end effectors, stroke
         lengths: all chosen by clients) that may pile up before they are all dropped. Each
         holds ~150 MiB of host memory on a CPU, so without a bound a client could grow the
-        worker until it is killed; dropped ones are compiled (or cache-loaded) again on use."""
+        worker until it is killed; dropped ones are compiled (or cache-loaded) again on use.
+        Solvers built on demand (one per end-effector set a client names) count the same way,
+        even before they compile anything."""
         self._warm: dict[tuple[str, tuple[str, ...]], set[Any]] = {}
         """Solvers built at warm-up and the program keys they held then: never dropped."""
         self._compiles_at_trim = 0
 
-    def _count_compile(self, event: str, duration_secs: float, **kwargs: str | int) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.compiles += 1
+    @property
+    def compiles(self) -> int:
+        """XLA compilations in this process so far; after warm-up it should never move
+        (replies carry it)."""
+        return _compiles
 
     # ------------------------------------------------------------------ start-up
 
@@ -144,7 +170,7 @@ class IKService:
         from zmq_ik import ik
 
         ik.enable_compilation_cache(self.cache_dir)
-        jax.monitoring.register_event_duration_secs_listener(self._count_compile)
+        _listen_for_compiles()
         t0 = time.monotonic()
         dev = jax.devices()[0]
         if self.buckets is None:
@@ -199,11 +225,16 @@ class IKService:
         header: Mapping[str, Any],
         arrays: Mapping[str, np.ndarray],
         progress: Progress,
+        deadline: float | None = None,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         try:
-            header, arrays = self._handle(robot, operation, header, arrays)
+            header, arrays = self._handle(robot, operation, header, arrays, deadline)
         finally:
-            if self.compiles - self._compiles_at_trim > self.max_extra_compiles:
+            extra_solvers = len(self._solvers) - len(self._warm)
+            if (
+                self.compiles - self._compiles_at_trim > self.max_extra_compiles
+                or extra_solvers > self.max_extra_compiles
+            ):
                 self._drop_extra_programs()
         # Steady state compiles nothing; if it ever does, every reply says so.
         return {**header, "compiles_since_ready": self.compiles - self.compiles_at_ready}, arrays
@@ -236,6 +267,7 @@ class IKService:
         operation: str,
         header: Mapping[str, Any],
         arrays: Mapping[str, np.ndarray],
+        deadline: float | None,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         from zmq_ik import ik
 
@@ -255,10 +287,12 @@ class IKService:
                     f"targets have {wxyz.shape[1]} end effectors, robot {robot!r} has {len(ee)}",
                     "target_pos",
                 )
-            rest = self._rest(entry, solver, rest, ee_links is None)
+            rest = self._rest(entry, solver, rest, ee == entry.ee_links)
             config = ik.IKConfig.from_settings(settings or IKSettings())
             return ops.solve_reply(
-                ik.solve_ik(solver, wxyz, pos, rest, config, buckets=self.buckets)
+                ik.solve_ik(
+                    solver, wxyz, pos, rest, config, buckets=self.buckets, deadline=deadline
+                )
             )
         if operation == ops.STROKEBATCH:
             scene, packed = ops.read_strokebatch_request(header, arrays)
@@ -272,6 +306,7 @@ class IKService:
                 config=ik.IKConfig.from_settings(scene.ik),
                 first_last_rest=False,  # applied by the client before splitting (ops.apply_first_last_rest)
                 buckets=self.buckets,
+                deadline=deadline,
             )
             return ops.strokebatch_reply(batch)
         raise ServiceError(

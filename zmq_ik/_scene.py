@@ -110,8 +110,16 @@ def as_int(value: Any, name: str, lo: int, hi: int | None = None) -> int:
     return out
 
 
-def as_float(value: Any, name: str, lo: float | None = None, *, strict_lo: bool = False) -> float:
-    """A finite real number (not a bool), optionally ``>= lo`` (``> lo`` with ``strict_lo``)."""
+def as_float(
+    value: Any,
+    name: str,
+    lo: float | None = None,
+    *,
+    strict_lo: bool = False,
+    hi: float | None = None,
+) -> float:
+    """A finite real number (not a bool), optionally ``>= lo`` (``> lo`` with ``strict_lo``)
+    and ``<= hi``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise InputError(f"{name}: must be a number, got {value!r}", field=name)
     try:
@@ -124,6 +132,8 @@ def as_float(value: Any, name: str, lo: float | None = None, *, strict_lo: bool 
         raise InputError(
             f"{name}: must be {'>' if strict_lo else '>='} {lo}, got {out}", field=name
         )
+    if hi is not None and out > hi:
+        raise InputError(f"{name}: must be <= {hi:g}, got {out:g}", field=name)
     return out
 
 
@@ -210,20 +220,27 @@ def _freeze(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
 # --------------------------------------------------------------------------------------------
 
 
+MAX_IK_WEIGHT = 1e6
+"""Largest cost weight accepted: the solver squares weights in float32, and past ~1e19 the
+cost overflows to inf, every step is rejected and the answer silently stays at rest."""
+MAX_IK_LAMBDA = 1e7
+"""Largest initial damping: the solver gives a problem up once its damping passes this."""
+
+
 @dataclass(frozen=True)
 class IKSettings:
     """Solver settings (tatbot's defaults). Frozen, hashable, compared by value."""
 
     pos_weight: float = 32.0
-    """Weight of the end-effector position cost (>= 0)."""
+    """Weight of the end-effector position cost (0..1e6)."""
     ori_weight: float = 1.0
-    """Weight of the end-effector orientation cost (>= 0)."""
+    """Weight of the end-effector orientation cost (0..1e6)."""
     rest_weight: float = 0.1
-    """Weight of the cost pulling joints towards the rest (ready) pose (>= 0)."""
+    """Weight of the cost pulling joints towards the rest (ready) pose (0..1e6)."""
     limit_weight: float = 32.0
-    """Weight of the joint-limit cost (>= 0)."""
+    """Weight of the joint-limit cost (0..1e6)."""
     lambda_initial: float = 1.0
-    """Initial Levenberg-Marquardt damping (> 0)."""
+    """Initial Levenberg-Marquardt damping (> 0, <= 1e7)."""
     max_iterations: int = 32
     """Maximum solver iterations per solve (1..1000)."""
     precise: bool = False
@@ -235,11 +252,13 @@ class IKSettings:
 
     def __post_init__(self) -> None:
         for name in ("pos_weight", "ori_weight", "rest_weight", "limit_weight"):
-            object.__setattr__(self, name, as_float(getattr(self, name), name, 0.0))
+            object.__setattr__(
+                self, name, as_float(getattr(self, name), name, 0.0, hi=MAX_IK_WEIGHT)
+            )
         object.__setattr__(
             self,
             "lambda_initial",
-            as_float(self.lambda_initial, "lambda_initial", 0.0, strict_lo=True),
+            as_float(self.lambda_initial, "lambda_initial", 0.0, strict_lo=True, hi=MAX_IK_LAMBDA),
         )
         object.__setattr__(
             self, "max_iterations", as_int(self.max_iterations, "max_iterations", 1, 1000)

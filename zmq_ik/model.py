@@ -15,6 +15,8 @@ Frozen dataclasses, validated at construction; every validation failure raises
 
 from __future__ import annotations
 
+from zmq_ik._scene import MAX_IK_LAMBDA as MAX_IK_LAMBDA
+from zmq_ik._scene import MAX_IK_WEIGHT as MAX_IK_WEIGHT
 from zmq_ik._scene import IKSettings as IKSettings
 from zmq_ik._scene import Scene as Scene
 from zmq_ik._strokebatch import ERROR_TENSORS as ERROR_TENSORS
@@ -30,6 +32,8 @@ from zmq_ik._strokes import StrokeList as StrokeList
 __all__ = [
     "ARMS",
     "ERROR_TENSORS",
+    "MAX_IK_LAMBDA",
+    "MAX_IK_WEIGHT",
     "STROKES_FORMAT",
     "TATBOT_TENSORS",
     "IKSettings",
