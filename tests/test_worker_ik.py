@@ -111,12 +111,13 @@ def test_warm_settings_compile_their_program_before_ready(robot):
 
     from zmq_ik.worker.ik_service import IKService
 
+    wxyz, pos = reachable_targets(robot, 5, seed=9)  # before READY: FK compiles too
     service = IKService(
         buckets=(16,), cache_dir=JAX_CACHE, warm=[IKSettings(precise=True)], warmup_threads=2
     )
     info = service.warmup()
     assert info["buckets"] == [16]
-    wxyz, pos = reachable_targets(robot, 5, seed=9)
+    assert info["programs"] == [{"precise": False, "seeds": 1}, {"precise": True, "seeds": 1}]
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
     for header in ({"ik": {"precise": True, "pos_weight": 4.0}}, {}):
         reply, out = service.handle("tatbot", "solve", header, arrays, lambda h, a: None)
@@ -212,3 +213,26 @@ def test_worker_cli_refuses_bad_buckets_before_compiling(buckets):
     )
     assert result.exit_code == 2
     assert "--buckets" in result.output
+
+
+@pytest.mark.parametrize(
+    ("warm", "message"),
+    [("precise", "KEY=VALUE"), ("precise=maybe", "precise"), ("seeds=0", "seeds"), ("x=1", "x")],
+)
+def test_worker_cli_refuses_bad_warm_settings_before_compiling(warm, message):
+    from click.testing import CliRunner
+
+    from zmq_ik.cli import main
+
+    result = CliRunner().invoke(main, ["worker", "--warm", warm, "--connect", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "--warm" in result.output and message in result.output
+
+
+def test_warm_settings_parse_as_ik_settings():
+    from zmq_ik.cli import _parse_warm
+
+    assert _parse_warm(("precise=true, seeds=16", "seeds=4")) == [
+        IKSettings(precise=True, seeds=16),
+        IKSettings(seeds=4),
+    ]

@@ -212,6 +212,7 @@ class IKService:
             "device": device,
             "operations": ["solve", "strokebatch", "echo"],
             "buckets": list(self.buckets),
+            "programs": [{"precise": c.precise, "seeds": c.seeds} for c in configs],
             "compile_s": round(time.monotonic() - t0, 3),
             "versions": {"jax": jax.__version__},
         }

@@ -151,6 +151,30 @@ def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
     return robots
 
 
+def _parse_warm(values: tuple[str, ...]) -> list[Any]:
+    """``--warm precise=true,seeds=16`` → IKSettings (values read as YAML scalars)."""
+    import yaml
+
+    from zmq_ik.errors import InputError
+    from zmq_ik.model import IKSettings
+
+    settings = []
+    for value in values:
+        fields: dict[str, Any] = {}
+        for item in value.split(","):
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise click.BadParameter(
+                    f"expected KEY=VALUE[,KEY=VALUE...], got {value!r}", param_hint="--warm"
+                )
+            fields[key.strip()] = yaml.safe_load(text)
+        try:
+            settings.append(IKSettings.from_dict(fields))
+        except InputError as e:
+            raise click.BadParameter(f"{value!r}: {e}", param_hint="--warm") from e
+    return settings
+
+
 @main.command()
 @click.option("--connect", default=DEFAULT_ENDPOINT, show_default=True, help="Broker endpoint.")
 @click.option(
@@ -178,6 +202,14 @@ def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
     "before all of them are dropped again: bounds the worker's memory.",
 )
 @click.option(
+    "--warm",
+    multiple=True,
+    metavar="SETTINGS",
+    help="IK settings whose programs compile before READY besides the default one, e.g. "
+    "'precise=true' or 'precise=true,seeds=16' (repeatable; only precise and seeds pick a "
+    "program). Other settings compile on first use.",
+)
+@click.option(
     "--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks)."
 )
 @click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
@@ -192,6 +224,7 @@ def worker(
     cache_dir: str | None,
     buckets: str | None,
     max_extra_compiles: int,
+    warm: tuple[str, ...],
     echo: bool,
     heartbeat: float,
     liveness: int,
@@ -202,6 +235,7 @@ def worker(
     from zmq_ik.worker import EchoService, Worker, WorkerSettings
 
     robot_paths = _parse_robot(robots)
+    warm_settings = _parse_warm(warm)
     service: Any
     if echo:
         service = EchoService(list(robot_paths) or ["echo"])
@@ -224,6 +258,7 @@ def worker(
             robot_paths or None,
             cache_dir=cache_dir,
             buckets=bucket_list,
+            warm=warm_settings,
             max_extra_compiles=max_extra_compiles,
         )
     settings = WorkerSettings(
@@ -358,6 +393,12 @@ def _gpu_list(value: str | None) -> list[int]:
 @click.option("--cache-dir", default=None, help="JAX compilation cache directory.")
 @click.option("--buckets", default=None, help="Comma-separated batch buckets to compile.")
 @click.option(
+    "--warm",
+    multiple=True,
+    metavar="SETTINGS",
+    help="IK settings every worker compiles before READY (see `zmq-ik worker --help`).",
+)
+@click.option(
     "--echo", is_flag=True, help="Run echo workers (no IK): for tests and transport benchmarks."
 )
 def serve(
@@ -367,6 +408,7 @@ def serve(
     robots: tuple[str, ...],
     cache_dir: str | None,
     buckets: str | None,
+    warm: tuple[str, ...],
     echo: bool,
 ) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
@@ -379,6 +421,8 @@ def serve(
         worker_args += ["--cache-dir", cache_dir]
     if buckets:
         worker_args += ["--buckets", buckets]
+    _parse_warm(warm)
+    worker_args += [a for w in warm for a in ("--warm", w)]
     if echo:
         worker_args.append("--echo")
     n = workers if workers is not None else max(1, len(gpu_ids))
