@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import MAX_IK_LAMBDA, MAX_IK_WEIGHT, IKSolution
+from zmq_ik.ops import MAX_COORDINATE
 
 from ._kin import (
     ChainFK,
@@ -199,6 +200,11 @@ def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
         return np.zeros((0, robot.n_joints), np.float32)
     u = _halton(seeds - 1, robot.n_joints)
     lo, hi = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
+    # Limits like ±1e10 mean "unlimited": sample one turn (or ±1 m) instead, not 1e10 rad.
+    prismatic = np.array([j.prismatic for c in robot.chains for j in c.chain.joints])
+    reach = np.where(prismatic, 1.0, math.pi)
+    wide = hi - lo > 2 * reach
+    lo, hi = np.where(wide, np.maximum(lo, -reach), lo), np.where(wide, np.minimum(hi, reach), hi)
     # Stay a little inside the limits: a start on a limit has a one-sided Jacobian.
     margin = 0.02 * (hi - lo)
     return (lo + margin + u * (hi - lo - 2 * margin)).astype(np.float32)
@@ -697,11 +703,34 @@ def _check_targets(
     for arr, name in ((wxyz, "target_wxyz"), (pos, "target_pos"), (rest_arr, "rest")):
         if not np.isfinite(arr).all():
             raise InputError(f"{name} contains NaN or inf", field=name)
+    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
+        raise InputError(
+            f"target_pos has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
+            field="target_pos",
+        )
+    _check_rest(robot, rest_arr)
     norm = np.linalg.norm(wxyz, axis=-1, keepdims=True)
     if (norm < 1e-6).any():
         raise InputError("target_wxyz contains a zero-norm quaternion", field="target_wxyz")
     wxyz = wxyz / norm
     return wxyz.astype(np.float32), pos.astype(np.float32), rest_arr.astype(np.float32)
+
+
+def _check_rest(robot: Robot, rest: npt.NDArray[np.float64]) -> None:
+    """Refuse a rest pose far outside the joint limits (more than a whole range beyond them):
+    it is the starting point too, so such a value is a caller's mistake (radians for degrees,
+    a wrong joint order) that would come back as a poor answer. A previous answer fed back
+    (soft limits let it sit slightly outside) passes."""
+    lower, upper = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
+    slack = np.where(robot.limited, np.maximum(upper - lower, 1e-3), np.inf)
+    bad = (rest < lower - slack) | (rest > upper + slack) | (np.abs(rest) > 1e3)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"rest[{i}] = {rest[i]:g} for joint {robot.joint_names[i]!r} is far outside its "
+            f"limits [{lower[i]:g}, {upper[i]:g}]",
+            field="rest",
+        )
 
 
 def solve_ik(

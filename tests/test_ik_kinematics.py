@@ -171,3 +171,15 @@ def test_bad_urdf_or_links_raise_input_error(urdf, ee, needle):
 def test_chains_sharing_a_joint_are_refused():
     with pytest.raises(InputError, match="share actuated joint 'rev'"):
         ik.Robot.from_urdf(TINY, ["tip", "l1"])
+
+
+def test_byte_order_mark_and_bare_axis(tmp_path):
+    """Some editors start files with a UTF-8 byte-order mark; ``<axis/>`` means the URDF
+    default axis x. Both as text and as a file."""
+    urdf = TINY.replace('<axis xyz="0 0 1"/>', "<axis/>")
+    path = tmp_path / "tiny.urdf"
+    path.write_text("\ufeff" + urdf, encoding="utf-8")
+    for source in ("\ufeff" + urdf, path, str(path)):
+        robot = ik.Robot.from_urdf(source, ["tip"])
+        rev = robot.chains[0].chain.joints[0]
+        assert rev.name == "rev" and rev.axis == (1.0, 0.0, 0.0)

@@ -307,3 +307,28 @@ def test_default_config_on_arbitrary_reachable_targets(tatbot):
     wxyz, pos = fk_targets(tatbot, q)
     sol = ik.solve_ik(tatbot, wxyz, pos, REST)
     assert np.median(sol.pos_err) <= 2.9e-3 and np.median(sol.ori_err) <= 0.54
+
+
+def test_rest_far_outside_the_limits_and_huge_targets_are_refused(tatbot):
+    wxyz, pos = stroke_like(2, seed=3)
+    fed_back = ik.solve_ik(tatbot, wxyz, pos, REST).joints[0]  # may sit on a soft limit
+    ik.solve_ik(tatbot, wxyz, pos, fed_back)
+    for bad in (np.full(14, 1e6, np.float32), np.where(np.arange(14) == 3, 10.0, REST)):
+        with pytest.raises(InputError, match=r"rest\[") as info:
+            ik.solve_ik(tatbot, wxyz, pos, bad)
+        assert info.value.field == "rest"
+    with pytest.raises(InputError, match="beyond") as info:
+        ik.solve_ik(tatbot, wxyz, pos * 1e20, REST)
+    assert info.value.field == "target_pos"
+
+
+def test_seed_points_stay_within_one_turn_when_limits_mean_unlimited():
+    wide = """<robot name="w"><link name="a"/><link name="b"/><link name="c"/>
+      <joint name="r" type="revolute"><parent link="a"/><child link="b"/><axis xyz="0 0 1"/>
+        <limit lower="-1e10" upper="1e10"/></joint>
+      <joint name="p" type="prismatic"><parent link="b"/><child link="c"/><axis xyz="1 0 0"/>
+        <limit lower="0" upper="1e10"/></joint></robot>"""
+    robot = ik.Robot.from_urdf(wide, ["c"])
+    seeds = ik.seed_points(robot, 9)
+    assert np.abs(seeds[:, 0]).max() <= np.pi and (seeds[:, 1] >= 0).all()
+    assert seeds[:, 1].max() <= 1.0 and np.ptp(seeds[:, 0]) > 1.0

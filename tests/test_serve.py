@@ -66,3 +66,30 @@ def test_serve_restarts_a_crashed_worker(procs, endpoint):
     assert "restart #1" in procs.log(serve)
     serve.send_signal(signal.SIGTERM)
     assert serve.wait(20) == 0
+
+
+def test_serve_stops_when_a_worker_cannot_load_its_robot(procs, endpoint, tmp_path):
+    """A bad URDF fails the same way on every restart: serve says which and exits non-zero
+    instead of restarting the worker forever."""
+    pytest.importorskip("jax")
+    from conftest import JAX_CACHE
+
+    bad = tmp_path / "bad.urdf"
+    bad.write_text("<robot><link")
+    serve = procs.start(
+        "serve",
+        "--workers",
+        "1",
+        "--bind",
+        endpoint,
+        "--robot",
+        f"arm={bad}",
+        "--ee-links",
+        "arm=tip",
+        "--cache-dir",
+        str(JAX_CACHE),
+    )
+    assert serve.wait(120) != 0
+    log = procs.log(serve)
+    assert "robot 'arm'" in log and "configuration error" in log
+    assert "restart #" not in log

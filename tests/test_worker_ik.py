@@ -54,6 +54,7 @@ def test_single_pose_is_batched_for_you(ik_endpoint, robot):
         (lambda w, p: (w[:, :1], p), "target_pos"),
         (lambda w, p: (w * 0, p), "target_wxyz"),
         (lambda w, p: (w, p[..., :2]), "target_pos"),
+        (lambda w, p: (w, p * 1e20), "target_pos"),
     ],
 )
 def test_bad_targets_get_bad_request_naming_the_field(ik_endpoint, robot, mutate, field):
@@ -236,3 +237,87 @@ def test_warm_settings_parse_as_ik_settings():
         IKSettings(precise=True, seeds=16),
         IKSettings(seeds=4),
     ]
+
+
+def test_robot_defaults_per_robot(tmp_path):
+    """A bundled name with another URDF inherits none of the bundled defaults; ``ee_links``
+    and ``rest`` set them per robot; options for robots not served are refused."""
+    from zmq_ik.errors import InputError
+    from zmq_ik.worker.ik_service import robot_entries
+
+    other = tmp_path / "other.urdf"
+    other.write_text(TATBOT.urdf_path.read_text())
+    (bundled,) = robot_entries(None)
+    assert bundled.ee_links == tuple(TATBOT.ee_links) and bundled.rest is not None
+    (renamed,) = robot_entries({"tatbot": str(other)})
+    assert renamed.ee_links is None and renamed.rest is None
+    (mine,) = robot_entries(
+        {"tatbot": str(other)}, {"tatbot": ["left/tattoo_needle"]}, {"tatbot": [0.0] * 7}
+    )
+    assert mine.ee_links == ("left/tattoo_needle",) and mine.rest.shape == (7,)
+    (chosen,) = robot_entries(None, {"tatbot": ["left/tattoo_needle"]})
+    assert chosen.rest is None  # the ready pose is for the two needles, not for this set
+    with pytest.raises(InputError, match="'nobody'"):
+        robot_entries(None, {"nobody": ["x"]})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--robot", "zik.broker=URDF"], "cannot be a robot name"),
+        (["--robot", "r=BAD", "--ee-links", "r=tip"], "robot 'r': URDF"),
+        (["--robot", "r=GOOD", "--ee-links", "r=nowhere"], "no link named 'nowhere'"),
+        (["--robot", "r=GOOD", "--ee-links", "r=tip", "--rest", "r=1,2"], "rest must have"),
+        (["--robot", "r=GOOD", "--ee-links", "s=tip"], "not served here"),
+    ],
+)
+def test_worker_cli_refuses_robots_it_cannot_load(tmp_path, args, message):
+    """Before READY and without a traceback: a bad URDF, link or rest pose names the robot."""
+    from click.testing import CliRunner
+    from conftest import JAX_CACHE
+
+    from zmq_ik.cli import main
+
+    good, bad = tmp_path / "good.urdf", tmp_path / "bad.urdf"
+    good.write_text(
+        '<robot name="g"><link name="a"/><link name="tip"/><joint name="j" type="revolute">'
+        '<parent link="a"/><child link="tip"/><limit lower="-1" upper="1"/></joint></robot>'
+    )
+    bad.write_text("<robot><link")
+    args = [a.replace("GOOD", str(good)).replace("BAD", str(bad)) for a in args]
+    if "zik.broker" in args[1]:
+        args[1] = args[1].replace("URDF", str(good))
+    result = CliRunner().invoke(
+        main,
+        [
+            "worker",
+            "--connect",
+            "tcp://127.0.0.1:1",
+            "--buckets",
+            "16",
+            "--cache-dir",
+            str(JAX_CACHE),
+            *args,
+        ],
+    )
+    assert result.exit_code in (2, 78), result.output  # usage / configuration error
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_client_side_checks_name_the_argument():
+    """Before any round trip: what a caller gets wrong is an `InputError` naming it."""
+    from zmq_ik import ops
+    from zmq_ik.errors import InputError
+
+    one_pose = np.array([[1.0, 0, 0, 0]]), np.array([[0.1, 0.0, 0.2]])
+    header, _ = ops.solve_request(*one_pose, ee_links="tool0")  # one link, as a string
+    assert header["ee_links"] == ["tool0"]
+    for args, field, needle in (
+        ((np.array(["a", "b", "c", "d"]), one_pose[1]), "target_wxyz", "numeric"),
+        ((np.zeros(4), one_pose[1]), "target_wxyz", "(N, n_ee, 4)"),
+        ((one_pose[0], one_pose[1] * 1e20), "target_pos", "beyond"),
+    ):
+        with pytest.raises(InputError, match=needle) as info:
+            ops.solve_request(*args)
+        assert info.value.field == field

@@ -34,6 +34,7 @@ from zmq_ik.protocol import (
     Ready,
     Reply,
     Request,
+    decode_error,
     decode_payload,
     disconnect_frames,
     encode_payload,
@@ -241,6 +242,14 @@ class Worker:
                 self._run(job, sock)
         elif isinstance(msg, Disconnect):
             return "disconnected"
+        elif isinstance(msg, Reply) and msg.command is Command.ERROR:
+            # The broker refused something we sent (e.g. READY): say so, or the worker would
+            # just reconnect and re-register forever without a word.
+            try:
+                code, message, _ = decode_error(msg.payload)
+            except ProtocolError:
+                code, message = "?", "(unreadable error)"
+            logger.error("broker refused a message from this worker: [%s] %s", code, message)
         elif isinstance(msg, Heartbeat | Ready | Reply):
             pass  # heartbeat: liveness already noted; others are not for workers
         return None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from zmq_ik import ops
+from zmq_ik._urdf import parse_urdf, read_urdf_text
 from zmq_ik.errors import ErrorCode, InputError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
@@ -62,24 +63,39 @@ class RobotEntry:
     """Rest pose used when a request gives none (None: the middle of the joint limits)."""
 
 
-def robot_entries(robots: Mapping[str, str] | None) -> list[RobotEntry]:
-    """Entries for ``{name: urdf}``; bundled robot names (tatbot) bring their defaults."""
+def robot_entries(
+    robots: Mapping[str, str] | None,
+    ee_links: Mapping[str, Sequence[str]] | None = None,
+    rest: Mapping[str, Sequence[float]] | None = None,
+) -> list[RobotEntry]:
+    """Entries for ``{name: urdf}`` (default: the bundled robots). A bundled robot's own URDF
+    brings its default end effectors and rest pose; ``ee_links`` / ``rest`` (by robot name)
+    set or override them. Another URDF under a bundled name inherits nothing."""
     if not robots:
         robots = {name: str(d.urdf_path) for name, d in BUNDLED.items()}
+    ee_links, rest = dict(ee_links or {}), dict(rest or {})
+    for option, given in (("ee_links", ee_links), ("rest", rest)):
+        unknown = sorted(set(given) - set(robots))
+        if unknown:
+            raise InputError(f"{option} for robot(s) {unknown} not served here", field=option)
     entries = []
     for name, urdf in robots.items():
         bundled = BUNDLED.get(name)
-        same_file = (
-            bundled is not None and Path(urdf).resolve() == Path(bundled.urdf_path).resolve()
-        )
+        if bundled is not None and Path(urdf).resolve() != Path(bundled.urdf_path).resolve():
+            bundled = None
+        ee = ee_links.get(name, bundled.ee_links if bundled is not None else None)
+        if name in rest:
+            entry_rest: np.ndarray | None = np.asarray(rest[name], np.float32)
+        elif bundled is not None and name not in ee_links:
+            entry_rest = np.asarray(bundled.rest, np.float32)
+        else:
+            entry_rest = None
         entries.append(
             RobotEntry(
                 name=name,
                 urdf=str(urdf),
-                ee_links=tuple(bundled.ee_links) if bundled is not None else None,
-                rest=np.asarray(bundled.rest, np.float32)
-                if bundled is not None and same_file
-                else None,
+                ee_links=tuple(ee) if ee is not None else None,
+                rest=entry_rest,
             )
         )
     return entries
@@ -124,13 +140,15 @@ class IKService:
         self,
         robots: Mapping[str, str] | None = None,
         *,
+        ee_links: Mapping[str, Sequence[str]] | None = None,
+        rest: Mapping[str, Sequence[float]] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         buckets: Sequence[int] | None = None,
         warm: Sequence[IKSettings] = (),
         warmup_threads: int | None = None,
         max_extra_compiles: int = 32,
     ) -> None:
-        self.entries = {e.name: e for e in robot_entries(robots)}
+        self.entries = {e.name: e for e in robot_entries(robots, ee_links, rest)}
         self.robots = list(self.entries)
         self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
         self.buckets = tuple(buckets) if buckets else None
@@ -181,13 +199,9 @@ class IKService:
             if all((c.precise, c.seeds) != (config.precise, config.seeds) for c in configs):
                 configs.append(config)
         for entry in self.entries.values():
-            if entry.ee_links is None:
-                logger.info(
-                    "robot %s: no default end effectors; solvers are built on first request",
-                    entry.name,
-                )
+            robot = self._load(entry)
+            if robot is None:
                 continue
-            robot = self._robot(entry.name, entry.ee_links)
             for config in configs:
                 t1 = time.monotonic()
                 ik.warmup(robot, config, buckets=self.buckets, threads=self.warmup_threads)
@@ -216,6 +230,30 @@ class IKService:
             "compile_s": round(time.monotonic() - t0, 3),
             "versions": {"jax": jax.__version__},
         }
+
+    def _load(self, entry: RobotEntry) -> Any:
+        """Read and check a robot's URDF (and default end effectors and rest pose) at start-up,
+        so a bad file stops the worker before READY with a message naming it. Returns the
+        default solver, or None when the robot has no default end effectors."""
+        try:
+            parse_urdf(entry.urdf)  # messages name the file
+            self._urdf_text[entry.urdf], _ = read_urdf_text(entry.urdf)
+        except InputError as e:
+            raise InputError(f"robot {entry.name!r}: {e.message}", e.field) from e
+        if entry.ee_links is None:
+            logger.warning(
+                "robot %s: no default end effectors (--ee-links), so requests must name them "
+                "and each new set compiles on its first request (seconds)",
+                entry.name,
+            )
+            return None
+        try:
+            robot = self._robot(entry.name, entry.ee_links)
+            if entry.rest is not None:
+                self._rest(entry, robot, entry.rest, False)
+        except InputError as e:
+            raise InputError(f"robot {entry.name!r} ({entry.urdf}): {e.message}", e.field) from e
+        return robot
 
     # ------------------------------------------------------------------ requests
 
@@ -348,7 +386,7 @@ class IKService:
         if solver is None:
             entry = self.entries[name]
             if entry.urdf not in self._urdf_text:
-                self._urdf_text[entry.urdf] = Path(entry.urdf).read_text()
+                self._urdf_text[entry.urdf], _ = read_urdf_text(entry.urdf)
             solver = ik.Robot.from_urdf(self._urdf_text[entry.urdf], ee_links)
             self._solvers[key] = solver
             logger.info("robot %s: built solver for %s", name, ", ".join(ee_links))

@@ -96,20 +96,21 @@ def _floats(text: str | None, n: int, default: float, what: str) -> tuple[float,
     return values
 
 
-def _read_text(path_or_xml: str | os.PathLike[str]) -> tuple[str, str]:
-    """(xml text, name for messages) from a path or from the XML itself."""
-    if isinstance(path_or_xml, str) and path_or_xml.lstrip().startswith("<"):
-        return path_or_xml, "<string>"
+def read_urdf_text(path_or_xml: str | os.PathLike[str]) -> tuple[str, str]:
+    """(xml text, name for messages) from a path or from the XML itself. A UTF-8 byte-order
+    mark (some editors write one) is dropped, so the text still reads as XML."""
+    if isinstance(path_or_xml, str) and path_or_xml.lstrip("\ufeff \t\r\n").startswith("<"):
+        return path_or_xml.lstrip("\ufeff"), "<string>"
     path = Path(path_or_xml).expanduser()
     try:
-        return path.read_text(), str(path)
-    except OSError as exc:
+        return path.read_text(encoding="utf-8-sig"), str(path)
+    except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read URDF {str(path)!r}: {exc}", field="urdf") from None
 
 
 def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
     """Parse a URDF file path or XML string into a :class:`URDFModel` (a tree, checked)."""
-    text, source = _read_text(path_or_xml)
+    text, source = read_urdf_text(path_or_xml)
     try:
         root_el = ET.fromstring(text)
     except ET.ParseError as exc:
@@ -152,7 +153,7 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
         rpy = _floats(origin.get("rpy") if origin is not None else None, 3, 0.0, f"{name} rpy")
         axis_el = el.find("axis")
         axis = (1.0, 0.0, 0.0)
-        if axis_el is not None:
+        if axis_el is not None and axis_el.get("xyz") is not None:  # <axis/>: the default
             axis = _floats(axis_el.get("xyz"), 3, 0.0, f"{name} axis")  # type: ignore[assignment]
         lower, upper, limited = 0.0, 0.0, jtype in ("revolute", "prismatic")
         if jtype in ACTUATED_TYPES:
@@ -173,6 +174,14 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
                 raise InputError(
                     f"URDF {source}: joint {name!r} has lower limit {lower} > upper {upper}",
                     field="urdf",
+                )
+            if lower == upper:
+                logger.warning(
+                    "URDF %s: %s joint %r has lower == upper (%g): it cannot move",
+                    source,
+                    jtype,
+                    name,
+                    lower,
                 )
         elif jtype == "continuous":
             lower, upper = -math.pi, math.pi

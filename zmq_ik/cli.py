@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import click
 
 from zmq_ik._version import __version__
+from zmq_ik.serve import EXIT_CONFIG
 
 DEFAULT_ENDPOINT = os.environ.get("ZMQ_IK_ENDPOINT", "tcp://127.0.0.1:5555")
 logger = logging.getLogger("zmq_ik.cli")
@@ -139,16 +141,54 @@ def broker(
 # --------------------------------------------------------------------------- worker
 
 
+class _ConfigError(click.ClickException):
+    """The worker cannot run as configured: exit ``EX_CONFIG`` so `serve` does not restart it."""
+
+    exit_code = EXIT_CONFIG
+
+
 def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
+    from zmq_ik.protocol import BROKER_SERVICE
+
     robots: dict[str, str] = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
             raise click.BadParameter(f"expected NAME=URDF, got {value!r}", param_hint="--robot")
+        if name == BROKER_SERVICE or not name.isprintable() or len(name.encode()) > 128:
+            raise click.BadParameter(
+                f"{name!r} cannot be a robot name (printable, at most 128 bytes, not "
+                f"{BROKER_SERVICE!r})",
+                param_hint="--robot",
+            )
         if not Path(path).is_file():
             raise click.BadParameter(f"URDF file not found: {path}", param_hint="--robot")
         robots[name] = path
     return robots
+
+
+def _parse_per_robot(values: tuple[str, ...], option: str) -> dict[str, list[str]]:
+    """``NAME=A,B,...`` options → {name: [A, B, ...]}."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, items = value.partition("=")
+        parts = [p.strip() for p in items.split(",")]
+        if not sep or not name or not all(parts):
+            raise click.BadParameter(f"expected NAME=A[,B...], got {value!r}", param_hint=option)
+        out[name] = parts
+    return out
+
+
+def _parse_rest(values: tuple[str, ...]) -> dict[str, list[float]]:
+    out = {}
+    for name, parts in _parse_per_robot(values, "--rest").items():
+        try:
+            out[name] = [float(p) for p in parts]
+        except ValueError as e:
+            raise click.BadParameter(f"{name}: {e}", param_hint="--rest") from e
+        if not all(math.isfinite(v) for v in out[name]):
+            raise click.BadParameter(f"{name}: values must be finite", param_hint="--rest")
+    return out
 
 
 def _parse_warm(values: tuple[str, ...]) -> list[Any]:
@@ -186,6 +226,22 @@ def _parse_warm(values: tuple[str, ...]) -> list[Any]:
     multiple=True,
     help="NAME=URDF to serve (repeatable); default: bundled tatbot.",
 )
+@click.option(
+    "--ee-links",
+    "ee_links",
+    multiple=True,
+    metavar="NAME=LINK[,LINK...]",
+    help="Default end-effector links of a robot (repeatable): used when a request names "
+    "none, and compiled before READY. The bundled tatbot has its two needles.",
+)
+@click.option(
+    "--rest",
+    "rests",
+    multiple=True,
+    metavar="NAME=Q1,Q2,...",
+    help="Default rest pose of a robot for its default end effectors, one value per joint in "
+    "chain order (default: tatbot's ready pose; other robots: the middle of the limits).",
+)
 @click.option("--cache-dir", default=None, help="JAX persistent compilation cache directory.")
 @click.option(
     "--buckets",
@@ -221,6 +277,8 @@ def worker(
     connect: str,
     gpu: int | None,
     robots: tuple[str, ...],
+    ee_links: tuple[str, ...],
+    rests: tuple[str, ...],
     cache_dir: str | None,
     buckets: str | None,
     max_extra_compiles: int,
@@ -232,9 +290,12 @@ def worker(
     curve_own: str | None,
 ) -> None:
     """Run a worker: load robots, compile, say READY, serve until SIGTERM."""
+    from zmq_ik.errors import InputError
     from zmq_ik.worker import EchoService, Worker, WorkerSettings
 
     robot_paths = _parse_robot(robots)
+    default_ee = _parse_per_robot(ee_links, "--ee-links")
+    default_rest = _parse_rest(rests)
     warm_settings = _parse_warm(warm)
     service: Any
     if echo:
@@ -254,13 +315,19 @@ def worker(
                 f"{buckets} is not a subset of {','.join(map(str, BUCKETS))}",
                 param_hint="--buckets",
             )
-        service = IKService(
-            robot_paths or None,
-            cache_dir=cache_dir,
-            buckets=bucket_list,
-            warm=warm_settings,
-            max_extra_compiles=max_extra_compiles,
-        )
+        try:
+            service = IKService(
+                robot_paths or None,
+                ee_links=default_ee,
+                rest=default_rest,
+                cache_dir=cache_dir,
+                buckets=bucket_list,
+                warm=warm_settings,
+                max_extra_compiles=max_extra_compiles,
+            )
+        except InputError as e:
+            option = {"ee_links": "--ee-links", "rest": "--rest"}.get(e.field or "", "--robot")
+            raise click.BadParameter(e.message, param_hint=option) from e
     settings = WorkerSettings(
         connect=connect,
         heartbeat_interval=heartbeat,
@@ -269,7 +336,10 @@ def worker(
     )
     w = Worker(service, settings)
     w.install_signal_handlers()
-    w.run()
+    try:
+        w.run()
+    except InputError as e:  # a robot that cannot be loaded: say which, no traceback
+        raise _ConfigError(e.message) from e
 
 
 # --------------------------------------------------------------------------- ping / status
@@ -390,6 +460,20 @@ def _gpu_list(value: str | None) -> list[int]:
     "--gpu", "gpus", default=None, help="Comma-separated GPU indices; workers are spread over them."
 )
 @click.option("--robot", "robots", multiple=True, help="NAME=URDF for every worker (repeatable).")
+@click.option(
+    "--ee-links",
+    "ee_links",
+    multiple=True,
+    metavar="NAME=LINK[,LINK...]",
+    help="Default end effectors of a robot (see `zmq-ik worker --help`).",
+)
+@click.option(
+    "--rest",
+    "rests",
+    multiple=True,
+    metavar="NAME=Q1,Q2,...",
+    help="Default rest pose of a robot (see `zmq-ik worker --help`).",
+)
 @click.option("--cache-dir", default=None, help="JAX compilation cache directory.")
 @click.option("--buckets", default=None, help="Comma-separated batch buckets to compile.")
 @click.option(
@@ -406,6 +490,8 @@ def serve(
     workers: int | None,
     gpus: str | None,
     robots: tuple[str, ...],
+    ee_links: tuple[str, ...],
+    rests: tuple[str, ...],
     cache_dir: str | None,
     buckets: str | None,
     warm: tuple[str, ...],
@@ -416,7 +502,11 @@ def serve(
 
     gpu_ids = _gpu_list(gpus)
     _parse_robot(robots)
+    _parse_per_robot(ee_links, "--ee-links")
+    _parse_rest(rests)
     worker_args: list[str] = [a for r in robots for a in ("--robot", r)]
+    worker_args += [a for e in ee_links for a in ("--ee-links", e)]
+    worker_args += [a for r in rests for a in ("--rest", r)]
     if cache_dir:
         worker_args += ["--cache-dir", cache_dir]
     if buckets:
@@ -430,6 +520,8 @@ def serve(
     sup.install_signal_handlers()
     sup.start()
     sup.run()
+    if sup.failed:
+        raise click.ClickException(sup.failed)
 
 
 def _load_job(scene_path: str | None, strokes_path: str | None) -> tuple[Any, Any]:

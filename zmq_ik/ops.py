@@ -24,15 +24,27 @@ bigger jobs are split by the client (`IKClient.compute` does it for you)."""
 _IK_FIELDS = {f.name for f in fields(IKSettings)}
 
 
-def _array(arrays: Mapping[str, np.ndarray], name: str, shape: Sequence[int | None]) -> np.ndarray:
-    """Fetch ``arrays[name]``, check its rank, sizes and finiteness; float32 out."""
+MAX_COORDINATE = 1e4
+"""Largest |target_pos| coordinate accepted (metres): past it float32 squares of the
+residual overflow, and no arm reaches 10 km anyway."""
+
+
+def _array(
+    arrays: Mapping[str, np.ndarray],
+    name: str,
+    shape: Sequence[int | None],
+    dims: Sequence[str] = (),
+) -> np.ndarray:
+    """Fetch ``arrays[name]``, check its rank, sizes and finiteness; float32 out. ``dims``
+    names the free sizes in messages (default N)."""
     if name not in arrays:
         raise InputError(f"missing array {name!r}", name)
     arr = np.asarray(arrays[name])
     if arr.ndim != len(shape) or any(
         s is not None and s != d for s, d in zip(shape, arr.shape, strict=True)
     ):
-        want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+        names = iter(dims)
+        want = "(" + ", ".join(next(names, "N") if s is None else str(s) for s in shape) + ")"
         raise InputError(f"{name} must have shape {want}, got {arr.shape}", name)
     if arr.dtype.kind not in "fiub":
         raise InputError(f"{name} must be numeric, got {arr.dtype}", name)
@@ -40,6 +52,14 @@ def _array(arrays: Mapping[str, np.ndarray], name: str, shape: Sequence[int | No
     if not np.isfinite(out).all():
         raise InputError(f"{name} contains NaN or inf", name)
     return out
+
+
+def _as_float32(value: Any, name: str) -> np.ndarray:
+    """A caller's array-like as float32, or an `InputError` naming it."""
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{name}: not a numeric array ({e})", name) from e
 
 
 def ik_settings_from_header(value: Any) -> IKSettings | None:
@@ -76,20 +96,20 @@ def solve_request(
     ik: IKSettings | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a `solve` request. Single poses (n_ee, 4)/(n_ee, 3) are batched."""
-    wxyz = np.asarray(target_wxyz, dtype=np.float32)
-    pos = np.asarray(target_pos, dtype=np.float32)
+    wxyz = _as_float32(target_wxyz, "target_wxyz")
+    pos = _as_float32(target_pos, "target_pos")
     if wxyz.ndim == 2:
         wxyz = wxyz[None]
     if pos.ndim == 2:
         pos = pos[None]
     header: dict[str, Any] = {}
     if ee_links is not None:
-        header["ee_links"] = list(ee_links)
+        header["ee_links"] = [ee_links] if isinstance(ee_links, str) else list(ee_links)
     if ik is not None:
         header["ik"] = ik_settings_to_header(ik)
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
     if rest is not None:
-        arrays["rest"] = np.asarray(rest, dtype=np.float32)
+        arrays["rest"] = _as_float32(rest, "rest")
     # Check here too, so a robot sees its own mistake without a round trip.
     read_solve_request(header, arrays)
     return header, arrays
@@ -99,8 +119,13 @@ def read_solve_request(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[str, ...] | None, IKSettings | None]:
     """Validate a `solve` request: (target_wxyz, target_pos, rest, ee_links, settings)."""
-    wxyz = _array(arrays, "target_wxyz", (None, None, 4))
-    pos = _array(arrays, "target_pos", (None, None, 3))
+    wxyz = _array(arrays, "target_wxyz", (None, None, 4), ("N", "n_ee"))
+    pos = _array(arrays, "target_pos", (None, None, 3), ("N", "n_ee"))
+    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
+        raise InputError(
+            f"target_pos has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
+            "target_pos",
+        )
     if wxyz.shape[:2] != pos.shape[:2]:
         raise InputError(
             f"target_wxyz {wxyz.shape} and target_pos {pos.shape} disagree on (N, n_ee)",

@@ -38,6 +38,11 @@ class Child:
     started: float = 0.0
 
 
+EXIT_CONFIG = 78
+"""Exit status of a child that cannot run as configured (sysexits' EX_CONFIG: a URDF or end
+effector that does not load). Restarting would only fail again, so the supervisor stops."""
+
+
 class Supervisor:
     """Start, watch and stop a broker plus workers."""
 
@@ -55,6 +60,8 @@ class Supervisor:
         self.connect = bind.replace("*", "127.0.0.1").replace("0.0.0.0", "127.0.0.1")
         self.max_backoff = max_backoff
         self._stop = threading.Event()
+        self.failed: str | None = None
+        """Why supervision stopped early (a child's configuration error), else None."""
         flags = ["-v"] * verbose
         self.children = [Child("broker", [*flags, "broker", "--bind", bind, *broker_args])]
         for i in range(workers):
@@ -92,6 +99,12 @@ class Supervisor:
                 if now - child.started > 60:
                     child.backoff = 0.5  # a child that ran a minute is healthy again
                 continue
+            if code in (2, EXIT_CONFIG):  # a usage or configuration error: never restart
+                self.failed = f"{child.name} exited with status {code} (configuration error)"
+                logger.error("%s; stopping everything (see its message above)", self.failed)
+                child.proc = None
+                self.stop()
+                return
             child.restarts += 1
             child.proc = None
             child.next_start = now + child.backoff
