@@ -185,6 +185,18 @@ class AsyncIKClient:
         parts = await asyncio.gather(*(one(s) for s in starts))
         return StrokeBatch.concat(list(parts))
 
+    async def describe(
+        self,
+        robot: str,
+        ee_links: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """As `IKClient.describe`."""
+        header = ops.describe_request(ee_links)
+        payload = await self.request(robot, ops.DESCRIBE, header, timeout=timeout)
+        return ops.read_describe_reply(payload.header, payload.arrays)
+
     async def ping(self, timeout: float | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         payload = await self.request(BROKER_SERVICE, "ping", timeout=timeout)

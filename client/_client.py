@@ -313,6 +313,19 @@ class IKClient:
                 progress(done, b * per_pair)
         return StrokeBatch.concat([parts[i] for i in range(len(starts))])
 
+    def describe(
+        self,
+        robot: str,
+        ee_links: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """What a worker solves for ``robot``: ``ee_links`` (the defaults when None), and per
+        joint in the order of ``rest`` / ``joints``: ``joint_names``, ``lower``, ``upper``,
+        ``limited`` and the default ``rest``."""
+        payload = self.request(robot, ops.DESCRIBE, ops.describe_request(ee_links), timeout=timeout)
+        return ops.read_describe_reply(payload.header, payload.arrays)
+
     # ------------------------------------------------------------------ management
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:

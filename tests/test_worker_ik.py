@@ -92,6 +92,32 @@ def test_unknown_link_and_bad_settings(ik_endpoint, robot):
         assert client.solve("tatbot", wxyz, pos).joints.shape == (1, 14)
 
 
+def test_describe_says_joint_order_limits_and_rest(ik_endpoint, robot):
+    import asyncio
+
+    from zmq_ik.client import AsyncIKClient
+
+    with IKClient(ik_endpoint, timeout=60, retries=0) as client:
+        info = client.describe("tatbot")
+        swapped = client.describe("tatbot", ["right/tattoo_needle", "left/tattoo_needle"])
+        with pytest.raises(RemoteError) as err:
+            client.describe("tatbot", "left/no_such_link")
+    assert info["ee_links"] == list(TATBOT.ee_links)
+    assert info["joint_names"] == list(robot.joint_names)
+    np.testing.assert_allclose(info["rest"], TATBOT.rest, atol=1e-6)
+    np.testing.assert_array_equal(info["lower"], robot.lower)
+    assert info["limited"].dtype == np.bool_ and (info["lower"] <= info["upper"]).all()
+    assert swapped["joint_names"] == info["joint_names"][7:] + info["joint_names"][:7]
+    np.testing.assert_allclose(swapped["rest"], (swapped["lower"] + swapped["upper"]) / 2)
+    assert err.value.code == "bad_request" and "no_such_link" in err.value.message
+
+    async def run():
+        async with AsyncIKClient(ik_endpoint, timeout=60) as client:
+            return await client.describe("tatbot")
+
+    assert asyncio.run(run())["joint_names"] == info["joint_names"]
+
+
 def test_steady_state_compiles_nothing(ik_endpoint, robot):
     rng = np.random.default_rng(7)
     wxyz, pos = reachable_targets(robot, 64, seed=11)

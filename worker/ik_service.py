@@ -224,7 +224,7 @@ class IKService:
         self._warm = {key: set(solver._cache) for key, solver in self._solvers.items()}
         return {
             "device": device,
-            "operations": ["solve", "strokebatch", "echo"],
+            "operations": [ops.SOLVE, ops.STROKEBATCH, ops.DESCRIBE, "echo"],
             "buckets": list(self.buckets),
             "programs": [{"precise": c.precise, "seeds": c.seeds} for c in configs],
             "compile_s": round(time.monotonic() - t0, 3),
@@ -333,6 +333,18 @@ class IKService:
                     solver, wxyz, pos, rest, config, buckets=self.buckets, deadline=deadline
                 )
             )
+        if operation == ops.DESCRIBE:
+            requested = ops.read_ee_links(header)
+            ee = self._ee_links(entry, requested)
+            solver = self._robot(robot, ee)
+            return ops.describe_reply(
+                ee,
+                solver.joint_names,
+                solver.lower,
+                solver.upper,
+                solver.limited,
+                self._rest(entry, solver, None, ee == entry.ee_links),
+            )
         if operation == ops.STROKEBATCH:
             scene, packed = ops.read_strokebatch_request(header, arrays)
             solver = self._robot(robot, tuple(scene.ee_links))
@@ -350,7 +362,8 @@ class IKService:
             return ops.strokebatch_reply(batch)
         raise ServiceError(
             ErrorCode.UNKNOWN_OPERATION,
-            f"unknown operation {operation!r}; this worker serves solve, strokebatch, echo",
+            f"unknown operation {operation!r}; this worker serves solve, strokebatch, "
+            "describe, echo",
             "operation",
         )
 

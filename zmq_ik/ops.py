@@ -17,6 +17,7 @@ from zmq_ik.model import IKSettings, IKSolution, PackedStrokes, Scene, StrokeBat
 
 SOLVE = "solve"
 STROKEBATCH = "strokebatch"
+DESCRIBE = "describe"
 MAX_POSES_PER_REQUEST = 1 << 20
 """Poses (solve) or stroke pairs × length × offsets (strokebatch) accepted in one request;
 bigger jobs are split by the client (`IKClient.compute` does it for you)."""
@@ -139,16 +140,22 @@ def read_solve_request(
     if (norms < 1e-6).any():
         raise InputError("target_wxyz holds a zero quaternion", "target_wxyz")
     rest = _array(arrays, "rest", (None,)) if "rest" in arrays else None
-    ee_links = header.get("ee_links")
-    if ee_links is not None:
-        if not isinstance(ee_links, list) or not all(isinstance(x, str) and x for x in ee_links):
-            raise InputError("ee_links must be a list of link names", "ee_links")
-        if len(ee_links) != wxyz.shape[1]:
-            raise InputError(
-                f"{len(ee_links)} ee_links for {wxyz.shape[1]} targets per pose", "ee_links"
-            )
-        ee_links = tuple(ee_links)
+    ee_links = read_ee_links(header)
+    if ee_links is not None and len(ee_links) != wxyz.shape[1]:
+        raise InputError(
+            f"{len(ee_links)} ee_links for {wxyz.shape[1]} targets per pose", "ee_links"
+        )
     return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik"))
+
+
+def read_ee_links(header: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The request's ``ee_links`` (None: the robot's defaults)."""
+    ee_links = header.get("ee_links")
+    if ee_links is None:
+        return None
+    if not isinstance(ee_links, list) or not all(isinstance(x, str) and x for x in ee_links):
+        raise InputError("ee_links must be a list of link names", "ee_links")
+    return tuple(ee_links)
 
 
 def solve_reply(solution: IKSolution) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -162,6 +169,50 @@ def read_solve_reply(arrays: Mapping[str, np.ndarray]) -> IKSolution:
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
+
+
+# --------------------------------------------------------------------------- describe
+
+
+def describe_request(ee_links: Sequence[str] | str | None = None) -> dict[str, Any]:
+    """Header of a `describe` request (no arrays)."""
+    if ee_links is None:
+        return {}
+    return {"ee_links": [ee_links] if isinstance(ee_links, str) else list(ee_links)}
+
+
+def describe_reply(
+    ee_links: Sequence[str],
+    joint_names: Sequence[str],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    limited: np.ndarray,
+    rest: np.ndarray,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    header = {"ee_links": list(ee_links), "joint_names": list(joint_names)}
+    arrays = {
+        "lower": np.asarray(lower, np.float32),
+        "upper": np.asarray(upper, np.float32),
+        "limited": np.asarray(limited, np.bool_),
+        "rest": np.asarray(rest, np.float32),
+    }
+    return header, arrays
+
+
+def read_describe_reply(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """``{ee_links, joint_names, lower, upper, limited, rest}`` (numpy arrays per joint)."""
+    try:
+        info: dict[str, Any] = {
+            "ee_links": list(header["ee_links"]),
+            "joint_names": list(header["joint_names"]),
+        }
+        for name in ("lower", "upper", "limited", "rest"):
+            info[name] = np.asarray(arrays[name])
+    except KeyError as e:
+        raise InputError(f"describe reply lacks {e}", str(e)) from e
+    return info
 
 
 # --------------------------------------------------------------------------- strokebatch
