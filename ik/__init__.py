@@ -10,11 +10,14 @@
 from ._robot import Robot as Robot
 from ._solve import BUCKETS as BUCKETS
 from ._solve import IKConfig as IKConfig
+from ._solve import check_rest as check_rest
 from ._solve import chunk_size as chunk_size
+from ._solve import default_rest as default_rest
 from ._solve import enable_compilation_cache as enable_compilation_cache
 from ._solve import seed_points as seed_points
 from ._solve import solve_ik as solve_ik
 from ._solve import warmup as warmup
+from ._solve import working_range as working_range
 from ._strokebatch import strokebatch_from_arrays as strokebatch_from_arrays
 from ._strokebatch import strokebatch_from_strokes as strokebatch_from_strokes
 
@@ -22,11 +25,14 @@ __all__ = [
     "BUCKETS",
     "IKConfig",
     "Robot",
+    "check_rest",
     "chunk_size",
+    "default_rest",
     "enable_compilation_cache",
     "seed_points",
     "solve_ik",
     "strokebatch_from_arrays",
     "strokebatch_from_strokes",
     "warmup",
+    "working_range",
 ]

@@ -194,17 +194,35 @@ def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
     return out
 
 
+def _reach(robot: Robot) -> npt.NDArray[np.float64]:
+    """Per joint: half a turn (rad), or 1 m for prismatic joints."""
+    prismatic = np.array([j.prismatic for c in robot.chains for j in c.chain.joints], np.bool_)
+    return np.where(prismatic, 1.0, math.pi)
+
+
+def working_range(robot: Robot) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(lower, upper) per joint, where limits like ±1e10 (meaning "unlimited") are narrowed
+    to a window of one turn (or 2 m) inside them, nearest zero: where seeds are drawn and
+    the default rest pose sits, instead of 1e10 rad."""
+    lo, hi = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
+    reach = _reach(robot)
+    centre = np.clip(0.0, lo + reach, hi - reach)
+    wide = hi - lo > 2 * reach
+    return np.where(wide, centre - reach, lo), np.where(wide, centre + reach, hi)
+
+
+def default_rest(robot: Robot) -> npt.NDArray[np.float32]:
+    """The rest pose used when none is given: the middle of each joint's working range."""
+    lo, hi = working_range(robot)
+    return ((lo + hi) / 2).astype(np.float32)
+
+
 def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
     """(seeds - 1, n_joints) deterministic extra starting points inside the limits."""
     if seeds <= 1:
         return np.zeros((0, robot.n_joints), np.float32)
     u = _halton(seeds - 1, robot.n_joints)
-    lo, hi = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
-    # Limits like ±1e10 mean "unlimited": sample one turn (or ±1 m) instead, not 1e10 rad.
-    prismatic = np.array([j.prismatic for c in robot.chains for j in c.chain.joints])
-    reach = np.where(prismatic, 1.0, math.pi)
-    wide = hi - lo > 2 * reach
-    lo, hi = np.where(wide, np.maximum(lo, -reach), lo), np.where(wide, np.minimum(hi, reach), hi)
+    lo, hi = working_range(robot)
     # Stay a little inside the limits: a start on a limit has a one-sided Jacobian.
     margin = 0.02 * (hi - lo)
     return (lo + margin + u * (hi - lo - 2 * margin)).astype(np.float32)
@@ -708,7 +726,7 @@ def _check_targets(
             f"target_pos has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
             field="target_pos",
         )
-    _check_rest(robot, rest_arr)
+    check_rest(robot, rest_arr)
     norm = np.linalg.norm(wxyz, axis=-1, keepdims=True)
     if (norm < 1e-6).any():
         raise InputError("target_wxyz contains a zero-norm quaternion", field="target_wxyz")
@@ -716,13 +734,14 @@ def _check_targets(
     return wxyz.astype(np.float32), pos.astype(np.float32), rest_arr.astype(np.float32)
 
 
-def _check_rest(robot: Robot, rest: npt.NDArray[np.float64]) -> None:
-    """Refuse a rest pose far outside the joint limits (more than a whole range beyond them):
-    it is the starting point too, so such a value is a caller's mistake (radians for degrees,
-    a wrong joint order) that would come back as a poor answer. A previous answer fed back
-    (soft limits let it sit slightly outside) passes."""
+def check_rest(robot: Robot, rest: Any) -> None:
+    """Refuse a rest pose far outside the joint limits (more than a whole range, and at least
+    half a turn or 1 m, beyond them) or beyond ±1e3: it is the starting point too, so such a
+    value is a caller's mistake (degrees for radians, a wrong joint order). A previous answer
+    fed back (soft limits let it sit outside them) passes."""
+    rest = np.asarray(rest, np.float64)
     lower, upper = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
-    slack = np.where(robot.limited, np.maximum(upper - lower, 1e-3), np.inf)
+    slack = np.where(robot.limited, np.maximum(upper - lower, _reach(robot)), np.inf)
     bad = (rest < lower - slack) | (rest > upper + slack) | (np.abs(rest) > 1e3)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -802,6 +821,8 @@ def warmup(
     overlap. Nothing is run: compiling fills the same cache a call would."""
     config = config or IKConfig()
     sizes = check_buckets(buckets)
+    chunk = chunk_size(sizes, config.seeds)
+    sizes = tuple(b for b in sizes if b <= chunk)  # larger ones are never called (chunks)
     fn = _program(robot, config.precise, config.seeds)
     if threads is None:
         threads = min(len(sizes), _cpus(), 4)

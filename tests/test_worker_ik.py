@@ -266,25 +266,56 @@ def test_warm_settings_parse_as_ik_settings():
 
 
 def test_robot_defaults_per_robot(tmp_path):
-    """A bundled name with another URDF inherits none of the bundled defaults; ``ee_links``
-    and ``rest`` set them per robot; options for robots not served are refused."""
+    """A copy of the bundled URDF under its name keeps the bundled defaults; another URDF
+    under that name inherits nothing; ``ee_links`` and ``rest`` set them per robot; options
+    for robots not served, or a rest without end effectors, are refused."""
     from zmq_ik.errors import InputError
     from zmq_ik.worker.ik_service import robot_entries
 
-    other = tmp_path / "other.urdf"
-    other.write_text(TATBOT.urdf_path.read_text())
+    copy, other = tmp_path / "copy.urdf", tmp_path / "other.urdf"
+    copy.write_text(TATBOT.urdf_path.read_text())
+    other.write_text(
+        '<robot name="o"><link name="a"/><link name="tip"/><joint name="j" type="revolute">'
+        '<parent link="a"/><child link="tip"/><limit lower="-1" upper="1"/></joint></robot>'
+    )
     (bundled,) = robot_entries(None)
     assert bundled.ee_links == tuple(TATBOT.ee_links) and bundled.rest is not None
+    (copied,) = robot_entries({"tatbot": str(copy)})  # e.g. deploy/'s /etc/zmq-ik/tatbot.urdf
+    assert copied.ee_links == bundled.ee_links
+    np.testing.assert_array_equal(copied.rest, bundled.rest)
     (renamed,) = robot_entries({"tatbot": str(other)})
     assert renamed.ee_links is None and renamed.rest is None
-    (mine,) = robot_entries(
-        {"tatbot": str(other)}, {"tatbot": ["left/tattoo_needle"]}, {"tatbot": [0.0] * 7}
-    )
-    assert mine.ee_links == ("left/tattoo_needle",) and mine.rest.shape == (7,)
+    (mine,) = robot_entries({"tatbot": str(other)}, {"tatbot": ["tip"]}, {"tatbot": [0.5]})
+    assert mine.ee_links == ("tip",) and mine.rest.tolist() == [0.5]
     (chosen,) = robot_entries(None, {"tatbot": ["left/tattoo_needle"]})
     assert chosen.rest is None  # the ready pose is for the two needles, not for this set
+    (same,) = robot_entries(None, {"tatbot": list(TATBOT.ee_links)})
+    assert same.rest is not None
     with pytest.raises(InputError, match="'nobody'"):
         robot_entries(None, {"nobody": ["x"]})
+    with pytest.raises(InputError, match="needs its default end effectors"):
+        robot_entries({"o": str(other)}, rest={"o": [0.0]})
+
+
+def test_default_rest_and_seeds_stay_in_a_working_range():
+    """Limits like [0, 1e10] mean "unlimited": the default rest pose and the seeds sit in a
+    window of one turn (2 m) inside them, and the rest passes the request checks."""
+    wide = """<robot name="w"><link name="a"/><link name="b"/><link name="c"/>
+      <link name="d"/>
+      <joint name="r" type="revolute"><parent link="a"/><child link="b"/><axis xyz="0 0 1"/>
+        <limit lower="-10" upper="-3.5"/></joint>
+      <joint name="p" type="prismatic"><parent link="b"/><child link="c"/><axis xyz="1 0 0"/>
+        <limit lower="0" upper="1e10"/></joint>
+      <joint name="s" type="revolute"><parent link="c"/><child link="d"/><axis xyz="0 1 0"/>
+        <limit lower="-1e10" upper="1e10"/></joint></robot>"""
+    robot = ik.Robot.from_urdf(wide, ["d"])
+    rest = ik.default_rest(robot)
+    ik.check_rest(robot, rest)
+    np.testing.assert_allclose(rest, [-3.5 - np.pi, 1.0, 0.0], atol=1e-5)  # nearest zero
+    seeds = ik.seed_points(robot, 17)
+    assert ((seeds[:, 0] >= -10) & (seeds[:, 0] <= -3.5)).all() and np.ptp(seeds[:, 0]) > 3
+    assert ((seeds[:, 1] >= 0) & (seeds[:, 1] <= 2)).all()
+    assert (np.abs(seeds[:, 2]) <= np.pi).all()
 
 
 @pytest.mark.parametrize(
@@ -294,15 +325,21 @@ def test_robot_defaults_per_robot(tmp_path):
         (["--robot", "r=BAD", "--ee-links", "r=tip"], "robot 'r': URDF"),
         (["--robot", "r=GOOD", "--ee-links", "r=nowhere"], "no link named 'nowhere'"),
         (["--robot", "r=GOOD", "--ee-links", "r=tip", "--rest", "r=1,2"], "rest must have"),
+        (["--robot", "r=GOOD", "--ee-links", "r=tip", "--rest", "r=50"], "far outside"),
+        (["--robot", "r=GOOD", "--rest", "r=0.5"], "needs its default end effectors"),
         (["--robot", "r=GOOD", "--ee-links", "s=tip"], "not served here"),
     ],
 )
-def test_worker_cli_refuses_robots_it_cannot_load(tmp_path, args, message):
+def test_worker_cli_refuses_robots_it_cannot_load(tmp_path, monkeypatch, args, message):
     """Before READY and without a traceback: a bad URDF, link or rest pose names the robot."""
     from click.testing import CliRunner
     from conftest import JAX_CACHE
 
     from zmq_ik.cli import main
+    from zmq_ik.worker import Worker
+
+    # The worker would take over SIGINT/SIGTERM of the test process.
+    monkeypatch.setattr(Worker, "install_signal_handlers", lambda self: None)
 
     good, bad = tmp_path / "good.urdf", tmp_path / "bad.urdf"
     good.write_text(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from zmq_ik import ops
-from zmq_ik._urdf import parse_urdf, read_urdf_text
+from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
 from zmq_ik.errors import ErrorCode, InputError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
@@ -68,9 +68,11 @@ def robot_entries(
     ee_links: Mapping[str, Sequence[str]] | None = None,
     rest: Mapping[str, Sequence[float]] | None = None,
 ) -> list[RobotEntry]:
-    """Entries for ``{name: urdf}`` (default: the bundled robots). A bundled robot's own URDF
-    brings its default end effectors and rest pose; ``ee_links`` / ``rest`` (by robot name)
-    set or override them. Another URDF under a bundled name inherits nothing."""
+    """Entries for ``{name: urdf}`` (default: the bundled robots). ``ee_links`` / ``rest``
+    (by robot name) set a robot's defaults. A bundled robot's name brings its own defaults
+    unless they are set: its end effectors if the URDF has those links (the bundled file, or
+    a copy or recalibrated version of it), its rest pose if the chains to them have as many
+    joints. Another URDF under a bundled name inherits nothing."""
     if not robots:
         robots = {name: str(d.urdf_path) for name, d in BUNDLED.items()}
     ee_links, rest = dict(ee_links or {}), dict(rest or {})
@@ -80,25 +82,42 @@ def robot_entries(
             raise InputError(f"{option} for robot(s) {unknown} not served here", field=option)
     entries = []
     for name, urdf in robots.items():
+        ee = tuple(ee_links[name]) if name in ee_links else None
+        entry_rest = np.asarray(rest[name], np.float32) if name in rest else None
         bundled = BUNDLED.get(name)
-        if bundled is not None and Path(urdf).resolve() != Path(bundled.urdf_path).resolve():
-            bundled = None
-        ee = ee_links.get(name, bundled.ee_links if bundled is not None else None)
-        if name in rest:
-            entry_rest: np.ndarray | None = np.asarray(rest[name], np.float32)
-        elif bundled is not None and name not in ee_links:
-            entry_rest = np.asarray(bundled.rest, np.float32)
-        else:
-            entry_rest = None
-        entries.append(
-            RobotEntry(
-                name=name,
-                urdf=str(urdf),
-                ee_links=tuple(ee) if ee is not None else None,
-                rest=entry_rest,
+        if bundled is not None and (ee is None or ee == tuple(bundled.ee_links)):
+            inherited = _bundled_defaults(name, urdf)
+            if inherited is not None:
+                ee = ee or inherited[0]
+                entry_rest = entry_rest if entry_rest is not None else inherited[1]
+        if entry_rest is not None and ee is None:
+            raise InputError(
+                f"rest for robot {name!r} needs its default end effectors (ee_links) too",
+                field="rest",
             )
-        )
+        entries.append(RobotEntry(name=name, urdf=str(urdf), ee_links=ee, rest=entry_rest))
     return entries
+
+
+def _bundled_defaults(name: str, urdf: str) -> tuple[tuple[str, ...], np.ndarray | None] | None:
+    """(ee_links, rest or None) a URDF served under a bundled robot's name inherits, or None
+    (logged) when it does not have the bundled end-effector links."""
+    bundled = BUNDLED[name]
+    if Path(urdf).resolve() == Path(bundled.urdf_path).resolve():
+        return tuple(bundled.ee_links), np.asarray(bundled.rest, np.float32)
+    model = parse_urdf(urdf)
+    if not all(link in model.links for link in bundled.ee_links):
+        logger.warning(
+            "robot %s: %s lacks the bundled %s end effectors %s; it inherits no defaults",
+            name,
+            urdf,
+            name,
+            ", ".join(bundled.ee_links),
+        )
+        return None
+    joints = sum(j.type in ACTUATED_TYPES for link in bundled.ee_links for j in model.path_to(link))
+    rest = np.asarray(bundled.rest, np.float32) if joints == len(bundled.rest) else None
+    return tuple(bundled.ee_links), rest
 
 
 def _malloc_trim() -> None:
@@ -247,10 +266,12 @@ class IKService:
                 entry.name,
             )
             return None
+        from zmq_ik import ik
+
         try:
             robot = self._robot(entry.name, entry.ee_links)
             if entry.rest is not None:
-                self._rest(entry, robot, entry.rest, False)
+                ik.check_rest(robot, self._rest(entry, robot, entry.rest, False))
         except InputError as e:
             raise InputError(f"robot {entry.name!r} ({entry.urdf}): {e.message}", e.field) from e
         return robot
@@ -379,11 +400,13 @@ class IKService:
     def _rest(
         self, entry: RobotEntry, solver: Any, rest: np.ndarray | None, default_ee: bool
     ) -> np.ndarray:
+        from zmq_ik import ik
+
         n = len(solver.joint_names)
         if rest is None:
             if default_ee and entry.rest is not None:
                 return entry.rest
-            return ((np.asarray(solver.lower) + np.asarray(solver.upper)) / 2).astype(np.float32)
+            return ik.default_rest(solver)
         if rest.shape != (n,):
             raise InputError(
                 f"rest must have shape ({n},) for these end effectors, got {rest.shape}", "rest"

@@ -254,8 +254,9 @@ def _parse_warm(values: tuple[str, ...]) -> list[Any]:
     type=click.IntRange(min=1),
     default=32,
     show_default=True,
-    help="Programs compiled on demand after READY (client-chosen settings, end effectors) "
-    "before all of them are dropped again: bounds the worker's memory.",
+    help="Programs compiled (and solvers built) on demand after READY for client-chosen "
+    "settings, end effectors or describe requests, before all of them are dropped again: "
+    "bounds the worker's memory.",
 )
 @click.option(
     "--warm",
@@ -263,7 +264,7 @@ def _parse_warm(values: tuple[str, ...]) -> list[Any]:
     metavar="SETTINGS",
     help="IK settings whose programs compile before READY besides the default one, e.g. "
     "'precise=true' or 'precise=true,seeds=16' (repeatable; only precise and seeds pick a "
-    "program). Other settings compile on first use.",
+    "program; weights never need one). Other precise/seeds combinations compile on first use.",
 )
 @click.option(
     "--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks)."
@@ -692,7 +693,7 @@ def demo(
     ) as sup:
         if not wait_ready(endpoint, 1, startup_timeout, sup):
             raise click.ClickException(
-                "the embedded worker did not become ready; run with -v for its log"
+                sup.failed or "the embedded worker did not become ready; run with -v for its log"
             )
         _run_job(endpoint, scene, strokes, output, as_json, False, 60.0, 64, tolerance=tolerance)
 

@@ -88,6 +88,8 @@ class Supervisor:
 
     def poll(self) -> None:
         """Restart children that died, with capped exponential backoff."""
+        if self._stop.is_set():
+            return
         now = time.monotonic()
         for child in self.children:
             if child.proc is None:
@@ -99,7 +101,9 @@ class Supervisor:
                 if now - child.started > 60:
                     child.backoff = 0.5  # a child that ran a minute is healthy again
                 continue
-            if code in (2, EXIT_CONFIG):  # a usage or configuration error: never restart
+            if code in (2, EXIT_CONFIG) and child.restarts == 0:
+                # A usage or configuration error on the first start would recur on every
+                # restart. (Later, after a crash, it may be transient: back off as usual.)
                 self.failed = f"{child.name} exited with status {code} (configuration error)"
                 logger.error("%s; stopping everything (see its message above)", self.failed)
                 child.proc = None
@@ -186,6 +190,8 @@ def wait_ready(
         while time.monotonic() < deadline:
             if supervisor is not None:
                 supervisor.poll()
+                if supervisor.failed:
+                    return False
             try:
                 if len(client.ping()["workers"]) >= workers:
                     return True
