@@ -113,6 +113,8 @@ def wait_for_broker(endpoint: str, proc: subprocess.Popen[bytes], timeout: float
                 return
             except IKError:
                 continue
+    if proc.poll() is not None:
+        raise RuntimeError(f"broker at {endpoint} exited with {proc.returncode} before answering")
     raise TimeoutError(f"broker at {endpoint} did not answer within {timeout}s")
 
 

@@ -114,7 +114,8 @@ def test_broker_restart_client_retry_succeeds(procs, endpoint):
         assert client.request("echo", "echo", {"n": 1}).header["n"] == 1
         broker.send_signal(signal.SIGKILL)
         broker.wait(5)
-        threading.Timer(0.5, lambda: procs.broker(endpoint)).start()
+        # wait=False: the client's retry is what waits for the new broker here.
+        threading.Timer(0.5, lambda: procs.broker(endpoint, wait=False)).start()
         assert client.request("echo", "echo", {"n": 2}).header["n"] == 2
 
 
