@@ -47,6 +47,7 @@ class IKBackend:
 
         self.ik = ik
         tatbot = BUNDLED["tatbot"]
+        ik.run_inline_on_cpu()  # as a worker runs it
         ik.enable_compilation_cache(JAX_CACHE)
         self.robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
         ik.warmup(self.robot, buckets=buckets)

@@ -341,6 +341,8 @@ def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[s
     from benchmarks._procs import JAX_CACHE
     from zmq_ik import ik
 
+    ik.run_inline_on_cpu()  # as a worker runs it
+
     ik.enable_compilation_cache(JAX_CACHE)
     robot, rest = _robot()
     device = device_name()

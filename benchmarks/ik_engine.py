@@ -57,6 +57,7 @@ def _measure(cfg: Config) -> list[tuple[int, float]]:
     from zmq_ik.robots import BUNDLED
 
     tatbot = BUNDLED["tatbot"]
+    ik.run_inline_on_cpu()  # as a worker runs it
     ik.enable_compilation_cache(JAX_CACHE)
     robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
     rest = np.asarray(tatbot.rest, np.float32)

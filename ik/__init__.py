@@ -14,6 +14,7 @@ from ._solve import check_rest as check_rest
 from ._solve import chunk_size as chunk_size
 from ._solve import default_rest as default_rest
 from ._solve import enable_compilation_cache as enable_compilation_cache
+from ._solve import run_inline_on_cpu as run_inline_on_cpu
 from ._solve import seed_points as seed_points
 from ._solve import solve_ik as solve_ik
 from ._solve import warmup as warmup
@@ -29,6 +30,7 @@ __all__ = [
     "chunk_size",
     "default_rest",
     "enable_compilation_cache",
+    "run_inline_on_cpu",
     "seed_points",
     "solve_ik",
     "strokebatch_from_arrays",

@@ -175,6 +175,14 @@ def enable_compilation_cache(path: str | os.PathLike[str]) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def run_inline_on_cpu() -> None:
+    """Run CPU programs on the calling thread instead of handing them to JAX's dispatch
+    thread. A worker waits for every result at once, so asynchronous dispatch only adds a
+    thread hand-off per call: measured in-process on the 2-CPU VM, single-pose solves took
+    0.66–0.91× the time without it (median 0.80×, 5 interleaved runs). No effect on GPUs."""
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
 # --------------------------------------------------------------------------- the kernel
 
 

@@ -206,6 +206,7 @@ class IKService:
 
         from zmq_ik import ik
 
+        ik.run_inline_on_cpu()
         ik.enable_compilation_cache(self.cache_dir)
         _listen_for_compiles()
         t0 = time.monotonic()
