@@ -60,7 +60,7 @@ class RobotEntry:
     ee_links: tuple[str, ...] | None
     """End effectors used when a request names none (None: requests must name them)."""
     rest: np.ndarray | None
-    """Rest pose used when a request gives none (None: the middle of the joint limits)."""
+    """Rest pose used when a request gives none (None: `ik.default_rest`, mid-range)."""
 
 
 def robot_entries(
