@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import MAX_IK_LAMBDA, MAX_IK_WEIGHT, IKSolution
-from zmq_ik.ops import MAX_COORDINATE
+from zmq_ik.ops import check_coordinates
 
 from ._kin import (
     ChainFK,
@@ -729,11 +729,7 @@ def _check_targets(
     for arr, name in ((wxyz, "target_wxyz"), (pos, "target_pos"), (rest_arr, "rest")):
         if not np.isfinite(arr).all():
             raise InputError(f"{name} contains NaN or inf", field=name)
-    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
-        raise InputError(
-            f"target_pos has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
-            field="target_pos",
-        )
+    check_coordinates(pos)
     check_rest(robot, rest_arr)
     norm = np.linalg.norm(wxyz, axis=-1, keepdims=True)
     if (norm < 1e-6).any():

@@ -30,6 +30,15 @@ MAX_COORDINATE = 1e4
 residual overflow, and no arm reaches 10 km anyway."""
 
 
+def check_coordinates(pos: np.ndarray) -> None:
+    """Refuse target positions beyond ``MAX_COORDINATE`` (wire input and library input)."""
+    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
+        raise InputError(
+            f"target_pos has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
+            "target_pos",
+        )
+
+
 def _array(
     arrays: Mapping[str, np.ndarray],
     name: str,
@@ -122,11 +131,7 @@ def read_solve_request(
     """Validate a `solve` request: (target_wxyz, target_pos, rest, ee_links, settings)."""
     wxyz = _array(arrays, "target_wxyz", (None, None, 4), ("N", "n_ee"))
     pos = _array(arrays, "target_pos", (None, None, 3), ("N", "n_ee"))
-    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
-        raise InputError(
-            f"target_pos has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
-            "target_pos",
-        )
+    check_coordinates(pos)
     if wxyz.shape[:2] != pos.shape[:2]:
         raise InputError(
             f"target_wxyz {wxyz.shape} and target_pos {pos.shape} disagree on (N, n_ee)",
