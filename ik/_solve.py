@@ -203,9 +203,13 @@ def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
 
 
 def _reach(robot: Robot) -> npt.NDArray[np.float64]:
-    """Per joint: half a turn (rad), or 1 m for prismatic joints."""
-    prismatic = np.array([j.prismatic for c in robot.chains for j in c.chain.joints], np.bool_)
-    return np.where(prismatic, 1.0, math.pi)
+    """Per joint: half a turn (rad), or 1 m for prismatic joints (computed once per robot:
+    every request's rest check uses it)."""
+    reach = robot._cache.get("reach")
+    if reach is None:
+        prismatic = [j.prismatic for c in robot.chains for j in c.chain.joints]
+        reach = robot._cache["reach"] = np.where(np.array(prismatic, np.bool_), 1.0, math.pi)
+    return reach
 
 
 def working_range(robot: Robot) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:

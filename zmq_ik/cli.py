@@ -240,7 +240,7 @@ def _parse_warm(values: tuple[str, ...]) -> list[Any]:
     multiple=True,
     metavar="NAME=Q1,Q2,...",
     help="Default rest pose of a robot for its default end effectors, one value per joint in "
-    "chain order (default: tatbot's ready pose; other robots: the middle of the limits).",
+    "chain order (default: tatbot's ready pose; other robots: mid-range, ik.default_rest).",
 )
 @click.option("--cache-dir", default=None, help="JAX persistent compilation cache directory.")
 @click.option(
