@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import threading
 import time
@@ -11,12 +13,35 @@ from typing import Any
 
 import zmq
 
-from zmq_ik.broker._core import BrokerCore, BrokerSettings
+from zmq_ik.broker._core import BrokerCore, BrokerSettings, peer_label
 from zmq_ik.protocol import recv_frames, send_frames
 
 logger = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_seeded = False
+
+
+def _seed_libzmq_routing_ids() -> None:
+    """Make the ids libzmq invents for peers that do not name themselves unpredictable.
+
+    libzmq (4.3.5, router.cpp ``identify_peer``) gives such a peer ``0x00`` + a 32-bit
+    counter and never checks that the value is free, so a peer that already claimed it with
+    its own ``ROUTING_ID`` makes the next nameless connection abort the whole process
+    (``Assertion failed: ok (src/socket_base.cpp:...)``). The counter starts at libc's
+    ``rand()``, which libzmq never seeds: every broker started at ``0x006b8b4567``. Seeding
+    ``rand()`` from the OS before the ROUTER exists puts the start out of reach, and the
+    broker never shows a libzmq-assigned id (`broker._core.peer_label`), so a peer cannot
+    learn the next one either. Once per process; a no-op where libc cannot be loaded.
+    """
+    global _seeded
+    if _seeded:
+        return
+    try:
+        ctypes.CDLL(None).srand(int.from_bytes(os.urandom(4), "little"))
+    except (OSError, AttributeError) as e:  # no dlopen(NULL) / srand (e.g. Windows)
+        logger.warning("cannot seed libzmq's routing ids (%s): they stay predictable", e)
+    _seeded = True
 
 
 class Broker:
@@ -45,6 +70,7 @@ class Broker:
         self._bind()
 
     def _make_socket(self) -> zmq.Socket:
+        _seed_libzmq_routing_ids()
         sock = self.context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -179,7 +205,7 @@ class Broker:
             except zmq.ZMQError as e:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
                 self.core.counters["unroutable"] += 1
                 if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug("dropped message to %s: %s", identity.hex(), e)
+                    logger.debug("dropped message to %s: %s", peer_label(identity), e)
 
     def close(self) -> None:
         for sock in self.sockets:

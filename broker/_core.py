@@ -8,6 +8,7 @@ never blocks and never reads a clock itself, so tests drive it with any ``now`` 
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
@@ -74,6 +75,21 @@ class BrokerSettings:
     """Directory of allowed client/worker public keys (CURVE)."""
 
 
+_LABEL_KEY = os.urandom(16)
+
+
+def peer_label(identity: bytes) -> str:
+    """How a peer's routing id is shown in `status`/`ping` and logs.
+
+    Ids our own peers choose (`protocol.new_routing_id`) are shown as hex. Ids libzmq
+    invented (first byte 0) are shown only as a keyed hash: they are a counter, and a peer
+    that learns the next value can crash libzmq (see `broker._broker`).
+    """
+    if identity[:1] != b"\0":
+        return identity.hex()
+    return "~" + hashlib.blake2b(identity, key=_LABEL_KEY, digest_size=5).hexdigest()
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     """One client request as the broker tracks it, from receipt to its single answer."""
@@ -121,7 +137,7 @@ class WorkerState:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
 
         return {
-            "id": self.identity.hex(),
+            "id": peer_label(self.identity),
             "robots": list(self.robots),
             "device": self.info.get("device", "?"),
             "host": self.info.get("host"),
@@ -177,7 +193,9 @@ class BrokerCore:
                 # give the job to another worker now rather than at its deadline.
                 self.counters["workers_dropped_malformed"] += 1
                 logger.warning(
-                    "worker %s sent a malformed message (%s): forgotten", identity.hex(), e.message
+                    "worker %s sent a malformed message (%s): forgotten",
+                    peer_label(identity),
+                    e.message,
                 )
                 self._remove_worker(broken, now, "sent a malformed message")
             return
@@ -196,13 +214,13 @@ class BrokerCore:
         elif isinstance(msg, Disconnect):
             if worker is not None:
                 logger.info(
-                    "worker %s disconnected (%s)", identity.hex(), msg.reason or "no reason"
+                    "worker %s disconnected (%s)", peer_label(identity), msg.reason or "no reason"
                 )
                 self._remove_worker(worker, now, "disconnected")
 
     def _reject(self, identity: bytes, e: ProtocolError) -> None:
         self.rejects[e.code.value] += 1
-        logger.debug("rejected message from %s: %s", identity.hex(), e.message)
+        logger.debug("rejected message from %s: %s", peer_label(identity), e.message)
         self._send(identity, error_frames(b"", e.code, e.message, e.field))
 
     def _on_request(self, client: bytes, req: Request, now: float) -> None:
@@ -265,7 +283,7 @@ class BrokerCore:
         self.counters["workers_registered"] += 1
         logger.info(
             "worker %s ready: robots=%s device=%s",
-            identity.hex(),
+            peer_label(identity),
             ",".join(worker.robots),
             msg.info.get("device", "?"),
         )
@@ -359,7 +377,7 @@ class BrokerCore:
             if now - worker.last_seen > expiry:
                 logger.warning(
                     "worker %s missed heartbeats for %.2fs: declared dead",
-                    worker.identity.hex(),
+                    peer_label(worker.identity),
                     now - worker.last_seen,
                 )
                 self.counters["workers_lost"] += 1
@@ -507,7 +525,7 @@ class BrokerCore:
         self.counters["retries"] += 1
         logger.warning(
             "worker %s %s with job %s in flight: re-queued (attempt %d)",
-            worker.identity.hex(),
+            peer_label(worker.identity),
             why,
             job.job_id.hex(),
             job.attempts + 1,

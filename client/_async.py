@@ -30,6 +30,7 @@ from zmq_ik.protocol import (
     decode_error,
     decode_payload,
     encode_payload,
+    new_routing_id,
     parse_message,
     request_frames,
 )
@@ -54,6 +55,7 @@ class AsyncIKClient:
         self.retries = retries
         self.context = context or zmq.asyncio.Context.instance()
         self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.ROUTING_ID, new_routing_id())
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, LIMITS.max_message_bytes)
         if curve is not None:

@@ -28,6 +28,7 @@ from zmq_ik.protocol import (
     decode_error,
     decode_payload,
     encode_payload,
+    new_routing_id,
     parse_message,
     recv_frames,
     request_frames,
@@ -101,6 +102,7 @@ class IKClient:
 
     def _open(self) -> zmq.Socket:
         sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, LIMITS.max_message_bytes)
         if self._curve is not None:

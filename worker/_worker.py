@@ -40,6 +40,7 @@ from zmq_ik.protocol import (
     encode_payload,
     error_payload,
     heartbeat_frames,
+    new_routing_id,
     parse_message,
     ready_frames,
     recv_frames,
@@ -167,6 +168,7 @@ class Worker:
 
     def _connect(self) -> zmq.Socket:
         sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.limits.max_message_bytes)
         # A send that cannot proceed within the liveness window (no usable connection: e.g.

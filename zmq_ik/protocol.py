@@ -14,6 +14,7 @@ raises anything else on bad network input.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -560,6 +561,19 @@ def disconnect_frames(reason: str = "") -> list[bytes]:
 
 
 # --------------------------------------------------------------------------- sockets
+
+
+def new_routing_id() -> bytes:
+    """A fresh random ZeroMQ routing id for a client or worker socket.
+
+    Our peers name themselves so that the broker's ROUTER never has to invent an id for
+    them: ids libzmq invents are ``0x00`` + a 32-bit counter, and a peer that claims the
+    counter's next value makes libzmq abort (docs/security.md). The first byte is never 0
+    (ids starting with 0 are reserved for libzmq), and 8 random bytes make a collision
+    with another peer negligible.
+    """
+    return bytes([1 + os.urandom(1)[0] % 255]) + os.urandom(7)
+
 
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
