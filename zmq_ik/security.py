@@ -33,7 +33,8 @@ from zmq.auth.thread import ThreadAuthenticator
 
 logger = logging.getLogger(__name__)
 zap_logger = logging.getLogger("zmq_ik.security.zap")
-"""The ZAP authenticator logs here, through `_ZapLogFilter` (no key material gets out)."""
+"""pyzmq's ZAP authenticator logs here. Its per-handshake lines (with the peer's key) are
+debug level; the level is held at INFO so they never print: `AllowedKeys` logs decisions."""
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
@@ -171,61 +172,38 @@ class CurveClient:
 # --------------------------------------------------------------------------- server
 
 
-class _ZapLogFilter(logging.Filter):
-    """Keep key material out of pyzmq's ZAP log lines.
+class AllowedKeys:
+    """pyzmq's CURVE credentials provider: admits exactly the public keys it was given.
 
-    pyzmq logs ``DENIED (CURVE) domain=… client_key=<z85 key>`` at debug level, and whole
-    ZAP messages (credentials included) on errors. This filter turns a denial into one
-    warning per key fingerprint per minute, hides every other debug line unless zmq_ik
-    debug logging is on, and replaces any bytes or key-length argument by ``<redacted>``.
+    The ZAP authenticator calls `callback` for every CURVE handshake
+    (`ThreadAuthenticator.configure_curve_callback`); the decision and its log line are
+    ours, so a refused key is logged once a minute by fingerprint, never in full, however
+    often a peer retries.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        self._keys = frozenset(bytes(k) for k in keys)
         self._last_warned: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the authenticator runs in its own thread
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        if "(CURVE" in str(record.msg) and args and args[0] == "DENIED" and len(args) >= 3:
-            fp = fingerprint(str(args[-1]) if not isinstance(args[-1], bytes) else args[-1])
-            now = time.monotonic()
-            with self._lock:
-                if now - self._last_warned.get(fp, -1e9) < 60.0:
-                    return False
-                self._last_warned[fp] = now
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """True if the z85 public ``key`` may connect (pyzmq's provider interface)."""
+        if bytes(key) in self._keys:
+            return True
+        fp = fingerprint(key)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_warned.get(fp, -1e9) >= 60.0:
                 if len(self._last_warned) > 10_000:
                     self._last_warned.clear()
-            record.msg = "refused a CURVE peer: its public key (fingerprint %s) is not allowed"
-            record.args = (fp,)
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            return True
-        if record.levelno < logging.INFO and not logging.getLogger("zmq_ik").isEnabledFor(
-            logging.DEBUG
-        ):
-            return False
-        record.args = tuple(_redact(a) for a in args)
-        return True
-
-
-def _redact(arg: Any) -> Any:
-    if isinstance(arg, bytes | bytearray | memoryview | list | tuple | dict):
-        return "<redacted>"
-    if isinstance(arg, str) and len(arg) >= 32 and " " not in arg:
-        return "<redacted>"
-    return arg
-
-
-_ZAP_FILTER = _ZapLogFilter()
-
-
-def _zap_log() -> logging.Logger:
-    if _ZAP_FILTER not in zap_logger.filters:
-        zap_logger.addFilter(_ZAP_FILTER)
-    # DEBUG on this logger only, so that denials (debug in pyzmq) reach the filter, which
-    # promotes them to warnings and drops the other debug lines.
-    zap_logger.setLevel(logging.DEBUG)
-    return zap_logger
+                self._last_warned[fp] = now
+                logger.warning(
+                    "refused a CURVE peer: its public key (fingerprint %s) is not allowed", fp
+                )
+        return False
 
 
 def load_allowed_keys(allow_keys_dir: str | os.PathLike[str]) -> list[bytes]:
@@ -265,9 +243,10 @@ def configure_curve_server(
     if not allowed:
         logger.warning("no *.key files in %s: every peer will be refused", allow_keys_dir)
     if authenticator is None:
-        authenticator = ThreadAuthenticator(context, log=_zap_log())
+        zap_logger.setLevel(max(zap_logger.getEffectiveLevel(), logging.INFO))
+        authenticator = ThreadAuthenticator(context, log=zap_logger)
         authenticator.start()
-        authenticator.configure_curve(domain="*", location=os.fspath(allow_keys_dir))
+        authenticator.configure_curve_callback("*", AllowedKeys(allowed))
         logger.info(
             "CURVE on: broker key %s, %d allowed peer key(s) from %s",
             fingerprint(public),
