@@ -576,9 +576,6 @@ def new_routing_id() -> bytes:
 
 
 _SNDMORE = int(zmq.SNDMORE)
-_NOBLOCK = int(zmq.NOBLOCK)
-_raw_send = zmq.backend.Socket.send
-"""pyzmq's compiled send; `zmq.Socket.send` wraps it in Python (DRAFT routing_id/group)."""
 
 
 def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
@@ -592,13 +589,8 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None
     """
     flags = int(flags)
     more = flags | _SNDMORE
-    last = len(frames) - 1
-    if type(sock) is zmq.Socket:  # a plain socket: skip the Python wrapper around send
-        for i in range(last):
-            _raw_send(sock, frames[i], more, False)
-        _raw_send(sock, frames[last], flags, False)
-        return
     send = sock.send
+    last = len(frames) - 1
     for i in range(last):
         send(frames[i], more, copy=False)
     send(frames[last], flags, copy=False)
