@@ -18,7 +18,14 @@ import zmq
 import zmq.asyncio
 
 from zmq_ik import ops
-from zmq_ik.client._client import DEFAULT_ENDPOINT, RETRYABLE, answer_grace
+from zmq_ik.client._client import (
+    DEFAULT_ENDPOINT,
+    RETRYABLE,
+    answer_grace,
+    check_retries,
+    check_timeout,
+    request_message,
+)
 from zmq_ik.errors import IKTimeout, ProtocolError, RemoteError, remote_error
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
@@ -29,17 +36,18 @@ from zmq_ik.protocol import (
     Reply,
     decode_error,
     decode_payload,
-    encode_payload,
     new_routing_id,
     parse_message,
-    request_frames,
 )
 
 logger = logging.getLogger(__name__)
 
 
 class AsyncIKClient:
-    """Asynchronous ZIK/1 client; use ``async with AsyncIKClient(...) as client``."""
+    """Asynchronous ZIK/1 client; use ``async with AsyncIKClient(...) as client``.
+
+    ``timeout``, ``retries`` and the limits are checked as in `IKClient` (same functions).
+    """
 
     def __init__(
         self,
@@ -51,8 +59,8 @@ class AsyncIKClient:
         curve: Any = None,
     ) -> None:
         self.endpoint = endpoint
-        self.timeout = timeout
-        self.retries = retries
+        self.timeout = check_timeout(timeout)
+        self.retries = check_retries(retries)
         self.context = context or zmq.asyncio.Context.instance()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.ROUTING_ID, new_routing_id())
@@ -112,14 +120,12 @@ class AsyncIKClient:
         timeout: float | None = None,
     ) -> Payload:
         """One request, one answer; concurrent calls share the socket."""
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.ensure_future(self._read())
-        timeout = self.timeout if timeout is None else timeout
+        timeout = check_timeout(self.timeout if timeout is None else timeout)
         self._ids += 1
         rid = self._prefix + self._ids.to_bytes(8, "big")
-        frames = request_frames(
-            rid, service, operation, int(timeout * 1000), encode_payload(header, arrays)
-        )
+        frames = request_message(rid, service, operation, timeout, header, arrays)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.ensure_future(self._read())
         loop = asyncio.get_running_loop()
         try:
             for attempt in range(self.retries + 1):

@@ -7,6 +7,8 @@ thread, or `AsyncIKClient` for many concurrent calls in one asyncio loop.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -17,14 +19,16 @@ import numpy as np
 import zmq
 
 from zmq_ik import ops
-from zmq_ik.errors import ErrorCode, IKTimeout, ProtocolError, remote_error
+from zmq_ik.errors import ErrorCode, IKTimeout, InputError, ProtocolError, remote_error
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
     BROKER_SERVICE,
     LIMITS,
+    MAX_TIMEOUT_MS,
     Command,
     Payload,
     Reply,
+    check_size,
     decode_error,
     decode_payload,
     encode_payload,
@@ -41,6 +45,59 @@ DEFAULT_ENDPOINT = os.environ.get("ZMQ_IK_ENDPOINT", "tcp://127.0.0.1:5555")
 _NOBLOCK = int(zmq.NOBLOCK)
 RETRYABLE = frozenset({ErrorCode.WORKER_LOST.value, ErrorCode.SHUTTING_DOWN.value})
 """Error codes after which the same request is worth sending again (same id)."""
+
+
+MIN_TIMEOUT = 0.001
+"""Shortest request timeout (s): deadlines travel in whole milliseconds."""
+MAX_TIMEOUT = MAX_TIMEOUT_MS / 1000
+"""Longest request timeout (s), about 49.7 days: the most a deadline frame can carry."""
+_MAX_RCVTIMEO = 2**31 - 1
+"""Largest RCVTIMEO (ms) libzmq takes (a C int); a longer wait is taken in several steps."""
+
+
+def check_timeout(value: object, name: str = "timeout") -> float:
+    """A request timeout in seconds, refused at once unless finite and in [MIN_TIMEOUT,
+    MAX_TIMEOUT]: past the wire's range it overflowed deep in the send path, and a negative
+    one was 'sent' `retries + 1` times, each attempt timing out at once."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    seconds = float(value) if ok else math.nan  # type: ignore[arg-type]
+    if not MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:  # NaN fails this too
+        raise InputError(
+            f"{name} must be a finite number of seconds from {MIN_TIMEOUT:g} to "
+            f"{MAX_TIMEOUT:.3f}, got {value!r:.40}",
+            name,
+        )
+    return seconds
+
+
+def check_retries(value: object) -> int:
+    """The number of re-sends after the first attempt: an integer >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InputError(f"retries must be an integer >= 0, got {value!r:.40}", "retries")
+    return int(value)
+
+
+def request_message(
+    request_id: bytes,
+    service: str,
+    operation: str,
+    timeout: float,
+    header: Mapping[str, Any] | None,
+    arrays: Mapping[str, Any] | None,
+) -> list[Any]:
+    """The REQUEST frames of one call, refused before any send when over a protocol limit
+    (message size, array count, header size) with the error the broker's refusal raises:
+    `RemoteError` ``too_large``. Sent, a frame over the broker's MAXMSGSIZE only dropped the
+    connection, and the request was re-sent until it timed out."""
+    try:
+        payload = encode_payload(header, arrays)  # checks the header size and array count
+        frames = request_frames(request_id, service, operation, int(timeout * 1000), payload)
+        check_size(frames)
+    except ProtocolError as e:
+        if e.code is not ErrorCode.TOO_LARGE:
+            raise
+        raise remote_error(e.code.value, e.message, e.field) from e
+    return frames
 
 
 def answer_grace(timeout: float) -> float:
@@ -76,9 +133,13 @@ class _Pending:
 class IKClient:
     """Synchronous ZIK/1 client.
 
-    ``timeout`` is the deadline of one attempt (sent with the request); after it passes with
-    no answer the request is sent again with the same id, up to ``retries`` times, then
+    ``timeout`` is the deadline of one attempt (sent with the request), in seconds from
+    `MIN_TIMEOUT` (1 ms) to `MAX_TIMEOUT` (about 49.7 days); after it passes with no answer
+    the request is sent again with the same id, up to ``retries`` (an int >= 0) times, then
     `IKTimeout`. The broker never runs a retried request twice while it still holds it.
+    Bad values raise `InputError` here; so does a bad per-call ``timeout``. A request over
+    the protocol's limits (`protocol.LIMITS`) raises `RemoteError` ``too_large``, as the
+    broker's refusal would, but before it is sent.
     """
 
     def __init__(
@@ -91,8 +152,8 @@ class IKClient:
         curve: Any = None,
     ) -> None:
         self.endpoint = endpoint
-        self.timeout = timeout
-        self.retries = retries
+        self.timeout = check_timeout(timeout)
+        self.retries = check_retries(retries)
         self.context = context or zmq.Context.instance()
         self._curve = curve
         self._ids = 0
@@ -139,7 +200,7 @@ class IKClient:
     ) -> Iterator[tuple[int, Payload]]:
         """Send calls with up to ``max_in_flight`` outstanding; yield (index, payload) as
         FINAL replies arrive (any order). Raises the call's error on an ERROR reply."""
-        timeout = self.timeout if timeout is None else timeout
+        timeout = check_timeout(self.timeout if timeout is None else timeout)
         patience = timeout + answer_grace(timeout)
         # In order of sent_at: a re-sent request moves to the end (see `_resent`).
         pending: dict[bytes, _Pending] = {}
@@ -153,10 +214,9 @@ class IKClient:
                 except StopIteration:
                     exhausted = True
                     break
-                payload = encode_payload(call.header, call.arrays)
                 rid = self._next_id()
-                frames = request_frames(
-                    rid, call.service, call.operation, int(timeout * 1000), payload
+                frames = request_message(
+                    rid, call.service, call.operation, timeout, call.header, call.arrays
                 )
                 pending[rid] = _Pending(index, call, frames, time.monotonic(), 1)
                 self._send(frames)
@@ -168,7 +228,7 @@ class IKClient:
                 continue
             # A blocking receive with a timeout: one system call to sleep, none when a reply
             # is already queued (zmq_poll, then a receive, costs several per reply).
-            wait_ms = max(1, int(wait * 1000))
+            wait_ms = min(max(1, int(wait * 1000)), _MAX_RCVTIMEO)
             if wait_ms != self._rcvtimeo:
                 sock.setsockopt(zmq.RCVTIMEO, wait_ms)
                 self._rcvtimeo = wait_ms

@@ -63,7 +63,10 @@ class ProtocolError(IKError):
 
 
 class RemoteError(IKError):
-    """An ERROR reply from the broker or a worker, carrying its code, message and field."""
+    """An ERROR reply from the broker or a worker, carrying its code, message and field.
+
+    ``too_large`` is also raised by the clients themselves, before sending a request that
+    the broker would refuse (same class, code and message either way)."""
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         where = f" (field: {field})" if field else ""

@@ -139,7 +139,9 @@ def read_solve_request(
         )
     if wxyz.shape[0] * max(1, wxyz.shape[1]) > MAX_POSES_PER_REQUEST:
         raise InputError(
-            f"{wxyz.shape[0]} poses in one request, limit {MAX_POSES_PER_REQUEST}", "target_pos"
+            f"{wxyz.shape[0]} poses × {wxyz.shape[1]} end effectors = "
+            f"{wxyz.shape[0] * wxyz.shape[1]} targets in one request, limit {MAX_POSES_PER_REQUEST}",
+            "target_pos",
         )
     norms = np.linalg.norm(wxyz, axis=-1)
     if (norms < 1e-6).any():

@@ -122,6 +122,8 @@ def _frame_len(frame: Frame) -> int:
     kind = type(frame)
     if kind is zmq.Frame or kind is bytes:  # the common cases: len() is the byte count
         return len(frame)
+    if kind is np.ndarray:  # an array frame about to be sent (`encode_payload`)
+        return int(frame.nbytes)
     return _buffer(frame).nbytes
 
 
@@ -389,7 +391,10 @@ def _check_text(raw: bytes, what: str, max_bytes: int, ascii_only: bool) -> str:
     return text
 
 
-def _check_size(frames: Sequence[Frame], limits: Limits) -> None:
+def check_size(frames: Sequence[Frame], limits: Limits = LIMITS) -> None:
+    """Refuse a message over the frame count or total size limits (`too_large`). Receivers
+    call it on what arrives; clients on what they are about to send, so that a message the
+    broker would refuse (or drop the connection for) is refused once, before any send."""
     if len(frames) > limits.max_arrays + 8:
         raise ProtocolError(
             f"message has {len(frames)} frames, limit {limits.max_arrays + 8}", ErrorCode.TOO_LARGE
@@ -424,7 +429,7 @@ def parse_command(frames: Sequence[Frame]) -> Command:
 
 def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
     """Parse a message's envelope (without the ROUTER identity frame)."""
-    _check_size(frames, limits)
+    check_size(frames, limits)
     cmd = parse_command(frames)
     n = len(frames)
     if cmd is Command.REQUEST:

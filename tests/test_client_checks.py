@@ -1,0 +1,222 @@
+"""What both clients refuse locally, before any send (#13 items 6, 10, 11).
+
+* ``timeout`` / ``retries`` out of range: `InputError` at construction or at the call, naming
+  the parameter and the allowed range (they used to overflow, or were "sent" and retried);
+* a request over the protocol's size limits: `RemoteError` ``too_large`` (what the broker's
+  refusal raises) at once, nothing sent (a 256 MiB+ frame used to drop the connection at the
+  broker and be re-sent until `IKTimeout`; the async client ignored the broker's refusal).
+
+Traffic is observed with a real ROUTER socket standing in for the broker (it sees every
+message a client sends), or with a real broker's ``status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+import zmq.asyncio
+
+from zmq_ik import ops
+from zmq_ik.client import AsyncIKClient, IKClient
+from zmq_ik.client._client import MAX_TIMEOUT, request_message
+from zmq_ik.errors import ErrorCode, IKTimeout, InputError, RemoteError
+from zmq_ik.protocol import LIMITS, Command, parse_message
+
+KINDS = ["sync", "async"]
+
+BAD_TIMEOUTS: list[Any] = [1e9, math.inf, -math.inf, math.nan, -1, 0, 0.0004, True, "1", None]
+BAD_RETRIES: list[Any] = [-1, True, 1.5, "2", None]
+
+
+@pytest.fixture
+def observer(zctx: zmq.Context) -> Iterator[tuple[str, zmq.Socket]]:
+    """A ROUTER on a free loopback port: whatever a client sends to it arrives here."""
+    sock = zctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        yield f"tcp://127.0.0.1:{port}", sock
+    finally:
+        sock.close(0)
+
+
+def received(sock: zmq.Socket, within: float) -> list[list[bytes]]:
+    """Every message reaching ``sock`` within ``within`` seconds (identity frame dropped)."""
+    out = []
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        if sock.poll(max(1, int(left * 1000))):
+            out.append(sock.recv_multipart()[1:])
+    return out
+
+
+def run_with(kind: str, endpoint: str, body: Callable[[Any], Any], **kwargs: Any) -> Any:
+    """Run ``body(client)`` with an `IKClient` or (awaited) an `AsyncIKClient`."""
+    if kind == "sync":
+        ctx = zmq.Context()
+        try:
+            with IKClient(endpoint, context=ctx, **kwargs) as client:
+                return body(client)
+        finally:
+            ctx.destroy(linger=0)
+
+    async def go() -> Any:
+        actx = zmq.asyncio.Context()
+        try:
+            async with AsyncIKClient(endpoint, context=actx, **kwargs) as client:
+                return await body(client)
+        finally:
+            actx.destroy(linger=0)
+
+    return asyncio.run(go())
+
+
+def assert_names(err: InputError, param: str, *range_parts: str) -> None:
+    assert isinstance(err, ValueError)
+    assert err.field == param
+    assert str(err).startswith(param)
+    for part in range_parts:
+        assert part in str(err), str(err)
+
+
+def assert_control_request_arrives(kind: str, endpoint: str, sock: zmq.Socket) -> None:
+    """The observer does see a valid request (so its silence above means something)."""
+    with pytest.raises(IKTimeout):
+        run_with(kind, endpoint, lambda c: c.ping(), timeout=0.1, retries=0)
+    msgs = received(sock, 0.3)
+    assert len(msgs) == 1 and msgs[0][1] == Command.REQUEST.value
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_timeout_and_retries_refused_at_construction(kind, observer):
+    endpoint, sock = observer
+    for bad in BAD_TIMEOUTS:
+        with pytest.raises(InputError) as e:
+            run_with(kind, endpoint, lambda c: c.ping(), timeout=bad)
+        assert_names(e.value, "timeout", "0.001", f"{MAX_TIMEOUT:.3f}")
+    for bad in BAD_RETRIES:
+        with pytest.raises(InputError) as e:
+            run_with(kind, endpoint, lambda c: c.ping(), retries=bad)
+        assert_names(e.value, "retries", ">= 0")
+    assert received(sock, 0.3) == []
+    assert_control_request_arrives(kind, endpoint, sock)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_per_call_timeout_refused_before_sending(kind, observer):
+    endpoint, sock = observer
+    calls: list[Callable[[Any, Any], Any]] = [
+        lambda c, t: c.ping(timeout=t),
+        lambda c, t: c.request("echo", "echo", {}, {"x": np.ones(3)}, timeout=t),
+        lambda c, t: c.describe("tatbot", timeout=t),
+    ]
+    for bad in BAD_TIMEOUTS:
+        if bad is None:  # None per call: the client's own timeout
+            continue
+        for call in calls:
+            with pytest.raises(InputError) as e:
+                run_with(kind, endpoint, lambda c, call=call, bad=bad: call(c, bad))
+            assert_names(e.value, "timeout", "0.001")
+    assert received(sock, 0.3) == []
+    assert_control_request_arrives(kind, endpoint, sock)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retries_mean_the_same_in_both_clients(kind, observer):
+    """``retries`` re-sends after the first attempt, with the same id, in both clients."""
+    endpoint, sock = observer
+    for retries in (0, 2):
+        t0 = time.monotonic()
+        with pytest.raises(IKTimeout):
+            run_with(kind, endpoint, lambda c: c.ping(), timeout=0.05, retries=retries)
+        assert time.monotonic() - t0 < 2
+        msgs = received(sock, 0.2)
+        assert len(msgs) == retries + 1
+        assert len({parse_message(m).request_id for m in msgs}) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_longest_timeout_is_usable(kind, procs, endpoint):
+    """The top of the allowed range works end to end (the sync client's receive timeout
+    used to overflow: `OverflowError` for any timeout above ~24.8 days)."""
+    procs.broker(endpoint)
+    info = run_with(kind, endpoint, lambda c: c.ping(), timeout=MAX_TIMEOUT)
+    assert "rtt_ms" in info
+    info = run_with(kind, endpoint, lambda c: c.ping(timeout=MAX_TIMEOUT))
+    assert "rtt_ms" in info
+
+
+@pytest.fixture(scope="module")
+def over_limit() -> np.ndarray:
+    """One array as large as the whole message limit: with the envelope, just above it.
+    `np.empty` touches no page, and nothing here copies it."""
+    return np.empty(LIMITS.max_message_bytes, np.uint8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_request_over_the_size_limit_refused_before_sending(kind, procs, endpoint, over_limit):
+    procs.broker(endpoint)
+
+    def send_big(c: Any) -> Any:
+        return c.request("echo", "echo", {}, {"big": over_limit})
+
+    t0 = time.monotonic()
+    with pytest.raises(RemoteError) as e:
+        run_with(kind, endpoint, send_big, timeout=1.0, retries=2)
+    took = time.monotonic() - t0
+    assert e.value.code == "too_large"
+    size = re.search(r"(\d+) bytes, limit (\d+)", str(e.value))
+    assert size is not None, str(e.value)
+    assert int(size[1]) > over_limit.nbytes and int(size[2]) == LIMITS.max_message_bytes
+    assert took < 1.0, took
+    with IKClient(endpoint, timeout=2, retries=0) as client:
+        status = client.status()
+    assert status["counters"].get("requests", 0) == 0
+    assert status["rejects"] == {}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_other_limits_refused_before_sending(kind, observer):
+    """Array count and header size: the two other message limits, also local."""
+    endpoint, sock = observer
+    many = {f"a{i}": np.zeros(1) for i in range(LIMITS.max_arrays + 1)}
+    huge_header = {"blob": b"x" * LIMITS.max_header_bytes}
+    for header, arrays, fld in ((None, many, "arrays"), (huge_header, None, "header")):
+        with pytest.raises(RemoteError) as e:
+            run_with(kind, endpoint, lambda c, h=header, a=arrays: c.request("echo", "echo", h, a))
+        assert e.value.code == "too_large" and e.value.field == fld
+    assert received(sock, 0.3) == []
+
+
+def test_size_check_agrees_with_the_broker_to_the_byte(over_limit):
+    """A message of exactly the limit is sent; one byte more is refused (the check is the
+    broker's own `protocol.check_size`, applied to the frames about to be sent)."""
+    probe = 1 << 27  # the header encodes any shape from 2**16 to 2**32 in the same 5 bytes
+    frames = request_message(b"r" * 12, "echo", "echo", 1.0, {}, {"b": over_limit[:probe]})
+    envelope = sum(memoryview(f).nbytes for f in frames) - probe
+    fits = over_limit[: LIMITS.max_message_bytes - envelope]
+    frames = request_message(b"r" * 12, "echo", "echo", 1.0, {}, {"b": fits})
+    parse_message(frames)  # what the broker runs first: no error
+    with pytest.raises(RemoteError) as e:
+        request_message(b"r" * 12, "echo", "echo", 1.0, {}, {"b": over_limit[: fits.nbytes + 1]})
+    assert e.value.code == ErrorCode.TOO_LARGE.value
+
+
+def test_pose_limit_message_counts_targets():
+    """The limit counts poses × end effectors; the message says so (#13 item 11)."""
+    n = ops.MAX_POSES_PER_REQUEST // 2 + 1  # under the limit as poses, over it × 2 arms
+    wxyz = np.zeros((n, 2, 4), np.float32)
+    wxyz[..., 0] = 1
+    with pytest.raises(InputError) as e:
+        ops.solve_request(wxyz, np.zeros((n, 2, 3), np.float32))
+    msg = str(e.value)
+    assert str(2 * n) in msg and str(ops.MAX_POSES_PER_REQUEST) in msg, msg
+    assert "end effector" in msg, msg
