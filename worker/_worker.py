@@ -63,7 +63,8 @@ class WorkerSettings:
     liveness: int = 4
     """Heartbeat intervals of silence from the broker before reconnecting."""
     reconnect_min: float = 0.25
-    """First reconnect delay (seconds); doubles on each failure."""
+    """First reconnect delay (seconds); doubles while the broker stays silent, and starts
+    afresh once a broker has answered (each outage backs off from the start)."""
     reconnect_max: float = 5.0
     """Cap on the reconnect delay."""
     limits: Limits = field(default_factory=Limits)
@@ -106,6 +107,9 @@ class Worker:
         """When anything was last sent to the broker (monotonic)."""
         self.info: dict[str, Any] = {}
         self.served = 0
+        self._answered = False
+        """Whether the broker of the current session has answered our READY (a HEARTBEAT or
+        a request from it): the registration took, so the reconnect backoff starts afresh."""
 
     def stop(self) -> None:
         """Finish the current job, say DISCONNECT, return from `run` (thread-safe)."""
@@ -149,6 +153,11 @@ class Worker:
                     # A DISCONNECT from a broker that is itself shutting down, received
                     # while we stop too, is the normal end: no reconnect, no warning.
                     break
+                if self._answered:
+                    # We were registered: this is a new outage, not the same one going on,
+                    # so back off from the start (without this the delay kept growing over
+                    # separate outages, up to reconnect_max for every later broker restart).
+                    delay = self.settings.reconnect_min
                 logger.warning(
                     "broker %s: %s; reconnecting in %.2fs", self.settings.connect, outcome, delay
                 )
@@ -185,6 +194,7 @@ class Worker:
     def _session(self) -> str:
         """One connection's life; returns why it ended ('stopped', 'silent', 'disconnected')."""
         sock = self._connect()
+        self._answered = False
         interval = self.settings.heartbeat_interval
         expiry = interval * self.settings.liveness
         last_recv = self._last_sent = time.monotonic()
@@ -224,6 +234,8 @@ class Worker:
         except ProtocolError as e:
             logger.warning("malformed message from broker ignored: %s", e.message)
             return None
+        if isinstance(msg, Heartbeat | Request):
+            self._answered = True  # the broker knows us: only registered workers get these
         if isinstance(msg, Request):
             if self._stop.is_set():
                 sock.send_multipart(

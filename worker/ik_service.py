@@ -8,6 +8,7 @@ import ctypes
 import gc
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,27 @@ each bucket left out saves ~7 s of a cold start and ~0.5 s of a warm one (2 CPUs
 all of ``ik.BUCKETS`` (bigger batches pay off there; not measured here)."""
 
 DEFAULT_CACHE_DIR = Path(
-    os.environ.get("ZMQ_IK_CACHE_DIR", Path.home() / ".cache" / "zmq-ik" / "jax")
+    os.environ.get("ZMQ_IK_CACHE_DIR") or Path.home() / ".cache" / "zmq-ik" / "jax"
 )
+
+
+def usable_cache_dir(path: str | os.PathLike[str]) -> Path | None:
+    """``path``, created if need be, or None (with a warning) if it cannot hold the JAX cache
+    (a regular file, not writable): without a cache a worker only starts slower, so that is
+    no reason to fail, and failing would have `serve` or systemd restart it in a loop."""
+    p = Path(path).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        logger.warning(
+            "JAX compilation cache disabled: cannot use %s (%s); every start compiles afresh",
+            p,
+            e,
+        )
+        return None
+    return p
 
 
 def pin_device(gpu: int | None) -> None:
@@ -207,7 +227,9 @@ class IKService:
         from zmq_ik import ik
 
         ik.run_inline_on_cpu()
-        ik.enable_compilation_cache(self.cache_dir)
+        cache_dir = usable_cache_dir(self.cache_dir)
+        if cache_dir is not None:
+            ik.enable_compilation_cache(cache_dir)
         _listen_for_compiles()
         t0 = time.monotonic()
         dev = jax.devices()[0]

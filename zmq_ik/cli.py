@@ -41,6 +41,25 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """zmq-ik: a ZeroMQ broker with persistent GPU workers for robot inverse kinematics."""
     _configure_logging(-1 if quiet else verbose)
     ctx.ensure_object(dict)
+    from zmq_ik._os import die_with_parent_from_env
+
+    die_with_parent_from_env()  # a child of `zmq-ik serve` does not outlive it
+
+
+def _raise_fd_limit() -> int:
+    """Soft open-file limit raised to the hard one (the broker holds one per peer); returns it."""
+    from zmq_ik._os import raise_fd_limit
+
+    before, after = raise_fd_limit()
+    if after != before:
+        logger.debug("open-file limit raised from %d to %d", before, after)
+    return after
+
+
+class _ConfigError(click.ClickException):
+    """The command cannot run as configured: exit ``EX_CONFIG`` so `serve` does not restart it."""
+
+    exit_code = EXIT_CONFIG
 
 
 # --------------------------------------------------------------------------- broker
@@ -130,21 +149,27 @@ def broker(
         curve_secret_key=curve_secret_key,
         allow_keys=allow_keys,
     )
+    from zmq_ik._os import peer_room
+
+    limit = _raise_fd_limit()
     try:
         b = Broker(settings)
-    except OSError as e:
-        raise click.ClickException(str(e)) from e
+    except OSError as e:  # cannot bind, unreadable keys: the same on every restart
+        raise _ConfigError(str(e)) from e
+    if limit >= 0:
+        room = peer_room(limit)
+        log = logger.warning if room < 1000 else logger.info
+        log(
+            "open-file limit %d: room for about %d peers (clients and workers)%s",
+            limit,
+            room,
+            " (raise the hard limit: LimitNOFILE=, ulimit -Hn)" if room < 1000 else "",
+        )
     b.install_signal_handlers()
     b.run()
 
 
 # --------------------------------------------------------------------------- worker
-
-
-class _ConfigError(click.ClickException):
-    """The worker cannot run as configured: exit ``EX_CONFIG`` so `serve` does not restart it."""
-
-    exit_code = EXIT_CONFIG
 
 
 def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
@@ -294,6 +319,7 @@ def worker(
     from zmq_ik.errors import InputError
     from zmq_ik.worker import EchoService, Worker, WorkerSettings
 
+    _raise_fd_limit()
     robot_paths = _parse_robot(robots)
     default_ee = _parse_per_robot(ee_links, "--ee-links")
     default_rest = _parse_rest(rests)
@@ -517,9 +543,13 @@ def serve(
     if echo:
         worker_args.append("--echo")
     n = workers if workers is not None else max(1, len(gpu_ids))
+    _raise_fd_limit()  # the children inherit it
     sup = Supervisor(bind=bind, workers=n, gpus=gpu_ids, worker_args=worker_args)
     sup.install_signal_handlers()
-    sup.start()
+    try:
+        sup.start()
+    except OSError as e:  # the port is taken: nothing was started
+        raise _ConfigError(str(e)) from e
     sup.run()
     if sup.failed:
         raise click.ClickException(sup.failed)

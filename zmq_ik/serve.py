@@ -3,7 +3,10 @@
 Children are plain `zmq-ik broker` / `zmq-ik worker` processes (so each has its own JAX
 runtime and can be pinned to its own GPU). A child that exits unexpectedly is restarted
 with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
-stragglers, so no child outlives the supervisor.
+stragglers, so no child outlives the supervisor. A supervisor that is itself killed outright
+takes its children with it: each child learns its supervisor's pid (``PARENT_ENV``) and asks
+the kernel for SIGKILL when it exits (`zmq_ik._os.die_with_parent`), so no orphaned broker
+keeps the port and no orphaned worker serves a broker nobody supervises.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from zmq_ik._os import PARENT_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +49,11 @@ effector that does not load). Restarting would only fail again, so the superviso
 
 
 class Supervisor:
-    """Start, watch and stop a broker plus workers."""
+    """Start, watch and stop a broker plus workers.
+
+    Call `start` and `poll` from a thread that lives as long as the supervisor (the main
+    thread, normally): on Linux a child is killed when the thread that started it exits.
+    """
 
     def __init__(
         self,
@@ -76,13 +85,16 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "zmq_ik.cli", *child.args],
-            env={**os.environ, **child.env},
+            env={**os.environ, **child.env, PARENT_ENV: str(os.getpid())},
         )
         child.started = time.monotonic()
         logger.info("started %s (pid %d)", child.name, child.proc.pid)
 
     def start(self) -> None:
-        """Start every child (broker first)."""
+        """Start every child (broker first); OSError, with nothing started, if the broker's
+        endpoint cannot be bound (e.g. another process holds the port: its broker would
+        fail on every restart, and our workers would join the other process's broker)."""
+        check_bind(self.bind)
         for child in self.children:
             self._spawn(child)
 
@@ -103,7 +115,8 @@ class Supervisor:
                 continue
             if code in (2, EXIT_CONFIG) and child.restarts == 0:
                 # A usage or configuration error on the first start would recur on every
-                # restart. (Later, after a crash, it may be transient: back off as usual.)
+                # restart; a broker that cannot bind its endpoint exits so too. (Later, after
+                # a crash, it may be transient: back off as usual.)
                 self.failed = f"{child.name} exited with status {code} (configuration error)"
                 logger.error("%s; stopping everything (see its message above)", self.failed)
                 child.proc = None
@@ -167,6 +180,24 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def check_bind(endpoint: str) -> None:
+    """Raise OSError unless ``endpoint`` can be bound right now (bound, then released)."""
+    import zmq
+
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as e:
+            raise OSError(f"cannot bind {endpoint}: {e}") from e
+        finally:
+            sock.close(0)
+    finally:
+        ctx.term()  # returns once the listening socket is closed: the broker can bind it
 
 
 def free_endpoint(host: str = "127.0.0.1") -> str:

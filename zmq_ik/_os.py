@@ -1,0 +1,121 @@
+"""Process-level OS settings for the long-running commands (broker, worker, serve).
+
+* The open-file limit: every peer of the broker (client or worker connection) holds one file
+  descriptor. At the usual default soft limit of 1024 (systemd's, most shells') the broker
+  runs out after ~1,000 peers, and libzmq then retries the failing accept() in a busy loop:
+  100 % CPU, and no new client or restarted worker gets in. The soft limit is raised to the
+  hard limit at start-up.
+* Children of `zmq-ik serve` die with it: a supervisor killed outright (SIGKILL, OOM killer)
+  must not leave its broker holding the port, nor workers serving a broker nobody watches.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+logger = logging.getLogger(__name__)
+
+PARENT_ENV = "ZMQ_IK_SUPERVISOR_PID"
+"""Set by the supervisor in its children's environment: the pid they must not outlive."""
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_FD_RESERVE = 32
+"""Descriptors a process keeps for itself besides its peers (libzmq's mailboxes and epoll,
+logs, the Python runtime)."""
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return (soft before, soft now).
+
+    (-1, -1) where the platform has no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return -1, -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    # Linux never reports an infinite hard limit here; macOS does, and refuses it as a soft one.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as e:
+        logger.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, e)
+        return soft, soft
+    return soft, target
+
+
+def open_fds() -> int:
+    """File descriptors this process holds now (0 where /proc/self/fd cannot be read)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def peer_room(soft_limit: int) -> int:
+    """About how many more connections fit under ``soft_limit`` (one descriptor each)."""
+    return max(0, soft_limit - open_fds() - _FD_RESERVE)
+
+
+def die_with_parent_from_env() -> None:
+    """If a supervisor started this process (`PARENT_ENV` set), exit when it does."""
+    value = os.environ.pop(PARENT_ENV, None)  # not inherited by anything this process starts
+    if not value:
+        return
+    try:
+        parent = int(value)
+    except ValueError:
+        logger.warning("ignoring %s=%r: not a process id", PARENT_ENV, value)
+        return
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int, interval: float = 1.0) -> None:
+    """Be killed when process ``parent`` exits, however it exits.
+
+    Linux: the kernel sends SIGKILL on the parent's exit (PR_SET_PDEATHSIG; note: on the exit
+    of the parent *thread* that started this process). Elsewhere, or if prctl fails, a daemon
+    thread checks every ``interval`` seconds that the parent is still ours. Either way, a
+    parent already gone before this call ends the process at once.
+    """
+    if _set_pdeathsig(signal.SIGKILL):
+        if os.getppid() != parent:  # it died before prctl took effect: no signal will come
+            _parent_gone(parent)
+        return
+    watch_parent(parent, interval)
+
+
+def watch_parent(parent: int, interval: float = 1.0) -> threading.Thread:
+    """The portable fallback: a daemon thread that ends this process once its parent is no
+    longer ``parent`` (orphans are re-parented to init or a subreaper)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        _parent_gone(parent)
+
+    thread = threading.Thread(target=watch, name="zmq-ik-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _set_pdeathsig(sig: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _parent_gone(parent: int) -> None:
+    logger.error("supervisor (pid %d) is gone: exiting", parent)
+    os._exit(1)  # no clean-up: nobody is left to wait for it, and the port must come free
