@@ -633,7 +633,7 @@ def test_broker_stalled_longer_than_the_client_timeout(harness: Harness) -> None
         time.sleep(0.5)
     load.check()  # no error, no duplicate answer
     counters = status(h)["counters"]
-    assert counters.get("stalls") == 1, counters
+    assert counters.get("stalls", 0) >= 1, counters  # it noticed (a loaded host may add more)
     assert counters.get("workers_lost", 0) == 0, counters  # nobody declared dead
     assert status(h)["open_jobs"] == 0
     report(
