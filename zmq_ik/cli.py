@@ -107,6 +107,18 @@ def _client_curve(server_key: str | None, own: str | None) -> Any:
     help="Waiting requests per robot before 'overloaded'.",
 )
 @click.option(
+    "--max-open-jobs",
+    default=16 * 1024,
+    show_default=True,
+    help="Open jobs over all robots before 'overloaded'.",
+)
+@click.option(
+    "--max-queued-bytes",
+    default=1024**3,
+    show_default=True,
+    help="Payload bytes of open jobs before 'overloaded'.",
+)
+@click.option(
     "--max-retries", default=2, show_default=True, help="Re-dispatches of a job whose worker died."
 )
 @click.option(
@@ -128,6 +140,8 @@ def broker(
     heartbeat: float,
     liveness: int,
     max_queue: int,
+    max_open_jobs: int,
+    max_queued_bytes: int,
     max_retries: int,
     grace: float,
     curve_secret_key: str | None,
@@ -144,6 +158,8 @@ def broker(
         heartbeat_interval=heartbeat,
         liveness=liveness,
         max_queue=max_queue,
+        max_open_jobs=max_open_jobs,
+        max_queued_bytes=max_queued_bytes,
         max_retries=max_retries,
         shutdown_grace=grace,
         curve_secret_key=curve_secret_key,
@@ -415,7 +431,10 @@ def ping(
         f"rtt min/median/max = {rtts[0]:.3f}/{rtts[len(rtts) // 2]:.3f}/{rtts[-1]:.3f} ms"
     )
     workers = info.get("workers", [])
-    click.echo(f"{len(workers)} worker(s)")
+    omitted = info.get("workers_omitted", 0)
+    click.echo(
+        f"{len(workers) + omitted} worker(s)" + (f", {omitted} not listed" if omitted else "")
+    )
     for w in workers:
         click.echo(
             f"  {w['id'][:8]}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  served={w['served']}"
