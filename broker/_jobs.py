@@ -113,10 +113,16 @@ class WorkerState:
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     listing_bytes: int = 0
     """An upper bound on the encoded size of `describe` (for summarising `ping`)."""
+    declines: bool = False
+    """Its READY listed `protocol.FEATURE_DECLINE`: it may serve other brokers too, so it
+    gets flagged HEARTBEATs and may send DECLINE and state flags."""
+    away: bool = False
+    """Busy with another broker's job (it declined ours or flagged busy): not idle here
+    until it flags idle."""
 
     @property
     def state(self) -> str:
-        return "busy" if self.job is not None else "idle"
+        return "busy" if self.job is not None else "away" if self.away else "idle"
 
     def describe(self, now: float) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)

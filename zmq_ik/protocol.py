@@ -35,6 +35,20 @@ PROTOCOL_PREFIX = b"ZIK/"
 
 BROKER_SERVICE = "zik.broker"
 """Reserved service name: requests to it are answered by the broker itself (ping, status)."""
+ALIVE = "alive"
+"""The cheapest `BROKER_SERVICE` operation: an empty FINAL at once. Clients probe a broker
+with it while they wait on it (any message from a broker counts as a sign of life; an older
+broker's `unknown_operation` ERROR counts too)."""
+
+FEATURE_DECLINE = "decline"
+"""Multi-broker extension of ZIK/1 (docs/protocol.md 4.9). A worker lists it in READY's
+``features``; a broker that implements it flags its HEARTBEATs to that worker with it. Only
+then may the worker send that broker DECLINE and HEARTBEAT state flags (`FLAG_IDLE`,
+`FLAG_BUSY`): peers that never showed the feature never see either."""
+FLAG_IDLE = "idle"
+"""HEARTBEAT flag, worker → broker: free for this broker's jobs again."""
+FLAG_BUSY = "busy"
+"""HEARTBEAT flag, worker → broker: running a job (possibly another broker's)."""
 
 
 class Command(bytes, Enum):
@@ -47,6 +61,7 @@ class Command(bytes, Enum):
     READY = b"READY"
     HEARTBEAT = b"HEARTBEAT"
     DISCONNECT = b"DISCONNECT"
+    DECLINE = b"DECLINE"
 
 
 _COMMANDS = {c.value: c for c in Command}
@@ -77,6 +92,10 @@ class Limits:
     """Entries of READY's ``versions`` map."""
     max_version_chars: int = 64
     """Characters of each ``versions`` key and value."""
+    max_features: int = 16
+    """Entries of READY's ``features`` list (each a word of at most `max_flags_bytes`)."""
+    max_flags_bytes: int = 64
+    """Bytes of a HEARTBEAT's flags frame."""
 
 
 LIMITS = Limits()
@@ -358,6 +377,10 @@ class Ready:
 class Heartbeat:
     """HEARTBEAT, both ways between broker and worker."""
 
+    flags: frozenset[str] = frozenset()
+    """Words of the optional flags frame (multi-broker extension, docs/protocol.md 4.9);
+    receivers ignore words they do not know."""
+
 
 @dataclass(slots=True)
 class Disconnect:
@@ -367,7 +390,16 @@ class Disconnect:
     """Optional human-readable reason."""
 
 
-Message = Request | Reply | Ready | Heartbeat | Disconnect
+@dataclass(slots=True)
+class Decline:
+    """DECLINE, worker → broker: the worker did not start this job (it is running another
+    broker's): the broker re-queues it, no attempt counted, and leaves the worker alone until
+    it flags `FLAG_IDLE`."""
+
+    job_id: bytes
+
+
+Message = Request | Reply | Ready | Heartbeat | Disconnect | Decline
 
 
 _NAMES: dict[tuple[bytes, int, bool], str] = {}
@@ -487,9 +519,18 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
             )
         return Ready(info)
     if cmd is Command.HEARTBEAT:
-        if n != 2:
-            raise ProtocolError(f"HEARTBEAT needs exactly 2 frames, got {n}")
-        return Heartbeat()
+        if n == 2:
+            return _HEARTBEAT
+        if n != 3:
+            raise ProtocolError(f"HEARTBEAT takes 2 or 3 frames, got {n}")
+        return Heartbeat(_flags(_bytes(frames[2]), limits))
+    if cmd is Command.DECLINE:
+        if n != 3:
+            raise ProtocolError(f"DECLINE needs exactly 3 frames, got {n}")
+        job_id = _bytes(frames[2])
+        if not job_id or len(job_id) > limits.max_id_bytes:
+            raise ProtocolError(f"job id must be 1..{limits.max_id_bytes} bytes", field="job_id")
+        return Decline(job_id)
     # DISCONNECT
     if n > 3:
         raise ProtocolError(f"DISCONNECT takes at most 3 frames, got {n}")
@@ -497,6 +538,29 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
     if n == 3:
         reason = _bytes(frames[2])[:256].decode("utf-8", "replace")
     return Disconnect(reason)
+
+
+_HEARTBEAT = Heartbeat()
+_FLAG_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_- ")
+_FLAGS: dict[bytes, frozenset[str]] = {}
+"""Flags frames already parsed: the same one or two arrive with every heartbeat."""
+
+
+def _flags(raw: bytes, limits: Limits) -> frozenset[str]:
+    """A HEARTBEAT's flags frame: lower-case ASCII words separated by spaces, bounded."""
+    flags = _FLAGS.get(raw)
+    if flags is not None:
+        return flags
+    if len(raw) > limits.max_flags_bytes or not _FLAG_CHARS.issuperset(raw):
+        raise ProtocolError(
+            f"HEARTBEAT flags must be at most {limits.max_flags_bytes} bytes of lower-case "
+            "words separated by spaces",
+            field="flags",
+        )
+    flags = frozenset(raw.decode("ascii").split())
+    if len(_FLAGS) < 64:  # legitimate peers use a handful; made-up ones are parsed each time
+        _FLAGS[raw] = flags
+    return flags
 
 
 def _check_ready(info: dict[str, Any], limits: Limits) -> None:
@@ -534,6 +598,17 @@ def _check_ready(info: dict[str, Any], limits: Limits) -> None:
     pid = info.get("pid")
     if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
         raise ProtocolError("READY 'pid' must be an integer", field="pid")
+    features = info.get("features")
+    if features is not None and not (
+        isinstance(features, list)
+        and len(features) <= limits.max_features
+        and all(isinstance(f, str) and 0 < len(f) <= limits.max_flags_bytes for f in features)
+    ):
+        raise ProtocolError(
+            f"READY 'features' must be a list of at most {limits.max_features} names of at "
+            f"most {limits.max_flags_bytes} characters",
+            field="features",
+        )
     versions = info.get("versions")
     if versions is None:
         return
@@ -618,9 +693,17 @@ def ready_frames(info: Mapping[str, Any]) -> list[Any]:
     return [PROTOCOL, Command.READY.value, pack_header(info)]
 
 
-def heartbeat_frames() -> list[bytes]:
-    """Frames of a HEARTBEAT."""
-    return [PROTOCOL, Command.HEARTBEAT.value]
+def heartbeat_frames(*flags: str) -> list[bytes]:
+    """Frames of a HEARTBEAT; ``flags`` only towards a peer that showed `FEATURE_DECLINE`."""
+    frames = [PROTOCOL, Command.HEARTBEAT.value]
+    if flags:
+        frames.append(" ".join(flags).encode("ascii"))
+    return frames
+
+
+def decline_frames(job_id: bytes) -> list[bytes]:
+    """Frames of a DECLINE (only to a broker that showed `FEATURE_DECLINE`)."""
+    return [PROTOCOL, Command.DECLINE.value, job_id]
 
 
 def disconnect_frames(reason: str = "") -> list[bytes]:
