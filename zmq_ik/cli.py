@@ -257,7 +257,13 @@ def _parse_warm(values: tuple[str, ...]) -> list[Any]:
 
 
 @main.command()
-@click.option("--connect", default=DEFAULT_ENDPOINT, show_default=True, help="Broker endpoint.")
+@click.option(
+    "--connect",
+    multiple=True,
+    default=[DEFAULT_ENDPOINT],
+    show_default=True,
+    help="Broker endpoint; repeat it (or give a comma list) to serve several brokers.",
+)
 @click.option(
     "--gpu", type=int, default=None, help="GPU index to pin (CUDA_VISIBLE_DEVICES); default CPU."
 )
@@ -316,7 +322,7 @@ def _parse_warm(values: tuple[str, ...]) -> list[Any]:
 )
 @_curve_options
 def worker(
-    connect: str,
+    connect: tuple[str, ...],
     gpu: int | None,
     robots: tuple[str, ...],
     ee_links: tuple[str, ...],
@@ -333,8 +339,13 @@ def worker(
 ) -> None:
     """Run a worker: load robots, compile, say READY, serve until SIGTERM."""
     from zmq_ik.errors import InputError
+    from zmq_ik.protocol import split_endpoints
     from zmq_ik.worker import EchoService, Worker, WorkerSettings
 
+    try:
+        split_endpoints(connect)
+    except InputError as e:
+        raise click.BadParameter(e.message, param_hint="--connect") from e
     _raise_fd_limit()
     robot_paths = _parse_robot(robots)
     default_ee = _parse_per_robot(ee_links, "--ee-links")
@@ -500,6 +511,11 @@ def _gpu_list(value: str | None) -> list[int]:
 @main.command()
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Broker endpoint.")
 @click.option(
+    "--connect",
+    multiple=True,
+    help="Another broker the workers also serve, e.g. the one on a second host (repeatable).",
+)
+@click.option(
     "--workers", default=None, type=int, help="Worker processes (default: one per GPU, or 1)."
 )
 @click.option(
@@ -533,6 +549,7 @@ def _gpu_list(value: str | None) -> list[int]:
 )
 def serve(
     bind: str,
+    connect: tuple[str, ...],
     workers: int | None,
     gpus: str | None,
     robots: tuple[str, ...],
@@ -561,6 +578,7 @@ def serve(
     worker_args += [a for w in warm for a in ("--warm", w)]
     if echo:
         worker_args.append("--echo")
+    worker_args += [a for c in connect for a in ("--connect", c)]
     n = workers if workers is not None else max(1, len(gpu_ids))
     _raise_fd_limit()  # the children inherit it
     sup = Supervisor(bind=bind, workers=n, gpus=gpu_ids, worker_args=worker_args)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -26,7 +26,7 @@ import msgpack_numpy
 import numpy as np
 import zmq
 
-from zmq_ik.errors import ErrorCode, ProtocolError
+from zmq_ik.errors import ErrorCode, InputError, ProtocolError
 
 PROTOCOL = b"ZIK/1"
 """Frame 0 of every message: protocol name and version."""
@@ -715,6 +715,24 @@ def disconnect_frames(reason: str = "") -> list[bytes]:
 
 
 # --------------------------------------------------------------------------- sockets
+
+
+def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Broker endpoints from one string with commas (``"tcp://a:5555,tcp://b:5555"``, as in
+    ``ZMQ_IK_ENDPOINT``) or a sequence of them (each may hold commas too, as a repeated
+    ``--connect`` does): stripped, duplicates dropped, order kept. None at all is an
+    `InputError`."""
+    parts = [value] if isinstance(value, str) else list(value)
+    endpoints: dict[str, None] = {}
+    for part in parts:
+        if not isinstance(part, str):
+            raise InputError(f"an endpoint must be a string, got {part!r:.60}", "endpoint")
+        for e in part.split(","):
+            if e.strip():
+                endpoints[e.strip()] = None
+    if not endpoints:
+        raise InputError(f"no broker endpoint given in {value!r:.80}", "endpoint")
+    return tuple(endpoints)
 
 
 def new_routing_id() -> bytes:
