@@ -1,0 +1,211 @@
+"""Several brokers, no single point of failure (#15): real brokers, workers and clients.
+
+Workers serve several brokers (one job at a time whichever sends it, declining the others'
+jobs meanwhile); an older broker, which never flags the extension, never sees it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+import zmq
+from conftest import free_endpoint, wait_for_workers
+
+from zmq_ik.client import IKClient
+from zmq_ik.protocol import (
+    Command,
+    Decline,
+    Heartbeat,
+    Ready,
+    Reply,
+    encode_payload,
+    heartbeat_frames,
+    parse_message,
+    request_frames,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def sleep_on(endpoint: str, seconds: float, out: dict[str, Any], key: str) -> threading.Thread:
+    """Ask ``endpoint`` for an echo `sleep`; the reply header and its arrival time land in ``out``."""
+
+    def run() -> None:
+        ctx = zmq.Context()
+        try:
+            with IKClient(endpoint, timeout=10, retries=0, context=ctx) as c:
+                header = c.request("echo", "sleep", {"seconds": seconds}).header
+                out[key] = (header, time.monotonic())
+        except Exception as e:  # reported by the test
+            out[key] = (e, time.monotonic())
+        finally:
+            ctx.destroy(linger=0)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def counters(endpoint: str) -> dict[str, int]:
+    with IKClient(endpoint, timeout=2, retries=0, context=zmq.Context.instance()) as c:
+        return dict(c.status()["counters"])
+
+
+def test_a_worker_of_two_brokers_declines_the_other_brokers_job_so_it_runs_elsewhere(procs):
+    """W1 runs a 2 s job for A; B's two jobs must not wait for it: W1 tells B it is busy (a
+    flagged heartbeat), or declines the job B sends it, and both run on W2, well before A's
+    job ends."""
+    a, b = free_endpoint(), free_endpoint()
+    procs.broker(a)
+    procs.broker(b)
+    for _ in range(2):
+        procs.echo_worker(a, "--connect", b)
+    wait_for_workers(a, 2)
+    wait_for_workers(b, 2)
+    out: dict[str, Any] = {}
+    t0 = time.monotonic()
+    threads = [sleep_on(a, 2.0, out, "a")]
+    time.sleep(0.3)  # A's job is running on one worker
+    threads += [sleep_on(b, 0.3, out, f"b{i}") for i in range(2)]
+    for t in threads:
+        t.join(20)
+    (ha, ta), (hb0, tb0), (hb1, tb1) = out["a"], out["b0"], out["b1"]
+    assert all(isinstance(h, dict) for h in (ha, hb0, hb1)), out
+    assert hb0["pid"] == hb1["pid"] != ha["pid"]  # B's jobs ran on the free worker only
+    assert max(tb0, tb1) - t0 < 1.6 < ta - t0  # ...and did not wait for A's job
+    assert counters(b).get("declined", 0) <= 1
+    assert counters(a).get("declined", 0) == 0
+
+
+def test_a_worker_runs_one_job_at_a_time_and_is_away_at_the_other_broker_meanwhile(procs):
+    a, b = free_endpoint(), free_endpoint()
+    procs.broker(a)
+    procs.broker(b)
+    procs.echo_worker(a, "--connect", b)
+    wait_for_workers(b, 1)
+    out: dict[str, Any] = {}
+    threads = [sleep_on(a, 1.0, out, "a")]
+    time.sleep(0.2)
+    threads.append(sleep_on(b, 0.1, out, "b"))
+    time.sleep(0.2)
+    with IKClient(b, timeout=2, retries=0, context=zmq.Context.instance()) as c:
+        [w] = c.ping()["workers"]
+        assert w["state"] == "away"  # it declined B's job: B waits for it to be idle
+    for t in threads:
+        t.join(20)
+    (ha, ta), (hb, tb) = out["a"], out["b"]
+    assert isinstance(ha, dict) and isinstance(hb, dict), out
+    assert tb > ta  # B's job ran after A's, not beside it
+    with IKClient(b, timeout=2, retries=0, context=zmq.Context.instance()) as c:
+        assert c.ping()["workers"][0]["state"] == "idle"
+
+
+def raw_broker(zctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    router = zctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    return router
+
+
+def test_a_job_sent_to_a_busy_worker_is_declined_at_once(procs, zctx):
+    """A broker (a raw ROUTER here, flagging `decline`) that sends a job to a worker busy with
+    another broker's job gets DECLINE for it within milliseconds, then FLAG_IDLE once free."""
+    a, b = free_endpoint(), free_endpoint()
+    procs.broker(a)
+    router = raw_broker(zctx, b)
+    procs.echo_worker(a, "--connect", b)
+    assert router.poll(30_000)
+    identity, *_ = router.recv_multipart()  # READY
+    router.send_multipart([identity, *heartbeat_frames("decline")])
+    wait_for_workers(a, 1)
+    out: dict[str, Any] = {}
+    thread = sleep_on(a, 1.0, out, "a")
+    time.sleep(0.3)
+    job = request_frames(b"job-1", "echo", "echo", 5000, encode_payload({}))
+    router.send_multipart([identity, *job])
+    sent = time.monotonic()
+    declined_after = idle_at = None
+    while idle_at is None and time.monotonic() - sent < 5:
+        router.send_multipart([identity, *heartbeat_frames("decline")])
+        if not router.poll(50):
+            continue
+        _, *frames = router.recv_multipart()
+        msg = parse_message(frames)
+        if isinstance(msg, Decline):
+            assert msg.job_id == b"job-1" and declined_after is None
+            declined_after = time.monotonic() - sent
+        elif isinstance(msg, Heartbeat) and "idle" in msg.flags and declined_after is not None:
+            idle_at = time.monotonic()
+        else:
+            assert not isinstance(msg, Reply), msg  # the declined job is never run
+    thread.join(10)
+    print(f"\nMEASURED job declined {declined_after * 1000:.1f} ms after it was sent")
+    assert declined_after is not None and declined_after < 0.1
+    assert idle_at is not None and idle_at >= out["a"][1] - 0.05  # idle once A's job is done
+
+
+def test_a_broker_without_the_extension_never_sees_it_and_its_job_runs_next(procs, zctx):
+    """An older broker (a raw ROUTER speaking plain ZIK/1 here) never flags `decline`: the
+    worker never sends it a DECLINE or a flagged HEARTBEAT, and runs its job after A's."""
+    a, old = free_endpoint(), free_endpoint()
+    procs.broker(a)
+    router = raw_broker(zctx, old)
+    procs.echo_worker(a, "--connect", old)
+    assert router.poll(30_000)
+    identity, *frames = router.recv_multipart()
+    ready = parse_message(frames)
+    assert isinstance(ready, Ready) and "decline" in ready.info["features"]
+    wait_for_workers(a, 1)
+    out: dict[str, Any] = {}
+    thread = sleep_on(a, 1.0, out, "a")
+    time.sleep(0.3)
+    job = request_frames(b"job-1", "echo", "echo", 5000, encode_payload({"from": "old"}))
+    router.send_multipart([identity, *job])
+    seen: list[Any] = []
+    final_at = None
+    deadline = time.monotonic() + 5
+    last_beat = 0.0
+    while final_at is None and time.monotonic() < deadline:
+        if time.monotonic() - last_beat > 0.2:  # keep the worker's link to us alive
+            router.send_multipart([identity, *heartbeat_frames()])
+            last_beat = time.monotonic()
+        if router.poll(50):
+            _, *frames = router.recv_multipart()
+            msg = parse_message(frames)
+            seen.append(msg)
+            if isinstance(msg, Reply) and msg.command is Command.FINAL:
+                final_at = time.monotonic()
+    thread.join(10)
+    assert final_at is not None, seen
+    assert out["a"][1] <= final_at  # run after A's job, not declined
+    assert [type(m).__name__ for m in seen if not isinstance(m, Heartbeat | Reply)] == []
+    assert all(not m.flags for m in seen if isinstance(m, Heartbeat))
+
+
+def test_worker_keeps_serving_one_broker_while_the_other_is_killed_and_restarted(procs):
+    a, b = free_endpoint(), free_endpoint()
+    procs.broker(a)
+    broker_b = procs.broker(b)
+    procs.echo_worker(a, "--connect", b)
+    wait_for_workers(a, 1)
+    wait_for_workers(b, 1)
+    broker_b.send_signal(signal.SIGKILL)
+    broker_b.wait(5)
+    t_kill = time.monotonic()
+    with IKClient(a, timeout=2, retries=0, context=zmq.Context.instance()) as c:
+        n = 0
+        while time.monotonic() - t_kill < 1.5:  # across B's death and the worker noticing it
+            assert c.request("echo", "echo", {"i": n}).header["i"] == n
+            n += 1
+    procs.broker(b)
+    t_up = time.monotonic()
+    wait_for_workers(b, 1, timeout=5)
+    rejoined = time.monotonic() - t_up
+    print(
+        f"\nMEASURED worker re-registered at the restarted broker after {rejoined:.2f}s; {n} requests via the other meanwhile"
+    )
+    assert rejoined < 2.0
