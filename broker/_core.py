@@ -60,7 +60,6 @@ ANSWER_HORIZON_MAX = 60.0
 """Longest a (client, request id) is remembered after its answer (seconds)."""
 _HEARTBEAT = heartbeat_frames()
 _FLAGGED_HEARTBEAT = heartbeat_frames(FEATURE_DECLINE)  # "DECLINE and state flags known here"
-_EMPTY = encode_payload({})
 
 
 class BrokerCore:
@@ -306,7 +305,8 @@ class BrokerCore:
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
         if req.operation == ALIVE:  # the clients' probe: as cheap as an answer can be
-            self._send(client, reply_frames(Command.FINAL, req.request_id, _EMPTY))
+            alive = encode_payload({"workers": len(self.workers)})
+            self._send(client, reply_frames(Command.FINAL, req.request_id, alive))
             return
         report = {"ping": ping_info, "status": status}.get(req.operation)
         try:

@@ -466,13 +466,16 @@ def test_status_summarises_many_queues():
 # --------------------------------------------------------------------------- several brokers
 
 
-def test_alive_probe_is_answered_at_once_with_an_empty_final():
-    """The clients' probe (docs/protocol.md 4.6): answered by the broker itself, no worker."""
+def test_alive_probe_is_answered_at_once_with_the_number_of_workers():
+    """The clients' probe (docs/protocol.md 4.6): answered by the broker itself."""
     h = Harness()
     h.send(b"C", request_frames(b"a", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
-    [(to, msg)] = h.drain()
-    assert to == b"C" and msg.command is Command.FINAL and msg.request_id == b"a"
-    assert decode_payload(msg.payload).header == {}
+    h.ready(b"W1")
+    h.send(b"C", request_frames(b"b", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
+    [(to, first), (_, second)] = h.drain()
+    assert to == b"C" and first.command is Command.FINAL and first.request_id == b"a"
+    assert decode_payload(first.payload).header == {"workers": 0}
+    assert decode_payload(second.payload).header == {"workers": 1}
 
 
 def ready_multi(h: Harness, worker: bytes, robots=("tatbot",)) -> None:
