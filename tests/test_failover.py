@@ -209,3 +209,25 @@ def test_worker_keeps_serving_one_broker_while_the_other_is_killed_and_restarted
         f"\nMEASURED worker re-registered at the restarted broker after {rejoined:.2f}s; {n} requests via the other meanwhile"
     )
     assert rejoined < 2.0
+
+
+def test_serve_workers_also_serve_the_brokers_named_with_connect(procs):
+    """Two hosts' worth on one: each `serve` runs a broker, and its workers serve the other's
+    broker too (`--connect`), so either broker alone reaches every worker."""
+    a, b = free_endpoint(), free_endpoint()
+    serves = [
+        procs.start("serve", "--echo", "--workers", "1", "--bind", a, "--connect", b),
+        procs.start("serve", "--echo", "--workers", "1", "--bind", b, "--connect", a),
+    ]
+    for endpoint in (a, b):
+        info = wait_for_workers(endpoint, 2, timeout=30)
+        assert len({w["pid"] for w in info["workers"]}) == 2
+    for s in serves:
+        s.send_signal(signal.SIGTERM)
+    assert [s.wait(20) for s in serves] == [0, 0]
+
+
+def test_worker_refuses_an_empty_connect_list(procs):
+    proc = procs.start("worker", "--echo", "--connect", " , ")
+    assert proc.wait(20) == 2
+    assert "--connect" in procs.log(proc) and "no broker endpoint" in procs.log(proc)
