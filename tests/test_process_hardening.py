@@ -294,15 +294,15 @@ def test_serve_stops_when_its_broker_cannot_bind_on_first_start(tmp_path: Path, 
     busy) is fatal on the broker's first start, never a restart loop."""
     from conftest import free_endpoint
 
-    from zmq_ik.serve import Supervisor
+    from zmq_ik.serve import ServeSettings, Supervisor
+    from zmq_ik.worker.settings import ServiceSettings
 
     busy = free_endpoint()
     other = zctx.socket(zmq.ROUTER)
     other.setsockopt(zmq.LINGER, 0)
     other.bind(busy)
-    sup = Supervisor(
-        bind=free_endpoint(), workers=1, worker_args=["--echo"], broker_args=["--worker-bind", busy]
-    )
+    settings = ServeSettings(free_endpoint(), workers=1, worker=ServiceSettings(echo=True))
+    sup = Supervisor(settings, broker_args=["--worker-bind", busy])
     try:
         sup.start()
         t0 = time.monotonic()
