@@ -222,7 +222,8 @@ class ServiceSettings:
     max_extra_compiles: int = setting(
         32,
         doc="Programs compiled (and solvers built) on demand after READY, for client-chosen "
-        "settings or end effectors, before all of them are dropped again: bounds the worker's memory.",
+        "settings or end effectors, before all of them are dropped again: bounds the "
+        "worker's memory.",
     )
     echo: bool = setting(False, doc="Serve the no-IK echo service (tests, transport benchmarks).")
 
@@ -274,7 +275,7 @@ class ServiceSettings:
     def from_json(cls, text: str) -> ServiceSettings:
         """Settings from JSON text, or from a file holding it; unknown keys are refused."""
         source = "--config"
-        if not text.lstrip().startswith("{"):
+        if not text.lstrip().startswith(("{", "[")):
             source = text
             try:
                 text = Path(text).read_text(encoding="utf-8")

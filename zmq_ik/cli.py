@@ -113,17 +113,12 @@ def _o(cls: Any, name: str, *flags: str, **kw: Any) -> Any:
     """The option of field ``name`` of settings class ``cls``: its default and, for a
     `zmq_ik._settings.setting`, its help and text form."""
     f = cls.__dataclass_fields__[name]
-    meta, default = f.metadata, None if f.default is MISSING else f.default
-    if meta.get("parse"):
-        kw.setdefault("callback", _parsed(meta["parse"]))
+    m, default = f.metadata, None if f.default is MISSING else f.default
+    if m.get("parse"):
+        kw.setdefault("callback", _parsed(m["parse"]))
     kw.setdefault("show_default", default is not None and not isinstance(default, bool))
     kw.setdefault("is_flag", isinstance(default, bool) or None)
-    kw = {
-        "help": meta.get("doc"),
-        "metavar": meta.get("metavar"),
-        "multiple": meta.get("repeat"),
-        **kw,
-    }
+    kw = {"help": m.get("doc"), "metavar": m.get("metavar"), "multiple": m.get("repeat"), **kw}
     return click.option(*(flags or (_flag(name),)), name, default=default, **kw)
 
 
@@ -197,7 +192,7 @@ def broker(**options: Any) -> None:
 
 
 @main.command()
-@_endpoint("--connect", "connect", multiple=True, help="Broker endpoint (one, for now).")
+@_endpoint("--connect", "connect", multiple=True, default=(W.connect,), help="Broker endpoint.")
 @_o(W, "heartbeat_interval", help="Heartbeat interval (s).")
 @_o(W, "liveness", help="Missed broker heartbeats before reconnecting.")
 @click.option("--config", metavar="JSON", help="ServiceSettings (`serve`'s); options override.")

@@ -91,10 +91,10 @@ class ProgressBar:
         self.stream.flush()
 
 
-def check_output(path: str | os.PathLike[str]) -> Path:
-    """``path`` if a file can be written there, else `InputError` (field ``output``): checked
-    before any work, so a typo does not cost the whole computation."""
-    p = Path(path).expanduser()
+def check_output(output: str | os.PathLike[str]) -> Path:
+    """``output`` if a file can be written there, else `InputError` (field ``output``):
+    checked before any work, so a typo does not cost the whole computation."""
+    p = Path(output).expanduser()
     if p.is_dir():
         raise InputError(
             f"{p} is a directory; give a file name, e.g. {p / 'strokebatch.safetensors'}", "output"

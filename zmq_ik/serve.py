@@ -1,8 +1,9 @@
 """`zmq-ik serve`: a broker and N workers as supervised child processes.
 
 Children are plain `zmq-ik broker` / `zmq-ik worker` processes (so each has its own JAX
-runtime and can be pinned to its own GPU); each worker gets its `ServiceSettings` as JSON. A child that exits unexpectedly is restarted
-with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
+runtime and can be pinned to its own GPU); each worker gets its `ServiceSettings` as JSON
+(``worker --config``), not a rebuilt command line. A child that exits unexpectedly is
+restarted with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
 stragglers, so no child outlives the supervisor. A supervisor that is itself killed outright
 takes its children with it: each child learns its supervisor's pid (``PARENT_ENV``) and asks
 the kernel for SIGKILL when it exits (`zmq_ik._os.die_with_parent`), so no orphaned broker
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from zmq_ik._os import PARENT_ENV
+from zmq_ik._scene import as_int
 from zmq_ik._settings import setting
 from zmq_ik.broker import BrokerSettings
 from zmq_ik.errors import ConfigError, IKTimeout, InputError
@@ -75,14 +77,16 @@ class ServeSettings:
         metavar="N[,N...]",
         parse=parse_gpus,
         repeat=True,
-        doc="GPU indices (repeat or comma-separate); workers are spread over them. Default: the CPU.",
+        doc="GPU indices (repeat or comma-separate); workers are spread over them. "
+        "Default: the CPU.",
     )
     worker: ServiceSettings = field(default_factory=ServiceSettings)
     """What every worker serves (its ``gpu`` is set per worker from ``gpus``)."""
 
     def __post_init__(self) -> None:
-        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
-            raise InputError(f"workers must be >= 1, got {self.workers!r}", "workers")
+        if self.workers is not None:
+            object.__setattr__(self, "workers", as_int(self.workers, "workers", 1))
+        object.__setattr__(self, "gpus", tuple(as_int(g, "gpus", 0) for g in self.gpus))
         if self.worker.require_gpu and not self.gpus:
             raise InputError("require_gpu needs GPU indices (--gpu 0,1)", "require_gpu")
 
