@@ -89,3 +89,22 @@ def test_program_bound_script_runs():
         pytest.skip(_data.ik_missing() or "")
     out = _script("benchmarks.program_bound", "--programs", "2", "--bound", "1", "--no-unbounded")
     assert "max_extra_compiles=1" in out
+
+
+def test_gpu_check_dry_run_runs(tmp_path):
+    """The GPU check's CPU dry run: every step runs and the summary table comes out."""
+    pytest.importorskip("jax")
+    import subprocess
+
+    out = tmp_path / "gpu_check.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for row in ("engine, batch 16", "worker READY, warm", "single-pose loop", "vs CPU"):
+        assert row in text
