@@ -13,12 +13,18 @@ from typing import Any
 
 import zmq
 
+from zmq_ik._memory import malloc_trim
 from zmq_ik.broker._core import BrokerCore, BrokerSettings, peer_label
 from zmq_ik.protocol import recv_frames, send_frames
 
 logger = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_BURST = 1000
+"""Messages read in a row before timers get their turn: after a stall, what queued up (late
+replies, heartbeats, retries) is read before `BrokerCore.tick` judges workers and deadlines."""
+_TRIM_BYTES = 64 * 1024 * 1024
+"""Payload bytes freed after which the heap is handed back to the OS (`malloc_trim`)."""
 _seeded = False
 
 
@@ -165,16 +171,21 @@ class Broker:
                     except zmq.Again:  # timed out: timers are due
                         pass
                     else:
-                        identity = frames[0].bytes
-                        route[identity] = only
-                        handle(identity, frames[1:], clock())
-                        if outbox:
-                            self._flush()
+                        for _ in range(_BURST):  # what else is queued, then timers
+                            identity = frames[0].bytes
+                            route[identity] = only
+                            handle(identity, frames[1:], clock())
+                            if outbox:
+                                self._flush()
+                            try:
+                                frames = recv_frames(only, _NOBLOCK)
+                            except zmq.Again:
+                                break
                     events = []
                 else:
                     events = poll(timeout_ms)
                 for sock, _ in events:
-                    for _ in range(1000):  # bounded burst, then timers get their turn
+                    for _ in range(_BURST):  # bounded burst, then timers get their turn
                         try:
                             frames = recv_frames(sock, _NOBLOCK)
                         except zmq.Again:
@@ -187,6 +198,9 @@ class Broker:
                 core.tick(clock())  # returns at once unless a heartbeat or deadline is due
                 if outbox:
                     self._flush()
+                if core.freed_bytes >= _TRIM_BYTES:  # large payloads left: give the heap back
+                    core.freed_bytes = 0
+                    malloc_trim()
                 if len(route) > 4 * (len(core.workers) + len(core.by_client)) + 10_000:
                     live = set(core.workers) | {c for c, _ in core.by_client}
                     self._route = route = {k: v for k, v in route.items() if k in live}
@@ -198,14 +212,14 @@ class Broker:
         outbox = self.core.outbox
         route = self._route
         default = self.sockets[0]
-        while outbox:
+        while outbox:  # `undelivered` may add messages (a re-dispatched job): sent here too
             identity, frames = outbox.popleft()
             try:
                 send_frames(route.get(identity, default), [identity, *frames], _NOBLOCK)
             except zmq.ZMQError as e:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
-                self.core.counters["unroutable"] += 1
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("dropped message to %s: %s", peer_label(identity), e)
+                self.core.undelivered(identity, frames, time.monotonic())
 
     def close(self) -> None:
         for sock in self.sockets:

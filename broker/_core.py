@@ -8,7 +8,6 @@ never blocks and never reads a clock itself, so tests drive it with any ``now`` 
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import logging
@@ -17,10 +16,18 @@ import socket
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from zmq_ik._version import __version__
+from zmq_ik.broker._jobs import (
+    KEPT_INFO,
+    MIB,
+    AnsweredMemory,
+    BrokerSettings,
+    Job,
+    WorkerState,
+    peer_label,
+)
 from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     BROKER_SERVICE,
@@ -29,128 +36,28 @@ from zmq_ik.protocol import (
     Disconnect,
     Frame,
     Heartbeat,
-    Limits,
     Ready,
     Reply,
     Request,
     disconnect_frames,
     encode_payload,
     error_frames,
+    frames_nbytes,
     heartbeat_frames,
+    pack_header,
     parse_message,
     reply_frames,
     request_frames,
 )
 
+__all__ = ["BrokerCore", "BrokerSettings", "Job", "WorkerState", "peer_label"]
+
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    """Everything that tunes a broker; the CLI builds one from its flags."""
-
-    bind: str = "tcp://127.0.0.1:5555"
-    """Endpoint for clients and workers. Loopback by default: ZIK/1 without CURVE is open."""
-    worker_bind: str | None = None
-    """Optional second endpoint for workers only (e.g. another interface)."""
-    heartbeat_interval: float = 0.25
-    """Seconds between heartbeats to each worker."""
-    liveness: int = 4
-    """Heartbeat intervals of silence after which a worker is dead."""
-    max_queue: int = 1024
-    """Requests waiting per robot before new ones get `overloaded` at once."""
-    max_retries: int = 2
-    """Re-dispatches of a job whose worker died, before `worker_lost`."""
-    shutdown_grace: float = 2.0
-    """Seconds in-flight jobs may still finish after SIGINT/SIGTERM."""
-    limits: Limits = field(default_factory=Limits)
-    """Protocol limits enforced on everything received."""
-    sndhwm: int = 10_000
-    """Outgoing messages queued per peer before sends to it fail (counted as dropped)."""
-    rcvhwm: int = 10_000
-    """Incoming messages queued per peer before the peer's sends block."""
-    curve_secret_key: str | None = None
-    """Path to the broker's CURVE secret key file (enables CURVE)."""
-    allow_keys: str | None = None
-    """Directory of allowed client/worker public keys (CURVE)."""
-
-
-_LABEL_KEY = os.urandom(16)
-
-
-def peer_label(identity: bytes) -> str:
-    """How a peer's routing id is shown in `status`/`ping` and logs.
-
-    Ids our own peers choose (`protocol.new_routing_id`) are shown as hex. Ids libzmq
-    invented (first byte 0) are shown only as a keyed hash: they are a counter, and a peer
-    that learns the next value can crash libzmq (see `broker._broker`).
-    """
-    if identity[:1] != b"\0":
-        return identity.hex()
-    return "~" + hashlib.blake2b(identity, key=_LABEL_KEY, digest_size=5).hexdigest()
-
-
-@dataclass(eq=False, slots=True)
-class Job:
-    """One client request as the broker tracks it, from receipt to its single answer."""
-
-    job_id: bytes
-    client: bytes
-    request_id: bytes
-    service: str
-    operation: str
-    payload: list[Frame]
-    received: float
-    deadline: float
-    attempts: int = 0
-    worker: bytes | None = None
-    dispatched: float | None = None
-    closed: bool = False
-    tried: set[bytes] = field(default_factory=set)
-    """Every worker identity this job was dispatched to: only they may answer it."""
-
-
-@dataclass
-class WorkerState:
-    """A registered worker."""
-
-    identity: bytes
-    robots: tuple[str, ...]
-    info: dict[str, Any]
-    registered: float
-    last_seen: float
-    last_sent: float
-    job: Job | None = None
-    served: int = 0
-    errors: int = 0
-    last_latency_ms: float | None = None
-    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-
-    @property
-    def state(self) -> str:
-        return "busy" if self.job is not None else "idle"
-
-    def describe(self, now: float) -> dict[str, Any]:
-        lat = sorted(self.latencies_ms)
-
-        def pct(p: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
-
-        return {
-            "id": peer_label(self.identity),
-            "robots": list(self.robots),
-            "device": self.info.get("device", "?"),
-            "host": self.info.get("host"),
-            "pid": self.info.get("pid"),
-            "state": self.state,
-            "served": self.served,
-            "errors": self.errors,
-            "last_latency_ms": self.last_latency_ms,
-            "p50_ms": pct(0.5),
-            "p99_ms": pct(0.99),
-            "uptime_s": round(now - self.registered, 3),
-            "versions": self.info.get("versions", {}),
-        }
+LISTED = 256
+"""Most robots and queues a `status` reply names (the rest are counted as omitted)."""
+ANSWER_HORIZON_MAX = 60.0
+"""Longest a (client, request id) is remembered after its answer (seconds)."""
 
 
 class BrokerCore:
@@ -177,11 +84,23 @@ class BrokerCore:
         # workers are next looked at for heartbeats and expiry.
         self._deadlines: list[tuple[float, bytes]] = []
         self._next_scan = self.started
+        self.queued_bytes = 0
+        """Payload bytes of open jobs (the `max_queued_bytes` budget)."""
+        self.freed_bytes = 0
+        """Payload bytes released since the loop last reset this (it trims the heap)."""
+        self._answered = AnsweredMemory(self.settings.answered_memory)
+        # A gap longer than this between two calls means the broker itself stalled (stopped,
+        # swapped out, starved): judging workers or deadlines before reading what queued up
+        # meanwhile would be wrong. Liveness judgement and deadlines wait until _hold_until.
+        self._stall_gap = self.settings.heartbeat_interval * self.settings.liveness / 2
+        self._hold_until = self.started
 
     # ------------------------------------------------------------------ input
 
     def handle(self, identity: bytes, frames: Sequence[Frame], now: float) -> None:
         """Process one message received from ``identity`` (ROUTER identity frame removed)."""
+        if now - self._now > self._stall_gap:
+            self._on_stall(now)
         self._now = now
         try:
             msg = parse_message(frames, self.settings.limits)
@@ -233,19 +152,19 @@ class BrokerCore:
                 client, req.request_id, ErrorCode.SHUTTING_DOWN, "broker is shutting down"
             )
             return
-        existing = self.by_client.get((client, req.request_id))
+        key = (client, req.request_id)
+        existing = self.by_client.get(key)
         if existing is not None:  # a retry of a request we still hold: one job, one answer
             existing.deadline = max(existing.deadline, now + req.timeout_ms / 1000)
             self.counters["duplicate_requests"] += 1
             return
-        queue = self.queues.setdefault(req.service, deque())
-        if len(queue) >= self.settings.max_queue:
-            self._error_to(
-                client,
-                req.request_id,
-                ErrorCode.OVERLOADED,
-                f"queue for robot {req.service!r} is full ({self.settings.max_queue} waiting)",
-            )
+        if self._answered.holds(key, now):  # a retry that crossed its answer: never run twice
+            self.counters["duplicate_requests"] += 1
+            return
+        nbytes = frames_nbytes(req.payload)
+        refusal = self._refusal(req.service, nbytes)
+        if refusal is not None:
+            self._error_to(client, req.request_id, ErrorCode.OVERLOADED, refusal)
             return
         job = Job(
             job_id=next(self._job_ids).to_bytes(8, "big"),
@@ -254,14 +173,33 @@ class BrokerCore:
             service=req.service,
             operation=req.operation,
             payload=req.payload,
+            nbytes=nbytes,
             received=now,
             deadline=now + req.timeout_ms / 1000,
         )
         self.jobs[job.job_id] = job
-        self.by_client[(client, req.request_id)] = job
+        self.by_client[key] = job
+        self.queued_bytes += nbytes
         self._push_deadline(job)
+        queue = self.queues.setdefault(req.service, deque())
         queue.append(job)
         self._dispatch(req.service, now)
+
+    def _refusal(self, robot: str, nbytes: int) -> str | None:
+        """Why a new request must be refused at once (`overloaded`), or None."""
+        s = self.settings
+        queue = self.queues.get(robot)
+        if queue is not None and len(queue) >= s.max_queue:
+            return f"queue for robot {robot!r} is full ({s.max_queue} waiting)"
+        if len(self.jobs) >= s.max_open_jobs:
+            return f"the broker holds {len(self.jobs)} open jobs (max_open_jobs {s.max_open_jobs})"
+        if self.queued_bytes + nbytes > s.max_queued_bytes:
+            return (
+                f"the broker holds {self.queued_bytes / MIB:.1f} MiB of requests; this one "
+                f"({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
+                f"{s.max_queued_bytes / MIB:.0f} MiB"
+            )
+        return None
 
     def _on_ready(self, identity: bytes, msg: Ready, now: float) -> None:
         old = self.workers.get(identity)
@@ -272,23 +210,24 @@ class BrokerCore:
             return
         worker = WorkerState(
             identity=identity,
-            robots=tuple(dict.fromkeys(msg.robots)),
-            info=msg.info,
+            robots=frozenset(msg.robots),
+            info={k: msg.info[k] for k in KEPT_INFO if k in msg.info},
             registered=now,
             last_seen=now,
             last_sent=now,
         )
+        # Fields are bounded (protocol.Limits), so this is small; numbers may grow a little.
+        worker.listing_bytes = len(pack_header(worker.describe(now))) + 64
         self.workers[identity] = worker
         self.idle[identity] = None
         self.counters["workers_registered"] += 1
         logger.info(
             "worker %s ready: robots=%s device=%s",
             peer_label(identity),
-            ",".join(worker.robots),
-            msg.info.get("device", "?"),
+            ",".join(sorted(worker.robots)),
+            worker.info.get("device", "?"),
         )
-        for robot in worker.robots:
-            self._dispatch(robot, now)
+        self._give_work(worker, now)
 
     def _on_worker_reply(
         self, identity: bytes, worker: WorkerState | None, msg: Reply, now: float
@@ -328,7 +267,7 @@ class BrokerCore:
             return
         self._deliver(job, msg.command, msg.payload)
         if final:
-            self._close(job)
+            self._close(job, answered=True)
 
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
@@ -357,17 +296,36 @@ class BrokerCore:
     def tick(self, now: float) -> None:
         """Heartbeats, dead workers, expired deadlines. Call at least every heartbeat interval;
         calling it more often is cheap (it returns at once until a timer is due)."""
+        if now - self._now > self._stall_gap:
+            self._on_stall(now)
         self._now = now
         scan = now >= self._next_scan
         if scan:
             self._scan_workers(now)
-        expire = bool(self._deadlines) and self._deadlines[0][0] <= now
+        expire = bool(self._deadlines) and self._deadlines[0][0] <= now and now >= self._hold_until
         if expire:
             self._expire_jobs(now)
         if scan or expire:
             # Forget empty queues, or every made-up robot name ever asked for would stay.
             for robot in [r for r, q in self.queues.items() if not q]:
                 del self.queues[robot]
+
+    def _on_stall(self, now: float) -> None:
+        """The broker did not run for a while: what workers and clients sent meanwhile is
+        still queued. Judge nothing before reading it: every worker counts as just seen,
+        deadlines wait one heartbeat interval (retries read meanwhile extend them), and
+        answers are remembered for the stall's length longer."""
+        gap = now - self._now
+        self.counters["stalls"] += 1
+        logger.warning(
+            "broker did not run for %.2fs (stopped, swapped out or starved): reading what "
+            "queued up before judging workers and deadlines",
+            gap,
+        )
+        for worker in self.workers.values():
+            worker.last_seen = max(worker.last_seen, now)
+        self._hold_until = now + self.settings.heartbeat_interval
+        self._answered.extend(gap)
 
     def _scan_workers(self, now: float) -> None:
         interval = self.settings.heartbeat_interval
@@ -425,7 +383,7 @@ class BrokerCore:
         """Seconds until `tick` has something to do (for the loop's poll timeout)."""
         wait = min(self.settings.heartbeat_interval, self._next_scan - now)
         if self._deadlines:
-            wait = min(wait, self._deadlines[0][0] - now)
+            wait = min(wait, max(self._deadlines[0][0], self._hold_until) - now)
         return max(0.0, wait)
 
     # ------------------------------------------------------------------ shutdown
@@ -452,25 +410,43 @@ class BrokerCore:
     # ------------------------------------------------------------------ reporting
 
     def ping_info(self, now: float) -> dict[str, Any]:
+        # Every worker's entry is bounded (READY limits); the list is cut to half the header
+        # limit, so the reply always fits whatever registered. `workers_total` counts all.
+        budget = self.settings.limits.max_header_bytes // 2
+        listed = []
+        for w in self.workers.values():
+            budget -= w.listing_bytes
+            if budget < 0:
+                break
+            listed.append(w.describe(now))
         return {
             "version": __version__,
             "protocol": PROTOCOL.decode(),
             "uptime_s": round(now - self.started, 3),
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "workers": [w.describe(now) for w in self.workers.values()],
+            "workers": listed,
+            "workers_total": len(self.workers),
+            "workers_omitted": len(self.workers) - len(listed),
         }
 
     def status(self, now: float) -> dict[str, Any]:
         info = self.ping_info(now)
+        queues = self.queues
+        if len(queues) > LISTED:  # the longest queues; the count of the others
+            queues = dict(sorted(queues.items(), key=lambda kv: -len(kv[1]))[:LISTED])
+        robots = {r for w in self.workers.values() for r in w.robots}
         info.update(
-            queues={robot: len(q) for robot, q in self.queues.items()},
+            queues={robot: len(q) for robot, q in queues.items()},
+            queues_omitted=len(self.queues) - len(queues),
             in_flight=self.in_flight(),
             open_jobs=len(self.jobs),
+            queued_bytes=self.queued_bytes,
             counters=dict(self.counters),
             errors=dict(self.errors_sent),
             rejects=dict(self.rejects),
-            robots=sorted({r for w in self.workers.values() for r in w.robots}),
+            robots=sorted(robots)[:LISTED],
+            robots_omitted=max(0, len(robots) - LISTED),
         )
         return info
 
@@ -503,10 +479,28 @@ class BrokerCore:
             return
         self.idle.pop(worker.identity, None)
         self.idle[worker.identity] = None
-        for robot in worker.robots:
-            self._dispatch(robot, now)
+        self._give_work(worker, now)
 
-    def _remove_worker(self, worker: WorkerState, now: float, why: str) -> None:
+    def _give_work(self, worker: WorkerState, now: float) -> None:
+        """Dispatch to a worker that just became idle: the oldest job among its robots.
+
+        Only robots with waiting jobs are looked at (iterating the smaller of its robots and
+        the non-empty queues), so the cost does not grow with the names a worker claims.
+        A robot with waiting jobs has no other idle worker, so this one is the only taker.
+        """
+        robots, queues = worker.robots, self.queues
+        if len(robots) <= len(queues):
+            waiting = [r for r in robots if queues.get(r)]
+        else:
+            waiting = [r for r, q in queues.items() if q and r in robots]
+        if waiting:
+            self._dispatch(min(waiting, key=lambda r: queues[r][0].received), now)
+
+    def _remove_worker(
+        self, worker: WorkerState, now: float, why: str, undelivered: bool = False
+    ) -> None:
+        """Forget a worker; its job goes back to the front of the queue. ``undelivered``:
+        the job never reached it (the dispatch could not be sent), so it was no attempt."""
         self.workers.pop(worker.identity, None)
         self.idle.pop(worker.identity, None)
         job = worker.job
@@ -515,6 +509,9 @@ class BrokerCore:
             return
         job.worker = None
         job.dispatched = None
+        if undelivered:
+            job.attempts -= 1
+            job.tried.discard(worker.identity)
         if job.attempts > self.settings.max_retries:
             self._error_job(
                 job,
@@ -544,12 +541,21 @@ class BrokerCore:
 
     def _error_job(self, job: Job, code: ErrorCode, message: str) -> None:
         self._error_to(job.client, job.request_id, code, message)
-        self._close(job)
+        # The client re-sends after `worker_lost` with the same id (client.RETRYABLE): that
+        # retry must run. After any other answer, a retry is a duplicate.
+        self._close(job, answered=code is not ErrorCode.WORKER_LOST)
 
-    def _close(self, job: Job) -> None:
+    def _close(self, job: Job, answered: bool) -> None:
         job.closed = True
         self.jobs.pop(job.job_id, None)
-        self.by_client.pop((job.client, job.request_id), None)
+        key = (job.client, job.request_id)
+        self.by_client.pop(key, None)
+        if answered:  # for as long as the client may still be re-sending it (capped)
+            horizon = min(ANSWER_HORIZON_MAX, max(1.0, job.deadline - job.received))
+            self._answered.remember(key, self._now + horizon, self._now)
+        self.queued_bytes -= job.nbytes
+        self.freed_bytes += job.nbytes
+        job.payload = []  # the frames go now, not when the last reference to the job does
         if job.worker is None:  # still queued
             queue = self.queues.get(job.service)
             if queue is not None:
@@ -568,6 +574,23 @@ class BrokerCore:
     ) -> None:
         self.errors_sent[code.value] += 1
         self._send(client, error_frames(request_id, code, message, field))
+
+    def undelivered(self, identity: bytes, frames: list[Any], now: float) -> None:
+        """The loop could not send ``frames`` to ``identity``: the peer's connection is gone
+        (ROUTER_MANDATORY) or it stopped reading (its queue is full). A worker is forgotten
+        at once (its job re-queued; a dispatch that never left costs no attempt); an answer
+        that never left is forgotten, so the client's retry runs."""
+        self.counters["unroutable"] += 1
+        worker = self.workers.get(identity)
+        command, ident = (frames[1], frames[2]) if len(frames) > 2 else (b"", b"")
+        if worker is not None:
+            job = worker.job
+            lost = command == Command.REQUEST.value and job is not None and job.job_id == ident
+            self.counters["workers_unreachable"] += 1
+            logger.warning("worker %s is unreachable: forgotten", peer_label(identity))
+            self._remove_worker(worker, now, "unreachable", undelivered=lost)
+        elif command in (Command.FINAL.value, Command.ERROR.value):
+            self._answered.forget((identity, bytes(ident)))
 
     def _send(self, identity: bytes, frames: list[Any]) -> None:
         worker = self.workers.get(identity)

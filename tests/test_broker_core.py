@@ -245,3 +245,213 @@ def test_expired_in_flight_job_answered_timeout_then_worker_reply_dropped(timeou
     assert [m for _, m in h.drain() if isinstance(m, Reply)] == []
     h.request(b"C", b"r2")
     assert jobs_sent(h.drain())  # the worker is idle again
+
+
+# --------------------------------------------------------------------------- issue #13
+
+
+def replies(msgs):
+    return [(i, m.request_id, m.command.name) for i, m in msgs if isinstance(m, Reply)]
+
+
+def test_after_a_stall_queued_messages_are_read_before_workers_or_deadlines_are_judged():
+    # The loop's usual order after a stall: one message, then a tick, then the rest.
+    h = Harness()
+    h.ready(b"W1")
+    h.ready(b"W2")
+    h.request(b"C", b"r", timeout_ms=3000)
+    [(to, job)] = jobs_sent(h.drain())
+    assert to == b"W1"
+    h.now += 5.0  # the broker was stopped; W1 answered, the client retried meanwhile
+    h.send(b"W2", heartbeat_frames())
+    h.tick()
+    h.send(b"W1", heartbeat_frames())
+    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    h.request(b"C", b"r", timeout_ms=3000)
+    h.tick(0.3)  # past the hold: nothing left to judge
+    msgs = h.drain()
+    assert replies(msgs) == [(b"C", b"r", "FINAL")]
+    assert jobs_sent(msgs) == []  # the retry was not run again
+    assert h.core.counters["stalls"] == 1
+    assert h.core.counters["workers_lost"] == 0 and len(h.core.workers) == 2
+    assert h.core.counters["duplicate_requests"] == 1
+
+
+def test_after_a_stall_a_retry_read_within_the_hold_saves_a_queued_job_from_its_deadline():
+    h = Harness()
+    h.ready(b"W1")
+    h.request(b"C", b"busy", timeout_ms=60_000)
+    h.request(b"C", b"r", timeout_ms=3000)  # waits behind "busy"
+    h.drain()
+    h.now += 5.0
+    h.tick()  # deadline of "r" passed during the stall: not judged yet
+    assert errors(h.drain()) == []
+    h.request(b"C", b"r", timeout_ms=3000)  # its retry, queued during the stall
+    h.tick(0.3)
+    assert errors(h.drain()) == []
+    for _ in range(12):  # the extended deadline holds: W1 is still busy after it
+        h.send(b"W1", heartbeat_frames())
+        h.tick(0.25)
+    assert errors(h.drain()) == [(b"C", b"r", "timeout")]
+
+
+def test_a_retry_arriving_after_its_answer_is_not_run_again_until_the_horizon():
+    h = Harness(heartbeat_interval=10)
+    h.ready(b"W1")
+    h.request(b"C", b"r", timeout_ms=2000)
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    assert replies(h.drain()) == [(b"C", b"r", "FINAL")]
+    h.tick(1.5)
+    h.request(b"C", b"r", timeout_ms=2000)  # crossed the answer
+    assert h.drain() == [] and h.core.counters["duplicate_requests"] == 1
+    h.tick(1.0)  # past the horizon (the request's own timeout): a new request after all
+    h.request(b"C", b"r", timeout_ms=2000)
+    assert len(jobs_sent(h.drain())) == 1
+
+
+def test_an_answer_that_could_not_be_delivered_is_forgotten_so_the_retry_runs():
+    h = Harness()
+    h.ready(b"W1")
+    h.request(b"C", b"r")
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    [(to, frames)] = list(h.core.outbox)
+    h.core.outbox.clear()
+    h.core.undelivered(to, frames, h.now)  # the loop's send raised (client unroutable)
+    h.request(b"C", b"r")
+    assert len(jobs_sent(h.drain())) == 1
+    assert h.core.counters["unroutable"] == 1
+
+
+def test_after_worker_lost_the_clients_retry_runs():
+    h = Harness(max_retries=0)
+    h.ready(b"W1")
+    h.request(b"C", b"r", timeout_ms=10_000)
+    h.drain()
+    h.send(b"W1", disconnect_frames("bye"))
+    assert errors(h.drain()) == [(b"C", b"r", "worker_lost")]
+    h.ready(b"W2")
+    h.request(b"C", b"r", timeout_ms=10_000)  # worker_lost is retryable: it must run
+    assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]
+
+
+def test_unreachable_worker_is_forgotten_and_its_undelivered_job_costs_no_attempt():
+    h = Harness(max_retries=0)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    h.request(b"C", b"r")
+    [(to, frames)] = list(h.core.outbox)
+    h.core.outbox.clear()
+    assert to == b"W1"
+    h.core.undelivered(to, frames, h.now)  # its connection is gone
+    [(to2, _)] = jobs_sent(h.drain())
+    assert to2 == b"W2"  # not worker_lost: the job never reached W1
+    assert set(h.core.workers) == {b"W2"}
+    assert h.core.counters["workers_unreachable"] == 1
+
+
+def _at_limit_ready(i: int) -> dict:
+    return {
+        "robots": [f"{i}-{j:02d}".ljust(128, "r") for j in range(64)],
+        "device": "d" * 256,
+        "host": "h" * 256,
+        "pid": i,
+        "versions": {f"v{k:02d}".ljust(64, "k"): "9" * 64 for k in range(16)},
+        "capacity": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("info", "field"),
+    [
+        ({"robots": [f"r{i}" for i in range(65)]}, "robots"),
+        ({"robots": ["tatbot"], "device": "d" * 600_000}, "device"),
+        ({"robots": ["tatbot"], "operations": ["x" * 100] * 200}, "header"),
+        ({"robots": ["tatbot"], "device": "d" * 257}, "device"),
+        ({"robots": ["tatbot"], "host": "h" * 257}, "host"),
+        ({"robots": ["tatbot"], "versions": {f"p{i}": "1" for i in range(17)}}, "versions"),
+        ({"robots": ["tatbot"], "versions": {"jax": "1" * 65}}, "versions"),
+        ({"robots": ["r" * 129]}, "robots"),
+        ({"robots": ["tatbot"], "pid": "twelve"}, "pid"),
+    ],
+)
+def test_over_limit_ready_refused_naming_the_field(info, field):
+    h = Harness()
+    h.send(b"ROGUE", ready_frames(info))
+    [(to, msg)] = h.drain()
+    assert to == b"ROGUE" and msg.command is Command.ERROR
+    code, text, fld = decode_error(msg.payload)
+    assert fld == field and code in ("too_large", "protocol"), text
+    assert h.core.workers == {}
+
+
+def test_workers_at_every_ready_limit_keep_ping_and_status_within_limits():
+    h = Harness()
+    for i in range(100):  # ~10 KiB each when listed: more than one header holds
+        h.send(b"W%03d" % i, ready_frames(_at_limit_ready(i)))
+    h.ready(b"GOOD")
+    for op in ("ping", "status"):
+        h.send(b"C", request_frames(b"m", BROKER_SERVICE, op, 1000, encode_payload({})))
+        [(_, msg)] = h.drain()
+        assert msg.command is Command.FINAL
+        body = decode_payload(msg.payload).header
+        assert body["workers_total"] == 101
+        assert 0 < len(body["workers"]) < 101
+        assert body["workers_omitted"] == 101 - len(body["workers"])
+    assert body["robots_omitted"] > 0 and len(body["robots"]) <= 256
+
+
+def test_dispatch_cost_does_not_grow_with_the_robots_a_worker_claims():
+    h = Harness()
+    h.send(b"W1", ready_frames({"robots": ["tatbot", *(f"r{i}" for i in range(63))]}))
+    calls = []
+    dispatch = h.core._dispatch
+    h.core._dispatch = lambda robot, now: (calls.append(robot), dispatch(robot, now))
+    for i in range(3):
+        h.request(b"C", b"r%d" % i)
+        [(_, job)] = jobs_sent(h.drain())
+        h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+        h.drain()
+    # one per request; releasing the worker looks only at robots with waiting jobs
+    assert calls == ["tatbot"] * 3
+
+
+def test_byte_budget_refuses_at_once_and_frees_when_jobs_leave():
+    h = Harness(max_queued_bytes=10_000)
+    h.ready(b"W1")
+    blob = encode_payload({}, {"x": np.zeros(6000, np.uint8)})
+    h.send(b"C", request_frames(b"a", "tatbot", "solve", 10_000, blob))
+    h.send(b"C", request_frames(b"b", "tatbot", "solve", 10_000, blob))
+    msgs = h.drain()
+    [(_, job)] = jobs_sent(msgs)
+    [(_, rid, code)] = errors(msgs)
+    assert (rid, code) == (b"b", "overloaded")
+    assert "max_queued_bytes" in decode_error(msgs[-1][1].payload)[1]
+    held = h.core.jobs[job.request_id]
+    assert h.core.queued_bytes > 6000
+    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    h.drain()
+    assert h.core.queued_bytes == 0 and held.payload == [] and h.core.freed_bytes > 6000
+    h.send(b"C", request_frames(b"c", "tatbot", "solve", 10_000, blob))
+    assert jobs_sent(h.drain())
+
+
+def test_open_jobs_are_capped_over_all_robots():
+    h = Harness(max_open_jobs=3)
+    for i in range(4):  # made-up robots: every queue is short, the total is not
+        h.request(b"C", b"r%d" % i, robot=f"made-up-{i}", timeout_ms=60_000)
+    [(_, rid, code)] = errors(h.drain())
+    assert (rid, code) == (b"r3", "overloaded")
+    assert len(h.core.jobs) == 3
+
+
+def test_status_summarises_many_queues():
+    h = Harness(max_open_jobs=1000)
+    for i in range(300):
+        h.request(b"C", b"r%d" % i, robot=f"made-up-{i:03d}", timeout_ms=60_000)
+    h.send(b"C", request_frames(b"s", BROKER_SERVICE, "status", 1000, encode_payload({})))
+    msgs = h.drain()
+    body = decode_payload(msgs[-1][1].payload).header
+    assert len(body["queues"]) == 256 and body["queues_omitted"] == 44
+    assert body["open_jobs"] == 300

@@ -15,7 +15,14 @@ from conftest import free_endpoint, wait_for_workers
 
 from zmq_ik.client import Call, IKClient
 from zmq_ik.errors import IKTimeout, RemoteError
-from zmq_ik.protocol import decode_error, parse_message
+from zmq_ik.protocol import (
+    decode_error,
+    encode_payload,
+    heartbeat_frames,
+    parse_message,
+    ready_frames,
+    request_frames,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -242,3 +249,71 @@ def test_heartbeats_flow_while_a_long_job_runs(procs, endpoint):
     assert counters.get("workers_lost", 0) == 0
     assert counters.get("workers_registered") == 1
     assert counters.get("retries", 0) == 0
+
+
+def test_rogue_ready_peers_are_refused_and_everyone_else_carries_on(procs, endpoint, zctx):
+    """Issue #13.4: READYs with a 600 kB device or 100k robot names used to be accepted,
+    after which `ping`/`status` answered `too_large` to everyone and dispatch crawled."""
+    procs.broker(endpoint)
+    procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    rogues = []
+    for info, fld in (
+        ({"robots": ["r"], "device": "d" * 600_000}, "device"),
+        ({"robots": ["r"], "device": "d" * 600_000}, "device"),
+        ({"robots": [f"r{i}" for i in range(100_000)]}, "robots"),
+    ):
+        rogue = zctx.socket(zmq.DEALER)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(endpoint)
+        rogue.send_multipart(ready_frames(info))
+        rogues.append((rogue, fld))
+    for rogue, fld in rogues:
+        assert rogue.poll(5000), "a refused READY gets an ERROR, not silence"
+        msg = parse_message(rogue.recv_multipart())
+        code, text, got = decode_error(msg.payload)
+        assert (code, got) == ("too_large", fld), text
+        rogue.send_multipart(heartbeat_frames())  # and it keeps heartbeating: still nobody
+    with IKClient(endpoint, timeout=5) as client:
+        assert len(client.ping()["workers"]) == 1
+        assert client.status()["rejects"]["too_large"] == 3
+        assert client.request("echo", "echo", {"ok": 1}).header["ok"] == 1
+    ping = subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", endpoint, "--timeout", "5"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert ping.returncode == 0, ping.stderr
+
+
+def test_byte_budget_refuses_big_requests_at_once(procs, endpoint, zctx):
+    """Issue #13.5: queued request payloads are bounded in bytes, not only in count."""
+    procs.broker(endpoint, "--max-queued-bytes", str(8 * 1024 * 1024))
+    procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    sender = zctx.socket(zmq.DEALER)
+    sender.setsockopt(zmq.LINGER, 0)
+    sender.connect(endpoint)
+    sender.send_multipart(
+        request_frames(b"busy", "echo", "sleep", 10_000, encode_payload({"seconds": 1.0}))
+    )
+    blob = encode_payload({}, {"x": np.zeros(3 * 1024 * 1024, np.uint8)})
+    for i in range(4):  # 3 MiB each behind a busy worker: two fit the 8 MiB budget
+        sender.send_multipart(
+            request_frames(b"big%d" % i, "echo", "echo", 10_000, blob), copy=False
+        )
+    answers = {}
+    while len(answers) < 5 and sender.poll(10_000):
+        msg = parse_message(sender.recv_multipart())
+        answers[msg.request_id] = (
+            msg.command.name,
+            decode_error(msg.payload) if msg.command.name == "ERROR" else None,
+        )
+    refused = {rid for rid, (cmd, _) in answers.items() if cmd == "ERROR"}
+    assert refused == {b"big2", b"big3"}, answers
+    code, text, _ = answers[b"big2"][1]
+    assert code == "overloaded" and "max_queued_bytes" in text
+    assert [answers[r][0] for r in (b"busy", b"big0", b"big1")] == ["FINAL"] * 3
+    with IKClient(endpoint, timeout=5) as client:
+        status = client.status()
+    assert status["queued_bytes"] == 0 and status["open_jobs"] == 0

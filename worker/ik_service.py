@@ -4,7 +4,6 @@ before READY. Imports JAX, so only GPU/worker hosts import this module.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from zmq_ik import ops
+from zmq_ik._memory import malloc_trim
 from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
 from zmq_ik.errors import ErrorCode, InputError
 from zmq_ik.model import IKSettings
@@ -138,14 +138,6 @@ def _bundled_defaults(name: str, urdf: str) -> tuple[tuple[str, ...], np.ndarray
     joints = sum(j.type in ACTUATED_TYPES for link in bundled.ee_links for j in model.path_to(link))
     rest = np.asarray(bundled.rest, np.float32) if joints == len(bundled.rest) else None
     return tuple(bundled.ee_links), rest
-
-
-def _malloc_trim() -> None:
-    """Give freed heap back to the OS (glibc only): dropped executables otherwise stay in RSS."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the memory is still reused, just not returned
-        pass
 
 
 _compiles = 0
@@ -336,7 +328,7 @@ class IKService:
                 del cache[program]
                 dropped += 1
         gc.collect()  # compiled executables go with their jitted functions
-        _malloc_trim()
+        malloc_trim()  # dropped executables otherwise stay in RSS
         logger.info(
             "%d programs compiled on demand since the last trim: dropped %d solver(s)/program(s)",
             self.compiles - self._compiles_at_trim,

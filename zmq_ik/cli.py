@@ -172,6 +172,8 @@ def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
 @_o(B, "heartbeat_interval", help="Heartbeat interval (s).")
 @_o(B, "liveness", help="Missed heartbeats before a worker is dead.")
 @_o(B, "max_queue", help="Waiting requests per robot before 'overloaded'.")
+@_o(B, "max_open_jobs", help="Open requests over all robots before 'overloaded'.")
+@_o(B, "max_queued_bytes", help="Payload bytes of open requests before 'overloaded'.")
 @_o(B, "max_retries", help="Re-dispatches of a request whose worker died.")
 @_o(B, "shutdown_grace", help="Seconds in-flight work may finish on shutdown.")
 @_o(B, "curve_secret_key", type=KEY, help="Broker secret key file (enables CURVE).")

@@ -67,6 +67,16 @@ class Limits:
     """Bytes of a request id."""
     max_name_bytes: int = 128
     """Bytes of a service (robot) or operation name."""
+    max_ready_bytes: int = 16 * 1024
+    """Bytes of a READY header: the broker keeps every worker's registration and shows it."""
+    max_robots: int = 64
+    """Robot names one READY may claim (each within `max_name_bytes`)."""
+    max_info_chars: int = 256
+    """Characters of READY's ``device`` and ``host``."""
+    max_versions: int = 16
+    """Entries of READY's ``versions`` map."""
+    max_version_chars: int = 64
+    """Characters of each ``versions`` key and value."""
 
 
 LIMITS = Limits()
@@ -391,6 +401,14 @@ def _check_text(raw: bytes, what: str, max_bytes: int, ascii_only: bool) -> str:
     return text
 
 
+def frames_nbytes(frames: Sequence[Frame]) -> int:
+    """Total bytes of ``frames`` (what holding them costs)."""
+    total = 0
+    for f in frames:
+        total += _frame_len(f)
+    return total
+
+
 def check_size(frames: Sequence[Frame], limits: Limits = LIMITS) -> None:
     """Refuse a message over the frame count or total size limits (`too_large`). Receivers
     call it on what arrives; clients on what they are about to send, so that a message the
@@ -399,9 +417,7 @@ def check_size(frames: Sequence[Frame], limits: Limits = LIMITS) -> None:
         raise ProtocolError(
             f"message has {len(frames)} frames, limit {limits.max_arrays + 8}", ErrorCode.TOO_LARGE
         )
-    total = 0
-    for f in frames:
-        total += _frame_len(f)
+    total = frames_nbytes(frames)
     if total > limits.max_message_bytes:
         raise ProtocolError(
             f"message is {total} bytes, limit {limits.max_message_bytes}", ErrorCode.TOO_LARGE
@@ -461,19 +477,14 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
         if n != 3:
             raise ProtocolError(f"READY needs exactly 3 frames, got {n}")
         info = unpack_header(frames[2], limits)
-        robots = info.get("robots")
-        if (
-            not isinstance(robots, list)
-            or not robots
-            or not all(
-                isinstance(r, str) and 0 < len(r.encode()) <= limits.max_name_bytes for r in robots
-            )
-        ):
+        _check_ready(info, limits)  # first: an error naming the field is the more useful
+        size = _frame_len(frames[2])
+        if size > limits.max_ready_bytes:
             raise ProtocolError(
-                "READY header needs 'robots': a non-empty list of names", field="robots"
+                f"READY header is {size} bytes, limit {limits.max_ready_bytes}",
+                ErrorCode.TOO_LARGE,
+                "header",
             )
-        if any(r == BROKER_SERVICE for r in robots):
-            raise ProtocolError(f"{BROKER_SERVICE!r} is reserved", field="robots")
         return Ready(info)
     if cmd is Command.HEARTBEAT:
         if n != 2:
@@ -486,6 +497,61 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
     if n == 3:
         reason = _bytes(frames[2])[:256].decode("utf-8", "replace")
     return Disconnect(reason)
+
+
+def _check_ready(info: dict[str, Any], limits: Limits) -> None:
+    """Bound every READY field the broker keeps or shows (a rogue READY must not degrade
+    dispatch or make ``ping``/``status`` too large for everyone)."""
+    robots = info.get("robots")
+    if not isinstance(robots, list) or not robots:
+        raise ProtocolError(
+            "READY header needs 'robots': a non-empty list of names", field="robots"
+        )
+    if len(robots) > limits.max_robots:
+        raise ProtocolError(
+            f"READY claims {len(robots)} robots, limit {limits.max_robots}",
+            ErrorCode.TOO_LARGE,
+            "robots",
+        )
+    for r in robots:
+        if not isinstance(r, str):
+            raise ProtocolError("READY 'robots' must be a list of names", field="robots")
+        _check_text(r.encode(), "robots", limits.max_name_bytes, ascii_only=False)
+        if r == BROKER_SERVICE:
+            raise ProtocolError(f"{BROKER_SERVICE!r} is reserved", field="robots")
+    for key in ("device", "host"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ProtocolError(f"READY {key!r} must be a string", field=key)
+        if len(value) > limits.max_info_chars:
+            raise ProtocolError(
+                f"READY {key!r} is {len(value)} characters, limit {limits.max_info_chars}",
+                ErrorCode.TOO_LARGE,
+                key,
+            )
+    pid = info.get("pid")
+    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
+        raise ProtocolError("READY 'pid' must be an integer", field="pid")
+    versions = info.get("versions")
+    if versions is None:
+        return
+    if not isinstance(versions, dict) or len(versions) > limits.max_versions:
+        raise ProtocolError(
+            f"READY 'versions' must be a map of at most {limits.max_versions} entries",
+            ErrorCode.TOO_LARGE if isinstance(versions, dict) else ErrorCode.PROTOCOL,
+            "versions",
+        )
+    n = limits.max_version_chars
+    if not all(
+        isinstance(k, str) and isinstance(v, str) and len(k) <= n and len(v) <= n
+        for k, v in versions.items()
+    ):
+        raise ProtocolError(
+            f"READY 'versions' entries must be strings of at most {n} characters",
+            field="versions",
+        )
 
 
 # --------------------------------------------------------------------------- builders

@@ -1,0 +1,183 @@
+"""What tunes the broker core and what it keeps: settings, jobs, workers, recent answers.
+
+Plain records, no routing logic (that is `broker._core`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from zmq_ik.protocol import Frame, Limits
+
+MIB = 1024 * 1024
+_LABEL_KEY = os.urandom(16)
+
+KEPT_INFO = ("device", "host", "pid", "versions")
+"""The READY fields a registration keeps (for `ping`/`status`); the rest is dropped."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Everything that tunes a broker; the CLI builds one from its flags."""
+
+    bind: str = "tcp://127.0.0.1:5555"
+    """Endpoint for clients and workers. Loopback by default: ZIK/1 without CURVE is open."""
+    worker_bind: str | None = None
+    """Optional second endpoint for workers only (e.g. another interface)."""
+    heartbeat_interval: float = 0.25
+    """Seconds between heartbeats to each worker."""
+    liveness: int = 4
+    """Heartbeat intervals of silence after which a worker is dead."""
+    max_queue: int = 1024
+    """Requests waiting per robot before new ones get `overloaded` at once."""
+    max_open_jobs: int = 16 * 1024
+    """Open jobs (queued and in flight) over all robots before new ones get `overloaded`:
+    requests for many made-up robot names cannot pile up without bound."""
+    max_queued_bytes: int = 1024 * MIB
+    """Payload bytes of open jobs before new requests get `overloaded` (a count of requests
+    alone does not bound memory: one may be 256 MiB)."""
+    answered_memory: int = 64 * 1024
+    """Recently answered (client, request id) pairs remembered, so a retry arriving after
+    its answer is dropped rather than run again."""
+    max_retries: int = 2
+    """Re-dispatches of a job whose worker died, before `worker_lost`."""
+    shutdown_grace: float = 2.0
+    """Seconds in-flight jobs may still finish after SIGINT/SIGTERM."""
+    limits: Limits = field(default_factory=Limits)
+    """Protocol limits enforced on everything received."""
+    sndhwm: int = 10_000
+    """Outgoing messages queued per peer before sends to it fail (counted as dropped)."""
+    rcvhwm: int = 10_000
+    """Incoming messages queued per peer before the peer's sends block."""
+    curve_secret_key: str | None = None
+    """Path to the broker's CURVE secret key file (enables CURVE)."""
+    allow_keys: str | None = None
+    """Directory of allowed client/worker public keys (CURVE)."""
+
+
+def peer_label(identity: bytes) -> str:
+    """How a peer's routing id is shown in `status`/`ping` and logs.
+
+    Ids our own peers choose (`protocol.new_routing_id`) are shown as hex. Ids libzmq
+    invented (first byte 0) are shown only as a keyed hash: they are a counter, and a peer
+    that learns the next value can crash libzmq (see `broker._broker`).
+    """
+    if identity[:1] != b"\0":
+        return identity.hex()
+    return "~" + hashlib.blake2b(identity, key=_LABEL_KEY, digest_size=5).hexdigest()
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One client request as the broker tracks it, from receipt to its single answer."""
+
+    job_id: bytes
+    client: bytes
+    request_id: bytes
+    service: str
+    operation: str
+    payload: list[Frame]
+    """Dropped (emptied) when the job closes, so its memory goes at once."""
+    nbytes: int
+    """Bytes of ``payload``, counted against the broker's byte budget while the job is open."""
+    received: float
+    deadline: float
+    attempts: int = 0
+    worker: bytes | None = None
+    dispatched: float | None = None
+    closed: bool = False
+    tried: set[bytes] = field(default_factory=set)
+    """Every worker identity this job was dispatched to: only they may answer it."""
+
+
+@dataclass
+class WorkerState:
+    """A registered worker."""
+
+    identity: bytes
+    robots: frozenset[str]
+    """A set: dispatch asks "does it serve this robot?" in O(1), however many it claims."""
+    info: dict[str, Any]
+    """The `KEPT_INFO` fields of its READY (each bounded by `protocol.Limits`)."""
+    registered: float
+    last_seen: float
+    last_sent: float
+    job: Job | None = None
+    served: int = 0
+    errors: int = 0
+    last_latency_ms: float | None = None
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    listing_bytes: int = 0
+    """An upper bound on the encoded size of `describe` (for summarising `ping`)."""
+
+    @property
+    def state(self) -> str:
+        return "busy" if self.job is not None else "idle"
+
+    def describe(self, now: float) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+
+        return {
+            "id": peer_label(self.identity),
+            "robots": sorted(self.robots),
+            "device": self.info.get("device", "?"),
+            "host": self.info.get("host"),
+            "pid": self.info.get("pid"),
+            "state": self.state,
+            "served": self.served,
+            "errors": self.errors,
+            "last_latency_ms": self.last_latency_ms,
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+            "uptime_s": round(now - self.registered, 3),
+            "versions": self.info.get("versions", {}),
+        }
+
+
+class AnsweredMemory:
+    """Recently answered (client, request id) pairs, each until its own horizon.
+
+    A client re-sends a request (same id) when its attempt times out; that retry can reach
+    the broker after the answer left (it crossed the answer, or both were queued while the
+    broker stalled). Remembering the answer lets the broker drop the retry instead of
+    running the request a second time. Bounded: at most ``size`` pairs, oldest dropped.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._until: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
+        self._offset = 0.0  # added to every horizon: time the broker spent stalled
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def remember(self, key: tuple[bytes, bytes], until: float, now: float) -> None:
+        pairs = self._until
+        pairs[key] = until - self._offset
+        pairs.move_to_end(key)
+        # Drop expired pairs from the oldest end, two per call: O(1), faster than they come.
+        for _ in range(2):
+            oldest = next(iter(pairs.items()), None)
+            if oldest is None or oldest[1] + self._offset >= now:
+                break
+            del pairs[oldest[0]]
+        while len(pairs) > self.size:
+            pairs.popitem(last=False)
+
+    def holds(self, key: tuple[bytes, bytes], now: float) -> bool:
+        until = self._until.get(key)
+        return until is not None and until + self._offset >= now
+
+    def forget(self, key: tuple[bytes, bytes]) -> None:
+        self._until.pop(key, None)
+
+    def extend(self, seconds: float) -> None:
+        """Push every horizon out (the broker was not running for ``seconds``)."""
+        self._offset += seconds
