@@ -319,7 +319,7 @@ def test_strokes_of_another_length_suggest_resample(tmp_path):
 # --------------------------------------------------------------------------- #14 settings
 
 
-def test_service_settings_travel_as_json_and_are_checked():
+def test_service_settings_travel_as_json_and_are_checked(tmp_path):
     from zmq_ik.errors import InputError
     from zmq_ik.model import IKSettings
     from zmq_ik.serve import ServeSettings, Supervisor
@@ -335,6 +335,9 @@ def test_service_settings_travel_as_json_and_are_checked():
         require_gpu=True,
     )
     assert ServiceSettings.from_json(settings.to_json()) == settings
+    saved = tmp_path / "service.json"
+    saved.write_text(settings.to_json())
+    assert ServiceSettings.from_json(str(saved)) == settings  # --config FILE
     sup = Supervisor(ServeSettings("tcp://*:5999", gpus=(0, 1), worker=settings))
     workers = sup.children[1:]
     assert len(workers) == 2
