@@ -221,6 +221,9 @@ class BrokerCore:
         self.workers[identity] = worker
         self.idle[identity] = None
         self.counters["workers_registered"] += 1
+        # An immediate heartbeat acknowledges the READY: the worker then knows its
+        # registration took (and resets its reconnect backoff) without waiting an interval.
+        self._send(identity, heartbeat_frames())
         logger.info(
             "worker %s ready: robots=%s device=%s",
             peer_label(identity),
