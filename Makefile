@@ -1,5 +1,6 @@
 # Two commands do all setup on a fresh clone:
-#   make demo   — install, start a local broker + worker, compute the bundled example strokes
+#   make demo   — install what the demo needs (.[worker]), start a local broker + worker,
+#                 compute the bundled example strokes
 #   make test   — install with dev extras, run ruff (lint + format), mypy and pytest
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,13 +8,19 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint bench clean
 
-$(VENV)/.installed-dev: pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
+
+$(VENV)/.installed-worker: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[worker]"
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: $(VENV)/.installed-dev
+demo: $(VENV)/.installed-worker
 	$(VENV)/bin/zmq-ik demo
 
 lint: $(VENV)/.installed-dev

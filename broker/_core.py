@@ -227,8 +227,10 @@ class BrokerCore:
         self.workers[identity] = worker
         self.idle[identity] = None
         self.counters["workers_registered"] += 1
-        if worker.declines:  # at once: the worker may serve other brokers and must know
-            self._send(identity, _FLAGGED_HEARTBEAT)
+        # An immediate heartbeat acknowledges the READY: the worker then knows its
+        # registration took (and resets its reconnect backoff) without waiting an interval,
+        # and, flagged, that DECLINE is understood here (4.9).
+        self._send(identity, _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT)
         logger.info(
             "worker %s ready: robots=%s device=%s",
             peer_label(identity),

@@ -57,6 +57,10 @@ class Harness:
 
     def ready(self, worker: bytes, robots=("tatbot",)) -> None:
         self.send(worker, ready_frames({"robots": list(robots), "device": "cpu"}))
+        # A READY is acknowledged at once with a HEARTBEAT (the worker's backoff resets on it).
+        acks = [m for m in self.core.outbox if m[0] == worker and m[1][1] == b"HEARTBEAT"]
+        assert len(acks) == 1, acks
+        self.core.outbox.remove(acks[0])
 
     def request(self, client: bytes, rid: bytes, robot="tatbot", timeout_ms=1000, header=None):
         self.send(
@@ -397,6 +401,7 @@ def test_workers_at_every_ready_limit_keep_ping_and_status_within_limits():
     for i in range(100):  # ~10 KiB each when listed: more than one header holds
         h.send(b"W%03d" % i, ready_frames(_at_limit_ready(i)))
     h.ready(b"GOOD")
+    h.drain()  # the READY acknowledgements
     for op in ("ping", "status"):
         h.send(b"C", request_frames(b"m", BROKER_SERVICE, op, 1000, encode_payload({})))
         [(_, msg)] = h.drain()

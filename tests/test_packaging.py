@@ -72,3 +72,9 @@ def test_wheel_contents(tmp_path):
         assert required in names, required
     top_level = {n.split("/")[0] for n in names}
     assert top_level <= {"zmq_ik"} | {n.split("/")[0] for n in names if ".dist-info" in n}
+    # An SPDX license expression (a TOML table is deprecated by setuptools >= 77), with both
+    # licence texts: ours and the bundled robot's.
+    [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "License-Expression: MIT" in text
+    assert "License-File: LICENSE" in text and "License-File: zmq_ik/robots/tatbot.LICENSE" in text

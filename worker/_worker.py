@@ -48,6 +48,7 @@ from zmq_ik.protocol import (
     decode_payload,
     disconnect_frames,
     encode_payload,
+    endpoints_setting,
     error_frames,
     heartbeat_frames,
     new_routing_id,
@@ -56,7 +57,6 @@ from zmq_ik.protocol import (
     recv_frames,
     reply_frames,
     send_frames,
-    split_endpoints,
 )
 from zmq_ik.worker._service import Service, ServiceError, base_info
 
@@ -89,10 +89,13 @@ class WorkerSettings:
     curve: Any = None
     """`zmq_ik.security.CurveClient` keys, or None for plaintext."""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
+
     @property
     def endpoints(self) -> tuple[str, ...]:
-        """The brokers to serve (`protocol.split_endpoints`)."""
-        return split_endpoints(self.connect)
+        """The brokers to serve, from ``connect`` (`protocol.split_endpoints`)."""
+        return tuple(self.connect)
 
 
 @dataclass

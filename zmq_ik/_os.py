@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 PARENT_ENV = "ZMQ_IK_SUPERVISOR_PID"
 """Set by the supervisor in its children's environment: the pid they must not outlive."""
+ENDPOINT_ENV = "ZMQ_IK_ENDPOINT"
+"""The default endpoint of every command (read by the CLI's endpoint options, nowhere else in
+the CLI); `serve` passes its children their endpoints explicitly."""
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _FD_RESERVE = 32
@@ -49,6 +52,24 @@ def raise_fd_limit() -> tuple[int, int]:
         logger.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, e)
         return soft, soft
     return soft, target
+
+
+def raise_fd_limit_logged(peers: bool = False) -> None:
+    """`raise_fd_limit` at the start of a long-running command (children inherit it); with
+    ``peers`` (the broker) log about how many connections fit, as a warning below 1,000."""
+    before, after = raise_fd_limit()
+    if after != before:
+        logger.debug("open-file limit raised from %d to %d", before, after)
+    if not peers or after < 0:
+        return
+    room = peer_room(after)
+    log = logger.warning if room < 1000 else logger.info
+    log(
+        "open-file limit %d: room for about %d peers (clients and workers)%s",
+        after,
+        room,
+        " (raise the hard limit: LimitNOFILE=, ulimit -Hn)" if room < 1000 else "",
+    )
 
 
 def open_fds() -> int:

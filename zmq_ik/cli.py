@@ -1,86 +1,152 @@
-"""`zmq-ik` command line: thin click wrappers; the work lives in the library modules.
-
-Logging is configured here and nowhere else.
-"""
+"""`zmq-ik` command line: click wiring only (the work lives in the library modules). A
+command's settings are one dataclass holding each default once; its options take their names,
+defaults, help and text forms from the fields. Logging is configured here and nowhere else."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import sys
-import time
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import MISSING, fields, replace
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
+from zmq_ik._os import ENDPOINT_ENV, die_with_parent_from_env, raise_fd_limit_logged
 from zmq_ik._version import __version__
-from zmq_ik.serve import EXIT_CONFIG
+from zmq_ik.broker import BrokerSettings
+from zmq_ik.client import IKClient
+from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
+from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
+from zmq_ik.serve import EXIT_CONFIG, ServeSettings
+from zmq_ik.worker import WorkerSettings
+from zmq_ik.worker.settings import ServiceSettings, build_service
 
-DEFAULT_ENDPOINT = os.environ.get("ZMQ_IK_ENDPOINT", "tcp://127.0.0.1:5555")
-logger = logging.getLogger("zmq_ik.cli")
+EPILOG = f"""\b
+Environment:
+  {ENDPOINT_ENV}   default endpoint of every command (--bind, --connect, --endpoint)
+  ZMQ_IK_CACHE_DIR  workers' JAX compilation cache (default ~/.cache/zmq-ik/jax)
+Shell completion (bash; zsh and fish alike):
+  eval "$(_ZMQ_IK_COMPLETE=bash_source zmq-ik)"
+"""
+_LEVEL = "zmq_ik.log_level"
+_FLAGS = {
+    "robots": "--robot",
+    "gpus": "--gpu",
+    "heartbeat_interval": "--heartbeat",
+    "shutdown_grace": "--grace",
+}
+"""Options not spelled as their settings field."""
+B, W, C, S = BrokerSettings, WorkerSettings, ComputeSettings, ServiceSettings
+KEY = click.Path(exists=True, dir_okay=False)
+KEYPAIRS = ("broker", "client", "worker")
 
 
-def _configure_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
+def _verbosity(ctx: click.Context, param: click.Parameter | None, value: Any) -> None:
+    """-v / -q, before or after the command name (the last one wins); None: the default."""
+    if value:
+        ctx.meta[_LEVEL] = logging.WARNING if param and param.name == "quiet" else logging.DEBUG
+    fmt = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
+    logging.basicConfig(format=fmt, stream=sys.stderr)
+    logging.getLogger().setLevel(ctx.meta.get(_LEVEL, logging.INFO))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Verbosity(click.Command):
+    """A command that takes -v/-q (after its name too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        log: dict[str, Any] = {"expose_value": False, "callback": _verbosity}
+        self.params.append(click.Option(["-v", "--verbose"], count=True, help="Debug log.", **log))
+        self.params.append(click.Option(["-q", "--quiet"], is_flag=True, help="Less log.", **log))
+
+
+class _Group(_Verbosity, click.Group):
+    """Ctrl-C exits 130 (a client closes at once), `ConfigError` 78, other library errors 1."""
+
+    command_class = _Verbosity
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(130) from e
+        except ConfigError as e:  # EX_CONFIG: `serve` and systemd do not restart it
+            click.echo(f"Error: {e}", err=True)
+            raise click.exceptions.Exit(EXIT_CONFIG) from e
+        except IKTimeout as e:
+            raise click.ClickException(f"{e}; is a broker (`zmq-ik serve`) running there?") from e
+        except IKError as e:  # what the library refused: its message, no traceback
+            raise click.ClickException(str(e)) from e
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(__version__, "--version", prog_name="zmq-ik")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def main(ctx: click.Context) -> None:
     """zmq-ik: a ZeroMQ broker with persistent GPU workers for robot inverse kinematics."""
-    _configure_logging(-1 if quiet else verbose)
-    ctx.ensure_object(dict)
-    from zmq_ik._os import die_with_parent_from_env
-
+    _verbosity(ctx, None, None)
     die_with_parent_from_env()  # a child of `zmq-ik serve` does not outlive it
 
 
-def _raise_fd_limit() -> int:
-    """Soft open-file limit raised to the hard one (the broker holds one per peer); returns it."""
-    from zmq_ik._os import raise_fd_limit
-
-    before, after = raise_fd_limit()
-    if after != before:
-        logger.debug("open-file limit raised from %d to %d", before, after)
-    return after
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
-class _ConfigError(click.ClickException):
-    """The command cannot run as configured: exit ``EX_CONFIG`` so `serve` does not restart it."""
+def _parsed(parse: Callable[[Any], Any]) -> Any:
+    """A click callback running a library parser: its `InputError` is a usage error."""
 
-    exit_code = EXIT_CONFIG
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return parse(value)
+        except InputError as e:
+            raise click.BadParameter(e.message, ctx, param) from e
+
+    return callback
 
 
-# --------------------------------------------------------------------------- broker
+def _o(cls: Any, name: str, *flags: str, **kw: Any) -> Any:
+    """The option of field ``name`` of settings class ``cls``: its default and, for a
+    `zmq_ik._settings.setting`, its help and text form."""
+    f = cls.__dataclass_fields__[name]
+    m, default = f.metadata, None if f.default is MISSING else f.default
+    if m.get("parse"):
+        kw.setdefault("callback", _parsed(m["parse"]))
+    kw.setdefault("show_default", default is not None and not isinstance(default, bool))
+    kw.setdefault("is_flag", isinstance(default, bool) or None)
+    kw = {"help": m.get("doc"), "metavar": m.get("metavar"), "multiple": m.get("repeat"), **kw}
+    return click.option(*(flags or (_flag(name),)), name, default=default, **kw)
+
+
+def _options(cls: Any, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    """Every option of settings class ``cls`` (its fields documented with `setting`)."""
+
+    def decorate(f: Any) -> Any:
+        for field in reversed(fields(cls)):
+            f = f if "doc" not in field.metadata or field.name in skip else _o(cls, field.name)(f)
+        return f
+
+    return decorate
+
+
+def _endpoint(*flags: str, help: str = "Broker endpoint.", **kw: Any) -> Any:
+    kw = {"default": BrokerSettings.bind, "show_default": True, "help": help, **kw}
+    return click.option(*(flags or ("--endpoint",)), envvar=ENDPOINT_ENV, show_envvar=True, **kw)
 
 
 def _curve_options(f: Any) -> Any:
-    f = click.option(
-        "--curve-server-key",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Broker public key file (enables CURVE).",
-    )(f)
-    f = click.option(
-        "--curve-secret-key",
-        "curve_own",
-        type=click.Path(exists=True, dir_okay=False),
-        help="This peer's secret key file (from `zmq-ik keygen`).",
-    )(f)
-    return f
+    f = click.option("--curve-server-key", type=KEY, help="Broker public key (enables CURVE).")(f)
+    own = "This peer's secret key file (from `zmq-ik keygen`)."
+    return click.option("--curve-secret-key", "curve_own", type=KEY, help=own)(f)
 
 
-def _client_curve(server_key: str | None, own: str | None) -> Any:
+def _curve(options: dict[str, Any]) -> Any:
+    """The CURVE keys of `_curve_options` (taken out of ``options``), or None."""
+    server_key, own = options.pop("curve_server_key"), options.pop("curve_own")
     if not server_key:
         return None
     from zmq_ik.security import CurveClient
@@ -88,696 +154,196 @@ def _client_curve(server_key: str | None, own: str | None) -> Any:
     return CurveClient.from_files(server_key, own)
 
 
-@main.command()
-@click.option(
-    "--bind",
-    default="tcp://127.0.0.1:5555",
-    show_default=True,
-    help="Endpoint for clients and workers.",
-)
-@click.option("--worker-bind", default=None, help="Optional separate endpoint for workers.")
-@click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
-@click.option(
-    "--liveness", default=4, show_default=True, help="Missed heartbeats before a worker is dead."
-)
-@click.option(
-    "--max-queue",
-    default=1024,
-    show_default=True,
-    help="Waiting requests per robot before 'overloaded'.",
-)
-@click.option(
-    "--max-open-jobs",
-    default=16 * 1024,
-    show_default=True,
-    help="Open jobs over all robots before 'overloaded'.",
-)
-@click.option(
-    "--max-queued-bytes",
-    default=1024**3,
-    show_default=True,
-    help="Payload bytes of open jobs before 'overloaded'.",
-)
-@click.option(
-    "--max-retries", default=2, show_default=True, help="Re-dispatches of a job whose worker died."
-)
-@click.option(
-    "--grace", default=2.0, show_default=True, help="Seconds in-flight work may finish on shutdown."
-)
-@click.option(
-    "--curve-secret-key",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Broker secret key file (enables CURVE).",
-)
-@click.option(
-    "--allow-keys",
-    type=click.Path(exists=True, file_okay=False),
-    help="Directory of allowed public keys (CURVE).",
-)
-def broker(
-    bind: str,
-    worker_bind: str | None,
-    heartbeat: float,
-    liveness: int,
-    max_queue: int,
-    max_open_jobs: int,
-    max_queued_bytes: int,
-    max_retries: int,
-    grace: float,
-    curve_secret_key: str | None,
-    allow_keys: str | None,
-) -> None:
-    """Run the broker (Ctrl-C or SIGTERM: drain in-flight work, exit 0)."""
-    from zmq_ik.broker import Broker, BrokerSettings
-
-    if curve_secret_key and not allow_keys:
-        raise click.UsageError("--curve-secret-key needs --allow-keys DIR")
-    settings = BrokerSettings(
-        bind=bind,
-        worker_bind=worker_bind,
-        heartbeat_interval=heartbeat,
-        liveness=liveness,
-        max_queue=max_queue,
-        max_open_jobs=max_open_jobs,
-        max_queued_bytes=max_queued_bytes,
-        max_retries=max_retries,
-        shutdown_grace=grace,
-        curve_secret_key=curve_secret_key,
-        allow_keys=allow_keys,
-    )
-    from zmq_ik._os import peer_room
-
-    limit = _raise_fd_limit()
+def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
+    """``make(*args, **values)``, its `InputError` a usage error naming the option."""
     try:
-        b = Broker(settings)
+        return make(*args, **values)
+    except InputError as e:
+        hint = _flag(e.field) if e.field in values else None
+        raise click.BadParameter(e.message, param_hint=hint) from e
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@main.command()
+@_endpoint("--bind", "bind", help="Endpoint for clients and workers.")
+@_o(B, "worker_bind", help="Optional separate endpoint for workers.")
+@_o(B, "heartbeat_interval", help="Heartbeat interval (s).")
+@_o(B, "liveness", help="Missed heartbeats before a worker is dead.")
+@_o(B, "max_queue", help="Waiting requests per robot before 'overloaded'.")
+@_o(B, "max_open_jobs", help="Open requests over all robots before 'overloaded'.")
+@_o(B, "max_queued_bytes", help="Payload bytes of open requests before 'overloaded'.")
+@_o(B, "max_retries", help="Re-dispatches of a request whose worker died.")
+@_o(B, "shutdown_grace", help="Seconds in-flight work may finish on shutdown.")
+@_o(B, "curve_secret_key", type=KEY, help="Broker secret key file (enables CURVE).")
+@_o(B, "allow_keys", type=click.Path(exists=True, file_okay=False), help="Allowed public keys.")
+def broker(**options: Any) -> None:
+    """Run the broker (Ctrl-C or SIGTERM: drain in-flight work, exit 0)."""
+    from zmq_ik.broker import Broker
+
+    if options["curve_secret_key"] and not options["allow_keys"]:
+        raise click.UsageError("--curve-secret-key needs --allow-keys DIR")
+    try:
+        b = Broker(_settings(BrokerSettings, **options))
     except OSError as e:  # cannot bind, unreadable keys: the same on every restart
-        raise _ConfigError(str(e)) from e
-    if limit >= 0:
-        room = peer_room(limit)
-        log = logger.warning if room < 1000 else logger.info
-        log(
-            "open-file limit %d: room for about %d peers (clients and workers)%s",
-            limit,
-            room,
-            " (raise the hard limit: LimitNOFILE=, ulimit -Hn)" if room < 1000 else "",
-        )
+        raise ConfigError(str(e)) from e
+    raise_fd_limit_logged(peers=True)
     b.install_signal_handlers()
     b.run()
 
 
-# --------------------------------------------------------------------------- worker
-
-
-def _parse_robot(values: tuple[str, ...]) -> dict[str, str]:
-    from zmq_ik.protocol import BROKER_SERVICE
-
-    robots: dict[str, str] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise click.BadParameter(f"expected NAME=URDF, got {value!r}", param_hint="--robot")
-        if name == BROKER_SERVICE or not name.isprintable() or len(name.encode()) > 128:
-            raise click.BadParameter(
-                f"{name!r} cannot be a robot name (printable, at most 128 bytes, not "
-                f"{BROKER_SERVICE!r})",
-                param_hint="--robot",
-            )
-        if not Path(path).is_file():
-            raise click.BadParameter(f"URDF file not found: {path}", param_hint="--robot")
-        robots[name] = path
-    return robots
-
-
-def _parse_per_robot(values: tuple[str, ...], option: str) -> dict[str, list[str]]:
-    """``NAME=A,B,...`` options → {name: [A, B, ...]}."""
-    out: dict[str, list[str]] = {}
-    for value in values:
-        name, sep, items = value.partition("=")
-        parts = [p.strip() for p in items.split(",")]
-        if not sep or not name or not all(parts):
-            raise click.BadParameter(f"expected NAME=A[,B...], got {value!r}", param_hint=option)
-        out[name] = parts
-    return out
-
-
-def _parse_rest(values: tuple[str, ...]) -> dict[str, list[float]]:
-    out = {}
-    for name, parts in _parse_per_robot(values, "--rest").items():
-        try:
-            out[name] = [float(p) for p in parts]
-        except ValueError as e:
-            raise click.BadParameter(f"{name}: {e}", param_hint="--rest") from e
-        if not all(math.isfinite(v) for v in out[name]):
-            raise click.BadParameter(f"{name}: values must be finite", param_hint="--rest")
-    return out
-
-
-def _parse_warm(values: tuple[str, ...]) -> list[Any]:
-    """``--warm precise=true,seeds=16`` → IKSettings (values read as YAML scalars)."""
-    import yaml
-
-    from zmq_ik.errors import InputError
-    from zmq_ik.model import IKSettings
-
-    settings = []
-    for value in values:
-        fields: dict[str, Any] = {}
-        for item in value.split(","):
-            key, sep, text = item.partition("=")
-            if not sep or not key.strip():
-                raise click.BadParameter(
-                    f"expected KEY=VALUE[,KEY=VALUE...], got {value!r}", param_hint="--warm"
-                )
-            fields[key.strip()] = yaml.safe_load(text)
-        try:
-            settings.append(IKSettings.from_dict(fields))
-        except InputError as e:
-            raise click.BadParameter(f"{value!r}: {e}", param_hint="--warm") from e
-    return settings
-
-
 @main.command()
-@click.option(
+@_endpoint(
     "--connect",
+    "connect",
     multiple=True,
-    default=[DEFAULT_ENDPOINT],
-    show_default=True,
-    help="Broker endpoint; repeat it (or give a comma list) to serve several brokers.",
+    default=(W.connect,),
+    help="Broker endpoint; repeat it (or comma-separate) to serve several brokers.",
 )
-@click.option(
-    "--gpu", type=int, default=None, help="GPU index to pin (CUDA_VISIBLE_DEVICES); default CPU."
-)
-@click.option(
-    "--robot",
-    "robots",
-    multiple=True,
-    help="NAME=URDF to serve (repeatable); default: bundled tatbot.",
-)
-@click.option(
-    "--ee-links",
-    "ee_links",
-    multiple=True,
-    metavar="NAME=LINK[,LINK...]",
-    help="Default end-effector links of a robot (repeatable): used when a request names "
-    "none, and compiled before READY. The bundled tatbot has its two needles.",
-)
-@click.option(
-    "--rest",
-    "rests",
-    multiple=True,
-    metavar="NAME=Q1,Q2,...",
-    help="Default rest pose of a robot for its default end effectors, one value per joint in "
-    "chain order (default: tatbot's ready pose; other robots: mid-range, ik.default_rest).",
-)
-@click.option("--cache-dir", default=None, help="JAX persistent compilation cache directory.")
-@click.option(
-    "--buckets",
-    default=None,
-    help="Comma-separated batch buckets to compile, from 1,16,32,...,16384 "
-    "(default: 1,16..1024 on a CPU, all on a GPU).",
-)
-@click.option(
-    "--max-extra-compiles",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Programs compiled (and solvers built) on demand after READY for client-chosen "
-    "settings, end effectors or describe requests, before all of them are dropped again: "
-    "bounds the worker's memory.",
-)
-@click.option(
-    "--warm",
-    multiple=True,
-    metavar="SETTINGS",
-    help="IK settings whose programs compile before READY besides the default one, e.g. "
-    "'precise=true' or 'precise=true,seeds=16' (repeatable; only precise and seeds pick a "
-    "program; weights never need one). Other precise/seeds combinations compile on first use.",
-)
-@click.option(
-    "--echo", is_flag=True, help="Serve the no-IK echo service (tests, transport benchmarks)."
-)
-@click.option("--heartbeat", default=0.25, show_default=True, help="Heartbeat interval (s).")
-@click.option(
-    "--liveness", default=4, show_default=True, help="Missed broker heartbeats before reconnecting."
-)
+@_o(W, "heartbeat_interval", help="Heartbeat interval (s).")
+@_o(W, "liveness", help="Missed broker heartbeats before reconnecting.")
+@click.option("--config", metavar="JSON", help="ServiceSettings (`serve`'s); options override.")
+@_options(S)
 @_curve_options
-def worker(
-    connect: tuple[str, ...],
-    gpu: int | None,
-    robots: tuple[str, ...],
-    ee_links: tuple[str, ...],
-    rests: tuple[str, ...],
-    cache_dir: str | None,
-    buckets: str | None,
-    max_extra_compiles: int,
-    warm: tuple[str, ...],
-    echo: bool,
-    heartbeat: float,
-    liveness: int,
-    curve_server_key: str | None,
-    curve_own: str | None,
-) -> None:
+@click.pass_context
+def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **opts: Any) -> None:
     """Run a worker: load robots, compile, say READY, serve until SIGTERM."""
-    from zmq_ik.errors import InputError
-    from zmq_ik.protocol import split_endpoints
-    from zmq_ik.worker import EchoService, Worker, WorkerSettings
+    from zmq_ik.worker import Worker
 
+    beat, liveness = opts.pop("heartbeat_interval"), opts.pop("liveness")
+    conn = _settings(W, connect=connect, heartbeat_interval=beat, liveness=liveness)
+    conn = replace(conn, curve=_curve(opts))
+    src = ctx.get_parameter_source
+    given = {k: v for k, v in opts.items() if src(k) is ParameterSource.COMMANDLINE}
+    settings = _settings(replace, _settings(S.from_json, config) if config else S(), **given)
+    raise_fd_limit_logged()
     try:
-        split_endpoints(connect)
+        service = build_service(settings)
     except InputError as e:
-        raise click.BadParameter(e.message, param_hint="--connect") from e
-    _raise_fd_limit()
-    robot_paths = _parse_robot(robots)
-    default_ee = _parse_per_robot(ee_links, "--ee-links")
-    default_rest = _parse_rest(rests)
-    warm_settings = _parse_warm(warm)
-    service: Any
-    if echo:
-        service = EchoService(list(robot_paths) or ["echo"])
-    else:
-        from zmq_ik.worker.ik_service import IKService, pin_device
-
-        pin_device(gpu)  # must happen before JAX is imported
-        from zmq_ik.ik import BUCKETS
-
-        try:
-            bucket_list = tuple(int(b) for b in buckets.split(",")) if buckets else None
-        except ValueError as e:
-            raise click.BadParameter(f"not a list of integers: {e}", param_hint="--buckets") from e
-        if bucket_list and not set(bucket_list) <= set(BUCKETS):
-            raise click.BadParameter(
-                f"{buckets} is not a subset of {','.join(map(str, BUCKETS))}",
-                param_hint="--buckets",
-            )
-        try:
-            service = IKService(
-                robot_paths or None,
-                ee_links=default_ee,
-                rest=default_rest,
-                cache_dir=cache_dir,
-                buckets=bucket_list,
-                warm=warm_settings,
-                max_extra_compiles=max_extra_compiles,
-            )
-        except InputError as e:
-            option = {"ee_links": "--ee-links", "rest": "--rest"}.get(e.field or "", "--robot")
-            raise click.BadParameter(e.message, param_hint=option) from e
-    settings = WorkerSettings(
-        connect=connect,
-        heartbeat_interval=heartbeat,
-        liveness=liveness,
-        curve=_client_curve(curve_server_key, curve_own),
-    )
-    w = Worker(service, settings)
+        raise click.BadParameter(e.message, param_hint=_flag(e.field or "robots")) from e
+    w = Worker(service, conn)
     w.install_signal_handlers()
-    try:
-        w.run()
-    except InputError as e:  # a robot that cannot be loaded: say which, no traceback
-        raise _ConfigError(e.message) from e
+    w.run()  # a robot that does not load: ConfigError, exit 78
 
 
-# --------------------------------------------------------------------------- ping / status
+def _asking(f: Any) -> Any:
+    """The options of commands that ask the broker: endpoint, timeout, --json, CURVE."""
+    from zmq_ik.client._client import check_timeout
+
+    f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
+    timeout = {"default": 2.0, "show_default": True, "callback": _parsed(check_timeout)}
+    f = click.option("--timeout", help="Seconds to wait for an answer.", **timeout)(f)
+    return _endpoint()(f)
 
 
 @main.command()
-@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True)
-@click.option("--count", default=1, show_default=True, help="Number of pings.")
-@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for each answer.")
-@click.option("--json", "as_json", is_flag=True, help="Print the last answer as JSON.")
-@_curve_options
-def ping(
-    endpoint: str,
-    count: int,
-    timeout: float,
-    as_json: bool,
-    curve_server_key: str | None,
-    curve_own: str | None,
-) -> None:
+@_asking
+@click.option("--count", default=1, type=click.IntRange(min=1), help="Number of pings.")
+def ping(endpoint: str, timeout: float, json_: bool, count: int, **curve: Any) -> None:
     """Is the broker there, which workers serve what, how fast. Exit 1 if nothing answers."""
-    from zmq_ik.client import IKClient
-    from zmq_ik.errors import IKError
+    from zmq_ik.report import ping_lines
 
-    rtts = []
-    info: dict[str, Any] = {}
-    with IKClient(
-        endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)
-    ) as client:
-        for i in range(count):
-            try:
-                info = client.ping()
-            except IKError as e:
-                click.echo(f"{e}; is a broker running there?", err=True)
-                sys.exit(1)
-            rtts.append(info["rtt_ms"])
-            if not as_json:
-                click.echo(f"reply from {endpoint}: seq={i} time={info['rtt_ms']:.3f} ms")
-            if i + 1 < count:
-                time.sleep(0.2)
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
-        return
-    rtts.sort()
-    click.echo(
-        f"broker {info.get('version')} ({info.get('protocol')}), up {info.get('uptime_s', 0):.1f}s; "
-        f"rtt min/median/max = {rtts[0]:.3f}/{rtts[len(rtts) // 2]:.3f}/{rtts[-1]:.3f} ms"
-    )
-    workers = info.get("workers", [])
-    omitted = info.get("workers_omitted", 0)
-    click.echo(
-        f"{len(workers) + omitted} worker(s)" + (f", {omitted} not listed" if omitted else "")
-    )
-    for w in workers:
-        click.echo(
-            f"  {w['id'][:8]}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  served={w['served']}"
-        )
+    with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
+        for line in ping_lines(client, count, json_):
+            click.echo(line)
 
 
 @main.command()
-@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True)
-@click.option("--timeout", default=2.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_asking
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
-@_curve_options
-def status(
-    endpoint: str,
-    timeout: float,
-    as_json: bool,
-    watch: bool,
-    curve_server_key: str | None,
-    curve_own: str | None,
-) -> None:
-    """Workers, queues, in-flight jobs and counters, as the broker sees them."""
-    from zmq_ik.client import IKClient
-    from zmq_ik.errors import IKError
-    from zmq_ik.report import format_status
+def status(endpoint: str, timeout: float, json_: bool, watch: bool, **curve: Any) -> None:
+    """Workers, queues, in-flight requests and counters, as the broker sees them."""
+    from zmq_ik.report import status_texts
 
-    with IKClient(
-        endpoint, timeout=timeout, retries=0, curve=_client_curve(curve_server_key, curve_own)
-    ) as client:
-        while True:
-            try:
-                info = client.status()
-            except IKError as e:
-                click.echo(f"{e}; is a broker running there?", err=True)
-                sys.exit(1)
-            if as_json:
-                click.echo(json.dumps(info, default=str))
-            else:
-                if watch:
+    with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
+        try:
+            for text in status_texts(client, watch, json_):
+                if watch and not json_:
                     click.clear()
-                click.echo(format_status(info))
+                click.echo(text)
+        except KeyboardInterrupt:  # the way --watch ends
             if not watch:
-                return
-            try:
-                time.sleep(1.0)
-            except KeyboardInterrupt:
-                return
-
-
-# --------------------------------------------------------------------------- serve / demo / compute
-
-
-def _gpu_list(value: str | None) -> list[int]:
-    if not value:
-        return []
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError as e:
-        raise click.BadParameter(
-            f"expected comma-separated GPU indices, got {value!r}", param_hint="--gpu"
-        ) from e
+                raise
 
 
 @main.command()
-@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Broker endpoint.")
-@click.option(
-    "--connect",
-    multiple=True,
-    help="Another broker the workers also serve, e.g. the one on a second host (repeatable).",
-)
-@click.option(
-    "--workers", default=None, type=int, help="Worker processes (default: one per GPU, or 1)."
-)
-@click.option(
-    "--gpu", "gpus", default=None, help="Comma-separated GPU indices; workers are spread over them."
-)
-@click.option("--robot", "robots", multiple=True, help="NAME=URDF for every worker (repeatable).")
-@click.option(
-    "--ee-links",
-    "ee_links",
-    multiple=True,
-    metavar="NAME=LINK[,LINK...]",
-    help="Default end effectors of a robot (see `zmq-ik worker --help`).",
-)
-@click.option(
-    "--rest",
-    "rests",
-    multiple=True,
-    metavar="NAME=Q1,Q2,...",
-    help="Default rest pose of a robot (see `zmq-ik worker --help`).",
-)
-@click.option("--cache-dir", default=None, help="JAX compilation cache directory.")
-@click.option("--buckets", default=None, help="Comma-separated batch buckets to compile.")
-@click.option(
-    "--warm",
-    multiple=True,
-    metavar="SETTINGS",
-    help="IK settings every worker compiles before READY (see `zmq-ik worker --help`).",
-)
-@click.option(
-    "--echo", is_flag=True, help="Run echo workers (no IK): for tests and transport benchmarks."
-)
-def serve(
-    bind: str,
-    connect: tuple[str, ...],
-    workers: int | None,
-    gpus: str | None,
-    robots: tuple[str, ...],
-    ee_links: tuple[str, ...],
-    rests: tuple[str, ...],
-    cache_dir: str | None,
-    buckets: str | None,
-    warm: tuple[str, ...],
-    echo: bool,
-) -> None:
+@_endpoint("--bind", "bind", help="Broker endpoint.")
+@_options(ServeSettings, skip=("bind",))
+@_options(S, skip=("gpu",))
+@click.pass_context
+def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **options: Any) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
     from zmq_ik.serve import Supervisor
 
-    gpu_ids = _gpu_list(gpus)
-    _parse_robot(robots)
-    _parse_per_robot(ee_links, "--ee-links")
-    _parse_rest(rests)
-    worker_args: list[str] = [a for r in robots for a in ("--robot", r)]
-    worker_args += [a for e in ee_links for a in ("--ee-links", e)]
-    worker_args += [a for r in rests for a in ("--rest", r)]
-    if cache_dir:
-        worker_args += ["--cache-dir", cache_dir]
-    if buckets:
-        worker_args += ["--buckets", buckets]
-    _parse_warm(warm)
-    worker_args += [a for w in warm for a in ("--warm", w)]
-    if echo:
-        worker_args.append("--echo")
-    worker_args += [a for c in connect for a in ("--connect", c)]
-    n = workers if workers is not None else max(1, len(gpu_ids))
-    _raise_fd_limit()  # the children inherit it
-    sup = Supervisor(bind=bind, workers=n, gpus=gpu_ids, worker_args=worker_args)
+    connect = options.pop("connect")
+    worker = _settings(S, **options)
+    settings = _settings(
+        ServeSettings, bind=bind, connect=connect, workers=workers, gpus=gpus, worker=worker
+    )
+    raise_fd_limit_logged()  # the children inherit it
+    verbose = {logging.DEBUG: 1, logging.WARNING: -1}.get(ctx.meta.get(_LEVEL, 0), 0)
+    sup = Supervisor(settings, verbose=verbose)
     sup.install_signal_handlers()
     try:
         sup.start()
     except OSError as e:  # the port is taken: nothing was started
-        raise _ConfigError(str(e)) from e
+        raise ConfigError(str(e)) from e
     sup.run()
     if sup.failed:
         raise click.ClickException(sup.failed)
 
 
-def _load_job(scene_path: str | None, strokes_path: str | None) -> tuple[Any, Any]:
-    from zmq_ik.errors import InputError
-    from zmq_ik.model import Scene, StrokeList
-    from zmq_ik.robots import example_paths
-
-    default_scene, default_strokes = example_paths()
-    try:
-        scene = Scene.from_yaml(scene_path) if scene_path else Scene.from_yaml(default_scene)
-        strokes = StrokeList.from_yaml(
-            strokes_path or default_strokes, stroke_length=scene.stroke_length
-        )
-    except InputError as e:
-        raise click.ClickException(str(e)) from e
-    except OSError as e:
-        raise click.ClickException(f"cannot read input: {e}") from e
-    return scene, strokes
+def _computing(f: Any) -> Any:
+    """The options `compute` and `demo` share."""
+    f = click.option("--json", "json_", is_flag=True, help="Print a machine-readable summary.")(f)
+    for name in ("ori_tol", "pos_tol", "output"):
+        f = _o(C, name, *(("-o", "--output") if name == "output" else ()))(f)
+    return f
 
 
-def _run_job(
-    endpoint: str,
-    scene: Any,
-    strokes: Any,
-    output: str,
-    as_json: bool,
-    strict: bool,
-    timeout: float,
-    chunk_pairs: int,
-    curve: Any = None,
-    with_errors: bool = False,
-    tolerance: tuple[float, float] = (0.1, 1e-3),
-) -> None:
-    from zmq_ik.errors import IKError, IKTimeout
-    from zmq_ik.jobs import ProgressBar, compute_job, summary_table
+def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: Any) -> None:
+    """Settings and output path checked before ``where`` (the endpoint's context) is entered."""
+    from zmq_ik.compute import ProgressBar, check_output, run, summary_table
 
-    try:
-        result = compute_job(
-            endpoint,
-            scene,
-            strokes,
-            timeout=timeout,
-            chunk_pairs=chunk_pairs,
-            progress=ProgressBar(),
-            curve=curve,
-        )
-    except IKTimeout as e:
-        raise click.ClickException(f"{e}; is `zmq-ik serve` running there?") from e
-    except IKError as e:
-        raise click.ClickException(str(e)) from e
-    # tatbot's StrokeBatch.load refuses extra tensors, so by default write only its five.
-    result.batch.save(output, errors=with_errors)
-    summary = result.summary(pos_tol=tolerance[0] / 1000, ori_tol=tolerance[1])
-    summary["output"] = str(output)
-    if as_json:
-        click.echo(json.dumps(summary, default=float))
-    else:
-        click.echo(summary_table(summary, Path(output)))
-    if strict and summary["n_over"]:
+    settings: ComputeSettings = _settings(ComputeSettings, **opts)
+    _settings(check_output, output=settings.output)
+    with where as endpoint:
+        summary = run(endpoint, settings, *inputs, progress=ProgressBar(), **kw)
+    click.echo(json.dumps(summary, default=float) if json_ else summary_table(summary))
+    if settings.strict and summary["n_over"]:
         raise click.ClickException(f"{summary['n_over']} pose(s) miss tolerance (--strict)")
 
 
-def _tolerance_options(fn: Any) -> Any:
-    fn = click.option(
-        "--ori-tol", default=1e-3, show_default=True, help="Orientation tolerance, rad."
-    )(fn)
-    return click.option(
-        "--pos-tol", default=0.1, show_default=True, help="Position tolerance, mm."
-    )(fn)
-
-
 @main.command()
-@click.argument("scene_file", type=click.Path(exists=True, dir_okay=False))
-@click.argument("strokes_file", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    default="strokebatch.safetensors",
-    show_default=True,
-    help="Where to write the StrokeBatch.",
-)
-@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True)
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds per chunk attempt.")
-@click.option(
-    "--chunk-pairs", default=64, show_default=True, help="Stroke pairs per concurrent chunk."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-@click.option("--strict", is_flag=True, help="Exit 1 if any pose misses tolerance.")
-@click.option(
-    "--with-errors",
-    is_flag=True,
-    help="Also store pos_err/ori_err tensors (tatbot's loader refuses extra tensors).",
-)
-@_tolerance_options
+@click.argument("scene_file", type=KEY)
+@click.argument("strokes_file", type=KEY)
+@_endpoint()
+@_options(C, skip=("output", "pos_tol", "ori_tol"))
+@_computing
 @_curve_options
-def compute(
-    scene_file: str,
-    strokes_file: str,
-    output: str,
-    endpoint: str,
-    timeout: float,
-    chunk_pairs: int,
-    as_json: bool,
-    strict: bool,
-    with_errors: bool,
-    pos_tol: float,
-    ori_tol: float,
-    curve_server_key: str | None,
-    curve_own: str | None,
-) -> None:
+def compute(scene_file: str, strokes_file: str, endpoint: str, json_: bool, **opts: Any) -> None:
     """Compute SCENE_FILE + STROKES_FILE (ours or tatbot's format) into a safetensors StrokeBatch."""
-    scene, strokes = _load_job(scene_file, strokes_file)
-    _run_job(
-        endpoint,
-        scene,
-        strokes,
-        output,
-        as_json,
-        strict,
-        timeout,
-        chunk_pairs,
-        _client_curve(curve_server_key, curve_own),
-        with_errors,
-        (pos_tol, ori_tol),
-    )
+    curve = _curve(opts)
+    _compute(nullcontext(endpoint), opts, json_, scene_file, strokes_file, curve=curve)
 
 
 @main.command()
-@click.option("--endpoint", default=None, help="Use a running broker instead of starting one.")
-@click.option("-o", "--output", default="strokebatch.safetensors", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
-@click.option(
-    "--startup-timeout",
-    default=300.0,
-    show_default=True,
-    help="Seconds to wait for the embedded worker.",
-)
-@click.option(
-    "--buckets",
-    default=None,
-    help="Batch buckets the embedded worker compiles (default: 1,16..1024 on a CPU).",
-)
-@_tolerance_options
-def demo(
-    endpoint: str | None,
-    output: str,
-    as_json: bool,
-    startup_timeout: float,
-    buckets: str | None,
-    pos_tol: float,
-    ori_tol: float,
-) -> None:
+@_endpoint(default=None, help="Use a running broker instead of starting one.")
+@_computing
+@click.option("--startup-timeout", default=300.0, help="Seconds to wait for the local worker.")
+@_o(S, "buckets", help="Batch buckets the local worker compiles (default: 1,16..1024 on a CPU).")
+def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
-    scene, strokes = _load_job(None, None)
-    tolerance = (pos_tol, ori_tol)
-    if endpoint is not None:
-        _run_job(endpoint, scene, strokes, output, as_json, False, 30.0, 64, tolerance=tolerance)
-        return
-    from zmq_ik.serve import Supervisor, free_endpoint, wait_ready
+    from zmq_ik.serve import local_cluster
 
-    endpoint = free_endpoint()
-    click.echo(
-        f"starting a local broker and worker on {endpoint} (first start compiles the IK solver)…",
-        err=True,
-    )
-    with Supervisor(
-        bind=endpoint, workers=1, worker_args=["--buckets", buckets] if buckets else []
-    ) as sup:
-        if not wait_ready(endpoint, 1, startup_timeout, sup):
-            raise click.ClickException(
-                sup.failed or "the embedded worker did not become ready; run with -v for its log"
-            )
-        _run_job(endpoint, scene, strokes, output, as_json, False, 60.0, 64, tolerance=tolerance)
-
-
-# --------------------------------------------------------------------------- keys
+    local = local_cluster(S(buckets=opts.pop("buckets")), startup_timeout)  # started if used
+    _compute(nullcontext(endpoint) if endpoint else local, {"timeout": DEMO_TIMEOUT, **opts}, json_)
 
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option(
-    "--name",
-    "names",
-    multiple=True,
-    default=("broker", "client", "worker"),
-    show_default=True,
-    help="Keypair names to create.",
-)
+@click.option("--name", "names", multiple=True, default=KEYPAIRS, show_default=True, help="Names.")
 def keygen(directory: str, names: tuple[str, ...]) -> None:
     """Write CURVE keypairs (NAME.key public, NAME.key_secret secret) into DIRECTORY."""
     from zmq_ik.security import keygen as make_keys

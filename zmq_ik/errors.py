@@ -89,3 +89,8 @@ def remote_error(code: str, message: str, field: str | None = None) -> RemoteErr
     if code == ErrorCode.OVERLOADED.value:
         return Overloaded(code, message, field)
     return RemoteError(code, message, field)
+
+
+class ConfigError(IKError):
+    """A process cannot run as configured (no GPU where one is required, a robot that does
+    not load): the command exits 78 (EX_CONFIG), which `serve` and systemd do not restart."""

@@ -735,6 +735,14 @@ def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(endpoints)
 
 
+def endpoints_setting(value: str | Iterable[str], name: str) -> tuple[str, ...]:
+    """`split_endpoints` for a settings field: its `InputError` names the field ``name``."""
+    try:
+        return split_endpoints(value)
+    except InputError as e:
+        raise InputError(e.message, name) from e
+
+
 def new_routing_id() -> bytes:
     """A fresh random ZeroMQ routing id for a client or worker socket.
 

@@ -1,9 +1,13 @@
-"""Plain-text tables for people: status, job summaries. No dependencies beyond the stdlib."""
+"""Plain-text reports for people: `ping` and `status` answers as lines and tables."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+from zmq_ik.errors import IKTimeout
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -16,6 +20,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_ping(endpoint: str, info: dict[str, Any], rtts: Sequence[float]) -> str:
+    """`zmq-ik ping`'s closing lines: the broker, round-trip times, one line per worker."""
+    rtts = sorted(rtts)
+    lines = [
+        f"broker {info.get('version')} ({info.get('protocol')}) at {endpoint}, "
+        f"up {info.get('uptime_s', 0):.1f}s; rtt min/median/max = "
+        f"{rtts[0]:.3f}/{rtts[len(rtts) // 2]:.3f}/{rtts[-1]:.3f} ms"
+    ]
+    workers = info.get("workers", [])
+    omitted = info.get("workers_omitted", 0)  # a broker with very many workers lists some
+    lines.append(
+        f"{len(workers) + omitted} worker(s)" + (f", {omitted} not listed" if omitted else "")
+    )
+    lines += [
+        f"  {w['id']}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  "
+        f"served={w['served']}"
+        for w in workers
+    ]
     return "\n".join(lines)
 
 
@@ -32,7 +57,7 @@ def format_status(info: dict[str, Any]) -> str:
             ["worker", "robots", "device", "state", "served", "errors", "p50 ms", "p99 ms"],
             [
                 [
-                    w["id"][:8],
+                    w["id"],  # in full: the id `status --json` and the logs show
                     ",".join(w["robots"]),
                     w["device"],
                     w["state"],
@@ -60,3 +85,38 @@ def format_status(info: dict[str, Any]) -> str:
         out.append("")
         out.append(table(["counter", "value"], sorted(counters.items())))
     return "\n".join(out)
+
+
+def ask(client: Any, question: str) -> dict[str, Any]:
+    """``client.ping()`` or ``client.status()`` of a client with ``retries=0``; no answer is
+    `IKTimeout` in the real numbers (the client's own message counts its grace period in)."""
+    try:
+        return dict(getattr(client, question)())
+    except IKTimeout as e:
+        raise IKTimeout(f"no answer from {client.endpoint} within {client.timeout:g}s") from e
+
+
+def ping_lines(client: Any, count: int, as_json: bool, pause: float = 0.2) -> Iterator[str]:
+    """`zmq-ik ping`: a line per answer, then the summary (or the last answer as JSON)."""
+    rtts, info = [], {}
+    for i in range(count):
+        time.sleep(pause if i else 0)
+        info = ask(client, "ping")
+        rtts.append(info["rtt_ms"])
+        if not as_json:
+            yield f"reply from {client.endpoint}: seq={i} time={info['rtt_ms']:.3f} ms"
+    yield (
+        json.dumps(info, indent=2, default=str)
+        if as_json
+        else format_ping(client.endpoint, info, rtts)
+    )
+
+
+def status_texts(client: Any, watch: bool, as_json: bool, every: float = 1.0) -> Iterator[str]:
+    """`zmq-ik status`: the answer as tables (or JSON), every ``every`` s with ``watch``."""
+    while True:
+        info = ask(client, "status")
+        yield json.dumps(info, default=str) if as_json else format_status(info)
+        if not watch:
+            return
+        time.sleep(every)

@@ -1,8 +1,9 @@
 """`zmq-ik serve`: a broker and N workers as supervised child processes.
 
 Children are plain `zmq-ik broker` / `zmq-ik worker` processes (so each has its own JAX
-runtime and can be pinned to its own GPU). A child that exits unexpectedly is restarted
-with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
+runtime and can be pinned to its own GPU); each worker gets its `ServiceSettings` as JSON
+(``worker --config``), not a rebuilt command line. A child that exits unexpectedly is
+restarted with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
 stragglers, so no child outlives the supervisor. A supervisor that is itself killed outright
 takes its children with it: each child learns its supervisor's pid (``PARENT_ENV``) and asks
 the kernel for SIGKILL when it exits (`zmq_ik._os.die_with_parent`), so no orphaned broker
@@ -18,10 +19,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 from zmq_ik._os import PARENT_ENV
+from zmq_ik._scene import as_int
+from zmq_ik._settings import setting
+from zmq_ik.broker import BrokerSettings
+from zmq_ik.errors import ConfigError, IKTimeout, InputError
+from zmq_ik.protocol import endpoints_setting
+from zmq_ik.worker.settings import ServiceSettings, parse_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -48,38 +56,87 @@ EXIT_CONFIG = 78
 effector that does not load). Restarting would only fail again, so the supervisor stops."""
 
 
+def parse_count(value: str | None) -> int | None:
+    """``2`` → 2 (checked by `ServeSettings`)."""
+    try:
+        return None if value is None else int(value)
+    except ValueError as e:
+        raise InputError(f"expected a whole number, got {value!r}", "workers") from e
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything `zmq-ik serve` takes: the broker's endpoint, how many workers on which GPUs,
+    and the `ServiceSettings` every worker gets (as JSON, ``worker --config``)."""
+
+    bind: str = setting(BrokerSettings.bind, doc="Broker endpoint; the workers connect to it.")
+    workers: int | None = setting(
+        None, metavar="N", parse=parse_count, doc="Worker processes [default: one per GPU, or 1]."
+    )
+    gpus: tuple[int, ...] = setting(
+        (),
+        metavar="N[,N...]",
+        parse=parse_gpus,
+        repeat=True,
+        doc="GPU indices (repeat or comma-separate); workers are spread over them. "
+        "Default: the CPU.",
+    )
+    connect: tuple[str, ...] = setting(
+        (),
+        metavar="ENDPOINT",
+        repeat=True,
+        doc="Another broker the workers also serve, e.g. the one on a second host "
+        "(repeat or comma-separate).",
+    )
+    worker: ServiceSettings = field(default_factory=ServiceSettings)
+    """What every worker serves (its ``gpu`` is set per worker from ``gpus``)."""
+
+    def __post_init__(self) -> None:
+        if self.workers is not None:
+            object.__setattr__(self, "workers", as_int(self.workers, "workers", 1))
+        if self.connect:
+            object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
+        object.__setattr__(self, "gpus", tuple(as_int(g, "gpus", 0) for g in self.gpus))
+        if self.worker.require_gpu and not self.gpus:
+            raise InputError("require_gpu needs GPU indices (--gpu 0,1)", "require_gpu")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else max(1, len(self.gpus))
+
+
 class Supervisor:
     """Start, watch and stop a broker plus workers.
 
     Call `start` and `poll` from a thread that lives as long as the supervisor (the main
     thread, normally): on Linux a child is killed when the thread that started it exits.
+    ``broker_args`` are extra `zmq-ik broker` options.
     """
 
     def __init__(
         self,
-        bind: str = "tcp://127.0.0.1:5555",
-        workers: int = 1,
-        gpus: Sequence[int] = (),
-        worker_args: Sequence[str] = (),
+        settings: ServeSettings | None = None,
+        *,
         broker_args: Sequence[str] = (),
         verbose: int = 0,
         max_backoff: float = 30.0,
     ) -> None:
-        self.bind = bind
-        self.connect = bind.replace("*", "127.0.0.1").replace("0.0.0.0", "127.0.0.1")
+        self.settings = settings = settings or ServeSettings()
+        self.bind = settings.bind
+        self.connect = settings.bind.replace("*", "127.0.0.1").replace("0.0.0.0", "127.0.0.1")
         self.max_backoff = max_backoff
         self._stop = threading.Event()
         self.failed: str | None = None
         """Why supervision stopped early (a child's configuration error), else None."""
-        flags = ["-v"] * verbose
-        self.children = [Child("broker", [*flags, "broker", "--bind", bind, *broker_args])]
-        for i in range(workers):
-            args = [*flags, "worker", "--connect", self.connect, *worker_args]
-            name = f"worker-{i + 1}"
-            if gpus:
-                gpu = gpus[i % len(gpus)]
-                args += ["--gpu", str(gpu)]
-                name += f" (gpu {gpu})"
+        flags = ["-q"] if verbose < 0 else ["-v"] * verbose
+        self.children = [Child("broker", [*flags, "broker", "--bind", self.bind, *broker_args])]
+        gpus = settings.gpus
+        for i in range(settings.worker_count):
+            gpu = gpus[i % len(gpus)] if gpus else None
+            config = replace(settings.worker, gpu=gpu).to_json()
+            args = [*flags, "worker", "--connect", self.connect, "--config", config]
+            args += [a for other in settings.connect for a in ("--connect", other)]
+            name = f"worker-{i + 1}" + (f" (gpu {gpu})" if gpu is not None else "")
             self.children.append(Child(name, args))
 
     def _spawn(self, child: Child) -> None:
@@ -207,6 +264,24 @@ def free_endpoint(host: str = "127.0.0.1") -> str:
     with socket.socket() as s:
         s.bind((host, 0))
         return f"tcp://{host}:{s.getsockname()[1]}"
+
+
+@contextmanager
+def local_cluster(
+    worker: ServiceSettings | None = None, startup_timeout: float = 300.0
+) -> Iterator[str]:
+    """A broker and one worker on a free loopback port (`zmq-ik demo`), stopped on exit;
+    yields their endpoint once the worker is READY, or raises `IKTimeout` / `ConfigError`."""
+    endpoint = free_endpoint()
+    logger.info("starting a local broker and worker on %s (first start compiles)", endpoint)
+    with Supervisor(ServeSettings(endpoint, 1, worker=worker or ServiceSettings())) as sup:
+        if not wait_ready(endpoint, 1, startup_timeout, sup):
+            if sup.failed:
+                raise ConfigError(sup.failed)
+            raise IKTimeout(
+                f"the local worker was not ready within {startup_timeout:g}s (-v shows its log)"
+            )
+        yield endpoint
 
 
 def wait_ready(

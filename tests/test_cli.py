@@ -1,0 +1,382 @@
+"""The `zmq-ik` command line (issue #18's CLI items, #14's settings-as-wiring): in process with
+click's runner where no process is needed, as real processes otherwise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, free_endpoint, wait_for_workers
+
+from zmq_ik.cli import main
+from zmq_ik.client import IKClient
+from zmq_ik.model import Scene, StrokeBatch, StrokeList
+from zmq_ik.robots import example_paths
+
+pytestmark = pytest.mark.timeout(60)
+SCENE, STROKES = (str(p) for p in example_paths())
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> object:
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def cli(*args: str, timeout: float = 30, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(
+        [sys.executable, "-m", "zmq_ik.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# --------------------------------------------------------------------------- #18.2 output
+
+
+@pytest.mark.parametrize("where", ["missing_dir/x.safetensors", "."])
+def test_compute_refuses_an_unwritable_output_before_any_work(tmp_path, where):
+    """Before: the whole job was computed, then a SafetensorError traceback. Now a usage
+    error at once: the (absent) broker is never asked."""
+    t0 = time.monotonic()
+    result = run(
+        "compute",
+        SCENE,
+        STROKES,
+        "-o",
+        str(tmp_path / where),
+        "--endpoint",
+        free_endpoint(),
+        "--timeout",
+        "5",
+    )
+    assert result.exit_code == 2, result.output
+    assert "--output" in result.output and "Traceback" not in result.output
+    assert ("does not exist" if "missing" in where else "is a directory") in result.output
+    assert time.monotonic() - t0 < 3  # no 5 s wait for an answer
+
+
+def _batch(value: float) -> StrokeBatch:
+    shape = (1, 2, 1)
+    return StrokeBatch(
+        ee_pos_l=np.full((*shape, 3), value),
+        ee_pos_r=np.zeros((*shape, 3)),
+        ee_rot_l=np.tile([1.0, 0, 0, 0], (*shape, 1)),
+        ee_rot_r=np.tile([1.0, 0, 0, 0], (*shape, 1)),
+        joints=np.zeros((*shape, 14)),
+        pos_err=np.zeros((*shape, 2)),
+        ori_err=np.zeros((*shape, 2)),
+    )
+
+
+def test_output_is_written_atomically(tmp_path, monkeypatch):
+    """A write that fails leaves the old file as it was and no temporary file behind."""
+    from zmq_ik.compute import write_atomic
+
+    out = tmp_path / "sb.safetensors"
+    write_atomic(_batch(1.0), out, errors=False)
+    before = out.read_bytes()
+    monkeypatch.setattr(StrokeBatch, "to_bytes", lambda self, errors: b"x" + 1)  # type: ignore[operator]
+    with pytest.raises(TypeError):
+        write_atomic(_batch(2.0), out, errors=False)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["sb.safetensors"]
+    assert StrokeBatch.load(out).ee_pos_l[0, 0, 0, 0] == 1.0
+
+
+# --------------------------------------------------------------------------- #18.5 ids
+
+
+def test_ping_and_status_show_full_worker_ids(procs, endpoint):
+    procs.broker(endpoint)
+    procs.echo_worker(endpoint)
+    [worker] = wait_for_workers(endpoint, 1)["workers"]
+    assert len(worker["id"]) > 8
+    for command in ("ping", "status"):
+        result = run(command, "--endpoint", endpoint)
+        assert result.exit_code == 0, result.output
+        assert worker["id"] in result.output, command
+
+
+# --------------------------------------------------------------------------- #18.9 GPU
+
+
+def test_worker_require_gpu_without_a_gpu_exits_78_with_one_line():
+    """JAX_PLATFORMS=cpu (as on this machine): no GPU for JAX. Before: no such option, and
+    `--gpu 0` silently ran on the CPU."""
+    result = cli("worker", "--gpu", "0", "--require-gpu", "--connect", free_endpoint(), "-q")
+    assert result.returncode == 78, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "--gpu 0" in line and "no GPU" in line and "--require-gpu" in line
+
+
+def test_worker_gpu_without_a_gpu_warns_clearly(tmp_path):
+    from conftest import JAX_CACHE
+
+    log = tmp_path / "worker.log"
+    with open(log, "w") as f:
+        args = ["worker", "--gpu", "0", "--connect", free_endpoint(), "--buckets", "16"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zmq_ik.cli", *args, "--cache-dir", str(JAX_CACHE)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        )
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and "JAX sees no GPU" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "WARNING" in text and "RUNNING ON THE CPU" in text and "--require-gpu" in text
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_gpu_options_are_consistent(monkeypatch):
+    """`serve --gpu` takes several (repeated or comma-separated), `worker --gpu` one index;
+    both parse the same way."""
+    for args in (["--gpu", "0", "--gpu", "1"], ["--gpu", "0,1"]):
+        ctx = main.commands["serve"].make_context("serve", args)
+        assert ctx.params["gpus"] == (0, 1)
+    assert main.commands["worker"].make_context("worker", ["--gpu", "1"]).params["gpu"] == 1
+    for bad, message in ((["--gpu", "0,1"], "one GPU"), (["--gpu", "x"], "GPU indices")):
+        result = run("worker", *bad, "--echo")
+        assert result.exit_code == 2 and message in result.output, result.output
+    result = run("serve", "--require-gpu", "--echo")
+    assert result.exit_code == 2 and "require_gpu needs GPU" in result.output
+
+
+def test_warmup_logs_progress_while_it_compiles(caplog):
+    from zmq_ik.errors import ConfigError, InputError
+    from zmq_ik.worker import EchoService
+    from zmq_ik.worker.settings import WarmupProgress
+
+    class Slow(EchoService):
+        def warmup(self) -> dict:
+            progress(1, 4)  # the hook the engine's warm-up would call per bucket
+            time.sleep(0.35)
+            return super().warmup()
+
+    progress = WarmupProgress(Slow(["r"]), interval=0.1)
+    with caplog.at_level(logging.INFO, "zmq_ik.worker.settings"):
+        assert progress.warmup()["device"] == "cpu"
+    lines = [r.getMessage() for r in caplog.records]
+    assert "warm-up: 1/4 buckets compiled, 0s elapsed" in lines
+    ticks = [line for line in lines if line.startswith("warm-up: still compiling (1/4 buckets")]
+    assert len(ticks) >= 2, lines
+    assert progress.robots == ["r"]
+
+    class Broken(EchoService):
+        def warmup(self) -> dict:
+            raise InputError("robot 'r': URDF is broken")
+
+    with pytest.raises(ConfigError, match="URDF is broken"):
+        WarmupProgress(Broken()).warmup()
+
+
+# --------------------------------------------------------------------------- #18.11 Ctrl-C
+
+
+def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
+    """Before: exit 1 ('Aborted!'). The client closes at once: the chunks still queued at the
+    broker (no worker here) are dropped at their deadline."""
+    procs.broker(endpoint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zmq_ik.cli",
+            "compute",
+            SCENE,
+            STROKES,
+            "-o",
+            str(tmp_path / "x"),
+            "--endpoint",
+            endpoint,
+            "--timeout",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        with IKClient(endpoint, timeout=1, retries=0) as client:
+            deadline = time.monotonic() + 20
+            while not client.status().get("queues", {}).get("tatbot"):
+                assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=10)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    print(f"\nMEASURED compute exit after SIGINT: {took:.3f}s, code {proc.returncode}")
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert took < 2
+
+
+# --------------------------------------------------------------------------- #18.12 help etc.
+
+
+def test_help_documents_endpoint_timeout_and_environment():
+    top = run("--help").output
+    for text in ("ZMQ_IK_ENDPOINT", "ZMQ_IK_CACHE_DIR", "_ZMQ_IK_COMPLETE=bash_source zmq-ik"):
+        assert text in top
+    for command in ("ping", "status", "compute"):
+        out = run(command, "--help").output
+        endpoint_help = out.split("--endpoint", 1)[1].split("\n  -", 1)[0]
+        timeout_help = out.split("--timeout", 1)[1].split("\n  -", 1)[0]
+        assert "Broker endpoint" in endpoint_help and "ZMQ_IK_ENDPOINT" in endpoint_help
+        assert "Seconds" in timeout_help, command
+
+
+def test_every_command_takes_its_endpoint_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ZMQ_IK_ENDPOINT", "tcp://10.1.2.3:7777")
+    for name, param, args in (
+        ("broker", "bind", []),
+        ("serve", "bind", []),
+        ("worker", "connect", []),
+        ("ping", "endpoint", []),
+        ("status", "endpoint", []),
+        ("demo", "endpoint", []),
+        ("compute", "endpoint", [SCENE, STROKES]),
+    ):
+        value = main.commands[name].make_context(name, list(args)).params[param]
+        assert value in ("tcp://10.1.2.3:7777", ("tcp://10.1.2.3:7777",)), name
+    # ...and it really is used: nothing listens there, so the message names it.
+    bad = free_endpoint()
+    result = run("ping", "--timeout", "0.3", env={"ZMQ_IK_ENDPOINT": bad})
+    assert result.exit_code == 1 and bad in result.output
+
+
+def test_verbosity_options_work_after_the_command(tmp_path):
+    root = logging.getLogger()
+    level = root.level
+    try:
+        for flag, expected in (("-q", logging.WARNING), ("-v", logging.DEBUG)):
+            result = run("keygen", str(tmp_path / flag), flag)
+            assert result.exit_code == 0, result.output
+            assert root.level == expected
+    finally:
+        root.setLevel(level)
+
+
+def test_no_answer_says_the_real_timeout():
+    """Before: `--timeout 1` was reported as 'attempt(s) of 1.1s'."""
+    result = run("ping", "--endpoint", free_endpoint(), "--timeout", "0.3")
+    assert result.exit_code == 1
+    assert "within 0.3s" in result.output and "0.4s" not in result.output
+
+
+# --------------------------------------------------------------------------- #18.14 messages
+
+
+@pytest.mark.parametrize("command", ["compute", "ping", "status"])
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf", "1e12"])
+def test_bad_timeouts_are_usage_errors(command, value):
+    args = [SCENE, STROKES] if command == "compute" else []
+    result = run(command, *args, "--endpoint", free_endpoint(), "--timeout", value)
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.output and "Traceback" not in result.output
+
+
+def test_swapped_scene_and_strokes_are_named(tmp_path):
+    result = run("compute", STROKES, SCENE, "-o", str(tmp_path / "x"))
+    assert result.exit_code == 1
+    assert "looks like a strokes file" in result.output and "SCENE_FILE first" in result.output
+
+
+def test_strokes_of_another_length_suggest_resample(tmp_path):
+    scene = Scene.from_yaml(SCENE)
+    longer = tmp_path / "strokes17.yaml"
+    StrokeList.from_yaml(STROKES).resampled(scene.stroke_length + 1)[:2].to_yaml(longer)
+    args = ["compute", SCENE, str(longer), "-o", str(tmp_path / "x"), "--timeout", "0.2"]
+    refused = run(*args, "--endpoint", free_endpoint())
+    assert refused.exit_code == 1 and "add --resample" in refused.output
+    assert "resample=True" not in refused.output
+    resampled = run(*args, "--endpoint", free_endpoint(), "--resample")
+    assert resampled.exit_code == 1 and "no answer" in resampled.output  # loaded, then asked
+
+
+# --------------------------------------------------------------------------- #14 settings
+
+
+def test_service_settings_travel_as_json_and_are_checked(tmp_path):
+    from zmq_ik.errors import InputError
+    from zmq_ik.model import IKSettings
+    from zmq_ik.serve import ServeSettings, Supervisor
+    from zmq_ik.worker.settings import ServiceSettings
+
+    settings = ServiceSettings(
+        robots={"tatbot": SCENE},
+        ee_links={"tatbot": ("a", "b")},
+        rest={"tatbot": (0.0, 1.0)},
+        buckets=(16, 64),
+        warm=(IKSettings(precise=True),),
+        gpu=1,
+        require_gpu=True,
+    )
+    assert ServiceSettings.from_json(settings.to_json()) == settings
+    saved = tmp_path / "service.json"
+    saved.write_text(settings.to_json())
+    assert ServiceSettings.from_json(str(saved)) == settings  # --config FILE
+    sup = Supervisor(ServeSettings("tcp://*:5999", gpus=(0, 1), worker=settings))
+    workers = sup.children[1:]
+    assert len(workers) == 2
+    for gpu, child in enumerate(workers):
+        assert child.args[:4] == ["worker", "--connect", "tcp://127.0.0.1:5999", "--config"]
+        assert len(child.args) == 5
+        assert ServiceSettings.from_json(child.args[4]).gpu == gpu
+    for bad, field in (
+        ('{"robots": {"zik.broker": "x"}}', "robots"),
+        ('{"buckets": [0]}', "buckets"),
+        ('{"rest": {"r": [1e999]}}', "rest"),
+        ('{"echo": "yes"}', "echo"),
+        ('{"gpu": -1}', "gpu"),
+        ('{"warm": [{"seeds": 0}]}', "seeds"),
+        ('{"nope": 1}', "config"),
+        ("[1]", "config"),
+        ("{", "config"),
+    ):
+        with pytest.raises(InputError) as info:
+            ServiceSettings.from_json(bad)
+        assert info.value.field == field, bad
+
+
+def test_worker_config_json_with_options_overriding_it(procs, endpoint, tmp_path):
+    """`serve` passes `--config`; options given on the command line win over it."""
+    urdf = tmp_path / "r.urdf"
+    urdf.write_text('<robot name="r"><link name="a"/></robot>')
+    procs.broker(endpoint)
+    config = json.dumps({"robots": {"arm": str(urdf)}, "echo": False})
+    procs.start("worker", "--connect", endpoint, "--config", config, "--echo")
+    info = wait_for_workers(endpoint, 1, robot="arm", timeout=30)
+    assert info["workers"][0]["robots"] == ["arm"]
+    with IKClient(endpoint, timeout=5) as client:  # the echo service: --echo won
+        assert client.request("arm", "echo", {"x": 1}).header["x"] == 1
+
+
+def test_demo_and_compute_settings_defaults_are_the_dataclass_ones():
+    from zmq_ik.compute import ComputeSettings
+
+    ctx = main.commands["compute"].make_context("compute", [SCENE, STROKES])
+    options = {k: v for k, v in ctx.params.items() if k in ComputeSettings.__dataclass_fields__}
+    assert ComputeSettings(**options) == ComputeSettings()

@@ -1,0 +1,411 @@
+"""What a worker serves and where it computes: `ServiceSettings`, the text forms the CLI takes
+for it, and `build_service`. Imports no JAX (`build_service` does, after choosing the device).
+
+`zmq-ik worker` builds a `ServiceSettings` from its options (its connection is the
+`WorkerSettings` of `_worker.py`); `zmq-ik serve` builds one and hands it to every worker
+as JSON (``worker --config``) instead of rebuilding their command lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zmq_ik._scene import as_bool, as_int, as_str
+from zmq_ik._settings import setting
+from zmq_ik.errors import ConfigError, InputError, ProtocolError
+from zmq_ik.model import IKSettings
+from zmq_ik.protocol import BROKER_SERVICE, LIMITS, _check_text
+from zmq_ik.worker._service import EchoService, Progress, Service
+
+logger = logging.getLogger(__name__)
+
+
+def _seq(value: Any, name: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise InputError(f"{name} must be a list", name)
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    return str(as_str(value, name, empty=False))
+
+
+def _texts(value: Any, name: str) -> tuple[str, ...]:
+    items = tuple(_text(v, name) for v in _seq(value, name))
+    if not items:
+        raise InputError(f"{name}: expected at least one name", name)
+    return items
+
+
+def _finite(value: Any, name: str, label: str | None = None) -> tuple[float, ...]:
+    label = label or name
+    try:
+        values = tuple(float(v) for v in _seq(value, name))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{label}: expected numbers: {e}", name) from e
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InputError(f"{label}: values must be finite numbers", name)
+    return values
+
+
+def check_robot_name(name: Any) -> str:
+    """A name clients can address as a robot: what the broker accepts as a request's service
+    (`protocol`'s rule: 1..128 bytes, printable), and not the broker's own."""
+    try:
+        _check_text(str(name).encode(), "robot", LIMITS.max_name_bytes, ascii_only=False)
+    except ProtocolError as e:
+        raise InputError(f"{name!r} cannot be a robot name: {e.message}", "robots") from e
+    if not isinstance(name, str) or name == BROKER_SERVICE:
+        raise InputError(f"{name!r} cannot be a robot name (reserved)", "robots")
+    return name
+
+
+# --------------------------------------------------------------------------- text forms
+
+
+def _pairs(values: Iterable[str], form: str, name: str) -> Iterator[tuple[str, str]]:
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise InputError(f"expected {form}, got {value!r}", name)
+        yield key, rest
+
+
+def parse_robots(values: Iterable[str]) -> dict[str, str]:
+    """``NAME=URDF`` options → {name: path}; the name must be addressable, the file exist."""
+    robots = {}
+    for name, path in _pairs(values, "NAME=URDF", "robots"):
+        check_robot_name(name)
+        if not Path(path).is_file():
+            raise InputError(f"URDF file not found: {path}", "robots")
+        robots[name] = path
+    return robots
+
+
+def _per_robot(values: Iterable[str], name: str) -> dict[str, list[str]]:
+    out = {}
+    for robot, items in _pairs(values, "NAME=A[,B...]", name):
+        parts = [p.strip() for p in items.split(",")]
+        if not all(parts):
+            raise InputError(f"expected NAME=A[,B...], got {robot}={items!r}", name)
+        out[robot] = parts
+    return out
+
+
+def parse_ee_links(values: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``NAME=LINK[,LINK...]`` options → {name: links}."""
+    return {k: tuple(v) for k, v in _per_robot(values, "ee_links").items()}
+
+
+def parse_rest(values: Iterable[str]) -> dict[str, tuple[float, ...]]:
+    """``NAME=Q1,Q2,...`` options → {name: finite joint values}."""
+    return {k: _finite(v, "rest", k) for k, v in _per_robot(values, "rest").items()}
+
+
+def parse_buckets(text: str | None) -> tuple[int, ...] | None:
+    """``16,64`` → (16, 64) (which buckets exist is checked against the engine's)."""
+    if not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError as e:
+        raise InputError(f"not a list of integers: {e}", "buckets") from e
+
+
+def parse_warm(values: Iterable[str]) -> tuple[IKSettings, ...]:
+    """``precise=true,seeds=16`` options → IKSettings (values read as YAML scalars)."""
+    import yaml
+
+    settings = []
+    for value in values:
+        fields_: dict[str, Any] = {}
+        for item in value.split(","):
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise InputError(f"expected KEY=VALUE[,KEY=VALUE...], got {value!r}", "warm")
+            fields_[key.strip()] = yaml.safe_load(text)
+        try:
+            settings.append(IKSettings.from_dict(fields_))
+        except InputError as e:
+            raise InputError(f"{value!r}: {e}", "warm") from e
+    return tuple(settings)
+
+
+def parse_gpus(values: Iterable[str]) -> tuple[int, ...]:
+    """``--gpu 0 --gpu 1`` or ``--gpu 0,1`` → (0, 1): GPU indices, >= 0."""
+    try:
+        gpus = tuple(int(v) for value in values for v in value.split(",") if v.strip())
+    except ValueError as e:
+        raise InputError(f"expected GPU indices (0, 1, ... or 0,1), got {e}", "gpu") from e
+    if any(g < 0 for g in gpus):
+        raise InputError(f"GPU indices are >= 0, got {gpus}", "gpu")
+    return gpus
+
+
+def parse_gpu(value: str | None) -> int | None:
+    """``0`` → 0: one GPU index (a worker uses one GPU)."""
+    gpus = parse_gpus([value] if value else [])
+    if len(gpus) > 1:
+        raise InputError("a worker uses one GPU (`zmq-ik serve --gpu 0,1` runs one per GPU)", "gpu")
+    return gpus[0] if gpus else None
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything `zmq-ik worker` takes besides its connection; each default is here once."""
+
+    gpu: int | None = setting(
+        None,
+        metavar="N",
+        parse=parse_gpu,
+        doc="GPU index to pin (CUDA_VISIBLE_DEVICES); default: the CPU.",
+    )
+    require_gpu: bool = setting(
+        False, doc="Exit 78 instead of running on the CPU when JAX sees no GPU."
+    )
+
+    robots: Mapping[str, str] = setting(
+        factory=dict,
+        metavar="NAME=URDF",
+        parse=parse_robots,
+        repeat=True,
+        doc="A robot to serve (repeatable); default: the bundled tatbot.",
+    )
+    ee_links: Mapping[str, tuple[str, ...]] = setting(
+        factory=dict,
+        metavar="NAME=LINK[,LINK...]",
+        parse=parse_ee_links,
+        repeat=True,
+        doc="Default end effectors of a robot (repeatable): used when a request names none, "
+        "compiled before READY. The bundled tatbot has its two needles.",
+    )
+    rest: Mapping[str, tuple[float, ...]] = setting(
+        factory=dict,
+        metavar="NAME=Q1,Q2,...",
+        parse=parse_rest,
+        repeat=True,
+        doc="Default rest pose of a robot, one value per joint of its default end effectors in "
+        "chain order (default: tatbot's ready pose; other robots: mid-range).",
+    )
+    cache_dir: str | None = setting(
+        None,
+        metavar="DIR",
+        doc="JAX compilation cache directory [default: $ZMQ_IK_CACHE_DIR or ~/.cache/zmq-ik/jax].",
+    )
+    buckets: tuple[int, ...] | None = setting(
+        None,
+        metavar="N[,N...]",
+        parse=parse_buckets,
+        doc="Batch buckets to compile, from 1,16,32,...,16384 (default: 1,16..1024 on a CPU, "
+        "all on a GPU).",
+    )
+    warm: tuple[IKSettings, ...] = setting(
+        (),
+        metavar="SETTINGS",
+        parse=parse_warm,
+        repeat=True,
+        doc="IK settings whose programs compile before READY besides the default one, e.g. "
+        "'precise=true' or 'precise=true,seeds=16' (repeatable; only precise and seeds pick a "
+        "program). Others compile on first use.",
+    )
+    max_extra_compiles: int = setting(
+        32,
+        doc="Programs compiled (and solvers built) on demand after READY, for client-chosen "
+        "settings or end effectors, before all of them are dropped again: bounds the "
+        "worker's memory.",
+    )
+    echo: bool = setting(False, doc="Serve the no-IK echo service (tests, transport benchmarks).")
+
+    def __post_init__(self) -> None:
+        # Also the check of a config read from JSON: every field is validated here.
+        def mapping(value: Any, name: str) -> dict[str, Any]:
+            if not isinstance(value, Mapping):
+                raise InputError(f"{name} must be a mapping by robot name", name)
+            return {check_robot_name(k): v for k, v in value.items()}
+
+        put = object.__setattr__
+        put(
+            self,
+            "robots",
+            {k: _text(v, "robots") for k, v in mapping(self.robots, "robots").items()},
+        )
+        put(
+            self,
+            "ee_links",
+            {k: _texts(v, "ee_links") for k, v in mapping(self.ee_links, "ee_links").items()},
+        )
+        put(self, "rest", {k: _finite(v, "rest") for k, v in mapping(self.rest, "rest").items()})
+        if self.cache_dir is not None:
+            put(self, "cache_dir", _text(self.cache_dir, "cache_dir"))
+        if self.buckets is not None:
+            put(
+                self,
+                "buckets",
+                tuple(as_int(b, "buckets", 1) for b in _seq(self.buckets, "buckets")),
+            )
+        warm = _seq(self.warm, "warm")
+        put(
+            self,
+            "warm",
+            tuple(w if isinstance(w, IKSettings) else IKSettings.from_dict(w) for w in warm),
+        )
+        put(self, "max_extra_compiles", as_int(self.max_extra_compiles, "max_extra_compiles", 1))
+        for name in ("echo", "require_gpu"):
+            put(self, name, as_bool(getattr(self, name), name))
+        if self.gpu is not None:
+            put(self, "gpu", as_int(self.gpu, "gpu", 0))
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["warm"] = [w.to_dict() for w in self.warm]
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceSettings:
+        """Settings from JSON text, or from a file holding it; unknown keys are refused."""
+        source = "--config"
+        if not text.lstrip().startswith(("{", "[")):
+            source = text
+            try:
+                text = Path(text).read_text(encoding="utf-8")
+            except OSError as e:
+                raise InputError(f"cannot read {source}: {e}", "config") from e
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise InputError(f"{source}: not valid JSON: {e}", "config") from e
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a JSON object", "config")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError(f"{source}: unknown setting(s) {', '.join(unknown)}", "config")
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def build_service(settings: ServiceSettings, progress_interval: float = 10.0) -> Service:
+    """The service ``settings`` describe, its device chosen (JAX is imported after that).
+
+    Raises `InputError` (field: the setting to blame) for settings that cannot work, and
+    `ConfigError` when ``require_gpu`` and JAX sees no GPU."""
+    if settings.echo:
+        return EchoService(list(settings.robots) or None)
+    if settings.require_gpu and settings.gpu is None:
+        raise InputError("require_gpu needs a GPU index (--gpu N)", "require_gpu")
+    from zmq_ik.worker.ik_service import IKService, pin_device
+
+    pin_device(settings.gpu)  # before JAX is imported
+    check_gpu(settings.gpu, settings.require_gpu)
+    from zmq_ik.ik._solve import check_buckets  # the engine's own rule (imports JAX)
+
+    service = IKService(
+        settings.robots or None,
+        ee_links=settings.ee_links,
+        rest=settings.rest,
+        cache_dir=settings.cache_dir,
+        buckets=check_buckets(settings.buckets) if settings.buckets else None,
+        warm=settings.warm,
+        max_extra_compiles=settings.max_extra_compiles,
+    )
+    return WarmupProgress(service, progress_interval)
+
+
+def check_gpu(gpu: int | None, require: bool) -> None:
+    """After `pin_device(gpu)`: say clearly when GPU ``gpu`` was asked for but JAX sees none
+    (a CPU-only jaxlib, JAX_PLATFORMS=cpu, no such device): a warning, or with ``require``
+    `ConfigError`. (Before, the worker silently ran on the CPU, 10-100× slower.)"""
+    if gpu is None:
+        return
+    import os
+
+    import jax
+
+    backend = jax.default_backend()
+    if backend != "cpu":
+        return
+    why = (
+        "JAX_PLATFORMS=cpu"
+        if "cpu" in os.environ.get("JAX_PLATFORMS", "").split(",")
+        else ("no CUDA-enabled jaxlib, or no such device")
+    )
+    message = f"--gpu {gpu}: JAX sees no GPU ({why})"
+    if require:
+        raise ConfigError(f"{message}; refusing to run on the CPU (--require-gpu)")
+    logger.warning(
+        "%s: RUNNING ON THE CPU, much slower. Install jax[cuda12] (README), or pass "
+        "--require-gpu to exit instead",
+        message,
+    )
+
+
+class WarmupProgress:
+    """A service whose warm-up shows it is alive: compiling can take minutes with nothing
+    logged between 'built solver' and 'compiled buckets', so every ``interval`` seconds it
+    logs the time elapsed, and buckets done/total once the engine reports them by calling
+    this object (``progress(done, total)``, the hook `IKService` warm-up would call per
+    compiled bucket). Requests pass straight through."""
+
+    def __init__(self, service: Service, interval: float = 10.0) -> None:
+        self.service = service
+        self.robots = service.robots
+        self.interval = interval
+        self.done = self.total = 0
+        self._t0 = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        logger.info("warm-up: %d/%d buckets compiled, %s", done, total, self._elapsed())
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self._t0:.0f}s elapsed"
+
+    @contextmanager
+    def _ticking(self) -> Iterator[None]:
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(self.interval):
+                counts = f"{self.done}/{self.total} buckets, " if self.total else ""
+                logger.info("warm-up: still compiling (%s%s)", counts, self._elapsed())
+
+        thread = threading.Thread(target=tick, name="zmq-ik-warmup-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def warmup(self) -> dict[str, Any]:
+        """The service's warm-up; a robot that does not load is a `ConfigError` (it would
+        fail the same way on every restart)."""
+        self._t0 = time.monotonic()
+        with self._ticking():
+            try:
+                return self.service.warmup()
+            except InputError as e:
+                raise ConfigError(e.message) from e
+
+    def handle(
+        self,
+        robot: str,
+        operation: str,
+        header: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
+        progress: Progress,
+        deadline: float | None = None,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return self.service.handle(robot, operation, header, arrays, progress, deadline)

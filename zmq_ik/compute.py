@@ -1,0 +1,272 @@
+"""`zmq-ik compute` / `demo`: a scene and its strokes into a strokebatch file, through a broker.
+
+One *computation* is a whole `StrokeList` sent as many concurrent chunk requests
+(`IKClient.compute`); the broker's and the worker's *job* is one of those requests. Here:
+the output path is checked before any work, inputs are loaded with errors that say what to
+do on the command line, and the file is written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from zmq_ik._settings import setting
+from zmq_ik.client import IKClient
+from zmq_ik.errors import InputError
+from zmq_ik.model import Scene, StrokeBatch, StrokeList
+from zmq_ik.report import table
+
+DEMO_TIMEOUT = 60.0
+"""Seconds per chunk attempt in `zmq-ik demo` with its embedded worker (its first chunk may
+still compile the strokebatch program)."""
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    """Everything `zmq-ik compute` takes besides its inputs; each default is here once."""
+
+    output: str = setting("strokebatch.safetensors", doc="Where to write the StrokeBatch.")
+    timeout: float = setting(
+        30.0, doc="Seconds per chunk attempt (each request's deadline at the broker and worker)."
+    )
+    chunk_pairs: int = setting(64, doc="Stroke pairs per concurrent chunk request.")
+    max_in_flight: int = setting(8, doc="Chunk requests outstanding at once.")
+    resample: bool = setting(
+        False, doc="Resample strokes of another length to the scene's stroke_length (linear)."
+    )
+    with_errors: bool = setting(
+        False, doc="Also store pos_err/ori_err tensors (tatbot's loader refuses extra tensors)."
+    )
+    strict: bool = setting(False, doc="Exit 1 if any pose misses tolerance.")
+    pos_tol: float = setting(0.1, doc="Position tolerance, mm.")
+    ori_tol: float = setting(1e-3, doc="Orientation tolerance, rad.")
+
+    def __post_init__(self) -> None:
+        from zmq_ik._scene import as_bool, as_float, as_int
+        from zmq_ik.client._client import check_timeout
+
+        put = object.__setattr__
+        put(self, "timeout", check_timeout(self.timeout))
+        for name in ("chunk_pairs", "max_in_flight"):
+            put(self, name, as_int(getattr(self, name), name, 1))
+        for name in ("pos_tol", "ori_tol"):
+            put(self, name, as_float(getattr(self, name), name, 0.0))
+        for name in ("resample", "with_errors", "strict"):
+            put(self, name, as_bool(getattr(self, name), name))
+
+
+class ProgressBar:
+    """Poses done / total, rate and ETA on one terminal line; silent when not a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if done < total and now - self._last < 0.1:
+            return
+        self._last = now
+        elapsed = max(now - self.t0, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        width = 30
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        eta_text = f"{eta:5.1f}s" if eta != float("inf") else "  ?  "
+        self.stream.write(f"\r[{bar}] {done}/{total} poses  {rate:,.0f}/s  ETA {eta_text}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def check_output(output: str | os.PathLike[str]) -> Path:
+    """``output`` if a file can be written there, else `InputError` (field ``output``):
+    checked before any work, so a typo does not cost the whole computation."""
+    p = Path(output).expanduser()
+    if p.is_dir():
+        raise InputError(
+            f"{p} is a directory; give a file name, e.g. {p / 'strokebatch.safetensors'}", "output"
+        )
+    parent = p.parent
+    if not parent.is_dir():
+        raise InputError(f"{p}: directory {parent} does not exist", "output")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise InputError(f"{p}: cannot write in {parent}: {e.strerror or e}", "output") from e
+    return p
+
+
+def write_atomic(batch: StrokeBatch, path: str | os.PathLike[str], *, errors: bool) -> None:
+    """Write ``batch`` to ``path`` via a temporary file in the same directory and a rename:
+    readers see the old file or the whole new one, never a partial one."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(batch.to_bytes(errors=errors))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _looks_like_strokes(path: str | os.PathLike[str]) -> bool:
+    from zmq_ik._scene import read_yaml_file
+
+    try:
+        data = read_yaml_file(path)
+    except InputError:
+        return False
+    return isinstance(data, list) or (isinstance(data, Mapping) and "strokes" in data)
+
+
+def load_inputs(
+    scene_path: str | os.PathLike[str] | None,
+    strokes_path: str | os.PathLike[str] | None,
+    resample: bool = False,
+) -> tuple[Scene, StrokeList]:
+    """The scene and strokes (default: the bundled example). Errors say what to do on the
+    command line: arguments that look swapped, ``--resample`` for strokes of another length."""
+    from zmq_ik.robots import example_paths
+
+    default_scene, default_strokes = example_paths()
+    scene_path, strokes_path = scene_path or default_scene, strokes_path or default_strokes
+    try:
+        scene = Scene.from_yaml(Path(scene_path))
+    except InputError as e:
+        if _looks_like_strokes(scene_path) and not _looks_like_strokes(strokes_path):
+            raise InputError(
+                f"{scene_path} looks like a strokes file and {strokes_path} like a scene: "
+                "give SCENE_FILE first, then STROKES_FILE",
+                "scene",
+            ) from e
+        raise
+    try:
+        strokes = StrokeList.from_yaml(
+            strokes_path, stroke_length=scene.stroke_length, resample=resample
+        )
+    except InputError as e:
+        # The engine words it for Python callers (resample=True).
+        message = e.message.replace("pass resample=True", "add --resample")
+        raise InputError(message, e.field) from e
+    return scene, strokes
+
+
+@dataclass(frozen=True)
+class ComputeResult:
+    """A computed strokebatch and how long it took."""
+
+    batch: StrokeBatch
+    """The result, in stroke order."""
+    wall_s: float
+    """Seconds from sending the first chunk to assembling the last."""
+
+    def summary(self, pos_tol: float = 1e-4, ori_tol: float = 1e-3) -> dict[str, Any]:
+        """`StrokeBatch.summary` (tolerances in m and rad) plus pairs, wall time and rate."""
+        s = self.batch.summary(pos_tol=pos_tol, ori_tol=ori_tol)
+        s["stroke_pairs"] = self.batch.b
+        s["wall_s"] = round(self.wall_s, 4)
+        s["poses_per_s"] = round(self.batch.n_poses / self.wall_s, 1) if self.wall_s > 0 else None
+        return s
+
+
+def compute_strokebatch(
+    endpoint: str,
+    scene: Scene,
+    strokes: StrokeList,
+    settings: ComputeSettings | None = None,
+    *,
+    progress: ProgressBar | None = None,
+    curve: Any = None,
+) -> ComputeResult:
+    """Send ``strokes`` through the broker at ``endpoint`` in concurrent chunks. The client
+    is closed at once on any exception (Ctrl-C included): its chunks still queued or running
+    are then dropped by the broker and workers at their deadline (``settings.timeout``)."""
+    settings = settings or ComputeSettings()
+    t0 = time.monotonic()
+    with IKClient(endpoint, timeout=settings.timeout, curve=curve) as client:
+        batch = client.compute(
+            scene,
+            strokes,
+            chunk_pairs=settings.chunk_pairs,
+            max_in_flight=settings.max_in_flight,
+            progress=progress,
+        )
+    return ComputeResult(batch, time.monotonic() - t0)
+
+
+def save_result(result: ComputeResult, settings: ComputeSettings) -> dict[str, Any]:
+    """Write the strokebatch (atomically) where ``settings`` say; return its summary."""
+    try:
+        write_atomic(result.batch, settings.output, errors=settings.with_errors)
+    except OSError as e:  # e.g. the disk filled up: the old file, if any, is left as it was
+        raise InputError(f"cannot write {settings.output}: {e}", "output") from e
+    summary = result.summary(pos_tol=settings.pos_tol / 1000, ori_tol=settings.ori_tol)
+    summary["output"] = str(settings.output)
+    return summary
+
+
+def run(
+    endpoint: str,
+    settings: ComputeSettings,
+    scene_path: str | os.PathLike[str] | None = None,
+    strokes_path: str | os.PathLike[str] | None = None,
+    *,
+    progress: ProgressBar | None = None,
+    curve: Any = None,
+) -> dict[str, Any]:
+    """The whole of `zmq-ik compute`: load the inputs (default: the bundled example), compute
+    through the broker at ``endpoint``, write the file atomically; returns the summary.
+    (The output path is checked by `check_output` first, before anything else.)"""
+    scene, strokes = load_inputs(scene_path, strokes_path, settings.resample)
+    result = compute_strokebatch(endpoint, scene, strokes, settings, progress=progress, curve=curve)
+    return save_result(result, settings)
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The demo/compute summary as a two-column table."""
+    rows: list[list[Any]] = [
+        ["stroke pairs", summary.get("stroke_pairs")],
+        ["poses (pairs × length × offsets)", summary.get("n_poses")],
+        ["wall time", f"{summary['wall_s']:.3f} s"],
+        ["poses / s", f"{summary['poses_per_s']:,.0f}" if summary.get("poses_per_s") else "-"],
+        [
+            "position error median / worst",
+            f"{summary['pos_err_median'] * 1e3:.4f} / {summary['pos_err_max'] * 1e3:.4f} mm",
+        ],
+        [
+            "orientation error median / worst",
+            f"{summary['ori_err_median']:.2e} / {summary['ori_err_max']:.2e} rad",
+        ],
+        [
+            f"poses over tolerance ({summary['pos_tol'] * 1e3:g} mm, {summary['ori_tol']:g} rad)",
+            f"{summary.get('n_over')} (position {summary.get('n_pos_over')}, "
+            f"orientation {summary.get('n_ori_over')})",
+        ],
+    ]
+    if summary.get("output"):
+        rows.append(["written to", summary["output"]])
+    text = table(["", "value"], rows)
+    if summary.get("n_ori_over") and not summary.get("n_pos_over"):
+        text += (
+            "\nnote: only orientations miss: with tatbot's weights the rest-pose term "
+            "(rest_weight) pulls each pose ~0.01 rad off its target; set `ik: {precise: true}` "
+            "in the scene to meet targets to 0.01 mm / 1e-4 rad."
+        )
+    return text
