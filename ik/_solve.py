@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
+from zmq_ik._checks import check_coordinates
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import MAX_IK_LAMBDA, MAX_IK_WEIGHT, IKSolution
-from zmq_ik.ops import check_coordinates
 
 from ._kin import (
     ChainFK,
