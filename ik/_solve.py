@@ -20,6 +20,7 @@ from ._programs import bucket_for, check_buckets, chunk_size, solve_program
 from ._robot import Robot
 
 Targets = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
+_TATBOT_SETTINGS = IKSettings()
 
 
 def solver_inputs(robot: Robot, target_wxyz: Any, target_pos: Any, rest: Any) -> Targets:
@@ -99,7 +100,7 @@ def solve_until(
 ) -> IKSolution:
     """:func:`solve_ik` with a ``time.monotonic()`` ``deadline`` instead of a timeout: what a
     worker calls with the deadline its request carries."""
-    settings = ik or IKSettings()
+    settings = ik or _TATBOT_SETTINGS
     sizes = check_buckets(buckets)
     wxyz, pos, rest32 = solver_inputs(robot, target_wxyz, target_pos, rest)
     n_targets = wxyz.shape[0]

@@ -228,15 +228,17 @@ class IKService:
         dev = jax.devices()[0]
         if self.buckets is None:
             self.buckets = CPU_BUCKETS if dev.platform == "cpu" else tuple(ik.BUCKETS)
-        programs = [IKSettings()]
+        # One settings per program: only precise and seeds pick one.
+        program_settings = [IKSettings()]
         for settings in self.warm:
-            if all((p.precise, p.seeds) != (settings.precise, settings.seeds) for p in programs):
-                programs.append(settings)
+            picked = [(p.precise, p.seeds) for p in program_settings]
+            if (settings.precise, settings.seeds) not in picked:
+                program_settings.append(settings)
         for entry in self.entries.values():
             robot = self._load(entry)
             if robot is None:
                 continue
-            for settings in programs:
+            for settings in program_settings:
                 t1 = time.monotonic()
                 ik.warmup(robot, settings, buckets=self.buckets, threads=self.warmup_threads)
                 logger.info(
@@ -260,7 +262,7 @@ class IKService:
             "device": device,
             "operations": [ops.SOLVE, ops.STROKEBATCH, ops.DESCRIBE, "echo"],
             "buckets": list(self.buckets),
-            "programs": [{"precise": p.precise, "seeds": p.seeds} for p in programs],
+            "programs": [{"precise": p.precise, "seeds": p.seeds} for p in program_settings],
             "compile_s": round(time.monotonic() - t0, 3),
             "versions": {"jax": jax.__version__},
         }
