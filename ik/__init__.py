@@ -12,7 +12,7 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
 - :func:`strokebatch_from_strokes`, :func:`strokebatch_from_packed` — tatbot's strokebatch.
 - :func:`default_rest`, :func:`working_range`, :func:`seed_points`, :func:`check_rest` —
   joint-space helpers.
-- :data:`BUCKETS`, :func:`chunk_size`, :func:`warmup`, :func:`enable_compilation_cache`,
+- :data:`BUCKETS`, :func:`check_buckets`, :func:`chunk_size`, :func:`warmup`, :func:`enable_compilation_cache`,
   :func:`run_inline_on_cpu` — a fixed set of compiled programs per worker.
 
 ``IKConfig`` is another name for :class:`zmq_ik.IKSettings` (one settings class everywhere).
@@ -28,6 +28,7 @@ from ._lm import PRECISE_MIN_ITERATIONS as PRECISE_MIN_ITERATIONS
 from ._lm import solver_params as solver_params
 from ._programs import BUCKETS as BUCKETS
 from ._programs import ProgramCache as ProgramCache
+from ._programs import check_buckets as check_buckets
 from ._programs import chunk_size as chunk_size
 from ._programs import enable_compilation_cache as enable_compilation_cache
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
@@ -48,6 +49,7 @@ __all__ = [
     "IKSettings",
     "ProgramCache",
     "Robot",
+    "check_buckets",
     "check_rest",
     "chunk_size",
     "default_rest",
