@@ -189,11 +189,18 @@ def _barrier(tree: Any, pred: Any) -> Any:
     Without this XLA (CPU) duplicates the whole FK into every one of the ~60 consumers of
     the loop state (fused elementwise producers count as cheap to recompute): many times
     slower and slower to compile. ``optimization_barrier`` is dropped before fusion on CPU;
-    a conditional on a traced predicate is not, and costs about a microsecond."""
+    a conditional on a traced predicate is not, and costs about a microsecond there. On a
+    GPU the trade is the other way round: each conditional copies its predicate to the host
+    and waits for it (~10 barriers per iteration would mean ~10 device syncs), while
+    ``optimization_barrier`` is honoured, so GPUs get the barrier and CPUs the conditional.
+    The backend is read at trace time: a program is traced for the device it runs on."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     idx = [i for i, x in enumerate(leaves) if not isinstance(x, float)]
     arrays = [leaves[i] for i in idx]
-    out = jax.lax.cond(pred, lambda a: a, lambda a: [-x for x in a], arrays)
+    if jax.default_backend() == "cpu":
+        out = jax.lax.cond(pred, lambda a: a, lambda a: [-x for x in a], arrays)
+    else:
+        out = jax.lax.optimization_barrier(arrays)
     for i, x in zip(idx, out, strict=True):
         leaves[i] = x
     return jax.tree_util.tree_unflatten(treedef, leaves)
