@@ -18,7 +18,7 @@ def ik_missing() -> str | None:
         from zmq_ik import ik
     except Exception as e:
         return f"zmq_ik.ik does not import ({type(e).__name__}: {e})"
-    needed = ("Robot", "solve_ik", "strokebatch_from_strokes", "IKConfig", "warmup")
+    needed = ("Robot", "solve_ik", "strokebatch_from_strokes", "IKSettings", "warmup")
     lacking = [name for name in needed if not hasattr(ik, name)]
     if lacking:
         return f"zmq_ik.ik is not finished yet (lacks {', '.join(lacking)})"

@@ -52,14 +52,14 @@ class IKBackend:
         self.robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
         ik.warmup(self.robot, buckets=buckets)
         self.rest = np.asarray(tatbot.rest, np.float32)
-        self.config = ik.IKConfig.from_settings(IKSettings())
+        self.config = IKSettings()
         self._sb_robot = "robot" in inspect.signature(ik.strokebatch_from_strokes).parameters
 
     def solve(self, body: bytes) -> tuple[bytes, float]:
         arrays = safetensors.numpy.load(body)
         t0 = time.perf_counter()
         sol = self.ik.solve_ik(
-            self.robot, arrays["target_wxyz"], arrays["target_pos"], self.rest, self.config
+            self.robot, arrays["target_wxyz"], arrays["target_pos"], self.rest, ik=self.config
         )
         ms = (time.perf_counter() - t0) * 1000
         out = {"joints": sol.joints, "pos_err": sol.pos_err, "ori_err": sol.ori_err}

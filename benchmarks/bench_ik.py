@@ -4,7 +4,7 @@
     python -m benchmarks.bench_ik --quick    # fewer runs and smaller accuracy sets (~1-2 min)
 
 Everything runs in-process on the bundled tatbot robot with tatbot's weights (the
-``IKConfig`` defaults), rest = the ready pose. Tables:
+``IKSettings`` defaults), rest = the ready pose. Tables:
 
 - throughput: bimanual poses/s by batch size (median of the measured runs after a warm-up
   call), stroke-like targets, and the compile time of the batch's bucket (a fresh compile:
@@ -90,10 +90,11 @@ def _compile_seconds(robot: Any, batch: int, rest: np.ndarray) -> tuple[int, flo
     bucket ``batch`` pads to, with the persistent compilation cache off."""
     import jax
 
-    from zmq_ik.ik import _solve
+    from zmq_ik import ik
+    from zmq_ik.ik import _programs
 
-    bucket = _solve.bucket_for(batch)
-    fn = _solve._program(robot, False, 1)
+    bucket = _programs.bucket_for(batch)
+    fn = _programs.solve_program(robot, False, 1)
     wxyz, pos = stroke_targets(bucket)
     tw = np.ascontiguousarray(wxyz.transpose(1, 2, 0))
     tp = np.ascontiguousarray(pos.transpose(1, 2, 0))
@@ -101,7 +102,7 @@ def _compile_seconds(robot: Any, batch: int, rest: np.ndarray) -> tuple[int, flo
     jax.config.update("jax_enable_compilation_cache", False)
     try:
         t0 = time.perf_counter()
-        fn.lower(tw, tp, rest, _solve.IKConfig().params()).compile()
+        fn.lower(tw, tp, rest, ik.solver_params(ik.IKSettings())).compile()
         return bucket, time.perf_counter() - t0
     finally:
         jax.config.update("jax_enable_compilation_cache", before)
@@ -118,9 +119,9 @@ def throughput(
     verbose: bool,
 ) -> list[dict[str, Any]]:
     from zmq_ik import ik
-    from zmq_ik.ik._solve import bucket_for
+    from zmq_ik.ik._programs import bucket_for
 
-    config = ik.IKConfig()
+    config = ik.IKSettings()
     compiled: dict[int, float] = {}
     rows = []
     for batch in batches:
@@ -129,13 +130,13 @@ def throughput(
             compiled[bucket] = seconds
         wxyz, pos = stroke_targets(batch, seed=batch)
         t0 = time.perf_counter()
-        ik.solve_ik(robot, wxyz, pos, rest, config)  # warm-up (compiles or loads)
+        ik.solve_ik(robot, wxyz, pos, rest, ik=config)  # warm-up (compiles or loads)
         first = time.perf_counter() - t0
         bucket = bucket_for(batch)
         times = []
         for _ in range(big_runs if batch > 4096 else runs):
             t0 = time.perf_counter()
-            ik.solve_ik(robot, wxyz, pos, rest, config)
+            ik.solve_ik(robot, wxyz, pos, rest, ik=config)
             times.append(time.perf_counter() - t0)
         rate = batch / float(np.median(times))
         compile_s = compiled.get(bucket, first)
@@ -180,17 +181,17 @@ def accuracy(
     from zmq_ik import ik
 
     configs: list[tuple[str, Any, int]] = [
-        ("default", ik.IKConfig(), n),
-        ("precise=True", ik.IKConfig(precise=True), n),
+        ("default", ik.IKSettings(), n),
+        ("precise=True", ik.IKSettings(precise=True), n),
     ]
     if seeds16:
-        configs.append(("precise=True, seeds=16", ik.IKConfig(precise=True, seeds=16), n_seeds))
+        configs.append(("precise=True, seeds=16", ik.IKSettings(precise=True, seeds=16), n_seeds))
     sets = {"FK of random joints": fk_targets(robot, n, seed=1), "stroke-like": stroke_targets(n)}
     rows = []
     for name, config, m in configs:
         for kind, (wxyz, pos) in sets.items():
             t0 = time.perf_counter()
-            sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, config)
+            sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, ik=config)
             row = {"config": name, "targets": kind, **_errors(sol, robot)}
             rows.append(row)
             _log(
@@ -211,9 +212,9 @@ def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
     strokes = _data.strokes(pairs)
     rows = []
     for continuous in (False, True):
-        config = ik.IKConfig(continuous=continuous)
+        config = ik.IKSettings(continuous=continuous)
         t0 = time.perf_counter()
-        sb = ik.strokebatch_from_strokes(scene, strokes, robot, config)
+        sb = ik.strokebatch_from_strokes(scene, strokes, robot, ik=config)
         jump = np.abs(np.diff(sb.joints, axis=1)).max(axis=-1)  # (b, l-1, o)
         pe = sb.pos_err[np.isfinite(sb.pos_err)] * 1e3
         oe = sb.ori_err[np.isfinite(sb.ori_err)]

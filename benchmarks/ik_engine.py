@@ -61,7 +61,7 @@ def _measure(cfg: Config) -> list[tuple[int, float]]:
     ik.enable_compilation_cache(JAX_CACHE)
     robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
     rest = np.asarray(tatbot.rest, np.float32)
-    config = ik.IKConfig.from_settings(IKSettings())
+    config = IKSettings()
     wxyz1, pos1 = _data.single_pose()
     rng = np.random.default_rng(0)
     out = []
@@ -70,12 +70,12 @@ def _measure(cfg: Config) -> list[tuple[int, float]]:
         pos = np.repeat(pos1, batch, axis=0) + rng.uniform(-0.02, 0.02, (batch, 1, 3)).astype(
             np.float32
         ) * np.array([1, 1, 0.1], np.float32)
-        ik.solve_ik(robot, wxyz, pos, rest, config)  # compile / warm
+        ik.solve_ik(robot, wxyz, pos, rest, ik=config)  # compile / warm
         reps = cfg.pick(max(3, cfg.runs), 3, 1)
         times = []
         for _ in range(reps):
             t0 = time.perf_counter()
-            ik.solve_ik(robot, wxyz, pos, rest, config)
+            ik.solve_ik(robot, wxyz, pos, rest, ik=config)
             times.append(time.perf_counter() - t0)
         out.append((batch, batch / median(times)))
         log(cfg, f"  solve_ik batch {batch}: {batch / median(times):,.0f} poses/s")

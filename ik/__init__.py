@@ -1,31 +1,55 @@
 """zmq-ik's IK engine: URDF kinematics and batched JAX inverse kinematics (needs JAX).
 
-- :class:`Robot` — end-effector chains from a URDF; ``fk`` → ``T_world_ee`` (jaxlie SE3).
-- :func:`solve_ik`, :class:`IKConfig` — batched Levenberg–Marquardt with tatbot's cost.
-- :func:`strokebatch_from_strokes`, :func:`strokebatch_from_arrays` — tatbot's strokebatch.
-- :data:`BUCKETS`, :func:`chunk_size`, :func:`warmup`, :func:`enable_compilation_cache` — a
-  fixed set of compiled programs per worker.
+The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`` takes
+(one pose or N, ``rest=None`` for the robot's default, ``ik=`` :class:`IKSettings`,
+``timeout=`` seconds) and returns the same :class:`~zmq_ik.model.IKSolution`;
+:func:`strokebatch_from_strokes` is ``IKClient.compute``.
+
+- :class:`Robot` — end-effector chains from a URDF; ``fk`` → ``T_world_ee`` (jaxlie SE3);
+  its compiled programs live in ``Robot.programs`` (a :class:`ProgramCache`).
+- :func:`solve_ik` (and :func:`solve_until`, the worker's, with a deadline) — batched
+  Levenberg–Marquardt with tatbot's cost (module ``_lm``).
+- :func:`strokebatch_from_strokes`, :func:`strokebatch_from_packed` — tatbot's strokebatch.
+- :func:`default_rest`, :func:`working_range`, :func:`seed_points`, :func:`check_rest` —
+  joint-space helpers.
+- :data:`BUCKETS`, :func:`check_buckets`, :func:`chunk_size`, :func:`warmup`, :func:`enable_compilation_cache`,
+  :func:`run_inline_on_cpu` — a fixed set of compiled programs per worker.
+
+``IKConfig`` is another name for :class:`zmq_ik.IKSettings` (one settings class everywhere).
 """
 
+from zmq_ik.model import IKSettings as IKSettings
+
+from ._joints import check_rest as check_rest
+from ._joints import default_rest as default_rest
+from ._joints import seed_points as seed_points
+from ._joints import working_range as working_range
+from ._lm import PRECISE_MIN_ITERATIONS as PRECISE_MIN_ITERATIONS
+from ._lm import solver_params as solver_params
+from ._programs import BUCKETS as BUCKETS
+from ._programs import ProgramCache as ProgramCache
+from ._programs import check_buckets as check_buckets
+from ._programs import chunk_size as chunk_size
+from ._programs import enable_compilation_cache as enable_compilation_cache
+from ._programs import run_inline_on_cpu as run_inline_on_cpu
+from ._programs import warmup as warmup
 from ._robot import Robot as Robot
-from ._solve import BUCKETS as BUCKETS
-from ._solve import IKConfig as IKConfig
-from ._solve import check_rest as check_rest
-from ._solve import chunk_size as chunk_size
-from ._solve import default_rest as default_rest
-from ._solve import enable_compilation_cache as enable_compilation_cache
-from ._solve import run_inline_on_cpu as run_inline_on_cpu
-from ._solve import seed_points as seed_points
 from ._solve import solve_ik as solve_ik
-from ._solve import warmup as warmup
-from ._solve import working_range as working_range
-from ._strokebatch import strokebatch_from_arrays as strokebatch_from_arrays
+from ._solve import solve_until as solve_until
+from ._strokebatch import strokebatch_from_packed as strokebatch_from_packed
 from ._strokebatch import strokebatch_from_strokes as strokebatch_from_strokes
+
+IKConfig = IKSettings
+"""The settings class under its old engine name: the same class as :class:`IKSettings`."""
 
 __all__ = [
     "BUCKETS",
+    "PRECISE_MIN_ITERATIONS",
     "IKConfig",
+    "IKSettings",
+    "ProgramCache",
     "Robot",
+    "check_buckets",
     "check_rest",
     "chunk_size",
     "default_rest",
@@ -33,7 +57,9 @@ __all__ = [
     "run_inline_on_cpu",
     "seed_points",
     "solve_ik",
-    "strokebatch_from_arrays",
+    "solve_until",
+    "solver_params",
+    "strokebatch_from_packed",
     "strokebatch_from_strokes",
     "warmup",
     "working_range",

@@ -86,10 +86,6 @@ def matvec(a: Mat, v: Sequence[S]) -> Vec:
     return [dot(a[i], v) for i in range(3)]
 
 
-def mat_t_vec(a: Mat, v: Sequence[S]) -> Vec:
-    return [dot([a[k][i] for k in range(3)], v) for i in range(3)]
-
-
 def cross(a: Sequence[S], b: Sequence[S]) -> Vec:
     return [
         sub(mul(a[1], b[2]), mul(a[2], b[1])),
@@ -386,9 +382,3 @@ def jl_inv_derivative(omega: Vec, c: Any, e: Any, t: Vec) -> Mat:
         m[i][j] = m[i][j] - 0.5 * t[k]  # ½[t]×
         m[j][i] = m[j][i] + 0.5 * t[k]
     return m
-
-
-def se3_log_translation(omega: Vec, theta: Any, t: Vec) -> Vec:
-    """Translation part of the SE(3) log: V(ω)⁻¹ t = Jl⁻¹(ω) t (as jaxlie's ``SE3.log``)."""
-    c, _ = jl_inv_coefs(theta)
-    return matvec(jl_inv_matrix(omega, theta, c), t)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -14,10 +15,13 @@ import jaxlie
 import numpy as np
 import numpy.typing as npt
 
+from zmq_ik._checks import check_rest_shape
 from zmq_ik._urdf import URDFModel, parse_urdf
 from zmq_ik.errors import InputError
 
+from ._joints import check_rest
 from ._kin import Chain, build_chain, chain_fk, mat_to_quat
+from ._programs import ProgramCache
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +60,24 @@ class Robot:
     """(n_joints,) upper limits (rad or m); continuous joints report +π."""
     limited: npt.NDArray[np.bool_]
     """(n_joints,) False for continuous joints (no limit cost, never clamped)."""
-    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    prismatic: npt.NDArray[np.bool_]
+    """(n_joints,) True for prismatic joints (metres), False for revolute ones (radians)."""
+    rest: npt.NDArray[np.float32] | None = None
+    """(n_joints,) the rest pose solves use when given none, or None: the middle of the
+    joints' working ranges (see ``zmq_ik.ik.default_rest``)."""
+    programs: ProgramCache = field(default_factory=ProgramCache, repr=False)
+    """This robot's compiled programs (the robot is immutable; its programs are a cache)."""
 
     @classmethod
-    def from_urdf(cls, path_or_xml: str | os.PathLike[str], ee_links: Sequence[str]) -> Robot:
-        """Parse a URDF (file path or XML text) and build the chains to ``ee_links``."""
+    def from_urdf(
+        cls,
+        path_or_xml: str | os.PathLike[str],
+        ee_links: Sequence[str],
+        rest: Any = None,
+    ) -> Robot:
+        """Parse a URDF (file path or XML text) and build the chains to ``ee_links``.
+        ``rest``: the default rest pose, one value per joint in chain order (checked like a
+        request's); None: mid-range."""
         if isinstance(ee_links, str):
             ee_links = (ee_links,)
         ee = tuple(str(e) for e in ee_links)
@@ -99,24 +116,35 @@ class Robot:
             lower=np.array([j.lower for j in joints], np.float32),
             upper=np.array([j.upper for j in joints], np.float32),
             limited=np.array([j.limited for j in joints], np.bool_),
+            prismatic=np.array([j.prismatic for j in joints], np.bool_),
         )
-        for arr in (robot.lower, robot.upper, robot.limited):
+        for arr in (robot.lower, robot.upper, robot.limited, robot.prismatic):
             arr.setflags(write=False)
+        if rest is not None:
+            rest64 = check_rest_shape(rest, robot.n_joints, np.float64)
+            check_rest(robot, rest64)
+            rest32 = rest64.astype(np.float32)
+            rest32.setflags(write=False)
+            robot = dataclasses.replace(robot, rest=rest32)
         logger.debug("robot %s: %d joints, chains to %s", model.name, len(names), ee)
         return robot
 
     @classmethod
     def bundled(cls, name: str = "tatbot", ee_links: Sequence[str] | None = None) -> Robot:
         """A bundled robot (``zmq_ik.robots``), built once per (name, ee_links) and shared,
-        so its compiled programs are shared too. ``ee_links`` defaults to the robot's."""
+        so its compiled programs are shared too. ``ee_links`` defaults to the robot's, and
+        with them the default rest pose is the robot's (tatbot's ready pose), as for a worker
+        serving it."""
         from zmq_ik.robots import BUNDLED, bundled_robot_path
 
         path = bundled_robot_path(name)
-        ee = tuple(ee_links) if ee_links is not None else tuple(BUNDLED[name].ee_links)
+        defaults = BUNDLED[name]
+        ee = tuple(ee_links) if ee_links is not None else tuple(defaults.ee_links)
         key = (name, ee)
         robot = _BUNDLED_CACHE.get(key)
         if robot is None:
-            robot = cls.from_urdf(path, ee)
+            rest = defaults.rest if ee == tuple(defaults.ee_links) else None
+            robot = cls.from_urdf(path, ee, rest)
             _BUNDLED_CACHE[key] = robot
         return robot
 
@@ -141,10 +169,7 @@ class Robot:
         """``T_world_ee`` for joint vectors of shape (..., n_joints): an SE3 of shape
         (..., n_ee), end effectors in ``ee_links`` order."""
         q = self._check_joints(joints)
-        fn = self._cache.get("fk")
-        if fn is None:
-            fn = jax.jit(self._fk_planes)
-            self._cache["fk"] = fn
+        fn = self.programs.get("fk", lambda: jax.jit(self._fk_planes))
         lead = q.shape[:-1]
         out = fn(q.reshape(-1, self.n_joints))
         return jaxlie.SE3(out.reshape(*lead, self.n_ee, 7))

@@ -71,20 +71,43 @@ def near_rest(robot, rest, n, spread, seed=0):
     return np.clip(q, robot.lower, robot.upper).astype(np.float32)
 
 
-def test_ikconfig_defaults_and_from_settings():
-    from zmq_ik.model import IKSettings
+def test_one_settings_class_with_tatbot_defaults():
+    from zmq_ik import IKSettings
 
+    assert ik.IKConfig is IKSettings and ik.IKSettings is IKSettings
     cfg = ik.IKConfig()
     assert (cfg.pos_weight, cfg.ori_weight, cfg.rest_weight, cfg.limit_weight) == (32, 1, 0.1, 32)
     assert (cfg.lambda_initial, cfg.max_iterations, cfg.precise, cfg.seeds) == (1, 32, False, 1)
-    assert ik.IKConfig.from_settings(IKSettings(precise=True, seeds=3)) == ik.IKConfig(
-        precise=True, seeds=3
-    )
+    np.testing.assert_array_equal(ik.solver_params(cfg), np.float32([32, 1, 0.1, 32, 1, 32]))
+    assert ik.solver_params(IKSettings(precise=True))[-1] == ik.PRECISE_MIN_ITERATIONS
     with pytest.raises(InputError):
         ik.IKConfig(seeds=0)
     with pytest.raises(InputError) as err:
         ik.IKConfig(pos_weight=1e7)
     assert err.value.field == "pos_weight"
+
+
+def test_in_process_api_takes_what_the_client_takes(tatbot):
+    """One pose or N, ``rest=None`` (the robot's default: tatbot's ready pose for the bundled
+    robot, mid-range for a URDF given no rest), ``ik=IKSettings``, ``timeout`` in seconds."""
+    from zmq_ik import IKSettings, IKSolution
+
+    wxyz, pos = stroke_like(3, seed=11)
+    settings = IKSettings(rest_weight=0.5)
+    explicit = ik.solve_ik(tatbot, wxyz, pos, REST, ik=settings, buckets=(16,), timeout=60)
+    default = ik.solve_ik(tatbot, wxyz, pos, ik=settings, buckets=(16,))
+    assert isinstance(default, IKSolution)
+    np.testing.assert_array_equal(default.joints, explicit.joints)
+    one = ik.solve_ik(tatbot, wxyz[1], pos[1], ik=settings, buckets=(16,))
+    assert one.joints.shape == (1, 14) and one.pos_err.shape == (1, 2)
+    np.testing.assert_allclose(one.joints[0], explicit.joints[1], atol=1e-5)
+    np.testing.assert_array_equal(ik.default_rest(tatbot), REST)
+    plain = ik.Robot.from_urdf(TATBOT.urdf_path, TATBOT.ee_links)
+    lo, hi = ik.working_range(plain)
+    np.testing.assert_allclose(ik.default_rest(plain), (lo + hi) / 2, atol=1e-6)
+    with pytest.raises(InputError) as info:
+        ik.solve_ik(tatbot, wxyz, pos, timeout=-1)
+    assert info.value.field == "timeout"
 
 
 @pytest.mark.parametrize(
@@ -108,12 +131,10 @@ def test_deadline_is_checked_between_chunks(tatbot):
 
     wxyz, pos = stroke_like(20_000, seed=8)
     with pytest.raises(IKTimeout, match=" 0 of 20000"):
-        ik.solve_ik(tatbot, wxyz, pos, REST, buckets=(16,), deadline=time.monotonic() - 1)
+        ik.solve_until(tatbot, wxyz, pos, REST, None, buckets=(16,), deadline=time.monotonic() - 1)
     with pytest.raises(IKTimeout, match=r" \d+ of 20000"):  # 1,250 chunks: seconds
-        ik.solve_ik(tatbot, wxyz, pos, REST, buckets=(16,), deadline=time.monotonic() + 0.05)
-    sol = ik.solve_ik(
-        tatbot, wxyz[:40], pos[:40], REST, buckets=(16,), deadline=time.monotonic() + 60
-    )
+        ik.solve_ik(tatbot, wxyz, pos, REST, buckets=(16,), timeout=0.05)
+    sol = ik.solve_ik(tatbot, wxyz[:40], pos[:40], REST, buckets=(16,), timeout=60)
     assert sol.joints.shape == (40, 14)
 
 
@@ -128,7 +149,7 @@ def test_tatbot_stroke_targets_as_good_as_tatbot(tatbot):
 
 def test_tatbot_precise_meets_targets_and_limits(tatbot):
     wxyz, pos = stroke_like(16, seed=1)
-    sol = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True))
+    sol = ik.solve_ik(tatbot, wxyz, pos, REST, ik=ik.IKConfig(precise=True))
     assert sol.pos_err.max() <= 1e-5 and sol.ori_err.max() <= 1e-4
     assert (sol.joints >= tatbot.lower).all() and (sol.joints <= tatbot.upper).all()
     # Achieved errors are FK of the answer against the target.
@@ -141,7 +162,7 @@ def test_tatbot_random_reachable_targets(tatbot):
     wxyz, pos = fk_targets(tatbot, q)
     sol = ik.solve_ik(tatbot, wxyz, pos, REST)
     assert sol.pos_err.max() < 1e-3 and sol.ori_err.max() < 0.05
-    sol = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True))
+    sol = ik.solve_ik(tatbot, wxyz, pos, REST, ik=ik.IKConfig(precise=True))
     assert np.mean((sol.pos_err < 1e-4) & (sol.ori_err < 1e-3)) >= 0.95
 
 
@@ -152,7 +173,7 @@ def test_three_chain_robot():
     q = near_rest(robot, rest, 16, 0.4, seed=3)
     wxyz, pos = fk_targets(robot, q)
     assert wxyz.shape == (16, 3, 4)
-    sol = ik.solve_ik(robot, wxyz, pos, rest, ik.IKConfig(precise=True))
+    sol = ik.solve_ik(robot, wxyz, pos, rest, ik=ik.IKConfig(precise=True))
     assert sol.pos_err.shape == (16, 3)
     assert np.mean((sol.pos_err < 1e-4) & (sol.ori_err < 1e-3)) >= 0.95
     assert np.median(sol.pos_err) < 1e-5
@@ -169,10 +190,10 @@ def test_answer_does_not_depend_on_batch(tatbot):
     # directions (joints ~1e-4 rad apart), but both answers meet the target equally well.
     for buckets, atol in (((16, 256), 1e-5), ((1, 256), 1e-3)):
         for cfg in (ik.IKConfig(), ik.IKConfig(precise=True)):
-            among = ik.solve_ik(tatbot, wxyz, pos, REST, cfg, buckets=buckets)  # bucket 256
+            among = ik.solve_ik(tatbot, wxyz, pos, REST, ik=cfg, buckets=buckets)  # bucket 256
             for i in (0, 77, 255):
                 alone = ik.solve_ik(
-                    tatbot, wxyz[i : i + 1], pos[i : i + 1], REST, cfg, buckets=buckets
+                    tatbot, wxyz[i : i + 1], pos[i : i + 1], REST, ik=cfg, buckets=buckets
                 )
                 np.testing.assert_allclose(alone.joints[0], among.joints[i], atol=atol)
                 np.testing.assert_allclose(alone.pos_err[0], among.pos_err[i], atol=2e-6)
@@ -195,7 +216,7 @@ def test_no_compilation_after_warmup_for_any_size_or_weights(tatbot):
             (11, ik.IKConfig(pos_weight=5, rest_weight=0.01)),
             (7, ik.IKConfig(max_iterations=8, lambda_initial=3.0)),
         ]:
-            ik.solve_ik(tatbot, wxyz[:n], pos[:n], REST, cfg, buckets=[16, 256])
+            ik.solve_ik(tatbot, wxyz[:n], pos[:n], REST, ik=cfg, buckets=[16, 256])
         big_w, big_p = stroke_like(100, seed=8)
         ik.solve_ik(tatbot, big_w, big_p, REST, buckets=[16, 256])
     finally:
@@ -205,32 +226,32 @@ def test_no_compilation_after_warmup_for_any_size_or_weights(tatbot):
 
 def test_solver_is_traced_once_for_all_buckets(monkeypatch):
     """Each bucket only specialises one batch-polymorphic export (tracing costs ~0.6 s)."""
-    from zmq_ik.ik import _solve
+    from zmq_ik.ik import _programs
 
     robot = ik.Robot.from_urdf(TATBOT.urdf_path, TATBOT.ee_links)  # fresh program cache
     traces = []
-    real = _solve._solve_planes
+    real = _programs.solve_planes
 
     def counting(*args, **kwargs):
         traces.append(args[3].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_solve, "_solve_planes", counting)
-    fn = _solve._program(robot, False, 1)
+    monkeypatch.setattr(_programs, "solve_planes", counting)
+    fn = _programs.solve_program(robot, False, 1)
     for b in (16, 32, 64):
-        fn.lower(*_solve._specs(robot, b))
+        fn.lower(*_programs.program_specs(robot, b))
     assert len(traces) == 1
 
 
 def test_program_falls_back_to_plain_jit_when_export_fails(tatbot):
-    from zmq_ik.ik import _solve
+    from zmq_ik.ik import _programs
 
     def needs_concrete_batch(tw, tp, rest, params):
         return tw * float(int(tw.shape[-1]))  # int() of a symbolic size: no export
 
-    fn = _solve._any_batch(needs_concrete_batch, tatbot, "test")
+    fn = _programs._any_batch(needs_concrete_batch, tatbot, "test")
     tw = np.ones((tatbot.n_ee, 4, 16), np.float32)
-    out = fn(tw, tw[:, :3], REST, ik.IKConfig().params())
+    out = fn(tw, tw[:, :3], REST, ik.solver_params(ik.IKSettings()))
     np.testing.assert_allclose(np.asarray(out), 16.0)
 
 
@@ -238,8 +259,8 @@ def test_seeds_find_far_targets(tatbot):
     rng = np.random.default_rng(7)
     q = rng.uniform(tatbot.lower, tatbot.upper, (16, 14)).astype(np.float32)
     wxyz, pos = fk_targets(tatbot, q)
-    one = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True))
-    many = ik.solve_ik(tatbot, wxyz, pos, REST, ik.IKConfig(precise=True, seeds=8))
+    one = ik.solve_ik(tatbot, wxyz, pos, REST, ik=ik.IKConfig(precise=True))
+    many = ik.solve_ik(tatbot, wxyz, pos, REST, ik=ik.IKConfig(precise=True, seeds=8))
     ok_one = (one.pos_err < 1e-4) & (one.ori_err < 1e-3)
     ok_many = (many.pos_err < 1e-4) & (many.ori_err < 1e-3)
     assert ok_many.mean() >= 0.9 and ok_many.sum() >= ok_one.sum()
@@ -264,7 +285,7 @@ def test_empty_batch_and_large_quaternions_are_normalised(tatbot):
         (lambda w, p, r: (w * 0, p, r), "target_wxyz"),
         (lambda w, p, r: (w, p[..., :2], r), "target_pos"),
         (lambda w, p, r: (w[:, :1], p, r), "target_wxyz"),
-        (lambda w, p, r: (w[:1], p, r), "target_wxyz"),
+        (lambda w, p, r: (w[:1], p, r), "target_pos"),  # disagree on N: as on the wire
         (lambda w, p, r: (w, p, r[:7]), "rest"),
         (lambda w, p, r: (w, p, r * np.nan), "rest"),
         (lambda w, p, r: (w, "nope", r), "target_pos"),
@@ -282,20 +303,20 @@ def test_gradient_is_exact_far_from_the_target(tatbot):
     """The LM gradient (Jᵀr) matches autodiff of the cost even for large rotation errors."""
     import jax.numpy as jnp
 
-    from zmq_ik.ik import _solve
+    from zmq_ik.ik import _lm
 
     rng = np.random.default_rng(9)
     q = rng.uniform(tatbot.lower, tatbot.upper, (16, 14)).astype(np.float32)
     wxyz, pos = fk_targets(tatbot, rng.uniform(tatbot.lower, tatbot.upper, (16, 14)))
-    R_t, p_t = _solve._target_planes(jnp.asarray(wxyz[:, 0].T), jnp.asarray(pos[:, 0].T))
-    prob = _solve._Problem(tatbot.chains[0], tatbot, R_t, p_t, jnp.asarray(REST))
+    R_t, p_t = _lm.target_planes(jnp.asarray(wxyz[:, 0].T), jnp.asarray(pos[:, 0].T))
+    prob = _lm.ChainProblem(tatbot.chains[0], tatbot, R_t, p_t, jnp.asarray(REST))
     w = {"pos": 32.0, "ori": 1.0, "rest": 0.1, "limit": 32.0}
 
     def cost(qq):
-        return jnp.sum(_solve._evaluate(prob, list(qq), w, True, True)["task"])
+        return jnp.sum(_lm.evaluate(prob, list(qq), w, True, True)["task"])
 
     qq = jnp.asarray(q[:, :7].T)
-    g = 2 * jnp.stack(_solve._evaluate(prob, list(qq), w, True, True)["g"])
+    g = 2 * jnp.stack(_lm.evaluate(prob, list(qq), w, True, True)["g"])
     np.testing.assert_allclose(g, jax.grad(cost)(qq), rtol=2e-3, atol=2e-3)
 
 

@@ -40,6 +40,19 @@ def test_solve_over_the_wire_matches_in_process(ik_endpoint, robot):
     assert (remote.pos_err < 1e-3).all()
 
 
+def test_in_process_solve_is_the_clients_with_the_same_default_rest(ik_endpoint, robot):
+    """`ik.solve_ik` takes what `IKClient.solve` takes: one pose, no rest (the robot's
+    default: tatbot's ready pose for the bundled robot, in process as through a worker)."""
+    wxyz, pos = reachable_targets(robot, 1, seed=4)
+    with IKClient(ik_endpoint, timeout=60) as client:
+        remote = client.solve("tatbot", wxyz[0], pos[0], ik=IKSettings(rest_weight=0.5))
+    local = ik.solve_ik(
+        ik.Robot.bundled("tatbot"), wxyz[0], pos[0], ik=IKSettings(rest_weight=0.5), buckets=(16,)
+    )
+    assert type(local) is type(remote) and local.joints.shape == (1, 14)
+    np.testing.assert_allclose(local.joints, remote.joints, atol=1e-5)
+
+
 def test_single_pose_is_batched_for_you(ik_endpoint, robot):
     wxyz, pos = reachable_targets(robot, 1, seed=3)
     with IKClient(ik_endpoint, timeout=60) as client:
@@ -162,7 +175,7 @@ def test_programs_compiled_on_demand_are_bounded(robot):
     service = IKService(buckets=(16,), cache_dir=JAX_CACHE, max_extra_compiles=10**6)
     service.warmup()
     (default_key,) = service._solvers
-    warm_programs = set(service._solvers[default_key]._cache)
+    warm_programs = service._solvers[default_key].programs.keys()
     wxyz, pos = reachable_targets(robot, 3, seed=12)
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
 
@@ -178,7 +191,7 @@ def test_programs_compiled_on_demand_are_bounded(robot):
     second = solve({"ik": {"seeds": 2}})  # a second program for the default solver
     assert second > first
     assert list(service._solvers) == [default_key]  # everything on demand dropped...
-    assert set(service._solvers[default_key]._cache) == warm_programs  # ...warm kept
+    assert service._solvers[default_key].programs.keys() == warm_programs  # ...warm kept
     assert solve({}) == second  # the warm program still compiles nothing
     assert solve({"ik": {"seeds": 2}}) > second  # a dropped one is built again on use
 
@@ -324,7 +337,7 @@ def test_default_rest_and_seeds_stay_in_a_working_range():
         (["--robot", "zik.broker=URDF"], "cannot be a robot name"),
         (["--robot", "r=BAD", "--ee-links", "r=tip"], "robot 'r': URDF"),
         (["--robot", "r=GOOD", "--ee-links", "r=nowhere"], "no link named 'nowhere'"),
-        (["--robot", "r=GOOD", "--ee-links", "r=tip", "--rest", "r=1,2"], "rest must have"),
+        (["--robot", "r=GOOD", "--ee-links", "r=tip", "--rest", "r=1,2"], "rest: must have"),
         (["--robot", "r=GOOD", "--ee-links", "r=tip", "--rest", "r=50"], "far outside"),
         (["--robot", "r=GOOD", "--rest", "r=0.5"], "needs its default end effectors"),
         (["--robot", "r=GOOD", "--ee-links", "s=tip"], "not served here"),

@@ -80,7 +80,8 @@ class RobotEntry:
     ee_links: tuple[str, ...] | None
     """End effectors used when a request names none (None: requests must name them)."""
     rest: np.ndarray | None
-    """Rest pose used when a request gives none (None: `ik.default_rest`, mid-range)."""
+    """Rest pose of the default end effectors, used when a request gives none (None: the
+    middle of the joints' working ranges; see `ik.default_rest`)."""
 
 
 def robot_entries(
@@ -227,24 +228,25 @@ class IKService:
         dev = jax.devices()[0]
         if self.buckets is None:
             self.buckets = CPU_BUCKETS if dev.platform == "cpu" else tuple(ik.BUCKETS)
-        configs = [ik.IKConfig()]
+        # One settings per program: only precise and seeds pick one.
+        program_settings = [IKSettings()]
         for settings in self.warm:
-            config = ik.IKConfig.from_settings(settings)
-            if all((c.precise, c.seeds) != (config.precise, config.seeds) for c in configs):
-                configs.append(config)
+            picked = [(p.precise, p.seeds) for p in program_settings]
+            if (settings.precise, settings.seeds) not in picked:
+                program_settings.append(settings)
         for entry in self.entries.values():
             robot = self._load(entry)
             if robot is None:
                 continue
-            for config in configs:
+            for settings in program_settings:
                 t1 = time.monotonic()
-                ik.warmup(robot, config, buckets=self.buckets, threads=self.warmup_threads)
+                ik.warmup(robot, settings, buckets=self.buckets, threads=self.warmup_threads)
                 logger.info(
                     "robot %s: compiled buckets %s (precise=%s, seeds=%d) in %.2fs",
                     entry.name,
                     ",".join(map(str, self.buckets)),
-                    config.precise,
-                    config.seeds,
+                    settings.precise,
+                    settings.seeds,
                     time.monotonic() - t1,
                 )
         device = (
@@ -255,12 +257,12 @@ class IKService:
         if dev.platform == "cpu":
             logger.info("running on the CPU (no --gpu given, or no GPU visible to JAX)")
         self.compiles_at_ready = self._compiles_at_trim = self.compiles
-        self._warm = {key: set(solver._cache) for key, solver in self._solvers.items()}
+        self._warm = {key: solver.programs.keys() for key, solver in self._solvers.items()}
         return {
             "device": device,
             "operations": [ops.SOLVE, ops.STROKEBATCH, ops.DESCRIBE, "echo"],
             "buckets": list(self.buckets),
-            "programs": [{"precise": c.precise, "seeds": c.seeds} for c in configs],
+            "programs": [{"precise": p.precise, "seeds": p.seeds} for p in program_settings],
             "compile_s": round(time.monotonic() - t0, 3),
             "versions": {"jax": jax.__version__},
         }
@@ -281,12 +283,8 @@ class IKService:
                 entry.name,
             )
             return None
-        from zmq_ik import ik
-
         try:
-            robot = self._robot(entry.name, entry.ee_links)
-            if entry.rest is not None:
-                ik.check_rest(robot, self._rest(entry, robot, entry.rest, False))
+            robot = self._robot(entry.name, entry.ee_links)  # checks entry.rest too
         except InputError as e:
             raise InputError(f"robot {entry.name!r} ({entry.urdf}): {e.message}", e.field) from e
         return robot
@@ -323,10 +321,7 @@ class IKService:
                 del self._solvers[key]
                 dropped += 1
                 continue
-            cache = self._solvers[key]._cache
-            for program in [k for k in cache if k not in warm_keys]:
-                del cache[program]
-                dropped += 1
+            dropped += self._solvers[key].programs.drop(keep=warm_keys)
         gc.collect()  # compiled executables go with their jitted functions
         malloc_trim()  # dropped executables otherwise stay in RSS
         logger.info(
@@ -362,11 +357,9 @@ class IKService:
                     f"targets have {wxyz.shape[1]} end effectors, robot {robot!r} has {len(ee)}",
                     "target_pos",
                 )
-            rest = self._rest(entry, solver, rest, ee == entry.ee_links)
-            config = ik.IKConfig.from_settings(settings or IKSettings())
             return ops.solve_reply(
-                ik.solve_ik(
-                    solver, wxyz, pos, rest, config, buckets=self.buckets, deadline=deadline
+                ik.solve_until(
+                    solver, wxyz, pos, rest, settings, deadline=deadline, buckets=self.buckets
                 )
             )
         if operation == ops.DESCRIBE:
@@ -379,21 +372,14 @@ class IKService:
                 solver.lower,
                 solver.upper,
                 solver.limited,
-                self._rest(entry, solver, None, ee == entry.ee_links),
+                ik.default_rest(solver),
             )
         if operation == ops.STROKEBATCH:
             scene, packed = ops.read_strokebatch_request(header, arrays)
             solver = self._robot(robot, tuple(scene.ee_links))
-            batch = ik.strokebatch_from_arrays(
-                scene,
-                packed.coords,
-                packed.is_inkdip,
-                packed.is_rest,
-                solver,
-                config=ik.IKConfig.from_settings(scene.ik),
-                first_last_rest=False,  # applied by the client before splitting (ops.apply_first_last_rest)
-                buckets=self.buckets,
-                deadline=deadline,
+            # First/last rest is in the flags already: the client applied it before splitting.
+            batch = ik.strokebatch_from_packed(
+                scene, packed, solver, buckets=self.buckets, deadline=deadline
             )
             return ops.strokebatch_reply(batch)
         raise ServiceError(
@@ -412,24 +398,9 @@ class IKService:
             )
         return entry.ee_links
 
-    def _rest(
-        self, entry: RobotEntry, solver: Any, rest: np.ndarray | None, default_ee: bool
-    ) -> np.ndarray:
-        from zmq_ik import ik
-
-        n = len(solver.joint_names)
-        if rest is None:
-            if default_ee and entry.rest is not None:
-                return entry.rest
-            return ik.default_rest(solver)
-        if rest.shape != (n,):
-            raise InputError(
-                f"rest must have shape ({n},) for these end effectors, got {rest.shape}", "rest"
-            )
-        return rest
-
     def _robot(self, name: str, ee_links: tuple[str, ...]) -> Any:
-        """The kinematic model for (robot, end effectors), built once and cached."""
+        """The kinematic model for (robot, end effectors), built once and cached; with the
+        default end effectors it carries the robot's default rest pose."""
         from zmq_ik import ik
 
         key = (name, ee_links)
@@ -438,7 +409,8 @@ class IKService:
             entry = self.entries[name]
             if entry.urdf not in self._urdf_text:
                 self._urdf_text[entry.urdf], _ = read_urdf_text(entry.urdf)
-            solver = ik.Robot.from_urdf(self._urdf_text[entry.urdf], ee_links)
+            rest = entry.rest if ee_links == entry.ee_links else None
+            solver = ik.Robot.from_urdf(self._urdf_text[entry.urdf], ee_links, rest)
             self._solvers[key] = solver
             logger.info("robot %s: built solver for %s", name, ", ".join(ee_links))
         return solver

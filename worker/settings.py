@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik._scene import as_bool, as_int, as_str
+from zmq_ik._checks import as_bool, as_int, as_str
 from zmq_ik._settings import setting
 from zmq_ik.errors import ConfigError, InputError, ProtocolError
 from zmq_ik.model import IKSettings
@@ -309,7 +309,7 @@ def build_service(settings: ServiceSettings, progress_interval: float = 10.0) ->
 
     pin_device(settings.gpu)  # before JAX is imported
     check_gpu(settings.gpu, settings.require_gpu)
-    from zmq_ik.ik._solve import check_buckets  # the engine's own rule (imports JAX)
+    from zmq_ik.ik import check_buckets  # the engine's own rule (imports JAX)
 
     service = IKService(
         settings.robots or None,

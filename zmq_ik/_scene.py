@@ -1,4 +1,5 @@
-"""Scene and IK settings (numpy only), plus the validation helpers shared by the data model.
+"""Scene and IK settings (numpy only), plus the YAML and equality helpers shared by the data
+model (input checks live in :mod:`zmq_ik._checks`).
 
 Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
 """
@@ -6,7 +7,6 @@ Import these names from :mod:`zmq_ik.model`; this module is an implementation de
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -17,171 +17,15 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from zmq_ik._checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
 from zmq_ik.errors import InputError
 from zmq_ik.robots import TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
 
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers (shared with _strokes and _strokebatch)
+# YAML and equality helpers (shared with _strokes and _strokebatch)
 # --------------------------------------------------------------------------------------------
-
-_NUMERIC_KINDS = "iuf"
-
-
-def _shape_text(shape: tuple[int | str | None, ...]) -> str:
-    parts = ["N" if d is None else str(d) for d in shape]
-    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
-
-
-def as_array(
-    value: Any,
-    name: str,
-    shape: tuple[int | None, ...],
-    dtype: type[np.floating[Any]] | np.dtype[Any] = np.float64,
-    *,
-    copy: bool = True,
-    finite: bool = True,
-) -> npt.NDArray[Any]:
-    """Convert ``value`` to a read-only array of ``dtype`` and check its shape and finiteness.
-
-    ``shape`` holds ``None`` for free dimensions. Booleans, strings and objects are refused
-    (only integer and floating inputs are converted). With ``copy=False`` an input that is
-    already of ``dtype`` is not copied: a read-only view of it is kept instead.
-    """
-    if value is None:
-        raise InputError(f"{name}: is required (got None)", field=name)
-    try:
-        src = np.asarray(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InputError(f"{name}: not a numeric array ({exc})", field=name) from None
-    if src.dtype.kind not in _NUMERIC_KINDS and src.size > 0:
-        raise InputError(f"{name}: must hold numbers, got dtype {src.dtype}", field=name)
-    want = np.dtype(dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        arr = np.array(src, dtype=want, copy=True) if copy else np.asarray(src, dtype=want)
-    if arr.ndim != len(shape) or any(
-        d is not None and d != actual for d, actual in zip(shape, arr.shape, strict=True)
-    ):
-        raise InputError(
-            f"{name}: must have shape {_shape_text(shape)}, got {tuple(arr.shape)}", field=name
-        )
-    if finite and arr.size and not np.isfinite(arr).all():
-        raise InputError(f"{name}: contains NaN or inf", field=name)
-    if not copy:
-        arr = arr.view()
-    arr.setflags(write=False)
-    return arr
-
-
-def as_bool_array(
-    value: Any, name: str, shape: tuple[int | None, ...], *, copy: bool = True
-) -> npt.NDArray[np.bool_]:
-    """Convert ``value`` to a read-only bool array; only bool input (not 0/1 numbers) is accepted."""
-    if value is None:
-        raise InputError(f"{name}: is required (got None)", field=name)
-    try:
-        src = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name}: not a bool array ({exc})", field=name) from None
-    if src.dtype != np.bool_ and not (src.size == 0 and src.dtype.kind in _NUMERIC_KINDS):
-        raise InputError(f"{name}: must have dtype bool, got {src.dtype}", field=name)
-    arr = np.array(src, dtype=np.bool_, copy=True) if copy else np.asarray(src, dtype=np.bool_)
-    if arr.ndim != len(shape) or any(
-        d is not None and d != actual for d, actual in zip(shape, arr.shape, strict=True)
-    ):
-        raise InputError(
-            f"{name}: must have shape {_shape_text(shape)}, got {tuple(arr.shape)}", field=name
-        )
-    if not copy:
-        arr = arr.view()
-    arr.setflags(write=False)
-    return arr
-
-
-def as_int(value: Any, name: str, lo: int, hi: int | None = None) -> int:
-    """An integer (not a bool, not a float) in ``[lo, hi]``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name}: must be an integer, got {value!r}", field=name)
-    out = int(value)
-    if out < lo or (hi is not None and out > hi):
-        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise InputError(f"{name}: must be {rng}, got {out}", field=name)
-    return out
-
-
-def as_float(
-    value: Any,
-    name: str,
-    lo: float | None = None,
-    *,
-    strict_lo: bool = False,
-    hi: float | None = None,
-) -> float:
-    """A finite real number (not a bool), optionally ``>= lo`` (``> lo`` with ``strict_lo``)
-    and ``<= hi``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise InputError(f"{name}: must be a number, got {value!r}", field=name)
-    try:
-        out = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{name}: must be a real number, got {value!r}", field=name) from None
-    if not math.isfinite(out):
-        raise InputError(f"{name}: must be finite, got {out}", field=name)
-    if lo is not None and (out <= lo if strict_lo else out < lo):
-        raise InputError(
-            f"{name}: must be {'>' if strict_lo else '>='} {lo}, got {out}", field=name
-        )
-    if hi is not None and out > hi:
-        raise InputError(f"{name}: must be <= {hi:g}, got {out:g}", field=name)
-    return out
-
-
-def as_bool(value: Any, name: str) -> bool:
-    """A real bool (YAML ``true``/``false``), not a number or a string."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise InputError(f"{name}: must be true or false, got {value!r}", field=name)
-    return bool(value)
-
-
-def as_str(value: Any, name: str, *, empty: bool = True, optional: bool = False) -> Any:
-    """A string (``None`` too when ``optional``); ``empty=False`` refuses ``""``."""
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise InputError(f"{name}: must be a string, got {value!r}", field=name)
-    if not empty and not value:
-        raise InputError(f"{name}: must not be empty", field=name)
-    return value
-
-
-def as_quat(value: Any, name: str) -> npt.NDArray[np.float64]:
-    """A (4,) wxyz quaternion, normalised (a norm within 1e-12 of 1 is kept bit for bit)."""
-    q = as_array(value, name, (4,))
-    norm = float(np.linalg.norm(q))
-    if norm < 1e-9:
-        raise InputError(f"{name}: quaternion has zero norm", field=name)
-    if abs(norm - 1.0) > 1e-12:
-        q = q / norm
-        q.setflags(write=False)
-    return q
-
-
-def prefixed(
-    err: InputError, prefix: str, source: str | os.PathLike[str] | None = None
-) -> InputError:
-    """Re-home ``err`` under ``prefix`` (``"ik"`` + ``"pos_weight"`` -> ``"ik.pos_weight"``),
-    and name ``source`` (a file) at the start of the message."""
-    old = err.field
-    new = f"{prefix}.{old}" if old else prefix
-    msg = err.message
-    if old and msg.startswith(old):
-        msg = new + msg[len(old) :]
-    elif not msg.startswith(new):
-        msg = f"{new}: {msg}"
-    if source is not None:
-        msg = f"{source}: {msg}"
-    return InputError(msg, field=new)
 
 
 def read_yaml_file(path: str | os.PathLike[str]) -> Any:
@@ -227,28 +71,42 @@ MAX_IK_LAMBDA = 1e7
 """Largest initial damping: the solver gives a problem up once its damping passes this."""
 
 
+MAX_IK_ITERATIONS = 1000
+"""Largest ``max_iterations`` accepted. A deadline is only checked between the solver's
+program calls, so this bounds how long one call can run past it: 1000 iterations of a CPU
+chunk of 1,024 unreachable targets take ~0.5 s (32, the default: ~0.05 s)."""
+
+
 @dataclass(frozen=True)
 class IKSettings:
-    """Solver settings (tatbot's defaults). Frozen, hashable, compared by value."""
+    """IK solver settings, for the client, the wire, the worker and the in-process engine.
+    Defaults are tatbot's (pyroki), so answers are comparable to its solver. Frozen,
+    hashable, compared by value; every field is checked on construction."""
 
     pos_weight: float = 32.0
-    """Weight of the end-effector position cost (0..1e6)."""
+    """Weight of the translation part of the pose residual (per metre; 0..1e6)."""
     ori_weight: float = 1.0
-    """Weight of the end-effector orientation cost (0..1e6)."""
+    """Weight of the rotation part of the pose residual (per radian; 0..1e6)."""
     rest_weight: float = 0.1
-    """Weight of the cost pulling joints towards the rest (ready) pose (0..1e6)."""
+    """Weight of ``q - rest``: pulls the redundant degree of freedom (and everything else, a
+    little) toward the rest pose (0..1e6). With ``precise`` it only breaks ties (decays to 0)."""
     limit_weight: float = 32.0
-    """Weight of the joint-limit cost (0..1e6)."""
+    """Weight of the soft joint-limit residual (0..1e6; ignored with ``precise``: limits are
+    hard)."""
     lambda_initial: float = 1.0
-    """Initial Levenberg-Marquardt damping (> 0, <= 1e7)."""
+    """Initial Levenberg–Marquardt damping (> 0, <= 1e7), then adapted per problem."""
     max_iterations: int = 32
-    """Maximum solver iterations per solve (1..1000)."""
+    """LM iterations (1..``MAX_IK_ITERATIONS``); each problem stops earlier once converged."""
     precise: bool = False
-    """Ask the worker for its precise (slower, tighter) solve mode."""
+    """Meet reachable targets exactly: the rest term decays to 0 over the iterations (it only
+    breaks ties), joint limits are hard (each step is clamped), and at least
+    ``zmq_ik.ik.PRECISE_MIN_ITERATIONS`` iterations run. Slower."""
     seeds: int = 1
-    """Number of initial guesses tried per target; the best is kept (1..256)."""
+    """Starting points per target (1..256): the rest pose plus ``seeds - 1`` deterministic
+    Halton points inside the joint limits; the best answer per target is kept."""
     continuous: bool = False
-    """Seed each pose of a stroke with the previous pose's solution."""
+    """Stroke batches only: each pose of a stroke starts from the previous pose's answer (the
+    first from the rest pose), for smoother joint paths."""
 
     def __post_init__(self) -> None:
         for name in ("pos_weight", "ori_weight", "rest_weight", "limit_weight"):
@@ -261,7 +119,9 @@ class IKSettings:
             as_float(self.lambda_initial, "lambda_initial", 0.0, strict_lo=True, hi=MAX_IK_LAMBDA),
         )
         object.__setattr__(
-            self, "max_iterations", as_int(self.max_iterations, "max_iterations", 1, 1000)
+            self,
+            "max_iterations",
+            as_int(self.max_iterations, "max_iterations", 1, MAX_IK_ITERATIONS),
         )
         object.__setattr__(self, "seeds", as_int(self.seeds, "seeds", 1, 256))
         object.__setattr__(self, "precise", as_bool(self.precise, "precise"))
@@ -279,7 +139,9 @@ class IKSettings:
         known = {f.name for f in fields(cls)}
         for key in data:
             if key not in known:
-                raise InputError(f"{key}: unknown IK setting {key!r}", field=str(key))
+                raise InputError(
+                    f"{key}: unknown IK setting {key!r}; known: {sorted(known)}", field=str(key)
+                )
         return cls(**data)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import safetensors.numpy
 
-from zmq_ik._scene import arrays_equal, as_array, as_float
+from zmq_ik._checks import as_array, as_float
+from zmq_ik._scene import arrays_equal
 from zmq_ik.errors import InputError
 
 logger = logging.getLogger(__name__)

@@ -17,16 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from zmq_ik._scene import (
-    arrays_equal,
-    as_array,
-    as_bool,
-    as_bool_array,
-    as_int,
-    as_str,
-    prefixed,
-    read_yaml_file,
-)
+from zmq_ik._checks import as_array, as_bool, as_int, as_str, check_packed, prefixed
+from zmq_ik._scene import Scene, arrays_equal, read_yaml_file
 from zmq_ik.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -559,35 +551,21 @@ class PackedStrokes:
     """(b, 2) bool: arm rests during the stroke."""
 
     def __post_init__(self) -> None:
-        coords = as_array(self.coords, "coords", (None, 2, None, 3), np.float32, copy=False)
-        b = coords.shape[0]
+        coords, is_inkdip, is_rest = check_packed(self.coords, self.is_inkdip, self.is_rest)
         object.__setattr__(self, "coords", coords)
-        for name in ("is_inkdip", "is_rest"):
-            object.__setattr__(
-                self, name, as_bool_array(getattr(self, name), name, (b, 2), copy=False)
-            )
-        self.validate()
+        object.__setattr__(self, "is_inkdip", is_inkdip)
+        object.__setattr__(self, "is_rest", is_rest)
 
     def validate(self) -> None:
-        """Check shapes, dtypes, finiteness and flag consistency; :class:`InputError` naming
-        the field otherwise. (Construction already does this.)"""
-        c = self.coords
-        if not isinstance(c, np.ndarray) or c.dtype != np.float32:
-            raise InputError("coords: must be a float32 array", field="coords")
-        if c.ndim != 4 or c.shape[1] != 2 or c.shape[3] != 3:
-            raise InputError(f"coords: must have shape (b, 2, l, 3), got {c.shape}", field="coords")
-        if c.size and not np.isfinite(c).all():
-            raise InputError("coords: contains NaN or inf", field="coords")
-        for name in ("is_inkdip", "is_rest"):
-            a = getattr(self, name)
-            if not isinstance(a, np.ndarray) or a.dtype != np.bool_:
-                raise InputError(f"{name}: must be a bool array", field=name)
-            if a.shape != (c.shape[0], 2):
-                raise InputError(
-                    f"{name}: must have shape ({c.shape[0]}, 2), got {a.shape}", field=name
-                )
-        # A packed stroke may be both: is_inkdip says which frame its coords are in, is_rest
-        # that its arm holds the ready pose (tatbot's first_last_rest on an ink-dip pair).
+        """Check shapes, dtypes and finiteness; :class:`InputError` naming the field otherwise.
+        (Construction already does this.) A packed stroke may be both an ink dip and a rest:
+        ``is_inkdip`` says which frame its coords are in, ``is_rest`` that its arm holds the
+        ready pose (tatbot's first_last_rest on an ink-dip pair)."""
+        for name, dtype in (("coords", np.float32), ("is_inkdip", np.bool_), ("is_rest", np.bool_)):
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.dtype != dtype:
+                raise InputError(f"{name}: must be a {np.dtype(dtype).name} array", field=name)
+        check_packed(self.coords, self.is_inkdip, self.is_rest)
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -629,3 +607,15 @@ class PackedStrokes:
                 pair.append(stroke)
             pairs.append((pair[0], pair[1]))
         return StrokeList(tuple(pairs))
+
+
+def apply_first_last_rest(packed: PackedStrokes, scene: Scene) -> PackedStrokes:
+    """tatbot's ``first_last_rest`` as per-stroke flags, when ``scene.first_last_rest``: the
+    right arm rests during the first pair, the left during the last. Applied to a whole job
+    before it is split (a client's fan-out, or in process), so its chunks are independent."""
+    if not scene.first_last_rest or len(packed) == 0:
+        return packed
+    is_rest = packed.is_rest.copy()
+    is_rest[0, 1] = True
+    is_rest[-1, 0] = True
+    return PackedStrokes(coords=packed.coords, is_inkdip=packed.is_inkdip, is_rest=is_rest)

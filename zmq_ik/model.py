@@ -8,13 +8,15 @@ Frozen dataclasses, validated at construction; every validation failure raises
   ``to_dict``/``from_dict`` (wire), ``to_yaml``/``from_yaml``.
 - :class:`Stroke`, :class:`StrokeList` — (left, right) stroke pairs; YAML in our format
   (inline arrays or ``.npy`` sidecars) and in tatbot's on-disk format.
-- :class:`PackedStrokes` — a StrokeList as dense arrays for the wire.
+- :class:`PackedStrokes` — a StrokeList as dense arrays for the wire;
+  :func:`apply_first_last_rest` — tatbot's first/last rest as its flags.
 - :class:`StrokeBatch` — stroke-batch IK results; safetensors with tatbot's tensor names.
 - :class:`IKSolution` — plain IK results.
 """
 
 from __future__ import annotations
 
+from zmq_ik._scene import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
 from zmq_ik._scene import MAX_IK_LAMBDA as MAX_IK_LAMBDA
 from zmq_ik._scene import MAX_IK_WEIGHT as MAX_IK_WEIGHT
 from zmq_ik._scene import IKSettings as IKSettings
@@ -28,10 +30,12 @@ from zmq_ik._strokes import STROKES_FORMAT as STROKES_FORMAT
 from zmq_ik._strokes import PackedStrokes as PackedStrokes
 from zmq_ik._strokes import Stroke as Stroke
 from zmq_ik._strokes import StrokeList as StrokeList
+from zmq_ik._strokes import apply_first_last_rest as apply_first_last_rest
 
 __all__ = [
     "ARMS",
     "ERROR_TENSORS",
+    "MAX_IK_ITERATIONS",
     "MAX_IK_LAMBDA",
     "MAX_IK_WEIGHT",
     "STROKES_FORMAT",
@@ -43,4 +47,5 @@ __all__ = [
     "Stroke",
     "StrokeBatch",
     "StrokeList",
+    "apply_first_last_rest",
 ]

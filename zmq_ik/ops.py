@@ -1,7 +1,9 @@
 """The operations' wire schemas (`solve`, `strokebatch`), both directions, in one place.
 
 Clients build requests and read replies with these functions; workers read requests and
-build replies with them. Only numpy here, so the robot side needs no JAX.
+build replies with them. Only numpy here, so the robot side needs no JAX. Input checks are
+`zmq_ik._checks`' (the IK engine uses the same ones); what is checked here is only what the
+wire limits.
 """
 
 from __future__ import annotations
@@ -12,8 +14,39 @@ from typing import Any
 
 import numpy as np
 
+from zmq_ik._checks import check_packed, check_rest_shape, check_targets
 from zmq_ik.errors import InputError
-from zmq_ik.model import IKSettings, IKSolution, PackedStrokes, Scene, StrokeBatch
+from zmq_ik.model import (
+    IKSettings,
+    IKSolution,
+    PackedStrokes,
+    Scene,
+    StrokeBatch,
+    apply_first_last_rest,
+)
+
+__all__ = [
+    "DESCRIBE",
+    "MAX_POSES_PER_REQUEST",
+    "SOLVE",
+    "STROKEBATCH",
+    "STROKEBATCH_ARRAYS",
+    "apply_first_last_rest",
+    "describe_reply",
+    "describe_request",
+    "ik_settings_from_header",
+    "read_describe_reply",
+    "read_ee_links",
+    "read_solve_reply",
+    "read_solve_request",
+    "read_strokebatch_reply",
+    "read_strokebatch_request",
+    "slice_packed",
+    "solve_reply",
+    "solve_request",
+    "strokebatch_reply",
+    "strokebatch_request",
+]
 
 SOLVE = "solve"
 STROKEBATCH = "strokebatch"
@@ -22,77 +55,27 @@ MAX_POSES_PER_REQUEST = 1 << 20
 """Poses (solve) or stroke pairs × length × offsets (strokebatch) accepted in one request;
 bigger jobs are split by the client (`IKClient.compute` does it for you)."""
 
-_IK_FIELDS = {f.name for f in fields(IKSettings)}
+_IK_SETTINGS = frozenset(f.name for f in fields(IKSettings))
 
 
-MAX_COORDINATE = 1e4
-"""Largest |target_pos| coordinate accepted (metres): past it float32 squares of the
-residual overflow, and no arm reaches 10 km anyway."""
-
-
-def check_coordinates(pos: np.ndarray) -> None:
-    """Refuse target positions beyond ``MAX_COORDINATE`` (wire input and library input)."""
-    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
-        raise InputError(
-            f"target_pos has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
-            "target_pos",
-        )
-
-
-def _array(
-    arrays: Mapping[str, np.ndarray],
-    name: str,
-    shape: Sequence[int | None],
-    dims: Sequence[str] = (),
-) -> np.ndarray:
-    """Fetch ``arrays[name]``, check its rank, sizes and finiteness; float32 out. ``dims``
-    names the free sizes in messages (default N)."""
+def _required(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     if name not in arrays:
         raise InputError(f"missing array {name!r}", name)
-    arr = np.asarray(arrays[name])
-    if arr.ndim != len(shape) or any(
-        s is not None and s != d for s, d in zip(shape, arr.shape, strict=True)
-    ):
-        names = iter(dims)
-        want = "(" + ", ".join(next(names, "N") if s is None else str(s) for s in shape) + ")"
-        raise InputError(f"{name} must have shape {want}, got {arr.shape}", name)
-    if arr.dtype.kind not in "fiub":
-        raise InputError(f"{name} must be numeric, got {arr.dtype}", name)
-    out = arr.astype(np.float32, copy=False)
-    if not np.isfinite(out).all():
-        raise InputError(f"{name} contains NaN or inf", name)
-    return out
-
-
-def _as_float32(value: Any, name: str) -> np.ndarray:
-    """A caller's array-like as float32, or an `InputError` naming it."""
-    try:
-        return np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{name}: not a numeric array ({e})", name) from e
+    return arrays[name]
 
 
 def ik_settings_from_header(value: Any) -> IKSettings | None:
-    """IK settings sent as a map (unknown keys refused, so typos do not pass silently)."""
+    """IK settings sent as a map (`IKSettings.from_dict`: unknown keys refused, so typos do
+    not pass silently). A bad value is named by its setting; a map that is not one, or an
+    unknown key, by the header's ``ik``."""
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise InputError("ik must be a map of IK settings", "ik")
-    unknown = set(value) - _IK_FIELDS
-    if unknown:
-        raise InputError(
-            f"unknown IK settings {sorted(unknown)}; known: {sorted(_IK_FIELDS)}", "ik"
-        )
     try:
-        return IKSettings(**value)
-    except TypeError as e:
-        raise InputError(f"bad IK settings: {e}", "ik") from e
-
-
-def ik_settings_to_header(settings: IKSettings | None) -> dict[str, Any] | None:
-    if settings is None:
-        return None
-    return {f.name: getattr(settings, f.name) for f in fields(IKSettings)}
+        return IKSettings.from_dict(value)
+    except InputError as e:
+        if e.field in _IK_SETTINGS:
+            raise
+        raise InputError(e.message, "ik") from None
 
 
 # --------------------------------------------------------------------------- solve
@@ -105,23 +88,18 @@ def solve_request(
     ee_links: Sequence[str] | None = None,
     ik: IKSettings | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Header and arrays of a `solve` request. Single poses (n_ee, 4)/(n_ee, 3) are batched."""
-    wxyz = _as_float32(target_wxyz, "target_wxyz")
-    pos = _as_float32(target_pos, "target_pos")
-    if wxyz.ndim == 2:
-        wxyz = wxyz[None]
-    if pos.ndim == 2:
-        pos = pos[None]
+    """Header and arrays of a `solve` request. Single poses (n_ee, 4)/(n_ee, 3) are batched.
+    Checked as a worker checks them, so a robot sees its own mistake without a round trip."""
+    wxyz, pos = check_targets(target_wxyz, target_pos, one_pose=True)
     header: dict[str, Any] = {}
     if ee_links is not None:
         header["ee_links"] = [ee_links] if isinstance(ee_links, str) else list(ee_links)
     if ik is not None:
-        header["ik"] = ik_settings_to_header(ik)
+        header["ik"] = ik.to_dict()
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
     if rest is not None:
-        arrays["rest"] = _as_float32(rest, "rest")
-    # Check here too, so a robot sees its own mistake without a round trip.
-    read_solve_request(header, arrays)
+        arrays["rest"] = check_rest_shape(rest)
+    _check_solve_size(wxyz, read_ee_links(header))
     return header, arrays
 
 
@@ -129,30 +107,25 @@ def read_solve_request(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[str, ...] | None, IKSettings | None]:
     """Validate a `solve` request: (target_wxyz, target_pos, rest, ee_links, settings)."""
-    wxyz = _array(arrays, "target_wxyz", (None, None, 4), ("N", "n_ee"))
-    pos = _array(arrays, "target_pos", (None, None, 3), ("N", "n_ee"))
-    check_coordinates(pos)
-    if wxyz.shape[:2] != pos.shape[:2]:
-        raise InputError(
-            f"target_wxyz {wxyz.shape} and target_pos {pos.shape} disagree on (N, n_ee)",
-            "target_pos",
-        )
+    wxyz, pos = check_targets(_required(arrays, "target_wxyz"), _required(arrays, "target_pos"))
+    rest = check_rest_shape(arrays["rest"]) if "rest" in arrays else None
+    ee_links = read_ee_links(header)
+    _check_solve_size(wxyz, ee_links)
+    return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik"))
+
+
+def _check_solve_size(wxyz: np.ndarray, ee_links: tuple[str, ...] | None) -> None:
+    """What only the wire limits: poses per request, and ``ee_links`` against the targets."""
     if wxyz.shape[0] * max(1, wxyz.shape[1]) > MAX_POSES_PER_REQUEST:
         raise InputError(
             f"{wxyz.shape[0]} poses × {wxyz.shape[1]} end effectors = "
             f"{wxyz.shape[0] * wxyz.shape[1]} targets in one request, limit {MAX_POSES_PER_REQUEST}",
             "target_pos",
         )
-    norms = np.linalg.norm(wxyz, axis=-1)
-    if (norms < 1e-6).any():
-        raise InputError("target_wxyz holds a zero quaternion", "target_wxyz")
-    rest = _array(arrays, "rest", (None,)) if "rest" in arrays else None
-    ee_links = read_ee_links(header)
     if ee_links is not None and len(ee_links) != wxyz.shape[1]:
         raise InputError(
             f"{len(ee_links)} ee_links for {wxyz.shape[1]} targets per pose", "ee_links"
         )
-    return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik"))
 
 
 def read_ee_links(header: Mapping[str, Any]) -> tuple[str, ...] | None:
@@ -235,17 +208,6 @@ STROKEBATCH_ARRAYS = (
 )
 
 
-def apply_first_last_rest(packed: PackedStrokes, scene: Scene) -> PackedStrokes:
-    """tatbot's first_last_rest as per-stroke flags: the right arm rests during the first
-    pair, the left during the last. Done before a job is split, so chunks are independent."""
-    if not scene.first_last_rest or len(packed) == 0:
-        return packed
-    is_rest = packed.is_rest.copy()
-    is_rest[0, 1] = True
-    is_rest[-1, 0] = True
-    return PackedStrokes(coords=packed.coords, is_inkdip=packed.is_inkdip, is_rest=is_rest)
-
-
 def slice_packed(packed: PackedStrokes, start: int, stop: int) -> PackedStrokes:
     """Stroke pairs ``start:stop`` of a packed job (views, no copy)."""
     return PackedStrokes(
@@ -272,25 +234,20 @@ def read_strokebatch_request(
     if not isinstance(raw_scene, dict):
         raise InputError("strokebatch needs a 'scene' map in the header", "scene")
     scene = Scene.from_dict(raw_scene)
-    coords = _array(arrays, "coords", (None, 2, scene.stroke_length, 3))
+    coords, is_inkdip, is_rest = check_packed(
+        _required(arrays, "coords"),
+        _required(arrays, "is_inkdip"),
+        _required(arrays, "is_rest"),
+        scene.stroke_length,
+    )
     b = coords.shape[0]
-    flags = {}
-    for name in ("is_inkdip", "is_rest"):
-        if name not in arrays:
-            raise InputError(f"missing array {name!r}", name)
-        arr = np.asarray(arrays[name])
-        if arr.shape != (b, 2) or arr.dtype != np.bool_:
-            raise InputError(f"{name} must be bool ({b}, 2), got {arr.dtype} {arr.shape}", name)
-        flags[name] = arr
     if b * scene.stroke_length * scene.offset_num > MAX_POSES_PER_REQUEST:
         raise InputError(
             f"{b} stroke pairs × {scene.stroke_length} × {scene.offset_num} offsets exceeds "
             f"{MAX_POSES_PER_REQUEST} poses per request; split the job",
             "coords",
         )
-    return scene, PackedStrokes(
-        coords=coords, is_inkdip=flags["is_inkdip"], is_rest=flags["is_rest"]
-    )
+    return scene, PackedStrokes(coords=coords, is_inkdip=is_inkdip, is_rest=is_rest)
 
 
 def strokebatch_reply(batch: StrokeBatch) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -1,0 +1,90 @@
+"""Joint-space helpers: working ranges, the default rest pose, seeds, the rest-pose check.
+
+numpy only; the robot's limits are plain arrays (``Robot.lower``, ``upper``, ``limited``,
+``prismatic``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from zmq_ik.errors import InputError
+
+if TYPE_CHECKING:
+    from ._robot import Robot
+
+_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
+
+
+def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
+    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim."""
+    out = np.zeros((n, dim))
+    for d in range(dim):
+        base = _PRIMES[d % len(_PRIMES)]
+        for i in range(n):
+            f, r, k = 1.0, 0.0, i + 1
+            while k > 0:
+                f /= base
+                r += f * (k % base)
+                k //= base
+            out[i, d] = r
+    return out
+
+
+def joint_reach(robot: Robot) -> npt.NDArray[np.float64]:
+    """Per joint, the scale of its motion: half a turn (rad), or 1 m for a prismatic joint."""
+    return np.where(robot.prismatic, 1.0, math.pi)
+
+
+def working_range(robot: Robot) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(lower, upper) per joint, where limits like ±1e10 (meaning "unlimited") are narrowed
+    to a window of one turn (or 2 m) inside them, nearest zero: where seeds are drawn and
+    the default rest pose sits, instead of 1e10 rad."""
+    lo, hi = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
+    reach = joint_reach(robot)
+    centre = np.clip(0.0, lo + reach, hi - reach)
+    wide = hi - lo > 2 * reach
+    return np.where(wide, centre - reach, lo), np.where(wide, centre + reach, hi)
+
+
+def default_rest(robot: Robot) -> npt.NDArray[np.float32]:
+    """The rest pose used when none is given: the robot's own (``Robot.rest``: tatbot's
+    ready pose for ``Robot.bundled("tatbot")``, as a worker serving it uses), else the middle
+    of each joint's working range."""
+    if robot.rest is not None:
+        return robot.rest
+    lo, hi = working_range(robot)
+    return ((lo + hi) / 2).astype(np.float32)
+
+
+def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
+    """(seeds - 1, n_joints) deterministic extra starting points inside the limits."""
+    if seeds <= 1:
+        return np.zeros((0, robot.n_joints), np.float32)
+    u = _halton(seeds - 1, robot.n_joints)
+    lo, hi = working_range(robot)
+    # Stay a little inside the limits: a start on a limit has a one-sided Jacobian.
+    margin = 0.02 * (hi - lo)
+    return (lo + margin + u * (hi - lo - 2 * margin)).astype(np.float32)
+
+
+def check_rest(robot: Robot, rest: Any) -> None:
+    """Refuse a rest pose far outside the joint limits (more than a whole range, and at least
+    half a turn or 1 m, beyond them) or beyond ±1e3: it is the starting point too, so such a
+    value is a caller's mistake (degrees for radians, a wrong joint order). A previous answer
+    fed back (soft limits let it sit outside them) passes."""
+    rest = np.asarray(rest, np.float64)
+    lower, upper = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
+    slack = np.where(robot.limited, np.maximum(upper - lower, joint_reach(robot)), np.inf)
+    bad = (rest < lower - slack) | (rest > upper + slack) | (np.abs(rest) > 1e3)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"rest[{i}] = {rest[i]:g} for joint {robot.joint_names[i]!r} is far outside its "
+            f"limits [{lower[i]:g}, {upper[i]:g}]",
+            field="rest",
+        )

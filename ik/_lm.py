@@ -1,0 +1,494 @@
+"""The Levenberg–Marquardt kernel: tatbot's cost, solved per end-effector chain on planes.
+
+Cost (pyroki/tatbot's, so answers are comparable), per end effector and problem:
+
+- pose: the SE(3) log of ``T_target⁻¹ · T_actual``; translation part × ``pos_weight``,
+  rotation part × ``ori_weight``;
+- soft joint limits: ``(max(0, q - upper) + max(0, lower - q)) × limit_weight``;
+- rest: ``(q - rest) × rest_weight``.
+
+The chains of a robot are disjoint, and every cost term belongs to one chain, so the
+bimanual problem is exactly two independent 7-joint problems. Each is solved with LM on the
+exact Jacobian of that residual: the geometric Jacobian (joint axes, ``z × (p_ee - p_joint)``)
+mapped through the derivative of the SE(3) log (``Jl⁻¹`` and the rotation's effect on the
+translation part). Taking that derivative as the identity is only right near the target: far
+from it (rotation errors of a radian or more) the step points the wrong way and is rejected
+until the damping freezes the problem short of the target.
+
+Dense normal equations and an unrolled Cholesky, with per-problem damping (accept/reject per
+problem) and a per-problem freeze once converged. Nothing in the loop reduces over the batch
+except "is any problem still active", and frozen problems never change, so a target's answer
+does not depend on its batch (to float32 rounding: 1e-5 rad between the vectorised buckets of
+16 and more; bucket 1 compiles to scalar code, and its answers differ by up to ~2e-4 rad
+along the redundant directions, with the same pose errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy.typing as npt
+
+from zmq_ik.model import IKSettings
+
+from ._joints import seed_points
+from ._kin import (
+    ChainFK,
+    chain_fk,
+    geometric_jacobian,
+    jl_inv_coefs,
+    jl_inv_derivative,
+    jl_inv_matrix,
+    matmul,
+    matvec,
+    quat_to_mat,
+    rotation_log,
+)
+
+if TYPE_CHECKING:
+    from ._robot import ChainInfo, Robot
+
+PRECISE_MIN_ITERATIONS = 128
+"""``precise=True`` runs at least this many iterations (problems freeze when converged)."""
+_REST_DECAY = 0.5
+"""``precise=True``: the rest weight is multiplied by this every iteration (tie-break only)."""
+_STEP_TOL = 1e-6
+"""A problem freezes after an accepted step smaller than this (rad / m, max norm)..."""
+_LAMBDA_MAX = 1e7
+"""...or when its damping exceeds this (no step improves the cost any more)."""
+_LAMBDA_MIN = 1e-7
+_LAMBDA_DOWN = 1.0 / 3.0
+_LAMBDA_UP = 4.0
+_RESTARTS = 8
+"""``precise`` with ``seeds > 1``: restarts per seed slot after stalling away from the target."""
+_PRECISE_POS_TOL = 1e-5
+_PRECISE_ORI_TOL = 1e-4
+
+
+def iterations(settings: IKSettings) -> int:
+    """Iterations actually allowed (``precise`` raises the floor)."""
+    if settings.precise:
+        return max(settings.max_iterations, PRECISE_MIN_ITERATIONS)
+    return settings.max_iterations
+
+
+def solver_params(settings: IKSettings) -> npt.NDArray[np.float32]:
+    """The traced (non-static) parameters of a solve program: changing them never recompiles.
+    ``precise`` and ``seeds`` are static: they pick the program."""
+    return np.array(
+        [
+            settings.pos_weight,
+            settings.ori_weight,
+            settings.rest_weight,
+            settings.limit_weight,
+            settings.lambda_initial,
+            iterations(settings),
+        ],
+        np.float32,
+    )
+
+
+N_PARAMS = len(solver_params(IKSettings()))
+"""Length of :func:`solver_params`' vector."""
+
+
+class ChainProblem:
+    """Trace-time description of one chain's problem: targets and constants as planes."""
+
+    def __init__(
+        self, info: ChainInfo, robot: Robot, R_target: Any, p_target: Any, rest: Any
+    ) -> None:
+        self.chain = info.chain
+        self.n = len(info.joint_index)
+        self.R_target = R_target
+        self.p_target = p_target
+        self.rest = [rest[i] for i in info.joint_index]
+        self.lower = [float(robot.lower[i]) for i in info.joint_index]
+        self.upper = [float(robot.upper[i]) for i in info.joint_index]
+        self.limited = [bool(robot.limited[i]) for i in info.joint_index]
+
+
+def evaluate(
+    prob: ChainProblem, q: list[Any], weights: dict[str, Any], precise: bool, pred: Any
+) -> dict[str, Any]:
+    """Residual pieces, normal equations (without the rest term) and errors at ``q``.
+
+    Returns ``task`` (pose + limit cost), ``rest_sq`` (|q - rest|²), ``H`` (Gauss–Newton
+    matrix, lower triangle), ``g`` (gradient / 2), ``pos_err`` (m) and ``ori_err`` (rad)."""
+    fk: ChainFK = _barrier(chain_fk(prob.chain, q), pred)
+    jv, jw = geometric_jacobian(prob.chain, fk)
+    pos_diff = [fk.p[i] - prob.p_target[i] for i in range(3)]
+    # Pose residual log(T_t⁻¹·T) = (v, ω) in the target frame.
+    R_target_T = [[prob.R_target[k][i] for k in range(3)] for i in range(3)]
+    omega, theta = rotation_log(matmul(R_target_T, fk.R))
+    t_err = matvec(R_target_T, pos_diff)
+    coef_c, coef_e = jl_inv_coefs(theta)
+    jl_inv = jl_inv_matrix(omega, theta, coef_c)
+    v = matvec(jl_inv, t_err)
+    # Its exact Jacobian: joint k moves the error by a = R_tᵀ·jw_k (rotation, on the left)
+    # and b = R_tᵀ·jv_k (translation), so dω = Jl⁻¹·a and dv = Jl⁻¹·b + ∂v/∂ω·dω. Far from
+    # the target (large rotation errors) the identity in its place points the wrong way.
+    world_to_log = matmul(jl_inv, R_target_T)
+    rot_to_trans = matmul(jl_inv_derivative(omega, coef_c, coef_e, t_err), world_to_log)
+    world_to_log, rot_to_trans, omega, theta, v = _barrier(
+        (world_to_log, rot_to_trans, omega, theta, v), pred
+    )
+    dv_dq = [
+        [
+            a + b
+            for a, b in zip(matvec(world_to_log, jv[k]), matvec(rot_to_trans, jw[k]), strict=True)
+        ]
+        for k in range(prob.n)
+    ]
+    dw_dq = [matvec(world_to_log, jw[k]) for k in range(prob.n)]
+    dv_dq, dw_dq, v = _barrier((dv_dq, dw_dq, v), pred)
+    pos_w2, ori_w2 = weights["pos"] * weights["pos"], weights["ori"] * weights["ori"]
+    pose_cost = pos_w2 * sum(x * x for x in v) + ori_w2 * (theta * theta)
+    n = prob.n
+    H: dict[tuple[int, int], Any] = {}
+    for i in range(n):
+        for j in range(i + 1):
+            H[i, j] = pos_w2 * _dot3(dv_dq[i], dv_dq[j]) + ori_w2 * _dot3(dw_dq[i], dw_dq[j])
+    g = [pos_w2 * _dot3(dv_dq[i], v) + ori_w2 * _dot3(dw_dq[i], omega) for i in range(n)]
+    limit_cost: Any = 0.0
+    if not precise:
+        limit_w2 = weights["limit"] * weights["limit"]
+        for i in range(n):
+            if not prob.limited[i]:
+                continue
+            over = jnp.maximum(q[i] - prob.upper[i], 0.0)
+            under = jnp.maximum(prob.lower[i] - q[i], 0.0)
+            viol = over - under  # residual r = over + under, dr/dq = sign
+            limit_cost = limit_cost + viol * viol
+            outside = jnp.where((over > 0) | (under > 0), limit_w2, 0.0)
+            H[i, i] = H[i, i] + outside
+            g[i] = g[i] + limit_w2 * viol
+        limit_cost = limit_w2 * limit_cost
+    rest_sq = sum((q[i] - prob.rest[i]) ** 2 for i in range(n))
+    pos_err = jnp.sqrt(sum(x * x for x in pos_diff))
+    return _barrier(
+        {
+            "task": pose_cost + limit_cost,
+            "rest_sq": rest_sq,
+            "H": H,
+            "g": g,
+            "pos_err": pos_err,
+            "ori_err": theta,
+        },
+        pred,
+    )
+
+
+def _barrier(tree: Any, pred: Any) -> Any:
+    """Materialise the array planes in ``tree`` (``pred``: a traced True).
+
+    Without this XLA (CPU) duplicates the whole FK into every one of the ~60 consumers of
+    the loop state (fused elementwise producers count as cheap to recompute): many times
+    slower and slower to compile. ``optimization_barrier`` is dropped before fusion on CPU;
+    a conditional on a traced predicate is not, and costs about a microsecond there. On a
+    GPU the trade is the other way round: each conditional copies its predicate to the host
+    and waits for it (~10 barriers per iteration would mean ~10 device syncs), while
+    ``optimization_barrier`` is honoured, so GPUs get the barrier and CPUs the conditional.
+    The backend is read at trace time: a program is traced for the device it runs on."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    idx = [i for i, x in enumerate(leaves) if not isinstance(x, float)]
+    arrays = [leaves[i] for i in idx]
+    if jax.default_backend() == "cpu":
+        out = jax.lax.cond(pred, lambda a: a, lambda a: [-x for x in a], arrays)
+    else:
+        out = jax.lax.optimization_barrier(arrays)
+    for i, x in zip(idx, out, strict=True):
+        leaves[i] = x
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _dot3(a: Sequence[Any], b: Sequence[Any]) -> Any:
+    """Dot product of planes, skipping trace-time zeros (prismatic joints' rotation part)."""
+    out: Any = 0.0
+    for x, y in zip(a, b, strict=True):
+        if (isinstance(x, float) and x == 0.0) or (isinstance(y, float) and y == 0.0):
+            continue
+        out = out + x * y
+    return out
+
+
+def _cholesky_solve(A: dict[tuple[int, int], Any], b: list[Any]) -> list[Any]:
+    """Solve A x = b for SPD A (lower triangle given), unrolled LDLᵀ on planes."""
+    n = len(b)
+    L: dict[tuple[int, int], Any] = {}
+    D: list[Any] = []
+    Dinv: list[Any] = []
+    for j in range(n):
+        d = A[j, j]
+        for k in range(j):
+            d = d - L[j, k] * L[j, k] * D[k]
+        d = jnp.maximum(d, 1e-12)
+        D.append(d)
+        Dinv.append(1.0 / d)
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for k in range(j):
+                s = s - L[i, k] * L[j, k] * D[k]
+            L[i, j] = s * Dinv[j]
+    y: list[Any] = []
+    for i in range(n):
+        s = b[i]
+        for k in range(i):
+            s = s - L[i, k] * y[k]
+        y.append(s)
+    x: list[Any] = [None] * n
+    for i in reversed(range(n)):
+        s = y[i] * Dinv[i]
+        for k in range(i + 1, n):
+            s = s - L[k, i] * x[k]
+        x[i] = s
+    return x
+
+
+def _lm(
+    probs: list[ChainProblem],
+    q0: list[list[Any]],
+    params: Any,
+    precise: bool,
+    restarts: list[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """LM on every chain at once (one loop); returns per chain q, errors, final cost.
+
+    ``restarts`` (precise only): per chain ``(table, slot)`` — ``table`` a list per joint of
+    constant (R·seeds,) restart points, ``slot`` the (B,) int seed index of each problem. A
+    problem that stalls away from its target restarts from its next table point (at most R
+    times); the best state seen is returned."""
+    weights = {"pos": params[0], "ori": params[1], "rest": params[2], "limit": params[3]}
+    damping0, max_iters = params[4], params[5].astype(jnp.int32)
+
+    def rest_weight_at(k: Any) -> Any:
+        if precise:
+            return weights["rest"] * jnp.power(jnp.float32(_REST_DECAY), k.astype(jnp.float32))
+        return weights["rest"]
+
+    def init_chain(prob: ChainProblem, q: list[Any]) -> dict[str, Any]:
+        if precise:
+            q = [_clamp(prob, i, qi) for i, qi in enumerate(q)]
+        at_q = evaluate(prob, q, weights, precise, damping0 > 0)
+        batch = q[0].shape
+        state = {
+            "q": q,
+            "damping": jnp.full(batch, damping0, jnp.float32),
+            "active": jnp.ones(batch, jnp.bool_),
+            **at_q,
+        }
+        if restarts is not None:
+            state["pending"] = jnp.zeros(batch, jnp.bool_)
+            state["restarts"] = jnp.zeros(batch, jnp.int32)
+            state["best"] = {"q": list(q), **{k: at_q[k] for k in ("task", "pos_err", "ori_err")}}
+        return state
+
+    def step_chain(
+        prob: ChainProblem, state: dict[str, Any], k: Any, restart: Any | None
+    ) -> dict[str, Any]:
+        rest_weight = rest_weight_at(k)
+        rest_w2 = rest_weight * rest_weight
+        n = prob.n
+        damping = state["damping"]
+        # The damped normal equations lhs · delta = -grad, with the rest term added.
+        lhs = dict(state["H"])
+        grad = list(state["g"])
+        for i in range(n):
+            lhs[i, i] = lhs[i, i] + rest_w2 + damping * (1.0 + lhs[i, i])
+            grad[i] = grad[i] + rest_w2 * (state["q"][i] - prob.rest[i])
+        if precise:
+            # Projected Newton: a joint on a limit whose descent direction points out of the
+            # limits is held there (its row and column leave the system), so the clamped
+            # step stays a descent step instead of being rejected over and over.
+            free: list[Any] = []
+            for i in range(n):
+                if not prob.limited[i]:
+                    free.append(None)
+                    continue
+                qi = state["q"][i]
+                tol = 1e-6 * max(1.0, prob.upper[i] - prob.lower[i])
+                held = ((qi >= prob.upper[i] - tol) & (grad[i] < 0)) | (
+                    (qi <= prob.lower[i] + tol) & (grad[i] > 0)
+                )
+                free.append(jnp.where(held, 0.0, 1.0))
+            for (i, j), a in list(lhs.items()):
+                if i == j:
+                    if free[i] is not None:
+                        lhs[i, i] = free[i] * a + (1.0 - free[i])
+                    continue
+                for f in (free[i], free[j]):
+                    if f is not None:
+                        a = f * a
+                lhs[i, j] = a
+            grad = [gi if free[i] is None else free[i] * gi for i, gi in enumerate(grad)]
+        delta = _barrier(_cholesky_solve(lhs, [-gi for gi in grad]), k >= 0)
+        q_new = [state["q"][i] + delta[i] for i in range(n)]
+        pending: Any = state["pending"] if restart is not None else None
+        if restart is not None:
+            table, slot = restart
+            n_slots = table[0].shape[0] // _RESTARTS
+            row = jnp.clip(state["restarts"] - 1, 0, _RESTARTS - 1) * n_slots + slot
+            q_new = [jnp.where(pending, jnp.take(table[i], row), q_new[i]) for i in range(n)]
+        if precise:
+            q_new = [_clamp(prob, i, qi) for i, qi in enumerate(q_new)]
+        at_new = evaluate(prob, q_new, weights, precise, k >= 0)
+        cost_old = state["task"] + rest_w2 * state["rest_sq"]
+        cost_new = at_new["task"] + rest_w2 * at_new["rest_sq"]
+        active = state["active"]
+        accept = active & (cost_new < cost_old) & jnp.isfinite(cost_new)
+        if pending is not None:
+            accept = accept | (active & pending)
+        step = jnp.max(jnp.stack([jnp.abs(q_new[i] - state["q"][i]) for i in range(n)]), axis=0)
+        damping_new = jnp.where(
+            accept,
+            jnp.maximum(damping * _LAMBDA_DOWN, _LAMBDA_MIN),
+            jnp.where(active, damping * _LAMBDA_UP, damping),
+        )
+        if pending is not None:
+            damping_new = jnp.where(pending, damping0, damping_new)
+        converged = (accept & (step < _STEP_TOL)) | (damping_new > _LAMBDA_MAX)
+        out: dict[str, Any] = {
+            "q": [jnp.where(accept, q_new[i], state["q"][i]) for i in range(n)],
+            "damping": damping_new,
+        }
+        for key in ("task", "rest_sq", "pos_err", "ori_err"):
+            out[key] = jnp.where(accept, at_new[key], state[key])
+        out["H"] = {ij: jnp.where(accept, at_new["H"][ij], state["H"][ij]) for ij in state["H"]}
+        out["g"] = [jnp.where(accept, at_new["g"][i], state["g"][i]) for i in range(n)]
+        if restart is None:
+            out["active"] = active & ~converged
+            return out
+        # Restarts: a problem converged or stalled away from its target starts again.
+        success = (out["pos_err"] <= _PRECISE_POS_TOL) & (out["ori_err"] <= _PRECISE_ORI_TOL)
+        far = (out["pos_err"] > 1e-3) | (out["ori_err"] > 1e-2)
+        stall = accept & ~pending & far & (cost_old - cost_new < 1e-3 * cost_old)
+        again = active & (converged | stall) & ~success & (state["restarts"] < _RESTARTS)
+        out["active"] = active & (~converged | again)
+        out["pending"] = again
+        out["restarts"] = state["restarts"] + again.astype(jnp.int32)
+        best = state["best"]
+        better = out["task"] < best["task"]
+        out["best"] = {
+            "q": [jnp.where(better, out["q"][i], best["q"][i]) for i in range(n)],
+            **{
+                key: jnp.where(better, out[key], best[key])
+                for key in ("task", "pos_err", "ori_err")
+            },
+        }
+        return out
+
+    state0 = (jnp.int32(0), [init_chain(p, q) for p, q in zip(probs, q0, strict=True)])
+
+    def cond(state: Any) -> Any:
+        k, chains = state
+        any_active = jnp.any(jnp.stack([jnp.any(c["active"]) for c in chains]))
+        return (k < max_iters) & any_active
+
+    def body(state: Any) -> Any:
+        k, chains = state
+        per_chain = restarts if restarts is not None else [None] * len(probs)
+        return k + 1, [
+            step_chain(p, c, k, r) for p, c, r in zip(probs, chains, per_chain, strict=True)
+        ]
+
+    k_final, chains = jax.lax.while_loop(cond, body, state0)
+    rest_weight_final = rest_weight_at(k_final)
+    results = []
+    for c in chains:
+        if restarts is not None:
+            c = {**c, **c["best"]}
+        results.append(
+            {
+                "q": c["q"],
+                "pos_err": c["pos_err"],
+                "ori_err": c["ori_err"],
+                "cost": c["task"] + rest_weight_final * rest_weight_final * c["rest_sq"],
+                "task": c["task"],
+            }
+        )
+    return results
+
+
+def _clamp(prob: ChainProblem, i: int, q: Any) -> Any:
+    if not prob.limited[i]:
+        return q
+    return jnp.clip(q, prob.lower[i], prob.upper[i])
+
+
+def target_planes(wxyz: Any, pos: Any) -> tuple[Any, Any]:
+    """(4, B), (3, B) → rotation-matrix planes and position planes."""
+    R = quat_to_mat(wxyz[0], wxyz[1], wxyz[2], wxyz[3])
+    return R, [pos[0], pos[1], pos[2]]
+
+
+def solve_planes(
+    robot: Robot,
+    precise: bool,
+    seeds: int,
+    target_wxyz: Any,
+    target_pos: Any,
+    rest: Any,
+    params: Any,
+    q_init: Any | None = None,
+) -> tuple[Any, Any, Any]:
+    """The whole solve on planes (traced): targets (n_ee, 4|3, B), rest (n,), ``params`` from
+    :func:`solver_params`, optional starting points ``q_init`` (n, B) instead of ``rest``.
+
+    Returns joints (n, B), pos_err (n_ee, B), ori_err (n_ee, B)."""
+    batch = target_wxyz.shape[-1]
+    extra = seed_points(robot, seeds)  # (seeds-1, n)
+    probs = []
+    q0s = []
+    for e, info in enumerate(robot.chains):
+        chain_wxyz, chain_pos = target_wxyz[e], target_pos[e]
+        if seeds > 1:
+            chain_wxyz = jnp.tile(chain_wxyz, (1, seeds))
+            chain_pos = jnp.tile(chain_pos, (1, seeds))
+        R_target, p_target = target_planes(chain_wxyz, chain_pos)
+        probs.append(ChainProblem(info, robot, R_target, p_target, rest))
+        q0 = []
+        for i in info.joint_index:
+            base = (
+                q_init[i]
+                if q_init is not None
+                else jnp.broadcast_to(rest[i], (batch,)).astype(jnp.float32)
+            )
+            if seeds > 1:
+                base = jnp.concatenate([base, jnp.repeat(jnp.asarray(extra[:, i]), batch)], axis=0)
+            q0.append(base)
+        q0s.append(q0)
+    restarts = None
+    if precise and seeds > 1:
+        table = seed_points(robot, seeds * (_RESTARTS + 1))[seeds - 1 :]
+        slot = jnp.repeat(jnp.arange(seeds, dtype=jnp.int32), batch)
+        restarts = [
+            ([jnp.asarray(table[: seeds * _RESTARTS, i]) for i in info.joint_index], slot)
+            for info in robot.chains
+        ]
+    results = _lm(probs, q0s, params, precise, restarts)
+    joints: list[Any] = [None] * robot.n_joints
+    pos_err, ori_err = [], []
+    for info, res in zip(robot.chains, results, strict=True):
+        pe, oe = res["pos_err"], res["ori_err"]
+        qs = res["q"]
+        if seeds > 1:
+            pe, oe = pe.reshape(seeds, batch), oe.reshape(seeds, batch)
+            score = res["cost"].reshape(seeds, batch)
+            if precise:
+                score = res["task"].reshape(seeds, batch)
+                # Prefer the rest-pose start when it already meets the targets (continuity).
+                ok0 = (pe[0] <= _PRECISE_POS_TOL) & (oe[0] <= _PRECISE_ORI_TOL)
+                score = score.at[0].set(jnp.where(ok0, -1.0, score[0]))
+            best = jnp.argmin(score, axis=0)[None]
+            pe = jnp.take_along_axis(pe, best, axis=0)[0]
+            oe = jnp.take_along_axis(oe, best, axis=0)[0]
+            qs = [jnp.take_along_axis(qi.reshape(seeds, batch), best, axis=0)[0] for qi in qs]
+        for i, qi in zip(info.joint_index, qs, strict=True):
+            joints[i] = qi
+        pos_err.append(pe)
+        ori_err.append(oe)
+    return jnp.stack(joints), jnp.stack(pos_err), jnp.stack(ori_err)

@@ -1,0 +1,222 @@
+"""Compiled programs: a robot's :class:`ProgramCache`, batch buckets, warm-up, JAX settings.
+
+A program is compiled per (robot, kind, static settings) and per batch bucket, never per
+request: batches are padded to a bucket or split into chunks, and the weights are traced
+parameters (:func:`~zmq_ik.ik._lm.solver_params`), so a warmed-up worker compiles nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zmq_ik.errors import InputError
+from zmq_ik.model import IKSettings
+
+from ._lm import N_PARAMS, solve_planes
+
+if TYPE_CHECKING:
+    from ._robot import Robot
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BUCKETS: tuple[int, ...] = (1, *(2**k for k in range(4, 15)))
+"""Batch sizes programs are compiled for (1, then 16 … 16,384). Smaller batches are padded up
+to the next bucket; larger ones are solved in chunks of the largest. Bucket 1 is for control
+loops: one pose solves in about half the time of a padded batch of 16 on a CPU."""
+
+
+class ProgramCache:
+    """One robot's jitted programs (solve programs per ``(precise, seeds)``, FK...), by key.
+
+    Each holds its compiled executables (a solve program's buckets take ~150 MiB of host
+    memory on a CPU), so whoever lets clients pick settings bounds them with :meth:`drop`
+    (a worker keeps the programs it warmed up)."""
+
+    def __init__(self) -> None:
+        self._programs: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        """The program under ``key``; ``build()`` makes it on first use."""
+        program = self._programs.get(key)
+        if program is None:
+            program = self._programs[key] = build()
+        return program  # type: ignore[no-any-return]
+
+    def keys(self) -> frozenset[Hashable]:
+        """Keys of the programs built so far."""
+        return frozenset(self._programs)
+
+    def drop(self, keep: Iterable[Hashable] = ()) -> int:
+        """Forget every program whose key is not in ``keep`` (it is built again on its next
+        use); returns how many were dropped."""
+        kept = set(keep)
+        dropped = [key for key in self._programs if key not in kept]
+        for key in dropped:
+            del self._programs[key]
+        return len(dropped)
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+
+def enable_compilation_cache(path: str | os.PathLike[str]) -> None:
+    """Use JAX's persistent compilation cache in ``path`` for every program (so a restarted
+    worker or test run loads compiled programs instead of compiling them)."""
+    p = Path(path).expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(p))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def run_inline_on_cpu() -> None:
+    """Run CPU programs on the calling thread instead of handing them to JAX's dispatch
+    thread. A worker waits for every result at once, so asynchronous dispatch only adds a
+    thread hand-off per call (single-pose solves take ~0.8× the time without it on a 2-CPU
+    VM). No effect on GPUs."""
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+def check_buckets(buckets: Sequence[int] | None) -> tuple[int, ...]:
+    """``buckets`` sorted and checked against ``BUCKETS`` (None: all of them)."""
+    if not buckets:
+        return BUCKETS
+    for b in buckets:
+        if b not in BUCKETS:
+            raise InputError(f"buckets: {b} is not one of {BUCKETS}", field="buckets")
+    return tuple(sorted(set(buckets)))
+
+
+def chunk_size(buckets: Sequence[int], seeds: int = 1) -> int:
+    """Targets per program call: the largest bucket whose ``bucket × seeds`` problems fit in
+    the largest bucket (else the smallest bucket). Bounds the memory and the duration of
+    one call (a deadline is only checked between calls) whatever ``seeds`` a client asks."""
+    fitting = [b for b in buckets if b * seeds <= buckets[-1]]
+    return fitting[-1] if fitting else buckets[0]
+
+
+def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
+    """The bucket a batch of ``n`` (≤ the largest bucket) is padded to."""
+    for b in buckets:
+        if n <= b:
+            return b
+    return buckets[-1]
+
+
+def program_specs(robot: Robot, batch: Any) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """Argument shapes of a solve program for ``batch`` targets (an int or a symbol)."""
+    f32 = np.float32
+    return (
+        jax.ShapeDtypeStruct((robot.n_ee, 4, batch), f32),
+        jax.ShapeDtypeStruct((robot.n_ee, 3, batch), f32),
+        jax.ShapeDtypeStruct((robot.n_joints,), f32),
+        jax.ShapeDtypeStruct((N_PARAMS,), f32),
+    )
+
+
+def solve_program(robot: Robot, precise: bool, seeds: int) -> Any:
+    """The jitted solve for (robot, precise, seeds): ``(target_wxyz (n_ee, 4, B), target_pos
+    (n_ee, 3, B), rest (n,), params) → (joints (n, B), pos_err, ori_err (n_ee, B))``, one
+    compile per bucket."""
+
+    def build() -> Any:
+        def solve(target_wxyz: Any, target_pos: Any, rest: Any, params: Any) -> Any:
+            return solve_planes(robot, precise, seeds, target_wxyz, target_pos, rest, params)
+
+        return _any_batch(solve, robot, f"solve(precise={precise}, seeds={seeds})")
+
+    return robot.programs.get(("solve", precise, seeds), build)
+
+
+def continuous_program(robot: Robot, precise: bool) -> Any:
+    """The jitted solve of pose sequences, each pose warm-started from the previous answer:
+    ``(target_wxyz (n_ee, 4, l, M), target_pos (n_ee, 3, l, M), rest, params) → (joints
+    (l, n, M), pos_err, ori_err (l, n_ee, M))``."""
+
+    def build() -> Any:
+        def run(target_wxyz: Any, target_pos: Any, rest: Any, params: Any) -> Any:
+            m = target_wxyz.shape[-1]
+            q0 = jnp.broadcast_to(rest[:, None], (robot.n_joints, m))
+
+            def step(q: Any, target: Any) -> Any:
+                wxyz, pos = target
+                out = solve_planes(robot, precise, 1, wxyz, pos, rest, params, q_init=q)
+                return out[0], out
+
+            xs = (jnp.moveaxis(target_wxyz, 2, 0), jnp.moveaxis(target_pos, 2, 0))
+            _, (q, pos_err, ori_err) = jax.lax.scan(step, q0, xs)
+            return q, pos_err, ori_err
+
+        return jax.jit(run)
+
+    return robot.programs.get(("continuous", precise), build)
+
+
+def _any_batch(fun: Any, robot: Robot, name: str) -> Any:
+    """``jax.jit(fun)``, but traced and lowered once for a symbolic batch size.
+
+    Tracing the unrolled solver costs ~0.6 s; with ``jax.jit(fun)`` it is paid again for
+    every bucket (shapes are part of the trace). The exported module is only specialised
+    per bucket (~0.05 s), and compiles to the same program. If the export fails (a shape
+    the symbolic batch cannot express), fall back to tracing per bucket."""
+    (batch,) = jax.export.symbolic_shape("batch")
+    try:
+        exported = jax.export.export(jax.jit(fun))(*program_specs(robot, batch))
+    except Exception as exc:  # any tracing error: the plain jit still works
+        logger.warning("%s: no batch-polymorphic export (%s); tracing per bucket", name, exc)
+        return jax.jit(fun)
+    return jax.jit(exported.call)
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def warmup(
+    robot: Robot,
+    ik: IKSettings | None = None,
+    buckets: Sequence[int] | None = None,
+    *,
+    threads: int | None = None,
+) -> None:
+    """Compile the solve program of ``ik`` (default: tatbot's settings; only ``precise`` and
+    ``seeds`` pick a program) for every bucket, so that later solves with any batch size and
+    any weights compile nothing.
+
+    Buckets are lowered here and compiled (or loaded from the persistent cache) by
+    ``threads`` threads (default: one per CPU, at most 4): XLA releases the GIL, so they
+    overlap. Nothing is run: compiling fills the same cache a call would."""
+    settings = ik or IKSettings()
+    sizes = check_buckets(buckets)
+    chunk = chunk_size(sizes, settings.seeds)
+    sizes = tuple(b for b in sizes if b <= chunk)  # larger ones are never called (chunks)
+    fn = solve_program(robot, settings.precise, settings.seeds)
+    if threads is None:
+        threads = min(len(sizes), _cpus(), 4)
+    name = f"precise={settings.precise}, seeds={settings.seeds}"
+
+    def compile_one(lowered: Any, bucket: int) -> None:
+        t0 = time.monotonic()
+        lowered.compile()
+        logger.debug("bucket %d (%s) ready in %.2fs", bucket, name, time.monotonic() - t0)
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="zmq-ik-warmup") as pool:
+        # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
+        futures = [pool.submit(compile_one, fn.lower(*program_specs(robot, b)), b) for b in sizes]
+        for future in futures:
+            future.result()
