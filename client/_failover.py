@@ -56,7 +56,7 @@ class BrokerView:
     """False from the moment it is judged down until it is heard from again."""
     workers: int | None = None
     """Workers it had at its last `alive` answer (None: never said)."""
-    heard: float = -math.inf
+    last_heard: float = -math.inf
     """When the last message from it arrived."""
     waiting: int = 0
     """Requests outstanding there."""
@@ -71,7 +71,7 @@ class BrokerView:
     """Bytes sent to it since it was last heard (the transit allowance)."""
 
     def silence(self, now: float) -> float:
-        return now - max(self.heard, self.waiting_since)
+        return now - max(self.last_heard, self.waiting_since)
 
     @property
     def waited_on(self) -> bool:
@@ -88,7 +88,6 @@ class Brokers:
     def __init__(
         self,
         endpoints: Sequence[str],
-        now: float,
         *,
         home: int | None = None,
         probe_after: float = PROBE_AFTER,
@@ -138,7 +137,7 @@ class Brokers:
     def heard(self, i: int, now: float) -> None:
         """Any message from broker ``i``: it is alive."""
         v = self.views[i]
-        v.heard = now
+        v.last_heard = now
         v.unheard_bytes = 0
         v.first_probe = False
         if not v.up:
@@ -204,13 +203,13 @@ class Brokers:
         return probes
 
     def _down_at(self, v: BrokerView) -> float:
-        start = max(v.heard, v.waiting_since)
+        start = max(v.last_heard, v.waiting_since)
         return start + self.down_after + v.unheard_bytes / TRANSIT_BYTES_PER_S
 
     def _probe_at(self, v: BrokerView) -> float:
-        return max(v.heard, v.waiting_since, v.probed) + self.probe_after
+        return max(v.last_heard, v.waiting_since, v.probed) + self.probe_after
 
-    def next_due(self, now: float) -> float | None:
+    def next_due(self) -> float | None:
         """When `tick` next has something to do (None: nothing while nothing waits)."""
         due = math.inf
         active = False
@@ -223,7 +222,7 @@ class Brokers:
             for v in self.views:
                 if not v.ready:
                     due = min(due, v.probed + self.recheck)
-        return None if due == math.inf else max(due, now)
+        return None if due == math.inf else due
 
     def probe_frames(self) -> list[Any]:
         """A fresh `alive` probe (its own request id, never a caller's)."""
