@@ -307,7 +307,8 @@ class BrokerCore:
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
         if req.operation == ALIVE:  # the clients' probe: as cheap as an answer can be
-            alive = encode_payload({"workers": len(self.workers)})
+            workers = 0 if self.stopping else len(self.workers)  # stopping: use another
+            alive = encode_payload({"workers": workers})
             self._send(client, reply_frames(Command.FINAL, req.request_id, alive))
             return
         report = {"ping": ping_info, "status": status}.get(req.operation)

@@ -731,7 +731,9 @@ def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
             if e.strip():
                 endpoints[e.strip()] = None
     if not endpoints:
-        raise InputError(f"no broker endpoint given in {value!r:.80}", "endpoint")
+        raise InputError(
+            f"no broker endpoint given in {value!r:.80}: use tcp://host:port", "endpoint"
+        )
     return tuple(endpoints)
 
 
