@@ -6,14 +6,18 @@ jobs meanwhile); an older broker, which never flags the extension, never sees it
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
 
 import pytest
 import zmq
-from conftest import free_endpoint, wait_for_workers
+from conftest import ROOT, free_endpoint, wait_for_workers
 
 from zmq_ik.client import IKClient
 from zmq_ik.protocol import (
@@ -29,6 +33,12 @@ from zmq_ik.protocol import (
 )
 
 pytestmark = pytest.mark.timeout(90)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "zmq_ik.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
 
 
 def sleep_on(endpoint: str, seconds: float, out: dict[str, Any], key: str) -> threading.Thread:
@@ -235,3 +245,23 @@ def test_worker_refuses_an_empty_connect_list(procs):
     proc = procs.start("worker", "--echo", "--connect", " , ")
     assert proc.wait(20) == 2
     assert "--connect" in procs.log(proc) and "no broker endpoint" in procs.log(proc)
+
+
+def test_ping_and_status_report_each_broker_and_ping_fails_if_one_is_silent(procs):
+    a, b, dead = free_endpoint(), free_endpoint(), free_endpoint()
+    procs.broker(a)
+    procs.broker(b)
+    procs.echo_worker(a, "--connect", b)
+    wait_for_workers(a, 1)
+    wait_for_workers(b, 1)
+    ok = cli("ping", "--endpoint", a, "--endpoint", b, "--timeout", "1")
+    assert ok.returncode == 0, ok.stderr
+    assert f"reply from {a}" in ok.stdout and f"reply from {b}" in ok.stdout
+    as_json = cli("ping", "--endpoint", f"{a},{b}", "--json")
+    assert as_json.returncode == 0 and set(json.loads(as_json.stdout)) == {a, b}
+    status = cli("status", "--endpoint", f"{a},{b}")
+    assert status.returncode == 0 and f"== {a}" in status.stdout and f"== {b}" in status.stdout
+    partial = cli("ping", "--endpoint", a, "--endpoint", dead, "--timeout", "0.3")
+    assert partial.returncode == 1
+    assert f"reply from {a}" in partial.stdout and dead in partial.stderr
+    assert "1 of 2 brokers did not answer" in partial.stderr

@@ -138,6 +138,15 @@ def _endpoint(*flags: str, help: str = "Broker endpoint.", **kw: Any) -> Any:
     return click.option(*(flags or ("--endpoint",)), envvar=ENDPOINT_ENV, show_envvar=True, **kw)
 
 
+def _endpoints(**kw: Any) -> Any:
+    """``--endpoint``, repeatable or comma-separated: one broker or several (a tuple)."""
+    from zmq_ik.protocol import split_endpoints
+
+    many = "Broker endpoint; repeat it (or comma-separate) for several brokers."
+    kw = {"multiple": True, "default": (BrokerSettings.bind,), "help": many, **kw}
+    return _endpoint(callback=_parsed(split_endpoints), **kw)
+
+
 def _curve_options(f: Any) -> Any:
     f = click.option("--curve-server-key", type=KEY, help="Broker public key (enables CURVE).")(f)
     own = "This peer's secret key file (from `zmq-ik keygen`)."
@@ -234,37 +243,68 @@ def _asking(f: Any) -> Any:
     f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
     timeout = {"default": 2.0, "show_default": True, "callback": _parsed(check_timeout)}
     f = click.option("--timeout", help="Seconds to wait for an answer.", **timeout)(f)
-    return _endpoint()(f)
+    return _endpoints()(f)
 
 
 @main.command()
 @_asking
 @click.option("--count", default=1, type=click.IntRange(min=1), help="Number of pings.")
-def ping(endpoint: str, timeout: float, json_: bool, count: int, **curve: Any) -> None:
-    """Is the broker there, which workers serve what, how fast. Exit 1 if nothing answers."""
+def ping(endpoint: tuple[str, ...], timeout: float, json_: bool, count: int, **curve: Any) -> None:
+    """Is each broker there, which workers serve what, how fast. Exit 1 if one does not answer."""
     from zmq_ik.report import ping_lines
 
-    with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
-        for line in ping_lines(client, count, json_):
-            click.echo(line)
+    keys, silent, answers = _curve(curve), [], {}
+    for ep in endpoint:  # each broker on its own (a client given several would fail over)
+        with IKClient(ep, timeout=timeout, retries=0, curve=keys) as client:
+            try:
+                for line in ping_lines(client, count, json_):
+                    if json_:
+                        answers[ep] = json.loads(line)
+                    else:
+                        click.echo(line)
+            except IKTimeout as e:
+                if len(endpoint) == 1:
+                    raise
+                silent.append(ep)
+                answers[ep] = {"error": str(e)}
+                if not json_:
+                    click.echo(str(e), err=True)
+    if json_:
+        one = answers[endpoint[0]] if len(endpoint) == 1 else answers
+        click.echo(json.dumps(one, indent=2, default=str))
+    if silent:
+        raise click.ClickException(f"{len(silent)} of {len(endpoint)} brokers did not answer")
 
 
 @main.command()
 @_asking
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
-def status(endpoint: str, timeout: float, json_: bool, watch: bool, **curve: Any) -> None:
-    """Workers, queues, in-flight requests and counters, as the broker sees them."""
+def status(
+    endpoint: tuple[str, ...], timeout: float, json_: bool, watch: bool, **curve: Any
+) -> None:
+    """Workers, queues, in-flight requests and counters, as each broker sees them."""
     from zmq_ik.report import status_texts
 
-    with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
-        try:
-            for text in status_texts(client, watch, json_):
-                if watch and not json_:
-                    click.clear()
+    keys = _curve(curve)
+    clients = [IKClient(ep, timeout=timeout, retries=0, curve=keys) for ep in endpoint]
+    try:
+        views = [status_texts(c, watch, json_) for c in clients]
+        while True:
+            texts = [next(v, None) for v in views]
+            if texts[0] is None:
+                return
+            if watch and not json_:
+                click.clear()
+            for ep, text in zip(endpoint, texts, strict=True):
+                if len(endpoint) > 1 and not json_:
+                    click.echo(f"== {ep}")
                 click.echo(text)
-        except KeyboardInterrupt:  # the way --watch ends
-            if not watch:
-                raise
+    except KeyboardInterrupt:  # the way --watch ends
+        if not watch:
+            raise
+    finally:
+        for c in clients:
+            c.close()
 
 
 @main.command()
@@ -318,14 +358,17 @@ def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: 
 @main.command()
 @click.argument("scene_file", type=KEY)
 @click.argument("strokes_file", type=KEY)
-@_endpoint()
+@_endpoints(help="Broker endpoint; repeat it (or comma-separate): the job fails over.")
 @_options(C, skip=("output", "pos_tol", "ori_tol"))
 @_computing
 @_curve_options
-def compute(scene_file: str, strokes_file: str, endpoint: str, json_: bool, **opts: Any) -> None:
+def compute(
+    scene_file: str, strokes_file: str, endpoint: tuple[str, ...], json_: bool, **opts: Any
+) -> None:
     """Compute SCENE_FILE + STROKES_FILE (ours or tatbot's format) into a safetensors StrokeBatch."""
     curve = _curve(opts)
-    _compute(nullcontext(endpoint), opts, json_, scene_file, strokes_file, curve=curve)
+    where = nullcontext(",".join(endpoint))  # several: the client fails over between them
+    _compute(where, opts, json_, scene_file, strokes_file, curve=curve)
 
 
 @main.command()
