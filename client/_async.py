@@ -207,9 +207,15 @@ class AsyncIKClient:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_due = None
-        # Read what already arrived first (the loop may have been busy): it must not be
-        # taken for silence. NOBLOCK receives complete at once and take no waiting reader's
-        # message out of order (the reader has none yet while the socket holds one).
+        # After a busy spell of the loop, answers may be waiting: the reader's wake-up is
+        # already queued (it then reads every queued message in one step); go after it.
+        asyncio.get_running_loop().call_soon(self._on_due)
+
+    def _on_due(self) -> None:
+        if self.socket.closed:
+            return
+        # Read what has arrived and nobody read yet, so that it is not taken for silence.
+        # NOBLOCK receives complete at once and take no waiting reader's message.
         for _ in range(10_000):
             got: asyncio.Future[Any] = self.socket.recv_multipart(_NOBLOCK, copy=False)  # type: ignore[assignment]
             if not got.done() or got.exception() is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 import zmq
 import zmq.asyncio
+from conftest import FakeBroker
 
 from zmq_ik import ops
 from zmq_ik.client import AsyncIKClient, IKClient
@@ -337,44 +337,8 @@ def test_both_clients_offer_the_same_methods_with_the_same_parameters():
     assert "on_partial" in sync["request"].parameters and "progress" in aio["compute"].parameters
 
 
-class FakeBroker(threading.Thread):
-    """A ROUTER in a thread answering each REQUEST with ``script(n, request)`` (frames after
-    the identity, or None for silence): the broker's side of one exchange, scripted."""
-
-    def __init__(self, ctx: zmq.Context, script: Callable[[int, Any], list[Any] | None]) -> None:
-        super().__init__(daemon=True)
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.script = script
-        self.requests: list[Any] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                if not self.sock.poll(20):
-                    continue
-                identity, *frames = self.sock.recv_multipart()
-                msg = parse_message(frames)
-                self.requests.append(msg)
-                for answer in self.script(len(self.requests), msg) or []:
-                    self.sock.send_multipart([identity, *answer])
-        finally:
-            self.sock.close(0)
-
-    def __enter__(self) -> FakeBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.join(5)
-
-
 def _final(rid: bytes, **header: Any) -> list[Any]:
-    return [bytes(memoryview(f)) for f in reply_frames(Command.FINAL, rid, encode_payload(header))]
+    return reply_frames(Command.FINAL, rid, encode_payload(header))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -383,7 +347,7 @@ def test_error_with_empty_request_id_raises_at_once_in_both_clients(kind, zctx):
     at once (the async client ignored it and timed out after all its retries)."""
 
     def script(n: int, req: Any) -> list[Any]:
-        return [[bytes(memoryview(f)) for f in error_frames(b"", "version", "speak ZIK/9")]]
+        return [(0, error_frames(b"", "version", "speak ZIK/9"))]
 
     with FakeBroker(zctx, script) as broker:
         t0 = time.monotonic()
@@ -398,8 +362,8 @@ def test_retryable_errors_resend_the_same_id_in_both_clients(kind, zctx):
     def script(n: int, req: Any) -> list[Any]:
         if n < 3:
             code = "worker_lost" if n == 1 else "shutting_down"
-            return [[bytes(memoryview(f)) for f in error_frames(req.request_id, code, "again")]]
-        return [_final(req.request_id, ok=n)]
+            return [(0, error_frames(req.request_id, code, "again"))]
+        return [(0, _final(req.request_id, ok=n))]
 
     with FakeBroker(zctx, script) as broker:
         payload = run_with(kind, broker.endpoint, lambda c: c.ping(), timeout=2.0, retries=2)
@@ -414,10 +378,10 @@ def test_retryable_errors_resend_the_same_id_in_both_clients(kind, zctx):
 def test_partial_replies_reach_on_partial_in_both_clients(kind, zctx):
     def script(n: int, req: Any) -> list[Any]:
         parts = [
-            [bytes(memoryview(f)) for f in reply_frames(Command.PARTIAL, req.request_id, p)]
-            for p in (encode_payload({"progress": [i, 3]}) for i in (1, 2, 3))
+            (0, reply_frames(Command.PARTIAL, req.request_id, encode_payload({"progress": [i, 3]})))
+            for i in (1, 2, 3)
         ]
-        return [*parts, _final(req.request_id, done=True)]
+        return [*parts, (0, _final(req.request_id, done=True))]
 
     seen: list[Any] = []
     with FakeBroker(zctx, script) as broker:
