@@ -550,9 +550,15 @@ def plan_chunks(
 
 
 class StrokeJob:
-    """A stroke job ready to stream: packed once, tatbot's first/last rest applied to the
-    whole job (so chunks are independent and the result equals one-piece computing), and
-    cut into chunks (`plan_chunks`); answers checked and turned into ``(start, StrokeBatch)``."""
+    """A stroke job ready to stream: cut into chunks (`plan_chunks`), tatbot's first/last
+    rest applied to the whole job (`ops.apply_first_last_rest`: chunks are independent, and
+    the result equals one-piece computing), answers checked and turned into
+    ``(start, StrokeBatch)``.
+
+    The first chunk is packed and sent before the rest of the job is packed and checked
+    (packing 10,000 pairs takes tens of ms, longer than a one-pair round trip): a bad stroke
+    further on raises before any slice is yielded all the same (`part` raises it).
+    """
 
     def __init__(
         self,
@@ -562,25 +568,26 @@ class StrokeJob:
     ) -> None:
         if not isinstance(scene, Scene):
             raise InputError(f"scene must be a Scene, got {type(scene).__name__}", "scene")
+        self._strokes: StrokeList | None = None
+        self._packed: PackedStrokes | None = None
         if isinstance(strokes, StrokeList):
-            packed = strokes.pack(scene.stroke_length)
+            self._strokes = strokes
         elif isinstance(strokes, PackedStrokes):
-            packed = strokes
+            self._packed = ops.apply_first_last_rest(strokes, scene)
         else:
             raise InputError(
                 f"strokes must be a StrokeList, got {type(strokes).__name__}", "strokes"
             )
         self.scene = scene
-        self.packed = ops.apply_first_last_rest(packed, scene)
+        self.pairs = len(strokes)
+        self.poses_per_pair = scene.stroke_length * scene.offset_num
         # Largest automatic chunk: also within one request's pose limit.
-        per_pair = scene.stroke_length * scene.offset_num
-        largest = max(1, min(DEFAULT_CHUNK_PAIRS, ops.MAX_POSES_PER_REQUEST // max(1, per_pair)))
-        self.chunks = plan_chunks(len(self.packed), chunk_pairs, largest)
-        self.poses_per_pair = per_pair
-
-    @property
-    def pairs(self) -> int:
-        return len(self.packed)
+        largest = ops.MAX_POSES_PER_REQUEST // max(1, self.poses_per_pair)
+        self.chunks = plan_chunks(
+            self.pairs, chunk_pairs, max(1, min(DEFAULT_CHUNK_PAIRS, largest))
+        )
+        self.invalid: InputError | None = None
+        """Why the job cannot be computed, found after its first chunk was sent."""
 
     @property
     def poses(self) -> int:
@@ -588,15 +595,42 @@ class StrokeJob:
 
     def calls(self) -> Iterator[Call]:
         """One `strokebatch` request per chunk, built as it is sent."""
-        for start, stop in self.chunks:
-            header, arrays = ops.strokebatch_request(
-                self.scene, ops.slice_packed(self.packed, start, stop)
-            )
-            yield Call(self.scene.robot, ops.STROKEBATCH, header, arrays)
+        chunks = iter(self.chunks)
+        if self._packed is None:
+            assert self._strokes is not None
+            length = self.scene.stroke_length
+            _, stop = next(chunks)
+            if stop >= self.pairs:  # one chunk: the whole job
+                self._packed = ops.apply_first_last_rest(self._strokes.pack(length), self.scene)
+                yield self._call(self._packed)
+                return
+            yield self._call(self._first_chunk(stop))
+            try:
+                packed = self._strokes.pack(length)
+            except InputError as e:
+                self.invalid = e
+                raise
+            self._packed = ops.apply_first_last_rest(packed, self.scene)
+        for start, stop in chunks:
+            yield self._call(ops.slice_packed(self._packed, start, stop))
+
+    def _first_chunk(self, stop: int) -> PackedStrokes:
+        """Pairs ``0:stop`` (not the whole job) packed alone, with the whole job's rest
+        flags: the rule marks the job's first and last pairs only, so it is applied with one
+        pair more (a stand-in for the job's last) that is then cut off."""
+        assert self._strokes is not None
+        ahead = self._strokes[0 : stop + 1].pack(self.scene.stroke_length)
+        return ops.slice_packed(ops.apply_first_last_rest(ahead, self.scene), 0, stop)
+
+    def _call(self, packed: PackedStrokes) -> Call:
+        header, arrays = ops.strokebatch_request(self.scene, packed)
+        return Call(self.scene.robot, ops.STROKEBATCH, header, arrays)
 
     def part(self, index: int, payload: Payload) -> tuple[int, StrokeBatch]:
         """Chunk ``index``'s answer as ``(start, StrokeBatch)``; a worker's answer of the
         wrong size is refused (`ProtocolError`), never passed on as the robot's motion."""
+        if self.invalid is not None:
+            raise self.invalid
         start, stop = self.chunks[index]
         try:
             batch = ops.read_strokebatch_reply(payload.arrays)

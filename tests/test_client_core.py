@@ -405,18 +405,26 @@ def test_chunk_plan_starts_with_one_pair_and_doubles_to_the_largest():
             plan_chunks(10, bad)  # type: ignore[arg-type]
 
 
-def test_stroke_job_applies_first_last_rest_to_the_whole_job_then_chunks():
+@pytest.mark.parametrize("pairs", [1, 2, 9])
+@pytest.mark.parametrize("chunk_pairs", [None, 1, 4, 100])
+def test_stroke_job_applies_first_last_rest_to_the_whole_job_then_chunks(pairs, chunk_pairs):
+    """Chunks carry exactly the whole job's packed arrays, rest flags included (the first
+    chunk is packed on its own, before the rest of the job)."""
     scene_path, strokes_path = example_paths()
     scene = Scene.from_yaml(scene_path)
-    strokes = StrokeList.from_yaml(strokes_path, stroke_length=scene.stroke_length)[:9]
-    job = StrokeJob(scene, strokes)
+    assert scene.first_last_rest
+    strokes = StrokeList.from_yaml(strokes_path, stroke_length=scene.stroke_length)[:pairs]
+    job = StrokeJob(scene, strokes, chunk_pairs)
     whole = ops.apply_first_last_rest(strokes.pack(scene.stroke_length), scene)
-    assert job.chunks == [(0, 1), (1, 3), (3, 7), (7, 9)]
-    assert job.poses == 9 * scene.stroke_length * scene.offset_num
-    flags = np.concatenate([c.arrays["is_rest"] for c in job.calls()])
-    np.testing.assert_array_equal(flags, whole.is_rest)
-    if scene.first_last_rest:
-        assert flags[0, 1] and flags[-1, 0]
+    if (pairs, chunk_pairs) == (9, None):
+        assert job.chunks == [(0, 1), (1, 3), (3, 7), (7, 9)]
+    assert job.poses == pairs * scene.stroke_length * scene.offset_num
+    calls = list(job.calls())
+    assert len(calls) == len(job.chunks)
+    for name in ("coords", "is_inkdip", "is_rest"):
+        joined = np.concatenate([c.arrays[name] for c in calls])
+        np.testing.assert_array_equal(joined, getattr(whole, name), err_msg=name)
+    assert whole.is_rest[0, 1] and whole.is_rest[-1, 0]
 
 
 def test_stroke_job_refuses_an_answer_of_the_wrong_size():

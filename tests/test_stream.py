@@ -24,7 +24,7 @@ from conftest import FakeBroker
 
 from zmq_ik import ops
 from zmq_ik.client import AsyncIKClient, IKClient
-from zmq_ik.errors import IKError, IKTimeout, RemoteError
+from zmq_ik.errors import IKError, IKTimeout, InputError, RemoteError
 from zmq_ik.model import Scene, Stroke, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
     BROKER_SERVICE,
@@ -430,3 +430,18 @@ def test_timeout_error_names_the_chunk_service(zctx, scene):
             retries=1,
         )
     assert got == [] and isinstance(err, IKTimeout) and "strokebatch" in str(err)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_stroke_later_in_the_job_raises_before_any_slice(kind, zctx, scene):
+    """The job is checked while its first chunk is computed: a stroke of the wrong length at
+    pair 30 raises `InputError` naming it, and no slice reaches the robot."""
+    pairs = list(marked_job(scene, 40).pairs)
+    pairs[30] = (Stroke(meter_coords=np.zeros((scene.stroke_length + 1, 3))), pairs[30][1])
+    with FakeBroker(zctx, lambda n, req: [(0, fake_strokebatch(req))]) as broker:
+        got, err, _ = run_stream(
+            kind, broker.endpoint, lambda c: c.stream(scene, StrokeList(pairs))
+        )
+    assert got == [] and isinstance(err, InputError) and err.field is not None
+    assert "strokes[30].left" in str(err), err
+    assert len(broker.requests) == 1  # only the first chunk went out
