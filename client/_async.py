@@ -112,8 +112,7 @@ class _Answers(Generic[T]):
         client = self._client
         try:
             while True:
-                ex.fill(time.monotonic())
-                client._flush()
+                ex.fill(time.monotonic(), client._flush)
                 item = ex.take()
                 if item is not None:
                     return self._convert(*item)

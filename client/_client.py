@@ -176,8 +176,7 @@ class IKClient:
         """Drive ``exchange`` to its end, yielding its answers; forget what is left on exit."""
         try:
             while True:
-                exchange.fill(time.monotonic())
-                self._flush()
+                exchange.fill(time.monotonic(), self._flush)
                 item = exchange.take()
                 if item is not None:
                     yield item

@@ -451,8 +451,9 @@ class Exchange:
         """The core's sink for this batch's calls."""
         self._events.append(event)
 
-    def fill(self, now: float) -> None:
-        """Submit calls until ``window`` are held or none are left."""
+    def fill(self, now: float, sent: Callable[[], None] | None = None) -> None:
+        """Submit calls until ``window`` are held or none are left; ``sent()`` after each (a
+        loop sends the outbox there: the next call may take a while to build)."""
         while not self._exhausted and not self._stopped and self._sent - self._taken < self.window:
             index = self._sent
             try:
@@ -474,6 +475,8 @@ class Exchange:
                 return
             self._in_flight[index] = (rid, call)
             self._sent += 1
+            if sent is not None:
+                sent()
 
     def take(self) -> tuple[int, Payload] | None:
         """The next answer ``(index, payload)`` (None: none ready); runs ``on_partial``
@@ -555,9 +558,10 @@ class StrokeJob:
     the result equals one-piece computing), answers checked and turned into
     ``(start, StrokeBatch)``.
 
-    The first chunk is packed and sent before the rest of the job is packed and checked
-    (packing 10,000 pairs takes tens of ms, longer than a one-pair round trip): a bad stroke
-    further on raises before any slice is yielded all the same (`part` raises it).
+    Each chunk is packed as it is sent, and the job's strokes are checked while its first
+    chunk is computed (packing 10,000 pairs at once takes longer than a one-pair round trip):
+    a bad stroke further on raises before any slice is yielded all the same (`part` raises
+    it).
     """
 
     def __init__(
@@ -588,6 +592,7 @@ class StrokeJob:
         )
         self.invalid: InputError | None = None
         """Why the job cannot be computed, found after its first chunk was sent."""
+        self._ends: PackedStrokes | None = None
 
     @property
     def poses(self) -> int:
@@ -595,32 +600,44 @@ class StrokeJob:
 
     def calls(self) -> Iterator[Call]:
         """One `strokebatch` request per chunk, built as it is sent."""
-        chunks = iter(self.chunks)
-        if self._packed is None:
-            assert self._strokes is not None
-            length = self.scene.stroke_length
-            _, stop = next(chunks)
-            if stop >= self.pairs:  # one chunk: the whole job
-                self._packed = ops.apply_first_last_rest(self._strokes.pack(length), self.scene)
-                yield self._call(self._packed)
-                return
-            yield self._call(self._first_chunk(stop))
-            try:
-                packed = self._strokes.pack(length)
-            except InputError as e:
-                self.invalid = e
-                raise
-            self._packed = ops.apply_first_last_rest(packed, self.scene)
-        for start, stop in chunks:
-            yield self._call(ops.slice_packed(self._packed, start, stop))
+        for index, (start, stop) in enumerate(self.chunks):
+            if index == 1:
+                self._check()
+            if self._packed is not None:
+                yield self._call(ops.slice_packed(self._packed, start, stop))
+            else:
+                yield self._call(self._pack(start, stop))
 
-    def _first_chunk(self, stop: int) -> PackedStrokes:
-        """Pairs ``0:stop`` (not the whole job) packed alone, with the whole job's rest
-        flags: the rule marks the job's first and last pairs only, so it is applied with one
-        pair more (a stand-in for the job's last) that is then cut off."""
+    def _check(self) -> None:
+        """Every stroke packable (what `StrokeList.pack` refuses: a stroke of another length),
+        with the common length found in one pass; `pack` names the culprit when not."""
+        strokes = self._strokes
+        if strokes is None or strokes.stroke_length == self.scene.stroke_length:
+            return
+        try:
+            strokes.pack(self.scene.stroke_length)  # all coordinate-less strokes pack too
+        except InputError as e:
+            self.invalid = e
+            raise
+
+    def _pack(self, start: int, stop: int) -> PackedStrokes:
+        """Pairs ``start:stop`` with the whole job's rest flags. The rule marks the job's
+        first and last pairs only: it is applied once to those two (`_ends`) and their rows
+        are copied into the chunks holding them."""
         assert self._strokes is not None
-        ahead = self._strokes[0 : stop + 1].pack(self.scene.stroke_length)
-        return ops.slice_packed(ops.apply_first_last_rest(ahead, self.scene), 0, stop)
+        packed = self._strokes[start:stop].pack(self.scene.stroke_length)
+        if stop == start or (start > 0 and stop < self.pairs):
+            return packed
+        if self._ends is None:
+            pairs = self._strokes.pairs
+            ends = StrokeList((pairs[0], pairs[-1]) if self.pairs > 1 else (pairs[0],))
+            self._ends = ops.apply_first_last_rest(ends.pack(self.scene.stroke_length), self.scene)
+        is_rest = packed.is_rest.copy()
+        if start == 0:
+            is_rest[0] = self._ends.is_rest[0]
+        if stop == self.pairs:
+            is_rest[-1] = self._ends.is_rest[-1]
+        return PackedStrokes(coords=packed.coords, is_inkdip=packed.is_inkdip, is_rest=is_rest)
 
     def _call(self, packed: PackedStrokes) -> Call:
         header, arrays = ops.strokebatch_request(self.scene, packed)

@@ -26,7 +26,7 @@ import zmq.asyncio
 from conftest import FakeBroker
 
 from zmq_ik import ops
-from zmq_ik.client import AsyncIKClient, IKClient
+from zmq_ik.client import AsyncIKClient, Call, IKClient
 from zmq_ik.client._core import MAX_TIMEOUT, request_message
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, RemoteError
 from zmq_ik.protocol import (
@@ -393,3 +393,37 @@ def test_partial_replies_reach_on_partial_in_both_clients(kind, zctx):
         )
     assert payload.header == {"done": True}
     assert seen == [{"progress": [i, 3]} for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_slow_consumer_of_an_exchange_gets_no_false_timeout(kind, zctx):
+    """Answers that arrived while the caller was busy with an earlier one are read before
+    any deadline is handled. Before, the sync client re-sent them, or (retries spent) raised
+    `IKTimeout` with the answers waiting in its socket."""
+
+    def script(n: int, req: Any) -> list[Any]:
+        return [(0.0 if n == 1 else 0.1, _final(req.request_id, n=n))]
+
+    calls = [Call("echo", "echo", {"i": i}, {}) for i in range(4)]
+
+    def consume(c: Any) -> Any:
+        if kind == "sync":
+            out = []
+            for index, _payload in c.exchange(calls, max_in_flight=4):
+                out.append(index)
+                time.sleep(0.6 if len(out) == 1 else 0)
+            return out
+
+        async def go() -> list[int]:
+            out = []
+            async for index, _payload in c.exchange(calls, max_in_flight=4):
+                out.append(index)
+                time.sleep(0.6 if len(out) == 1 else 0)  # blocks the loop too
+            return out
+
+        return go()
+
+    with FakeBroker(zctx, script) as broker:
+        got = run_with(kind, broker.endpoint, consume, timeout=0.2, retries=0)
+    assert sorted(got) == [0, 1, 2, 3]
+    assert len(broker.requests) == 4
