@@ -229,7 +229,7 @@ class BrokerCore:
         self.counters["workers_registered"] += 1
         # An immediate heartbeat acknowledges the READY: the worker then knows its
         # registration took (and resets its reconnect backoff) without waiting an interval,
-        # and, flagged, that DECLINE is understood here (4.9).
+        # and, flagged, that DECLINE is understood here (4.10).
         self._send(identity, _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT)
         logger.info(
             "worker %s ready: robots=%s device=%s",
@@ -280,7 +280,7 @@ class BrokerCore:
             self._close(job, answered=True)
 
     def _on_worker_state(self, worker: WorkerState, flags: frozenset[str], now: float) -> None:
-        """A worker serving several brokers says whether it is free for our jobs (4.9)."""
+        """A worker serving several brokers says whether it is free for our jobs (4.10)."""
         if FLAG_IDLE in flags and worker.away:
             worker.away = False
             self._release(worker, now)

@@ -1,6 +1,6 @@
 """Which of several brokers a client uses, and when it probes them: failover without sockets.
 
-`Brokers` is the client's view of its brokers (docs/protocol.md 4.9), fed by the client core
+`Brokers` is the client's view of its brokers (docs/protocol.md 4.10), fed by the client core
 with what it sends and hears and the clock, in the spirit of `broker._core.BrokerCore`:
 
 * any message from a broker is a sign of life (`heard`);

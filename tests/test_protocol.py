@@ -141,7 +141,7 @@ def test_reply_error_ready_heartbeat_disconnect_round_trip():
 
 
 def test_multi_broker_extension_round_trip():
-    """HEARTBEAT flags and DECLINE (docs/protocol.md 4.9); a plain HEARTBEAT has no flags."""
+    """HEARTBEAT flags and DECLINE (docs/protocol.md 4.10); a plain HEARTBEAT has no flags."""
     assert parse_message(wire(heartbeat_frames())) == Heartbeat(frozenset())
     beat = parse_message(wire(heartbeat_frames(FLAG_IDLE, "future-word")))
     assert beat == Heartbeat(frozenset({"idle", "future-word"}))

@@ -108,8 +108,17 @@ def test_sigterm_to_the_whole_process_group_reaches_each_child_once(endpoint, tm
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "zmq_ik.cli", "serve", "--echo", "--workers", "2"]
-            + ["--bind", endpoint],
+            [
+                sys.executable,
+                "-m",
+                "zmq_ik.cli",
+                "serve",
+                "--echo",
+                "--workers",
+                "2",
+                "--bind",
+                endpoint,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

@@ -8,7 +8,7 @@ through a long solve (JAX releases the GIL while XLA computes; pure Python is pr
 every few milliseconds). A lock hands the sockets between the two threads (a full memory
 barrier, as ZeroMQ requires), so none is ever used by both at once.
 
-Several brokers (no single point of failure, docs/protocol.md 4.9): one DEALER each, every
+Several brokers (no single point of failure, docs/protocol.md 4.10): one DEALER each, every
 one registered and heartbeated on its own, each reconnecting on its own. The worker still
 runs one job at a time, whichever broker sent it. A job that arrives from another broker
 while one runs is, once the running job is older than `CLAIM_AFTER`, read by the keeper and
@@ -34,6 +34,7 @@ import zmq
 
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, ProtocolError
 from zmq_ik.protocol import (
+    DEFAULT_ENDPOINT,
     FEATURE_DECLINE,
     FLAG_BUSY,
     FLAG_IDLE,
@@ -72,7 +73,7 @@ during one simply runs next, at most this much later."""
 class WorkerSettings:
     """Everything that tunes a worker's connections; the CLI builds one from its flags."""
 
-    connect: str | Sequence[str] = "tcp://127.0.0.1:5555"
+    connect: str | Sequence[str] = DEFAULT_ENDPOINT
     """Broker endpoint, or several (a sequence, or one string with commas): the worker
     registers with each and serves them all, one job at a time."""
     heartbeat_interval: float = 0.25

@@ -33,6 +33,11 @@ PROTOCOL = b"ZIK/1"
 PROTOCOL_PREFIX = b"ZIK/"
 """A frame 0 starting with this but not equal to `PROTOCOL` is another version."""
 
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+"""The broker's endpoint when none is given: loopback, since ZIK/1 without CURVE is open."""
+ENDPOINT_ENV = "ZMQ_IK_ENDPOINT"
+"""Environment variable naming the endpoint every command and client uses by default."""
+
 BROKER_SERVICE = "zik.broker"
 """Reserved service name: requests to it are answered by the broker itself (ping, status)."""
 ALIVE = "alive"
@@ -41,7 +46,7 @@ with it while they wait on it (any message from a broker counts as a sign of lif
 broker's `unknown_operation` ERROR counts too)."""
 
 FEATURE_DECLINE = "decline"
-"""Multi-broker extension of ZIK/1 (docs/protocol.md 4.9). A worker lists it in READY's
+"""Multi-broker extension of ZIK/1 (docs/protocol.md 4.10). A worker lists it in READY's
 ``features``; a broker that implements it flags its HEARTBEATs to that worker with it. Only
 then may the worker send that broker DECLINE and HEARTBEAT state flags (`FLAG_IDLE`,
 `FLAG_BUSY`): peers that never showed the feature never see either."""
@@ -378,7 +383,7 @@ class Heartbeat:
     """HEARTBEAT, both ways between broker and worker."""
 
     flags: frozenset[str] = frozenset()
-    """Words of the optional flags frame (multi-broker extension, docs/protocol.md 4.9);
+    """Words of the optional flags frame (multi-broker extension, docs/protocol.md 4.10);
     receivers ignore words they do not know."""
 
 
