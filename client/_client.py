@@ -31,6 +31,7 @@ from zmq_ik.client._core import (
     Progress,
     StrokeJob,
     check_endpoint,
+    check_endpoints,
     check_retries,
     check_timeout,
     default_endpoint,
@@ -54,6 +55,21 @@ _MAX_RCVTIMEO = 2**31 - 1
 """Largest RCVTIMEO (ms) libzmq takes (a C int); a longer wait is taken in several steps."""
 _DRAIN = 10_000
 """Messages read without waiting before a due timer is handled (bounds one drain)."""
+
+
+def open_dealers(
+    context: zmq.Context[Any], endpoints: Sequence[str], curve: Any = None
+) -> list[zmq.Socket[Any]]:
+    """One DEALER per broker (`open_dealer`); none is left open if one cannot be made."""
+    sockets: list[zmq.Socket[Any]] = []
+    try:
+        for endpoint in endpoints:
+            sockets.append(open_dealer(context, endpoint, curve))
+    except BaseException:
+        for sock in sockets:
+            sock.close(0)
+        raise
+    return sockets
 
 
 def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> zmq.Socket[Any]:
@@ -82,8 +98,9 @@ def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> 
 class IKClient:
     """Synchronous ZIK/1 client.
 
-    ``endpoint``: ``tcp://host:port`` of the broker; None reads ``$ZMQ_IK_ENDPOINT`` (at
-    construction), else ``tcp://127.0.0.1:5555``. ``timeout`` is the deadline of one attempt
+    ``endpoint``: ``tcp://host:port`` of the broker, or of several (a list, or one string
+    with commas): the client then fails over between them (docs/protocol.md 4.9); None
+    reads ``$ZMQ_IK_ENDPOINT`` (at construction), else ``tcp://127.0.0.1:5555``. ``timeout`` is the deadline of one attempt
     (sent with the request), in seconds from `MIN_TIMEOUT` (1 ms) to `MAX_TIMEOUT` (about
     49.7 days); after it passes with no answer the request is sent again with the same id,
     up to ``retries`` (an int >= 0) times, then `IKTimeout`. The broker never runs a retried
@@ -94,24 +111,34 @@ class IKClient:
 
     def __init__(
         self,
-        endpoint: str | None = None,
+        endpoint: str | Sequence[str] | None = None,
         *,
         timeout: float = 10.0,
         retries: int = 2,
         context: zmq.Context[Any] | None = None,
         curve: Any = None,
     ) -> None:
-        self.endpoint = check_endpoint(default_endpoint() if endpoint is None else endpoint)
+        self.endpoints = check_endpoints(default_endpoint() if endpoint is None else endpoint)
+        self.endpoint = ",".join(self.endpoints)
         self.timeout = check_timeout(timeout)
         self.retries = check_retries(retries)
         self.context = context or zmq.Context.instance()
-        self._core = ClientCore([self.endpoint], retries=self.retries)
-        self.socket = open_dealer(self.context, self.endpoint, curve)
+        self._core = ClientCore(self.endpoints, retries=self.retries)
+        self.sockets = open_dealers(self.context, self.endpoints, curve)
+        self.socket = self.sockets[0]
+        """The first broker's socket (the only one, with one broker)."""
+        self._poller = zmq.Poller()
+        for sock in self.sockets:
+            self._poller.register(sock, zmq.POLLIN)
+        self._index = {sock: i for i, sock in enumerate(self.sockets)}
         self._rcvtimeo = -1  # the socket's RCVTIMEO (ms), set as `_pump` needs
+        self._core.start(time.monotonic())
+        self._flush()
 
     def close(self) -> None:
         self._core.fail_all(InputError("the client was closed", "client"))
-        self.socket.close(0)
+        for sock in self.sockets:
+            sock.close(0)
 
     def __enter__(self) -> IKClient:
         return self
@@ -127,16 +154,17 @@ class IKClient:
         forever; the message is then treated as lost, and the deadline/retry logic ends in
         `IKTimeout`."""
         outbox = self._core.outbox
+        sockets = self.sockets
         while outbox:
-            _, frames = outbox.popleft()
+            i, frames = outbox.popleft()
             try:
-                send_frames(self.socket, frames, _NOBLOCK)
+                send_frames(sockets[i], frames, _NOBLOCK)
             except zmq.Again:
-                logger.debug("no connection to %s: request not sent", self.endpoint)
+                logger.debug("no connection to %s: request not sent", self.endpoints[i])
 
-    def _on_frames(self, frames: list[Any], now: float) -> None:
+    def _on_frames(self, frames: list[Any], now: float, connection: int = 0) -> None:
         """Every received message goes through here to the core."""
-        self._core.handle(frames, now)
+        self._core.handle(frames, now, connection)
 
     def _pump(self) -> None:
         """Wait for one message or the core's next timer, whichever comes first."""
@@ -145,6 +173,9 @@ class IKClient:
         due = core.next_due()
         now = time.monotonic()
         wait = 1.0 if due is None else due - now
+        if len(self.sockets) > 1:
+            self._pump_several(wait)
+            return
         if wait > 0:
             # A blocking receive with a timeout: one system call to sleep, none when a reply
             # is already queued (zmq_poll, then a receive, costs several per reply).
@@ -169,6 +200,31 @@ class IKClient:
             except zmq.Again:
                 break
             self._on_frames(frames, time.monotonic())
+        core.tick(time.monotonic())
+        self._flush()
+
+    def _pump_several(self, wait: float) -> None:
+        """`_pump` with a socket per broker: poll them all; one message from each that has one."""
+        core = self._core
+        if wait > 0:
+            events = self._poller.poll(min(max(1, int(wait * 1000)), _MAX_RCVTIMEO))
+            for sock, _ in events:
+                try:
+                    frames = recv_frames(sock, _NOBLOCK)
+                except zmq.Again:
+                    continue
+                self._on_frames(frames, time.monotonic(), self._index[sock])
+            if events:
+                if core.outbox:
+                    self._flush()
+                return
+        for i, sock in enumerate(self.sockets):  # a timer is due: read what arrived first
+            for _ in range(_DRAIN):
+                try:
+                    frames = recv_frames(sock, _NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_frames(frames, time.monotonic(), i)
         core.tick(time.monotonic())
         self._flush()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from zmq_ik.client._core import FINAL, Call, ClientCore
 from zmq_ik.client._failover import (
     DOWN_AFTER,
     PROBE_AFTER,
@@ -10,7 +13,16 @@ from zmq_ik.client._failover import (
     Brokers,
     is_probe,
 )
-from zmq_ik.protocol import ALIVE, BROKER_SERVICE, Request, parse_message
+from zmq_ik.protocol import (
+    ALIVE,
+    BROKER_SERVICE,
+    Command,
+    Request,
+    encode_payload,
+    error_frames,
+    parse_message,
+    reply_frames,
+)
 
 
 def test_home_first_then_the_others_in_list_order():
@@ -123,3 +135,91 @@ def test_probe_frames_are_alive_requests_with_their_own_ids():
     assert (first.service, first.operation) == (BROKER_SERVICE, ALIVE)
     assert is_probe(first.request_id) and first.request_id != second.request_id
     assert not is_probe(b"\x00" * 12)
+
+
+# --------------------------------------------------------------------------- in the client core
+
+
+class Box:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def outbox(core: ClientCore) -> list[tuple[int, Request]]:
+    out = []
+    while core.outbox:
+        i, frames = core.outbox.popleft()
+        msg = parse_message(frames)
+        assert isinstance(msg, Request)
+        out.append((i, msg))
+    return out
+
+
+def requests(core: ClientCore) -> list[tuple[int, bytes]]:
+    """(broker, request id) of what the core sent, probes left out."""
+    return [(i, m.request_id) for i, m in outbox(core) if not is_probe(m.request_id)]
+
+
+def echo_call() -> Call:
+    return Call("echo", "echo", {}, {})
+
+
+def final(rid: bytes) -> list[Any]:
+    return reply_frames(Command.FINAL, rid, encode_payload({"ok": True}))
+
+
+def two_brokers() -> ClientCore:
+    core = ClientCore(["tcp://a:1", "tcp://b:1"], retries=0)
+    core.brokers.order = [0, 1]  # home: a
+    return core
+
+
+def test_a_request_waiting_on_a_silent_broker_goes_to_the_other_with_its_id():
+    core, box = two_brokers(), Box()
+    rid = core.submit(echo_call(), 3.0, now=0.0, sink=box)
+    assert requests(core) == [(0, rid)]
+    core.tick(0.2)
+    assert [(i, m.operation) for i, m in outbox(core)] == [(0, ALIVE)]  # probed, silent
+    core.tick(DOWN_AFTER + 0.001)
+    assert requests(core) == [(1, rid)]  # same id, through b, no attempt spent (retries=0)
+    assert core.pending[rid].attempts == 1 and core.pending[rid].expires == 3.0 + 0.25
+    core.handle(final(rid), now=0.5, connection=1)
+    core.handle(final(rid), now=6.0, connection=0)  # a frozen a wakes up and answers too
+    assert [kind for _, kind, _ in box.events] == [FINAL]  # the caller gets one answer
+    assert core.next_due() is None  # idle: nothing more, not even probes
+
+
+def test_the_only_broker_restarted_gets_the_lost_request_again_as_soon_as_it_answers():
+    core, box = ClientCore(["tcp://a:1"], retries=0), Box()
+    rid = core.submit(echo_call(), 3.0, now=0.0, sink=box)
+    requests(core)
+    core.tick(DOWN_AFTER + 0.001)  # a died with the request
+    assert requests(core) == []  # nowhere else to go
+    core.handle(reply_frames(Command.FINAL, b"alive" + bytes(8), encode_payload({})), 1.0, 0)
+    assert requests(core) == [(0, rid)]  # a is back: sent again at once, same id
+    core.handle(final(rid), now=1.1)
+    assert [kind for _, kind, _ in box.events] == [FINAL]
+
+
+def test_shutting_down_sends_the_request_to_the_other_broker_at_once_without_an_attempt():
+    core, box = two_brokers(), Box()
+    rid = core.submit(echo_call(), 3.0, now=0.0, sink=box)
+    requests(core)
+    core.handle(error_frames(rid, "shutting_down", "broker is shutting down"), 0.1, 0)
+    assert requests(core) == [(1, rid)] and not box.events
+    assert core.pending[rid].attempts == 1
+    rid2 = core.submit(echo_call(), 3.0, now=0.2, sink=box)
+    assert requests(core) == [(1, rid2)]  # a is going away: new work goes to b
+
+
+def test_a_client_started_with_several_brokers_probes_each_once():
+    core = ClientCore(["tcp://a:1", "tcp://b:1"])
+    core.start(0.0)
+    assert sorted((i, m.operation) for i, m in outbox(core)) == [(0, ALIVE), (1, ALIVE)]
+    core.handle(reply_frames(Command.FINAL, b"alive" + bytes(8), encode_payload({})), 0.01, 1)
+    core.tick(DOWN_AFTER + 0.01)  # a never answered: down before it is needed
+    rid = core.submit(echo_call(), 3.0, now=0.5, sink=Box())
+    assert (1, rid) in requests(core)
