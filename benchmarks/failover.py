@@ -12,7 +12,8 @@ requests whose answer must carry the thread's own (client, sequence) and array.
   each round with fresh processes, all in this one run;
 * ``faults``: 2 brokers under load; SIGKILL A; restart A; SIGKILL B (``--phase`` seconds
   apart). Reports the longest time any request took (the stall), errors, wrong answers;
-* ``freeze``: 2 brokers under load; SIGSTOP A for ``--freeze`` seconds, SIGCONT.
+* ``freeze``: 2 brokers under load; SIGSTOP A for ``--freeze`` seconds, SIGCONT;
+* ``restart1``: one broker only, SIGKILLed under load and restarted at once.
 
 IK part (``--ik``): 2 brokers, 2 IK workers connected to both; a 1,000-pair `compute` runs
 once undisturbed, then again while the broker it is using is SIGKILLed ~1 s in; the joints
@@ -199,6 +200,32 @@ def freeze(args: argparse.Namespace) -> dict[str, Any]:
         return summarise(f"SIGSTOP A for {args.freeze:g} s", load.tally, events)
 
 
+def restart_one(args: argparse.Namespace) -> dict[str, Any]:
+    """One broker only: SIGKILL it under load, restart it at once. Before #15 a request lost
+    with it waited for its whole attempt timeout (3 s here); now for the broker's return."""
+    with Procs() as procs:
+        [a] = start(procs, 1)
+        events: dict[str, float] = {}
+        with Load([a], args.clients) as load:
+            time.sleep(args.phase)
+            kill(procs, procs.procs[0])
+            events["kill"] = time.monotonic()
+            procs.broker(a)
+            events["restart"] = time.monotonic()
+            procs.wait_workers(a, 2, timeout=30)
+            events["broker and workers back"] = time.monotonic()
+            time.sleep(args.phase)
+        out = summarise("one broker: kill, restart at once", load.tally, events)
+        outage = events["broker and workers back"] - events["kill"]
+        out["outage_ms"] = outage * 1000
+        out["stall_beyond_outage_ms"] = out["longest_ms"] - outage * 1000
+        print(
+            f"    outage (kill to broker and workers back) {outage * 1000:.0f} ms; longest stall "
+            f"beyond it {out['stall_beyond_outage_ms']:.0f} ms (timeout {TIMEOUT:g} s)"
+        )
+        return out
+
+
 def summarise(name: str, tally: Tally, events: dict[str, float]) -> dict[str, Any]:
     lat = tally.latencies_ms()
     worst = max(tally.spans, key=lambda s: s[1] - s[0]) if tally.spans else (0.0, 0.0)
@@ -291,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ik", action="store_true", help="also the IK compute measurement")
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--buckets", default="16,64,256")
-    parser.add_argument("--only", choices=["steady", "faults", "freeze", "ik"], default=None)
+    parser.add_argument(
+        "--only", choices=["steady", "faults", "freeze", "restart1", "ik"], default=None
+    )
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     if args.only in (None, "steady"):
@@ -307,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         results["faults"] = faults(args)
     if args.only in (None, "freeze"):
         results["freeze"] = freeze(args)
+    if args.only in (None, "restart1"):
+        results["restart1"] = restart_one(args)
     if args.ik or args.only == "ik":
         results["ik"] = ik(args)
     print(results)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from zmq_ik.broker._jobs import (
     WorkerState,
     peer_label,
 )
-from zmq_ik.broker._report import ping_info, status
+from zmq_ik.broker._report import alive_info, ping_info, status
 from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     ALIVE,
@@ -78,6 +79,9 @@ class BrokerCore:
         self.errors_sent: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
         self.stopping = False
+        self.boot = os.urandom(8).hex()
+        """This broker process's id in `alive` answers: a client that sees it change knows
+        the broker restarted and lost what it was sent before."""
         self._job_ids = itertools.count(1)
         self._now = self.started
         # Timers, so that `tick` costs nothing until something is due (the loop calls it
@@ -306,12 +310,7 @@ class BrokerCore:
 
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
-        if req.operation == ALIVE:  # the clients' probe: as cheap as an answer can be
-            workers = 0 if self.stopping else len(self.workers)  # stopping: use another
-            alive = encode_payload({"workers": workers})
-            self._send(client, reply_frames(Command.FINAL, req.request_id, alive))
-            return
-        report = {"ping": ping_info, "status": status}.get(req.operation)
+        report = {ALIVE: alive_info, "ping": ping_info, "status": status}.get(req.operation)
         try:
             if report is None:
                 raise ProtocolError(

@@ -19,6 +19,12 @@ LISTED = 256
 """Most robots and queues a `status` reply names (the rest are counted as omitted)."""
 
 
+def alive_info(core: BrokerCore, now: float) -> dict[str, Any]:
+    """The clients' probe answer (`protocol.ALIVE`), as small as an answer can be: workers
+    (0 while stopping: clients then prefer another broker) and this process's `boot` id."""
+    return {"workers": 0 if core.stopping else len(core.workers), "boot": core.boot}
+
+
 def ping_info(core: BrokerCore, now: float) -> dict[str, Any]:
     """Version, uptime and the registered workers, always within one header: every worker's
     entry is bounded (READY limits) and the list is cut at half the header limit

@@ -7,6 +7,9 @@ with what it sends and hears and the clock, in the spirit of `broker._core.Broke
 * while the client waits on a broker (requests outstanding there) and has heard nothing from
   it for `PROBE_AFTER`, it probes it (`zik.broker` / `alive`, answered by the broker itself)
   every `PROBE_AFTER`; idle clients send nothing;
+* while it waits on a broker it hears from, it still probes it every `RECHECK`: an answer
+  with another ``boot`` id means the broker restarted (faster than `DOWN_AFTER`) and lost
+  what it was sent before, which the core then sends again;
 * a broker silent for `DOWN_AFTER` (plus the time its unanswered bytes may still be in
   transit at `TRANSIT_BYTES_PER_S`) while waited on is down: `tick` says so, and the core
   sends what was outstanding there again, same request ids, through `route`;
@@ -19,6 +22,7 @@ others, in list order after it, only while the home is down or has no workers.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -27,6 +31,8 @@ from typing import Any
 
 from zmq_ik.protocol import ALIVE, BROKER_SERVICE, encode_payload, request_frames
 
+logger = logging.getLogger(__name__)
+
 PROBE_AFTER = 0.1
 """Seconds of silence from a broker the client waits on before it probes it (and between
 probes)."""
@@ -34,7 +40,8 @@ DOWN_AFTER = 0.4
 """Seconds of silence (despite probes) after which a broker the client waits on is down."""
 RECHECK = 0.25
 """Seconds between probes of a broker that is down or has no workers (while the client
-waits on anything), so that it is used again soon after it is back."""
+waits on anything), so that it is used again soon after it is back; and of a broker the
+client waits on even while it hears from it (a restart shows as a new ``boot`` id)."""
 TRANSIT_BYTES_PER_S = 10e6
 """Slowest link assumed for the silence allowance: a probe queued behind a large request
 cannot be answered before the request is through (a 256 MiB request: 27 s more)."""
@@ -56,6 +63,8 @@ class BrokerView:
     """False from the moment it is judged down until it is heard from again."""
     workers: int | None = None
     """Workers it had at its last `alive` answer (None: never said)."""
+    boot: str | None = None
+    """The broker process's id from its last `alive` answer (None: never said)."""
     last_heard: float = -math.inf
     """When the last message from it arrived."""
     waiting: int = 0
@@ -147,11 +156,17 @@ class Brokers:
     def probe_answer(self, i: int, header: dict[str, Any]) -> None:
         """The header of broker ``i``'s `alive` answer (an older broker's ERROR has none)."""
         v = self.views[i]
-        workers = header.get("workers")
+        workers, boot = header.get("workers"), header.get("boot")
         ready = v.ready
         v.workers = workers if isinstance(workers, int) and not isinstance(workers, bool) else None
         if v.ready != ready:
             self.changed = True
+        if isinstance(boot, str) and len(boot) <= 64:
+            if v.boot is not None and boot != v.boot:  # a new process: what it had is lost
+                v.epoch += 1
+                self.changed = True
+                logger.info("broker %s restarted: what was sent to it goes again", v.endpoint)
+            v.boot = boot
 
     def lost(self, i: int) -> None:
         """Broker ``i`` is going away (it answered ``shutting_down``): down now."""
@@ -207,7 +222,9 @@ class Brokers:
         return start + self.down_after + v.unheard_bytes / TRANSIT_BYTES_PER_S
 
     def _probe_at(self, v: BrokerView) -> float:
-        return max(v.last_heard, v.waiting_since, v.probed) + self.probe_after
+        """After `PROBE_AFTER` of silence, or `RECHECK` even while it answers (a restart)."""
+        since = max(v.waiting_since, v.probed)
+        return min(max(v.last_heard, since) + self.probe_after, since + self.recheck)
 
     def next_due(self) -> float | None:
         """When `tick` next has something to do (None: nothing while nothing waits)."""

@@ -471,7 +471,7 @@ def test_status_summarises_many_queues():
 # --------------------------------------------------------------------------- several brokers
 
 
-def test_alive_probe_is_answered_at_once_with_the_number_of_workers():
+def test_alive_probe_is_answered_at_once_with_the_workers_and_the_boot_id():
     """The clients' probe (docs/protocol.md 4.6): answered by the broker itself."""
     h = Harness()
     h.send(b"C", request_frames(b"a", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
@@ -479,8 +479,10 @@ def test_alive_probe_is_answered_at_once_with_the_number_of_workers():
     h.send(b"C", request_frames(b"b", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
     [(to, first), (_, second)] = h.drain()
     assert to == b"C" and first.command is Command.FINAL and first.request_id == b"a"
-    assert decode_payload(first.payload).header == {"workers": 0}
-    assert decode_payload(second.payload).header == {"workers": 1}
+    boot = h.core.boot
+    assert decode_payload(first.payload).header == {"workers": 0, "boot": boot}
+    assert decode_payload(second.payload).header == {"workers": 1, "boot": boot}
+    assert BrokerCore().boot != boot  # another process, another id
 
 
 def ready_multi(h: Harness, worker: bytes, robots=("tatbot",)) -> None:

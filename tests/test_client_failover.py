@@ -223,3 +223,27 @@ def test_a_client_started_with_several_brokers_probes_each_once():
     core.tick(DOWN_AFTER + 0.01)  # a never answered: down before it is needed
     rid = core.submit(echo_call(), 3.0, now=0.5, sink=Box())
     assert (1, rid) in requests(core)
+
+
+def alive(boot: str, workers: int = 2) -> list[Any]:
+    return reply_frames(
+        Command.FINAL, b"alive" + bytes(8), encode_payload({"workers": workers, "boot": boot})
+    )
+
+
+def test_a_broker_restarted_faster_than_down_after_is_known_by_its_boot_id():
+    """The broker died with the request and came back within 0.4 s, and the client keeps
+    hearing from it (other answers): only the new `boot` id tells that the request is lost."""
+    core, box = ClientCore(["tcp://a:1"], retries=0), Box()
+    core.handle(alive("first"), 0.0, 0)
+    rid = core.submit(echo_call(), 3.0, now=0.0, sink=box)
+    requests(core)
+    for k in range(1, 6):  # answers to other requests keep coming: no silence
+        core.handle(final(b"someone-else"), k * 0.05, 0)
+        core.tick(k * 0.05)
+    probes = [(i, m.operation) for i, m in outbox(core)]
+    assert probes == [(0, ALIVE)]  # a confirming probe after RECHECK, though not silent
+    core.handle(alive("second"), 0.3, 0)  # a new process
+    assert requests(core) == [(0, rid)]  # sent again at once, same id
+    core.handle(alive("second"), 0.6, 0)
+    assert requests(core) == []  # same process: nothing more
