@@ -79,7 +79,8 @@ class Load:
         ctx = zmq.Context()
         tally = self.tally
         try:
-            with IKClient(self.endpoints, timeout=TIMEOUT, retries=RETRIES, context=ctx) as client:
+            where = self.endpoints[0] if len(self.endpoints) == 1 else self.endpoints
+            with IKClient(where, timeout=TIMEOUT, retries=RETRIES, context=ctx) as client:
                 i = 0
                 while not self._stop.is_set():
                     i += 1

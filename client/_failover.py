@@ -117,10 +117,9 @@ class Brokers:
         moves what waits on a broker that is down, `stays`); the core clears it."""
 
     def start(self, now: float) -> list[int]:
-        """The brokers to probe once as the client starts (with several: a dead one is then
-        known before it is needed, for the price of one probe each)."""
-        if len(self.views) < 2:
-            return []
+        """The brokers to probe once as the client starts, for the price of one probe each:
+        a dead one is known before it is needed, and each one's ``boot`` id is known before
+        a restart could go unnoticed."""
         for v in self.views:
             v.first_probe, v.waiting_since, v.probed = True, now, now
         return list(range(len(self.views)))
