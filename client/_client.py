@@ -131,7 +131,7 @@ class IKClient:
         for sock in self.sockets:
             self._poller.register(sock, zmq.POLLIN)
         self._index = {sock: i for i, sock in enumerate(self.sockets)}
-        self._rcvtimeo = -1  # the socket's RCVTIMEO (ms), set as `_pump` needs
+        self._rcvtimeo = [-1] * len(self.sockets)  # each socket's RCVTIMEO (ms), as `_pump` set it
         self._core.start(time.monotonic())
         self._flush()
 
@@ -169,56 +169,44 @@ class IKClient:
     def _pump(self) -> None:
         """Wait for one message or the core's next timer, whichever comes first."""
         core = self._core
-        sock = self.socket
         due = core.next_due()
         now = time.monotonic()
         wait = 1.0 if due is None else due - now
-        if len(self.sockets) > 1:
-            self._pump_several(wait)
-            return
         if wait > 0:
-            # A blocking receive with a timeout: one system call to sleep, none when a reply
-            # is already queued (zmq_poll, then a receive, costs several per reply).
-            wait_ms = min(max(1, int(wait * 1000)), _MAX_RCVTIMEO)
-            if wait_ms != self._rcvtimeo:
-                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
-                self._rcvtimeo = wait_ms
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                pass
+            i = self._listened()
+            if i is None:  # several brokers waited on: poll them all, one message each
+                events = self._poller.poll(min(max(1, int(wait * 1000)), _MAX_RCVTIMEO))
+                for sock, _ in events:
+                    try:
+                        frames = recv_frames(sock, _NOBLOCK)
+                    except zmq.Again:
+                        continue
+                    self._on_frames(frames, time.monotonic(), self._index[sock])
+                if events:
+                    if core.outbox:
+                        self._flush()
+                    return
             else:
-                self._on_frames(frames, time.monotonic())
-                if core.outbox:  # a retry (a retryable error)
-                    self._flush()
-                return
-        # A timer is due. Answers that arrived while nobody read (a stream's consumer was
-        # busy) are read first: they must not be taken for silence and sent again.
-        for _ in range(_DRAIN):
-            try:
-                frames = recv_frames(sock, _NOBLOCK)
-            except zmq.Again:
-                break
-            self._on_frames(frames, time.monotonic())
-        core.tick(time.monotonic())
-        self._flush()
-
-    def _pump_several(self, wait: float) -> None:
-        """`_pump` with a socket per broker: poll them all; one message from each that has one."""
-        core = self._core
-        if wait > 0:
-            events = self._poller.poll(min(max(1, int(wait * 1000)), _MAX_RCVTIMEO))
-            for sock, _ in events:
+                # A blocking receive with a timeout: one system call to sleep, none when a
+                # reply is already queued (zmq_poll, then a receive, costs several per reply).
+                sock = self.sockets[i]
+                wait_ms = min(max(1, int(wait * 1000)), _MAX_RCVTIMEO)
+                if wait_ms != self._rcvtimeo[i]:
+                    sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                    self._rcvtimeo[i] = wait_ms
                 try:
-                    frames = recv_frames(sock, _NOBLOCK)
+                    frames = recv_frames(sock)
                 except zmq.Again:
-                    continue
-                self._on_frames(frames, time.monotonic(), self._index[sock])
-            if events:
-                if core.outbox:
-                    self._flush()
-                return
-        for i, sock in enumerate(self.sockets):  # a timer is due: read what arrived first
+                    pass
+                else:
+                    self._on_frames(frames, time.monotonic(), i)
+                    if core.outbox:  # a retry (a retryable error), a failover
+                        self._flush()
+                    return
+        # A timer is due. Answers that arrived while nobody read (a stream's consumer was
+        # busy, or they came from a broker not listened to) are read first: they must not
+        # be taken for silence and sent again.
+        for i, sock in enumerate(self.sockets):
             for _ in range(_DRAIN):
                 try:
                     frames = recv_frames(sock, _NOBLOCK)
@@ -227,6 +215,16 @@ class IKClient:
                 self._on_frames(frames, time.monotonic(), i)
         core.tick(time.monotonic())
         self._flush()
+
+    def _listened(self) -> int | None:
+        """The one broker worth a blocking receive: the only one, or the only one waited on
+        (the others' messages, late answers or probe answers, are read when a timer is due:
+        at most `client._failover.RECHECK` later). None: poll them all."""
+        views = self._core.connections
+        if len(views) == 1:
+            return 0
+        waited = [i for i, v in enumerate(views) if v.waited_on]
+        return waited[0] if len(waited) == 1 else None
 
     def _run(self, exchange: Exchange) -> Iterator[tuple[int, Payload]]:
         """Drive ``exchange`` to its end, yielding its answers; forget what is left on exit."""
