@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+import zmq
+import zmq.asyncio
+
+from zmq_ik.client import AsyncIKClient, IKClient
 from zmq_ik.client._core import FINAL, Call, ClientCore
 from zmq_ik.client._failover import (
     DOWN_AFTER,
@@ -13,9 +19,11 @@ from zmq_ik.client._failover import (
     Brokers,
     is_probe,
 )
+from zmq_ik.errors import InputError
 from zmq_ik.protocol import (
     ALIVE,
     BROKER_SERVICE,
+    ENDPOINT_ENV,
     Command,
     Request,
     encode_payload,
@@ -247,3 +255,31 @@ def test_a_broker_restarted_faster_than_down_after_is_known_by_its_boot_id():
     assert requests(core) == [(0, rid)]  # sent again at once, same id
     core.handle(alive("second"), 0.6, 0)
     assert requests(core) == []  # same process: nothing more
+
+
+def test_clients_take_several_endpoints_as_a_list_a_comma_string_or_the_environment(
+    monkeypatch: Any,
+):
+    a, b = "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"
+    monkeypatch.setenv(ENDPOINT_ENV, f"{a},{b}")
+    ctx = zmq.Context()
+    try:
+        for given in ([a, b], f"{a},{b}", f" {a} , {b} ,{a}", None):
+            with IKClient(given, context=ctx) as client:
+                assert client.endpoints == (a, b) and len(client.sockets) == 2
+        for bad in ([a, "gpu-host:5555"], [a, 5], ","):
+            with pytest.raises(InputError) as e:
+                IKClient(bad, context=ctx)  # type: ignore[arg-type]
+            assert e.value.field == "endpoint"
+    finally:
+        ctx.destroy(linger=0)
+
+    async def async_endpoints() -> tuple[str, ...]:
+        actx = zmq.asyncio.Context()
+        try:
+            async with AsyncIKClient(f"{a},{b}", context=actx) as client:
+                return client.endpoints
+        finally:
+            actx.destroy(linger=0)
+
+    assert asyncio.run(async_endpoints()) == (a, b)
