@@ -417,3 +417,14 @@ def test_async_client_fails_over_too(procs):
     answers = asyncio.run(main())
     assert [p.header.get("slept") for p in answers[:4]] == [0.5] * 4
     assert [p.header["i"] for p in answers[4:]] == list(range(8))
+
+
+def test_a_broker_given_several_endpoints_to_bind_says_so(procs):
+    """`ZMQ_IK_ENDPOINT` may list several brokers for clients and workers; a broker (or
+    `serve`) started with it must say what is wrong, not libzmq's 'No such device'."""
+    env = {**os.environ, "ZMQ_IK_ENDPOINT": f"{free_endpoint()},{free_endpoint()}"}
+    for command in ("broker", "serve"):
+        cmd = [sys.executable, "-m", "zmq_ik.cli", command]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
+        assert done.returncode == 2, done.stderr
+        assert "--bind" in done.stderr and "a broker binds one endpoint" in done.stderr

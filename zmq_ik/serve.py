@@ -27,6 +27,7 @@ from zmq_ik._os import PARENT_ENV
 from zmq_ik._scene import as_int
 from zmq_ik._settings import setting
 from zmq_ik.broker import BrokerSettings
+from zmq_ik.broker._jobs import check_bind_endpoint
 from zmq_ik.errors import ConfigError, IKTimeout, InputError
 from zmq_ik.protocol import endpoints_setting
 from zmq_ik.worker.settings import ServiceSettings, parse_gpus
@@ -92,6 +93,7 @@ class ServeSettings:
     """What every worker serves (its ``gpu`` is set per worker from ``gpus``)."""
 
     def __post_init__(self) -> None:
+        check_bind_endpoint(self.bind)
         if self.workers is not None:
             object.__setattr__(self, "workers", as_int(self.workers, "workers", 1))
         if self.connect:
