@@ -18,6 +18,7 @@ import numpy.typing as npt
 import yaml
 
 from zmq_ik._checks import as_array, as_bool, as_int, as_str, check_packed, prefixed
+from zmq_ik._docs import documented
 from zmq_ik._scene import Scene, arrays_equal, read_yaml_file
 from zmq_ik.errors import InputError
 
@@ -51,6 +52,7 @@ def _resample(arr: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
     return out
 
 
+@documented
 @dataclass(frozen=True, eq=False)
 class Stroke:
     """One arm's stroke: a polyline of end-effector targets.
@@ -136,6 +138,18 @@ class Stroke:
         """Points in the stroke, or ``None`` for a coordinate-less rest stroke."""
         c = self.coords
         return None if c is None else int(c.shape[0])
+
+    def __repr__(self) -> str:
+        arrays = [
+            f"{n} {tuple(getattr(self, n).shape)}"
+            for n in _USED_ARRAYS
+            if getattr(self, n) is not None
+        ]
+        flags = [f for f in ("is_rest", "is_inkdip") if getattr(self, f)]
+        extra = [
+            f"{k}={getattr(self, k)!r}" for k in ("arm", "color", "description") if getattr(self, k)
+        ]
+        return f"Stroke({', '.join(arrays + flags + extra)})"
 
     def resampled(self, n: int) -> Stroke:
         """This stroke with every array linearly resampled to ``n`` points."""
@@ -261,6 +275,7 @@ _KNOWN_STROKE_KEYS = frozenset(
 )
 
 
+@documented
 @dataclass(frozen=True, eq=False)
 class StrokeList:
     """A sequence of (left, right) stroke pairs, executed in order, both arms together.
@@ -304,6 +319,16 @@ class StrokeList:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def __repr__(self) -> str:
+        strokes = [s for pair in self.pairs for s in pair]
+        n = self.stroke_length
+        return (
+            f"StrokeList({len(self)} pairs, "
+            + (f"{n} points per stroke" if n is not None else "mixed lengths")
+            + f", {sum(s.is_inkdip for s in strokes)} ink dips, "
+            f"{sum(s.is_rest for s in strokes)} rest strokes)"
+        )
 
     def __iter__(self) -> Iterator[tuple[Stroke, Stroke]]:
         return iter(self.pairs)
@@ -532,6 +557,7 @@ class StrokeList:
         return text
 
 
+@documented
 @dataclass(frozen=True, eq=False)
 class PackedStrokes:
     """A StrokeList as dense arrays (what travels to workers; ``b`` pairs of ``l`` points).
@@ -569,6 +595,12 @@ class PackedStrokes:
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"PackedStrokes(b={self.b}, l={self.l}, coords {tuple(self.coords.shape)} float32, "
+            f"{int(self.is_inkdip.sum())} ink dips, {int(self.is_rest.sum())} rest strokes)"
+        )
 
     @property
     def b(self) -> int:

@@ -21,7 +21,10 @@ from zmq_ik.broker import BrokerSettings
 from zmq_ik.client import IKClient
 from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
 from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
-from zmq_ik.serve import EXIT_CONFIG, ServeSettings
+from zmq_ik.plot import ReportSettings
+from zmq_ik.plot import report as write_report
+from zmq_ik.report import ping_lines, status_texts
+from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
 from zmq_ik.worker import WorkerSettings
 from zmq_ik.worker.settings import ServiceSettings, build_service
 
@@ -33,14 +36,10 @@ Shell completion (bash; zsh and fish alike):
   eval "$(_ZMQ_IK_COMPLETE=bash_source zmq-ik)"
 """
 _LEVEL = "zmq_ik.log_level"
-_FLAGS = {
-    "robots": "--robot",
-    "gpus": "--gpu",
-    "heartbeat_interval": "--heartbeat",
-    "shutdown_grace": "--grace",
-}
+_FLAGS = {"robots": "--robot", "gpus": "--gpu", "heartbeat_interval": "--heartbeat"}
+_FLAGS["shutdown_grace"] = "--grace"
 """Options not spelled as their settings field."""
-B, W, C, S = BrokerSettings, WorkerSettings, ComputeSettings, ServiceSettings
+B, W, C, S, R = BrokerSettings, WorkerSettings, ComputeSettings, ServiceSettings, ReportSettings
 KEY = click.Path(exists=True, dir_okay=False)
 KEYPAIRS = ("broker", "client", "worker")
 
@@ -118,8 +117,10 @@ def _o(cls: Any, name: str, *flags: str, **kw: Any) -> Any:
         kw.setdefault("callback", _parsed(m["parse"]))
     kw.setdefault("show_default", default is not None and not isinstance(default, bool))
     kw.setdefault("is_flag", isinstance(default, bool) or None)
+    kw.setdefault("type", float if default is None and "float" in str(f.type) else None)
     kw = {"help": m.get("doc"), "metavar": m.get("metavar"), "multiple": m.get("repeat"), **kw}
-    return click.option(*(flags or (_flag(name),)), name, default=default, **kw)
+    flags = flags or (("-o", "--output") if name == "output" else (_flag(name),))
+    return click.option(*flags, name, default=default, **kw)
 
 
 def _options(cls: Any, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
@@ -236,8 +237,6 @@ def _asking(f: Any) -> Any:
 @click.option("--count", default=1, type=click.IntRange(min=1), help="Number of pings.")
 def ping(endpoint: str, timeout: float, json_: bool, count: int, **curve: Any) -> None:
     """Is the broker there, which workers serve what, how fast. Exit 1 if nothing answers."""
-    from zmq_ik.report import ping_lines
-
     with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
         for line in ping_lines(client, count, json_):
             click.echo(line)
@@ -248,8 +247,6 @@ def ping(endpoint: str, timeout: float, json_: bool, count: int, **curve: Any) -
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 def status(endpoint: str, timeout: float, json_: bool, watch: bool, **curve: Any) -> None:
     """Workers, queues, in-flight requests and counters, as the broker sees them."""
-    from zmq_ik.report import status_texts
-
     with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
         try:
             for text in status_texts(client, watch, json_):
@@ -268,8 +265,6 @@ def status(endpoint: str, timeout: float, json_: bool, watch: bool, **curve: Any
 @click.pass_context
 def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **options: Any) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
-    from zmq_ik.serve import Supervisor
-
     worker = _settings(S, **options)
     settings = _settings(ServeSettings, bind=bind, workers=workers, gpus=gpus, worker=worker)
     raise_fd_limit_logged()  # the children inherit it
@@ -288,29 +283,29 @@ def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **optio
 def _computing(f: Any) -> Any:
     """The options `compute` and `demo` share."""
     f = click.option("--json", "json_", is_flag=True, help="Print a machine-readable summary.")(f)
-    for name in ("ori_tol", "pos_tol", "output"):
-        f = _o(C, name, *(("-o", "--output") if name == "output" else ()))(f)
+    for name in ("plot", "ori_tol", "pos_tol", "output"):
+        f = _o(C, name)(f)
     return f
 
 
 def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: Any) -> None:
     """Settings and output path checked before ``where`` (the endpoint's context) is entered."""
-    from zmq_ik.compute import ProgressBar, check_output, run, summary_table
+    from zmq_ik.compute import ProgressBar, check_outputs, check_strict, run, summary_table
 
     settings: ComputeSettings = _settings(ComputeSettings, **opts)
-    _settings(check_output, output=settings.output)
+    _settings(check_outputs, output=settings.output, plot=settings.plot)
     with where as endpoint:
         summary = run(endpoint, settings, *inputs, progress=ProgressBar(), **kw)
     click.echo(json.dumps(summary, default=float) if json_ else summary_table(summary))
-    if settings.strict and summary["n_over"]:
-        raise click.ClickException(f"{summary['n_over']} pose(s) miss tolerance (--strict)")
+    if settings.strict:
+        check_strict(summary)  # IKError: exit 1
 
 
 @main.command()
 @click.argument("scene_file", type=KEY)
 @click.argument("strokes_file", type=KEY)
 @_endpoint()
-@_options(C, skip=("output", "pos_tol", "ori_tol"))
+@_options(C, skip=("output", "pos_tol", "ori_tol", "plot"))
 @_computing
 @_curve_options
 def compute(scene_file: str, strokes_file: str, endpoint: str, json_: bool, **opts: Any) -> None:
@@ -326,10 +321,16 @@ def compute(scene_file: str, strokes_file: str, endpoint: str, json_: bool, **op
 @_o(S, "buckets", help="Batch buckets the local worker compiles (default: 1,16..1024 on a CPU).")
 def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
-    from zmq_ik.serve import local_cluster
-
     local = local_cluster(S(buckets=opts.pop("buckets")), startup_timeout)  # started if used
     _compute(nullcontext(endpoint) if endpoint else local, {"timeout": DEMO_TIMEOUT, **opts}, json_)
+
+
+@main.command()
+@click.argument("strokebatch_file", type=KEY)
+@_options(R)
+def report(strokebatch_file: str, **opts: Any) -> None:
+    """Plot a StrokeBatch file: per-stroke errors against the tolerances, joints against limits."""
+    click.echo(write_report(strokebatch_file, _settings(ReportSettings, **opts)))
 
 
 @main.command()
