@@ -93,8 +93,8 @@ MAX_IK_LAMBDA = 1e7
 
 POS_TOL = 1e-4
 """Default position tolerance, metres (0.1 mm): a pose whose achieved needle-tip position is
-further than this from its target misses. A tenth of a fine tattoo line's width (~1 mm), so
-the IK's share of the error budget stays small next to the arm's own repeatability. The
+further than this from its target misses: well under a fine tattoo line (0.3-0.5 mm), so the
+IK's share of the error budget stays small next to the arm's own repeatability. The
 bundled example meets it in the default mode with ~1.7x margin (worst 0.058 mm)."""
 ORI_TOL = 0.05
 """Default orientation tolerance, radians (~2.9°): a needle tilted this much shifts its point
@@ -134,9 +134,8 @@ class IKSettings:
     rest_weight: float = 0.1
     """Weight of ``q - rest``: pulls the redundant degree of freedom (and everything else, a
     little) toward the rest pose (0..1e6). With ``precise`` it only breaks ties (decays to 0).
-    The default mode's trade-off: this pull keeps joint paths near rest, and as position
-    weighs 32x orientation, each pose gives way mostly in orientation (the bundled example:
-    <= 0.06 mm, <= 0.02 rad; ``precise``: ~1e-4 mm, ~1e-4 rad)."""
+    As position weighs 32x orientation, a pose gives way to this pull mostly in orientation
+    (README: "Is the answer good enough?")."""
     limit_weight: float = 32.0
     """Weight of the soft joint-limit residual (0..1e6; ignored with ``precise``: limits are
     hard)."""

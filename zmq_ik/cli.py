@@ -42,6 +42,7 @@ _FLAGS["shutdown_grace"] = "--grace"
 B, W, C, S, R = BrokerSettings, WorkerSettings, ComputeSettings, ServiceSettings, ReportSettings
 KEY = click.Path(exists=True, dir_okay=False)
 KEYPAIRS = ("broker", "client", "worker")
+COMPUTING = ("output", "errors", "pos_tol", "ori_tol", "strict", "plot")  # demo takes them too
 
 
 def _verbosity(ctx: click.Context, param: click.Parameter | None, value: Any) -> None:
@@ -283,7 +284,7 @@ def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **optio
 def _computing(f: Any) -> Any:
     """The options `compute` and `demo` share."""
     f = click.option("--json", "json_", is_flag=True, help="Print a machine-readable summary.")(f)
-    for name in ("plot", "ori_tol", "pos_tol", "output"):
+    for name in reversed(COMPUTING):
         f = _o(C, name)(f)
     return f
 
@@ -305,7 +306,7 @@ def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: 
 @click.argument("scene_file", type=KEY)
 @click.argument("strokes_file", type=KEY)
 @_endpoint()
-@_options(C, skip=("output", "pos_tol", "ori_tol", "plot"))
+@_options(C, skip=COMPUTING)
 @_computing
 @_curve_options
 def compute(scene_file: str, strokes_file: str, endpoint: str, json_: bool, **opts: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -346,5 +347,5 @@ def summary_table(summary: dict[str, Any]) -> str:
     ok, line = verdict(summary)
     text = table(["", "value"], rows) + f"\n{'OK' if ok else 'NOT OK'}: {line}"
     if summary.get("precise") is False:
-        text += f"\nnote: {REST_PULL_NOTE}"
+        text += "\n" + textwrap.fill(f"note: {REST_PULL_NOTE}", 100, subsequent_indent="      ")
     return text
