@@ -403,7 +403,7 @@ def test_tolerances_are_metres_and_a_millimetre_habit_is_refused_before_any_work
     )
     assert result.exit_code == 2 and "--pos-tol" in result.output and "metres" in result.output
     assert time.monotonic() - t0 < 3
-    assert "metres" in run("compute", "--help").output and "radians" in run("demo", "-h").output
+    assert "metres" in run("compute", "--help").output and "radians" in run("demo", "--help").output
 
 
 def test_strict_needs_every_pose_known_and_within_tolerance():
