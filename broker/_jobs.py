@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmq_ik.protocol import Frame, Limits
+from zmq_ik.protocol import DEFAULT_ENDPOINT, Frame, Limits
 
 MIB = 1024 * 1024
 _LABEL_KEY = os.urandom(16)
@@ -24,7 +24,7 @@ KEPT_INFO = ("device", "host", "pid", "versions")
 class BrokerSettings:
     """Everything that tunes a broker; the CLI builds one from its flags."""
 
-    bind: str = "tcp://127.0.0.1:5555"
+    bind: str = DEFAULT_ENDPOINT
     """Endpoint for clients and workers. Loopback by default: ZIK/1 without CURVE is open."""
     worker_bind: str | None = None
     """Optional second endpoint for workers only (e.g. another interface)."""

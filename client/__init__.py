@@ -1,8 +1,17 @@
 """The robot side of zmq-ik: no JAX, just pyzmq, msgpack and numpy."""
 
 from zmq_ik.client._async import AsyncIKClient as AsyncIKClient
-from zmq_ik.client._client import DEFAULT_ENDPOINT as DEFAULT_ENDPOINT
-from zmq_ik.client._client import Call as Call
 from zmq_ik.client._client import IKClient as IKClient
+from zmq_ik.client._core import DEFAULT_ENDPOINT as DEFAULT_ENDPOINT
+from zmq_ik.client._core import Call as Call
+from zmq_ik.client._core import check_timeout as check_timeout
+from zmq_ik.client._core import default_endpoint as default_endpoint
 
-__all__ = ["DEFAULT_ENDPOINT", "AsyncIKClient", "Call", "IKClient"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "AsyncIKClient",
+    "Call",
+    "IKClient",
+    "check_timeout",
+    "default_endpoint",
+]

@@ -1,78 +1,161 @@
-"""AsyncIKClient: the same calls as `IKClient` on zmq.asyncio, many requests in flight.
+"""AsyncIKClient: `IKClient`'s methods on asyncio, many concurrent calls on one socket.
 
-One reader task routes replies to per-request futures; each call waits for its own answer,
-resending with the same id when an attempt's deadline passes.
+A thin loop over `ClientCore` (client/_core.py), as `IKClient` is: one reader task feeds
+received messages to the core, one timer wakes it at its next deadline, and each call
+waits for its own events. Same rules (ids, retries, reply matching, chunks) by construction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import zmq
 import zmq.asyncio
 
 from zmq_ik import ops
-from zmq_ik.client._client import (
-    DEFAULT_ENDPOINT,
-    RETRYABLE,
-    answer_grace,
+from zmq_ik.client._client import open_dealer
+from zmq_ik.client._core import (
+    DEFAULT_MAX_IN_FLIGHT,
+    Assembly,
+    Call,
+    ClientCore,
+    Event,
+    Exchange,
+    Progress,
+    StrokeJob,
+    check_endpoint,
     check_retries,
     check_timeout,
-    request_message,
+    default_endpoint,
+    settle,
 )
-from zmq_ik.errors import IKTimeout, ProtocolError, RemoteError, remote_error
+from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
-from zmq_ik.protocol import (
-    BROKER_SERVICE,
-    LIMITS,
-    Command,
-    Payload,
-    Reply,
-    decode_error,
-    decode_payload,
-    new_routing_id,
-    parse_message,
-)
+from zmq_ik.protocol import BROKER_SERVICE, Payload
 
 logger = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+class _Wake:
+    """Wakes the task waiting for a sink's next event."""
+
+    _waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the core delivers the next event."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class _Events(_Wake):
+    """One call's sink: its events, and a wake-up for the task waiting on them."""
+
+    def __init__(self) -> None:
+        self.events: deque[Event] = deque()
+
+    def append(self, event: Event) -> None:
+        self.events.append(event)
+        self._wake()
+
+
+class _Inbox(Exchange, _Wake):
+    """An `Exchange` whose sink also wakes the task waiting for it."""
+
+    def append(self, event: Event) -> None:
+        super().append(event)
+        self._wake()
+
+
+T = TypeVar("T")
+
+
+def _pair(index: int, payload: Payload) -> tuple[int, Payload]:
+    return index, payload
+
+
+class _Answers(Generic[T]):
+    """An exchange's answers as an async iterator. Whatever ends it early (an error, a
+    cancelled task, `aclose`, or the iterator simply dropped after a ``break``) forgets the
+    calls still held, at once: no retries, late answers dropped."""
+
+    def __init__(
+        self,
+        client: AsyncIKClient,
+        exchange: _Inbox,
+        convert: Callable[[int, Payload], T],
+    ) -> None:
+        self._client = client
+        self._exchange = exchange
+        self._convert = convert
+
+    def __aiter__(self) -> _Answers[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        ex = self._exchange
+        client = self._client
+        try:
+            while True:
+                ex.fill(time.monotonic(), client._flush)
+                item = ex.take()
+                if item is not None:
+                    return self._convert(*item)
+                if ex.done:
+                    raise StopAsyncIteration
+                await ex.wait()
+        except BaseException:
+            ex.abandon()
+            raise
+
+    async def aclose(self) -> None:
+        self._exchange.abandon()
+
+    def __del__(self) -> None:
+        self._exchange.abandon()
 
 
 class AsyncIKClient:
     """Asynchronous ZIK/1 client; use ``async with AsyncIKClient(...) as client``.
 
-    ``timeout``, ``retries`` and the limits are checked as in `IKClient` (same functions).
+    The same methods and parameters as `IKClient`, awaited (``stream`` and ``exchange``
+    return async iterators); ``endpoint``, ``timeout``, ``retries`` and the limits are
+    checked as in `IKClient` (same functions).
     """
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str | None = None,
         *,
         timeout: float = 10.0,
         retries: int = 2,
         context: zmq.asyncio.Context | None = None,
         curve: Any = None,
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoint = check_endpoint(default_endpoint() if endpoint is None else endpoint)
         self.timeout = check_timeout(timeout)
         self.retries = check_retries(retries)
         self.context = context or zmq.asyncio.Context.instance()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.ROUTING_ID, new_routing_id())
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, LIMITS.max_message_bytes)
-        if curve is not None:
-            curve.apply(self.socket)
-        self.socket.connect(endpoint)
-        self._futures: dict[bytes, asyncio.Future[Payload]] = {}
-        self._prefix = os.urandom(4)
-        self._ids = 0
+        self._core = ClientCore([self.endpoint], retries=self.retries)
+        self.socket: zmq.asyncio.Socket = open_dealer(self.context, self.endpoint, curve)  # type: ignore[assignment]
         self._reader: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None
 
     async def __aenter__(self) -> AsyncIKClient:
         return self
@@ -81,34 +164,100 @@ class AsyncIKClient:
         await self.close()
 
     async def close(self) -> None:
+        """Stop reading, fail whatever still waits, close the socket."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._reader is not None:
             self._reader.cancel()
             try:
                 await self._reader
             except (asyncio.CancelledError, Exception):
                 pass
+            self._reader = None
+        self._core.fail_all(InputError("the client was closed", "client"))
         self.socket.close(0)
 
+    # ------------------------------------------------------------------ the loop
+
+    def _flush(self) -> None:
+        """Send the core's outbox without blocking (as `IKClient._flush`), then make sure the
+        timer is set for the core's next deadline."""
+        outbox = self._core.outbox
+        while outbox:
+            _, frames = outbox.popleft()
+            sent: asyncio.Future[Any] = self.socket.send_multipart(frames, _NOBLOCK, copy=False)  # type: ignore[assignment]
+            if sent.done() and sent.exception() is not None:  # NOBLOCK: already settled
+                logger.debug("no connection to %s: request not sent", self.endpoint)
+        self._arm()
+
+    def _arm(self) -> None:
+        due = self._core.next_due()
+        if due is None:
+            return  # nothing pending; a set timer finds nothing to do
+        if self._timer is not None and self._timer_due is not None and self._timer_due <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._on_timer)
+        self._timer_due = due
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_due = None
+        # After a busy spell of the loop, answers may be waiting: the reader's wake-up is
+        # already queued (it then reads every queued message in one step); go after it.
+        asyncio.get_running_loop().call_soon(self._on_due)
+
+    def _on_due(self) -> None:
+        if self.socket.closed:
+            return
+        # Read what has arrived and nobody read yet, so that it is not taken for silence.
+        # NOBLOCK receives complete at once and take no waiting reader's message.
+        for _ in range(10_000):
+            got: asyncio.Future[Any] = self.socket.recv_multipart(_NOBLOCK, copy=False)  # type: ignore[assignment]
+            if not got.done() or got.exception() is not None:
+                if not got.done():
+                    got.cancel()
+                break
+            self._core.handle(got.result(), time.monotonic())
+        self._core.tick(time.monotonic())
+        self._flush()
+
     async def _read(self) -> None:
+        core = self._core
         while True:
             frames = await self.socket.recv_multipart(copy=False)
-            try:
-                msg = parse_message(frames)
-            except ProtocolError as e:
-                logger.warning("malformed reply ignored: %s", e.message)
-                continue
-            if not isinstance(msg, Reply) or msg.command is Command.PARTIAL:
-                continue
-            fut = self._futures.get(msg.request_id)
-            if fut is None or fut.done():
-                continue
-            if msg.command is Command.ERROR:
-                fut.set_exception(remote_error(*decode_error(msg.payload)))
-            else:
-                try:
-                    fut.set_result(decode_payload(msg.payload))
-                except ProtocolError as e:
-                    fut.set_exception(e)
+            core.handle(frames, time.monotonic())
+            if core.outbox:  # a retry (a retryable error)
+                self._flush()
+
+    def _start(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.ensure_future(self._read())
+
+    def _answers(self, exchange: _Inbox) -> _Answers[tuple[int, Payload]]:
+        self._start()
+        return _Answers(self, exchange, _pair)
+
+    # ------------------------------------------------------------------ transport
+
+    def exchange(
+        self,
+        calls: Iterable[Call],
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        timeout: float | None = None,
+    ) -> AsyncIterator[tuple[int, Payload]]:
+        """As `IKClient.exchange`: ``async for index, payload in client.exchange(calls)``."""
+        ex = _Inbox(
+            self._core,
+            calls,
+            timeout=self.timeout if timeout is None else timeout,
+            window=max_in_flight,
+        )
+        return self._answers(ex)
 
     async def request(
         self,
@@ -118,38 +267,26 @@ class AsyncIKClient:
         arrays: Mapping[str, np.ndarray] | None = None,
         *,
         timeout: float | None = None,
+        on_partial: Callable[[Payload], None] | None = None,
     ) -> Payload:
         """One request, one answer; concurrent calls share the socket."""
-        timeout = check_timeout(self.timeout if timeout is None else timeout)
-        self._ids += 1
-        rid = self._prefix + self._ids.to_bytes(8, "big")
-        frames = request_message(rid, service, operation, timeout, header, arrays)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.ensure_future(self._read())
-        loop = asyncio.get_running_loop()
+        call = Call(service, operation, header or {}, arrays or {}, on_partial)
+        seconds = self.timeout if timeout is None else check_timeout(timeout)
+        inbox = _Events()
+        core = self._core
+        rid = core.submit(call, seconds, time.monotonic(), inbox.append)
+        self._start()
         try:
-            for attempt in range(self.retries + 1):
-                fut: asyncio.Future[Payload] = loop.create_future()
-                self._futures[rid] = fut
-                try:  # never block: with no usable connection the attempt just times out
-                    await self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    logger.debug("no connection to %s: request not sent", self.endpoint)
-                try:
-                    return await asyncio.wait_for(fut, timeout + answer_grace(timeout))
-                except asyncio.TimeoutError:
-                    logger.info(
-                        "no answer for %s after %.1fs (attempt %d)", rid.hex(), timeout, attempt + 1
-                    )
-                except RemoteError as e:
-                    if e.code not in RETRYABLE or attempt == self.retries:
-                        raise
-            raise IKTimeout(
-                f"no answer from {self.endpoint} for {service}/{operation} after "
-                f"{self.retries + 1} attempt(s) of {timeout:.1f}s"
-            )
+            self._flush()
+            while True:
+                answer = settle(inbox.events, on_partial)
+                if answer is not None:
+                    return answer
+                await inbox.wait()
         finally:
-            self._futures.pop(rid, None)
+            core.forget(rid)
+
+    # ------------------------------------------------------------------ IK calls
 
     async def solve(
         self,
@@ -162,36 +299,54 @@ class AsyncIKClient:
         ik: IKSettings | None = None,
         timeout: float | None = None,
     ) -> IKSolution:
+        """As `IKClient.solve`."""
         header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
         payload = await self.request(robot, ops.SOLVE, header, arrays, timeout=timeout)
         return ops.read_solve_reply(payload.arrays)
+
+    def stream(
+        self,
+        scene: Scene,
+        strokes: StrokeList,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        timeout: float | None = None,
+        chunk_pairs: int | None = None,
+    ) -> AsyncIterator[tuple[int, StrokeBatch]]:
+        """As `IKClient.stream`: ``async for start, part in client.stream(scene, strokes)``.
+        Leaving the loop, or cancelling the task, forgets the chunks still held (for a
+        ``break``, when the iterator is closed: at once with ``contextlib.aclosing``)."""
+        return self._stream(StrokeJob(scene, strokes, chunk_pairs), max_in_flight, timeout)
+
+    def _stream(
+        self, job: StrokeJob, max_in_flight: int, timeout: float | None
+    ) -> AsyncIterator[tuple[int, StrokeBatch]]:
+        ex = _Inbox(
+            self._core,
+            job.calls(),
+            timeout=self.timeout if timeout is None else timeout,
+            window=max_in_flight,
+            ordered=True,
+        )
+        self._start()
+        return _Answers(self, ex, job.part)
 
     async def compute(
         self,
         scene: Scene,
         strokes: StrokeList,
         *,
-        chunk_pairs: int = 64,
-        max_in_flight: int = 8,
+        chunk_pairs: int | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        progress: Progress | None = None,
         timeout: float | None = None,
     ) -> StrokeBatch:
         """As `IKClient.compute`: chunks fanned out concurrently, reassembled in order."""
-        packed = ops.apply_first_last_rest(strokes.pack(scene.stroke_length), scene)
-        starts = list(range(0, len(packed), max(1, chunk_pairs))) or [0]
-        limit = asyncio.Semaphore(max_in_flight)
-
-        async def one(start: int) -> StrokeBatch:
-            async with limit:
-                header, arrays = ops.strokebatch_request(
-                    scene, ops.slice_packed(packed, start, start + chunk_pairs)
-                )
-                payload = await self.request(
-                    scene.robot, ops.STROKEBATCH, header, arrays, timeout=timeout
-                )
-                return ops.read_strokebatch_reply(payload.arrays)
-
-        parts = await asyncio.gather(*(one(s) for s in starts))
-        return StrokeBatch.concat(list(parts))
+        job = StrokeJob(scene, strokes, chunk_pairs)
+        joined = Assembly(job, progress)
+        async for _, part in self._stream(job, max_in_flight, timeout):
+            joined.add(part)
+        return joined.result()
 
     async def describe(
         self,
@@ -205,10 +360,14 @@ class AsyncIKClient:
         payload = await self.request(robot, ops.DESCRIBE, header, timeout=timeout)
         return ops.read_describe_reply(payload.header, payload.arrays)
 
+    # ------------------------------------------------------------------ management
+
     async def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        """As `IKClient.ping`."""
         t0 = time.perf_counter()
         payload = await self.request(BROKER_SERVICE, "ping", timeout=timeout)
         return {**payload.header, "rtt_ms": (time.perf_counter() - t0) * 1000}
 
     async def status(self, timeout: float | None = None) -> dict[str, Any]:
+        """As `IKClient.status`."""
         return dict((await self.request(BROKER_SERVICE, "status", timeout=timeout)).header)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,3 +180,55 @@ def stroke_like(n, seed=0):
     pos = design + np.concatenate([xy, depth], -1) + offsets
     wxyz = np.broadcast_to(np.array([[0.7071, 0, 0, -0.7071], [0.7071, 0, 0, 0.7071]]), (n, 2, 4))
     return wxyz, pos
+
+
+class FakeBroker(threading.Thread):
+    """A ROUTER in a thread standing in for the broker, to script what a client gets.
+
+    Each REQUEST received (parsed, in ``requests``) goes to ``script(n, request)`` (n counts
+    from 1), which returns the answers to send back: ``(delay_s, frames)`` pairs, frames
+    without the identity; ``[]`` is silence. Answers are sent once their delay has passed,
+    so a script can answer out of order.
+    """
+
+    def __init__(self, ctx: zmq.Context, script: Any) -> None:
+        super().__init__(daemon=True)
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.script = script
+        self.requests: list[Any] = []
+        self.stop = threading.Event()
+        self._later: list[tuple[float, int, bytes, list[Any]]] = []
+
+    def run(self) -> None:
+        from zmq_ik.protocol import parse_message
+
+        seq = 0
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                while self._later and self._later[0][0] <= now:
+                    _, _, identity, frames = heapq.heappop(self._later)
+                    self.sock.send_multipart([identity, *frames])
+                wait = 20 if not self._later else max(0, int((self._later[0][0] - now) * 1000))
+                if not self.sock.poll(min(wait, 20)):
+                    continue
+                identity, *frames = self.sock.recv_multipart()
+                msg = parse_message(frames)
+                self.requests.append(msg)
+                for delay, answer in self.script(len(self.requests), msg) or []:
+                    seq += 1
+                    out = [bytes(memoryview(f)) for f in answer]
+                    heapq.heappush(self._later, (time.monotonic() + delay, seq, identity, out))
+        finally:
+            self.sock.close(0)
+
+    def __enter__(self) -> FakeBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.join(5)

@@ -23,12 +23,20 @@ import numpy as np
 import pytest
 import zmq
 import zmq.asyncio
+from conftest import FakeBroker
 
 from zmq_ik import ops
-from zmq_ik.client import AsyncIKClient, IKClient
-from zmq_ik.client._client import MAX_TIMEOUT, request_message
+from zmq_ik.client import AsyncIKClient, Call, IKClient
+from zmq_ik.client._core import MAX_TIMEOUT, request_message
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, RemoteError
-from zmq_ik.protocol import LIMITS, Command, parse_message
+from zmq_ik.protocol import (
+    LIMITS,
+    Command,
+    encode_payload,
+    error_frames,
+    parse_message,
+    reply_frames,
+)
 
 KINDS = ["sync", "async"]
 
@@ -220,3 +228,202 @@ def test_pose_limit_message_counts_targets():
     msg = str(e.value)
     assert str(2 * n) in msg and str(ops.MAX_POSES_PER_REQUEST) in msg, msg
     assert "end effector" in msg, msg
+
+
+# --------------------------------------------------------------------------- #14.4, #18.3
+
+
+def small_job() -> tuple[Any, Any]:
+    from zmq_ik.model import Scene, StrokeList
+    from zmq_ik.robots import example_paths
+
+    scene_path, strokes_path = example_paths()
+    scene = Scene.from_yaml(scene_path)
+    return scene, StrokeList.from_yaml(strokes_path, stroke_length=scene.stroke_length)[:4]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_window_and_chunk_sizes_refused_before_sending(kind, observer):
+    """``max_in_flight=0`` used to hang a batch forever and ``chunk_pairs=0`` became 1."""
+    endpoint, sock = observer
+    scene, strokes = small_job()
+    calls: list[tuple[str, Callable[[Any, Any], Any]]] = [
+        ("max_in_flight", lambda c, n: c.exchange([], max_in_flight=n)),
+        ("max_in_flight", lambda c, n: c.stream(scene, strokes, max_in_flight=n)),
+        ("max_in_flight", lambda c, n: c.compute(scene, strokes, max_in_flight=n)),
+        ("chunk_pairs", lambda c, n: c.stream(scene, strokes, chunk_pairs=n)),
+        ("chunk_pairs", lambda c, n: c.compute(scene, strokes, chunk_pairs=n)),
+    ]
+    for bad in (0, -2, 1.5, True, "8"):
+        for param, make in calls:
+
+            def body(c: Any, make: Any = make, bad: Any = bad) -> Any:
+                if kind == "sync":
+                    return make(c, bad)
+
+                async def go() -> Any:
+                    return await make(c, bad)  # compute; the others raise before this
+
+                return go()
+
+            with pytest.raises(InputError) as e:
+                run_with(kind, endpoint, body)
+            assert_names(e.value, param, ">= 1")
+    assert received(sock, 0.3) == []
+    assert_control_request_arrives(kind, endpoint, sock)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bad", ["gpu-host:5555", "127.0.0.1:5555", "tcp://127.0.0.1", ""])
+def test_endpoint_without_transport_or_port_is_an_input_error(kind, bad):
+    """#18.3: ``IKClient("gpu-host:5555")`` raised a bare ``ZMQError: Invalid argument``."""
+    cls = IKClient if kind == "sync" else AsyncIKClient
+    ctx = zmq.Context() if kind == "sync" else zmq.asyncio.Context()
+    try:
+        with pytest.raises(InputError) as e:
+            cls(bad, context=ctx)  # type: ignore[operator]
+        assert e.value.field == "endpoint" and "tcp://host:port" in str(e.value)
+        assert not isinstance(e.value, zmq.ZMQError)
+    finally:
+        ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_client_without_endpoint_reads_the_environment_when_built(kind, observer, monkeypatch):
+    """``ZMQ_IK_ENDPOINT`` set after import (as a test or a launcher does) is honoured."""
+    endpoint, sock = observer
+    monkeypatch.setenv("ZMQ_IK_ENDPOINT", endpoint)
+
+    async def go() -> None:
+        actx = zmq.asyncio.Context()
+        try:
+            async with AsyncIKClient(context=actx, timeout=0.1, retries=0) as c:
+                assert c.endpoint == endpoint
+                await c.ping()
+        finally:
+            actx.destroy(linger=0)
+
+    with pytest.raises(IKTimeout):
+        if kind == "sync":
+            with IKClient(timeout=0.1, retries=0) as c:
+                assert c.endpoint == endpoint
+                c.ping()
+        else:
+            asyncio.run(go())
+    msgs = received(sock, 0.3)
+    assert len(msgs) == 1 and msgs[0][1] == Command.REQUEST.value
+
+
+def test_both_clients_offer_the_same_methods_with_the_same_parameters():
+    import inspect
+
+    def public(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(member)
+            for name, member in vars(cls).items()
+            if callable(member) and (not name.startswith("_") or name in ("__init__",))
+        }
+
+    sync, aio = public(IKClient), public(AsyncIKClient)
+    assert set(sync) == set(aio), set(sync) ^ set(aio)
+    for name, sig in sync.items():
+        assert list(sig.parameters) == list(aio[name].parameters), name
+        for p, q in zip(sig.parameters.values(), aio[name].parameters.values(), strict=True):
+            assert (p.kind, p.default) == (q.kind, q.default), (name, p.name)
+    for name in ("request", "solve", "compute", "describe", "ping", "status", "close"):
+        assert inspect.iscoroutinefunction(getattr(AsyncIKClient, name)), name
+    assert {"__enter__", "__exit__"} <= set(vars(IKClient))
+    assert {"__aenter__", "__aexit__"} <= set(vars(AsyncIKClient))
+    assert "on_partial" in sync["request"].parameters and "progress" in aio["compute"].parameters
+
+
+def _final(rid: bytes, **header: Any) -> list[Any]:
+    return reply_frames(Command.FINAL, rid, encode_payload(header))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_error_with_empty_request_id_raises_at_once_in_both_clients(kind, zctx):
+    """The broker could not read our message's id: the call fails with the broker's reason
+    at once (the async client ignored it and timed out after all its retries)."""
+
+    def script(n: int, req: Any) -> list[Any]:
+        return [(0, error_frames(b"", "version", "speak ZIK/9"))]
+
+    with FakeBroker(zctx, script) as broker:
+        t0 = time.monotonic()
+        with pytest.raises(RemoteError) as e:
+            run_with(kind, broker.endpoint, lambda c: c.ping(), timeout=2.0, retries=2)
+    assert e.value.code == "version" and time.monotonic() - t0 < 1.5
+    assert len(broker.requests) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retryable_errors_resend_the_same_id_in_both_clients(kind, zctx):
+    def script(n: int, req: Any) -> list[Any]:
+        if n < 3:
+            code = "worker_lost" if n == 1 else "shutting_down"
+            return [(0, error_frames(req.request_id, code, "again"))]
+        return [(0, _final(req.request_id, ok=n))]
+
+    with FakeBroker(zctx, script) as broker:
+        payload = run_with(kind, broker.endpoint, lambda c: c.ping(), timeout=2.0, retries=2)
+        assert payload["ok"] == 3
+        assert len({r.request_id for r in broker.requests}) == 1 and len(broker.requests) == 3
+    with FakeBroker(zctx, script) as broker, pytest.raises(RemoteError) as e:
+        run_with(kind, broker.endpoint, lambda c: c.ping(), timeout=2.0, retries=1)
+    assert e.value.code == "shutting_down"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_partial_replies_reach_on_partial_in_both_clients(kind, zctx):
+    def script(n: int, req: Any) -> list[Any]:
+        parts = [
+            (0, reply_frames(Command.PARTIAL, req.request_id, encode_payload({"progress": [i, 3]})))
+            for i in (1, 2, 3)
+        ]
+        return [*parts, (0, _final(req.request_id, done=True))]
+
+    seen: list[Any] = []
+    with FakeBroker(zctx, script) as broker:
+        payload = run_with(
+            kind,
+            broker.endpoint,
+            lambda c: c.request("echo", "sleep", {}, on_partial=lambda p: seen.append(p.header)),
+            timeout=2.0,
+        )
+    assert payload.header == {"done": True}
+    assert seen == [{"progress": [i, 3]} for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_slow_consumer_of_an_exchange_gets_no_false_timeout(kind, zctx):
+    """Answers that arrived while the caller was busy with an earlier one are read before
+    any deadline is handled. Before, the sync client re-sent them, or (retries spent) raised
+    `IKTimeout` with the answers waiting in its socket."""
+
+    def script(n: int, req: Any) -> list[Any]:
+        return [(0.0 if n == 1 else 0.1, _final(req.request_id, n=n))]
+
+    calls = [Call("echo", "echo", {"i": i}, {}) for i in range(4)]
+
+    def consume(c: Any) -> Any:
+        if kind == "sync":
+            out = []
+            for index, _payload in c.exchange(calls, max_in_flight=4):
+                out.append(index)
+                time.sleep(0.6 if len(out) == 1 else 0)
+            return out
+
+        async def go() -> list[int]:
+            out = []
+            async for index, _payload in c.exchange(calls, max_in_flight=4):
+                out.append(index)
+                time.sleep(0.6 if len(out) == 1 else 0)  # blocks the loop too
+            return out
+
+        return go()
+
+    with FakeBroker(zctx, script) as broker:
+        got = run_with(kind, broker.endpoint, consume, timeout=0.2, retries=0)
+    assert sorted(got) == [0, 1, 2, 3]
+    assert len(broker.requests) == 4

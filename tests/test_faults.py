@@ -187,9 +187,9 @@ class TallyClient(IKClient):
         if isinstance(msg, Reply) and msg.command is not Command.PARTIAL:
             self.answers[msg.request_id] += 1
 
-    def _on_reply(self, frames, pending, timeout):  # type: ignore[no-untyped-def]
+    def _on_frames(self, frames: list[Any], now: float) -> None:
         self._count(frames)
-        return super()._on_reply(frames, pending, timeout)
+        super()._on_frames(frames, now)
 
     def drain(self, seconds: float = 0.3) -> None:
         """Read whatever else arrives for ``seconds`` (a duplicate would be here)."""

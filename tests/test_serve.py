@@ -93,3 +93,49 @@ def test_serve_stops_when_a_worker_cannot_load_its_robot(procs, endpoint, tmp_pa
     log = procs.log(serve)
     assert "robot 'arm'" in log and "configuration error" in log
     assert "restart #" not in log
+
+
+def test_sigterm_to_the_whole_process_group_reaches_each_child_once(endpoint, tmp_path):
+    """`kill -TERM -PGID` (a shell, systemd's KillMode=control-group) must not hand each child a
+    second SIGTERM through `serve`: children run in their own session, and `serve` alone
+    forwards the signal, once (#18.6: a worker signalled twice sometimes hung for 10 s)."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "zmq_ik.cli",
+                "serve",
+                "--echo",
+                "--workers",
+                "2",
+                "--bind",
+                endpoint,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,  # its own process group, so killpg spares pytest
+        )
+    try:
+        wait_for_workers(endpoint, 2, timeout=30)
+        kids = children_of(serve.pid)
+        assert all(os.getpgid(k) != serve.pid for k in kids)  # out of serve's group
+        os.killpg(serve.pid, signal.SIGTERM)
+        assert serve.wait(20) == 0
+        assert not any(alive(k) for k in kids)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(10)
+    text = log_path.read_text(errors="replace")
+    for pid in kids:
+        got = re.findall(rf"\[{pid}\]: received SIGTERM", text)
+        assert len(got) == 1, (pid, text[-3000:])

@@ -27,6 +27,7 @@ import zmq
 
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, ProtocolError
 from zmq_ik.protocol import (
+    DEFAULT_ENDPOINT,
     Command,
     Disconnect,
     Heartbeat,
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 class WorkerSettings:
     """Everything that tunes a worker's connection; the CLI builds one from its flags."""
 
-    connect: str = "tcp://127.0.0.1:5555"
+    connect: str = DEFAULT_ENDPOINT
     """Broker endpoint."""
     heartbeat_interval: float = 0.25
     """Seconds between heartbeats to the broker."""

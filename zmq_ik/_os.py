@@ -23,9 +23,6 @@ logger = logging.getLogger(__name__)
 
 PARENT_ENV = "ZMQ_IK_SUPERVISOR_PID"
 """Set by the supervisor in its children's environment: the pid they must not outlive."""
-ENDPOINT_ENV = "ZMQ_IK_ENDPOINT"
-"""The default endpoint of every command (read by the CLI's endpoint options, nowhere else in
-the CLI); `serve` passes its children their endpoints explicitly."""
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _FD_RESERVE = 32

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from zmq_ik._os import ENDPOINT_ENV, die_with_parent_from_env, raise_fd_limit_logged
+from zmq_ik._os import die_with_parent_from_env, raise_fd_limit_logged
 from zmq_ik._version import __version__
 from zmq_ik.broker import BrokerSettings
 from zmq_ik.client import IKClient
@@ -23,6 +23,7 @@ from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
 from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
 from zmq_ik.plot import ReportSettings
 from zmq_ik.plot import report as write_report
+from zmq_ik.protocol import ENDPOINT_ENV
 from zmq_ik.report import ping_lines, status_texts
 from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
 from zmq_ik.worker import WorkerSettings
@@ -225,7 +226,7 @@ def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **o
 
 def _asking(f: Any) -> Any:
     """The options of commands that ask the broker: endpoint, timeout, --json, CURVE."""
-    from zmq_ik.client._client import check_timeout
+    from zmq_ik.client import check_timeout
 
     f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
     timeout = {"default": 2.0, "show_default": True, "callback": _parsed(check_timeout)}

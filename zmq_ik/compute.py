@@ -69,7 +69,7 @@ class ComputeSettings:
 
     def __post_init__(self) -> None:
         from zmq_ik._scene import as_bool, as_int
-        from zmq_ik.client._client import check_timeout
+        from zmq_ik.client import check_timeout
 
         put = object.__setattr__
         put(self, "timeout", check_timeout(self.timeout))

@@ -33,6 +33,11 @@ PROTOCOL = b"ZIK/1"
 PROTOCOL_PREFIX = b"ZIK/"
 """A frame 0 starting with this but not equal to `PROTOCOL` is another version."""
 
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+"""The broker's endpoint when none is given: loopback, since ZIK/1 without CURVE is open."""
+ENDPOINT_ENV = "ZMQ_IK_ENDPOINT"
+"""Environment variable naming the endpoint every command and client uses by default."""
+
 BROKER_SERVICE = "zik.broker"
 """Reserved service name: requests to it are answered by the broker itself (ping, status)."""
 

@@ -132,6 +132,10 @@ class Supervisor:
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "zmq_ik.cli", *child.args],
             env={**os.environ, **child.env, PARENT_ENV: str(os.getpid())},
+            # A session of its own: a signal to serve's process group (a shell's Ctrl-C or
+            # `kill -TERM -PGID`, systemd stopping the unit) reaches the child only through
+            # `shutdown`, once, never twice. The child still dies with us (PR_SET_PDEATHSIG).
+            start_new_session=True,
         )
         child.started = time.monotonic()
         logger.info("started %s (pid %d)", child.name, child.proc.pid)
