@@ -119,7 +119,7 @@ def _o(cls: Any, name: str, *flags: str, **kw: Any) -> Any:
         kw.setdefault("callback", _parsed(m["parse"]))
     kw.setdefault("show_default", default is not None and not isinstance(default, bool))
     kw.setdefault("is_flag", isinstance(default, bool) or None)
-    kw.setdefault("type", float if default is None and "float" in str(f.type) else None)
+    kw.setdefault("type", float if str(f.type) == "float | None" else None)  # None: unset
     kw = {"help": m.get("doc"), "metavar": m.get("metavar"), "multiple": m.get("repeat"), **kw}
     flags = flags or (("-o", "--output") if name == "output" else (_flag(name),))
     return click.option(*flags, name, default=default, **kw)
