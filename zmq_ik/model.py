@@ -25,14 +25,14 @@ from zmq_ik._scene import ORI_TOL as ORI_TOL
 from zmq_ik._scene import POS_TOL as POS_TOL
 from zmq_ik._scene import IKSettings as IKSettings
 from zmq_ik._scene import Scene as Scene
+from zmq_ik._stroke import ARMS as ARMS
+from zmq_ik._stroke import Stroke as Stroke
 from zmq_ik._strokebatch import ERROR_TENSORS as ERROR_TENSORS
 from zmq_ik._strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
 from zmq_ik._strokebatch import IKSolution as IKSolution
 from zmq_ik._strokebatch import StrokeBatch as StrokeBatch
-from zmq_ik._strokes import ARMS as ARMS
 from zmq_ik._strokes import STROKES_FORMAT as STROKES_FORMAT
 from zmq_ik._strokes import PackedStrokes as PackedStrokes
-from zmq_ik._strokes import Stroke as Stroke
 from zmq_ik._strokes import StrokeList as StrokeList
 from zmq_ik._strokes import apply_first_last_rest as apply_first_last_rest
 
