@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from zmq_ik._checks import check_rest_shape
+from zmq_ik._docs import documented
 from zmq_ik._urdf import URDFModel, parse_urdf
 from zmq_ik.errors import InputError
 
@@ -36,6 +37,7 @@ class ChainInfo:
     """Indices of the chain's joints (root → tip) in ``Robot.joint_names``."""
 
 
+@documented
 @dataclass(frozen=True, eq=False)
 class Robot:
     """End-effector chains of a URDF robot, ready for FK and IK.
@@ -51,9 +53,13 @@ class Robot:
     """
 
     model: URDFModel
+    """The parsed URDF (links and joints)."""
     ee_links: tuple[str, ...]
+    """End-effector links, in the order of a solution's ``pos_err``/``ori_err`` columns."""
     chains: tuple[ChainInfo, ...]
+    """One chain per end effector, in ``ee_links`` order."""
     joint_names: tuple[str, ...]
+    """Actuated joints, in the order of ``rest`` and a solution's ``joints``."""
     lower: npt.NDArray[np.float32]
     """(n_joints,) lower limits (rad or m); continuous joints report -π."""
     upper: npt.NDArray[np.float32]
@@ -147,6 +153,15 @@ class Robot:
             robot = cls.from_urdf(path, ee, rest)
             _BUNDLED_CACHE[key] = robot
         return robot
+
+    def __repr__(self) -> str:
+        rest = "mid-range"
+        if self.rest is not None:
+            rest = np.array2string(self.rest, precision=3, separator=",", max_line_width=10**4)
+        return (
+            f"Robot({self.model.name!r}, ee_links={self.ee_links}, n_joints={self.n_joints} "
+            f"({int(self.prismatic.sum())} prismatic), rest={rest.replace(' ', '')})"
+        )
 
     @property
     def n_joints(self) -> int:

@@ -380,3 +380,167 @@ def test_demo_and_compute_settings_defaults_are_the_dataclass_ones():
     ctx = main.commands["compute"].make_context("compute", [SCENE, STROKES])
     options = {k: v for k, v in ctx.params.items() if k in ComputeSettings.__dataclass_fields__}
     assert ComputeSettings(**options) == ComputeSettings()
+
+
+# --------------------------------------------------------------------------- #18.7 verdicts
+
+
+def test_tolerances_are_metres_and_a_millimetre_habit_is_refused_before_any_work(tmp_path):
+    """Before: --pos-tol was in mm while JSON pos_tol (and the library) were in metres."""
+    t0 = time.monotonic()
+    result = run(
+        "compute",
+        SCENE,
+        STROKES,
+        "-o",
+        str(tmp_path / "x"),
+        "--pos-tol",
+        "0.1",
+        "--endpoint",
+        free_endpoint(),
+        "--timeout",
+        "5",
+    )
+    assert result.exit_code == 2 and "--pos-tol" in result.output and "metres" in result.output
+    assert time.monotonic() - t0 < 3
+    assert "metres" in run("compute", "--help").output and "radians" in run("demo", "--help").output
+
+
+def test_strict_needs_every_pose_known_and_within_tolerance():
+    from zmq_ik.compute import check_strict, summary_table
+    from zmq_ik.errors import IKError
+
+    good = {
+        "n_poses": 8,
+        "n_over": 0,
+        "n_pos_over": 0,
+        "n_ori_over": 0,
+        "n_unknown": 0,
+        "pos_err_median": 5e-5,
+        "pos_err_max": 6e-5,
+        "ori_err_median": 0.01,
+        "ori_err_max": 0.02,
+        "pos_tol": 1e-4,
+        "ori_tol": 0.05,
+        "wall_s": 1.0,
+        "poses_per_s": 8.0,
+        "stroke_pairs": 1,
+        "precise": False,
+    }
+    check_strict(good)
+    text = summary_table(good)
+    assert "OK: all 8 poses within tolerance" in text and "0.0001 m (= 0.1 mm)" in text
+    assert "poses with unknown error" in text and "note: the default solve pulls" in text
+    assert "note:" not in summary_table({**good, "precise": True})
+    for bad, words in (
+        ({"n_over": 2, "n_ori_over": 2}, "2 of 8 poses miss"),
+        ({"n_unknown": 8}, "8 of 8 poses have no known error"),
+    ):
+        assert f"NOT OK: {words}" in summary_table({**good, **bad})
+        with pytest.raises(IKError, match=words):
+            check_strict({**good, **bad})
+
+
+# --------------------------------------------------------------------------- report / --plot
+
+
+def _limits_batch(errors: bool = True) -> StrokeBatch:
+    """4 stroke pairs of the bundled robot near its rest pose: pair 1 marginal in position,
+    pair 2 over in orientation, pair 3 with left/joint_1 past its lower limit (0)."""
+    from zmq_ik.robots import BUNDLED
+
+    shape = (4, 3, 2)
+    joints = np.broadcast_to(BUNDLED["tatbot"].rest, (*shape, 14)).copy()
+    joints[..., 6] = joints[..., 13] = 0.02  # needle carriages mid-range
+    joints[3, 1, 0, 1] = -0.01
+    pos_err, ori_err = np.full((*shape, 2), 2e-5), np.full((*shape, 2), 1e-3)
+    pos_err[1, 2, 1, 0] = 9e-5
+    ori_err[2, 0, 0, 1] = 0.07
+    nan = np.full((*shape, 2), np.nan)
+    return StrokeBatch(
+        ee_pos_l=np.zeros((*shape, 3)),
+        ee_pos_r=np.zeros((*shape, 3)),
+        ee_rot_l=np.tile([1.0, 0, 0, 0], (*shape, 1)),
+        ee_rot_r=np.tile([1.0, 0, 0, 0], (*shape, 1)),
+        joints=joints,
+        pos_err=pos_err if errors else nan,
+        ori_err=ori_err if errors else nan,
+    )
+
+
+def test_report_writes_a_png_and_names_the_marginal_strokes(tmp_path):
+    pytest.importorskip("matplotlib")
+    sb, png = tmp_path / "sb.safetensors", tmp_path / "report.png"
+    _limits_batch().save(sb, errors=True)
+    result = run("report", str(sb), "-o", str(png))
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    out = result.output
+    assert (
+        "position error: worst 0.09 mm (tolerance 0.1 mm); over: none; marginal (> 80%): 1" in out
+    )
+    assert "orientation error: worst 0.07 rad (tolerance 0.05 rad); over: 2;" in out
+    assert "strokes beyond a joint limit: 3 (left/joint_1 by <= 0.01)" in out
+    # a tatbot file (no error tensors): said, not guessed
+    _limits_batch(errors=False).save(sb)
+    result = run("report", str(sb), "-o", str(png), "--pos-tol", "0.0002")
+    assert result.exit_code == 0 and "position error: unknown" in result.output
+
+
+def test_plots_without_matplotlib_name_the_extra_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    sb = tmp_path / "sb.safetensors"
+    _limits_batch().save(sb)
+    t0 = time.monotonic()
+    for args in (
+        ["report", str(sb)],
+        [
+            "compute",
+            SCENE,
+            STROKES,
+            "-o",
+            str(tmp_path / "x"),
+            "--plot",
+            str(tmp_path / "p.png"),
+            "--endpoint",
+            free_endpoint(),
+            "--timeout",
+            "5",
+        ],
+    ):
+        result = run(*args)
+        assert result.exit_code == 78, result.output
+        assert 'pip install "zmq-ik[plot]"' in result.output and "Traceback" not in result.output
+    assert time.monotonic() - t0 < 3 and not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- #18.10 big YAML
+
+
+def test_big_strokes_file_says_its_size_and_time(tmp_path):
+    """Before: a 4.3 MB strokes file took 20 s to load with nothing printed."""
+    strokes = StrokeList.from_yaml(STROKES)
+    big = tmp_path / "big.yaml"
+    StrokeList(strokes.pairs * 30).to_yaml(big)  # 1,080 pairs, ~1.3 MB
+    assert big.stat().st_size > 1 << 20
+    t0 = time.monotonic()
+    result = cli(
+        "compute",
+        SCENE,
+        str(big),
+        "-o",
+        str(tmp_path / "x"),
+        "--endpoint",
+        free_endpoint(),
+        "--timeout",
+        "0.2",
+    )
+    took = time.monotonic() - t0
+    print(
+        f"\nMEASURED compute on a {big.stat().st_size / 1e6:.1f} MB strokes file: "
+        f"{took:.1f}s to fail at the absent broker"
+    )
+    assert result.returncode == 1 and "no answer" in result.stderr
+    assert f"reading {big} (1.3 MB of YAML)..." in result.stderr
+    assert f"read {big} in " in result.stderr

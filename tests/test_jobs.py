@@ -4,6 +4,7 @@ nothing; the CLI's demo and compute commands work end to end."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -87,6 +88,38 @@ def test_compute_cli_writes_tatbot_readable_file(ik_endpoint, tmp_path, job):
 
     assert set(load_file(str(out))) == {"ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints"}
     assert StrokeBatch.load(out).joints.shape == (6, scene.stroke_length, scene.offset_num, 14)
+    assert summary["pos_tol"] == 1e-4 and summary["ori_tol"] == 0.05  # metres, radians
+
+
+def test_compute_cli_judges_against_the_scene_and_plots(ik_endpoint, tmp_path, job):
+    """#18.7: the verdict is the scene's tolerances' (metres, radians); --strict passes only
+    when every pose is known to meet them; --errors and --plot (the PNG report) on request."""
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    from zmq_ik.cli import main
+
+    scene, strokes = job
+    scene.to_yaml(tmp_path / "scene.yaml")
+    strokes.to_yaml(tmp_path / "strokes.yaml")
+    out, png = tmp_path / "sb.safetensors", tmp_path / "report.png"
+    args = ["compute", str(tmp_path / "scene.yaml"), str(tmp_path / "strokes.yaml"), "-o", str(out)]
+    args += ["--endpoint", ik_endpoint, "--strict"]
+    result = CliRunner().invoke(main, [*args, "--errors", "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    n = 6 * scene.stroke_length * scene.offset_num
+    assert f"OK: all {n} poses within tolerance" in result.output
+    assert "0.0001 m (= 0.1 mm), 0.05 rad" in result.output and "note: the default" in result.output
+    from safetensors.numpy import load_file
+
+    assert {"pos_err", "ori_err"} <= set(load_file(str(out)))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    scene.replace(pos_tol=1e-5).to_yaml(tmp_path / "tight.yaml")
+    args[1] = str(tmp_path / "tight.yaml")  # the scene's own, tighter tolerance
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and re.search(
+        rf"\d+ of {n} poses miss tolerance \(--strict\)", result.output
+    )
 
 
 def test_compute_cli_fails_clearly(tmp_path):
@@ -137,7 +170,17 @@ def test_demo_end_to_end(tmp_path):
     out = tmp_path / "strokebatch.safetensors"
     env = {"ZMQ_IK_CACHE_DIR": str(JAX_CACHE)}
     result = subprocess.run(
-        [sys.executable, "-m", "zmq_ik.cli", "demo", "-o", str(out), "--buckets", "16,64"],
+        [
+            sys.executable,
+            "-m",
+            "zmq_ik.cli",
+            "demo",
+            "-o",
+            str(out),
+            "--buckets",
+            "16,64",
+            "--strict",
+        ],
         capture_output=True,
         text=True,
         timeout=580,
@@ -146,5 +189,8 @@ def test_demo_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "poses / s" in result.stdout
+    # #18.7: before, every pose was "over tolerance" and --strict failed on our own example
+    assert "OK: all 3456 poses within tolerance" in result.stdout, result.stdout
+    assert re.search(r"poses with unknown error +0\n", result.stdout), result.stdout
     batch = StrokeBatch.load(out)
     assert batch.joints.shape == (36, 16, 6, 14)

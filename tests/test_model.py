@@ -278,6 +278,8 @@ def scenes(draw: st.DrawFn) -> Scene:
         design_wxyz=draw(quats),
         first_last_rest=draw(st.booleans()),
         name=draw(st.text(max_size=12)),
+        pos_tol=draw(st.floats(0.0, 0.01)),
+        ori_tol=draw(st.floats(0.0, 3.14)),
         ik=draw(ik_settings),
     )
 
@@ -362,6 +364,63 @@ def test_all_fields_documented() -> None:
     src = (ROOT / "zmq_ik" / "_scene.py").read_text()
     for f in fields(Scene):
         assert f"    {f.name}:" in src
+
+
+def test_tolerances_belong_to_the_scene_in_metres_and_radians() -> None:
+    """#18.7: one definition of the tolerances (POS_TOL, ORI_TOL), one unit convention; they
+    judge answers on the client and are not sent to workers (an older worker refuses
+    unknown scene fields)."""
+    from zmq_ik.model import ORI_TOL, POS_TOL, PackedStrokes
+    from zmq_ik.ops import strokebatch_request
+
+    s = Scene.from_yaml("pos_tol: 0.0005\nori_tol: 0.1\n")
+    assert (s.pos_tol, s.ori_tol) == (5e-4, 0.1) and (Scene().pos_tol, Scene().ori_tol) == (
+        POS_TOL,
+        ORI_TOL,
+    )
+    assert Scene.from_dict(s.to_dict()) == s
+    packed = PackedStrokes(
+        np.zeros((1, 2, 16, 3), np.float32), np.zeros((1, 2), bool), np.zeros((1, 2), bool)
+    )
+    header, _ = strokebatch_request(s, packed)
+    assert "pos_tol" not in header["scene"] and "ori_tol" not in header["scene"]
+    for text, unit in (("pos_tol: 0.5\n", "metres"), ("ori_tol: 10\n", "radians")):
+        with pytest.raises(InputError, match=unit):  # 0.5 "mm" is not taken as 0.5 m
+            Scene.from_yaml(text)
+
+
+def test_yaml_goes_through_libyaml_and_big_files_are_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#18.10: every YAML read goes through one helper, with libyaml's C loader when PyYAML
+    has it (a 4.3 MB strokes file: 2-4x faster), and a big file says its size and time."""
+    import logging
+
+    import yaml
+
+    from zmq_ik import _scene
+    from zmq_ik.model import StrokeList
+
+    used: list[Any] = []
+    real = yaml.load
+    monkeypatch.setattr(
+        yaml, "load", lambda text, Loader: used.append(Loader) or real(text, Loader)
+    )
+    scene_path, strokes_path = example_paths()
+    Scene.from_yaml(scene_path)
+    StrokeList.from_yaml(strokes_path)
+    expected = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    assert used == [expected, expected]
+    if hasattr(yaml, "CSafeLoader"):  # libyaml is installed with PyYAML's wheels
+        assert expected is yaml.CSafeLoader
+    monkeypatch.setattr(_scene, "BIG_YAML_BYTES", 1000)
+    with caplog.at_level(logging.INFO, logger="zmq_ik._scene"):
+        StrokeList.from_yaml(strokes_path)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("MB of YAML" in line and str(strokes_path) in line for line in lines), lines
+    assert any(
+        line.startswith(f"read {strokes_path} in ") and line.endswith(" s") for line in lines
+    )
 
 
 # ---------------------------------------------------------------------------------------------

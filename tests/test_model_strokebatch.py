@@ -3,6 +3,7 @@ concat, summary) and IKSolution."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,25 +114,45 @@ dims = st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 3), st.int
 def test_save_load_bytes_roundtrip(tmp_path: Path, d: tuple[int, int, int, int], seed: int) -> None:
     sb = batch(*d, seed=seed)
     path = tmp_path / "batch.safetensors"
-    sb.save(path)
+    sb.save(path, errors=True)
     assert StrokeBatch.load(path) == sb
-    data = sb.to_bytes()
+    data = sb.to_bytes(errors=True)
     assert StrokeBatch.from_bytes(data) == sb
     assert StrokeBatch.from_bytes(memoryview(data)) == sb
     assert set(safetensors.numpy.load(data)) == set(TATBOT_TENSORS + ERROR_TENSORS)
 
 
-def test_file_has_exactly_tatbots_names(tmp_path: Path) -> None:
+TATBOT_STROKEBATCH_FIELDS = {"ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints"}
+"""hu-po/tatbot's ``StrokeBatch`` dataclass fields (src/tatbot/data/stroke.py); its ``load``
+is ``cls(**load_file(path))``, so a file must hold exactly these tensors."""
+
+
+def test_default_file_is_exactly_what_tatbots_loader_takes(tmp_path: Path) -> None:
+    """#18.4. Before: ``save()`` wrote pos_err/ori_err by default, which tatbot's loader
+    refuses (``cls(**data)``), while the README said tatbot reads it; the CLI wrote the
+    opposite. Now the default is tatbot's tensors everywhere; errors are opt-in."""
     sb = batch()
-    sb.save(tmp_path / "a.safetensors")
-    sb.save(tmp_path / "b.safetensors", errors=False)
-    full = safetensors.numpy.load_file(str(tmp_path / "a.safetensors"))
-    plain = safetensors.numpy.load_file(str(tmp_path / "b.safetensors"))
-    assert set(full) == {*TATBOT_TENSORS, "pos_err", "ori_err"}
-    assert set(plain) == set(TATBOT_TENSORS)  # what tatbot's StrokeBatch(**data) accepts
+    sb.save(tmp_path / "default.safetensors")
+    sb.save(tmp_path / "errors.safetensors", errors=True)
+    plain = safetensors.numpy.load_file(str(tmp_path / "default.safetensors"))
+    full = safetensors.numpy.load_file(str(tmp_path / "errors.safetensors"))
+    assert set(plain) == TATBOT_STROKEBATCH_FIELDS == set(TATBOT_TENSORS)
+    assert set(safetensors.numpy.load(sb.to_bytes())) == TATBOT_STROKEBATCH_FIELDS
+    assert set(full) == TATBOT_STROKEBATCH_FIELDS | set(ERROR_TENSORS)
     assert all(v.dtype == np.float32 for v in full.values())
     np.testing.assert_array_equal(plain["joints"], sb.joints)
-    assert set(safetensors.numpy.load(sb.to_bytes(errors=False))) == set(TATBOT_TENSORS)
+
+    @dataclass
+    class TatbotStrokeBatch:  # its loader: cls(**load_file(path))
+        ee_pos_l: Any
+        ee_pos_r: Any
+        ee_rot_l: Any
+        ee_rot_r: Any
+        joints: Any
+
+    TatbotStrokeBatch(**plain)
+    with pytest.raises(TypeError, match=r"pos_err|ori_err"):
+        TatbotStrokeBatch(**full)
 
 
 def test_reads_tatbot_files(tmp_path: Path) -> None:
@@ -255,3 +276,50 @@ def test_ik_solution_validation(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InputError) as err:
         IKSolution(**base)
     assert err.value.field == field
+
+
+# ---------------------------------------------------------------------------------------------
+# #18.7 tolerances, #18.13 reprs and help()
+# ---------------------------------------------------------------------------------------------
+
+
+def test_summary_judges_with_the_scene_defaults_and_rest_arms_are_not_unknown() -> None:
+    """One set of defaults (POS_TOL m, ORI_TOL rad, a default Scene's); an arm with NaN
+    errors beside a judged one rests (no target), a pose with no known error is unknown."""
+    from zmq_ik.model import ORI_TOL, POS_TOL, Scene
+
+    assert (Scene().pos_tol, Scene().ori_tol) == (POS_TOL, ORI_TOL) == (1e-4, 0.05)
+    a = arrays(2, 2, 1)
+    a["pos_err"][:] = 5e-5  # the bundled example's default-mode figures: within
+    a["ori_err"][:] = 0.02
+    a["pos_err"][0, :, :, 1] = a["ori_err"][0, :, :, 1] = np.nan  # right arm rests
+    a["pos_err"][1, 1] = a["ori_err"][1, 1] = np.nan  # no error known at all
+    s = StrokeBatch(**a).summary()
+    assert (s["pos_tol"], s["ori_tol"]) == (POS_TOL, ORI_TOL)
+    assert (s["n_over"], s["n_unknown"]) == (0, 1)
+    with pytest.raises(InputError, match="metres"):
+        StrokeBatch(**a).summary(pos_tol=0.1)  # 0.1 "mm" typed as metres is refused
+
+
+def test_reprs_are_short_and_say_shapes() -> None:
+    """Before: print(strokebatch) dumped every array (~1,650 lines for the example)."""
+    sb = batch(36, 16, 6)
+    text = repr(sb)
+    assert len(text.splitlines()) == 1 and len(text) < 150, text
+    assert "b=36, l=16, o=6, n_joints=14" in text and "(36, 16, 6, 14)" in text
+    sol = IKSolution(np.zeros((500, 14)), np.full((500, 2), 1e-5), np.full((500, 2), 2e-3))
+    text = repr(sol)
+    assert len(text) < 150 and "N=500, n_joints=14, n_ee=2" in text and "0.002 rad" in text
+
+
+def test_help_shows_field_docs() -> None:
+    """Before: help(IKSolution) showed no field docs (attribute docstrings are invisible to
+    help()); now they are the class docstring's Attributes section."""
+    import pydoc
+
+    for cls, field, words in (
+        (IKSolution, "pos_err", "achieved position error per end effector, metres"),
+        (StrokeBatch, "joints", "joint solution in URDF units"),
+    ):
+        text = " ".join(pydoc.render_doc(cls, renderer=pydoc.plaintext).split())
+        assert "Attributes:" in text and f"{field}: " in text and words in text, cls

@@ -515,3 +515,16 @@ def test_packed_stroke_may_be_rest_and_inkdip():
     flags = np.array([[True, False]])
     packed = PackedStrokes(coords=coords, is_inkdip=flags, is_rest=flags.copy())
     assert packed.is_rest[0, 0] and packed.is_inkdip[0, 0]
+
+
+def test_reprs_are_short() -> None:
+    """#18.13: print(strokes) was every point of every stroke; now counts and shapes."""
+    from zmq_ik.robots import example_paths
+
+    strokes = StrokeList.from_yaml(example_paths()[1])
+    big = StrokeList(strokes.pairs * 100)
+    assert (
+        repr(big) == "StrokeList(3600 pairs, 16 points per stroke, 100 ink dips, 100 rest strokes)"
+    )
+    assert repr(big.pack()).startswith("PackedStrokes(b=3600, l=16, coords (3600, 2, 16, 3)")
+    assert repr(strokes[1][0]).startswith("Stroke(meter_coords (16, 3), arm='left'")

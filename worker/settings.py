@@ -125,7 +125,7 @@ def parse_buckets(text: str | None) -> tuple[int, ...] | None:
 
 def parse_warm(values: Iterable[str]) -> tuple[IKSettings, ...]:
     """``precise=true,seeds=16`` options → IKSettings (values read as YAML scalars)."""
-    import yaml
+    from zmq_ik._scene import load_yaml_text
 
     settings = []
     for value in values:
@@ -134,7 +134,7 @@ def parse_warm(values: Iterable[str]) -> tuple[IKSettings, ...]:
             key, sep, text = item.partition("=")
             if not sep or not key.strip():
                 raise InputError(f"expected KEY=VALUE[,KEY=VALUE...], got {value!r}", "warm")
-            fields_[key.strip()] = yaml.safe_load(text)
+            fields_[key.strip()] = load_yaml_text(text, f"warm {key.strip()}")
         try:
             settings.append(IKSettings.from_dict(fields_))
         except InputError as e:

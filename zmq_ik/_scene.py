@@ -7,7 +7,9 @@ Import these names from :mod:`zmq_ik.model`; this module is an implementation de
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy.typing as npt
 import yaml
 
 from zmq_ik._checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
+from zmq_ik._docs import documented
 from zmq_ik.errors import InputError
 from zmq_ik.robots import TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
 
@@ -28,8 +31,16 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
+YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""The safe loader every YAML input goes through: libyaml's C one when PyYAML has it (about
+4x faster on a big strokes file), else the pure-Python one; both build the same objects."""
+BIG_YAML_BYTES = 1 << 20
+"""Files at least this big are logged (size, then seconds) at INFO: loading takes seconds."""
+
+
 def read_yaml_file(path: str | os.PathLike[str]) -> Any:
-    """``yaml.safe_load`` a file; missing/unreadable/invalid files raise InputError naming it."""
+    """A YAML file's document (`YAML_LOADER`); missing/unreadable/invalid files raise
+    InputError naming it. A big file is logged before and after (size, seconds)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -37,12 +48,21 @@ def read_yaml_file(path: str | os.PathLike[str]) -> Any:
         raise InputError(f"{p}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: cannot read file: {exc}") from None
-    return load_yaml_text(text, str(p))
+    size = len(text)
+    if size < BIG_YAML_BYTES:
+        return load_yaml_text(text, str(p))
+    logger.info("reading %s (%.1f MB of YAML)...", p, size / 1e6)
+    t0 = time.monotonic()
+    data = load_yaml_text(text, str(p))
+    logger.info("read %s in %.1f s", p, time.monotonic() - t0)
+    return data
 
 
 def load_yaml_text(text: str, source: str) -> Any:
+    """``text``'s YAML document (`YAML_LOADER`); invalid YAML raises InputError naming
+    ``source``."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: not valid YAML: {exc}") from None
 
@@ -71,12 +91,36 @@ MAX_IK_LAMBDA = 1e7
 """Largest initial damping: the solver gives a problem up once its damping passes this."""
 
 
+POS_TOL = 1e-4
+"""Default position tolerance, metres (0.1 mm): a pose whose achieved needle-tip position is
+further than this from its target misses: well under a fine tattoo line (0.3-0.5 mm), so the
+IK's share of the error budget stays small next to the arm's own repeatability. The
+bundled example meets it in the default mode with ~1.7x margin (worst 0.058 mm)."""
+ORI_TOL = 0.05
+"""Default orientation tolerance, radians (~2.9°): a needle tilted this much shifts its point
+by ~0.1 mm (`POS_TOL`) at a 2 mm depth. The bundled example meets it in the default mode with
+~2.6x margin (worst 0.019 rad): the rest-pose pull costs mostly orientation (see IKSettings)."""
+
+_TOLERANCE_RANGES = {"pos_tol": (0.01, "metres: 0.0001 is 0.1 mm"), "ori_tol": (math.pi, "radians")}
+
+
+def check_tolerance(value: Any, name: str) -> float:
+    """``value`` as tolerance ``name`` (``"pos_tol"``, metres, <= 1 cm; ``"ori_tol"``, radians,
+    <= pi): a position tolerance typed in millimetres is refused, not taken as metres."""
+    hi, unit = _TOLERANCE_RANGES[name]
+    try:
+        return as_float(value, name, 0.0, hi=hi)
+    except InputError as exc:
+        raise InputError(f"{exc.message} ({unit})", field=name) from None
+
+
 MAX_IK_ITERATIONS = 1000
 """Largest ``max_iterations`` accepted. A deadline is only checked between the solver's
 program calls, so this bounds how long one call can run past it: 1000 iterations of a CPU
 chunk of 1,024 unreachable targets take ~0.5 s (32, the default: ~0.05 s)."""
 
 
+@documented
 @dataclass(frozen=True)
 class IKSettings:
     """IK solver settings, for the client, the wire, the worker and the in-process engine.
@@ -89,7 +133,9 @@ class IKSettings:
     """Weight of the rotation part of the pose residual (per radian; 0..1e6)."""
     rest_weight: float = 0.1
     """Weight of ``q - rest``: pulls the redundant degree of freedom (and everything else, a
-    little) toward the rest pose (0..1e6). With ``precise`` it only breaks ties (decays to 0)."""
+    little) toward the rest pose (0..1e6). With ``precise`` it only breaks ties (decays to 0).
+    As position weighs 32x orientation, a pose gives way to this pull mostly in orientation
+    (README: "Is the answer good enough?")."""
     limit_weight: float = 32.0
     """Weight of the soft joint-limit residual (0..1e6; ignored with ``precise``: limits are
     hard)."""
@@ -172,6 +218,8 @@ _SCENE_ARRAYS: dict[str, int] = {
     "design_pos": 3,
     "design_wxyz": 4,
 }
+TOLERANCES = ("pos_tol", "ori_tol")
+"""Scene fields that judge an answer rather than compute it: not sent to workers."""
 _SCENE_QUATS = frozenset({"ee_rot_l", "ee_rot_r", "design_wxyz"})
 
 # tatbot-style spellings accepted by Scene.from_dict / from_yaml.
@@ -219,6 +267,7 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+@documented
 @dataclass(frozen=True, eq=False)
 class Scene:
     """Everything a stroke-batch solve needs besides the strokes; defaults = bundled tatbot.
@@ -259,6 +308,13 @@ class Scene:
     """Put the first and last pose of each stroke at the hover offset (tatbot's behaviour)."""
     name: str = "default"
     """Free-form scene name (logs, file names)."""
+    pos_tol: float = POS_TOL
+    """Position tolerance, metres (default `POS_TOL`, 0.1 mm): a pose whose achieved position
+    error is above it misses (summaries, ``compute --strict``). Judges answers; workers
+    never see it."""
+    ori_tol: float = ORI_TOL
+    """Orientation tolerance, radians (default `ORI_TOL`, 0.05): as ``pos_tol``, for the
+    achieved orientation error."""
     ik: IKSettings = field(default_factory=IKSettings)
     """Solver settings."""
 
@@ -295,6 +351,8 @@ class Scene:
             setattr_(self, name, arr)
         setattr_(self, "first_last_rest", as_bool(self.first_last_rest, "first_last_rest"))
         setattr_(self, "name", as_str(self.name, "name"))
+        for name in TOLERANCES:
+            setattr_(self, name, check_tolerance(getattr(self, name), name))
         ik = self.ik
         if isinstance(ik, Mapping):
             try:
@@ -339,10 +397,13 @@ class Scene:
 
     # -- dict / YAML ----------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict of lists, floats, ints, bools and strings (JSON/msgpack/YAML)."""
+    def to_dict(self, *, tolerances: bool = True) -> dict[str, Any]:
+        """Plain nested dict of lists, floats, ints, bools and strings (JSON/msgpack/YAML).
+        ``tolerances=False`` leaves out `TOLERANCES` (the wire: a worker does not judge)."""
         out: dict[str, Any] = {}
         for f in fields(self):
+            if not tolerances and f.name in TOLERANCES:
+                continue
             value = getattr(self, f.name)
             if isinstance(value, np.ndarray):
                 out[f.name] = value.tolist()
@@ -434,7 +495,8 @@ class Scene:
         data = self.to_dict()
         ik = data.pop("ik")
         text = (
-            "# zmq-ik scene (zmq_ik.model.Scene); arrays are float lists, quaternions wxyz\n"
+            "# zmq-ik scene (zmq_ik.model.Scene): metres and radians (pos_tol, ori_tol too), "
+            "quaternions wxyz\n"
             + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
             + yaml.safe_dump({"ik": ik}, sort_keys=False, default_flow_style=False)
         )

@@ -18,16 +18,19 @@ import numpy as np
 import numpy.typing as npt
 import safetensors.numpy
 
-from zmq_ik._checks import as_array, as_float
-from zmq_ik._scene import arrays_equal
+from zmq_ik._checks import as_array
+from zmq_ik._docs import documented
+from zmq_ik._scene import ORI_TOL, POS_TOL, arrays_equal, check_tolerance
 from zmq_ik.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 TATBOT_TENSORS: tuple[str, ...] = ("ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints")
-"""Tensor names of tatbot's ``StrokeBatch`` safetensors files (exactly these)."""
+"""Tensor names of tatbot's ``StrokeBatch`` safetensors files, exactly what a file written by
+default holds: tatbot's ``StrokeBatch.load`` passes every tensor to its constructor."""
 ERROR_TENSORS: tuple[str, ...] = ("pos_err", "ori_err")
-"""Extra tensors zmq-ik writes: achieved IK error per pose and arm."""
+"""Tensors written on request (``save(path, errors=True)``, ``compute --errors``): achieved IK
+error per pose and arm. tatbot's loader refuses a file that has them."""
 
 _LAST_DIM = {"ee_pos_l": 3, "ee_pos_r": 3, "ee_rot_l": 4, "ee_rot_r": 4, "pos_err": 2, "ori_err": 2}
 
@@ -38,14 +41,15 @@ def _check_errors(arr: npt.NDArray[np.float32], name: str) -> None:
         raise InputError(f"{name}: must be >= 0 or NaN (unknown), never inf", field=name)
 
 
+@documented
 @dataclass(frozen=True, eq=False)
 class StrokeBatch:
     """IK results for a batch of stroke pairs: ``b`` pairs, ``l`` poses, ``o`` depth offsets.
 
     All arrays are float32 with matching leading dims (checked). Arrays already float32
-    are not copied; they are stored as read-only views. ``save``/``load`` use tatbot's
-    tensor names (``TATBOT_TENSORS``) plus ``pos_err`` and ``ori_err``; files without the
-    error tensors (tatbot's own) load with errors filled with NaN (= unknown).
+    are not copied; they are stored as read-only views. ``save`` writes tatbot's tensors
+    (``TATBOT_TENSORS``), and ``pos_err``/``ori_err`` too with ``errors=True``; ``load``
+    reads both, files without the error tensors (tatbot's own) with errors NaN (= unknown).
     """
 
     ee_pos_l: npt.NDArray[Any]
@@ -59,9 +63,11 @@ class StrokeBatch:
     joints: npt.NDArray[Any]
     """(b, l, o, n_joints) joint solution in URDF units (14 for tatbot: left 7, right 7)."""
     pos_err: npt.NDArray[Any]
-    """(b, l, o, 2) achieved position error per arm (left, right), metres; NaN = unknown."""
+    """(b, l, o, 2) achieved position error per arm (left, right), metres; NaN: none (the arm
+    rests, or the file has no error tensors)."""
     ori_err: npt.NDArray[Any]
-    """(b, l, o, 2) achieved orientation error per arm (left, right), radians; NaN = unknown."""
+    """(b, l, o, 2) achieved orientation error per arm (left, right), radians; NaN as
+    ``pos_err``."""
 
     def __post_init__(self) -> None:
         first = as_array(self.ee_pos_l, "ee_pos_l", (None, None, None, 3), np.float32, copy=False)
@@ -114,6 +120,19 @@ class StrokeBatch:
 
     def __len__(self) -> int:
         return self.b
+
+    def judged(self) -> npt.NDArray[np.bool_]:
+        """(b, l, o, 2): both errors known for that pose and arm (NaN: the arm rests, or the
+        file has no error tensors)."""
+        return ~np.isnan(self.pos_err) & ~np.isnan(self.ori_err)
+
+    def __repr__(self) -> str:
+        judged = int(self.judged().any(axis=-1).sum())
+        errors = "known" if judged == self.n_poses else "unknown" if not judged else "partly known"
+        return (
+            f"StrokeBatch(b={self.b}, l={self.l}, o={self.o}, n_joints={self.n_joints}, "
+            f"joints {tuple(self.joints.shape)} float32, errors {errors})"
+        )
 
     def __getitem__(self, index: slice) -> StrokeBatch:
         """Stroke pairs ``index`` (a slice) as a new StrokeBatch (views, no copy)."""
@@ -174,16 +193,19 @@ class StrokeBatch:
 
     # -- summary ----------------------------------------------------------------------------------
 
-    def summary(self, pos_tol: float = 1e-4, ori_tol: float = 1e-3) -> dict[str, Any]:
-        """Error statistics over every pose and arm (NaN errors ignored).
+    def summary(self, pos_tol: float = POS_TOL, ori_tol: float = ORI_TOL) -> dict[str, Any]:
+        """Error statistics over every pose and arm (NaN errors ignored); tolerances in metres
+        and radians (defaults: `POS_TOL`, `ORI_TOL`, as a default `Scene`'s).
 
         Keys: ``n_poses``; ``pos_err_median``, ``pos_err_max`` (m); ``ori_err_median``,
         ``ori_err_max`` (rad) — NaN when no error is known; ``n_pos_over`` / ``n_ori_over``
         / ``n_over``: poses (b*l*o) where either arm's position / orientation / either error
-        exceeds its tolerance; ``n_unknown``: poses with a NaN error; ``pos_tol``, ``ori_tol``.
+        exceeds its tolerance; ``n_unknown``: poses where no arm has both errors known (a file
+        without error tensors; an arm with NaN errors beside a judged one rests: it has no
+        target); ``pos_tol``, ``ori_tol``.
         """
-        pos_tol = as_float(pos_tol, "pos_tol", 0.0)
-        ori_tol = as_float(ori_tol, "ori_tol", 0.0)
+        pos_tol = check_tolerance(pos_tol, "pos_tol")
+        ori_tol = check_tolerance(ori_tol, "ori_tol")
 
         def stats(arr: npt.NDArray[np.float32]) -> tuple[float, float]:
             known = arr[~np.isnan(arr)]
@@ -195,7 +217,7 @@ class StrokeBatch:
         ori_med, ori_max = stats(self.ori_err)
         pos_over = (self.pos_err > pos_tol).any(axis=-1)
         ori_over = (self.ori_err > ori_tol).any(axis=-1)
-        unknown = np.isnan(self.pos_err).any(axis=-1) | np.isnan(self.ori_err).any(axis=-1)
+        unknown = ~self.judged().any(axis=-1)
         return {
             "n_poses": self.n_poses,
             "pos_err_median": pos_med,
@@ -248,10 +270,11 @@ class StrokeBatch:
         except InputError as exc:
             raise InputError(f"{source}: {exc.message}", field=exc.field) from None
 
-    def save(self, path: str | os.PathLike[str], *, errors: bool = True) -> None:
-        """Write a safetensors file. With ``errors=False`` only tatbot's five tensors are
-        written (needed for tatbot's ``StrokeBatch.load``, which passes every tensor in the
-        file to its constructor and so rejects extra ones)."""
+    def save(self, path: str | os.PathLike[str], *, errors: bool = False) -> None:
+        """Write a safetensors file that tatbot's ``StrokeBatch.load`` reads: exactly tatbot's
+        tensors (``TATBOT_TENSORS``). ``errors=True`` adds ``pos_err``/``ori_err`` (for
+        :meth:`load`, ``zmq-ik report``), which tatbot's loader refuses: it passes every
+        tensor in the file to its constructor."""
         safetensors.numpy.save_file(self._tensors(errors), str(Path(path)))
 
     @classmethod
@@ -267,7 +290,7 @@ class StrokeBatch:
             raise InputError(f"{p}: not a readable safetensors file: {exc}") from None
         return cls._from_tensors(tensors, str(p))
 
-    def to_bytes(self, *, errors: bool = True) -> bytes:
+    def to_bytes(self, *, errors: bool = False) -> bytes:
         """The safetensors file content (see :meth:`save`)."""
         return safetensors.numpy.save(self._tensors(errors))
 
@@ -281,11 +304,14 @@ class StrokeBatch:
         return cls._from_tensors(tensors, "<bytes>")
 
 
+@documented
 @dataclass(frozen=True, eq=False)
 class IKSolution:
     """Result of a plain IK solve of ``N`` targets for a robot with ``n_ee`` end effectors.
 
-    float32 arrays, not copied when already float32 (read-only views).
+    float32 arrays, not copied when already float32 (read-only views). Compare the errors
+    with your tolerances (`zmq_ik.model.POS_TOL`, `ORI_TOL`: a default Scene's) before
+    commanding ``joints``.
     """
 
     joints: npt.NDArray[Any]
@@ -310,6 +336,16 @@ class IKSolution:
 
     def __len__(self) -> int:
         return int(self.joints.shape[0])
+
+    def __repr__(self) -> str:
+        def worst(arr: npt.NDArray[np.float32]) -> str:
+            known = arr[~np.isnan(arr)]
+            return f"{known.max():.3g}" if known.size else "unknown"
+
+        return (
+            f"IKSolution(N={len(self)}, n_joints={self.n_joints}, n_ee={self.n_ee}, "
+            f"worst pos_err {worst(self.pos_err)} m, ori_err {worst(self.ori_err)} rad)"
+        )
 
     @property
     def n_joints(self) -> int:

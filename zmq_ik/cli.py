@@ -21,8 +21,11 @@ from zmq_ik.broker import BrokerSettings
 from zmq_ik.client import IKClient
 from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
 from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
-from zmq_ik.protocol import ENDPOINT_ENV
-from zmq_ik.serve import EXIT_CONFIG, ServeSettings
+from zmq_ik.plot import ReportSettings
+from zmq_ik.plot import report as write_report
+from zmq_ik.protocol import ENDPOINT_ENV, split_endpoints
+from zmq_ik.report import ping_lines, status_texts
+from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
 from zmq_ik.worker import WorkerSettings
 from zmq_ik.worker.settings import ServiceSettings, build_service
 
@@ -34,16 +37,13 @@ Shell completion (bash; zsh and fish alike):
   eval "$(_ZMQ_IK_COMPLETE=bash_source zmq-ik)"
 """
 _LEVEL = "zmq_ik.log_level"
-_FLAGS = {
-    "robots": "--robot",
-    "gpus": "--gpu",
-    "heartbeat_interval": "--heartbeat",
-    "shutdown_grace": "--grace",
-}
+_FLAGS = {"robots": "--robot", "gpus": "--gpu", "heartbeat_interval": "--heartbeat"}
+_FLAGS["shutdown_grace"] = "--grace"
 """Options not spelled as their settings field."""
-B, W, C, S = BrokerSettings, WorkerSettings, ComputeSettings, ServiceSettings
+B, W, C, S, R = BrokerSettings, WorkerSettings, ComputeSettings, ServiceSettings, ReportSettings
 KEY = click.Path(exists=True, dir_okay=False)
 KEYPAIRS = ("broker", "client", "worker")
+COMPUTING = ("output", "errors", "pos_tol", "ori_tol", "strict", "plot")  # demo takes them too
 
 
 def _verbosity(ctx: click.Context, param: click.Parameter | None, value: Any) -> None:
@@ -119,8 +119,10 @@ def _o(cls: Any, name: str, *flags: str, **kw: Any) -> Any:
         kw.setdefault("callback", _parsed(m["parse"]))
     kw.setdefault("show_default", default is not None and not isinstance(default, bool))
     kw.setdefault("is_flag", isinstance(default, bool) or None)
+    kw.setdefault("type", float if str(f.type) == "float | None" else None)  # None: unset
     kw = {"help": m.get("doc"), "metavar": m.get("metavar"), "multiple": m.get("repeat"), **kw}
-    return click.option(*(flags or (_flag(name),)), name, default=default, **kw)
+    flags = flags or (("-o", "--output") if name == "output" else (_flag(name),))
+    return click.option(*flags, name, default=default, **kw)
 
 
 def _options(cls: Any, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
@@ -141,8 +143,6 @@ def _endpoint(*flags: str, help: str = "Broker endpoint.", **kw: Any) -> Any:
 
 def _endpoints(**kw: Any) -> Any:
     """``--endpoint``, repeatable or comma-separated: one broker or several (a tuple)."""
-    from zmq_ik.protocol import split_endpoints
-
     many = "Broker endpoint; repeat it (or comma-separate) for several brokers."
     kw = {"multiple": True, "default": (BrokerSettings.bind,), "help": many, **kw}
     return _endpoint(callback=_parsed(split_endpoints), **kw)
@@ -252,8 +252,6 @@ def _asking(f: Any) -> Any:
 @click.option("--count", default=1, type=click.IntRange(min=1), help="Number of pings.")
 def ping(endpoint: tuple[str, ...], timeout: float, json_: bool, count: int, **curve: Any) -> None:
     """Is each broker there, which workers serve what, how fast. Exit 1 if one does not answer."""
-    from zmq_ik.report import ping_lines
-
     keys, silent, answers = _curve(curve), [], {}
     for ep in endpoint:  # each broker on its own (a client given several would fail over)
         with IKClient(ep, timeout=timeout, retries=0, curve=keys) as client:
@@ -284,8 +282,6 @@ def status(
     endpoint: tuple[str, ...], timeout: float, json_: bool, watch: bool, **curve: Any
 ) -> None:
     """Workers, queues, in-flight requests and counters, as each broker sees them."""
-    from zmq_ik.report import status_texts
-
     keys = _curve(curve)
     clients = [IKClient(ep, timeout=timeout, retries=0, curve=keys) for ep in endpoint]
     try:
@@ -315,8 +311,6 @@ def status(
 @click.pass_context
 def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **options: Any) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
-    from zmq_ik.serve import Supervisor
-
     connect = options.pop("connect")
     worker = _settings(S, **options)
     settings = _settings(
@@ -338,29 +332,29 @@ def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **optio
 def _computing(f: Any) -> Any:
     """The options `compute` and `demo` share."""
     f = click.option("--json", "json_", is_flag=True, help="Print a machine-readable summary.")(f)
-    for name in ("ori_tol", "pos_tol", "output"):
-        f = _o(C, name, *(("-o", "--output") if name == "output" else ()))(f)
+    for name in reversed(COMPUTING):
+        f = _o(C, name)(f)
     return f
 
 
 def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: Any) -> None:
     """Settings and output path checked before ``where`` (the endpoint's context) is entered."""
-    from zmq_ik.compute import ProgressBar, check_output, run, summary_table
+    from zmq_ik.compute import ProgressBar, check_outputs, check_strict, run, summary_table
 
     settings: ComputeSettings = _settings(ComputeSettings, **opts)
-    _settings(check_output, output=settings.output)
+    _settings(check_outputs, output=settings.output, plot=settings.plot)
     with where as endpoint:
         summary = run(endpoint, settings, *inputs, progress=ProgressBar(), **kw)
     click.echo(json.dumps(summary, default=float) if json_ else summary_table(summary))
-    if settings.strict and summary["n_over"]:
-        raise click.ClickException(f"{summary['n_over']} pose(s) miss tolerance (--strict)")
+    if settings.strict:
+        check_strict(summary)  # IKError: exit 1
 
 
 @main.command()
 @click.argument("scene_file", type=KEY)
 @click.argument("strokes_file", type=KEY)
 @_endpoints(help="Broker endpoint; repeat it (or comma-separate): the job fails over.")
-@_options(C, skip=("output", "pos_tol", "ori_tol"))
+@_options(C, skip=COMPUTING)
 @_computing
 @_curve_options
 def compute(
@@ -379,10 +373,16 @@ def compute(
 @_o(S, "buckets", help="Batch buckets the local worker compiles (default: 1,16..1024 on a CPU).")
 def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
-    from zmq_ik.serve import local_cluster
-
     local = local_cluster(S(buckets=opts.pop("buckets")), startup_timeout)  # started if used
     _compute(nullcontext(endpoint) if endpoint else local, {"timeout": DEMO_TIMEOUT, **opts}, json_)
+
+
+@main.command()
+@click.argument("strokebatch_file", type=KEY)
+@_options(R)
+def report(strokebatch_file: str, **opts: Any) -> None:
+    """Plot a StrokeBatch file: per-stroke errors against the tolerances, joints against limits."""
+    click.echo(write_report(strokebatch_file, _settings(ReportSettings, **opts)))
 
 
 @main.command()

@@ -11,16 +11,20 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from zmq_ik._docs import documented
+from zmq_ik._scene import check_tolerance
 from zmq_ik._settings import setting
 from zmq_ik.client import IKClient
-from zmq_ik.errors import InputError
-from zmq_ik.model import Scene, StrokeBatch, StrokeList
+from zmq_ik.errors import IKError, InputError
+from zmq_ik.model import ORI_TOL, POS_TOL, Scene, StrokeBatch, StrokeList
+from zmq_ik.plot import PLOT_INSTALL, JointLimits, plot_strokebatch, require_matplotlib
 from zmq_ik.report import table
 
 DEMO_TIMEOUT = 60.0
@@ -41,15 +45,30 @@ class ComputeSettings:
     resample: bool = setting(
         False, doc="Resample strokes of another length to the scene's stroke_length (linear)."
     )
-    with_errors: bool = setting(
-        False, doc="Also store pos_err/ori_err tensors (tatbot's loader refuses extra tensors)."
+    errors: bool = setting(
+        False,
+        doc="Also write the pos_err/ori_err tensors, as StrokeBatch.save(errors=True) "
+        "(tatbot's StrokeBatch.load refuses a file with them).",
     )
-    strict: bool = setting(False, doc="Exit 1 if any pose misses tolerance.")
-    pos_tol: float = setting(0.1, doc="Position tolerance, mm.")
-    ori_tol: float = setting(1e-3, doc="Orientation tolerance, rad.")
+    strict: bool = setting(
+        False, doc="Exit 1 unless every pose is within tolerance (unknown errors count as misses)."
+    )
+    pos_tol: float | None = setting(
+        None,
+        doc=f"Position tolerance, metres (default: the scene's pos_tol, {POS_TOL:g} = 0.1 mm).",
+    )
+    ori_tol: float | None = setting(
+        None, doc=f"Orientation tolerance, radians (default: the scene's ori_tol, {ORI_TOL:g})."
+    )
+    plot: str | None = setting(
+        None,
+        doc="Also write a PNG report: per-stroke errors against the tolerances, joints "
+        f"against their limits (needs matplotlib: {PLOT_INSTALL}).",
+        metavar="PNG",
+    )
 
     def __post_init__(self) -> None:
-        from zmq_ik._scene import as_bool, as_float, as_int
+        from zmq_ik._scene import as_bool, as_int
         from zmq_ik.client import check_timeout
 
         put = object.__setattr__
@@ -57,8 +76,9 @@ class ComputeSettings:
         for name in ("chunk_pairs", "max_in_flight"):
             put(self, name, as_int(getattr(self, name), name, 1))
         for name in ("pos_tol", "ori_tol"):
-            put(self, name, as_float(getattr(self, name), name, 0.0))
-        for name in ("resample", "with_errors", "strict"):
+            if getattr(self, name) is not None:
+                put(self, name, check_tolerance(getattr(self, name), name))
+        for name in ("resample", "errors", "strict"):
             put(self, name, as_bool(getattr(self, name), name))
 
 
@@ -91,23 +111,30 @@ class ProgressBar:
         self.stream.flush()
 
 
-def check_output(output: str | os.PathLike[str]) -> Path:
-    """``output`` if a file can be written there, else `InputError` (field ``output``):
+def check_output(output: str | os.PathLike[str], field: str = "output") -> Path:
+    """``output`` if a file can be written there, else `InputError` (field ``field``):
     checked before any work, so a typo does not cost the whole computation."""
     p = Path(output).expanduser()
     if p.is_dir():
-        raise InputError(
-            f"{p} is a directory; give a file name, e.g. {p / 'strokebatch.safetensors'}", "output"
-        )
+        name = "report.png" if field == "plot" else "strokebatch.safetensors"
+        raise InputError(f"{p} is a directory; give a file name, e.g. {p / name}", field)
     parent = p.parent
     if not parent.is_dir():
-        raise InputError(f"{p}: directory {parent} does not exist", "output")
+        raise InputError(f"{p}: directory {parent} does not exist", field)
     try:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as e:
-        raise InputError(f"{p}: cannot write in {parent}: {e.strerror or e}", "output") from e
+        raise InputError(f"{p}: cannot write in {parent}: {e.strerror or e}", field) from e
     return p
+
+
+def check_outputs(output: str | os.PathLike[str], plot: str | os.PathLike[str] | None) -> None:
+    """`check_output` for the file and the plot, and that plots can be drawn (matplotlib)."""
+    check_output(output)
+    if plot is not None:
+        check_output(plot, "plot")
+        require_matplotlib()
 
 
 def write_atomic(batch: StrokeBatch, path: str | os.PathLike[str], *, errors: bool) -> None:
@@ -168,21 +195,39 @@ def load_inputs(
     return scene, strokes
 
 
+REST_PULL_NOTE = (
+    "the default solve pulls every pose toward the rest pose (ik.rest_weight) for joint paths "
+    "near rest; as position weighs 32x orientation, it gives way mostly in orientation. "
+    "`ik: {precise: true}` in the scene meets reachable targets (~1e-4 mm, ~1e-4 rad)."
+)
+"""The default mode's trade-off, as the summary says it (README: the same)."""
+
+
+@documented
 @dataclass(frozen=True)
 class ComputeResult:
-    """A computed strokebatch and how long it took."""
+    """A computed strokebatch, its scene and how long it took."""
 
     batch: StrokeBatch
     """The result, in stroke order."""
     wall_s: float
     """Seconds from sending the first chunk to assembling the last."""
+    scene: Scene = field(default_factory=Scene)
+    """The scene it was computed for (its tolerances judge it)."""
+    limits: JointLimits | None = None
+    """The robot's joint limits as its worker describes them (fetched for a plot), or None."""
 
-    def summary(self, pos_tol: float = 1e-4, ori_tol: float = 1e-3) -> dict[str, Any]:
-        """`StrokeBatch.summary` (tolerances in m and rad) plus pairs, wall time and rate."""
-        s = self.batch.summary(pos_tol=pos_tol, ori_tol=ori_tol)
+    def summary(self, pos_tol: float | None = None, ori_tol: float | None = None) -> dict[str, Any]:
+        """`StrokeBatch.summary` against the scene's tolerances (or these: metres, radians),
+        plus pairs, wall time, rate and ``precise`` (the scene's solve mode)."""
+        s = self.batch.summary(
+            pos_tol=self.scene.pos_tol if pos_tol is None else pos_tol,
+            ori_tol=self.scene.ori_tol if ori_tol is None else ori_tol,
+        )
         s["stroke_pairs"] = self.batch.b
         s["wall_s"] = round(self.wall_s, 4)
         s["poses_per_s"] = round(self.batch.n_poses / self.wall_s, 1) if self.wall_s > 0 else None
+        s["precise"] = self.scene.ik.precise
         return s
 
 
@@ -197,7 +242,8 @@ def compute_strokebatch(
 ) -> ComputeResult:
     """Send ``strokes`` through the broker at ``endpoint`` in concurrent chunks. The client
     is closed at once on any exception (Ctrl-C included): its chunks still queued or running
-    are then dropped by the broker and workers at their deadline (``settings.timeout``)."""
+    are then dropped by the broker and workers at their deadline (``settings.timeout``).
+    With ``settings.plot``, the robot's joint limits are asked of its worker too."""
     settings = settings or ComputeSettings()
     t0 = time.monotonic()
     with IKClient(endpoint, timeout=settings.timeout, curve=curve) as client:
@@ -208,17 +254,28 @@ def compute_strokebatch(
             max_in_flight=settings.max_in_flight,
             progress=progress,
         )
-    return ComputeResult(batch, time.monotonic() - t0)
+        wall_s = time.monotonic() - t0
+        limits = None
+        if settings.plot:
+            limits = JointLimits.from_describe(client.describe(scene.robot, scene.ee_links))
+    return ComputeResult(batch, wall_s, scene, limits)
 
 
 def save_result(result: ComputeResult, settings: ComputeSettings) -> dict[str, Any]:
-    """Write the strokebatch (atomically) where ``settings`` say; return its summary."""
+    """Write the strokebatch (atomically) and the plot where ``settings`` say; return the
+    summary."""
     try:
-        write_atomic(result.batch, settings.output, errors=settings.with_errors)
+        write_atomic(result.batch, settings.output, errors=settings.errors)
     except OSError as e:  # e.g. the disk filled up: the old file, if any, is left as it was
         raise InputError(f"cannot write {settings.output}: {e}", "output") from e
-    summary = result.summary(pos_tol=settings.pos_tol / 1000, ori_tol=settings.ori_tol)
+    summary = result.summary(pos_tol=settings.pos_tol, ori_tol=settings.ori_tol)
     summary["output"] = str(settings.output)
+    if settings.plot:
+        limits = result.limits or JointLimits.bundled(result.scene.robot, result.scene.ee_links)
+        title = f"{Path(settings.output).name} (scene {result.scene.name!r})"
+        tols = {"pos_tol": summary["pos_tol"], "ori_tol": summary["ori_tol"]}
+        plot_strokebatch(result.batch, settings.plot, limits, title=title, **tols)
+        summary["plot"] = str(settings.plot)
     return summary
 
 
@@ -233,14 +290,33 @@ def run(
 ) -> dict[str, Any]:
     """The whole of `zmq-ik compute`: load the inputs (default: the bundled example), compute
     through the broker at ``endpoint``, write the file atomically; returns the summary.
-    (The output path is checked by `check_output` first, before anything else.)"""
+    (The output paths are checked by `check_outputs` first, before anything else.)"""
     scene, strokes = load_inputs(scene_path, strokes_path, settings.resample)
     result = compute_strokebatch(endpoint, scene, strokes, settings, progress=progress, curve=curve)
     return save_result(result, settings)
 
 
+def verdict(summary: dict[str, Any]) -> tuple[bool, str]:
+    """Whether every pose is known to be within tolerance, and one line saying so."""
+    n, over, unknown = summary["n_poses"], summary["n_over"], summary["n_unknown"]
+    if over:
+        return False, f"{over} of {n} poses miss tolerance"
+    if unknown:
+        return False, f"{unknown} of {n} poses have no known error: cannot tell"
+    return True, f"all {n} poses within tolerance"
+
+
+def check_strict(summary: dict[str, Any]) -> None:
+    """`IKError` unless every pose is known to be within tolerance (``compute --strict``)."""
+    ok, line = verdict(summary)
+    if not ok:
+        raise IKError(f"{line} (--strict)")
+
+
 def summary_table(summary: dict[str, Any]) -> str:
-    """The demo/compute summary as a two-column table."""
+    """The demo/compute summary as a two-column table, its verdict and, for a default-mode
+    solve, the trade-off it made."""
+    pos_tol, ori_tol = summary["pos_tol"], summary["ori_tol"]
     rows: list[list[Any]] = [
         ["stroke pairs", summary.get("stroke_pairs")],
         ["poses (pairs × length × offsets)", summary.get("n_poses")],
@@ -255,18 +331,21 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"{summary['ori_err_median']:.2e} / {summary['ori_err_max']:.2e} rad",
         ],
         [
-            f"poses over tolerance ({summary['pos_tol'] * 1e3:g} mm, {summary['ori_tol']:g} rad)",
+            "tolerances (pos_tol m, ori_tol rad)",
+            f"{pos_tol:g} m (= {pos_tol * 1e3:g} mm), {ori_tol:g} rad",
+        ],
+        [
+            "poses over tolerance",
             f"{summary.get('n_over')} (position {summary.get('n_pos_over')}, "
             f"orientation {summary.get('n_ori_over')})",
         ],
+        ["poses with unknown error", summary.get("n_unknown")],
     ]
-    if summary.get("output"):
-        rows.append(["written to", summary["output"]])
-    text = table(["", "value"], rows)
-    if summary.get("n_ori_over") and not summary.get("n_pos_over"):
-        text += (
-            "\nnote: only orientations miss: with tatbot's weights the rest-pose term "
-            "(rest_weight) pulls each pose ~0.01 rad off its target; set `ik: {precise: true}` "
-            "in the scene to meet targets to 0.01 mm / 1e-4 rad."
-        )
+    for key, label in (("output", "written to"), ("plot", "report")):
+        if summary.get(key):
+            rows.append([label, summary[key]])
+    ok, line = verdict(summary)
+    text = table(["", "value"], rows) + f"\n{'OK' if ok else 'NOT OK'}: {line}"
+    if summary.get("precise") is False:
+        text += "\n" + textwrap.fill(f"note: {REST_PULL_NOTE}", 100, subsequent_indent="      ")
     return text

@@ -5,12 +5,14 @@ Frozen dataclasses, validated at construction; every validation failure raises
 ``"strokes[3].left.meter_coords"``...) and, for files, whose message names the file.
 
 - :class:`IKSettings`, :class:`Scene` — solve settings; defaults = the bundled tatbot robot.
-  ``to_dict``/``from_dict`` (wire), ``to_yaml``/``from_yaml``.
+  ``to_dict``/``from_dict`` (wire), ``to_yaml``/``from_yaml``. A scene's ``pos_tol`` /
+  ``ori_tol`` (metres, radians; defaults :data:`POS_TOL`, :data:`ORI_TOL`) judge answers.
 - :class:`Stroke`, :class:`StrokeList` — (left, right) stroke pairs; YAML in our format
   (inline arrays or ``.npy`` sidecars) and in tatbot's on-disk format.
 - :class:`PackedStrokes` — a StrokeList as dense arrays for the wire;
   :func:`apply_first_last_rest` — tatbot's first/last rest as its flags.
-- :class:`StrokeBatch` — stroke-batch IK results; safetensors with tatbot's tensor names.
+- :class:`StrokeBatch` — stroke-batch IK results; safetensors with exactly tatbot's tensors
+  (``errors=True`` adds the achieved errors).
 - :class:`IKSolution` — plain IK results.
 """
 
@@ -19,16 +21,18 @@ from __future__ import annotations
 from zmq_ik._scene import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
 from zmq_ik._scene import MAX_IK_LAMBDA as MAX_IK_LAMBDA
 from zmq_ik._scene import MAX_IK_WEIGHT as MAX_IK_WEIGHT
+from zmq_ik._scene import ORI_TOL as ORI_TOL
+from zmq_ik._scene import POS_TOL as POS_TOL
 from zmq_ik._scene import IKSettings as IKSettings
 from zmq_ik._scene import Scene as Scene
+from zmq_ik._stroke import ARMS as ARMS
+from zmq_ik._stroke import Stroke as Stroke
 from zmq_ik._strokebatch import ERROR_TENSORS as ERROR_TENSORS
 from zmq_ik._strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
 from zmq_ik._strokebatch import IKSolution as IKSolution
 from zmq_ik._strokebatch import StrokeBatch as StrokeBatch
-from zmq_ik._strokes import ARMS as ARMS
 from zmq_ik._strokes import STROKES_FORMAT as STROKES_FORMAT
 from zmq_ik._strokes import PackedStrokes as PackedStrokes
-from zmq_ik._strokes import Stroke as Stroke
 from zmq_ik._strokes import StrokeList as StrokeList
 from zmq_ik._strokes import apply_first_last_rest as apply_first_last_rest
 
@@ -38,6 +42,8 @@ __all__ = [
     "MAX_IK_ITERATIONS",
     "MAX_IK_LAMBDA",
     "MAX_IK_WEIGHT",
+    "ORI_TOL",
+    "POS_TOL",
     "STROKES_FORMAT",
     "TATBOT_TENSORS",
     "IKSettings",

@@ -222,7 +222,7 @@ def strokebatch_request(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a `strokebatch` request (first/last rest already applied)."""
     return (
-        {"scene": scene.to_dict()},
+        {"scene": scene.to_dict(tolerances=False)},  # tolerances judge answers, on the client
         {"coords": packed.coords, "is_inkdip": packed.is_inkdip, "is_rest": packed.is_rest},
     )
 
