@@ -4,12 +4,14 @@
     python -m benchmarks.failover --ik          # also: a 1,000-pair compute across a broker kill
 
 Echo part: brokers A and B, 2 echo workers connected to both, ``--clients`` client threads
-(`IKClient` given both brokers, ``timeout=3``, ``retries=2``) sending back-to-back ``echo``
-requests whose answer must carry the thread's own (client, sequence) and array.
+(`IKClient` given both brokers, ``timeout=3``, ``retries=2``; half list B first, so both
+brokers carry load) sending back-to-back ``echo`` requests whose answer must carry the
+thread's own (client, sequence) and array.
 
-* ``steady``: throughput and latency with one broker (workers and clients given only A) and
-  with two (A and B, each client's home picked at random), alternating ``--rounds`` times,
-  each round with fresh processes, all in this one run;
+* ``steady``: throughput and latency with one broker (workers and clients given only A),
+  with two where every client lists A first (B a live standby), and with two where half the
+  clients list B first (spread), alternating ``--rounds`` times, fresh processes each, all in
+  this one run;
 * ``faults``: 2 brokers under load; SIGKILL A; restart A; SIGKILL B (``--phase`` seconds
   apart). Reports the longest time any request took (the stall), errors, wrong answers;
 * ``freeze``: 2 brokers under load; SIGSTOP A for ``--freeze`` seconds, SIGCONT;
@@ -57,10 +59,13 @@ class Tally:
 
 
 class Load:
-    """``clients`` threads, each an `IKClient` given ``endpoints``, requests back to back."""
+    """``clients`` threads, each an `IKClient` given ``endpoints``, requests back to back;
+    ``spread``: client c lists them starting at the c-th (its home), so half the clients of
+    two brokers use each; else every client lists them in the same order (one home)."""
 
-    def __init__(self, endpoints: list[str], clients: int) -> None:
+    def __init__(self, endpoints: list[str], clients: int, spread: bool = True) -> None:
         self.endpoints = endpoints
+        self.spread = spread
         self.tally = Tally()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(c,)) for c in range(clients)]
@@ -79,7 +84,10 @@ class Load:
         ctx = zmq.Context()
         tally = self.tally
         try:
-            where = self.endpoints[0] if len(self.endpoints) == 1 else self.endpoints
+            eps = self.endpoints
+            if self.spread:
+                eps = eps[c % len(eps) :] + eps[: c % len(eps)]
+            where = eps[0] if len(eps) == 1 else eps
             with IKClient(where, timeout=TIMEOUT, retries=RETRIES, context=ctx) as client:
                 i = 0
                 while not self._stop.is_set():
@@ -127,10 +135,10 @@ def pct(values: list[float], p: float) -> float:
 def steady(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for r in range(args.rounds):
-        for n in (1, 2):
+        for n, spread in ((1, False), (2, False), (2, True)):
             with Procs() as procs:
                 endpoints = start(procs, n)
-                with Load(endpoints, args.clients) as load:
+                with Load(endpoints, args.clients, spread) as load:
                     time.sleep(1.0)  # warm-up
                     t0 = time.monotonic()
                     time.sleep(args.seconds)
@@ -140,6 +148,7 @@ def steady(args: argparse.Namespace) -> list[dict[str, Any]]:
                     {
                         "round": r + 1,
                         "brokers": n,
+                        "spread": spread,
                         "req_s": len(lat) / (t1 - t0),
                         "p50": pct(lat, 50),
                         "p99": pct(lat, 99),
@@ -147,8 +156,9 @@ def steady(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "wrong": load.tally.wrong,
                     }
                 )
+                how = "" if n == 1 else ", clients spread" if spread else ", one home"
                 print(
-                    f"  steady round {r + 1}, {n} broker(s): {rows[-1]['req_s']:,.0f} req/s, "
+                    f"  steady round {r + 1}, {n} broker(s){how}: {rows[-1]['req_s']:,.0f} req/s, "
                     f"p50 {rows[-1]['p50']:.2f} ms, p99 {rows[-1]['p99']:.2f} ms",
                     flush=True,
                 )
@@ -327,11 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "steady"):
         rows = steady(args)
         one = [r for r in rows if r["brokers"] == 1]
-        two = [r for r in rows if r["brokers"] == 2]
-        for key in ("req_s", "p50", "p99"):
-            m1 = statistics.median(r[key] for r in one)
-            m2 = statistics.median(r[key] for r in two)
-            print(f"  steady median {key}: 1 broker {m1:.2f}, 2 brokers {m2:.2f} ({m2 / m1:.3f}x)")
+        for spread in (False, True):
+            two = [r for r in rows if r["brokers"] == 2 and r["spread"] == spread]
+            for key in ("req_s", "p50", "p99"):
+                m1 = statistics.median(r[key] for r in one)
+                m2 = statistics.median(r[key] for r in two)
+                print(
+                    f"  steady median {key}: 1 broker {m1:.2f}, 2 brokers "
+                    f"({'spread' if spread else 'one home'}) {m2:.2f} ({m2 / m1:.3f}x)"
+                )
         results["steady"] = rows
     if args.only in (None, "faults"):
         results["faults"] = faults(args)

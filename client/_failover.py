@@ -16,15 +16,15 @@ with what it sends and hears and the clock, in the spirit of `broker._core.Broke
 * a down broker, or one up without workers, is probed every `RECHECK` while the client
   waits on anything, and used again once it answers (with workers): no operator action.
 
-Each client picks a home broker at random (clients spread over the brokers) and uses the
-others, in list order after it, only while the home is down or has no workers.
+A client's home broker is the first one it was given; it uses the others, in list order,
+only while the home is down or has no workers. (Robots that list the brokers in different
+orders spread over them; the same order keeps the others as live standbys.)
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,14 +98,14 @@ class Brokers:
         self,
         endpoints: Sequence[str],
         *,
-        home: int | None = None,
+        home: int = 0,
         probe_after: float = PROBE_AFTER,
         down_after: float = DOWN_AFTER,
         recheck: float = RECHECK,
     ) -> None:
         self.views = [BrokerView(e) for e in endpoints]
         n = len(self.views)
-        start = random.randrange(n) if home is None else home % n
+        start = home % n
         self.order = [(start + k) % n for k in range(n)]
         """Preference: the home broker first, then the others in list order after it."""
         self.probe_after = probe_after

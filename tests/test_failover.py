@@ -276,8 +276,9 @@ def test_ping_and_status_report_each_broker_and_ping_fails_if_one_is_silent(proc
 
 
 class Load:
-    """Client threads, each an `IKClient` given every broker, sending back-to-back echo
-    requests; each answer must carry the thread's own (client, sequence) and array."""
+    """Client threads, each an `IKClient` given every broker (client c lists them from the
+    c-th on: its home, so every broker carries load), sending back-to-back echo requests;
+    each answer must carry the thread's own (client, sequence) and array."""
 
     def __init__(self, endpoints: list[str], clients: int = 4, timeout: float = 3.0) -> None:
         self.endpoints = endpoints
@@ -302,7 +303,9 @@ class Load:
     def _run(self, c: int) -> None:
         ctx = zmq.Context()
         try:
-            with IKClient(self.endpoints, timeout=self.timeout, retries=2, context=ctx) as cl:
+            k = c % len(self.endpoints)
+            endpoints = self.endpoints[k:] + self.endpoints[:k]
+            with IKClient(endpoints, timeout=self.timeout, retries=2, context=ctx) as cl:
                 i = 0
                 while not self._stop.is_set():
                     i += 1
