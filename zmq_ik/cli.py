@@ -296,8 +296,13 @@ def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: 
 
     settings: ComputeSettings = _settings(ComputeSettings, **opts)
     _settings(check_outputs, output=settings.output, plot=settings.plot)
+
+    def slice_line(entry: dict[str, Any]) -> None:  # --json --stream: one line per slice
+        click.echo(json.dumps({"slice": entry}))
+
+    on_slice = slice_line if json_ and settings.stream else None
     with where as endpoint:
-        summary = run(endpoint, settings, *inputs, progress=ProgressBar(), **kw)
+        summary = run(endpoint, settings, *inputs, progress=ProgressBar(), on_slice=on_slice, **kw)
     click.echo(json.dumps(summary, default=float) if json_ else summary_table(summary))
     if settings.strict:
         check_strict(summary)  # IKError: exit 1
