@@ -12,13 +12,11 @@ import heapq
 import itertools
 import logging
 import os
-import socket
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
-from zmq_ik._version import __version__
 from zmq_ik.broker._jobs import (
     KEPT_INFO,
     MIB,
@@ -28,11 +26,16 @@ from zmq_ik.broker._jobs import (
     WorkerState,
     peer_label,
 )
+from zmq_ik.broker._report import alive_info, ping_info, status
 from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
+    ALIVE,
     BROKER_SERVICE,
-    PROTOCOL,
+    FEATURE_DECLINE,
+    FLAG_BUSY,
+    FLAG_IDLE,
     Command,
+    Decline,
     Disconnect,
     Frame,
     Heartbeat,
@@ -54,10 +57,10 @@ __all__ = ["BrokerCore", "BrokerSettings", "Job", "WorkerState", "peer_label"]
 
 logger = logging.getLogger(__name__)
 
-LISTED = 256
-"""Most robots and queues a `status` reply names (the rest are counted as omitted)."""
 ANSWER_HORIZON_MAX = 60.0
 """Longest a (client, request id) is remembered after its answer (seconds)."""
+_HEARTBEAT = heartbeat_frames()
+_FLAGGED_HEARTBEAT = heartbeat_frames(FEATURE_DECLINE)  # "DECLINE and state flags known here"
 
 
 class BrokerCore:
@@ -76,6 +79,9 @@ class BrokerCore:
         self.errors_sent: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
         self.stopping = False
+        self.boot = os.urandom(8).hex()
+        """This broker process's id in `alive` answers: a client that sees it change knows
+        the broker restarted and lost what it was sent before."""
         self._job_ids = itertools.count(1)
         self._now = self.started
         # Timers, so that `tick` costs nothing until something is due (the loop calls it
@@ -130,11 +136,14 @@ class BrokerCore:
         elif isinstance(msg, Heartbeat):
             if worker is None:  # a worker we forgot (or a restarted broker): ask it to re-register
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
+            elif msg.flags and worker.job is None:  # (with one of our jobs its state is known)
+                self._on_worker_state(worker, msg.flags, now)
+        elif isinstance(msg, Decline):
+            self._on_decline(worker, msg.job_id, now)
         elif isinstance(msg, Disconnect):
             if worker is not None:
-                logger.info(
-                    "worker %s disconnected (%s)", peer_label(identity), msg.reason or "no reason"
-                )
+                why = msg.reason or "no reason"
+                logger.info("worker %s disconnected (%s)", peer_label(identity), why)
                 self._remove_worker(worker, now, "disconnected")
 
     def _reject(self, identity: bytes, e: ProtocolError) -> None:
@@ -215,6 +224,7 @@ class BrokerCore:
             registered=now,
             last_seen=now,
             last_sent=now,
+            declines=FEATURE_DECLINE in msg.info.get("features", ()),
         )
         # Fields are bounded (protocol.Limits), so this is small; numbers may grow a little.
         worker.listing_bytes = len(pack_header(worker.describe(now))) + 64
@@ -222,8 +232,9 @@ class BrokerCore:
         self.idle[identity] = None
         self.counters["workers_registered"] += 1
         # An immediate heartbeat acknowledges the READY: the worker then knows its
-        # registration took (and resets its reconnect backoff) without waiting an interval.
-        self._send(identity, heartbeat_frames())
+        # registration took (and resets its reconnect backoff) without waiting an interval,
+        # and, flagged, that DECLINE is understood here (4.10).
+        self._send(identity, _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT)
         logger.info(
             "worker %s ready: robots=%s device=%s",
             peer_label(identity),
@@ -272,24 +283,43 @@ class BrokerCore:
         if final:
             self._close(job, answered=True)
 
+    def _on_worker_state(self, worker: WorkerState, flags: frozenset[str], now: float) -> None:
+        """A worker serving several brokers says whether it is free for our jobs (4.10)."""
+        if FLAG_IDLE in flags and worker.away:
+            worker.away = False
+            self._release(worker, now)
+        elif FLAG_BUSY in flags and not worker.away:
+            worker.away = True  # running another broker's job: no dispatch until it is idle
+            self.idle.pop(worker.identity, None)
+
+    def _on_decline(self, worker: WorkerState | None, job_id: bytes, now: float) -> None:
+        """The worker did not start the job (it runs another broker's): the job goes back to
+        the front of its queue, no attempt counted, and the worker waits for FLAG_IDLE."""
+        job = worker.job if worker is not None else None
+        if worker is None or job is None or job.job_id != job_id:
+            self.counters["declines_dropped"] += 1
+            return
+        self.counters["declined"] += 1
+        worker.job = None
+        worker.away = True
+        job.worker = job.dispatched = None
+        job.attempts -= 1
+        job.tried.discard(worker.identity)
+        if not job.closed:
+            self._requeue(job, now)
+
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
-        if req.operation == "ping":
-            body = self.ping_info(now)
-        elif req.operation == "status":
-            body = self.status(now)
-        else:
-            self._error_to(
-                client,
-                req.request_id,
-                ErrorCode.UNKNOWN_OPERATION,
-                f"the broker answers 'ping' and 'status', not {req.operation!r}",
-                "operation",
-            )
-            return
+        report = {ALIVE: alive_info, "ping": ping_info, "status": status}.get(req.operation)
         try:
-            payload = encode_payload(body)
-        except ProtocolError as e:  # e.g. a status too large for one header: answer, never crash
+            if report is None:
+                raise ProtocolError(
+                    f"the broker answers 'ping', 'status' and 'alive', not {req.operation!r}",
+                    ErrorCode.UNKNOWN_OPERATION,
+                    "operation",
+                )
+            payload = encode_payload(report(self, now))
+        except ProtocolError as e:  # unknown, or a status too large for one header: never crash
             self._error_to(client, req.request_id, e.code, e.message, e.field)
             return
         self._send(client, reply_frames(Command.FINAL, req.request_id, payload))
@@ -345,7 +375,8 @@ class BrokerCore:
                 self._remove_worker(worker, now, "expired")
                 continue
             if now - worker.last_sent >= interval:
-                self._send(worker.identity, heartbeat_frames())
+                beat = _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT
+                self._send(worker.identity, beat)
             # last_sent/last_seen only move forward, so this is never later than needed.
             next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + expiry)
         self._next_scan = next_scan
@@ -412,46 +443,8 @@ class BrokerCore:
 
     # ------------------------------------------------------------------ reporting
 
-    def ping_info(self, now: float) -> dict[str, Any]:
-        # Every worker's entry is bounded (READY limits); the list is cut to half the header
-        # limit, so the reply always fits whatever registered. `workers_total` counts all.
-        budget = self.settings.limits.max_header_bytes // 2
-        listed = []
-        for w in self.workers.values():
-            budget -= w.listing_bytes
-            if budget < 0:
-                break
-            listed.append(w.describe(now))
-        return {
-            "version": __version__,
-            "protocol": PROTOCOL.decode(),
-            "uptime_s": round(now - self.started, 3),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "workers": listed,
-            "workers_total": len(self.workers),
-            "workers_omitted": len(self.workers) - len(listed),
-        }
-
-    def status(self, now: float) -> dict[str, Any]:
-        info = self.ping_info(now)
-        queues = self.queues
-        if len(queues) > LISTED:  # the longest queues; the count of the others
-            queues = dict(sorted(queues.items(), key=lambda kv: -len(kv[1]))[:LISTED])
-        robots = {r for w in self.workers.values() for r in w.robots}
-        info.update(
-            queues={robot: len(q) for robot, q in queues.items()},
-            queues_omitted=len(self.queues) - len(queues),
-            in_flight=self.in_flight(),
-            open_jobs=len(self.jobs),
-            queued_bytes=self.queued_bytes,
-            counters=dict(self.counters),
-            errors=dict(self.errors_sent),
-            rejects=dict(self.rejects),
-            robots=sorted(robots)[:LISTED],
-            robots_omitted=max(0, len(robots) - LISTED),
-        )
-        return info
+    ping_info = ping_info  # the `ping` answer (broker._report)
+    status = status  # the `status` answer: `ping` plus queues, in-flight jobs, counters
 
     # ------------------------------------------------------------------ internals
 
@@ -530,6 +523,10 @@ class BrokerCore:
             job.job_id.hex(),
             job.attempts + 1,
         )
+        self._requeue(job, now)
+
+    def _requeue(self, job: Job, now: float) -> None:
+        """A job that left its worker goes first in its queue, to the next idle worker."""
         self.queues.setdefault(job.service, deque()).appendleft(job)
         self._dispatch(job.service, now)
 

@@ -11,6 +11,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from zmq_ik.errors import InputError
 from zmq_ik.protocol import DEFAULT_ENDPOINT, Frame, Limits
 
 MIB = 1024 * 1024
@@ -57,6 +58,22 @@ class BrokerSettings:
     """Path to the broker's CURVE secret key file (enables CURVE)."""
     allow_keys: str | None = None
     """Directory of allowed client/worker public keys (CURVE)."""
+
+    def __post_init__(self) -> None:
+        for name in ("bind", "worker_bind"):
+            check_bind_endpoint(getattr(self, name), name)
+
+
+def check_bind_endpoint(endpoint: str | None, name: str = "bind") -> None:
+    """A broker binds one endpoint per option: a comma list (as ``ZMQ_IK_ENDPOINT`` may hold
+    for clients and workers, docs/protocol.md 4.10) is refused saying so, not as libzmq's
+    'No such device'."""
+    if endpoint is not None and "," in endpoint:
+        raise InputError(
+            f"a broker binds one endpoint, got several: {endpoint!r:.120} (one broker per "
+            f"endpoint; the list is for clients and workers)",
+            name,
+        )
 
 
 def peer_label(identity: bytes) -> str:
@@ -113,10 +130,16 @@ class WorkerState:
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     listing_bytes: int = 0
     """An upper bound on the encoded size of `describe` (for summarising `ping`)."""
+    declines: bool = False
+    """Its READY listed `protocol.FEATURE_DECLINE`: it may serve other brokers too, so it
+    gets flagged HEARTBEATs and may send DECLINE and state flags."""
+    away: bool = False
+    """Busy with another broker's job (it declined ours or flagged busy): not idle here
+    until it flags idle."""
 
     @property
     def state(self) -> str:
-        return "busy" if self.job is not None else "idle"
+        return "busy" if self.job is not None else "away" if self.away else "idle"
 
     def describe(self, now: float) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)

@@ -19,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from zmq_ik import ops
-from zmq_ik.client._client import open_dealer
+from zmq_ik.client._client import open_dealers
 from zmq_ik.client._core import (
     DEFAULT_MAX_IN_FLIGHT,
     Assembly,
@@ -29,7 +29,7 @@ from zmq_ik.client._core import (
     Exchange,
     Progress,
     StrokeJob,
-    check_endpoint,
+    check_endpoints,
     check_retries,
     check_timeout,
     default_endpoint,
@@ -140,20 +140,23 @@ class AsyncIKClient:
 
     def __init__(
         self,
-        endpoint: str | None = None,
+        endpoint: str | Sequence[str] | None = None,
         *,
         timeout: float = 10.0,
         retries: int = 2,
         context: zmq.asyncio.Context | None = None,
         curve: Any = None,
     ) -> None:
-        self.endpoint = check_endpoint(default_endpoint() if endpoint is None else endpoint)
+        self.endpoints = check_endpoints(default_endpoint() if endpoint is None else endpoint)
+        self.endpoint = ",".join(self.endpoints)
         self.timeout = check_timeout(timeout)
         self.retries = check_retries(retries)
         self.context = context or zmq.asyncio.Context.instance()
-        self._core = ClientCore([self.endpoint], retries=self.retries)
-        self.socket: zmq.asyncio.Socket = open_dealer(self.context, self.endpoint, curve)  # type: ignore[assignment]
-        self._reader: asyncio.Task[None] | None = None
+        self._core = ClientCore(self.endpoints, retries=self.retries)
+        self.sockets: list[zmq.asyncio.Socket] = open_dealers(self.context, self.endpoints, curve)  # type: ignore[assignment]
+        self.socket = self.sockets[0]
+        """The first broker's socket (the only one, with one broker)."""
+        self._readers: list[asyncio.Task[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
 
@@ -168,15 +171,16 @@ class AsyncIKClient:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._reader is not None:
-            self._reader.cancel()
+        for reader in self._readers:
+            reader.cancel()
             try:
-                await self._reader
+                await reader
             except (asyncio.CancelledError, Exception):
                 pass
-            self._reader = None
+        self._readers = []
         self._core.fail_all(InputError("the client was closed", "client"))
-        self.socket.close(0)
+        for sock in self.sockets:
+            sock.close(0)
 
     # ------------------------------------------------------------------ the loop
 
@@ -185,10 +189,10 @@ class AsyncIKClient:
         timer is set for the core's next deadline."""
         outbox = self._core.outbox
         while outbox:
-            _, frames = outbox.popleft()
-            sent: asyncio.Future[Any] = self.socket.send_multipart(frames, _NOBLOCK, copy=False)  # type: ignore[assignment]
+            i, frames = outbox.popleft()
+            sent: asyncio.Future[Any] = self.sockets[i].send_multipart(frames, _NOBLOCK, copy=False)  # type: ignore[assignment]
             if sent.done() and sent.exception() is not None:  # NOBLOCK: already settled
-                logger.debug("no connection to %s: request not sent", self.endpoint)
+                logger.debug("no connection to %s: request not sent", self.endpoints[i])
         self._arm()
 
     def _arm(self) -> None:
@@ -215,27 +219,36 @@ class AsyncIKClient:
             return
         # Read what has arrived and nobody read yet, so that it is not taken for silence.
         # NOBLOCK receives complete at once and take no waiting reader's message.
-        for _ in range(10_000):
-            got: asyncio.Future[Any] = self.socket.recv_multipart(_NOBLOCK, copy=False)  # type: ignore[assignment]
-            if not got.done() or got.exception() is not None:
-                if not got.done():
-                    got.cancel()
-                break
-            self._core.handle(got.result(), time.monotonic())
+        for i, sock in enumerate(self.sockets):
+            for _ in range(10_000):
+                got: asyncio.Future[Any] = sock.recv_multipart(_NOBLOCK, copy=False)  # type: ignore[assignment]
+                if not got.done() or got.exception() is not None:
+                    if not got.done():
+                        got.cancel()
+                    break
+                self._core.handle(got.result(), time.monotonic(), i)
         self._core.tick(time.monotonic())
         self._flush()
 
-    async def _read(self) -> None:
+    async def _read(self, connection: int) -> None:
         core = self._core
+        sock = self.sockets[connection]
         while True:
-            frames = await self.socket.recv_multipart(copy=False)
-            core.handle(frames, time.monotonic())
-            if core.outbox:  # a retry (a retryable error)
+            frames = await sock.recv_multipart(copy=False)
+            core.handle(frames, time.monotonic(), connection)
+            if core.outbox:  # a retry (a retryable error), a failover
                 self._flush()
 
     def _start(self) -> None:
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.ensure_future(self._read())
+        """One reader per broker socket, started with the first call (and the probes that
+        tell a dead broker before it is needed)."""
+        if not self._readers:
+            self._core.start(time.monotonic())
+            self._flush()
+        if not self._readers or any(r.done() for r in self._readers):
+            for r in self._readers:
+                r.cancel()
+            self._readers = [asyncio.ensure_future(self._read(i)) for i in range(len(self.sockets))]
 
     def _answers(self, exchange: _Inbox) -> _Answers[tuple[int, Payload]]:
         self._start()

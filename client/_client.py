@@ -31,6 +31,7 @@ from zmq_ik.client._core import (
     Progress,
     StrokeJob,
     check_endpoint,
+    check_endpoints,
     check_retries,
     check_timeout,
     default_endpoint,
@@ -54,6 +55,21 @@ _MAX_RCVTIMEO = 2**31 - 1
 """Largest RCVTIMEO (ms) libzmq takes (a C int); a longer wait is taken in several steps."""
 _DRAIN = 10_000
 """Messages read without waiting before a due timer is handled (bounds one drain)."""
+
+
+def open_dealers(
+    context: zmq.Context[Any], endpoints: Sequence[str], curve: Any = None
+) -> list[zmq.Socket[Any]]:
+    """One DEALER per broker (`open_dealer`); none is left open if one cannot be made."""
+    sockets: list[zmq.Socket[Any]] = []
+    try:
+        for endpoint in endpoints:
+            sockets.append(open_dealer(context, endpoint, curve))
+    except BaseException:
+        for sock in sockets:
+            sock.close(0)
+        raise
+    return sockets
 
 
 def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> zmq.Socket[Any]:
@@ -82,8 +98,9 @@ def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> 
 class IKClient:
     """Synchronous ZIK/1 client.
 
-    ``endpoint``: ``tcp://host:port`` of the broker; None reads ``$ZMQ_IK_ENDPOINT`` (at
-    construction), else ``tcp://127.0.0.1:5555``. ``timeout`` is the deadline of one attempt
+    ``endpoint``: ``tcp://host:port`` of the broker, or of several (a list, or one string
+    with commas): the client then fails over between them (docs/protocol.md 4.9); None
+    reads ``$ZMQ_IK_ENDPOINT`` (at construction), else ``tcp://127.0.0.1:5555``. ``timeout`` is the deadline of one attempt
     (sent with the request), in seconds from `MIN_TIMEOUT` (1 ms) to `MAX_TIMEOUT` (about
     49.7 days); after it passes with no answer the request is sent again with the same id,
     up to ``retries`` (an int >= 0) times, then `IKTimeout`. The broker never runs a retried
@@ -94,24 +111,34 @@ class IKClient:
 
     def __init__(
         self,
-        endpoint: str | None = None,
+        endpoint: str | Sequence[str] | None = None,
         *,
         timeout: float = 10.0,
         retries: int = 2,
         context: zmq.Context[Any] | None = None,
         curve: Any = None,
     ) -> None:
-        self.endpoint = check_endpoint(default_endpoint() if endpoint is None else endpoint)
+        self.endpoints = check_endpoints(default_endpoint() if endpoint is None else endpoint)
+        self.endpoint = ",".join(self.endpoints)
         self.timeout = check_timeout(timeout)
         self.retries = check_retries(retries)
         self.context = context or zmq.Context.instance()
-        self._core = ClientCore([self.endpoint], retries=self.retries)
-        self.socket = open_dealer(self.context, self.endpoint, curve)
-        self._rcvtimeo = -1  # the socket's RCVTIMEO (ms), set as `_pump` needs
+        self._core = ClientCore(self.endpoints, retries=self.retries)
+        self.sockets = open_dealers(self.context, self.endpoints, curve)
+        self.socket = self.sockets[0]
+        """The first broker's socket (the only one, with one broker)."""
+        self._poller = zmq.Poller()
+        for sock in self.sockets:
+            self._poller.register(sock, zmq.POLLIN)
+        self._index = {sock: i for i, sock in enumerate(self.sockets)}
+        self._rcvtimeo = [-1] * len(self.sockets)  # each socket's RCVTIMEO (ms), as `_pump` set it
+        self._core.start(time.monotonic())
+        self._flush()
 
     def close(self) -> None:
         self._core.fail_all(InputError("the client was closed", "client"))
-        self.socket.close(0)
+        for sock in self.sockets:
+            sock.close(0)
 
     def __enter__(self) -> IKClient:
         return self
@@ -127,50 +154,77 @@ class IKClient:
         forever; the message is then treated as lost, and the deadline/retry logic ends in
         `IKTimeout`."""
         outbox = self._core.outbox
+        sockets = self.sockets
         while outbox:
-            _, frames = outbox.popleft()
+            i, frames = outbox.popleft()
             try:
-                send_frames(self.socket, frames, _NOBLOCK)
+                send_frames(sockets[i], frames, _NOBLOCK)
             except zmq.Again:
-                logger.debug("no connection to %s: request not sent", self.endpoint)
+                logger.debug("no connection to %s: request not sent", self.endpoints[i])
 
-    def _on_frames(self, frames: list[Any], now: float) -> None:
+    def _on_frames(self, frames: list[Any], now: float, connection: int = 0) -> None:
         """Every received message goes through here to the core."""
-        self._core.handle(frames, now)
+        self._core.handle(frames, now, connection)
 
     def _pump(self) -> None:
         """Wait for one message or the core's next timer, whichever comes first."""
         core = self._core
-        sock = self.socket
         due = core.next_due()
         now = time.monotonic()
         wait = 1.0 if due is None else due - now
         if wait > 0:
-            # A blocking receive with a timeout: one system call to sleep, none when a reply
-            # is already queued (zmq_poll, then a receive, costs several per reply).
-            wait_ms = min(max(1, int(wait * 1000)), _MAX_RCVTIMEO)
-            if wait_ms != self._rcvtimeo:
-                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
-                self._rcvtimeo = wait_ms
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                pass
+            i = self._listened()
+            if i is None:  # several brokers waited on: poll them all, one message each
+                events = self._poller.poll(min(max(1, int(wait * 1000)), _MAX_RCVTIMEO))
+                for sock, _ in events:
+                    try:
+                        frames = recv_frames(sock, _NOBLOCK)
+                    except zmq.Again:
+                        continue
+                    self._on_frames(frames, time.monotonic(), self._index[sock])
+                if events:
+                    if core.outbox:
+                        self._flush()
+                    return
             else:
-                self._on_frames(frames, time.monotonic())
-                if core.outbox:  # a retry (a retryable error)
-                    self._flush()
-                return
+                # A blocking receive with a timeout: one system call to sleep, none when a
+                # reply is already queued (zmq_poll, then a receive, costs several per reply).
+                sock = self.sockets[i]
+                wait_ms = min(max(1, int(wait * 1000)), _MAX_RCVTIMEO)
+                if wait_ms != self._rcvtimeo[i]:
+                    sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                    self._rcvtimeo[i] = wait_ms
+                try:
+                    frames = recv_frames(sock)
+                except zmq.Again:
+                    pass
+                else:
+                    self._on_frames(frames, time.monotonic(), i)
+                    if core.outbox:  # a retry (a retryable error), a failover
+                        self._flush()
+                    return
         # A timer is due. Answers that arrived while nobody read (a stream's consumer was
-        # busy) are read first: they must not be taken for silence and sent again.
-        for _ in range(_DRAIN):
-            try:
-                frames = recv_frames(sock, _NOBLOCK)
-            except zmq.Again:
-                break
-            self._on_frames(frames, time.monotonic())
+        # busy, or they came from a broker not listened to) are read first: they must not
+        # be taken for silence and sent again.
+        for i, sock in enumerate(self.sockets):
+            for _ in range(_DRAIN):
+                try:
+                    frames = recv_frames(sock, _NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_frames(frames, time.monotonic(), i)
         core.tick(time.monotonic())
         self._flush()
+
+    def _listened(self) -> int | None:
+        """The one broker worth a blocking receive: the only one, or the only one waited on
+        (the others' messages, late answers or probe answers, are read when a timer is due:
+        at most `client._failover.RECHECK` later). None: poll them all."""
+        views = self._core.connections
+        if len(views) == 1:
+            return 0
+        waited = [i for i, v in enumerate(views) if v.waited_on]
+        return waited[0] if len(waited) == 1 else None
 
     def _run(self, exchange: Exchange) -> Iterator[tuple[int, Payload]]:
         """Drive ``exchange`` to its end, yielding its answers; forget what is left on exit."""

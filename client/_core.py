@@ -8,11 +8,11 @@ tests drive it with any ``now``. `Exchange` schedules a batch of calls over it (
 calls held at once, answers as they come or in order); `StrokeJob` plans a stroke job's
 chunks. `IKClient` (blocking) and `AsyncIKClient` (asyncio) are thin loops over these.
 
-Connections: every request is sent on a connection (an index into
-`ClientCore.connections`, today always 0: one broker). The core already addresses its
-outbox and reads its input per connection and records when each one last spoke, so that
-a client holding several broker connections (failover) only has to choose where to
-(re)send a request (`ClientCore._route`) and to react to a silent one.
+Connections: a client may be given several brokers (no single point of failure, #15);
+every request is sent on a connection (an index into `ClientCore.connections`, one per
+broker), chosen by `client._failover.Brokers`, which also says when to probe a broker the
+client waits on and when one is down. What waits on a broker that went down is sent again,
+same request id, through a live one (`ClientCore._failover`); the first answer wins.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from zmq_ik import ops
+from zmq_ik.client._failover import Brokers, is_probe
 from zmq_ik.errors import (
     ErrorCode,
     IKError,
@@ -50,8 +51,10 @@ from zmq_ik.protocol import (
     decode_error,
     decode_payload,
     encode_payload,
+    frames_nbytes,
     parse_message,
     request_frames,
+    split_endpoints,
 )
 
 logger = logging.getLogger(__name__)
@@ -118,6 +121,19 @@ def check_timeout(value: object, name: str = "timeout") -> float:
             name,
         )
     return seconds
+
+
+def check_endpoints(value: object) -> tuple[str, ...]:
+    """One broker endpoint or several: a sequence, or one string with commas (as
+    ``ZMQ_IK_ENDPOINT`` may hold), each checked by `check_endpoint`."""
+    if not isinstance(value, str) and not (
+        isinstance(value, Sequence) and all(isinstance(v, str) for v in value)
+    ):
+        raise InputError(
+            f"endpoint must be a string like tcp://host:port or a list of them, got {value!r:.60}",
+            "endpoint",
+        )
+    return tuple(check_endpoint(e) for e in split_endpoints(value))
 
 
 def check_retries(value: object) -> int:
@@ -218,18 +234,14 @@ class Pending:
     """How long one attempt is waited for: ``timeout`` plus `answer_grace`."""
     tag: Any
     sink: Sink
+    nbytes: int = 0
+    """Bytes of ``frames`` (a broker may take longer to answer while they are in transit)."""
     expires: float = 0.0
     attempts: int = 0
-    connection: int = 0
-
-
-@dataclass
-class Connection:
-    """One broker the client talks to, and when it last heard from it."""
-
-    endpoint: str
-    last_heard: float | None = None
-    """When the last message from this broker arrived (a liveness sign for failover)."""
+    connection: int = -1
+    """The broker it was last sent to (-1: not yet)."""
+    epoch: int = 0
+    """That broker's `BrokerView.epoch` when it was sent: a later one means it was lost."""
 
 
 class ClientCore:
@@ -240,14 +252,22 @@ class ClientCore:
     sink gets the call's events (see `PARTIAL`): its answer, its error, or `IKTimeout` once
     ``retries + 1`` attempts of ``timeout`` + `answer_grace` went unanswered. An error code
     in `RETRYABLE` sends the request again at once (same id), while attempts remain.
+
+    With several brokers (``endpoints``), what waits on a broker that is down goes to a live
+    one at once, same id, costing no attempt (`client._failover`); `start` probes each once.
     """
 
     def __init__(
-        self, endpoints: Sequence[str], *, retries: int = 2, prefix: bytes | None = None
+        self,
+        endpoints: Sequence[str],
+        *,
+        retries: int = 2,
+        prefix: bytes | None = None,
     ) -> None:
         if not endpoints:
             raise InputError("at least one endpoint is needed", "endpoint")
-        self.connections = [Connection(e) for e in endpoints]
+        self.brokers = Brokers(endpoints)
+        self.connections = self.brokers.views
         self.retries = check_retries(retries)
         self.outbox: deque[tuple[int, list[Any]]] = deque()
         self.pending: dict[bytes, Pending] = {}
@@ -256,6 +276,11 @@ class ClientCore:
         # (expires, request id) per attempt; stale entries (answered requests, earlier
         # attempts) are skipped when they surface, and the heap is rebuilt when mostly stale.
         self._timers: list[tuple[float, bytes]] = []
+
+    def start(self, now: float) -> None:
+        """The loop can send from now on: with several brokers, probe each once, so a dead
+        one is known before it is needed (optional; idle clients send nothing else)."""
+        self._probe(self.brokers.start(now))
 
     # ------------------------------------------------------------------ input
 
@@ -268,23 +293,35 @@ class ClientCore:
         frames = request_message(
             rid, call.service, call.operation, timeout, call.header, call.arrays
         )
-        p = Pending(rid, call, frames, timeout, timeout + answer_grace(timeout), tag, sink)
+        patience = timeout + answer_grace(timeout)
+        p = Pending(rid, call, frames, timeout, patience, tag, sink, frames_nbytes(frames))
         self.pending[rid] = p
         self._send(p, now)
         return rid
 
     def handle(self, frames: Sequence[Any], now: float, connection: int = 0) -> None:
         """Process one message received on ``connection``."""
+        self.brokers.heard(connection, now)  # any message is a sign of life
+        self._on_message(frames, now, connection)
+        if self.brokers.changed:  # a broker came back, or is going away
+            self._failover(now)
+
+    def _on_message(self, frames: Sequence[Any], now: float, connection: int) -> None:
         try:
             msg = parse_message(frames)
         except ProtocolError as e:
             logger.warning("malformed reply ignored: %s", e.message)
             return
-        self.connections[connection].last_heard = now
         if not isinstance(msg, Reply):
             return
         p = self.pending.get(msg.request_id)
         if p is None:
+            if is_probe(msg.request_id) and msg.command is Command.FINAL:
+                try:
+                    self.brokers.probe_answer(connection, decode_payload(msg.payload).header)
+                except ProtocolError:
+                    pass
+                return
             if msg.command is Command.ERROR and not msg.request_id:
                 self._unmatched_error(remote_error(*decode_error(msg.payload)), connection)
             return  # an answer to a request answered before (a retry's), or forgotten
@@ -307,6 +344,10 @@ class ClientCore:
             p.sink((p.tag, PARTIAL, payload))
         else:
             code, message, fld = decode_error(msg.payload)
+            if code == ErrorCode.SHUTTING_DOWN.value and len(self.brokers) > 1:
+                self.brokers.lost(connection)  # it is going away: the others take its work
+                if not self.brokers.stays(connection, p.epoch):
+                    return  # `_failover` sends it to another broker, no attempt counted
             if code in RETRYABLE and p.attempts <= self.retries:
                 logger.info(
                     "%s for %s: retrying (attempt %d)", code, p.request_id.hex(), p.attempts + 1
@@ -344,23 +385,29 @@ class ClientCore:
                 p.attempts + 1,
             )
             self._send(p, now)
+        self._probe(self.brokers.tick(now))
+        if self.brokers.changed:  # a broker went down
+            self._failover(now)
 
     def next_due(self) -> float | None:
         """When `tick` next has something to do (None: nothing pending)."""
         timers = self._timers
         pending = self.pending
+        due = self.brokers.next_due()
         while timers:
             expires, rid = timers[0]
             p = pending.get(rid)
             if p is not None and p.expires == expires:
-                return expires
+                return expires if due is None else min(due, expires)
             heapq.heappop(timers)
-        return None
+        return due
 
     def forget(self, request_id: bytes) -> None:
         """Stop waiting for a request (its caller left): no retry, no event, a late answer is
         dropped. The broker still holds it until its deadline (ZIK/1 has no cancel)."""
-        self.pending.pop(request_id, None)
+        p = self.pending.pop(request_id, None)
+        if p is not None:
+            self.brokers.done(p.connection)
 
     def fail_all(self, error: IKError) -> None:
         """Fail every pending request with ``error`` (the client is closing)."""
@@ -369,23 +416,55 @@ class ClientCore:
 
     # ------------------------------------------------------------------ internals
 
-    def _route(self, p: Pending) -> int:
-        """The connection an attempt goes to (one broker today; failover chooses here)."""
-        return 0
-
     def _send(self, p: Pending, now: float) -> None:
         p.attempts += 1
-        p.connection = self._route(p)
+        self._to(p, self.brokers.route(), now)
         p.expires = now + p.patience
         timers = self._timers
         if len(timers) > 2 * len(self.pending) + 1024:  # mostly stale: rebuild, bounded
             timers[:] = [(q.expires, q.request_id) for q in self.pending.values() if q is not p]
             heapq.heapify(timers)
         heapq.heappush(timers, (p.expires, p.request_id))
-        self.outbox.append((p.connection, p.frames))
+
+    def _to(self, p: Pending, connection: int, now: float) -> None:
+        """Send ``p`` to broker ``connection`` (and count it there, no longer where it was)."""
+        brokers = self.brokers
+        if p.connection >= 0:
+            brokers.done(p.connection)
+        brokers.sent(connection, p.nbytes, now)
+        p.connection = connection
+        p.epoch = brokers.views[connection].epoch
+        self.outbox.append((connection, p.frames))
+
+    def _failover(self, now: float) -> None:
+        """A broker went down, came back or got its workers: each request waiting on a broker
+        that is down (while another is up), or that went down since it was sent there, goes
+        again, same id, where `Brokers.route` says; no attempt counted, its timer unchanged.
+        The first answer from anywhere is the caller's; later ones are dropped."""
+        brokers = self.brokers
+        brokers.changed = False
+        moved: dict[tuple[int, int], int] = {}
+        for p in self.pending.values():
+            if not brokers.stays(p.connection, p.epoch):
+                key = (p.connection, brokers.route())
+                moved[key] = moved.get(key, 0) + 1
+                self._to(p, key[1], now)
+        for (src, dst), n in moved.items():
+            logger.info(
+                "broker %s down or restarted: %d request(s) sent again through %s",
+                self.connections[src].endpoint,
+                n,
+                self.connections[dst].endpoint,
+            )
+
+    def _probe(self, connections: list[int]) -> None:
+        for i in connections:
+            self.outbox.append((i, self.brokers.probe_frames()))
 
     def _finish(self, p: Pending, kind: int, value: Any) -> None:
         del self.pending[p.request_id]
+        if p.connection >= 0:
+            self.brokers.done(p.connection)
         p.sink((p.tag, kind, value))
 
     def _unmatched_error(self, error: IKError, connection: int) -> None:
@@ -695,13 +774,13 @@ __all__ = [
     "Assembly",
     "Call",
     "ClientCore",
-    "Connection",
     "Exchange",
     "Progress",
     "StrokeJob",
     "answer_grace",
     "check_count",
     "check_endpoint",
+    "check_endpoints",
     "check_retries",
     "check_timeout",
     "default_endpoint",

@@ -187,7 +187,8 @@ class FakeBroker(threading.Thread):
 
     Each REQUEST received (parsed, in ``requests``) goes to ``script(n, request)`` (n counts
     from 1), which returns the answers to send back: ``(delay_s, frames)`` pairs, frames
-    without the identity; ``[]`` is silence. Answers are sent once their delay has passed,
+    without the identity; ``[]`` is silence. The clients' liveness probes (`alive`) are
+    answered at once and not passed on. Answers are sent once their delay has passed,
     so a script can answer out of order.
     """
 
@@ -203,8 +204,17 @@ class FakeBroker(threading.Thread):
         self._later: list[tuple[float, int, bytes, list[Any]]] = []
 
     def run(self) -> None:
-        from zmq_ik.protocol import parse_message
+        from zmq_ik.protocol import (
+            ALIVE,
+            BROKER_SERVICE,
+            Command,
+            Request,
+            encode_payload,
+            parse_message,
+            reply_frames,
+        )
 
+        alive = encode_payload({"workers": 1})
         seq = 0
         try:
             while not self.stop.is_set():
@@ -217,6 +227,13 @@ class FakeBroker(threading.Thread):
                     continue
                 identity, *frames = self.sock.recv_multipart()
                 msg = parse_message(frames)
+                if isinstance(msg, Request) and (msg.service, msg.operation) == (
+                    BROKER_SERVICE,
+                    ALIVE,
+                ):  # a client's liveness probe: answered at once, as a broker does
+                    answer = reply_frames(Command.FINAL, msg.request_id, alive)
+                    self.sock.send_multipart([identity, *answer])
+                    continue
                 self.requests.append(msg)
                 for delay, answer in self.script(len(self.requests), msg) or []:
                     seq += 1

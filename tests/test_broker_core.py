@@ -10,10 +10,16 @@ import pytest
 
 from zmq_ik.broker import BrokerCore, BrokerSettings
 from zmq_ik.protocol import (
+    ALIVE,
     BROKER_SERVICE,
+    FEATURE_DECLINE,
+    FLAG_BUSY,
+    FLAG_IDLE,
     Command,
+    Heartbeat,
     Reply,
     Request,
+    decline_frames,
     decode_error,
     decode_payload,
     disconnect_frames,
@@ -460,3 +466,118 @@ def test_status_summarises_many_queues():
     body = decode_payload(msgs[-1][1].payload).header
     assert len(body["queues"]) == 256 and body["queues_omitted"] == 44
     assert body["open_jobs"] == 300
+
+
+# --------------------------------------------------------------------------- several brokers
+
+
+def test_alive_probe_is_answered_at_once_with_the_workers_and_the_boot_id():
+    """The clients' probe (docs/protocol.md 4.6): answered by the broker itself."""
+    h = Harness()
+    h.send(b"C", request_frames(b"a", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
+    h.ready(b"W1")
+    h.send(b"C", request_frames(b"b", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
+    [(to, first), (_, second)] = h.drain()
+    assert to == b"C" and first.command is Command.FINAL and first.request_id == b"a"
+    boot = h.core.boot
+    assert decode_payload(first.payload).header == {"workers": 0, "boot": boot}
+    assert decode_payload(second.payload).header == {"workers": 1, "boot": boot}
+    assert BrokerCore().boot != boot  # another process, another id
+
+
+def ready_multi(h: Harness, worker: bytes, robots=("tatbot",)) -> None:
+    h.send(worker, ready_frames({"robots": list(robots), "features": [FEATURE_DECLINE]}))
+
+
+def test_a_worker_listing_the_feature_is_answered_with_a_flagged_heartbeat_at_once():
+    """The gate: only a worker that listed `decline` hears it back (and then may use it);
+    a plain worker never sees a flags frame, now or in later heartbeats."""
+    h = Harness()
+    h.ready(b"OLD")
+    assert h.drain() == []
+    ready_multi(h, b"NEW")
+    [(to, beat)] = h.drain()
+    assert to == b"NEW" and isinstance(beat, Heartbeat) and FEATURE_DECLINE in beat.flags
+    h.tick(0.3)
+    beats = {i: m.flags for i, m in h.drain() if isinstance(m, Heartbeat)}
+    assert beats == {b"OLD": frozenset(), b"NEW": frozenset({FEATURE_DECLINE})}
+
+
+def test_declined_job_goes_to_another_worker_at_once_without_counting_an_attempt():
+    h = Harness(max_retries=0)
+    ready_multi(h, b"W1")
+    ready_multi(h, b"W2")
+    h.drain()
+    h.request(b"C", b"r")
+    [(first, job)] = jobs_sent(h.drain())
+    h.send(first, decline_frames(job.request_id))
+    [(second, again)] = jobs_sent(h.drain())
+    assert second != first and again.request_id == job.request_id
+    # The declining worker may not answer it (it never ran it); the one running it may.
+    h.send(first, reply_frames(Command.FINAL, job.request_id, encode_payload({"by": "W1"})))
+    assert h.drain() == [] and h.core.counters["late_replies_dropped"] == 1
+    h.send(second, reply_frames(Command.FINAL, job.request_id, encode_payload({"by": "W2"})))
+    [(to, reply)] = h.drain()
+    assert to == b"C" and reply.command is Command.FINAL  # max_retries=0: no attempt was spent
+    assert h.core.counters["declined"] == 1 and h.core.counters["retries"] == 0
+
+
+def test_a_declining_worker_gets_nothing_until_it_flags_idle():
+    h = Harness()
+    ready_multi(h, b"W1")
+    h.drain()
+    h.request(b"C", b"r1")
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", decline_frames(job.request_id))
+    assert jobs_sent(h.drain()) == []  # W1 is away: the job waits in its queue
+    assert h.core.status(h.now)["workers"][0]["state"] == "away"
+    h.send(b"W1", heartbeat_frames())  # a plain heartbeat changes nothing
+    assert jobs_sent(h.drain()) == []
+    h.send(b"W1", heartbeat_frames(FLAG_IDLE))
+    [(to, again)] = jobs_sent(h.drain())
+    assert to == b"W1" and again.request_id == job.request_id
+
+
+def test_busy_flag_takes_an_idle_worker_out_of_rotation_until_idle():
+    h = Harness()
+    ready_multi(h, b"W1")
+    ready_multi(h, b"W2")
+    h.drain()
+    h.send(b"W1", heartbeat_frames(FLAG_BUSY))  # running another broker's job
+    for i in range(3):
+        h.request(b"C", b"r%d" % i)
+    assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]
+    h.send(b"W1", heartbeat_frames(FLAG_IDLE))
+    assert [to for to, _ in jobs_sent(h.drain())] == [b"W1"]
+
+
+def test_state_flags_of_a_worker_holding_our_job_and_stray_declines_change_nothing():
+    h = Harness()
+    ready_multi(h, b"W1")
+    h.drain()
+    h.request(b"C", b"r1")
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", heartbeat_frames(FLAG_IDLE))  # stale: it works for us now
+    h.send(b"W1", decline_frames(b"not-its-job"))
+    h.send(b"STRANGER", decline_frames(job.request_id))
+    assert h.drain() == [] and h.core.counters["declines_dropped"] == 2
+    h.request(b"C", b"r2")
+    assert jobs_sent(h.drain()) == []  # still busy with r1
+    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    msgs = h.drain()
+    assert [m.request_id for _, m in msgs if isinstance(m, Reply)] == [b"r1"]
+    assert len(jobs_sent(msgs)) == 1  # then r2
+
+
+def test_a_declined_job_whose_deadline_passed_meanwhile_is_not_requeued():
+    h = Harness()
+    ready_multi(h, b"W1")
+    h.drain()
+    h.request(b"C", b"r", timeout_ms=100)
+    [(_, job)] = jobs_sent(h.drain())
+    h.tick(0.2)
+    assert errors(h.drain()) == [(b"C", b"r", "timeout")]
+    h.send(b"W1", decline_frames(job.request_id))
+    h.send(b"W1", heartbeat_frames(FLAG_IDLE))
+    assert h.drain() == [] and not h.core.jobs
+    assert h.core.status(h.now)["workers"][0]["state"] == "idle"

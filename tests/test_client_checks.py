@@ -30,6 +30,8 @@ from zmq_ik.client import AsyncIKClient, Call, IKClient
 from zmq_ik.client._core import MAX_TIMEOUT, request_message
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, RemoteError
 from zmq_ik.protocol import (
+    ALIVE,
+    BROKER_SERVICE,
     LIMITS,
     Command,
     encode_payload,
@@ -57,12 +59,15 @@ def observer(zctx: zmq.Context) -> Iterator[tuple[str, zmq.Socket]]:
 
 
 def received(sock: zmq.Socket, within: float) -> list[list[bytes]]:
-    """Every message reaching ``sock`` within ``within`` seconds (identity frame dropped)."""
+    """Every message reaching ``sock`` within ``within`` seconds (identity frame dropped),
+    except the clients' own liveness probes (`zik.broker` / `alive`, client/_failover.py)."""
     out = []
     deadline = time.monotonic() + within
     while (left := deadline - time.monotonic()) > 0:
         if sock.poll(max(1, int(left * 1000))):
-            out.append(sock.recv_multipart()[1:])
+            msg = sock.recv_multipart()[1:]
+            if msg[3:5] != [BROKER_SERVICE.encode(), ALIVE.encode()]:
+                out.append(msg)
     return out
 
 

@@ -32,6 +32,7 @@ import zmq
 from conftest import Processes, wait_for_workers
 
 from zmq_ik.client import AsyncIKClient, IKClient
+from zmq_ik.client._failover import is_probe
 from zmq_ik.errors import IKError, IKTimeout, ProtocolError, RemoteError
 from zmq_ik.protocol import (
     PROTOCOL,
@@ -173,7 +174,8 @@ def harness(procs: Processes, endpoint: str) -> Iterator[Harness]:
 
 class TallyClient(IKClient):
     """An IKClient that counts every FINAL/ERROR reaching its socket, per request id, so a
-    duplicate answer shows even though IKClient itself would drop it."""
+    duplicate answer shows even though IKClient itself would drop it (its own liveness
+    probes, client/_failover.py, are not counted: each has its own id)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -184,12 +186,16 @@ class TallyClient(IKClient):
             msg = parse_message(frames)
         except ProtocolError:
             return
-        if isinstance(msg, Reply) and msg.command is not Command.PARTIAL:
+        if (
+            isinstance(msg, Reply)
+            and msg.command is not Command.PARTIAL
+            and not is_probe(msg.request_id)
+        ):
             self.answers[msg.request_id] += 1
 
-    def _on_frames(self, frames: list[Any], now: float) -> None:
+    def _on_frames(self, frames: list[Any], now: float, connection: int = 0) -> None:
         self._count(frames)
-        super()._on_frames(frames, now)
+        super()._on_frames(frames, now, connection)
 
     def drain(self, seconds: float = 0.3) -> None:
         """Read whatever else arrives for ``seconds`` (a duplicate would be here)."""

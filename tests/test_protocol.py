@@ -15,14 +15,18 @@ from hypothesis.extra import numpy as hnp
 from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     ALLOWED_DTYPES,
+    FEATURE_DECLINE,
+    FLAG_IDLE,
     PROTOCOL,
     Command,
+    Decline,
     Disconnect,
     Heartbeat,
     Limits,
     Ready,
     Reply,
     Request,
+    decline_frames,
     decode_error,
     decode_payload,
     disconnect_frames,
@@ -136,6 +140,16 @@ def test_reply_error_ready_heartbeat_disconnect_round_trip():
     assert parse_message(wire(disconnect_frames("bye"))) == Disconnect("bye")
 
 
+def test_multi_broker_extension_round_trip():
+    """HEARTBEAT flags and DECLINE (docs/protocol.md 4.10); a plain HEARTBEAT has no flags."""
+    assert parse_message(wire(heartbeat_frames())) == Heartbeat(frozenset())
+    beat = parse_message(wire(heartbeat_frames(FLAG_IDLE, "future-word")))
+    assert beat == Heartbeat(frozenset({"idle", "future-word"}))
+    assert parse_message(wire(decline_frames(b"\x00" * 8))) == Decline(b"\x00" * 8)
+    info = {"robots": ["r"], "features": [FEATURE_DECLINE]}
+    assert parse_message(wire(ready_frames(info))) == Ready(info)
+
+
 def good_request() -> list[bytes]:
     return wire(
         request_frames(b"id", "tatbot", "solve", 1000, encode_payload({}, {"a": np.zeros(3)}))
@@ -169,7 +183,15 @@ MALFORMED = {
         [PROTOCOL, b"READY", pack_header({"robots": ["zik.broker"]})],
         ErrorCode.PROTOCOL,
     ),
-    "heartbeat extra frame": ([PROTOCOL, b"HEARTBEAT", b"x"], ErrorCode.PROTOCOL),
+    "heartbeat extra frames": ([PROTOCOL, b"HEARTBEAT", b"idle", b"x"], ErrorCode.PROTOCOL),
+    "heartbeat flags not words": ([PROTOCOL, b"HEARTBEAT", b"IDLE\x00"], ErrorCode.PROTOCOL),
+    "heartbeat flags too long": ([PROTOCOL, b"HEARTBEAT", b"a " * 40], ErrorCode.PROTOCOL),
+    "decline without job id": ([PROTOCOL, b"DECLINE", b""], ErrorCode.PROTOCOL),
+    "decline extra frame": ([PROTOCOL, b"DECLINE", b"j", b"x"], ErrorCode.PROTOCOL),
+    "ready features not a list": (
+        [PROTOCOL, b"READY", pack_header({"robots": ["r"], "features": "decline"})],
+        ErrorCode.PROTOCOL,
+    ),
     "reply too short": ([PROTOCOL, b"FINAL", b"id"], ErrorCode.PROTOCOL),
     "too many frames": ([*good_request(), *([b""] * 100)], ErrorCode.TOO_LARGE),
 }

@@ -1,13 +1,20 @@
-"""The worker's event loop: a DEALER to the broker, heartbeats, reconnects, one job at a time.
+"""The worker's event loop: a DEALER per broker, heartbeats, reconnects, one job at a time.
 
 The main thread receives a job, runs the `Service` on it right there and sends the reply:
 no thread hand-off on the way (each one costs a thread wake-up and a GIL switch, tens of
-microseconds on a busy machine, more than an echo costs). While a job runs, a small
-heartbeat thread takes over the socket: it sends HEARTBEATs every interval, so they keep
-flowing through a long solve (JAX releases the GIL while XLA computes; pure Python is
-preempted every few milliseconds). A lock hands the socket between the two threads (a full
-memory barrier, as ZeroMQ requires), so it is never used by both at once: the heartbeat
-thread touches it only while a job runs, when the main thread does not.
+microseconds on a busy machine, more than an echo costs). While a job runs, a small keeper
+thread takes over the sockets: it sends HEARTBEATs every interval, so they keep flowing
+through a long solve (JAX releases the GIL while XLA computes; pure Python is preempted
+every few milliseconds). A lock hands the sockets between the two threads (a full memory
+barrier, as ZeroMQ requires), so none is ever used by both at once.
+
+Several brokers (no single point of failure, docs/protocol.md 4.10): one DEALER each, every
+one registered and heartbeated on its own, each reconnecting on its own. The worker still
+runs one job at a time, whichever broker sent it. A job that arrives from another broker
+while one runs is, once the running job is older than `CLAIM_AFTER`, read by the keeper and
+declined at once (DECLINE: that broker gives it to another worker, no attempt counted, and
+leaves this one alone until its heartbeats say ``idle``); a broker that does not know DECLINE
+(it never flagged the feature) gets its job run right after the current one instead.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -28,18 +35,22 @@ import zmq
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, ProtocolError
 from zmq_ik.protocol import (
     DEFAULT_ENDPOINT,
+    FEATURE_DECLINE,
+    FLAG_BUSY,
+    FLAG_IDLE,
     Command,
     Disconnect,
     Heartbeat,
     Limits,
-    Ready,
     Reply,
     Request,
+    decline_frames,
     decode_error,
     decode_payload,
     disconnect_frames,
     encode_payload,
-    error_payload,
+    endpoints_setting,
+    error_frames,
     heartbeat_frames,
     new_routing_id,
     parse_message,
@@ -52,17 +63,23 @@ from zmq_ik.worker._service import Service, ServiceError, base_info
 
 logger = logging.getLogger(__name__)
 
+CLAIM_AFTER = 0.005
+"""Seconds a job runs before the keeper reads the other brokers' sockets (to decline what
+they send meanwhile). Shorter jobs never hand those sockets over: a job another broker sends
+during one simply runs next, at most this much later."""
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """Everything that tunes a worker's connection; the CLI builds one from its flags."""
+    """Everything that tunes a worker's connections; the CLI builds one from its flags."""
 
-    connect: str = DEFAULT_ENDPOINT
-    """Broker endpoint."""
+    connect: str | Sequence[str] = DEFAULT_ENDPOINT
+    """Broker endpoint, or several (a sequence, or one string with commas): the worker
+    registers with each and serves them all, one job at a time."""
     heartbeat_interval: float = 0.25
-    """Seconds between heartbeats to the broker."""
+    """Seconds between heartbeats to each broker."""
     liveness: int = 4
-    """Heartbeat intervals of silence from the broker before reconnecting."""
+    """Heartbeat intervals of silence from a broker before reconnecting to it."""
     reconnect_min: float = 0.25
     """First reconnect delay (seconds); doubles while the broker stays silent, and starts
     afresh once a broker has answered (each outage backs off from the start)."""
@@ -72,6 +89,14 @@ class WorkerSettings:
     """Protocol limits enforced on requests."""
     curve: Any = None
     """`zmq_ik.security.CurveClient` keys, or None for plaintext."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The brokers to serve, from ``connect`` (`protocol.split_endpoints`)."""
+        return tuple(self.connect)
 
 
 @dataclass
@@ -83,11 +108,34 @@ class _Job:
     payload: list[Any]
 
 
+class _Link:
+    """One broker this worker serves: its socket (None between connections) and timers."""
+
+    def __init__(self, endpoint: str, reconnect_min: float) -> None:
+        self.endpoint = endpoint
+        self.sock: zmq.Socket | None = None
+        self.last_recv = 0.0
+        self.last_sent = 0.0
+        self.answered = False
+        """The broker answered our READY (a HEARTBEAT or a request: only registered workers
+        get them): the registration took, so the reconnect backoff starts afresh."""
+        self.declines = False
+        """The broker flagged `FEATURE_DECLINE`: it may be sent DECLINE and state flags."""
+        self.owed_idle = False
+        """We declined its job or flagged busy: it waits for FLAG_IDLE before sending more."""
+        self.deferred: _Job | None = None
+        """Its job that arrived during another broker's job (it cannot be declined): run next."""
+        self.broken: str | None = None
+        """Why the keeper found the connection unusable; the main thread drops it."""
+        self.delay = reconnect_min
+        self.reconnect_at = 0.0
+
+
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
 class Worker:
-    """Serve a `Service` to a broker until `stop()` or SIGTERM/SIGINT."""
+    """Serve a `Service` to one or more brokers until `stop()` or SIGTERM/SIGINT."""
 
     def __init__(
         self,
@@ -97,20 +145,23 @@ class Worker:
     ) -> None:
         self.service = service
         self.settings = settings or WorkerSettings()
+        self._links = [_Link(e, self.settings.reconnect_min) for e in self.settings.endpoints]
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        """Held by whichever thread uses the broker socket while a job runs."""
-        self._lent: zmq.Socket | None = None
-        """The broker socket while a job runs (the heartbeat thread may use it), else None."""
-        self._last_sent = 0.0
-        """When anything was last sent to the broker (monotonic)."""
+        """Held by whichever thread uses a broker socket while a job runs."""
+        self._job_link: _Link | None = None
+        """The broker whose job runs now (its socket is shared with the keeper), else None."""
+        self._job_started = 0.0
+        self._claimed = False
+        """The keeper holds the other brokers' sockets (a job older than `CLAIM_AFTER`)."""
+        self._released = threading.Event()
+        self._postponed: list[tuple[_Link, list[Any]]] = []
+        """Messages the keeper read during a job that only the main thread may act on."""
         self.info: dict[str, Any] = {}
         self.served = 0
-        self._answered = False
-        """Whether the broker of the current session has answered our READY (a HEARTBEAT or
-        a request from it): the registration took, so the reconnect backoff starts afresh."""
+        self.declined = 0
 
     def stop(self) -> None:
         """Finish the current job, say DISCONNECT, return from `run` (thread-safe)."""
@@ -129,134 +180,185 @@ class Worker:
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> None:
-        """Warm up, register, serve; reconnect whenever the broker goes silent."""
+        """Warm up, register with every broker, serve; reconnect to whichever goes silent."""
         t0 = time.monotonic()
         self.info = {**base_info(), **self.service.warmup()}
         self.info["robots"] = list(self.service.robots)
         self.info["warmup_s"] = round(time.monotonic() - t0, 3)
         self.info["heartbeat_ms"] = int(self.settings.heartbeat_interval * 1000)
+        self.info["features"] = [FEATURE_DECLINE]
         logger.info(
-            "warm-up took %.2fs; serving %s on %s",
+            "warm-up took %.2fs; serving %s on %s to %s",
             self.info["warmup_s"],
             ",".join(self.service.robots),
             self.info.get("device", "cpu"),
+            ", ".join(link.endpoint for link in self._links),
         )
+        # The main thread wakes the keeper from its poll with this pair when a job ends.
+        address = f"inproc://zmq-ik-keeper-{id(self):x}"
+        self._wake_keeper = self.context.socket(zmq.PAIR)
+        self._wake_keeper.setsockopt(zmq.LINGER, 0)
+        self._wake_keeper.bind(address)
+        self._keeper_wake = self.context.socket(zmq.PAIR)
+        self._keeper_wake.setsockopt(zmq.LINGER, 0)
+        self._keeper_wake.connect(address)
         done = threading.Event()
         keeper = threading.Thread(
-            target=self._heartbeat_loop, args=(done,), name="zmq-ik-heartbeat", daemon=True
+            target=self._keeper_loop, args=(done,), name="zmq-ik-heartbeat", daemon=True
         )
         keeper.start()
-        delay = self.settings.reconnect_min
         try:
-            while not self._stop.is_set():
-                outcome = self._session()
-                if outcome == "stopped" or self._stop.is_set():
-                    # A DISCONNECT from a broker that is itself shutting down, received
-                    # while we stop too, is the normal end: no reconnect, no warning.
-                    break
-                if self._answered:
-                    # We were registered: this is a new outage, not the same one going on,
-                    # so back off from the start (without this the delay kept growing over
-                    # separate outages, up to reconnect_max for every later broker restart).
-                    delay = self.settings.reconnect_min
-                logger.warning(
-                    "broker %s: %s; reconnecting in %.2fs", self.settings.connect, outcome, delay
-                )
-                if self._stop.wait(delay):
-                    break
-                delay = (
-                    min(delay * 2, self.settings.reconnect_max)
-                    if outcome == "silent"
-                    else self.settings.reconnect_min
-                )
+            self._serve()
         finally:
             done.set()
             keeper.join(timeout=5)
+            for link in self._links:
+                if link.sock is not None:
+                    link.sock.close(0)
+                    link.sock = None
+            self._wake_keeper.close(0)
+            self._keeper_wake.close(0)
             if self._own_context:
                 self.context.term()
-        logger.info("worker stopped after %d job(s)", self.served)
+        logger.info("worker stopped after %d job(s), %d declined", self.served, self.declined)
 
-    def _connect(self) -> zmq.Socket:
+    def _serve(self) -> None:
+        interval = self.settings.heartbeat_interval
+        expiry = interval * self.settings.liveness
+        poller = zmq.Poller()
+        links = self._links
+        single = links[0] if len(links) == 1 else None
+        by_socket: dict[zmq.Socket, _Link] = {}
+        while True:
+            now = time.monotonic()
+            if self._stop.is_set():
+                for link in links:
+                    if link.sock is not None:
+                        self._send(link, disconnect_frames("worker stopping"))
+                return
+            for link in links:
+                if link.sock is None and now >= link.reconnect_at:
+                    self._connect(link, now)
+                    assert link.sock is not None
+                    poller.register(link.sock, zmq.POLLIN)
+                    by_socket[link.sock] = link
+            # Read: one message per ready broker per round, so none starves the others.
+            if single is not None and single.sock is not None:
+                # One broker: a blocking receive with a timeout, not poll + non-blocking
+                # receives: one system call, and a queued message costs none (zmq_poll several).
+                try:
+                    frames = recv_frames(single.sock)
+                except zmq.Again:  # nothing within the timeout (RCVTIMEO, set at connect)
+                    pass
+                else:
+                    self._on_broker_message(single, frames)
+            else:
+                wait = interval / 2
+                for link in links:
+                    if link.sock is None:
+                        wait = min(wait, max(0.001, link.reconnect_at - now))
+                if not by_socket:  # every broker is between connections: sleep till the next
+                    self._stop.wait(wait)
+                    continue
+                for sock, _ in poller.poll(int(wait * 1000) + 1):
+                    link = by_socket[sock]
+                    if link.broken is not None:
+                        continue  # a message handled before in this round ended it
+                    try:
+                        frames = recv_frames(sock, _NOBLOCK)
+                    except zmq.Again:
+                        continue
+                    self._on_broker_message(link, frames)
+            now = time.monotonic()
+            for link in links:
+                if link.sock is None:
+                    continue
+                if link.broken is None and now - link.last_recv > expiry:
+                    link.broken = "silent"
+                if link.broken is not None:
+                    poller.unregister(link.sock)
+                    del by_socket[link.sock]
+                    self._drop(link, link.broken, now)
+                elif now - link.last_sent >= interval:
+                    self._send(link, self._idle_beat(link))
+
+    def _idle_beat(self, link: _Link) -> list[bytes]:
+        if link.declines:
+            link.owed_idle = False
+            return _IDLE_BEAT
+        return _PLAIN_BEAT
+
+    def _connect(self, link: _Link, now: float) -> None:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.limits.max_message_bytes)
-        # A send that cannot proceed within the liveness window (no usable connection: e.g.
-        # a refused CURVE handshake, after which libzmq never reconnects) raises zmq.Again,
-        # and the session ends as 'silent' -> new socket, backoff. Without it, it blocks forever.
-        expiry_ms = int(self.settings.heartbeat_interval * self.settings.liveness * 1000)
-        sock.setsockopt(zmq.SNDTIMEO, max(100, expiry_ms))
+        # Sends never block (NOBLOCK): one that cannot proceed (no usable connection, e.g. a
+        # refused CURVE handshake after which libzmq never reconnects, or a broker that
+        # stopped reading) ends this connection as 'silent' -> new socket, backoff; the
+        # other brokers are served meanwhile.
+        sock.setsockopt(zmq.RCVTIMEO, int(self.settings.heartbeat_interval * 500) + 1)
         if self.settings.curve is not None:
             self.settings.curve.apply(sock)
-        sock.connect(self.settings.connect)
-        sock.send_multipart(ready_frames(self.info))
-        return sock
+        sock.connect(link.endpoint)
+        link.sock = sock
+        link.answered = link.declines = link.owed_idle = False
+        link.deferred = None
+        link.broken = None
+        link.last_recv = now
+        self._send(link, ready_frames(self.info))
 
-    def _session(self) -> str:
-        """One connection's life; returns why it ended ('stopped', 'silent', 'disconnected')."""
-        sock = self._connect()
-        self._answered = False
-        interval = self.settings.heartbeat_interval
-        expiry = interval * self.settings.liveness
-        last_recv = self._last_sent = time.monotonic()
-        # A blocking receive with a timeout, not poll + non-blocking receives: it waits in one
-        # system call and returns a queued message with none (zmq_poll costs several).
-        sock.setsockopt(zmq.RCVTIMEO, int(interval * 1000 / 2) + 1)
+    def _drop(self, link: _Link, outcome: str, now: float) -> None:
+        """End a connection ('silent', 'disconnected'); reconnect after the backoff."""
+        assert link.sock is not None
+        link.sock.close(0)
+        link.sock = None
+        link.deferred = None  # its answer could not reach the broker on a new connection
+        if link.answered:
+            # We were registered: this is a new outage, not the same one going on, so back
+            # off from the start (without this the delay kept growing over separate outages).
+            link.delay = self.settings.reconnect_min
+        logger.warning("broker %s: %s; reconnecting in %.2fs", link.endpoint, outcome, link.delay)
+        link.reconnect_at = now + link.delay
+        link.delay = (
+            min(link.delay * 2, self.settings.reconnect_max)
+            if outcome == "silent"
+            else self.settings.reconnect_min
+        )
+
+    def _send(self, link: _Link, frames: Sequence[Any]) -> None:
+        """Send without blocking; a send that cannot proceed marks the connection broken."""
+        if link.sock is None:
+            return
         try:
-            while True:
-                try:
-                    frames = recv_frames(sock)
-                except zmq.Again:  # nothing within the timeout
-                    now = time.monotonic()
-                else:
-                    now = last_recv = time.monotonic()
-                    verdict = self._on_broker_message(sock, frames, now)
-                    if verdict:
-                        return verdict
-                    # A job may have run meanwhile: what the broker sent during it (heartbeats)
-                    # is still queued, so silence counts from now, not from the request.
-                    now = last_recv = time.monotonic()
-                if self._stop.is_set():
-                    sock.send_multipart(disconnect_frames("worker stopping"))
-                    return "stopped"
-                if now - last_recv > expiry:
-                    return "silent"
-                if now - self._last_sent >= interval:
-                    sock.send_multipart(heartbeat_frames())
-                    self._last_sent = now
-        except zmq.Again:
-            return "silent"  # could not send for a whole liveness window: start afresh
-        finally:
-            sock.close(0)
+            send_frames(link.sock, frames, _NOBLOCK)
+        except zmq.ZMQError:
+            link.broken = "silent"
+            return
+        link.last_sent = time.monotonic()
 
-    def _on_broker_message(self, sock: zmq.Socket, frames: list[Any], now: float) -> str | None:
+    def _on_broker_message(self, link: _Link, frames: list[Any]) -> None:
+        link.last_recv = time.monotonic()
         try:
             msg = parse_message(frames, self.settings.limits)
         except ProtocolError as e:
-            logger.warning("malformed message from broker ignored: %s", e.message)
-            return None
+            logger.warning("malformed message from broker %s ignored: %s", link.endpoint, e.message)
+            return
         if isinstance(msg, Heartbeat | Request):
-            self._answered = True  # the broker knows us: only registered workers get these
-        if isinstance(msg, Request):
+            link.answered = True  # the broker knows us: only registered workers get these
+        if isinstance(msg, Heartbeat):
+            if FEATURE_DECLINE in msg.flags:
+                link.declines = True
+        elif isinstance(msg, Request):
             if self._stop.is_set():
-                sock.send_multipart(
-                    reply_frames(
-                        Command.ERROR,
-                        msg.request_id,
-                        error_payload(ErrorCode.SHUTTING_DOWN, "worker is stopping"),
-                    )
+                self._send(
+                    link,
+                    error_frames(msg.request_id, ErrorCode.SHUTTING_DOWN, "worker is stopping"),
                 )
             else:
-                job = _Job(
-                    msg.request_id,
-                    msg.service,
-                    msg.operation,
-                    now + msg.timeout_ms / 1000,
-                    msg.payload,
-                )
-                self._run(job, sock)
+                self._run(_job(msg), link)
         elif isinstance(msg, Disconnect):
-            return "disconnected"
+            link.broken = "disconnected"
         elif isinstance(msg, Reply) and msg.command is Command.ERROR:
             # The broker refused something we sent (e.g. READY): say so, or the worker would
             # just reconnect and re-register forever without a word.
@@ -264,58 +366,168 @@ class Worker:
                 code, message, _ = decode_error(msg.payload)
             except ProtocolError:
                 code, message = "?", "(unreadable error)"
-            logger.error("broker refused a message from this worker: [%s] %s", code, message)
-        elif isinstance(msg, Heartbeat | Ready | Reply):
-            pass  # heartbeat: liveness already noted; others are not for workers
-        return None
+            logger.error(
+                "broker %s refused a message from this worker: [%s] %s",
+                link.endpoint,
+                code,
+                message,
+            )
+        # READY and other replies are not for workers: liveness is all they are.
 
     # ------------------------------------------------------------------ jobs
 
-    def _run(self, job: _Job, sock: zmq.Socket) -> None:
-        """Run one job here, the socket lent to the heartbeat thread meanwhile; send its reply."""
-        with self._lock:
-            self._lent = sock
-        try:
-            frames = self._run_job(job, sock)
-        finally:
+    def _run(self, job: _Job, link: _Link) -> None:
+        """Run a job here, then any its run held up (another broker's that could not be
+        declined); the sockets are lent to the keeper meanwhile. Then tell every broker we
+        declined or flagged busy that we are free again."""
+        while True:
             with self._lock:
-                self._lent = None
-            self.served += 1
-        send_frames(sock, frames)
-        self._last_sent = time.monotonic()
+                self._job_link = link
+                self._job_started = time.monotonic()
+            try:
+                assert link.sock is not None
+                frames = self._run_job(job, link.sock)
+            finally:
+                with self._lock:
+                    self._job_link = None
+                    claimed = self._claimed
+                if claimed:  # the keeper is polling the other sockets: take them back
+                    self._wake_keeper.send(b"")
+                    self._released.wait()
+                    self._released.clear()
+                self.served += 1
+            self._send(link, frames)
+            # What the brokers sent during the job (heartbeats) is still queued, unless the
+            # keeper read it: silence counts from now, not from before the job.
+            now = time.monotonic()
+            for other in self._links:
+                if other is link or not claimed:
+                    other.last_recv = max(other.last_recv, now)
+            postponed, self._postponed = self._postponed, []
+            for other, msg in postponed:
+                if other.sock is not None and other.broken is None:
+                    self._on_broker_message(other, msg)
+            nxt = next((x for x in self._links if x.deferred is not None), None)
+            if nxt is None:
+                break
+            deferred, nxt.deferred = nxt.deferred, None
+            assert deferred is not None
+            link, job = nxt, deferred
+        for other in self._links:
+            if other.owed_idle and other.sock is not None:
+                self._send(other, self._idle_beat(other))
 
-    def _heartbeat_loop(self, done: threading.Event) -> None:
-        """HEARTBEATs to the broker while a job runs (the main thread sends them otherwise)."""
+    def _keeper_loop(self, done: threading.Event) -> None:
+        """HEARTBEATs while a job runs (the main thread sends them otherwise), and, once the
+        job is older than `CLAIM_AFTER`, the other brokers' sockets until it ends."""
         interval = self.settings.heartbeat_interval
-        beat = heartbeat_frames()
-        while not done.wait(interval / 4):
+        tick = interval / 4 if len(self._links) == 1 else min(interval / 4, CLAIM_AFTER)
+        while not done.wait(tick):
             with self._lock:
-                sock = self._lent
-                now = time.monotonic()
-                if sock is None or now - self._last_sent < interval:
+                link = self._job_link
+                if link is None:
                     continue
-                try:
-                    send_frames(sock, beat, _NOBLOCK)
-                except zmq.ZMQError:
-                    continue  # no usable connection now: the main loop deals with it later
-                self._last_sent = now
+                now = time.monotonic()
+                self._beat_busy(link, now)
+                others = [x for x in self._links if x is not link and x.sock is not None]
+                if not others or now - self._job_started < CLAIM_AFTER:
+                    continue
+                self._claimed = True
+            self._tend(link, others)
+
+    def _beat_busy(self, link: _Link, now: float) -> None:
+        if link.sock is not None and now - link.last_sent >= self.settings.heartbeat_interval:
+            self._send(link, _BUSY_BEAT if link.declines else _PLAIN_BEAT)
+
+    def _tend(self, job_link: _Link, others: list[_Link]) -> None:
+        """Keeper: serve the other brokers' sockets until the running job ends: decline or
+        hold the jobs they send, heartbeat them flagged busy, note their liveness."""
+        interval = self.settings.heartbeat_interval
+        poller = zmq.Poller()
+        poller.register(self._keeper_wake, zmq.POLLIN)
+        by_socket = {}
+        for x in others:
+            assert x.sock is not None
+            poller.register(x.sock, zmq.POLLIN)
+            by_socket[x.sock] = x
+        while True:
+            events = poller.poll(int(interval * 250) + 1)
+            now = time.monotonic()
+            for sock, _ in events:
+                if sock is self._keeper_wake:
+                    while True:
+                        try:
+                            self._keeper_wake.recv(_NOBLOCK)
+                        except zmq.Again:
+                            break
+                    continue
+                x = by_socket[sock]
+                for _ in range(100):
+                    if x.broken is not None:
+                        break
+                    try:
+                        frames = recv_frames(sock, _NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._while_busy(x, frames, now)
+            for x in others:
+                if x.broken is None and now - x.last_sent >= interval:
+                    self._send(x, _BUSY_BEAT if x.declines else _PLAIN_BEAT)
+                    x.owed_idle = x.owed_idle or x.declines
+            with self._lock:
+                if self._job_link is job_link:
+                    self._beat_busy(job_link, now)
+                    continue
+                self._claimed = False
+            self._released.set()
+            return
+
+    def _while_busy(self, link: _Link, frames: list[Any], now: float) -> None:
+        """Keeper: a message from another broker while a job runs."""
+        link.last_recv = now
+        try:
+            msg = parse_message(frames, self.settings.limits)
+        except ProtocolError:
+            self._postponed.append((link, frames))  # the main thread logs it
+            return
+        if isinstance(msg, Heartbeat):
+            link.answered = True
+            link.declines = link.declines or FEATURE_DECLINE in msg.flags
+        elif isinstance(msg, Request):
+            link.answered = True
+            if link.declines:
+                self._send(link, decline_frames(msg.request_id))
+                link.owed_idle = True
+                self.declined += 1
+            elif link.deferred is None:
+                link.deferred = _job(msg)  # a broker without DECLINE: its job runs next
+            else:  # it sent a second job to a worker it believes busy with its first
+                self._send(
+                    link,
+                    error_frames(
+                        msg.request_id, ErrorCode.INTERNAL, "worker busy with another job"
+                    ),
+                )
+        else:
+            self._postponed.append((link, frames))
 
     def _run_job(self, job: _Job, sock: zmq.Socket) -> list[Any]:
         def error(code: ErrorCode, message: str, fld: str | None = None) -> list[Any]:
-            return reply_frames(Command.ERROR, job.job_id, error_payload(code, message, fld))
+            return error_frames(job.job_id, code, message, fld)
 
         if time.monotonic() > job.deadline:
             return error(ErrorCode.TIMEOUT, "deadline passed before the worker started")
 
         def progress(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None) -> None:
             frames = reply_frames(Command.PARTIAL, job.job_id, encode_payload(header, arrays))
-            with self._lock:  # the heartbeat thread may be sending right now
+            with self._lock:  # the keeper may be sending a heartbeat right now
                 try:
-                    send_frames(sock, frames)
-                except zmq.Again:  # no usable connection: the FINAL reply's send will tell
+                    send_frames(sock, frames, _NOBLOCK)
+                except zmq.ZMQError:  # no usable connection: the FINAL reply's send will tell
                     logger.debug("progress of job %s not sent", job.job_id.hex())
                     return
-                self._last_sent = time.monotonic()
+                if self._job_link is not None:
+                    self._job_link.last_sent = time.monotonic()
 
         t0 = time.perf_counter()
         try:
@@ -342,3 +554,14 @@ class Worker:
                 traceback.format_exc(),
             )
             return error(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+
+
+def _job(msg: Request) -> _Job:
+    """A job from a broker's REQUEST, its deadline on our clock."""
+    deadline = time.monotonic() + msg.timeout_ms / 1000
+    return _Job(msg.request_id, msg.service, msg.operation, deadline, msg.payload)
+
+
+_PLAIN_BEAT = heartbeat_frames()
+_IDLE_BEAT = heartbeat_frames(FLAG_IDLE)
+_BUSY_BEAT = heartbeat_frames(FLAG_BUSY)

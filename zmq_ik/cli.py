@@ -23,7 +23,7 @@ from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
 from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
 from zmq_ik.plot import ReportSettings
 from zmq_ik.plot import report as write_report
-from zmq_ik.protocol import ENDPOINT_ENV
+from zmq_ik.protocol import ENDPOINT_ENV, split_endpoints
 from zmq_ik.report import ping_lines, status_texts
 from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
 from zmq_ik.worker import WorkerSettings
@@ -141,6 +141,13 @@ def _endpoint(*flags: str, help: str = "Broker endpoint.", **kw: Any) -> Any:
     return click.option(*(flags or ("--endpoint",)), envvar=ENDPOINT_ENV, show_envvar=True, **kw)
 
 
+def _endpoints(**kw: Any) -> Any:
+    """``--endpoint``, repeatable or comma-separated: one broker or several (a tuple)."""
+    many = "Broker endpoint; repeat it (or comma-separate) for several brokers."
+    kw = {"multiple": True, "default": (BrokerSettings.bind,), "help": many, **kw}
+    return _endpoint(callback=_parsed(split_endpoints), **kw)
+
+
 def _curve_options(f: Any) -> Any:
     f = click.option("--curve-server-key", type=KEY, help="Broker public key (enables CURVE).")(f)
     own = "This peer's secret key file (from `zmq-ik keygen`)."
@@ -197,7 +204,13 @@ def broker(**options: Any) -> None:
 
 
 @main.command()
-@_endpoint("--connect", "connect", multiple=True, default=(W.connect,), help="Broker endpoint.")
+@_endpoint(
+    "--connect",
+    "connect",
+    multiple=True,
+    default=(W.connect,),
+    help="Broker endpoint; repeat it (or comma-separate) to serve several brokers.",
+)
 @_o(W, "heartbeat_interval", help="Heartbeat interval (s).")
 @_o(W, "liveness", help="Missed broker heartbeats before reconnecting.")
 @click.option("--config", metavar="JSON", help="ServiceSettings (`serve`'s); options override.")
@@ -208,9 +221,9 @@ def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **o
     """Run a worker: load robots, compile, say READY, serve until SIGTERM."""
     from zmq_ik.worker import Worker
 
-    if len(connect) != 1:
-        raise click.BadParameter("give one broker endpoint", param_hint="--connect")
-    conn = W(connect[0], opts.pop("heartbeat_interval"), opts.pop("liveness"), curve=_curve(opts))
+    beat, liveness = opts.pop("heartbeat_interval"), opts.pop("liveness")
+    conn = _settings(W, connect=connect, heartbeat_interval=beat, liveness=liveness)
+    conn = replace(conn, curve=_curve(opts))
     src = ctx.get_parameter_source
     given = {k: v for k, v in opts.items() if src(k) is ParameterSource.COMMANDLINE}
     settings = _settings(replace, _settings(S.from_json, config) if config else S(), **given)
@@ -231,33 +244,64 @@ def _asking(f: Any) -> Any:
     f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
     timeout = {"default": 2.0, "show_default": True, "callback": _parsed(check_timeout)}
     f = click.option("--timeout", help="Seconds to wait for an answer.", **timeout)(f)
-    return _endpoint()(f)
+    return _endpoints()(f)
 
 
 @main.command()
 @_asking
 @click.option("--count", default=1, type=click.IntRange(min=1), help="Number of pings.")
-def ping(endpoint: str, timeout: float, json_: bool, count: int, **curve: Any) -> None:
-    """Is the broker there, which workers serve what, how fast. Exit 1 if nothing answers."""
-    with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
-        for line in ping_lines(client, count, json_):
-            click.echo(line)
+def ping(endpoint: tuple[str, ...], timeout: float, json_: bool, count: int, **curve: Any) -> None:
+    """Is each broker there, which workers serve what, how fast. Exit 1 if one does not answer."""
+    keys, silent, answers = _curve(curve), [], {}
+    for ep in endpoint:  # each broker on its own (a client given several would fail over)
+        with IKClient(ep, timeout=timeout, retries=0, curve=keys) as client:
+            try:
+                for line in ping_lines(client, count, json_):
+                    if json_:
+                        answers[ep] = json.loads(line)
+                    else:
+                        click.echo(line)
+            except IKTimeout as e:
+                if len(endpoint) == 1:
+                    raise
+                silent.append(ep)
+                answers[ep] = {"error": str(e)}
+                if not json_:
+                    click.echo(str(e), err=True)
+    if json_:
+        one = answers[endpoint[0]] if len(endpoint) == 1 else answers
+        click.echo(json.dumps(one, indent=2, default=str))
+    if silent:
+        raise click.ClickException(f"{len(silent)} of {len(endpoint)} brokers did not answer")
 
 
 @main.command()
 @_asking
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
-def status(endpoint: str, timeout: float, json_: bool, watch: bool, **curve: Any) -> None:
-    """Workers, queues, in-flight requests and counters, as the broker sees them."""
-    with IKClient(endpoint, timeout=timeout, retries=0, curve=_curve(curve)) as client:
-        try:
-            for text in status_texts(client, watch, json_):
-                if watch and not json_:
-                    click.clear()
+def status(
+    endpoint: tuple[str, ...], timeout: float, json_: bool, watch: bool, **curve: Any
+) -> None:
+    """Workers, queues, in-flight requests and counters, as each broker sees them."""
+    keys = _curve(curve)
+    clients = [IKClient(ep, timeout=timeout, retries=0, curve=keys) for ep in endpoint]
+    try:
+        views = [status_texts(c, watch, json_) for c in clients]
+        while True:
+            texts = [next(v, None) for v in views]
+            if texts[0] is None:
+                return
+            if watch and not json_:
+                click.clear()
+            for ep, text in zip(endpoint, texts, strict=True):
+                if len(endpoint) > 1 and not json_:
+                    click.echo(f"== {ep}")
                 click.echo(text)
-        except KeyboardInterrupt:  # the way --watch ends
-            if not watch:
-                raise
+    except KeyboardInterrupt:  # the way --watch ends
+        if not watch:
+            raise
+    finally:
+        for c in clients:
+            c.close()
 
 
 @main.command()
@@ -267,8 +311,11 @@ def status(endpoint: str, timeout: float, json_: bool, watch: bool, **curve: Any
 @click.pass_context
 def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **options: Any) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
+    connect = options.pop("connect")
     worker = _settings(S, **options)
-    settings = _settings(ServeSettings, bind=bind, workers=workers, gpus=gpus, worker=worker)
+    settings = _settings(
+        ServeSettings, bind=bind, connect=connect, workers=workers, gpus=gpus, worker=worker
+    )
     raise_fd_limit_logged()  # the children inherit it
     verbose = {logging.DEBUG: 1, logging.WARNING: -1}.get(ctx.meta.get(_LEVEL, 0), 0)
     sup = Supervisor(settings, verbose=verbose)
@@ -311,14 +358,17 @@ def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: 
 @main.command()
 @click.argument("scene_file", type=KEY)
 @click.argument("strokes_file", type=KEY)
-@_endpoint()
+@_endpoints(help="Broker endpoint; repeat it (or comma-separate): the job fails over.")
 @_options(C, skip=COMPUTING)
 @_computing
 @_curve_options
-def compute(scene_file: str, strokes_file: str, endpoint: str, json_: bool, **opts: Any) -> None:
+def compute(
+    scene_file: str, strokes_file: str, endpoint: tuple[str, ...], json_: bool, **opts: Any
+) -> None:
     """Compute SCENE_FILE + STROKES_FILE (ours or tatbot's format) into a safetensors StrokeBatch."""
     curve = _curve(opts)
-    _compute(nullcontext(endpoint), opts, json_, scene_file, strokes_file, curve=curve)
+    where = nullcontext(",".join(endpoint))  # several: the client fails over between them
+    _compute(where, opts, json_, scene_file, strokes_file, curve=curve)
 
 
 @main.command()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -26,7 +26,7 @@ import msgpack_numpy
 import numpy as np
 import zmq
 
-from zmq_ik.errors import ErrorCode, ProtocolError
+from zmq_ik.errors import ErrorCode, InputError, ProtocolError
 
 PROTOCOL = b"ZIK/1"
 """Frame 0 of every message: protocol name and version."""
@@ -40,6 +40,20 @@ ENDPOINT_ENV = "ZMQ_IK_ENDPOINT"
 
 BROKER_SERVICE = "zik.broker"
 """Reserved service name: requests to it are answered by the broker itself (ping, status)."""
+ALIVE = "alive"
+"""The cheapest `BROKER_SERVICE` operation: an empty FINAL at once. Clients probe a broker
+with it while they wait on it (any message from a broker counts as a sign of life; an older
+broker's `unknown_operation` ERROR counts too)."""
+
+FEATURE_DECLINE = "decline"
+"""Multi-broker extension of ZIK/1 (docs/protocol.md 4.10). A worker lists it in READY's
+``features``; a broker that implements it flags its HEARTBEATs to that worker with it. Only
+then may the worker send that broker DECLINE and HEARTBEAT state flags (`FLAG_IDLE`,
+`FLAG_BUSY`): peers that never showed the feature never see either."""
+FLAG_IDLE = "idle"
+"""HEARTBEAT flag, worker → broker: free for this broker's jobs again."""
+FLAG_BUSY = "busy"
+"""HEARTBEAT flag, worker → broker: running a job (possibly another broker's)."""
 
 
 class Command(bytes, Enum):
@@ -52,6 +66,7 @@ class Command(bytes, Enum):
     READY = b"READY"
     HEARTBEAT = b"HEARTBEAT"
     DISCONNECT = b"DISCONNECT"
+    DECLINE = b"DECLINE"
 
 
 _COMMANDS = {c.value: c for c in Command}
@@ -82,6 +97,10 @@ class Limits:
     """Entries of READY's ``versions`` map."""
     max_version_chars: int = 64
     """Characters of each ``versions`` key and value."""
+    max_features: int = 16
+    """Entries of READY's ``features`` list (each a word of at most `max_flags_bytes`)."""
+    max_flags_bytes: int = 64
+    """Bytes of a HEARTBEAT's flags frame."""
 
 
 LIMITS = Limits()
@@ -363,6 +382,10 @@ class Ready:
 class Heartbeat:
     """HEARTBEAT, both ways between broker and worker."""
 
+    flags: frozenset[str] = frozenset()
+    """Words of the optional flags frame (multi-broker extension, docs/protocol.md 4.10);
+    receivers ignore words they do not know."""
+
 
 @dataclass(slots=True)
 class Disconnect:
@@ -372,7 +395,16 @@ class Disconnect:
     """Optional human-readable reason."""
 
 
-Message = Request | Reply | Ready | Heartbeat | Disconnect
+@dataclass(slots=True)
+class Decline:
+    """DECLINE, worker → broker: the worker did not start this job (it is running another
+    broker's): the broker re-queues it, no attempt counted, and leaves the worker alone until
+    it flags `FLAG_IDLE`."""
+
+    job_id: bytes
+
+
+Message = Request | Reply | Ready | Heartbeat | Disconnect | Decline
 
 
 _NAMES: dict[tuple[bytes, int, bool], str] = {}
@@ -492,9 +524,18 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
             )
         return Ready(info)
     if cmd is Command.HEARTBEAT:
-        if n != 2:
-            raise ProtocolError(f"HEARTBEAT needs exactly 2 frames, got {n}")
-        return Heartbeat()
+        if n == 2:
+            return _HEARTBEAT
+        if n != 3:
+            raise ProtocolError(f"HEARTBEAT takes 2 or 3 frames, got {n}")
+        return Heartbeat(_flags(_bytes(frames[2]), limits))
+    if cmd is Command.DECLINE:
+        if n != 3:
+            raise ProtocolError(f"DECLINE needs exactly 3 frames, got {n}")
+        job_id = _bytes(frames[2])
+        if not job_id or len(job_id) > limits.max_id_bytes:
+            raise ProtocolError(f"job id must be 1..{limits.max_id_bytes} bytes", field="job_id")
+        return Decline(job_id)
     # DISCONNECT
     if n > 3:
         raise ProtocolError(f"DISCONNECT takes at most 3 frames, got {n}")
@@ -502,6 +543,29 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
     if n == 3:
         reason = _bytes(frames[2])[:256].decode("utf-8", "replace")
     return Disconnect(reason)
+
+
+_HEARTBEAT = Heartbeat()
+_FLAG_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_- ")
+_FLAGS: dict[bytes, frozenset[str]] = {}
+"""Flags frames already parsed: the same one or two arrive with every heartbeat."""
+
+
+def _flags(raw: bytes, limits: Limits) -> frozenset[str]:
+    """A HEARTBEAT's flags frame: lower-case ASCII words separated by spaces, bounded."""
+    flags = _FLAGS.get(raw)
+    if flags is not None:
+        return flags
+    if len(raw) > limits.max_flags_bytes or not _FLAG_CHARS.issuperset(raw):
+        raise ProtocolError(
+            f"HEARTBEAT flags must be at most {limits.max_flags_bytes} bytes of lower-case "
+            "words separated by spaces",
+            field="flags",
+        )
+    flags = frozenset(raw.decode("ascii").split())
+    if len(_FLAGS) < 64:  # legitimate peers use a handful; made-up ones are parsed each time
+        _FLAGS[raw] = flags
+    return flags
 
 
 def _check_ready(info: dict[str, Any], limits: Limits) -> None:
@@ -539,6 +603,17 @@ def _check_ready(info: dict[str, Any], limits: Limits) -> None:
     pid = info.get("pid")
     if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
         raise ProtocolError("READY 'pid' must be an integer", field="pid")
+    features = info.get("features")
+    if features is not None and not (
+        isinstance(features, list)
+        and len(features) <= limits.max_features
+        and all(isinstance(f, str) and 0 < len(f) <= limits.max_flags_bytes for f in features)
+    ):
+        raise ProtocolError(
+            f"READY 'features' must be a list of at most {limits.max_features} names of at "
+            f"most {limits.max_flags_bytes} characters",
+            field="features",
+        )
     versions = info.get("versions")
     if versions is None:
         return
@@ -623,9 +698,17 @@ def ready_frames(info: Mapping[str, Any]) -> list[Any]:
     return [PROTOCOL, Command.READY.value, pack_header(info)]
 
 
-def heartbeat_frames() -> list[bytes]:
-    """Frames of a HEARTBEAT."""
-    return [PROTOCOL, Command.HEARTBEAT.value]
+def heartbeat_frames(*flags: str) -> list[bytes]:
+    """Frames of a HEARTBEAT; ``flags`` only towards a peer that showed `FEATURE_DECLINE`."""
+    frames = [PROTOCOL, Command.HEARTBEAT.value]
+    if flags:
+        frames.append(" ".join(flags).encode("ascii"))
+    return frames
+
+
+def decline_frames(job_id: bytes) -> list[bytes]:
+    """Frames of a DECLINE (only to a broker that showed `FEATURE_DECLINE`)."""
+    return [PROTOCOL, Command.DECLINE.value, job_id]
 
 
 def disconnect_frames(reason: str = "") -> list[bytes]:
@@ -637,6 +720,34 @@ def disconnect_frames(reason: str = "") -> list[bytes]:
 
 
 # --------------------------------------------------------------------------- sockets
+
+
+def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Broker endpoints from one string with commas (``"tcp://a:5555,tcp://b:5555"``, as in
+    ``ZMQ_IK_ENDPOINT``) or a sequence of them (each may hold commas too, as a repeated
+    ``--connect`` does): stripped, duplicates dropped, order kept. None at all is an
+    `InputError`."""
+    parts = [value] if isinstance(value, str) else list(value)
+    endpoints: dict[str, None] = {}
+    for part in parts:
+        if not isinstance(part, str):
+            raise InputError(f"an endpoint must be a string, got {part!r:.60}", "endpoint")
+        for e in part.split(","):
+            if e.strip():
+                endpoints[e.strip()] = None
+    if not endpoints:
+        raise InputError(
+            f"no broker endpoint given in {value!r:.80}: use tcp://host:port", "endpoint"
+        )
+    return tuple(endpoints)
+
+
+def endpoints_setting(value: str | Iterable[str], name: str) -> tuple[str, ...]:
+    """`split_endpoints` for a settings field: its `InputError` names the field ``name``."""
+    try:
+        return split_endpoints(value)
+    except InputError as e:
+        raise InputError(e.message, name) from e
 
 
 def new_routing_id() -> bytes:

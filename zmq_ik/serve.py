@@ -27,7 +27,9 @@ from zmq_ik._os import PARENT_ENV
 from zmq_ik._scene import as_int
 from zmq_ik._settings import setting
 from zmq_ik.broker import BrokerSettings
+from zmq_ik.broker._jobs import check_bind_endpoint
 from zmq_ik.errors import ConfigError, IKTimeout, InputError
+from zmq_ik.protocol import endpoints_setting
 from zmq_ik.worker.settings import ServiceSettings, parse_gpus
 
 logger = logging.getLogger(__name__)
@@ -80,12 +82,22 @@ class ServeSettings:
         doc="GPU indices (repeat or comma-separate); workers are spread over them. "
         "Default: the CPU.",
     )
+    connect: tuple[str, ...] = setting(
+        (),
+        metavar="ENDPOINT",
+        repeat=True,
+        doc="Another broker the workers also serve, e.g. the one on a second host "
+        "(repeat or comma-separate).",
+    )
     worker: ServiceSettings = field(default_factory=ServiceSettings)
     """What every worker serves (its ``gpu`` is set per worker from ``gpus``)."""
 
     def __post_init__(self) -> None:
+        check_bind_endpoint(self.bind)
         if self.workers is not None:
             object.__setattr__(self, "workers", as_int(self.workers, "workers", 1))
+        if self.connect:
+            object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
         object.__setattr__(self, "gpus", tuple(as_int(g, "gpus", 0) for g in self.gpus))
         if self.worker.require_gpu and not self.gpus:
             raise InputError("require_gpu needs GPU indices (--gpu 0,1)", "require_gpu")
@@ -125,6 +137,7 @@ class Supervisor:
             gpu = gpus[i % len(gpus)] if gpus else None
             config = replace(settings.worker, gpu=gpu).to_json()
             args = [*flags, "worker", "--connect", self.connect, "--config", config]
+            args += [a for other in settings.connect for a in ("--connect", other)]
             name = f"worker-{i + 1}" + (f" (gpu {gpu})" if gpu is not None else "")
             self.children.append(Child(name, args))
 

@@ -1,0 +1,70 @@
+"""What the broker says about itself: the `ping` and `status` management answers.
+
+Read-only views of a `BrokerCore`, kept apart from the routing logic in `broker._core`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from zmq_ik._version import __version__
+from zmq_ik.protocol import PROTOCOL
+
+if TYPE_CHECKING:
+    from zmq_ik.broker._core import BrokerCore
+
+LISTED = 256
+"""Most robots and queues a `status` reply names (the rest are counted as omitted)."""
+
+
+def alive_info(core: BrokerCore, now: float) -> dict[str, Any]:
+    """The clients' probe answer (`protocol.ALIVE`), as small as an answer can be: workers
+    (0 while stopping: clients then prefer another broker) and this process's `boot` id."""
+    return {"workers": 0 if core.stopping else len(core.workers), "boot": core.boot}
+
+
+def ping_info(core: BrokerCore, now: float) -> dict[str, Any]:
+    """Version, uptime and the registered workers, always within one header: every worker's
+    entry is bounded (READY limits) and the list is cut at half the header limit
+    (``workers_total`` counts them all)."""
+    budget = core.settings.limits.max_header_bytes // 2
+    listed = []
+    for w in core.workers.values():
+        budget -= w.listing_bytes
+        if budget < 0:
+            break
+        listed.append(w.describe(now))
+    return {
+        "version": __version__,
+        "protocol": PROTOCOL.decode(),
+        "uptime_s": round(now - core.started, 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "workers": listed,
+        "workers_total": len(core.workers),
+        "workers_omitted": len(core.workers) - len(listed),
+    }
+
+
+def status(core: BrokerCore, now: float) -> dict[str, Any]:
+    """`ping_info` plus queues (the `LISTED` longest), in-flight jobs and counters."""
+    info = ping_info(core, now)
+    queues = core.queues
+    if len(queues) > LISTED:  # the longest queues; the count of the others
+        queues = dict(sorted(queues.items(), key=lambda kv: -len(kv[1]))[:LISTED])
+    robots = {r for w in core.workers.values() for r in w.robots}
+    info.update(
+        queues={robot: len(q) for robot, q in queues.items()},
+        queues_omitted=len(core.queues) - len(queues),
+        in_flight=core.in_flight(),
+        open_jobs=len(core.jobs),
+        queued_bytes=core.queued_bytes,
+        counters=dict(core.counters),
+        errors=dict(core.errors_sent),
+        rejects=dict(core.rejects),
+        robots=sorted(robots)[:LISTED],
+        robots_omitted=max(0, len(robots) - LISTED),
+    )
+    return info
