@@ -19,21 +19,20 @@ import zmq
 import zmq.asyncio
 
 from zmq_ik import ops
-from zmq_ik.client._client import open_dealers
-from zmq_ik.client._core import (
-    DEFAULT_MAX_IN_FLIGHT,
-    Assembly,
-    Call,
-    ClientCore,
-    Event,
-    Exchange,
-    Progress,
-    StrokeJob,
+from zmq_ik.client._checks import (
     check_endpoints,
     check_retries,
     check_timeout,
     default_endpoint,
-    settle,
+)
+from zmq_ik.client._client import open_dealers
+from zmq_ik.client._core import Call, ClientCore, Event, settle
+from zmq_ik.client._exchange import (
+    DEFAULT_MAX_IN_FLIGHT,
+    Assembly,
+    Exchange,
+    Progress,
+    StrokeJob,
 )
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
@@ -312,7 +311,23 @@ class AsyncIKClient:
         ik: IKSettings | None = None,
         timeout: float | None = None,
     ) -> IKSolution:
-        """As `IKClient.solve`."""
+        """As `IKClient.solve`: joint angles that put ``robot``'s end effectors at the targets.
+
+        - ``target_wxyz``: (N, n_ee, 4) or (n_ee, 4) quaternions, w-x-y-z, world frame.
+        - ``target_pos``: (N, n_ee, 3) or (n_ee, 3) positions in metres, world frame.
+        - ``rest``: (n_joints,) or (N, n_joints) rest pose; None: the robot's default rest
+          pose (what `describe` reports; joint order is ``describe()["joint_names"]``).
+        - ``ee_links``: end-effector links, one per target; None: the worker's defaults.
+        - ``ik``: `IKSettings`; None: tatbot's defaults.
+        - ``timeout``: seconds per attempt (None: the client's), retried ``retries`` times
+          with the same request id.
+
+        Returns an `IKSolution`: ``joints`` (N, n_joints) float32, ``pos_err`` (metres) and
+        ``ori_err`` (radians) per pose; compare them with `zmq_ik.model.POS_TOL` /
+        `zmq_ik.model.ORI_TOL` before commanding a robot. Raises `InputError` (bad input,
+        before anything is sent), `IKTimeout` (no answer) or `RemoteError` (the broker's or
+        worker's error, with ``.code``).
+        """
         header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
         payload = await self.request(robot, ops.SOLVE, header, arrays, timeout=timeout)
         return ops.read_solve_reply(payload.arrays)

@@ -1,7 +1,8 @@
 """IKClient: the robot side. A DEALER socket, many requests in flight, retries by request id.
 
-A thin blocking loop over `ClientCore` (client/_core.py), which holds every protocol rule;
-`AsyncIKClient` is the same over asyncio, with the same methods.
+A thin blocking loop over `ClientCore` (client/_core.py) and its batches and stroke jobs
+(client/_exchange.py), which hold every protocol rule; `AsyncIKClient` is the same over
+asyncio, with the same methods.
 
 Thread safety: an `IKClient` (like a ZeroMQ socket) belongs to one thread. Use one client per
 thread, or `AsyncIKClient` for many concurrent calls in one asyncio loop. Within its thread,
@@ -21,21 +22,20 @@ import numpy as np
 import zmq
 
 from zmq_ik import ops
-from zmq_ik.client._core import (
-    DEFAULT_MAX_IN_FLIGHT,
-    Assembly,
-    Call,
-    ClientCore,
-    Event,
-    Exchange,
-    Progress,
-    StrokeJob,
+from zmq_ik.client._checks import (
     check_endpoint,
     check_endpoints,
     check_retries,
     check_timeout,
     default_endpoint,
-    settle,
+)
+from zmq_ik.client._core import Call, ClientCore, Event, settle
+from zmq_ik.client._exchange import (
+    DEFAULT_MAX_IN_FLIGHT,
+    Assembly,
+    Exchange,
+    Progress,
+    StrokeJob,
 )
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
@@ -300,7 +300,23 @@ class IKClient:
         ik: IKSettings | None = None,
         timeout: float | None = None,
     ) -> IKSolution:
-        """Solve IK for (N, n_ee) target poses (or one (n_ee, ·) pose) on ``robot``."""
+        """Joint angles that put ``robot``'s end effectors at the target poses.
+
+        - ``target_wxyz``: (N, n_ee, 4) or (n_ee, 4) quaternions, w-x-y-z, world frame.
+        - ``target_pos``: (N, n_ee, 3) or (n_ee, 3) positions in metres, world frame.
+        - ``rest``: (n_joints,) or (N, n_joints) rest pose; None: the robot's default rest
+          pose (what `describe` reports; joint order is ``describe()["joint_names"]``).
+        - ``ee_links``: end-effector links, one per target; None: the worker's defaults.
+        - ``ik``: `IKSettings`; None: tatbot's defaults.
+        - ``timeout``: seconds per attempt (None: the client's), retried ``retries`` times
+          with the same request id.
+
+        Returns an `IKSolution`: ``joints`` (N, n_joints) float32, ``pos_err`` (metres) and
+        ``ori_err`` (radians) per pose; compare them with `zmq_ik.model.POS_TOL` /
+        `zmq_ik.model.ORI_TOL` before commanding a robot. Raises `InputError` (bad input,
+        before anything is sent), `IKTimeout` (no answer) or `RemoteError` (the broker's or
+        worker's error, with ``.code``).
+        """
         header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
         return ops.read_solve_reply(
             self.request(robot, ops.SOLVE, header, arrays, timeout=timeout).arrays
