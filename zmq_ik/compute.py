@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -437,3 +438,27 @@ def summary_table(summary: dict[str, Any]) -> str:
     if summary.get("precise") is False:
         text += "\n" + textwrap.fill(f"note: {REST_PULL_NOTE}", 100, subsequent_indent="      ")
     return text
+
+
+def run_reported(
+    where: AbstractContextManager[str],
+    settings: ComputeSettings,
+    *inputs: Any,
+    as_json: bool,
+    echo: Callable[[str], Any],
+    **kw: Any,
+) -> None:
+    """`zmq-ik compute` / `demo` once its settings and outputs are checked: `run` with a
+    progress bar at the endpoint ``where`` (a context: a running broker's, or a local
+    cluster's) gives, ``echo`` of the summary (JSON with ``as_json``, and with
+    ``settings.stream`` a JSON line per slice first); ``strict``: `check_strict`."""
+
+    def slice_line(entry: dict[str, Any]) -> None:  # --json --stream: one line per slice
+        echo(json.dumps({"slice": entry}))
+
+    on_slice = slice_line if as_json and settings.stream else None
+    with where as endpoint:
+        summary = run(endpoint, settings, *inputs, progress=ProgressBar(), on_slice=on_slice, **kw)
+    echo(json.dumps(summary, default=float) if as_json else summary_table(summary))
+    if settings.strict:
+        check_strict(summary)  # IKError: exit 1
