@@ -298,10 +298,7 @@ class Worker:
         elif isinstance(msg, Reply) and msg.command is Command.ERROR:
             # The broker refused something we sent (e.g. READY): say so, or the worker would
             # just reconnect and re-register forever without a word.
-            try:
-                code, message, _ = decode_error(msg.payload)
-            except ProtocolError:
-                code, message = "?", "(unreadable error)"
+            code, message, _ = decode_error(msg.payload)  # never raises: bad ones say so
             logger.error(
                 "broker %s refused a message from this worker: [%s] %s",
                 link.endpoint,
