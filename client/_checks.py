@@ -97,6 +97,20 @@ def check_retries(value: object) -> int:
     return int(value)
 
 
+def check_client(
+    endpoint: object, timeout: object, retries: object
+) -> tuple[tuple[str, ...], float, int]:
+    """A client's ``endpoint`` (None: `default_endpoint`), ``timeout`` and ``retries``,
+    checked: what `IKClient` and `AsyncIKClient` both take."""
+    endpoints = check_endpoints(default_endpoint() if endpoint is None else endpoint)
+    return endpoints, check_timeout(timeout), check_retries(retries)
+
+
+def call_timeout(timeout: object, default: float) -> float:
+    """One call's ``timeout``: the client's ``default`` when None, else checked."""
+    return default if timeout is None else check_timeout(timeout)
+
+
 def check_count(value: object, name: str) -> int:
     """A positive count (``max_in_flight``, ``chunk_pairs``): an integer >= 1, not a bool.
     ``max_in_flight=0`` used to hang a batch forever, and ``chunk_pairs=0`` was taken as 1."""
@@ -134,6 +148,8 @@ __all__ = [
     "MAX_TIMEOUT",
     "MIN_TIMEOUT",
     "TRANSPORTS",
+    "call_timeout",
+    "check_client",
     "check_count",
     "check_endpoint",
     "check_endpoints",

@@ -5,16 +5,20 @@ chunks (`plan_chunks`) and reads their answers; `Assembly` joins a stream's slic
 
 from __future__ import annotations
 
+import inspect
+import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
 
 from zmq_ik import ops
 from zmq_ik.client._checks import check_count, check_timeout
 from zmq_ik.client._core import FAILED, PARTIAL, Call, ClientCore, Event
 from zmq_ik.errors import InputError, ProtocolError
-from zmq_ik.model import PackedStrokes, Scene, StrokeBatch, StrokeList
-from zmq_ik.protocol import Payload
+from zmq_ik.model import IKSettings, IKSolution, PackedStrokes, Scene, StrokeBatch, StrokeList
+from zmq_ik.protocol import BROKER_SERVICE, Payload
 
 DEFAULT_MAX_IN_FLIGHT = 8
 """Requests (chunks) a batch or stream holds at once by default."""
@@ -23,6 +27,67 @@ DEFAULT_CHUNK_PAIRS = 64
 stays busy and per-message costs vanish, small enough to spread over workers."""
 Progress = Callable[[int, int], None]
 """Called with (poses done, poses total) as a job's chunks come back."""
+
+
+# --------------------------------------------------------------------------- calls
+# What `IKClient` and `AsyncIKClient` send and read for each method: pure functions, so that
+# each client's method is only its I/O (``request``, awaited or not).
+
+Request = tuple[str, str, Mapping[str, Any], Mapping[str, np.ndarray]]
+"""A call's ``request`` arguments: service, operation, header, arrays."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def doc_from(source: Callable[..., Any], note: str = "") -> Callable[[F], F]:
+    """Give the decorated method ``source``'s docstring (after ``note``, when given): the
+    async client's methods document themselves as the sync ones do."""
+
+    def copy(target: F) -> F:
+        doc = inspect.cleandoc(source.__doc__ or "")
+        target.__doc__ = f"{note}\n\n{doc}" if note else doc
+        return target
+
+    return copy
+
+
+def solve_call(
+    robot: str,
+    target_wxyz: Any,
+    target_pos: Any,
+    rest: Any,
+    ee_links: Sequence[str] | None,
+    ik: IKSettings | None,
+) -> Request:
+    """`solve`'s request (its inputs checked here, before anything is sent)."""
+    header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
+    return robot, ops.SOLVE, header, arrays
+
+
+def read_solve(payload: Payload) -> IKSolution:
+    return ops.read_solve_reply(payload.arrays)
+
+
+def describe_call(robot: str, ee_links: Sequence[str] | None) -> Request:
+    return robot, ops.DESCRIBE, ops.describe_request(ee_links), {}
+
+
+def read_describe(payload: Payload) -> dict[str, Any]:
+    return ops.read_describe_reply(payload.header, payload.arrays)
+
+
+PING: Request = (BROKER_SERVICE, "ping", {}, {})
+STATUS: Request = (BROKER_SERVICE, "status", {}, {})
+
+
+def read_ping(payload: Payload, t0: float) -> dict[str, Any]:
+    """The broker's ping answer plus ``rtt_ms``, the round trip since ``t0``
+    (`time.perf_counter`)."""
+    return {**payload.header, "rtt_ms": (time.perf_counter() - t0) * 1000}
+
+
+def read_status(payload: Payload) -> dict[str, Any]:
+    return dict(payload.header)
 
 
 # --------------------------------------------------------------------------- batches
@@ -313,9 +378,19 @@ class Assembly:
 __all__ = [
     "DEFAULT_CHUNK_PAIRS",
     "DEFAULT_MAX_IN_FLIGHT",
+    "PING",
+    "STATUS",
     "Assembly",
     "Exchange",
     "Progress",
+    "Request",
     "StrokeJob",
+    "describe_call",
+    "doc_from",
     "plan_chunks",
+    "read_describe",
+    "read_ping",
+    "read_solve",
+    "read_status",
+    "solve_call",
 ]
