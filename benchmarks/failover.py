@@ -30,12 +30,11 @@ import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import zmq
 
+from benchmarks._clients import EchoLoad, Tally
 from benchmarks._procs import JAX_CACHE, Procs, free_endpoint
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError
@@ -44,73 +43,11 @@ TIMEOUT = 3.0
 RETRIES = 2
 
 
-@dataclass
-class Tally:
-    """What the load threads saw."""
-
-    spans: list[tuple[float, float]] = field(default_factory=list)
-    """(sent, answered) of every answered request, monotonic seconds."""
-    errors: list[str] = field(default_factory=list)
-    wrong: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def latencies_ms(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
-        return [(b - a) * 1000 for a, b in self.spans if start <= a and b <= end]
-
-
-class Load:
-    """``clients`` threads, each an `IKClient` given ``endpoints``, requests back to back;
-    ``spread``: client c lists them starting at the c-th (its home), so half the clients of
-    two brokers use each; else every client lists them in the same order (one home)."""
+class Load(EchoLoad):
+    """`EchoLoad` with this benchmark's timeout and retries."""
 
     def __init__(self, endpoints: list[str], clients: int, spread: bool = True) -> None:
-        self.endpoints = endpoints
-        self.spread = spread
-        self.tally = Tally()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(c,)) for c in range(clients)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-
-    def _run(self, c: int) -> None:
-        ctx = zmq.Context()
-        tally = self.tally
-        try:
-            eps = self.endpoints
-            if self.spread:
-                eps = eps[c % len(eps) :] + eps[: c % len(eps)]
-            where = eps[0] if len(eps) == 1 else eps
-            with IKClient(where, timeout=TIMEOUT, retries=RETRIES, context=ctx) as client:
-                i = 0
-                while not self._stop.is_set():
-                    i += 1
-                    x = np.full(16, c * 1_000_000 + i, np.float64)
-                    t0 = time.monotonic()
-                    try:
-                        payload = client.request("echo", "echo", {"c": c, "i": i}, {"x": x})
-                    except IKError as e:
-                        with tally.lock:
-                            tally.errors.append(f"client {c} request {i}: {e!r}")
-                        continue
-                    t1 = time.monotonic()
-                    good = (
-                        payload.header.get("c") == c
-                        and payload.header.get("i") == i
-                        and np.array_equal(payload.arrays.get("x"), x)
-                    )
-                    with tally.lock:
-                        tally.spans.append((t0, t1))
-                        tally.wrong += not good
-        finally:
-            ctx.destroy(linger=0)
+        super().__init__(endpoints, clients, spread=spread, timeout=TIMEOUT, retries=RETRIES)
 
 
 def start(procs: Procs, brokers: int, workers: int = 2, worker: str = "--echo") -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from benchmarks._clients import CountingClient
 from benchmarks._procs import Procs, free_endpoint
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, ProtocolError, RemoteError
@@ -55,32 +56,6 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-class CountingClient(IKClient):
-    """Counts every FINAL/ERROR reaching the socket per request id (duplicates included)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.answers: Counter[bytes] = Counter()
-
-    def _count(self, frames: list[Any]) -> None:
-        try:
-            msg = parse_message(frames)
-        except ProtocolError:
-            return
-        if isinstance(msg, Reply) and msg.command is not Command.PARTIAL:
-            self.answers[msg.request_id] += 1
-
-    def _on_reply(self, frames, pending, timeout):  # type: ignore[no-untyped-def]
-        self._count(frames)
-        return super()._on_reply(frames, pending, timeout)
-
-    def drain(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self.socket.poll(int(left * 1000) + 1):
-                self._count(self.socket.recv_multipart())
 
 
 def _status(endpoint: str) -> dict[str, Any]:

@@ -18,26 +18,20 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from zmq_ik import ops
-from zmq_ik.client._client import open_dealers
-from zmq_ik.client._core import (
+from zmq_ik.client import _exchange as calls
+from zmq_ik.client._checks import call_timeout, check_client
+from zmq_ik.client._client import IKClient, open_dealers
+from zmq_ik.client._core import Call, ClientCore, Event, settle
+from zmq_ik.client._exchange import (
     DEFAULT_MAX_IN_FLIGHT,
     Assembly,
-    Call,
-    ClientCore,
-    Event,
     Exchange,
     Progress,
     StrokeJob,
-    check_endpoints,
-    check_retries,
-    check_timeout,
-    default_endpoint,
-    settle,
 )
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
-from zmq_ik.protocol import BROKER_SERVICE, Payload
+from zmq_ik.protocol import Payload
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +141,8 @@ class AsyncIKClient:
         context: zmq.asyncio.Context | None = None,
         curve: Any = None,
     ) -> None:
-        self.endpoints = check_endpoints(default_endpoint() if endpoint is None else endpoint)
+        self.endpoints, self.timeout, self.retries = check_client(endpoint, timeout, retries)
         self.endpoint = ",".join(self.endpoints)
-        self.timeout = check_timeout(timeout)
-        self.retries = check_retries(retries)
         self.context = context or zmq.asyncio.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
         self.sockets: list[zmq.asyncio.Socket] = open_dealers(self.context, self.endpoints, curve)  # type: ignore[assignment]
@@ -265,10 +257,7 @@ class AsyncIKClient:
     ) -> AsyncIterator[tuple[int, Payload]]:
         """As `IKClient.exchange`: ``async for index, payload in client.exchange(calls)``."""
         ex = _Inbox(
-            self._core,
-            calls,
-            timeout=self.timeout if timeout is None else timeout,
-            window=max_in_flight,
+            self._core, calls, timeout=call_timeout(timeout, self.timeout), window=max_in_flight
         )
         return self._answers(ex)
 
@@ -284,7 +273,7 @@ class AsyncIKClient:
     ) -> Payload:
         """One request, one answer; concurrent calls share the socket."""
         call = Call(service, operation, header or {}, arrays or {}, on_partial)
-        seconds = self.timeout if timeout is None else check_timeout(timeout)
+        seconds = call_timeout(timeout, self.timeout)
         inbox = _Events()
         core = self._core
         rid = core.submit(call, seconds, time.monotonic(), inbox.append)
@@ -301,6 +290,7 @@ class AsyncIKClient:
 
     # ------------------------------------------------------------------ IK calls
 
+    @calls.doc_from(IKClient.solve, "As `IKClient.solve`, awaited.")
     async def solve(
         self,
         robot: str,
@@ -312,10 +302,8 @@ class AsyncIKClient:
         ik: IKSettings | None = None,
         timeout: float | None = None,
     ) -> IKSolution:
-        """As `IKClient.solve`."""
-        header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
-        payload = await self.request(robot, ops.SOLVE, header, arrays, timeout=timeout)
-        return ops.read_solve_reply(payload.arrays)
+        call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
+        return calls.read_solve(await self.request(*call, timeout=timeout))
 
     def stream(
         self,
@@ -334,13 +322,8 @@ class AsyncIKClient:
     def _stream(
         self, job: StrokeJob, max_in_flight: int, timeout: float | None
     ) -> AsyncIterator[tuple[int, StrokeBatch]]:
-        ex = _Inbox(
-            self._core,
-            job.calls(),
-            timeout=self.timeout if timeout is None else timeout,
-            window=max_in_flight,
-            ordered=True,
-        )
+        timeout = call_timeout(timeout, self.timeout)
+        ex = _Inbox(self._core, job.calls(), timeout=timeout, window=max_in_flight, ordered=True)
         self._start()
         return _Answers(self, ex, job.part)
 
@@ -361,6 +344,7 @@ class AsyncIKClient:
             joined.add(part)
         return joined.result()
 
+    @calls.doc_from(IKClient.describe, "As `IKClient.describe`, awaited.")
     async def describe(
         self,
         robot: str,
@@ -368,19 +352,17 @@ class AsyncIKClient:
         *,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """As `IKClient.describe`."""
-        header = ops.describe_request(ee_links)
-        payload = await self.request(robot, ops.DESCRIBE, header, timeout=timeout)
-        return ops.read_describe_reply(payload.header, payload.arrays)
+        return calls.read_describe(
+            await self.request(*calls.describe_call(robot, ee_links), timeout=timeout)
+        )
 
     # ------------------------------------------------------------------ management
 
+    @calls.doc_from(IKClient.ping, "As `IKClient.ping`, awaited.")
     async def ping(self, timeout: float | None = None) -> dict[str, Any]:
-        """As `IKClient.ping`."""
         t0 = time.perf_counter()
-        payload = await self.request(BROKER_SERVICE, "ping", timeout=timeout)
-        return {**payload.header, "rtt_ms": (time.perf_counter() - t0) * 1000}
+        return calls.read_ping(await self.request(*calls.PING, timeout=timeout), t0)
 
+    @calls.doc_from(IKClient.status, "As `IKClient.status`, awaited.")
     async def status(self, timeout: float | None = None) -> dict[str, Any]:
-        """As `IKClient.status`."""
-        return dict((await self.request(BROKER_SERVICE, "status", timeout=timeout)).header)
+        return calls.read_status(await self.request(*calls.STATUS, timeout=timeout))

@@ -1,7 +1,8 @@
 """IKClient: the robot side. A DEALER socket, many requests in flight, retries by request id.
 
-A thin blocking loop over `ClientCore` (client/_core.py), which holds every protocol rule;
-`AsyncIKClient` is the same over asyncio, with the same methods.
+A thin blocking loop over `ClientCore` (client/_core.py) and its batches and stroke jobs
+(client/_exchange.py), which hold every protocol rule; `AsyncIKClient` is the same over
+asyncio, with the same methods.
 
 Thread safety: an `IKClient` (like a ZeroMQ socket) belongs to one thread. Use one client per
 thread, or `AsyncIKClient` for many concurrent calls in one asyncio loop. Within its thread,
@@ -20,27 +21,19 @@ from typing import Any
 import numpy as np
 import zmq
 
-from zmq_ik import ops
-from zmq_ik.client._core import (
+from zmq_ik.client import _exchange as calls
+from zmq_ik.client._checks import call_timeout, check_client, check_endpoint
+from zmq_ik.client._core import Call, ClientCore, Event, settle
+from zmq_ik.client._exchange import (
     DEFAULT_MAX_IN_FLIGHT,
     Assembly,
-    Call,
-    ClientCore,
-    Event,
     Exchange,
     Progress,
     StrokeJob,
-    check_endpoint,
-    check_endpoints,
-    check_retries,
-    check_timeout,
-    default_endpoint,
-    settle,
 )
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
-    BROKER_SERVICE,
     LIMITS,
     Payload,
     new_routing_id,
@@ -118,10 +111,8 @@ class IKClient:
         context: zmq.Context[Any] | None = None,
         curve: Any = None,
     ) -> None:
-        self.endpoints = check_endpoints(default_endpoint() if endpoint is None else endpoint)
+        self.endpoints, self.timeout, self.retries = check_client(endpoint, timeout, retries)
         self.endpoint = ",".join(self.endpoints)
-        self.timeout = check_timeout(timeout)
-        self.retries = check_retries(retries)
         self.context = context or zmq.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
         self.sockets = open_dealers(self.context, self.endpoints, curve)
@@ -253,10 +244,7 @@ class IKClient:
         """Send calls with up to ``max_in_flight`` outstanding; yield (index, payload) as
         FINAL replies arrive (any order). Raises the call's error on an ERROR reply."""
         ex = Exchange(
-            self._core,
-            calls,
-            timeout=self.timeout if timeout is None else timeout,
-            window=max_in_flight,
+            self._core, calls, timeout=call_timeout(timeout, self.timeout), window=max_in_flight
         )
         return self._run(ex)
 
@@ -273,7 +261,7 @@ class IKClient:
         """One request, one answer: the reply's header and arrays. ``on_partial`` is called
         with each PARTIAL reply (progress, streamed pieces) before the answer."""
         call = Call(service, operation, header or {}, arrays or {}, on_partial)
-        seconds = self.timeout if timeout is None else check_timeout(timeout)
+        seconds = call_timeout(timeout, self.timeout)
         events: deque[Event] = deque()
         core = self._core
         rid = core.submit(call, seconds, time.monotonic(), events.append)
@@ -300,11 +288,25 @@ class IKClient:
         ik: IKSettings | None = None,
         timeout: float | None = None,
     ) -> IKSolution:
-        """Solve IK for (N, n_ee) target poses (or one (n_ee, ·) pose) on ``robot``."""
-        header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
-        return ops.read_solve_reply(
-            self.request(robot, ops.SOLVE, header, arrays, timeout=timeout).arrays
-        )
+        """Joint angles that put ``robot``'s end effectors at the target poses.
+
+        - ``target_wxyz``: (N, n_ee, 4) or (n_ee, 4) quaternions, w-x-y-z, world frame.
+        - ``target_pos``: (N, n_ee, 3) or (n_ee, 3) positions in metres, world frame.
+        - ``rest``: (n_joints,) or (N, n_joints) rest pose; None: the robot's default rest
+          pose (what `describe` reports; joint order is ``describe()["joint_names"]``).
+        - ``ee_links``: end-effector links, one per target; None: the worker's defaults.
+        - ``ik``: `IKSettings`; None: tatbot's defaults.
+        - ``timeout``: seconds per attempt (None: the client's), retried ``retries`` times
+          with the same request id.
+
+        Returns an `IKSolution`: ``joints`` (N, n_joints) float32, ``pos_err`` (metres) and
+        ``ori_err`` (radians) per pose; compare them with `zmq_ik.model.POS_TOL` /
+        `zmq_ik.model.ORI_TOL` before commanding a robot. Raises `InputError` (bad input,
+        before anything is sent), `IKTimeout` (no answer) or `RemoteError` (the broker's or
+        worker's error, with ``.code``).
+        """
+        call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
+        return calls.read_solve(self.request(*call, timeout=timeout))
 
     def stream(
         self,
@@ -338,13 +340,8 @@ class IKClient:
     def _stream(
         self, job: StrokeJob, max_in_flight: int, timeout: float | None
     ) -> Iterator[tuple[int, StrokeBatch]]:
-        ex = Exchange(
-            self._core,
-            job.calls(),
-            timeout=self.timeout if timeout is None else timeout,
-            window=max_in_flight,
-            ordered=True,
-        )
+        timeout = call_timeout(timeout, self.timeout)
+        ex = Exchange(self._core, job.calls(), timeout=timeout, window=max_in_flight, ordered=True)
         return (job.part(index, payload) for index, payload in self._run(ex))
 
     def compute(
@@ -379,22 +376,20 @@ class IKClient:
         """What a worker solves for ``robot``: ``ee_links`` (the defaults when None), and per
         joint in the order of ``rest`` / ``joints``: ``joint_names``, ``lower``, ``upper``,
         ``limited`` and the default ``rest``."""
-        payload = self.request(robot, ops.DESCRIBE, ops.describe_request(ee_links), timeout=timeout)
-        return ops.read_describe_reply(payload.header, payload.arrays)
+        return calls.read_describe(
+            self.request(*calls.describe_call(robot, ee_links), timeout=timeout)
+        )
 
     # ------------------------------------------------------------------ management
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
         """Round trip to the broker: ``rtt_ms``, broker ``version`` and live ``workers``."""
         t0 = time.perf_counter()
-        payload = self.request(BROKER_SERVICE, "ping", timeout=timeout)
-        info = dict(payload.header)
-        info["rtt_ms"] = (time.perf_counter() - t0) * 1000
-        return info
+        return calls.read_ping(self.request(*calls.PING, timeout=timeout), t0)
 
     def status(self, timeout: float | None = None) -> dict[str, Any]:
         """The broker's full status: workers, queues, in-flight jobs, counters."""
-        return dict(self.request(BROKER_SERVICE, "status", timeout=timeout).header)
+        return calls.read_status(self.request(*calls.STATUS, timeout=timeout))
 
 
 __all__ = ["IKClient", "open_dealer"]

@@ -1,12 +1,12 @@
-"""The client's protocol logic without sockets: ids, deadlines, retries, reply matching, chunks.
+"""The client's protocol logic without sockets: ids, deadlines, retries, reply matching.
 
 `ClientCore` is a state machine in the spirit of `broker._core.BrokerCore`: requests go in
 with `submit`, received messages with `handle`, the clock with `tick`; what it wants sent
 lands in `outbox` as ``(connection, frames)``, and what happened to each request goes to the
 ``sink`` given with it. It never blocks, never reads a clock and never touches a socket, so
-tests drive it with any ``now``. `Exchange` schedules a batch of calls over it (a window of
-calls held at once, answers as they come or in order); `StrokeJob` plans a stroke job's
-chunks. `IKClient` (blocking) and `AsyncIKClient` (asyncio) are thin loops over these.
+tests drive it with any ``now``. `client._exchange` schedules batches and stroke jobs over
+it, `client._checks` checks arguments and frames requests. `IKClient` (blocking) and
+`AsyncIKClient` (asyncio) are thin loops over these.
 
 Connections: a client may be given several brokers (no single point of failure, #15);
 every request is sent on a connection (an index into `ClientCore.connections`, one per
@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
-import numbers
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from zmq_ik import ops
+from zmq_ik.client._checks import check_retries, request_message
 from zmq_ik.client._failover import Brokers, is_probe
 from zmq_ik.errors import (
     ErrorCode,
@@ -39,141 +37,20 @@ from zmq_ik.errors import (
     ProtocolError,
     remote_error,
 )
-from zmq_ik.model import PackedStrokes, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
-    DEFAULT_ENDPOINT,
-    ENDPOINT_ENV,
-    MAX_TIMEOUT_MS,
     Command,
     Payload,
     Reply,
-    check_size,
     decode_error,
     decode_payload,
-    encode_payload,
     frames_nbytes,
     parse_message,
-    request_frames,
-    split_endpoints,
 )
 
 logger = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------- settings
-
-"""Environment variable naming the broker endpoint of clients built without one."""
-TRANSPORTS = frozenset({"tcp", "ipc", "inproc", "pgm", "epgm", "vmci", "ws", "wss"})
-"""ZeroMQ transports an endpoint may name (``tcp://host:port`` for a remote broker)."""
-
-MIN_TIMEOUT = 0.001
-"""Shortest request timeout (s): deadlines travel in whole milliseconds."""
-MAX_TIMEOUT = MAX_TIMEOUT_MS / 1000
-"""Longest request timeout (s), about 49.7 days: the most a deadline frame can carry."""
-DEFAULT_MAX_IN_FLIGHT = 8
-"""Requests (chunks) a batch or stream holds at once by default."""
-DEFAULT_CHUNK_PAIRS = 64
-"""Largest automatic chunk of a stroke job, in stroke pairs: big enough that every worker
-stays busy and per-message costs vanish, small enough to spread over workers."""
-
 RETRYABLE = frozenset({ErrorCode.WORKER_LOST.value, ErrorCode.SHUTTING_DOWN.value})
 """Error codes after which the same request is worth sending again (same id)."""
-
-
-def default_endpoint() -> str:
-    """``$ZMQ_IK_ENDPOINT`` if set and not empty (read now, not at import), else the default."""
-    return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
-
-
-def check_endpoint(value: object) -> str:
-    """A ZeroMQ endpoint with its transport (``tcp://host:port``): ``gpu-host:5555`` used to
-    fail deep in libzmq with a bare 'Invalid argument'; it is refused here, saying what to write."""
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(
-            f"endpoint must be a string like tcp://host:port, got {value!r:.60}", "endpoint"
-        )
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        raise InputError(
-            f"endpoint {value!r:.80} names no transport: use tcp://host:port "
-            f"(e.g. tcp://{value:.60})",
-            "endpoint",
-        )
-    if scheme not in TRANSPORTS or not rest:
-        raise InputError(
-            f"endpoint {value!r:.80} is not a ZeroMQ endpoint: use tcp://host:port", "endpoint"
-        )
-    return value
-
-
-def check_timeout(value: object, name: str = "timeout") -> float:
-    """A request timeout in seconds, refused at once unless finite and in [MIN_TIMEOUT,
-    MAX_TIMEOUT]: past the wire's range it overflowed deep in the send path, and a negative
-    one was 'sent' `retries + 1` times, each attempt timing out at once."""
-    if type(value) is float or type(value) is int:  # the usual case, without ABC checks
-        seconds = float(value)
-    else:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        seconds = float(value) if ok else math.nan  # type: ignore[arg-type]
-    if not MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:  # NaN fails this too
-        raise InputError(
-            f"{name} must be a finite number of seconds from {MIN_TIMEOUT:g} to "
-            f"{MAX_TIMEOUT:.3f}, got {value!r:.40}",
-            name,
-        )
-    return seconds
-
-
-def check_endpoints(value: object) -> tuple[str, ...]:
-    """One broker endpoint or several: a sequence, or one string with commas (as
-    ``ZMQ_IK_ENDPOINT`` may hold), each checked by `check_endpoint`."""
-    if not isinstance(value, str) and not (
-        isinstance(value, Sequence) and all(isinstance(v, str) for v in value)
-    ):
-        raise InputError(
-            f"endpoint must be a string like tcp://host:port or a list of them, got {value!r:.60}",
-            "endpoint",
-        )
-    return tuple(check_endpoint(e) for e in split_endpoints(value))
-
-
-def check_retries(value: object) -> int:
-    """The number of re-sends after the first attempt: an integer >= 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise InputError(f"retries must be an integer >= 0, got {value!r:.40}", "retries")
-    return int(value)
-
-
-def check_count(value: object, name: str) -> int:
-    """A positive count (``max_in_flight``, ``chunk_pairs``): an integer >= 1, not a bool.
-    ``max_in_flight=0`` used to hang a batch forever, and ``chunk_pairs=0`` was taken as 1."""
-    if type(value) is int and value >= 1:  # the usual case, without ABC checks
-        return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {value!r:.40}", name)
-    return int(value)
-
-
-def request_message(
-    request_id: bytes,
-    service: str,
-    operation: str,
-    timeout: float,
-    header: Mapping[str, Any] | None,
-    arrays: Mapping[str, Any] | None,
-) -> list[Any]:
-    """The REQUEST frames of one call, refused before any send when over a protocol limit
-    (message size, array count, header size) with the error the broker's refusal raises:
-    `RemoteError` ``too_large``. Sent, a frame over the broker's MAXMSGSIZE only dropped the
-    connection, and the request was re-sent until it timed out."""
-    try:
-        payload = encode_payload(header, arrays)  # checks the header size and array count
-        frames = request_frames(request_id, service, operation, int(timeout * 1000), payload)
-        check_size(frames)
-    except ProtocolError as e:
-        if e.code is not ErrorCode.TOO_LARGE:
-            raise
-        raise remote_error(e.code.value, e.message, e.field) from e
-    return frames
 
 
 def answer_grace(timeout: float) -> float:
@@ -183,9 +60,6 @@ def answer_grace(timeout: float) -> float:
 
 
 # --------------------------------------------------------------------------- requests
-
-Progress = Callable[[int, int], None]
-"""Called with (poses done, poses total) as a job's chunks come back."""
 
 
 @dataclass
@@ -478,313 +352,16 @@ class ClientCore:
             self._finish(p, FAILED, error)
 
 
-# --------------------------------------------------------------------------- batches
-
-
-class Exchange:
-    """A batch of calls through a `ClientCore`, at most ``window`` held at once.
-
-    Held = sent and unanswered, plus answered but not yet taken: a slow taker holds at most
-    ``window`` answers in memory. ``ordered``: answers are taken in call order, and a failed
-    call raises when its turn comes (after every earlier answer was taken; no call after it
-    is sent). Unordered: answers are taken as they come and a failure raises at once.
-
-    The loop: ``fill(now)``, send the core's outbox, then `take` until it returns None,
-    then wait for a message or the core's timer; ``done`` when every call was taken.
-    ``abandon`` (in a ``finally``) forgets whatever is still held.
-    """
-
-    def __init__(
-        self,
-        core: ClientCore,
-        calls: Iterable[Call],
-        *,
-        timeout: float,
-        window: int = DEFAULT_MAX_IN_FLIGHT,
-        ordered: bool = False,
-    ) -> None:
-        self.core = core
-        self.timeout = check_timeout(timeout)
-        self.window = check_count(window, "max_in_flight")
-        self.ordered = ordered
-        self._calls = iter(calls)
-        self._exhausted = False
-        self._stopped = False  # a call failed (ordered): send no more
-        self._sent = 0
-        self._taken = 0
-        self._in_flight: dict[int, tuple[bytes, Call]] = {}
-        self._events: deque[Event] = deque()
-        self._done: dict[int, tuple[int, Any]] = {}  # ordered: answers waiting their turn
-
-    @property
-    def done(self) -> bool:
-        return self._exhausted and self._taken == self._sent
-
-    @property
-    def held(self) -> int:
-        """Calls sent and not yet taken (in flight or answered)."""
-        return self._sent - self._taken
-
-    def append(self, event: Event) -> None:
-        """The core's sink for this batch's calls."""
-        self._events.append(event)
-
-    def fill(self, now: float, sent: Callable[[], None] | None = None) -> None:
-        """Submit calls until ``window`` are held or none are left; ``sent()`` after each (a
-        loop sends the outbox there: the next call may take a while to build)."""
-        while not self._exhausted and not self._stopped and self._sent - self._taken < self.window:
-            index = self._sent
-            try:
-                call = next(self._calls)
-            except StopIteration:
-                self._exhausted = True
-                return
-            except Exception as e:
-                if not self.ordered:
-                    raise
-                self._fail_here(index, e)
-                return
-            try:
-                rid = self.core.submit(call, self.timeout, now, self.append, index)
-            except Exception as e:
-                if not self.ordered:
-                    raise
-                self._fail_here(index, e)
-                return
-            self._in_flight[index] = (rid, call)
-            self._sent += 1
-            if sent is not None:
-                sent()
-
-    def take(self) -> tuple[int, Payload] | None:
-        """The next answer ``(index, payload)`` (None: none ready); runs ``on_partial``
-        callbacks; raises a failed call's error."""
-        events = self._events
-        while events:
-            index, kind, value = events.popleft()
-            if kind == PARTIAL:
-                entry = self._in_flight.get(index)
-                if entry is not None and entry[1].on_partial is not None:
-                    entry[1].on_partial(value)
-                continue
-            self._in_flight.pop(index, None)
-            if self.ordered:
-                self._done[index] = (kind, value)
-                if kind == FAILED:
-                    self._stopped = True
-                continue
-            self._taken += 1
-            if kind == FAILED:
-                raise value
-            return index, value
-        if self.ordered:
-            result = self._done.pop(self._taken, None)
-            if result is not None:
-                index = self._taken
-                self._taken += 1
-                if result[0] == FAILED:
-                    raise result[1]
-                return index, result[1]
-        return None
-
-    def abandon(self) -> None:
-        """Forget every call still held (the taker left): no retries, late answers dropped."""
-        for rid, _ in self._in_flight.values():
-            self.core.forget(rid)
-        self._in_flight.clear()
-        self._events.clear()
-        self._done.clear()
-        self._exhausted = True
-        self._sent = self._taken
-
-    def _fail_here(self, index: int, error: Exception) -> None:
-        """Building or sending call ``index`` failed: it fails in its turn, nothing after it."""
-        self._done[index] = (FAILED, error)
-        self._sent += 1
-        self._stopped = True
-
-
-# --------------------------------------------------------------------------- stroke jobs
-
-
-def plan_chunks(
-    pairs: int, chunk_pairs: int | None = None, largest: int = DEFAULT_CHUNK_PAIRS
-) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each chunk of a job of ``pairs`` stroke pairs.
-
-    ``chunk_pairs`` None: the first chunk is one pair (the first slice arrives as fast as a
-    one-pair job), each next one twice as big, up to ``largest`` (throughput). An integer:
-    fixed chunks of that size. An empty job is one empty chunk (its answer still says the
-    shape of the result).
-    """
-    if chunk_pairs is not None:
-        size = check_count(chunk_pairs, "chunk_pairs")
-        return [(s, min(s + size, pairs)) for s in range(0, pairs, size)] or [(0, 0)]
-    largest = check_count(largest, "largest")
-    chunks = []
-    start, size = 0, 1
-    while start < pairs:
-        stop = min(start + size, pairs)
-        chunks.append((start, stop))
-        start, size = stop, min(2 * size, largest)
-    return chunks or [(0, 0)]
-
-
-class StrokeJob:
-    """A stroke job ready to stream: cut into chunks (`plan_chunks`), tatbot's first/last
-    rest applied to the whole job (`ops.apply_first_last_rest`: chunks are independent, and
-    the result equals one-piece computing), answers checked and turned into
-    ``(start, StrokeBatch)``.
-
-    Each chunk is packed as it is sent, and the job's strokes are checked while its first
-    chunk is computed (packing 10,000 pairs at once takes longer than a one-pair round trip):
-    a bad stroke further on raises before any slice is yielded all the same (`part` raises
-    it).
-    """
-
-    def __init__(
-        self,
-        scene: Scene,
-        strokes: StrokeList | PackedStrokes,
-        chunk_pairs: int | None = None,
-    ) -> None:
-        if not isinstance(scene, Scene):
-            raise InputError(f"scene must be a Scene, got {type(scene).__name__}", "scene")
-        self._strokes: StrokeList | None = None
-        self._packed: PackedStrokes | None = None
-        if isinstance(strokes, StrokeList):
-            self._strokes = strokes
-        elif isinstance(strokes, PackedStrokes):
-            self._packed = ops.apply_first_last_rest(strokes, scene)
-        else:
-            raise InputError(
-                f"strokes must be a StrokeList, got {type(strokes).__name__}", "strokes"
-            )
-        self.scene = scene
-        self.pairs = len(strokes)
-        self.poses_per_pair = scene.stroke_length * scene.offset_num
-        # Largest automatic chunk: also within one request's pose limit.
-        largest = ops.MAX_POSES_PER_REQUEST // max(1, self.poses_per_pair)
-        self.chunks = plan_chunks(
-            self.pairs, chunk_pairs, max(1, min(DEFAULT_CHUNK_PAIRS, largest))
-        )
-        self.invalid: InputError | None = None
-        """Why the job cannot be computed, found after its first chunk was sent."""
-        self._ends: PackedStrokes | None = None
-
-    @property
-    def poses(self) -> int:
-        return self.pairs * self.poses_per_pair
-
-    def calls(self) -> Iterator[Call]:
-        """One `strokebatch` request per chunk, built as it is sent."""
-        for index, (start, stop) in enumerate(self.chunks):
-            if index == 1:
-                self._check()
-            if self._packed is not None:
-                yield self._call(ops.slice_packed(self._packed, start, stop))
-            else:
-                yield self._call(self._pack(start, stop))
-
-    def _check(self) -> None:
-        """Every stroke packable (what `StrokeList.pack` refuses: a stroke of another length),
-        with the common length found in one pass; `pack` names the culprit when not."""
-        strokes = self._strokes
-        if strokes is None or strokes.stroke_length == self.scene.stroke_length:
-            return
-        try:
-            strokes.pack(self.scene.stroke_length)  # all coordinate-less strokes pack too
-        except InputError as e:
-            self.invalid = e
-            raise
-
-    def _pack(self, start: int, stop: int) -> PackedStrokes:
-        """Pairs ``start:stop`` with the whole job's rest flags. The rule marks the job's
-        first and last pairs only: it is applied once to those two (`_ends`) and their rows
-        are copied into the chunks holding them."""
-        assert self._strokes is not None
-        packed = self._strokes[start:stop].pack(self.scene.stroke_length)
-        if stop == start or (start > 0 and stop < self.pairs):
-            return packed
-        if self._ends is None:
-            pairs = self._strokes.pairs
-            ends = StrokeList((pairs[0], pairs[-1]) if self.pairs > 1 else (pairs[0],))
-            self._ends = ops.apply_first_last_rest(ends.pack(self.scene.stroke_length), self.scene)
-        is_rest = packed.is_rest.copy()
-        if start == 0:
-            is_rest[0] = self._ends.is_rest[0]
-        if stop == self.pairs:
-            is_rest[-1] = self._ends.is_rest[-1]
-        return PackedStrokes(coords=packed.coords, is_inkdip=packed.is_inkdip, is_rest=is_rest)
-
-    def _call(self, packed: PackedStrokes) -> Call:
-        header, arrays = ops.strokebatch_request(self.scene, packed)
-        return Call(self.scene.robot, ops.STROKEBATCH, header, arrays)
-
-    def part(self, index: int, payload: Payload) -> tuple[int, StrokeBatch]:
-        """Chunk ``index``'s answer as ``(start, StrokeBatch)``; a worker's answer of the
-        wrong size is refused (`ProtocolError`), never passed on as the robot's motion."""
-        if self.invalid is not None:
-            raise self.invalid
-        start, stop = self.chunks[index]
-        try:
-            batch = ops.read_strokebatch_reply(payload.arrays)
-        except InputError as e:
-            raise ProtocolError(f"strokebatch reply for pairs {start}:{stop}: {e}") from e
-        want = (stop - start, self.scene.stroke_length, self.scene.offset_num)
-        if batch.joints.shape[:3] != want:
-            raise ProtocolError(
-                f"strokebatch reply for pairs {start}:{stop} has shape "
-                f"{batch.joints.shape[:3]}, expected (pairs, stroke_length, offsets) = {want}",
-                field="joints",
-            )
-        return start, batch
-
-
-class Assembly:
-    """`compute` from a stream: the slices joined in order, ``progress(done, total)`` in poses
-    called at the start and after each slice."""
-
-    def __init__(self, job: StrokeJob, progress: Progress | None = None) -> None:
-        self.job = job
-        self.progress = progress
-        self.parts: list[StrokeBatch] = []
-        self.done = 0
-        if progress is not None:
-            progress(0, job.poses)
-
-    def add(self, part: StrokeBatch) -> None:
-        self.parts.append(part)
-        self.done += len(part) * self.job.poses_per_pair
-        if self.progress is not None:
-            self.progress(self.done, self.job.poses)
-
-    def result(self) -> StrokeBatch:
-        return StrokeBatch.concat(self.parts)
-
-
 __all__ = [
-    "DEFAULT_CHUNK_PAIRS",
-    "DEFAULT_ENDPOINT",
-    "DEFAULT_MAX_IN_FLIGHT",
-    "ENDPOINT_ENV",
-    "MAX_TIMEOUT",
-    "MIN_TIMEOUT",
+    "FAILED",
+    "FINAL",
+    "PARTIAL",
     "RETRYABLE",
-    "Assembly",
     "Call",
     "ClientCore",
-    "Exchange",
-    "Progress",
-    "StrokeJob",
+    "Event",
+    "Pending",
+    "Sink",
     "answer_grace",
-    "check_count",
-    "check_endpoint",
-    "check_endpoints",
-    "check_retries",
-    "check_timeout",
-    "default_endpoint",
-    "plan_chunks",
-    "request_message",
     "settle",
 ]

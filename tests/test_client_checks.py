@@ -27,7 +27,7 @@ from conftest import FakeBroker
 
 from zmq_ik import ops
 from zmq_ik.client import AsyncIKClient, Call, IKClient
-from zmq_ik.client._core import MAX_TIMEOUT, request_message
+from zmq_ik.client._checks import MAX_TIMEOUT, request_message
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, RemoteError
 from zmq_ik.protocol import (
     ALIVE,

@@ -1,4 +1,4 @@
-"""The socket-free client core (client/_core.py) driven with synthetic time and messages.
+"""The socket-free client core (client/_core.py, _exchange.py) driven with synthetic time.
 
 What `IKClient` and `AsyncIKClient` both rely on: request ids, deadlines + answer grace,
 retries with the same id, reply matching, PARTIAL replies, ERROR replies (retryable, plain,
@@ -16,23 +16,18 @@ import numpy as np
 import pytest
 
 from zmq_ik import ops
+from zmq_ik.client._checks import check_count, check_endpoint, default_endpoint
 from zmq_ik.client._core import (
-    DEFAULT_CHUNK_PAIRS,
     FAILED,
     FINAL,
     PARTIAL,
     Call,
     ClientCore,
     Event,
-    Exchange,
-    StrokeJob,
     answer_grace,
-    check_count,
-    check_endpoint,
-    default_endpoint,
-    plan_chunks,
     settle,
 )
+from zmq_ik.client._exchange import DEFAULT_CHUNK_PAIRS, Exchange, StrokeJob, plan_chunks
 from zmq_ik.errors import IKTimeout, InputError, Overloaded, ProtocolError, RemoteError
 from zmq_ik.model import Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (

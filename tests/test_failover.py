@@ -16,13 +16,12 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import pytest
 import zmq
 from conftest import ROOT, free_endpoint, wait_for_workers
 
+from benchmarks._clients import EchoLoad
 from zmq_ik.client import AsyncIKClient, IKClient
-from zmq_ik.errors import IKError
 from zmq_ik.protocol import (
     Command,
     Decline,
@@ -275,60 +274,17 @@ def test_ping_and_status_report_each_broker_and_ping_fails_if_one_is_silent(proc
 # --------------------------------------------------------------------------- clients
 
 
-class Load:
+class Load(EchoLoad):
     """Client threads, each an `IKClient` given every broker (client c lists them from the
     c-th on: its home, so every broker carries load), sending back-to-back echo requests;
     each answer must carry the thread's own (client, sequence) and array."""
 
-    def __init__(self, endpoints: list[str], clients: int = 4, timeout: float = 3.0) -> None:
-        self.endpoints = endpoints
-        self.timeout = timeout
-        self.spans: list[tuple[float, float]] = []
-        self.errors: list[str] = []
-        self.wrong = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(c,)) for c in range(clients)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-        assert not any(t.is_alive() for t in self._threads), "a client hung"
-
-    def _run(self, c: int) -> None:
-        ctx = zmq.Context()
-        try:
-            k = c % len(self.endpoints)
-            endpoints = self.endpoints[k:] + self.endpoints[:k]
-            with IKClient(endpoints, timeout=self.timeout, retries=2, context=ctx) as cl:
-                i = 0
-                while not self._stop.is_set():
-                    i += 1
-                    x = np.full(4, c * 100_000 + i, np.float64)
-                    t0 = time.monotonic()
-                    try:
-                        got = cl.request("echo", "echo", {"c": c, "i": i}, {"x": x})
-                    except IKError as e:
-                        self.errors.append(f"client {c} request {i}: {e!r}")
-                        continue
-                    self.spans.append((t0, time.monotonic()))
-                    if (got.header.get("c"), got.header.get("i")) != (c, i) or not np.array_equal(
-                        got.arrays["x"], x
-                    ):
-                        self.wrong += 1
-        finally:
-            ctx.destroy(linger=0)
-
     def check(self, name: str, longest: float) -> float:
-        worst = max(b - a for a, b in self.spans)
-        print(f"\nMEASURED {name}: {len(self.spans)} answered, longest {worst:.3f}s")
-        assert not self.errors, self.errors[:5]
-        assert self.wrong == 0
+        tally = self.tally
+        worst = max(b - a for a, b in tally.spans)
+        print(f"\nMEASURED {name}: {len(tally.spans)} answered, longest {worst:.3f}s")
+        assert not tally.errors, tally.errors[:5]
+        assert tally.wrong == 0
         assert worst < longest, worst
         return worst
 

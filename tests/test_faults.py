@@ -31,8 +31,9 @@ import pytest
 import zmq
 from conftest import Processes, wait_for_workers
 
+from benchmarks._clients import ClientThreads
+from benchmarks._clients import CountingClient as TallyClient
 from zmq_ik.client import AsyncIKClient, IKClient
-from zmq_ik.client._failover import is_probe
 from zmq_ik.errors import IKError, IKTimeout, ProtocolError, RemoteError
 from zmq_ik.protocol import (
     PROTOCOL,
@@ -172,43 +173,7 @@ def harness(procs: Processes, endpoint: str) -> Iterator[Harness]:
 # --------------------------------------------------------------------------- clients
 
 
-class TallyClient(IKClient):
-    """An IKClient that counts every FINAL/ERROR reaching its socket, per request id, so a
-    duplicate answer shows even though IKClient itself would drop it (its own liveness
-    probes, client/_failover.py, are not counted: each has its own id)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.answers: Counter[bytes] = Counter()
-
-    def _count(self, frames: list[Any]) -> None:
-        try:
-            msg = parse_message(frames)
-        except ProtocolError:
-            return
-        if (
-            isinstance(msg, Reply)
-            and msg.command is not Command.PARTIAL
-            and not is_probe(msg.request_id)
-        ):
-            self.answers[msg.request_id] += 1
-
-    def _on_frames(self, frames: list[Any], now: float, connection: int = 0) -> None:
-        self._count(frames)
-        super()._on_frames(frames, now, connection)
-
-    def drain(self, seconds: float = 0.3) -> None:
-        """Read whatever else arrives for ``seconds`` (a duplicate would be here)."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self.socket.poll(int(left * 1000) + 1):
-                self._count(self.socket.recv_multipart())
-
-    def duplicates(self) -> dict[bytes, int]:
-        return {rid: n for rid, n in self.answers.items() if n > 1}
-
-
-class Load:
+class Load(ClientThreads):
     """Client threads sending back-to-back ``sleep`` requests; every answer is checked."""
 
     def __init__(
@@ -218,24 +183,12 @@ class Load:
         self.clients = clients
         self.timeout = timeout
         self.retries = retries
-        self._stop = threading.Event()
         self.ok = 0
         self.errors: list[str] = []
         self.duplicates: list[dict[bytes, int]] = []
         self.latencies: list[float] = []
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(c,)) for c in range(clients)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-        assert not any(t.is_alive() for t in self._threads), "a load client hung"
+        super().__init__(clients)
 
     def _run(self, c: int) -> None:
         client = TallyClient(

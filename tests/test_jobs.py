@@ -194,3 +194,33 @@ def test_demo_end_to_end(tmp_path):
     assert re.search(r"poses with unknown error +0\n", result.stdout), result.stdout
     batch = StrokeBatch.load(out)
     assert batch.joints.shape == (36, 16, 6, 14)
+
+
+def test_compute_stream_writes_each_slice_for_a_robot_to_pick_up(ik_endpoint, tmp_path, job):
+    """#16 CLI: `compute --stream DIR` writes every slice (tatbot's tensors) and an index line
+    per slice, in job order; joined they are the one output file; --json prints the slices."""
+    from click.testing import CliRunner
+    from safetensors.numpy import load_file
+
+    from zmq_ik.cli import main
+
+    scene, strokes = job
+    scene.to_yaml(tmp_path / "scene.yaml")
+    strokes.to_yaml(tmp_path / "strokes.yaml")
+    out, slices = tmp_path / "sb.safetensors", tmp_path / "slices"
+    args = ["compute", str(tmp_path / "scene.yaml"), str(tmp_path / "strokes.yaml")]
+    args += ["-o", str(out), "--endpoint", ik_endpoint, "--stream", str(slices), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    index = [json.loads(line) for line in (slices / "slices.jsonl").read_text().splitlines()]
+    printed = [
+        json.loads(line)["slice"] for line in result.output.splitlines() if '"slice"' in line
+    ]
+    assert printed == index
+    assert [e["start"] for e in index] == [0, *np.cumsum([e["pairs"] for e in index])[:-1]]
+    assert index[0]["pairs"] == 1 and sum(e["pairs"] for e in index) == len(strokes)
+    whole = load_file(str(out))
+    parts = [load_file(str(slices / e["file"])) for e in index]
+    assert set(parts[0]) == set(whole)  # tatbot's tensors only
+    for name, value in whole.items():
+        np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), value)

@@ -139,3 +139,11 @@ def test_sigterm_to_the_whole_process_group_reaches_each_child_once(endpoint, tm
     for pid in kids:
         got = re.findall(rf"\[{pid}\]: received SIGTERM", text)
         assert len(got) == 1, (pid, text[-3000:])
+
+
+def test_serve_settings_from_flat_options() -> None:
+    """`zmq-ik serve`'s flat options: its own fields, the rest the workers' settings."""
+    from zmq_ik.serve import ServeSettings
+
+    s = ServeSettings.from_options(bind="tcp://127.0.0.1:5999", workers=2, gpus=(), buckets=(1, 8))
+    assert (s.bind, s.workers, s.worker.buckets) == ("tcp://127.0.0.1:5999", 2, (1, 8))

@@ -1,9 +1,9 @@
 """The zmq-ik worker: loads robots once, compiles before READY, heartbeats, serves one job at a time."""
 
+from zmq_ik.worker._link import WorkerSettings as WorkerSettings
 from zmq_ik.worker._service import EchoService as EchoService
 from zmq_ik.worker._service import Service as Service
 from zmq_ik.worker._service import ServiceError as ServiceError
 from zmq_ik.worker._worker import Worker as Worker
-from zmq_ik.worker._worker import WorkerSettings as WorkerSettings
 
 __all__ = ["EchoService", "Service", "ServiceError", "Worker", "WorkerSettings"]

@@ -23,43 +23,36 @@ import logging
 import signal
 import threading
 import time
-import traceback
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import zmq
 
-from zmq_ik.errors import ErrorCode, IKTimeout, InputError, ProtocolError
+from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
-    DEFAULT_ENDPOINT,
     FEATURE_DECLINE,
     FLAG_BUSY,
     FLAG_IDLE,
     Command,
     Disconnect,
     Heartbeat,
-    Limits,
     Reply,
     Request,
     decline_frames,
     decode_error,
-    decode_payload,
     disconnect_frames,
-    encode_payload,
-    endpoints_setting,
     error_frames,
     heartbeat_frames,
     new_routing_id,
     parse_message,
     ready_frames,
     recv_frames,
-    reply_frames,
     send_frames,
 )
-from zmq_ik.worker._service import Service, ServiceError, base_info
+from zmq_ik.worker._job import Job, run_job
+from zmq_ik.worker._link import Link, WorkerSettings
+from zmq_ik.worker._service import Service, base_info
 
 logger = logging.getLogger(__name__)
 
@@ -72,68 +65,6 @@ KEEPER_TICK = 0.025
 broker: a quarter heartbeat). A job that another broker sends while a long one starts is
 declined within about this long; waking more often cost the jobs themselves (each wake-up
 contends for the GIL: 200 a second measured ~5 % of echo throughput)."""
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Everything that tunes a worker's connections; the CLI builds one from its flags."""
-
-    connect: str | Sequence[str] = DEFAULT_ENDPOINT
-    """Broker endpoint, or several (a sequence, or one string with commas): the worker
-    registers with each and serves them all, one job at a time."""
-    heartbeat_interval: float = 0.25
-    """Seconds between heartbeats to each broker."""
-    liveness: int = 4
-    """Heartbeat intervals of silence from a broker before reconnecting to it."""
-    reconnect_min: float = 0.25
-    """First reconnect delay (seconds); doubles while the broker stays silent, and starts
-    afresh once a broker has answered (each outage backs off from the start)."""
-    reconnect_max: float = 5.0
-    """Cap on the reconnect delay."""
-    limits: Limits = field(default_factory=Limits)
-    """Protocol limits enforced on requests."""
-    curve: Any = None
-    """`zmq_ik.security.CurveClient` keys, or None for plaintext."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The brokers to serve, from ``connect`` (`protocol.split_endpoints`)."""
-        return tuple(self.connect)
-
-
-@dataclass
-class _Job:
-    job_id: bytes
-    robot: str
-    operation: str
-    deadline: float
-    payload: list[Any]
-
-
-class _Link:
-    """One broker this worker serves: its socket (None between connections) and timers."""
-
-    def __init__(self, endpoint: str, reconnect_min: float) -> None:
-        self.endpoint = endpoint
-        self.sock: zmq.Socket | None = None
-        self.last_recv = 0.0
-        self.last_sent = 0.0
-        self.answered = False
-        """The broker answered our READY (a HEARTBEAT or a request: only registered workers
-        get them): the registration took, so the reconnect backoff starts afresh."""
-        self.declines = False
-        """The broker flagged `FEATURE_DECLINE`: it may be sent DECLINE and state flags."""
-        self.owed_idle = False
-        """We declined its job or flagged busy: it waits for FLAG_IDLE before sending more."""
-        self.deferred: _Job | None = None
-        """Its job that arrived during another broker's job (it cannot be declined): run next."""
-        self.broken: str | None = None
-        """Why the keeper found the connection unusable; the main thread drops it."""
-        self.delay = reconnect_min
-        self.reconnect_at = 0.0
 
 
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -150,19 +81,19 @@ class Worker:
     ) -> None:
         self.service = service
         self.settings = settings or WorkerSettings()
-        self._links = [_Link(e, self.settings.reconnect_min) for e in self.settings.endpoints]
+        self._links = [Link(e, self.settings.reconnect_min) for e in self.settings.endpoints]
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         """Held by whichever thread uses a broker socket while a job runs."""
-        self._job_link: _Link | None = None
+        self._job_link: Link | None = None
         """The broker whose job runs now (its socket is shared with the keeper), else None."""
         self._job_started = 0.0
         self._claimed = False
         """The keeper holds the other brokers' sockets (a job older than `CLAIM_AFTER`)."""
         self._released = threading.Event()
-        self._postponed: list[tuple[_Link, list[Any]]] = []
+        self._postponed: list[tuple[Link, list[Any]]] = []
         """Messages the keeper read during a job that only the main thread may act on."""
         self.info: dict[str, Any] = {}
         self.served = 0
@@ -233,7 +164,7 @@ class Worker:
         poller = zmq.Poller()
         links = self._links
         single = links[0] if len(links) == 1 else None
-        by_socket: dict[zmq.Socket, _Link] = {}
+        by_socket: dict[zmq.Socket, Link] = {}
         while True:
             now = time.monotonic()
             if self._stop.is_set():
@@ -287,13 +218,13 @@ class Worker:
                 elif now - link.last_sent >= interval:
                     self._send(link, self._idle_beat(link))
 
-    def _idle_beat(self, link: _Link) -> list[bytes]:
+    def _idle_beat(self, link: Link) -> list[bytes]:
         if link.declines:
             link.owed_idle = False
             return _IDLE_BEAT
         return _PLAIN_BEAT
 
-    def _connect(self, link: _Link, now: float) -> None:
+    def _connect(self, link: Link, now: float) -> None:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
         sock.setsockopt(zmq.LINGER, 0)
@@ -313,7 +244,7 @@ class Worker:
         link.last_recv = now
         self._send(link, ready_frames(self.info))
 
-    def _drop(self, link: _Link, outcome: str, now: float) -> None:
+    def _drop(self, link: Link, outcome: str, now: float) -> None:
         """End a connection ('silent', 'disconnected'); reconnect after the backoff."""
         assert link.sock is not None
         link.sock.close(0)
@@ -331,7 +262,7 @@ class Worker:
             else self.settings.reconnect_min
         )
 
-    def _send(self, link: _Link, frames: Sequence[Any]) -> None:
+    def _send(self, link: Link, frames: Sequence[Any]) -> None:
         """Send without blocking; a send that cannot proceed marks the connection broken."""
         if link.sock is None:
             return
@@ -342,7 +273,7 @@ class Worker:
             return
         link.last_sent = time.monotonic()
 
-    def _on_broker_message(self, link: _Link, frames: list[Any]) -> None:
+    def _on_broker_message(self, link: Link, frames: list[Any]) -> None:
         link.last_recv = time.monotonic()
         try:
             msg = parse_message(frames, self.settings.limits)
@@ -361,16 +292,13 @@ class Worker:
                     error_frames(msg.request_id, ErrorCode.SHUTTING_DOWN, "worker is stopping"),
                 )
             else:
-                self._run(_job(msg), link)
+                self._run(Job.from_request(msg), link)
         elif isinstance(msg, Disconnect):
             link.broken = "disconnected"
         elif isinstance(msg, Reply) and msg.command is Command.ERROR:
             # The broker refused something we sent (e.g. READY): say so, or the worker would
             # just reconnect and re-register forever without a word.
-            try:
-                code, message, _ = decode_error(msg.payload)
-            except ProtocolError:
-                code, message = "?", "(unreadable error)"
+            code, message, _ = decode_error(msg.payload)  # never raises: bad ones say so
             logger.error(
                 "broker %s refused a message from this worker: [%s] %s",
                 link.endpoint,
@@ -381,7 +309,7 @@ class Worker:
 
     # ------------------------------------------------------------------ jobs
 
-    def _run(self, job: _Job, link: _Link) -> None:
+    def _run(self, job: Job, link: Link) -> None:
         """Run a job here, then any its run held up (another broker's that could not be
         declined); the sockets are lent to the keeper meanwhile. Then tell every broker we
         declined or flagged busy that we are free again."""
@@ -440,11 +368,11 @@ class Worker:
                 self._claimed = True
             self._tend(link, others)
 
-    def _beat_busy(self, link: _Link, now: float) -> None:
+    def _beat_busy(self, link: Link, now: float) -> None:
         if link.sock is not None and now - link.last_sent >= self.settings.heartbeat_interval:
             self._send(link, _BUSY_BEAT if link.declines else _PLAIN_BEAT)
 
-    def _tend(self, job_link: _Link, others: list[_Link]) -> None:
+    def _tend(self, job_link: Link, others: list[Link]) -> None:
         """Keeper: serve the other brokers' sockets until the running job ends: decline or
         hold the jobs they send, heartbeat them flagged busy, note their liveness."""
         interval = self.settings.heartbeat_interval
@@ -487,7 +415,7 @@ class Worker:
             self._released.set()
             return
 
-    def _while_busy(self, link: _Link, frames: list[Any], now: float) -> None:
+    def _while_busy(self, link: Link, frames: list[Any], now: float) -> None:
         """Keeper: a message from another broker while a job runs."""
         link.last_recv = now
         try:
@@ -505,7 +433,7 @@ class Worker:
                 link.owed_idle = True
                 self.declined += 1
             elif link.deferred is None:
-                link.deferred = _job(msg)  # a broker without DECLINE: its job runs next
+                link.deferred = Job.from_request(msg)  # a broker without DECLINE: its job runs next
             else:  # it sent a second job to a worker it believes busy with its first
                 self._send(
                     link,
@@ -516,15 +444,10 @@ class Worker:
         else:
             self._postponed.append((link, frames))
 
-    def _run_job(self, job: _Job, sock: zmq.Socket) -> list[Any]:
-        def error(code: ErrorCode, message: str, fld: str | None = None) -> list[Any]:
-            return error_frames(job.job_id, code, message, fld)
+    def _run_job(self, job: Job, sock: zmq.Socket) -> list[Any]:
+        """`run_job`, with PARTIAL replies sent on ``sock`` as the service reports them."""
 
-        if time.monotonic() > job.deadline:
-            return error(ErrorCode.TIMEOUT, "deadline passed before the worker started")
-
-        def progress(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None) -> None:
-            frames = reply_frames(Command.PARTIAL, job.job_id, encode_payload(header, arrays))
+        def send_partial(frames: list[Any]) -> None:
             with self._lock:  # the keeper may be sending a heartbeat right now
                 try:
                     send_frames(sock, frames, _NOBLOCK)
@@ -534,37 +457,7 @@ class Worker:
                 if self._job_link is not None:
                     self._job_link.last_sent = time.monotonic()
 
-        t0 = time.perf_counter()
-        try:
-            payload = decode_payload(job.payload, self.settings.limits)
-            header, arrays = self.service.handle(
-                job.robot, job.operation, payload.header, payload.arrays, progress, job.deadline
-            )
-            header = {**header, "compute_ms": round((time.perf_counter() - t0) * 1000, 3)}
-            return reply_frames(Command.FINAL, job.job_id, encode_payload(header, arrays))
-        except ProtocolError as e:
-            return error(e.code, e.message, e.field)
-        except InputError as e:
-            return error(ErrorCode.BAD_REQUEST, e.message, e.field)
-        except IKTimeout as e:
-            return error(ErrorCode.TIMEOUT, str(e))
-        except ServiceError as e:
-            return error(e.code, e.message, e.field)
-        except Exception as e:
-            logger.error(
-                "job %s (%s/%s) failed:\n%s",
-                job.job_id.hex(),
-                job.robot,
-                job.operation,
-                traceback.format_exc(),
-            )
-            return error(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
-
-
-def _job(msg: Request) -> _Job:
-    """A job from a broker's REQUEST, its deadline on our clock."""
-    deadline = time.monotonic() + msg.timeout_ms / 1000
-    return _Job(msg.request_id, msg.service, msg.operation, deadline, msg.payload)
+        return run_job(self.service, job, self.settings.limits, send_partial)
 
 
 _PLAIN_BEAT = heartbeat_frames()

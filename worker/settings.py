@@ -25,7 +25,7 @@ from zmq_ik._checks import as_bool, as_int, as_str
 from zmq_ik._settings import setting
 from zmq_ik.errors import ConfigError, InputError, ProtocolError
 from zmq_ik.model import IKSettings
-from zmq_ik.protocol import BROKER_SERVICE, LIMITS, _check_text
+from zmq_ik.protocol import BROKER_SERVICE, LIMITS, check_text
 from zmq_ik.worker._service import EchoService, Progress, Service
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def check_robot_name(name: Any) -> str:
     """A name clients can address as a robot: what the broker accepts as a request's service
     (`protocol`'s rule: 1..128 bytes, printable), and not the broker's own."""
     try:
-        _check_text(str(name).encode(), "robot", LIMITS.max_name_bytes, ascii_only=False)
+        check_text(str(name).encode(), "robot", LIMITS.max_name_bytes, ascii_only=False)
     except ProtocolError as e:
         raise InputError(f"{name!r} cannot be a robot name: {e.message}", "robots") from e
     if not isinstance(name, str) or name == BROKER_SERVICE:

@@ -4,27 +4,28 @@ defaults, help and text forms from the fields. Logging is configured here and no
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import MISSING, fields, replace
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from zmq_ik._os import die_with_parent_from_env, raise_fd_limit_logged
+from zmq_ik._settings import option_spec, setting_names
 from zmq_ik._version import __version__
 from zmq_ik.broker import BrokerSettings
-from zmq_ik.client import IKClient
+from zmq_ik.client import IKClient, check_timeout
 from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
 from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
 from zmq_ik.plot import ReportSettings
 from zmq_ik.plot import report as write_report
 from zmq_ik.protocol import ENDPOINT_ENV, split_endpoints
-from zmq_ik.report import ping_lines, status_texts
+from zmq_ik.report import ping_brokers, status_screens
 from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
 from zmq_ik.worker import WorkerSettings
 from zmq_ik.worker.settings import ServiceSettings, build_service
@@ -43,6 +44,7 @@ _FLAGS["shutdown_grace"] = "--grace"
 B, W, C, S, R = BrokerSettings, WorkerSettings, ComputeSettings, ServiceSettings, ReportSettings
 KEY = click.Path(exists=True, dir_okay=False)
 KEYPAIRS = ("broker", "client", "worker")
+SERVE_SEVERAL = "Broker endpoint; repeat it (or comma-separate) to serve several brokers."
 COMPUTING = ("output", "errors", "pos_tol", "ori_tol", "strict", "plot")  # demo takes them too
 
 
@@ -111,26 +113,20 @@ def _parsed(parse: Callable[[Any], Any]) -> Any:
 
 
 def _o(cls: Any, name: str, *flags: str, **kw: Any) -> Any:
-    """The option of field ``name`` of settings class ``cls``: its default and, for a
-    `zmq_ik._settings.setting`, its help and text form."""
-    f = cls.__dataclass_fields__[name]
-    m, default = f.metadata, None if f.default is MISSING else f.default
-    if m.get("parse"):
-        kw.setdefault("callback", _parsed(m["parse"]))
-    kw.setdefault("show_default", default is not None and not isinstance(default, bool))
-    kw.setdefault("is_flag", isinstance(default, bool) or None)
-    kw.setdefault("type", float if str(f.type) == "float | None" else None)  # None: unset
-    kw = {"help": m.get("doc"), "metavar": m.get("metavar"), "multiple": m.get("repeat"), **kw}
+    """The option of field ``name`` of settings class ``cls`` (its `option_spec`)."""
+    spec = option_spec(cls, name)
+    parse = spec.pop("parse")
+    kw = {**spec, "callback": _parsed(parse) if parse else None, **kw}
     flags = flags or (("-o", "--output") if name == "output" else (_flag(name),))
-    return click.option(*flags, name, default=default, **kw)
+    return click.option(*flags, name, **kw)
 
 
 def _options(cls: Any, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
     """Every option of settings class ``cls`` (its fields documented with `setting`)."""
 
     def decorate(f: Any) -> Any:
-        for field in reversed(fields(cls)):
-            f = f if "doc" not in field.metadata or field.name in skip else _o(cls, field.name)(f)
+        for name in reversed(setting_names(cls, skip)):
+            f = _o(cls, name)(f)
         return f
 
     return decorate
@@ -156,12 +152,10 @@ def _curve_options(f: Any) -> Any:
 
 def _curve(options: dict[str, Any]) -> Any:
     """The CURVE keys of `_curve_options` (taken out of ``options``), or None."""
-    server_key, own = options.pop("curve_server_key"), options.pop("curve_own")
-    if not server_key:
-        return None
     from zmq_ik.security import CurveClient
 
-    return CurveClient.from_files(server_key, own)
+    server_key, own = options.pop("curve_server_key"), options.pop("curve_own")
+    return CurveClient.from_files(server_key, own) if server_key else None
 
 
 def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
@@ -204,13 +198,7 @@ def broker(**options: Any) -> None:
 
 
 @main.command()
-@_endpoint(
-    "--connect",
-    "connect",
-    multiple=True,
-    default=(W.connect,),
-    help="Broker endpoint; repeat it (or comma-separate) to serve several brokers.",
-)
+@_endpoint("--connect", "connect", multiple=True, default=(W.connect,), help=SERVE_SEVERAL)
 @_o(W, "heartbeat_interval", help="Heartbeat interval (s).")
 @_o(W, "liveness", help="Missed broker heartbeats before reconnecting.")
 @click.option("--config", metavar="JSON", help="ServiceSettings (`serve`'s); options override.")
@@ -239,8 +227,6 @@ def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **o
 
 def _asking(f: Any) -> Any:
     """The options of commands that ask the broker: endpoint, timeout, --json, CURVE."""
-    from zmq_ik.client import check_timeout
-
     f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
     timeout = {"default": 2.0, "show_default": True, "callback": _parsed(check_timeout)}
     f = click.option("--timeout", help="Seconds to wait for an answer.", **timeout)(f)
@@ -252,27 +238,9 @@ def _asking(f: Any) -> Any:
 @click.option("--count", default=1, type=click.IntRange(min=1), help="Number of pings.")
 def ping(endpoint: tuple[str, ...], timeout: float, json_: bool, count: int, **curve: Any) -> None:
     """Is each broker there, which workers serve what, how fast. Exit 1 if one does not answer."""
-    keys, silent, answers = _curve(curve), [], {}
-    for ep in endpoint:  # each broker on its own (a client given several would fail over)
-        with IKClient(ep, timeout=timeout, retries=0, curve=keys) as client:
-            try:
-                for line in ping_lines(client, count, json_):
-                    if json_:
-                        answers[ep] = json.loads(line)
-                    else:
-                        click.echo(line)
-            except IKTimeout as e:
-                if len(endpoint) == 1:
-                    raise
-                silent.append(ep)
-                answers[ep] = {"error": str(e)}
-                if not json_:
-                    click.echo(str(e), err=True)
-    if json_:
-        one = answers[endpoint[0]] if len(endpoint) == 1 else answers
-        click.echo(json.dumps(one, indent=2, default=str))
-    if silent:
-        raise click.ClickException(f"{len(silent)} of {len(endpoint)} brokers did not answer")
+    connect = partial(IKClient, timeout=timeout, retries=0, curve=_curve(curve))
+    for line, err in ping_brokers(endpoint, count, json_, connect):
+        click.echo(line, err=err)
 
 
 @main.command()
@@ -282,26 +250,15 @@ def status(
     endpoint: tuple[str, ...], timeout: float, json_: bool, watch: bool, **curve: Any
 ) -> None:
     """Workers, queues, in-flight requests and counters, as each broker sees them."""
-    keys = _curve(curve)
-    clients = [IKClient(ep, timeout=timeout, retries=0, curve=keys) for ep in endpoint]
+    connect = partial(IKClient, timeout=timeout, retries=0, curve=_curve(curve))
     try:
-        views = [status_texts(c, watch, json_) for c in clients]
-        while True:
-            texts = [next(v, None) for v in views]
-            if texts[0] is None:
-                return
+        for screen in status_screens(endpoint, watch, json_, connect):
             if watch and not json_:
                 click.clear()
-            for ep, text in zip(endpoint, texts, strict=True):
-                if len(endpoint) > 1 and not json_:
-                    click.echo(f"== {ep}")
-                click.echo(text)
+            click.echo("\n".join(screen))
     except KeyboardInterrupt:  # the way --watch ends
         if not watch:
             raise
-    finally:
-        for c in clients:
-            c.close()
 
 
 @main.command()
@@ -309,13 +266,9 @@ def status(
 @_options(ServeSettings, skip=("bind",))
 @_options(S, skip=("gpu",))
 @click.pass_context
-def serve(ctx: click.Context, bind: str, workers: int | None, gpus: Any, **options: Any) -> None:
+def serve(ctx: click.Context, **options: Any) -> None:
     """A broker and N workers in one command, supervised (Ctrl-C stops all, exit 0)."""
-    connect = options.pop("connect")
-    worker = _settings(S, **options)
-    settings = _settings(
-        ServeSettings, bind=bind, connect=connect, workers=workers, gpus=gpus, worker=worker
-    )
+    settings = _settings(ServeSettings.from_options, **options)
     raise_fd_limit_logged()  # the children inherit it
     verbose = {logging.DEBUG: 1, logging.WARNING: -1}.get(ctx.meta.get(_LEVEL, 0), 0)
     sup = Supervisor(settings, verbose=verbose)
@@ -339,15 +292,11 @@ def _computing(f: Any) -> Any:
 
 def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: Any) -> None:
     """Settings and output path checked before ``where`` (the endpoint's context) is entered."""
-    from zmq_ik.compute import ProgressBar, check_outputs, check_strict, run, summary_table
+    from zmq_ik.compute import check_outputs, run_reported
 
     settings: ComputeSettings = _settings(ComputeSettings, **opts)
     _settings(check_outputs, output=settings.output, plot=settings.plot)
-    with where as endpoint:
-        summary = run(endpoint, settings, *inputs, progress=ProgressBar(), **kw)
-    click.echo(json.dumps(summary, default=float) if json_ else summary_table(summary))
-    if settings.strict:
-        check_strict(summary)  # IKError: exit 1
+    run_reported(where, settings, *inputs, as_json=json_, echo=click.echo, **kw)
 
 
 @main.command()

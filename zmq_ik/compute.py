@@ -8,15 +8,19 @@ do on the command line, and the file is written atomically (temporary file + ren
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+import numpy as np
 
 from zmq_ik._docs import documented
 from zmq_ik._scene import check_tolerance
@@ -59,6 +63,14 @@ class ComputeSettings:
     )
     ori_tol: float | None = setting(
         None, doc=f"Orientation tolerance, radians (default: the scene's ori_tol, {ORI_TOL:g})."
+    )
+    stream: str | None = setting(
+        None,
+        doc="Also write each slice as soon as it and every earlier one are computed, for a "
+        "robot process to execute while the rest computes: DIR/slice-START.safetensors "
+        "(tatbot's tensors, renamed into place whole) and one JSON line per slice appended to "
+        "DIR/slices.jsonl. Chunks then start at one pair and grow to 64.",
+        metavar="DIR",
     )
     plot: str | None = setting(
         None,
@@ -231,6 +243,50 @@ class ComputeResult:
         return s
 
 
+SliceSink = Callable[[dict[str, Any]], None]
+"""Called with each slice's index entry (``start``, ``pairs``, ``file``...) once it is written."""
+
+
+class SliceWriter:
+    """Writes a stream's slices into a directory a robot process can watch.
+
+    Each slice goes to ``slice-START.safetensors`` (START: its first pair, zero-padded) by
+    write-then-rename, so a reader never sees half a file; then one JSON line is appended to
+    ``slices.jsonl`` (``start``, ``pairs``, ``poses``, ``file``, ``pos_err_max``...), which a
+    reader may tail: a line is only written once its file is complete, in job order.
+    """
+
+    INDEX = "slices.jsonl"
+
+    def __init__(self, directory: str | os.PathLike[str], total_pairs: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.width = max(6, len(str(total_pairs)))
+        self.index = self.directory / self.INDEX
+        self.index.write_text("")  # a new job: readers start from an empty index
+
+    def write(self, start: int, part: StrokeBatch) -> dict[str, Any]:
+        name = f"slice-{start:0{self.width}d}.safetensors"
+        write_atomic(part, self.directory / name, errors=False)
+        entry = {
+            "start": start,
+            "pairs": part.b,
+            "poses": part.n_poses,
+            "file": name,
+            "pos_err_max": _finite_max(part.pos_err),
+            "ori_err_max": _finite_max(part.ori_err),
+        }
+        with open(self.index, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        return entry
+
+
+def _finite_max(values: Any) -> float | None:
+    arr = np.asarray(values, np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.max()) if arr.size else None
+
+
 def compute_strokebatch(
     endpoint: str,
     scene: Scene,
@@ -239,26 +295,56 @@ def compute_strokebatch(
     *,
     progress: ProgressBar | None = None,
     curve: Any = None,
+    on_slice: SliceSink | None = None,
 ) -> ComputeResult:
     """Send ``strokes`` through the broker at ``endpoint`` in concurrent chunks. The client
     is closed at once on any exception (Ctrl-C included): its chunks still queued or running
     are then dropped by the broker and workers at their deadline (``settings.timeout``).
-    With ``settings.plot``, the robot's joint limits are asked of its worker too."""
+    With ``settings.plot``, the robot's joint limits are asked of its worker too. With
+    ``settings.stream``, slices are written as they come (`SliceWriter`) and each index entry
+    is handed to ``on_slice``."""
     settings = settings or ComputeSettings()
     t0 = time.monotonic()
     with IKClient(endpoint, timeout=settings.timeout, curve=curve) as client:
-        batch = client.compute(
-            scene,
-            strokes,
-            chunk_pairs=settings.chunk_pairs,
-            max_in_flight=settings.max_in_flight,
-            progress=progress,
-        )
+        if settings.stream is None:
+            batch = client.compute(
+                scene,
+                strokes,
+                chunk_pairs=settings.chunk_pairs,
+                max_in_flight=settings.max_in_flight,
+                progress=progress,
+            )
+        else:
+            batch = _stream_to(client, scene, strokes, settings, progress, on_slice)
         wall_s = time.monotonic() - t0
         limits = None
         if settings.plot:
             limits = JointLimits.from_describe(client.describe(scene.robot, scene.ee_links))
     return ComputeResult(batch, wall_s, scene, limits)
+
+
+def _stream_to(
+    client: IKClient,
+    scene: Scene,
+    strokes: StrokeList,
+    settings: ComputeSettings,
+    progress: ProgressBar | None,
+    on_slice: SliceSink | None,
+) -> StrokeBatch:
+    """`IKClient.stream` into a `SliceWriter` (``settings.stream``); the joined result."""
+    assert settings.stream is not None
+    writer = SliceWriter(settings.stream, len(strokes))
+    per_pair = scene.stroke_length * scene.offset_num
+    total = len(strokes) * per_pair
+    parts = []
+    for start, part in client.stream(scene, strokes, max_in_flight=settings.max_in_flight):
+        entry = writer.write(start, part)
+        parts.append(part)
+        if progress is not None:
+            progress((start + part.b) * per_pair, total)
+        if on_slice is not None:
+            on_slice(entry)
+    return StrokeBatch.concat(parts)
 
 
 def save_result(result: ComputeResult, settings: ComputeSettings) -> dict[str, Any]:
@@ -287,12 +373,15 @@ def run(
     *,
     progress: ProgressBar | None = None,
     curve: Any = None,
+    on_slice: SliceSink | None = None,
 ) -> dict[str, Any]:
     """The whole of `zmq-ik compute`: load the inputs (default: the bundled example), compute
     through the broker at ``endpoint``, write the file atomically; returns the summary.
     (The output paths are checked by `check_outputs` first, before anything else.)"""
     scene, strokes = load_inputs(scene_path, strokes_path, settings.resample)
-    result = compute_strokebatch(endpoint, scene, strokes, settings, progress=progress, curve=curve)
+    result = compute_strokebatch(
+        endpoint, scene, strokes, settings, progress=progress, curve=curve, on_slice=on_slice
+    )
     return save_result(result, settings)
 
 
@@ -349,3 +438,27 @@ def summary_table(summary: dict[str, Any]) -> str:
     if summary.get("precise") is False:
         text += "\n" + textwrap.fill(f"note: {REST_PULL_NOTE}", 100, subsequent_indent="      ")
     return text
+
+
+def run_reported(
+    where: AbstractContextManager[str],
+    settings: ComputeSettings,
+    *inputs: Any,
+    as_json: bool,
+    echo: Callable[[str], Any],
+    **kw: Any,
+) -> None:
+    """`zmq-ik compute` / `demo` once its settings and outputs are checked: `run` with a
+    progress bar at the endpoint ``where`` (a context: a running broker's, or a local
+    cluster's) gives, ``echo`` of the summary (JSON with ``as_json``, and with
+    ``settings.stream`` a JSON line per slice first); ``strict``: `check_strict`."""
+
+    def slice_line(entry: dict[str, Any]) -> None:  # --json --stream: one line per slice
+        echo(json.dumps({"slice": entry}))
+
+    on_slice = slice_line if as_json and settings.stream else None
+    with where as endpoint:
+        summary = run(endpoint, settings, *inputs, progress=ProgressBar(), on_slice=on_slice, **kw)
+    echo(json.dumps(summary, default=float) if as_json else summary_table(summary))
+    if settings.strict:
+        check_strict(summary)  # IKError: exit 1

@@ -9,24 +9,37 @@ Two layers, so that each party decodes only what it needs:
   ``np.frombuffer`` on the received frame, so they are read without a copy.
 
 Every malformed input raises `ProtocolError` with a specific `ErrorCode`; nothing here
-raises anything else on bad network input.
+raises anything else on bad network input. The payload codec lives in `zmq_ik._payload` and
+the socket helpers in `zmq_ik._sockets`; both are re-exported here, the one import path.
 """
 
 from __future__ import annotations
 
-import os
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import msgpack
-import msgpack_numpy
-import numpy as np
-import zmq
-
-from zmq_ik.errors import ErrorCode, InputError, ProtocolError
+from zmq_ik._payload import ALLOWED_DTYPES as ALLOWED_DTYPES
+from zmq_ik._payload import LIMITS as LIMITS
+from zmq_ik._payload import Frame as Frame
+from zmq_ik._payload import Limits as Limits
+from zmq_ik._payload import OutFrame as OutFrame
+from zmq_ik._payload import Payload as Payload
+from zmq_ik._payload import decode_payload as decode_payload
+from zmq_ik._payload import encode_payload as encode_payload
+from zmq_ik._payload import frame_buffer as frame_buffer
+from zmq_ik._payload import frame_bytes as frame_bytes
+from zmq_ik._payload import frame_len as frame_len
+from zmq_ik._payload import pack_header as pack_header
+from zmq_ik._payload import unpack_header as unpack_header
+from zmq_ik._sockets import endpoints_setting as endpoints_setting
+from zmq_ik._sockets import new_routing_id as new_routing_id
+from zmq_ik._sockets import recv_frames as recv_frames
+from zmq_ik._sockets import send_frames as send_frames
+from zmq_ik._sockets import split_endpoints as split_endpoints
+from zmq_ik.errors import ErrorCode, ProtocolError
 
 PROTOCOL = b"ZIK/1"
 """Frame 0 of every message: protocol name and version."""
@@ -72,266 +85,9 @@ class Command(bytes, Enum):
 _COMMANDS = {c.value: c for c in Command}
 REPLY_COMMANDS = frozenset({Command.FINAL, Command.PARTIAL, Command.ERROR})
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Hard limits every peer enforces on what it receives (docs/protocol.md, Limits)."""
-
-    max_message_bytes: int = 256 * 1024 * 1024
-    """Total bytes of all frames of one message; also the socket's MAXMSGSIZE per frame."""
-    max_arrays: int = 64
-    """Array frames per message."""
-    max_header_bytes: int = 1024 * 1024
-    """Bytes of the msgpack header frame (small arrays may ride inside it)."""
-    max_id_bytes: int = 64
-    """Bytes of a request id."""
-    max_name_bytes: int = 128
-    """Bytes of a service (robot) or operation name."""
-    max_ready_bytes: int = 16 * 1024
-    """Bytes of a READY header: the broker keeps every worker's registration and shows it."""
-    max_robots: int = 64
-    """Robot names one READY may claim (each within `max_name_bytes`)."""
-    max_info_chars: int = 256
-    """Characters of READY's ``device`` and ``host``."""
-    max_versions: int = 16
-    """Entries of READY's ``versions`` map."""
-    max_version_chars: int = 64
-    """Characters of each ``versions`` key and value."""
-    max_features: int = 16
-    """Entries of READY's ``features`` list (each a word of at most `max_flags_bytes`)."""
-    max_flags_bytes: int = 64
-    """Bytes of a HEARTBEAT's flags frame."""
-
-
-LIMITS = Limits()
-
-# Dtypes that may travel as array frames: plain numbers and booleans, little-endian or
-# single-byte. Object, string, void (structured) and big-endian dtypes are refused.
-ALLOWED_DTYPES = frozenset(
-    np.dtype(t).str
-    for t in (
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float16",
-        "float32",
-        "float64",
-    )
-)
-
-Frame = Any
-"""A received frame: ``bytes``, ``memoryview`` or ``zmq.Frame`` (anything with a buffer)."""
-OutFrame = bytes | memoryview | np.ndarray
-"""A frame to send; numpy arrays are sent from their own memory (C-contiguous)."""
-
 _DEADLINE = struct.Struct("!I")
 MAX_TIMEOUT_MS = 2**32 - 1
-
-
-def _buffer(frame: Frame) -> memoryview:
-    """The frame's bytes as a memoryview, without copying (zmq.Frame exposes ``.buffer``)."""
-    buf = getattr(frame, "buffer", None)
-    if buf is None:
-        buf = memoryview(frame)
-    return buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
-
-
-def _bytes(frame: Frame) -> bytes:
-    kind = type(frame)
-    if kind is zmq.Frame:
-        return frame.bytes  # type: ignore[no-any-return]
-    if kind is bytes:
-        return frame  # type: ignore[no-any-return]
-    b = getattr(frame, "bytes", None)
-    return b if isinstance(b, bytes) else bytes(_buffer(frame))
-
-
-def _frame_len(frame: Frame) -> int:
-    kind = type(frame)
-    if kind is zmq.Frame or kind is bytes:  # the common cases: len() is the byte count
-        return len(frame)
-    if kind is np.ndarray:  # an array frame about to be sent (`encode_payload`)
-        return int(frame.nbytes)
-    return _buffer(frame).nbytes
-
-
-# --------------------------------------------------------------------------- payload
-
-
-@dataclass(frozen=True)
-class Payload:
-    """A decoded header plus the arrays its ``arrays`` entry describes."""
-
-    header: dict[str, Any]
-    """The msgpack header, without the reserved ``arrays`` key."""
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    """Named arrays; read-only views on the received frames (no copy)."""
-
-
-def _msgpack_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray | np.generic):
-        if obj.dtype.kind in "OV":
-            raise TypeError(f"refusing to encode {obj.dtype} arrays")
-        return msgpack_numpy.encode(obj)
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"cannot encode {type(obj).__name__} in a ZIK/1 header")
-
-
-def _msgpack_object_hook(obj: dict[Any, Any]) -> Any:
-    """Decode msgpack-numpy arrays, refusing object/void kinds (msgpack-numpy pickles those)."""
-    if b"nd" in obj:
-        kind = obj.get(b"kind", b"")
-        if kind in (b"O", b"V") or not isinstance(obj.get(b"type"), str | bytes):
-            raise ProtocolError("header holds an object or structured array", ErrorCode.PROTOCOL)
-        try:
-            arr = msgpack_numpy.decode(obj)
-        except Exception as e:
-            raise ProtocolError(f"header holds a malformed array: {e}") from e
-        if isinstance(arr, np.ndarray) and arr.dtype.kind in "OV":
-            raise ProtocolError("header holds an object or structured array")
-        return arr
-    return obj
-
-
-def pack_header(header: Mapping[str, Any], limits: Limits = LIMITS) -> bytes:
-    """msgpack-encode a header (small numpy arrays allowed via msgpack-numpy)."""
-    data: bytes = msgpack.packb(dict(header), default=_msgpack_default, use_bin_type=True)
-    if len(data) > limits.max_header_bytes:
-        raise ProtocolError(
-            f"header is {len(data)} bytes, limit {limits.max_header_bytes}; "
-            "send large arrays as array frames",
-            ErrorCode.TOO_LARGE,
-            "header",
-        )
-    return data
-
-
-def unpack_header(frame: Frame, limits: Limits = LIMITS) -> dict[str, Any]:
-    """Decode a header frame; anything but a msgpack map with string keys is refused."""
-    buf = _buffer(frame)
-    if buf.nbytes > limits.max_header_bytes:
-        raise ProtocolError(
-            f"header is {buf.nbytes} bytes, limit {limits.max_header_bytes}",
-            ErrorCode.TOO_LARGE,
-            "header",
-        )
-    try:
-        header = msgpack.unpackb(
-            buf,
-            raw=False,
-            strict_map_key=False,
-            object_hook=_msgpack_object_hook,
-        )
-    except ProtocolError:
-        raise
-    except Exception as e:  # msgpack raises a zoo of exception types on bad input
-        raise ProtocolError(f"header is not valid msgpack: {e}", field="header") from e
-    if not isinstance(header, dict) or not all(isinstance(k, str) for k in header):
-        raise ProtocolError("header must be a msgpack map with string keys", field="header")
-    return header
-
-
-def encode_payload(
-    header: Mapping[str, Any] | None = None,
-    arrays: Mapping[str, Any] | None = None,
-    limits: Limits = LIMITS,
-) -> list[OutFrame]:
-    """Header frame followed by one raw C-order frame per array.
-
-    Arrays are made C-contiguous (copied only if they were not) and sent from their own
-    memory; their dtype and shape go into the header's reserved ``arrays`` entry.
-    """
-    head = dict(header or {})
-    if "arrays" in head:
-        raise ProtocolError("'arrays' is a reserved header key", ErrorCode.BAD_REQUEST, "header")
-    specs: list[list[Any]] = []
-    frames: list[OutFrame] = []
-    for name, value in (arrays or {}).items():
-        arr = np.asarray(value)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        if arr.dtype.str not in ALLOWED_DTYPES:
-            raise ProtocolError(
-                f"array {name!r} has dtype {arr.dtype}, which ZIK/1 does not carry",
-                ErrorCode.BAD_REQUEST,
-                name,
-            )
-        if not arr.flags.c_contiguous:  # np.ascontiguousarray would turn 0-d into 1-d
-            arr = arr.copy(order="C")
-        specs.append([name, arr.dtype.str, list(arr.shape)])
-        frames.append(arr.reshape(-1).view(np.uint8))  # a flat byte view: no copy
-    if len(specs) > limits.max_arrays:
-        raise ProtocolError(
-            f"{len(specs)} arrays, limit {limits.max_arrays}", ErrorCode.TOO_LARGE, "arrays"
-        )
-    if specs:
-        head["arrays"] = specs
-    return [pack_header(head, limits), *frames]
-
-
-def _parse_spec(i: int, spec: Any) -> tuple[str, np.dtype[Any], tuple[int, ...]]:
-    where = f"arrays[{i}]"
-    if not (isinstance(spec, list | tuple) and len(spec) == 3):
-        raise ProtocolError(f"{where} must be [name, dtype, shape]", field=where)
-    name, dtype_str, shape = spec
-    if not isinstance(name, str) or not name:
-        raise ProtocolError(f"{where} name must be a non-empty string", field=where)
-    if not isinstance(dtype_str, str) or dtype_str not in ALLOWED_DTYPES:
-        raise ProtocolError(f"array {name!r} has unsupported dtype {dtype_str!r}", field=name)
-    if not isinstance(shape, list | tuple) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape
-    ):
-        raise ProtocolError(f"array {name!r} has an invalid shape {shape!r}", field=name)
-    if len(shape) > 32:
-        raise ProtocolError(f"array {name!r} has {len(shape)} dimensions, limit 32", field=name)
-    return name, np.dtype(dtype_str), tuple(shape)
-
-
-def decode_payload(frames: Sequence[Frame], limits: Limits = LIMITS) -> Payload:
-    """Decode ``[header, *array_frames]``; arrays are read-only views on the frames."""
-    if not frames:
-        raise ProtocolError("missing header frame", field="header")
-    header = unpack_header(frames[0], limits)
-    specs = header.pop("arrays", [])
-    if not isinstance(specs, list):
-        raise ProtocolError("header 'arrays' must be a list", field="arrays")
-    array_frames = frames[1:]
-    if len(specs) > limits.max_arrays:
-        raise ProtocolError(
-            f"{len(specs)} arrays, limit {limits.max_arrays}", ErrorCode.TOO_LARGE, "arrays"
-        )
-    if len(specs) != len(array_frames):
-        raise ProtocolError(
-            f"header describes {len(specs)} arrays but {len(array_frames)} array frames came",
-            field="arrays",
-        )
-    arrays: dict[str, np.ndarray] = {}
-    for i, (spec, frame) in enumerate(zip(specs, array_frames, strict=True)):
-        name, dtype, shape = _parse_spec(i, spec)
-        if name in arrays:
-            raise ProtocolError(f"array {name!r} appears twice", field=name)
-        count = 1
-        for d in shape:
-            count *= d
-        expected = count * dtype.itemsize
-        buf = _buffer(frame)
-        if buf.nbytes != expected:
-            raise ProtocolError(
-                f"array {name!r}: header says {dtype.str}{list(shape)} = {expected} bytes, "
-                f"frame has {buf.nbytes}",
-                field=name,
-            )
-        arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
-        arr.flags.writeable = False
-        arrays[name] = arr
-    return Payload(header, arrays)
+"""The longest request timeout the 4-byte deadline frame carries (~49.7 days)."""
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -412,19 +168,21 @@ _NAMES: dict[tuple[bytes, int, bool], str] = {}
 
 
 def _text(frame: Frame, what: str, max_bytes: int, ascii_only: bool = False) -> str:
-    raw = _bytes(frame)
+    raw = frame_bytes(frame)
     key = (raw, max_bytes, ascii_only)
     text = _NAMES.get(key)
     if text is not None:
         return text
-    text = _check_text(raw, what, max_bytes, ascii_only)
+    text = check_text(raw, what, max_bytes, ascii_only)
     if len(_NAMES) >= 4096:  # made-up names cannot grow it without bound
         _NAMES.clear()
     _NAMES[key] = text
     return text
 
 
-def _check_text(raw: bytes, what: str, max_bytes: int, ascii_only: bool) -> str:
+def check_text(raw: bytes, what: str, max_bytes: int, ascii_only: bool) -> str:
+    """``raw`` as a name the protocol accepts (ids, robots, operations): 1..``max_bytes``
+    bytes of printable UTF-8 (ASCII with ``ascii_only``); `ProtocolError` naming ``what``."""
     if not raw or len(raw) > max_bytes:
         raise ProtocolError(f"{what} must be 1..{max_bytes} bytes, got {len(raw)}", field=what)
     try:
@@ -442,7 +200,7 @@ def frames_nbytes(frames: Sequence[Frame]) -> int:
     """Total bytes of ``frames`` (what holding them costs)."""
     total = 0
     for f in frames:
-        total += _frame_len(f)
+        total += frame_len(f)
     return total
 
 
@@ -465,7 +223,7 @@ def parse_command(frames: Sequence[Frame]) -> Command:
     """Check frames 0 and 1 (protocol and command) and return the command."""
     if len(frames) < 2:
         raise ProtocolError(f"too few frames ({len(frames)}): need protocol and command")
-    proto = _bytes(frames[0])
+    proto = frame_bytes(frames[0])
     if proto != PROTOCOL:
         if proto.startswith(PROTOCOL_PREFIX):
             raise ProtocolError(
@@ -474,9 +232,9 @@ def parse_command(frames: Sequence[Frame]) -> Command:
                 ErrorCode.VERSION,
             )
         raise ProtocolError(f"frame 0 is not {PROTOCOL.decode()} (got {proto[:16]!r})")
-    cmd = _COMMANDS.get(_bytes(frames[1]))
+    cmd = _COMMANDS.get(frame_bytes(frames[1]))
     if cmd is None:
-        raise ProtocolError(f"unknown command {_bytes(frames[1])[:16]!r}", field="command")
+        raise ProtocolError(f"unknown command {frame_bytes(frames[1])[:16]!r}", field="command")
     return cmd
 
 
@@ -491,14 +249,14 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
                 f"REQUEST needs at least 7 frames (protocol, command, request id, service, "
                 f"operation, deadline, header), got {n}"
             )
-        request_id = _bytes(frames[2])
+        request_id = frame_bytes(frames[2])
         if not request_id or len(request_id) > limits.max_id_bytes:
             raise ProtocolError(
                 f"request id must be 1..{limits.max_id_bytes} bytes", field="request_id"
             )
         service = _text(frames[3], "service", limits.max_name_bytes)
         operation = _text(frames[4], "operation", limits.max_name_bytes, ascii_only=True)
-        deadline = _bytes(frames[5])
+        deadline = frame_bytes(frames[5])
         if len(deadline) != _DEADLINE.size:
             raise ProtocolError("deadline must be a 4-byte unsigned integer", field="deadline")
         (timeout_ms,) = _DEADLINE.unpack(deadline)
@@ -506,7 +264,7 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
     if cmd in REPLY_COMMANDS:
         if n < 4:
             raise ProtocolError(f"{cmd.name} needs at least 4 frames, got {n}")
-        request_id = _bytes(frames[2])
+        request_id = frame_bytes(frames[2])
         if len(request_id) > limits.max_id_bytes:
             raise ProtocolError("request id too long", field="request_id")
         return Reply(cmd, request_id, list(frames[3:]))
@@ -515,7 +273,7 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
             raise ProtocolError(f"READY needs exactly 3 frames, got {n}")
         info = unpack_header(frames[2], limits)
         _check_ready(info, limits)  # first: an error naming the field is the more useful
-        size = _frame_len(frames[2])
+        size = frame_len(frames[2])
         if size > limits.max_ready_bytes:
             raise ProtocolError(
                 f"READY header is {size} bytes, limit {limits.max_ready_bytes}",
@@ -528,11 +286,11 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
             return _HEARTBEAT
         if n != 3:
             raise ProtocolError(f"HEARTBEAT takes 2 or 3 frames, got {n}")
-        return Heartbeat(_flags(_bytes(frames[2]), limits))
+        return Heartbeat(_flags(frame_bytes(frames[2]), limits))
     if cmd is Command.DECLINE:
         if n != 3:
             raise ProtocolError(f"DECLINE needs exactly 3 frames, got {n}")
-        job_id = _bytes(frames[2])
+        job_id = frame_bytes(frames[2])
         if not job_id or len(job_id) > limits.max_id_bytes:
             raise ProtocolError(f"job id must be 1..{limits.max_id_bytes} bytes", field="job_id")
         return Decline(job_id)
@@ -541,7 +299,7 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
         raise ProtocolError(f"DISCONNECT takes at most 3 frames, got {n}")
     reason = ""
     if n == 3:
-        reason = _bytes(frames[2])[:256].decode("utf-8", "replace")
+        reason = frame_bytes(frames[2])[:256].decode("utf-8", "replace")
     return Disconnect(reason)
 
 
@@ -585,7 +343,7 @@ def _check_ready(info: dict[str, Any], limits: Limits) -> None:
     for r in robots:
         if not isinstance(r, str):
             raise ProtocolError("READY 'robots' must be a list of names", field="robots")
-        _check_text(r.encode(), "robots", limits.max_name_bytes, ascii_only=False)
+        check_text(r.encode(), "robots", limits.max_name_bytes, ascii_only=False)
         if r == BROKER_SERVICE:
             raise ProtocolError(f"{BROKER_SERVICE!r} is reserved", field="robots")
     for key in ("device", "host"):
@@ -716,85 +474,4 @@ def disconnect_frames(reason: str = "") -> list[bytes]:
     frames = [PROTOCOL, Command.DISCONNECT.value]
     if reason:
         frames.append(reason.encode()[:256])
-    return frames
-
-
-# --------------------------------------------------------------------------- sockets
-
-
-def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
-    """Broker endpoints from one string with commas (``"tcp://a:5555,tcp://b:5555"``, as in
-    ``ZMQ_IK_ENDPOINT``) or a sequence of them (each may hold commas too, as a repeated
-    ``--connect`` does): stripped, duplicates dropped, order kept. None at all is an
-    `InputError`."""
-    parts = [value] if isinstance(value, str) else list(value)
-    endpoints: dict[str, None] = {}
-    for part in parts:
-        if not isinstance(part, str):
-            raise InputError(f"an endpoint must be a string, got {part!r:.60}", "endpoint")
-        for e in part.split(","):
-            if e.strip():
-                endpoints[e.strip()] = None
-    if not endpoints:
-        raise InputError(
-            f"no broker endpoint given in {value!r:.80}: use tcp://host:port", "endpoint"
-        )
-    return tuple(endpoints)
-
-
-def endpoints_setting(value: str | Iterable[str], name: str) -> tuple[str, ...]:
-    """`split_endpoints` for a settings field: its `InputError` names the field ``name``."""
-    try:
-        return split_endpoints(value)
-    except InputError as e:
-        raise InputError(e.message, name) from e
-
-
-def new_routing_id() -> bytes:
-    """A fresh random ZeroMQ routing id for a client or worker socket.
-
-    Our peers name themselves so that the broker's ROUTER never has to invent an id for
-    them: ids libzmq invents are ``0x00`` + a 32-bit counter, and a peer that claims the
-    counter's next value makes libzmq abort (docs/security.md). The first byte is never 0
-    (ids starting with 0 are reserved for libzmq), and 8 random bytes make a collision
-    with another peer negligible.
-    """
-    return bytes([1 + os.urandom(1)[0] % 255]) + os.urandom(7)
-
-
-_SNDMORE = int(zmq.SNDMORE)
-
-
-def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
-    """``sock.send_multipart(frames, flags, copy=False)``, several µs a message cheaper.
-
-    pyzmq's `send_multipart` ORs the `zmq.Flag` enum into every frame's flags, and each
-    enum operation costs about a microsecond; this loop uses plain ints. As with
-    `send_multipart`, frames at or above pyzmq's copy threshold (received `zmq.Frame`s,
-    large arrays) are sent from their own memory, never copied; smaller ones are copied.
-    Raises like `send_multipart` (``zmq.Again``, ``EHOSTUNREACH``...) on the first frame.
-    """
-    flags = int(flags)
-    more = flags | _SNDMORE
-    send = sock.send
-    last = len(frames) - 1
-    for i in range(last):
-        send(frames[i], more, copy=False)
-    send(frames[last], flags, copy=False)
-
-
-def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
-    """``sock.recv_multipart(flags, copy=False)``, about twice as fast for small messages.
-
-    Reads `zmq.Frame.more` instead of a ``getsockopt(RCVMORE)`` per frame. Frames are not
-    copied. With ``zmq.NOBLOCK`` only the first frame can raise ``zmq.Again``: a multipart
-    message is delivered whole.
-    """
-    recv = sock.recv
-    flags = int(flags)
-    frame = recv(flags, copy=False)
-    frames = [frame]
-    while frame.more:
-        frame = recv(flags, copy=False)
-        frames.append(frame)
     return frames

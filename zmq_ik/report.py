@@ -1,13 +1,14 @@
-"""Plain-text reports for people: `ping` and `status` answers as lines and tables."""
+"""Plain-text reports for people: `ping` and `status` answers (of one broker or several) as
+lines and tables."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from zmq_ik.errors import IKTimeout
+from zmq_ik.errors import IKError, IKTimeout
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -120,3 +121,57 @@ def status_texts(client: Any, watch: bool, as_json: bool, every: float = 1.0) ->
         if not watch:
             return
         time.sleep(every)
+
+
+def ping_brokers(
+    endpoints: Sequence[str], count: int, as_json: bool, connect: Callable[[str], Any]
+) -> Iterator[tuple[str, bool]]:
+    """`zmq-ik ping` of each broker on its own (a client given several would fail over):
+    ``(text, to_stderr)`` pairs, with ``--json`` one document (a broker's answer, or each
+    broker's by endpoint). ``connect(endpoint)``: a client (a context manager, ``retries=0``).
+    One broker that does not answer is its `IKTimeout`; of several, an `IKError` at the end."""
+    silent, answers = [], {}
+    for ep in endpoints:
+        with connect(ep) as client:
+            try:
+                for line in ping_lines(client, count, as_json):
+                    if as_json:
+                        answers[ep] = json.loads(line)
+                    else:
+                        yield line, False
+            except IKTimeout as e:
+                if len(endpoints) == 1:
+                    raise
+                silent.append(ep)
+                answers[ep] = {"error": str(e)}
+                if not as_json:
+                    yield str(e), True
+    if as_json:
+        one = answers[endpoints[0]] if len(endpoints) == 1 else answers
+        yield json.dumps(one, indent=2, default=str), False
+    if silent:
+        raise IKError(f"{len(silent)} of {len(endpoints)} brokers did not answer")
+
+
+def status_screens(
+    endpoints: Sequence[str], watch: bool, as_json: bool, connect: Callable[[str], Any]
+) -> Iterator[list[str]]:
+    """`zmq-ik status` of each broker: a screen (its lines) per refresh, each broker's text
+    headed by its endpoint when there are several. ``connect(endpoint)``: a client; all are
+    closed when the screens end."""
+    clients = [connect(ep) for ep in endpoints]
+    try:
+        views = [status_texts(c, watch, as_json) for c in clients]
+        while True:
+            texts = [next(v, None) for v in views]
+            if texts[0] is None:
+                return
+            screen = []
+            for ep, text in zip(endpoints, texts, strict=True):
+                if len(endpoints) > 1 and not as_json:
+                    screen.append(f"== {ep}")
+                screen.append(str(text))
+            yield screen
+    finally:
+        for c in clients:
+            c.close()

@@ -21,7 +21,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from zmq_ik._os import PARENT_ENV
 from zmq_ik._scene import as_int
@@ -101,6 +102,14 @@ class ServeSettings:
         object.__setattr__(self, "gpus", tuple(as_int(g, "gpus", 0) for g in self.gpus))
         if self.worker.require_gpu and not self.gpus:
             raise InputError("require_gpu needs GPU indices (--gpu 0,1)", "require_gpu")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> ServeSettings:
+        """Settings from `zmq-ik serve`'s flat options: its own fields, and those of the
+        workers' `ServiceSettings`."""
+        own = {f.name for f in fields(cls)} - {"worker"}
+        worker = ServiceSettings(**{k: v for k, v in options.items() if k not in own})
+        return cls(**{k: v for k, v in options.items() if k in own}, worker=worker)
 
     @property
     def worker_count(self) -> int:

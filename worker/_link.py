@@ -1,0 +1,66 @@
+"""The brokers a worker serves: `WorkerSettings` (how it connects) and `Link` (one broker's
+connection state: socket, timers, what the broker was told and owes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from zmq_ik.protocol import DEFAULT_ENDPOINT, Limits, endpoints_setting
+from zmq_ik.worker._job import Job
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything that tunes a worker's connections; the CLI builds one from its flags."""
+
+    connect: str | Sequence[str] = DEFAULT_ENDPOINT
+    """Broker endpoint, or several (a sequence, or one string with commas): the worker
+    registers with each and serves them all, one job at a time."""
+    heartbeat_interval: float = 0.25
+    """Seconds between heartbeats to each broker."""
+    liveness: int = 4
+    """Heartbeat intervals of silence from a broker before reconnecting to it."""
+    reconnect_min: float = 0.25
+    """First reconnect delay (seconds); doubles while the broker stays silent, and starts
+    afresh once a broker has answered (each outage backs off from the start)."""
+    reconnect_max: float = 5.0
+    """Cap on the reconnect delay."""
+    limits: Limits = field(default_factory=Limits)
+    """Protocol limits enforced on requests."""
+    curve: Any = None
+    """`zmq_ik.security.CurveClient` keys, or None for plaintext."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The brokers to serve, from ``connect`` (`protocol.split_endpoints`)."""
+        return tuple(self.connect)
+
+
+class Link:
+    """One broker this worker serves: its socket (None between connections) and timers."""
+
+    def __init__(self, endpoint: str, reconnect_min: float) -> None:
+        self.endpoint = endpoint
+        self.sock: zmq.Socket | None = None
+        self.last_recv = 0.0
+        self.last_sent = 0.0
+        self.answered = False
+        """The broker answered our READY (a HEARTBEAT or a request: only registered workers
+        get them): the registration took, so the reconnect backoff starts afresh."""
+        self.declines = False
+        """The broker flagged `FEATURE_DECLINE`: it may be sent DECLINE and state flags."""
+        self.owed_idle = False
+        """We declined its job or flagged busy: it waits for FLAG_IDLE before sending more."""
+        self.deferred: Job | None = None
+        """Its job that arrived during another broker's job (it cannot be declined): run next."""
+        self.broken: str | None = None
+        """Why the keeper found the connection unusable; the main thread drops it."""
+        self.delay = reconnect_min
+        self.reconnect_at = 0.0

@@ -1,0 +1,122 @@
+"""IK solver settings and the answer tolerances (numpy free): `IKSettings`, its limits, and
+the default `POS_TOL` / `ORI_TOL` with `check_tolerance`.
+
+Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from zmq_ik._checks import as_bool, as_float, as_int
+from zmq_ik._docs import documented
+from zmq_ik.errors import InputError
+
+MAX_IK_WEIGHT = 1e6
+"""Largest cost weight accepted: the solver squares weights in float32, and past ~1e19 the
+cost overflows to inf, every step is rejected and the answer silently stays at rest."""
+MAX_IK_LAMBDA = 1e7
+"""Largest initial damping: the solver gives a problem up once its damping passes this."""
+
+
+POS_TOL = 1e-4
+"""Default position tolerance, metres (0.1 mm): a pose whose achieved needle-tip position is
+further than this from its target misses: well under a fine tattoo line (0.3-0.5 mm), so the
+IK's share of the error budget stays small next to the arm's own repeatability. The
+bundled example meets it in the default mode with ~1.7x margin (worst 0.058 mm)."""
+ORI_TOL = 0.05
+"""Default orientation tolerance, radians (~2.9°): a needle tilted this much shifts its point
+by ~0.1 mm (`POS_TOL`) at a 2 mm depth. The bundled example meets it in the default mode with
+~2.6x margin (worst 0.019 rad): the rest-pose pull costs mostly orientation (see IKSettings)."""
+
+_TOLERANCE_RANGES = {"pos_tol": (0.01, "metres: 0.0001 is 0.1 mm"), "ori_tol": (math.pi, "radians")}
+
+
+def check_tolerance(value: Any, name: str) -> float:
+    """``value`` as tolerance ``name`` (``"pos_tol"``, metres, <= 1 cm; ``"ori_tol"``, radians,
+    <= pi): a position tolerance typed in millimetres is refused, not taken as metres."""
+    hi, unit = _TOLERANCE_RANGES[name]
+    try:
+        return as_float(value, name, 0.0, hi=hi)
+    except InputError as exc:
+        raise InputError(f"{exc.message} ({unit})", field=name) from None
+
+
+MAX_IK_ITERATIONS = 1000
+"""Largest ``max_iterations`` accepted. A deadline is only checked between the solver's
+program calls, so this bounds how long one call can run past it: 1000 iterations of a CPU
+chunk of 1,024 unreachable targets take ~0.5 s (32, the default: ~0.05 s)."""
+
+
+@documented
+@dataclass(frozen=True)
+class IKSettings:
+    """IK solver settings, for the client, the wire, the worker and the in-process engine.
+    Defaults are tatbot's (pyroki), so answers are comparable to its solver. Frozen,
+    hashable, compared by value; every field is checked on construction."""
+
+    pos_weight: float = 32.0
+    """Weight of the translation part of the pose residual (per metre; 0..1e6)."""
+    ori_weight: float = 1.0
+    """Weight of the rotation part of the pose residual (per radian; 0..1e6)."""
+    rest_weight: float = 0.1
+    """Weight of ``q - rest``: pulls the redundant degree of freedom (and everything else, a
+    little) toward the rest pose (0..1e6). With ``precise`` it only breaks ties (decays to 0).
+    As position weighs 32x orientation, a pose gives way to this pull mostly in orientation
+    (README: "Is the answer good enough?")."""
+    limit_weight: float = 32.0
+    """Weight of the soft joint-limit residual (0..1e6; ignored with ``precise``: limits are
+    hard)."""
+    lambda_initial: float = 1.0
+    """Initial Levenberg–Marquardt damping (> 0, <= 1e7), then adapted per problem."""
+    max_iterations: int = 32
+    """LM iterations (1..``MAX_IK_ITERATIONS``); each problem stops earlier once converged."""
+    precise: bool = False
+    """Meet reachable targets exactly: the rest term decays to 0 over the iterations (it only
+    breaks ties), joint limits are hard (each step is clamped), and at least
+    ``zmq_ik.ik.PRECISE_MIN_ITERATIONS`` iterations run. Slower."""
+    seeds: int = 1
+    """Starting points per target (1..256): the rest pose plus ``seeds - 1`` deterministic
+    Halton points inside the joint limits; the best answer per target is kept."""
+    continuous: bool = False
+    """Stroke batches only: each pose of a stroke starts from the previous pose's answer (the
+    first from the rest pose), for smoother joint paths."""
+
+    def __post_init__(self) -> None:
+        for name in ("pos_weight", "ori_weight", "rest_weight", "limit_weight"):
+            object.__setattr__(
+                self, name, as_float(getattr(self, name), name, 0.0, hi=MAX_IK_WEIGHT)
+            )
+        object.__setattr__(
+            self,
+            "lambda_initial",
+            as_float(self.lambda_initial, "lambda_initial", 0.0, strict_lo=True, hi=MAX_IK_LAMBDA),
+        )
+        object.__setattr__(
+            self,
+            "max_iterations",
+            as_int(self.max_iterations, "max_iterations", 1, MAX_IK_ITERATIONS),
+        )
+        object.__setattr__(self, "seeds", as_int(self.seeds, "seeds", 1, 256))
+        object.__setattr__(self, "precise", as_bool(self.precise, "precise"))
+        object.__setattr__(self, "continuous", as_bool(self.continuous, "continuous"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/msgpack/YAML friendly)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IKSettings:
+        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are refused."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"ik: must be a mapping, got {type(data).__name__}", field="ik")
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise InputError(
+                    f"{key}: unknown IK setting {key!r}; known: {sorted(known)}", field=str(key)
+                )
+        return cls(**data)
