@@ -7,6 +7,7 @@ numpy only; the robot's limits are plain arrays (``Robot.lower``, ``upper``, ``l
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -72,19 +73,37 @@ def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
     return (lo + margin + u * (hi - lo - 2 * margin)).astype(np.float32)
 
 
+_REST_BOUNDS: weakref.WeakKeyDictionary[Robot, tuple[npt.NDArray[np.float64], ...]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per robot, the (lowest, highest) rest pose `check_rest` accepts: computed once, not per
+solve (a control loop sends a rest pose with every pose)."""
+
+
+def _rest_bounds(robot: Robot) -> tuple[npt.NDArray[np.float64], ...]:
+    bounds = _REST_BOUNDS.get(robot)
+    if bounds is None:
+        lower, upper = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
+        slack = np.where(robot.limited, np.maximum(upper - lower, joint_reach(robot)), np.inf)
+        bounds = _REST_BOUNDS[robot] = (
+            np.maximum(lower - slack, -1e3),
+            np.minimum(upper + slack, 1e3),
+        )
+    return bounds
+
+
 def check_rest(robot: Robot, rest: Any) -> None:
     """Refuse a rest pose far outside the joint limits (more than a whole range, and at least
     half a turn or 1 m, beyond them) or beyond ±1e3: it is the starting point too, so such a
     value is a caller's mistake (degrees for radians, a wrong joint order). A previous answer
     fed back (soft limits let it sit outside them) passes."""
     rest = np.asarray(rest, np.float64)
-    lower, upper = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
-    slack = np.where(robot.limited, np.maximum(upper - lower, joint_reach(robot)), np.inf)
-    bad = (rest < lower - slack) | (rest > upper + slack) | (np.abs(rest) > 1e3)
+    lo, hi = _rest_bounds(robot)
+    bad = (rest < lo) | (rest > hi)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
             f"rest[{i}] = {rest[i]:g} for joint {robot.joint_names[i]!r} is far outside its "
-            f"limits [{lower[i]:g}, {upper[i]:g}]",
+            f"limits [{robot.lower[i]:g}, {robot.upper[i]:g}]",
             field="rest",
         )

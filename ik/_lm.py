@@ -380,14 +380,7 @@ def _lm(
         out["H"] = {ij: jnp.where(accept, at_new["H"][ij], state["H"][ij]) for ij in state["H"]}
         out["g"] = [jnp.where(accept, at_new["g"][i], state["g"][i]) for i in range(n)]
         if not precise:
-            out["crossed"] = _crossed_limits(
-                prob,
-                state["q"],
-                q_new,
-                ~accept & (cost_new > cost_old),
-                cost_new - cost_old,
-                weights,
-            )
+            out["crossed"] = _crossed_limits(prob, state["q"], q_new, ~accept)
         if restart is None:
             out["active"] = active & ~converged
             return out
@@ -450,9 +443,9 @@ def _model_limits(
     lhs: dict[tuple[int, int], Any],
     weights: dict[str, Any],
 ) -> None:
-    """Soft limits: after a step rejected for crossing a limit (`_crossed_limits`), model
-    the penalty of that limit, ``limit_w2 · (q + δ - limit)²``, for the joint still inside
-    it (`evaluate` models the penalty only once a joint is past a limit).
+    """Soft limits: after a rejected step that took a joint across a limit
+    (`_crossed_limits`), model that limit's penalty, ``limit_w2 · (q + δ - limit)²``
+    (`evaluate` models the penalty only once a joint is past a limit).
 
     Without it, the next, more damped, step still ignores the limit: it overshoots again, or
     moves the joint part of the way there. On targets whose optimum sits on a limit
@@ -463,40 +456,25 @@ def _model_limits(
     a rejected crossing lands where the penalty lets the joint go."""
     limit_w2 = weights["limit"] * weights["limit"]
     for i in range(prob.n):
-        if not prob.limited[i]:
-            continue
-        anchored = (q[i] <= prob.upper[i]) & (q[i] >= prob.lower[i]) & ~jnp.isnan(crossed[i])
-        lhs[i, i] = lhs[i, i] + jnp.where(anchored, limit_w2, 0.0)
-        grad[i] = grad[i] + jnp.where(anchored, limit_w2 * (q[i] - crossed[i]), 0.0)
+        if prob.limited[i]:
+            anchored = ~jnp.isnan(crossed[i])
+            lhs[i, i] = lhs[i, i] + jnp.where(anchored, limit_w2, 0.0)
+            grad[i] = grad[i] + jnp.where(anchored, limit_w2 * (q[i] - crossed[i]), 0.0)
 
 
-def _crossed_limits(
-    prob: ChainProblem,
-    q: list[Any],
-    q_new: list[Any],
-    rejected: Any,
-    increase: Any,
-    weights: dict[str, Any],
-) -> list[Any]:
-    """Per limited joint, the limit a rejected step took it across from inside, when the
-    penalties of the limits it crossed are what made it a loss (NaN: none). A step rejected
-    for its nonlinearity elsewhere anchors nothing."""
-    limit_w2 = weights["limit"] * weights["limit"]
-    limits: list[Any] = []
-    penalty: Any = 0.0
+def _crossed_limits(prob: ChainProblem, q: list[Any], q_new: list[Any], rejected: Any) -> list[Any]:
+    """Per limited joint, the limit a rejected step took it across from inside (NaN: none;
+    the joint is still inside then, since the step was rejected)."""
+    out: list[Any] = []
     for i in range(prob.n):
         if not prob.limited[i]:
-            limits.append(None)
+            out.append(None)
             continue
         lower, upper = prob.lower[i], prob.upper[i]
-        inside = (q[i] > lower) & (q[i] < upper)
+        was_inside = rejected & (q[i] >= lower) & (q[i] <= upper)
         limit = jnp.where(q_new[i] > upper, upper, jnp.where(q_new[i] < lower, lower, jnp.nan))
-        limit = jnp.where(inside, limit, jnp.nan)
-        past = jnp.where(jnp.isnan(limit), 0.0, q_new[i] - limit)
-        penalty = penalty + limit_w2 * past * past
-        limits.append(limit)
-    blamed = rejected & (penalty >= increase)
-    return [None if x is None else jnp.where(blamed, x, jnp.nan) for x in limits]
+        out.append(jnp.where(was_inside, limit, jnp.nan))
+    return out
 
 
 def _clamp(prob: ChainProblem, i: int, q: Any) -> Any:

@@ -3,15 +3,17 @@ like ``IKClient.solve`` so code moves between the two unchanged."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 import numpy.typing as npt
 
 from zmq_ik._checks import as_float, check_rest_shape, check_targets
-from zmq_ik.errors import IKTimeout
+from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import IKSettings, IKSolution
 
 from ._joints import check_rest, default_rest
@@ -23,21 +25,44 @@ Targets = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np
 _TATBOT_SETTINGS = IKSettings()
 
 
-def solver_inputs(robot: Robot, target_wxyz: Any, target_pos: Any, rest: Any) -> Targets:
+def solver_inputs(
+    robot: Robot, target_wxyz: Any, target_pos: Any, rest: Any, *, checked: bool = False
+) -> Targets:
     """Checked solver input: (N, n_ee, 4) unit quaternions and (N, n_ee, 3) positions, and
     the rest pose (``None``: :func:`default_rest`), all float32. One pose, (n_ee, 4) and
-    (n_ee, 3), is N = 1. Quaternions are normalised in float64."""
-    wxyz, pos = check_targets(
-        target_wxyz, target_pos, n_ee=robot.n_ee, dtype=np.float64, one_pose=True
-    )
+    (n_ee, 3), is N = 1. Quaternions are normalised in float64.
+
+    ``checked``: the targets come from `zmq_ik._checks.check_targets` already (a worker's
+    `ops.read_solve_request`), so only what needs the robot is checked here (~30 µs less
+    per single-pose request)."""
+    if checked:
+        wxyz, pos = np.asarray(target_wxyz), np.asarray(target_pos)
+        if wxyz.shape[1:] != (robot.n_ee, 4) or pos.shape != (*wxyz.shape[:2], 3):
+            raise InputError(
+                f"target_pos: targets {wxyz.shape} / {pos.shape} do not fit the robot's "
+                f"{robot.n_ee} end effectors",
+                "target_pos",
+            )
+    else:
+        wxyz, pos = check_targets(
+            target_wxyz, target_pos, n_ee=robot.n_ee, dtype=np.float64, one_pose=True
+        )
     if rest is None:
         rest32 = default_rest(robot)
     else:
         rest64 = check_rest_shape(rest, robot.n_joints, np.float64)
         check_rest(robot, rest64)
         rest32 = rest64.astype(np.float32)
-    unit = wxyz / np.linalg.norm(wxyz, axis=-1, keepdims=True)
-    return unit.astype(np.float32), pos.astype(np.float32), rest32
+    w64 = wxyz.astype(np.float64)
+    unit = w64 / np.sqrt(np.sum(w64 * w64, axis=-1, keepdims=True))
+    return unit.astype(np.float32), pos.astype(np.float32, copy=False), rest32
+
+
+@functools.lru_cache(maxsize=64)
+def device_params(settings: IKSettings) -> jax.Array:
+    """:func:`solver_params` of ``settings`` on the device, made once per settings (a few
+    dozen kept): a program called with a host array copies it in on every call."""
+    return jax.device_put(solver_params(settings))
 
 
 def check_deadline(deadline: float | None, done: int, total: int) -> None:
@@ -97,12 +122,14 @@ def solve_until(
     *,
     deadline: float | None,
     buckets: Sequence[int] | None = None,
+    checked: bool = False,
 ) -> IKSolution:
     """:func:`solve_ik` with a ``time.monotonic()`` ``deadline`` instead of a timeout: what a
-    worker calls with the deadline its request carries."""
+    worker calls with the deadline its request carries. ``checked``: see
+    :func:`solver_inputs`."""
     settings = ik or _TATBOT_SETTINGS
     sizes = check_buckets(buckets)
-    wxyz, pos, rest32 = solver_inputs(robot, target_wxyz, target_pos, rest)
+    wxyz, pos, rest32 = solver_inputs(robot, target_wxyz, target_pos, rest, checked=checked)
     n_targets = wxyz.shape[0]
     joints = np.empty((n_targets, robot.n_joints), np.float32)
     pos_err = np.empty((n_targets, robot.n_ee), np.float32)
@@ -110,15 +137,17 @@ def solve_until(
     if n_targets == 0:
         return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
     fn = solve_program(robot, settings.precise, settings.seeds)
-    params = solver_params(settings)
+    params = device_params(settings)
     chunk = chunk_size(sizes, settings.seeds)
     for start in range(0, n_targets, chunk):
         check_deadline(deadline, start, n_targets)
         stop = min(start + chunk, n_targets)
         m = stop - start
         bucket = bucket_for(m, sizes)
-        # Pad with copies of the first target (a valid problem; results are discarded).
-        idx = np.concatenate([np.arange(start, stop), np.full(bucket - m, start)])
+        if m == bucket:
+            idx: Any = slice(start, stop)
+        else:  # pad with copies of the first target (a valid problem; results are discarded)
+            idx = np.concatenate([np.arange(start, stop), np.full(bucket - m, start)])
         chunk_wxyz = np.ascontiguousarray(wxyz[idx].transpose(1, 2, 0))
         chunk_pos = np.ascontiguousarray(pos[idx].transpose(1, 2, 0))
         q, pe, oe = fn(chunk_wxyz, chunk_pos, rest32, params)

@@ -15,7 +15,7 @@ from conftest import ROOT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _data, e2e, ik_engine, report, transport
+from benchmarks import _data, control_loop, e2e, ik_engine, report, transport
 from benchmarks._common import Config
 
 TINY = Config(runs=1, tiny=True, verbose=False)
@@ -112,3 +112,17 @@ def test_gpu_check_dry_run_runs(tmp_path):
     text = out.read_text()
     for row in ("engine, batch 16", "worker READY, warm", "single-pose loop", "vs CPU"):
         assert row in text
+
+
+def test_control_loop_section_runs():
+    """benchmarks/control_loop.py: all three systems, both rest modes, the goal ratios."""
+    section = control_loop.run(TINY)
+    if _data.ik_missing():
+        assert section.skipped and not section.tables
+        return
+    _has_rows(section)
+    assert [row[0] for row in section.tables[0].rows] == ["warm", "ready"]
+    for mode in ("warm", "ready"):
+        summary = section.data["summary"][mode]
+        assert all(summary[f"{s} p50"] > 0 for s in control_loop.SYSTEMS)
+        assert summary["compute_ms p50"] > 0  # the worker's compute_ms came back

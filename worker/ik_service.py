@@ -357,9 +357,18 @@ class IKService:
                     f"targets have {wxyz.shape[1]} end effectors, robot {robot!r} has {len(ee)}",
                     "target_pos",
                 )
+            # read_solve_request checked the targets: the engine checks only what needs the
+            # robot (rest against its limits), not the same arrays again.
             return ops.solve_reply(
                 ik.solve_until(
-                    solver, wxyz, pos, rest, settings, deadline=deadline, buckets=self.buckets
+                    solver,
+                    wxyz,
+                    pos,
+                    rest,
+                    settings,
+                    deadline=deadline,
+                    buckets=self.buckets,
+                    checked=True,
                 )
             )
         if operation == ops.DESCRIBE:

@@ -1,0 +1,302 @@
+"""A robot control loop through the broker: one bimanual pose per request, side by side with
+the same loop in-process and the raw two-hop floor.
+
+    python -m benchmarks.control_loop                  # 9 rounds of 400 poses per system
+    python -m benchmarks.control_loop --rounds 3 --poses 200
+    python -m benchmarks.control_loop --tiny           # smoke test (seconds, not numbers)
+
+The path is smooth: each arm's needle circles (1 cm radius) in the example scene's design
+plane in 0.5 mm steps, with the scene's needle orientations, as a controller tracking a
+stroke would ask. Each pose is one request, sent after the previous answer came back. Two
+rest modes: ``warm`` (rest = the previous answer, the README's control loop) and ``ready``
+(rest = the robot's ready pose every time, i.e. ``rest=None`` through the broker).
+
+Systems, each run in every round, in a rotating order (so load from the rest of the machine
+falls on all of them alike):
+
+- ``in-process``: `zmq_ik.ik.solve_ik` in this process (bucket 1), as a worker compiles it;
+- ``two-hop floor``: a raw pyzmq DEALER → ``zmq.proxy`` (ROUTER/DEALER) → DEALER echo of a
+  request-sized frame (benchmarks/_raw.py): what any broker in between costs at least;
+- ``broker + worker``: `IKClient` → zmq-ik broker → one CPU IK worker (``--buckets 1``: single poses use bucket 1):
+  ``solve``'s own steps (``ops.solve_request``, ``IKClient.request``,
+  ``ops.read_solve_reply``), so the worker's ``compute_ms`` can be read off each reply.
+
+Per round and system: p50 and p99 of the loop's per-call latency; tables give the median
+over rounds. The goal (issue #17): broker p50 ≤ 1.3 × (in-process p50 + floor p50), taken
+within each round, and broker p99 ≤ 2 × its p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import Config, Section, Table, log, median, pct, ratio
+from benchmarks._procs import JAX_CACHE, Procs, free_endpoint
+
+MODES = ("warm", "ready")
+SYSTEMS = ("in-process", "two-hop floor", "broker + worker")
+STEP_M = 0.0005
+"""Distance between consecutive targets of one arm (metres)."""
+RADIUS_M = 0.01
+
+
+def path(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` bimanual targets, (n, 2, 4) wxyz and (n, 2, 3) metres: each needle on a 1 cm
+    circle around its stroke-like origin (design origin + the arm's offset), ``STEP_M``
+    apart, the scene's needle orientations."""
+    from benchmarks import _data
+
+    wxyz1, pos1 = _data.single_pose()
+    angle = np.arange(n) * (STEP_M / RADIUS_M)
+    circle = RADIUS_M * np.stack([np.cos(angle) - 1.0, np.sin(angle), np.zeros(n)], -1)
+    pos = pos1 + circle[:, None, :]  # both arms trace the same circle, each at its origin
+    wxyz = np.broadcast_to(wxyz1, (n, 2, 4))
+    return np.ascontiguousarray(wxyz, np.float32), np.ascontiguousarray(pos, np.float32)
+
+
+Solver = Callable[[np.ndarray, np.ndarray, Any], tuple[np.ndarray, float | None]]
+"""(wxyz (2, 4), pos (2, 3), rest or None) → (joints (14,), the worker's compute_ms or None)."""
+
+
+def loop(
+    solve: Solver, wxyz: np.ndarray, pos: np.ndarray, warm: bool
+) -> tuple[list[float], list[float]]:
+    """One pose per call along the path: (latencies ms, worker compute ms)."""
+    rest = None
+    lat: list[float] = []
+    computed: list[float] = []
+    clock = time.perf_counter
+    for i in range(len(wxyz)):
+        t0 = clock()
+        joints, compute_ms = solve(wxyz[i], pos[i], rest)
+        lat.append((clock() - t0) * 1000)
+        if compute_ms is not None:
+            computed.append(compute_ms)
+        if warm:
+            rest = joints
+    return lat, computed
+
+
+class InProcess:
+    """`solve_ik` in this process, the worker's compile settings (inline CPU dispatch)."""
+
+    def __init__(self) -> None:
+        from zmq_ik import ik
+
+        ik.run_inline_on_cpu()
+        ik.enable_compilation_cache(JAX_CACHE)
+        self.ik = ik
+        self.robot = ik.Robot.bundled("tatbot")  # default rest: the ready pose, as a worker's
+        self.buckets = (1,)
+        ik.warmup(self.robot, buckets=self.buckets)
+
+    def __call__(self, wxyz: np.ndarray, pos: np.ndarray, rest: Any) -> tuple[np.ndarray, None]:
+        sol = self.ik.solve_ik(self.robot, wxyz, pos, rest, buckets=self.buckets)
+        return sol.joints[0], None
+
+
+class Floor:
+    """A request-sized frame through the raw proxy to a DEALER echo and back."""
+
+    def __init__(self, endpoint: str, nbytes: int) -> None:
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.data = np.zeros(nbytes, np.uint8)
+        self.joints = np.zeros(14, np.float32)
+
+    def __call__(self, wxyz: np.ndarray, pos: np.ndarray, rest: Any) -> tuple[np.ndarray, None]:
+        self.sock.send(self.data, copy=False)
+        self.sock.recv(copy=False)
+        return self.joints, None
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+class Broker:
+    """``IKClient.solve``'s steps, keeping the reply header for ``compute_ms``."""
+
+    def __init__(self, endpoint: str) -> None:
+        from zmq_ik import ops
+        from zmq_ik.client import IKClient
+
+        self.ops = ops
+        self.client = IKClient(endpoint, timeout=5.0, retries=0)
+
+    def __call__(
+        self, wxyz: np.ndarray, pos: np.ndarray, rest: Any
+    ) -> tuple[np.ndarray, float | None]:
+        header, arrays = self.ops.solve_request(wxyz, pos, rest)
+        reply = self.client.request("tatbot", self.ops.SOLVE, header, arrays)
+        sol = self.ops.read_solve_reply(reply.arrays)
+        return sol.joints[0], reply.header.get("compute_ms")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def request_bytes() -> int:
+    """Bytes of a single-pose ``solve`` request's frames (the floor echoes as many)."""
+    from zmq_ik import ops
+    from zmq_ik.protocol import encode_payload
+
+    wxyz, pos = path(1)
+    header, arrays = ops.solve_request(wxyz[0], pos[0], np.zeros(14, np.float32))
+    frames = encode_payload(header, arrays)
+    return sum(len(f) if isinstance(f, bytes) else int(np.asarray(f).nbytes) for f in frames) + 40
+
+
+def measure(cfg: Config, rounds: int, poses: int) -> dict[str, Any]:
+    """Every system and rest mode, ``rounds`` rounds of ``poses`` calls each. Returns
+    ``{mode: {system: [(p50, p99, compute p50 or nan), ...]}}`` and the setup."""
+    wxyz, pos = path(poses * (rounds + 1))
+    front, back, zik_ep = (free_endpoint() for _ in range(3))
+    systems: dict[str, Any] = {}
+    results: dict[str, dict[str, list[tuple[float, float, float]]]] = {
+        mode: {s: [] for s in SYSTEMS} for mode in MODES
+    }
+    with Procs() as procs:
+        procs.module("proxy", "benchmarks._raw", "proxy", "--frontend", front, "--backend", back)
+        procs.module("dealer-echo", "benchmarks._raw", "dealer-echo", "--connect", back)
+        procs.broker(zik_ep)
+        procs.ik_worker(zik_ep, buckets="1")
+        log(cfg, "control loop: compiling in-process, starting the worker...")
+        systems["in-process"] = InProcess()
+        procs.wait_workers(zik_ep, 1, robot="tatbot")
+        systems["two-hop floor"] = Floor(front, request_bytes())
+        systems["broker + worker"] = Broker(zik_ep)
+        try:
+            procs.check_alive()
+            warmup = max(20, poses // 10)
+            for name in SYSTEMS:  # warm-up: first calls, connections, caches
+                for mode in MODES:
+                    loop(systems[name], wxyz[:warmup], pos[:warmup], mode == "warm")
+            for r in range(rounds):
+                seg = slice((r + 1) * poses, (r + 2) * poses)
+                order = list(SYSTEMS[r % 3 :] + SYSTEMS[: r % 3])  # rotate who goes first
+                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                    for name in order:
+                        lat, computed = loop(systems[name], wxyz[seg], pos[seg], mode == "warm")
+                        results[mode][name].append((pct(lat, 50), pct(lat, 99), pct(computed, 50)))
+                procs.check_alive()
+                log(
+                    cfg,
+                    f"  round {r + 1}/{rounds}: "
+                    + "; ".join(
+                        f"{mode} "
+                        + ", ".join(f"{s} {results[mode][s][-1][0]:.3f}" for s in SYSTEMS)
+                        for mode in MODES
+                    )
+                    + " (p50 ms)",
+                )
+        finally:
+            for name in ("two-hop floor", "broker + worker"):
+                if name in systems:
+                    systems[name].close()
+    return {"results": results, "rounds": rounds, "poses": poses}
+
+
+def summary(data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per mode: medians over rounds, and the goal ratios taken within each round."""
+    out = {}
+    for mode, per in data["results"].items():
+        inproc, floor, broker = (per[s] for s in SYSTEMS)
+        goal = [ratio(b[0], i[0] + f[0]) for i, f, b in zip(inproc, floor, broker, strict=True)]
+        out[mode] = {
+            **{f"{s} p50": median([x[0] for x in per[s]]) for s in SYSTEMS},
+            **{f"{s} p99": median([x[1] for x in per[s]]) for s in SYSTEMS},
+            "compute_ms p50": median([x[2] for x in broker]),
+            "goal ratio": median(goal),
+            "p99 / p50": median([ratio(b[1], b[0]) for b in broker]),
+        }
+    return out
+
+
+def table(data: dict[str, Any]) -> Table:
+    s = summary(data)
+    t = Table(
+        "Control loop: one bimanual pose per call along a smooth path (ms)",
+        [
+            "rest",
+            "in-process p50",
+            "two-hop floor p50",
+            "broker + worker p50",
+            "broker p99",
+            "worker compute_ms p50",
+            "broker ÷ (in-process + floor)",
+            "broker p99 ÷ p50",
+        ],
+        note=(
+            f"Median over {data['rounds']} rounds of {data['poses']} calls per system and rest "
+            "mode (systems interleaved, order rotating); ratios are taken within each round. "
+            "warm: rest = the previous answer; ready: rest = the ready pose. Goals: ratio "
+            "≤ 1.3, p99 ÷ p50 ≤ 2."
+        ),
+    )
+    for mode, v in s.items():
+        t.rows.append(
+            [
+                mode,
+                v["in-process p50"],
+                v["two-hop floor p50"],
+                v["broker + worker p50"],
+                v["broker + worker p99"],
+                v["compute_ms p50"],
+                v["goal ratio"],
+                v["p99 / p50"],
+            ]
+        )
+    return t
+
+
+def run(cfg: Config) -> Section:
+    """The control-loop section (``python -m benchmarks --only`` does not include it: it is
+    run on its own, ``python -m benchmarks.control_loop``)."""
+    section = Section("control_loop", "Control loop through the broker")
+    from benchmarks import _data
+
+    reason = _data.ik_missing()
+    if reason:
+        section.skipped = reason
+        return section
+    rounds, poses = cfg.pick((9, 400), (3, 200), (1, 20))
+    data = measure(cfg, rounds, poses)
+    section.tables.append(table(data))
+    section.data = {**data, "summary": summary(data)}
+    return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.control_loop", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    parser.add_argument("--poses", type=int, default=400, help="calls per round and system")
+    parser.add_argument("--tiny", action="store_true", help="smoke-test size (seconds)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.poses < 2:
+        parser.error("--rounds must be >= 1 and --poses >= 2")
+    cfg = Config(tiny=args.tiny)
+    t0 = time.perf_counter()
+    if args.tiny:
+        section = run(cfg)
+    else:
+        section = Section("control_loop", "Control loop through the broker")
+        data = measure(cfg, args.rounds, args.poses)
+        section.tables.append(table(data))
+    print(section.markdown())
+    log(cfg, f"control_loop: {time.perf_counter() - t0:.0f}s")
+    return 0 if section.tables else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
