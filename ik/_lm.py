@@ -25,7 +25,6 @@ along the redundant directions, with the same pose errors).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -48,6 +47,7 @@ from ._kin import (
     quat_to_mat,
     rotation_log,
 )
+from ._planes import barrier, cholesky_solve, dot3
 
 if TYPE_CHECKING:
     from ._robot import ChainInfo, Robot
@@ -122,7 +122,7 @@ def evaluate(
 
     Returns ``task`` (pose + limit cost), ``rest_sq`` (|q - rest|²), ``H`` (Gauss–Newton
     matrix, lower triangle), ``g`` (gradient / 2), ``pos_err`` (m) and ``ori_err`` (rad)."""
-    fk: ChainFK = _barrier(chain_fk(prob.chain, q), pred)
+    fk: ChainFK = barrier(chain_fk(prob.chain, q), pred)
     jv, jw = geometric_jacobian(prob.chain, fk)
     pos_diff = [fk.p[i] - prob.p_target[i] for i in range(3)]
     # Pose residual log(T_t⁻¹·T) = (v, ω) in the target frame.
@@ -137,7 +137,7 @@ def evaluate(
     # the target (large rotation errors) the identity in its place points the wrong way.
     world_to_log = matmul(jl_inv, R_target_T)
     rot_to_trans = matmul(jl_inv_derivative(omega, coef_c, coef_e, t_err), world_to_log)
-    world_to_log, rot_to_trans, omega, theta, v = _barrier(
+    world_to_log, rot_to_trans, omega, theta, v = barrier(
         (world_to_log, rot_to_trans, omega, theta, v), pred
     )
     dv_dq = [
@@ -148,15 +148,15 @@ def evaluate(
         for k in range(prob.n)
     ]
     dw_dq = [matvec(world_to_log, jw[k]) for k in range(prob.n)]
-    dv_dq, dw_dq, v = _barrier((dv_dq, dw_dq, v), pred)
+    dv_dq, dw_dq, v = barrier((dv_dq, dw_dq, v), pred)
     pos_w2, ori_w2 = weights["pos"] * weights["pos"], weights["ori"] * weights["ori"]
     pose_cost = pos_w2 * sum(x * x for x in v) + ori_w2 * (theta * theta)
     n = prob.n
     H: dict[tuple[int, int], Any] = {}
     for i in range(n):
         for j in range(i + 1):
-            H[i, j] = pos_w2 * _dot3(dv_dq[i], dv_dq[j]) + ori_w2 * _dot3(dw_dq[i], dw_dq[j])
-    g = [pos_w2 * _dot3(dv_dq[i], v) + ori_w2 * _dot3(dw_dq[i], omega) for i in range(n)]
+            H[i, j] = pos_w2 * dot3(dv_dq[i], dv_dq[j]) + ori_w2 * dot3(dw_dq[i], dw_dq[j])
+    g = [pos_w2 * dot3(dv_dq[i], v) + ori_w2 * dot3(dw_dq[i], omega) for i in range(n)]
     limit_cost: Any = 0.0
     if not precise:
         limit_w2 = weights["limit"] * weights["limit"]
@@ -173,7 +173,7 @@ def evaluate(
         limit_cost = limit_w2 * limit_cost
     rest_sq = sum((q[i] - prob.rest[i]) ** 2 for i in range(n))
     pos_err = jnp.sqrt(sum(x * x for x in pos_diff))
-    return _barrier(
+    return barrier(
         {
             "task": pose_cost + limit_cost,
             "rest_sq": rest_sq,
@@ -184,72 +184,6 @@ def evaluate(
         },
         pred,
     )
-
-
-def _barrier(tree: Any, pred: Any) -> Any:
-    """Materialise the array planes in ``tree`` (``pred``: a traced True).
-
-    Without this XLA (CPU) duplicates the whole FK into every one of the ~60 consumers of
-    the loop state (fused elementwise producers count as cheap to recompute): many times
-    slower and slower to compile. ``optimization_barrier`` is dropped before fusion on CPU;
-    a conditional on a traced predicate is not, and costs about a microsecond there. On a
-    GPU the trade is the other way round: each conditional copies its predicate to the host
-    and waits for it (~10 barriers per iteration would mean ~10 device syncs), while
-    ``optimization_barrier`` is honoured, so GPUs get the barrier and CPUs the conditional.
-    The backend is read at trace time: a program is traced for the device it runs on."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    idx = [i for i, x in enumerate(leaves) if not isinstance(x, float)]
-    arrays = [leaves[i] for i in idx]
-    if jax.default_backend() == "cpu":
-        out = jax.lax.cond(pred, lambda a: a, lambda a: [-x for x in a], arrays)
-    else:
-        out = jax.lax.optimization_barrier(arrays)
-    for i, x in zip(idx, out, strict=True):
-        leaves[i] = x
-    return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def _dot3(a: Sequence[Any], b: Sequence[Any]) -> Any:
-    """Dot product of planes, skipping trace-time zeros (prismatic joints' rotation part)."""
-    out: Any = 0.0
-    for x, y in zip(a, b, strict=True):
-        if (isinstance(x, float) and x == 0.0) or (isinstance(y, float) and y == 0.0):
-            continue
-        out = out + x * y
-    return out
-
-
-def _cholesky_solve(A: dict[tuple[int, int], Any], b: list[Any]) -> list[Any]:
-    """Solve A x = b for SPD A (lower triangle given), unrolled LDLᵀ on planes."""
-    n = len(b)
-    L: dict[tuple[int, int], Any] = {}
-    D: list[Any] = []
-    Dinv: list[Any] = []
-    for j in range(n):
-        d = A[j, j]
-        for k in range(j):
-            d = d - L[j, k] * L[j, k] * D[k]
-        d = jnp.maximum(d, 1e-12)
-        D.append(d)
-        Dinv.append(1.0 / d)
-        for i in range(j + 1, n):
-            s = A[i, j]
-            for k in range(j):
-                s = s - L[i, k] * L[j, k] * D[k]
-            L[i, j] = s * Dinv[j]
-    y: list[Any] = []
-    for i in range(n):
-        s = b[i]
-        for k in range(i):
-            s = s - L[i, k] * y[k]
-        y.append(s)
-    x: list[Any] = [None] * n
-    for i in reversed(range(n)):
-        s = y[i] * Dinv[i]
-        for k in range(i + 1, n):
-            s = s - L[k, i] * x[k]
-        x[i] = s
-    return x
 
 
 def _lm(
@@ -336,7 +270,7 @@ def _lm(
                         a = f * a
                 lhs[i, j] = a
             grad = [gi if free[i] is None else free[i] * gi for i, gi in enumerate(grad)]
-        delta = _barrier(_cholesky_solve(lhs, [-gi for gi in grad]), k >= 0)
+        delta = barrier(cholesky_solve(lhs, [-gi for gi in grad]), k >= 0)
         q_new = [state["q"][i] + delta[i] for i in range(n)]
         pending: Any = state["pending"] if restart is not None else None
         if restart is not None:
