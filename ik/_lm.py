@@ -58,9 +58,9 @@ _REST_DECAY = 0.5
 """``precise=True``: the rest weight is multiplied by this every iteration (tie-break only)."""
 _STEP_TOL = 1e-6
 """A problem freezes after an accepted step smaller than this (rad / m, max norm)..."""
-_GAIN_RTOL = 1e-6
-"""...or (``precise=False``) when its model promises a cost decrease below this fraction
-of the cost (float32 tells costs apart to ~1e-7)..."""
+_COST_RTOL = 1e-6
+"""...or (``precise=False``) after a rejected step that changed its cost by less than this
+fraction (float32 tells costs apart to ~1e-7: no step will gain anything measurable)..."""
 _LAMBDA_MAX = 1e7
 """...or when its damping exceeds this (no step improves the cost any more)."""
 _LAMBDA_MIN = 1e-7
@@ -219,11 +219,8 @@ def _lm(
             **at_q,
         }
         if not precise:
-            # Per limited joint: the limit its last rejected step crossed (NaN: none).
-            state["crossed"] = [
-                jnp.full(batch, jnp.nan, jnp.float32) if prob.limited[i] else None
-                for i in range(prob.n)
-            ]
+            # The joint a rejected step took across a limit (-1: none), and that limit.
+            state["crossed"] = (jnp.full(batch, -1, jnp.int32), jnp.zeros(batch, jnp.float32))
         if restarts is not None:
             state["pending"] = jnp.zeros(batch, jnp.bool_)
             state["restarts"] = jnp.zeros(batch, jnp.int32)
@@ -242,9 +239,8 @@ def _lm(
         grad = [state["g"][i] + rest_w2 * (state["q"][i] - prob.rest[i]) for i in range(n)]
         if not precise:
             _model_limits(prob, state["q"], state["crossed"], grad, lhs, weights)
-        scale = [1.0 + lhs[i, i] for i in range(n)]  # Marquardt's damping, per joint
         for i in range(n):
-            lhs[i, i] = lhs[i, i] + rest_w2 + damping * scale[i]
+            lhs[i, i] = lhs[i, i] + rest_w2 + damping * (1.0 + lhs[i, i])
         if precise:
             # Projected Newton: a joint on a limit whose descent direction points out of the
             # limits is held there (its row and column leave the system), so the clamped
@@ -297,14 +293,10 @@ def _lm(
             damping_new = jnp.where(pending, damping0, damping_new)
         converged = (accept & (step < _STEP_TOL)) | (damping_new > _LAMBDA_MAX)
         if not precise:
-            # The model's decrease for this step: -2·g·δ - δ·H·δ = -g·δ + λ·δ·D·δ (both >= 0,
-            # from (H + λD)·δ = -g). Once below what float32 costs can tell apart, no step
-            # will be accepted for a real gain: stop now rather than after raising the
-            # damping past _LAMBDA_MAX by rejections (a dozen iterations).
-            model_gain = sum(
-                -grad[i] * delta[i] + damping * scale[i] * delta[i] * delta[i] for i in range(n)
-            )
-            converged = converged | (active & (model_gain <= _GAIN_RTOL * cost_old))
+            # A rejected step that changed the cost by less than float32 resolves: stop now
+            # rather than after raising the damping past _LAMBDA_MAX by a dozen more
+            # rejections (each a whole iteration of the batch).
+            converged = converged | (~accept & (cost_new - cost_old <= _COST_RTOL * cost_old))
         out: dict[str, Any] = {
             "q": [jnp.where(accept, q_new[i], state["q"][i]) for i in range(n)],
             "damping": damping_new,
@@ -372,7 +364,7 @@ def _lm(
 def _model_limits(
     prob: ChainProblem,
     q: list[Any],
-    crossed: list[Any],
+    crossed: tuple[Any, Any],
     grad: list[Any],
     lhs: dict[tuple[int, int], Any],
     weights: dict[str, Any],
@@ -389,26 +381,30 @@ def _model_limits(
     where the optimum's is 0.0165; tatbot's solver reaches 0.0168). With it the step after
     a rejected crossing lands where the penalty lets the joint go."""
     limit_w2 = weights["limit"] * weights["limit"]
+    joint, limit = crossed
     for i in range(prob.n):
         if prob.limited[i]:
-            anchored = ~jnp.isnan(crossed[i])
+            anchored = joint == i
             lhs[i, i] = lhs[i, i] + jnp.where(anchored, limit_w2, 0.0)
-            grad[i] = grad[i] + jnp.where(anchored, limit_w2 * (q[i] - crossed[i]), 0.0)
+            grad[i] = grad[i] + jnp.where(anchored, limit_w2 * (q[i] - limit), 0.0)
 
 
-def _crossed_limits(prob: ChainProblem, q: list[Any], q_new: list[Any], rejected: Any) -> list[Any]:
-    """Per limited joint, the limit a rejected step took it across from inside (NaN: none;
-    the joint is still inside then, since the step was rejected)."""
-    out: list[Any] = []
+def _crossed_limits(
+    prob: ChainProblem, q: list[Any], q_new: list[Any], rejected: Any
+) -> tuple[Any, Any]:
+    """The joint a rejected step took across a limit from inside (the last one, if several;
+    -1: none; it is still inside, since the step was rejected), and that limit."""
+    joint = jnp.full(rejected.shape, -1, jnp.int32)
+    limit = jnp.zeros(rejected.shape, jnp.float32)
     for i in range(prob.n):
         if not prob.limited[i]:
-            out.append(None)
             continue
         lower, upper = prob.lower[i], prob.upper[i]
-        was_inside = rejected & (q[i] >= lower) & (q[i] <= upper)
-        limit = jnp.where(q_new[i] > upper, upper, jnp.where(q_new[i] < lower, lower, jnp.nan))
-        out.append(jnp.where(was_inside, limit, jnp.nan))
-    return out
+        up = q_new[i] > upper
+        hit = rejected & (q[i] >= lower) & (q[i] <= upper) & (up | (q_new[i] < lower))
+        joint = jnp.where(hit, i, joint)
+        limit = jnp.where(hit, jnp.where(up, upper, lower), limit)
+    return joint, limit
 
 
 def _clamp(prob: ChainProblem, i: int, q: Any) -> Any:
