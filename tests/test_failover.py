@@ -73,13 +73,7 @@ def test_a_worker_of_two_brokers_declines_the_other_brokers_job_so_it_runs_elsew
     """W1 runs a 2 s job for A; B's two jobs must not wait for it: W1 tells B it is busy (a
     flagged heartbeat), or declines the job B sends it, and both run on W2, well before A's
     job ends."""
-    a, b = free_endpoint(), free_endpoint()
-    procs.broker(a)
-    procs.broker(b)
-    for _ in range(2):
-        procs.echo_worker(a, "--connect", b)
-    wait_for_workers(a, 2)
-    wait_for_workers(b, 2)
+    a, b = two_brokers_two_workers(procs)
     out: dict[str, Any] = {}
     t0 = time.monotonic()
     threads = [sleep_on(a, 2.0, out, "a")]
