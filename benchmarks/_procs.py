@@ -1,13 +1,17 @@
 """Benchmark processes: every party (broker, workers, raw echo servers, proxies, HTTP servers)
-runs as its own subprocess on a free loopback port, with its log in a temp directory, and is
-always reaped (SIGTERM, then SIGKILL) when the `Procs` context exits."""
+runs as its own subprocess on a loopback port, with its log in a temp directory, and is
+always reaped (SIGTERM, then SIGKILL) when the `Procs` context exits.
+
+A broker binds a port it picks itself (ZeroMQ's ``:*`` wildcard) and the endpoint it got is
+read back from its log (`bound_endpoint`): a port chosen here and handed over could be taken
+by another process in between. The test suite's fixtures start brokers the same way."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,19 +19,38 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from zmq_ik.broker import LISTENING
+from zmq_ik.serve import free_endpoint
+
 ROOT = Path(__file__).resolve().parent.parent
 JAX_CACHE = ROOT / ".jax_cache"
 """The JAX persistent compilation cache shared with the test suite (compiled once)."""
 
 
+ANY_PORT = "tcp://127.0.0.1:*"
+"""Bind a loopback port the OS picks (ZeroMQ's wildcard port)."""
+_LISTENING = re.compile(re.escape(LISTENING).replace("%s", r"(\S+)\n").encode())
+
+
+def bound_endpoint(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30.0) -> str:
+    """The endpoint the broker ``proc`` bound, from its `LISTENING` log line (INFO: the broker
+    must not run with ``-q``); raises if it exits or says nothing within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _LISTENING.search(log_path.read_bytes())
+        if found:
+            return found.group(1).decode()
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = f"exited {proc.returncode}" if proc.poll() is not None else f"after {timeout}s"
+            log = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"broker did not say where it listens ({why}):\n{log}")
+        time.sleep(0.02)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_endpoint() -> str:
-    return f"tcp://127.0.0.1:{free_port()}"
+    """A loopback port free now, for a party that cannot bind a port of its own choosing and
+    say which (an HTTP server); brokers bind `ANY_PORT`."""
+    return int(free_endpoint().rpartition(":")[2])
 
 
 class Procs:
@@ -73,8 +96,16 @@ class Procs:
         """``python -m zmq_ik.cli -q args...``"""
         return self.module(name, "zmq_ik.cli", "-q", *args)
 
-    def broker(self, endpoint: str) -> subprocess.Popen[bytes]:
-        return self.zmq_ik("broker", "broker", "--bind", endpoint)
+    def broker(self, *extra: str, endpoint: str = ANY_PORT) -> subprocess.Popen[bytes]:
+        """A broker bound to ``endpoint`` (default: a port it picks); its ``.endpoint`` is the
+        one it bound. Started without ``-q``: its INFO log says where it listens."""
+        proc = self.module("broker", "zmq_ik.cli", "broker", "--bind", endpoint, *extra)
+        proc.endpoint = (  # type: ignore[attr-defined]
+            bound_endpoint(proc, proc.log_path)  # type: ignore[attr-defined]
+            if endpoint.endswith(":*")
+            else endpoint
+        )
+        return proc
 
     def echo_worker(self, endpoint: str) -> subprocess.Popen[bytes]:
         return self.zmq_ik("echo-worker", "worker", "--echo", "--connect", endpoint)

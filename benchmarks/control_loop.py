@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import Config, Section, Table, log, median, pct, ratio
-from benchmarks._procs import JAX_CACHE, Procs, free_endpoint
+from benchmarks._procs import JAX_CACHE, Procs
+from zmq_ik.serve import free_endpoint
 
 MODES = ("warm", "ready")
 SYSTEMS = ("in-process", "two-hop floor", "broker + worker")
@@ -161,7 +162,7 @@ def measure(cfg: Config, rounds: int, poses: int) -> dict[str, Any]:
     """Every system and rest mode, ``rounds`` rounds of ``poses`` calls each. Returns
     ``{mode: {system: [(p50, p99, compute p50 or nan), ...]}}`` and the setup."""
     wxyz, pos = path(poses * (rounds + 1))
-    front, back, zik_ep = (free_endpoint() for _ in range(3))
+    front, back = free_endpoint(), free_endpoint()
     systems: dict[str, Any] = {}
     results: dict[str, dict[str, list[tuple[float, float, float]]]] = {
         mode: {s: [] for s in SYSTEMS} for mode in MODES
@@ -169,7 +170,7 @@ def measure(cfg: Config, rounds: int, poses: int) -> dict[str, Any]:
     with Procs() as procs:
         procs.module("proxy", "benchmarks._raw", "proxy", "--frontend", front, "--backend", back)
         procs.module("dealer-echo", "benchmarks._raw", "dealer-echo", "--connect", back)
-        procs.broker(zik_ep)
+        zik_ep = procs.broker().endpoint
         procs.ik_worker(zik_ep, buckets="1")
         log(cfg, "control loop: compiling in-process, starting the worker...")
         systems["in-process"] = InProcess()

@@ -14,7 +14,7 @@ import time
 
 from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median, ratio
-from benchmarks._procs import Procs, free_endpoint
+from benchmarks._procs import Procs
 
 
 def run(cfg: Config) -> Section:
@@ -33,9 +33,8 @@ def run(cfg: Config) -> Section:
     scene, _ = _data.example()
     per_pair = scene.stroke_length * scene.offset_num
     times: dict[tuple[int, int], list[float]] = {}
-    ep = free_endpoint()
     with Procs() as procs:
-        procs.broker(ep)
+        ep = procs.broker().endpoint
         started = 0
         with IKClient(ep, timeout=600.0) as client:
             for workers in worker_counts:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._clients import EchoLoad, Tally
-from benchmarks._procs import JAX_CACHE, Procs, free_endpoint
+from benchmarks._procs import JAX_CACHE, Procs
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError
 
@@ -51,9 +51,7 @@ class Load(EchoLoad):
 
 
 def start(procs: Procs, brokers: int, workers: int = 2, worker: str = "--echo") -> list[str]:
-    endpoints = [free_endpoint() for _ in range(brokers)]
-    for ep in endpoints:
-        procs.broker(ep)
+    endpoints = [procs.broker().endpoint for _ in range(brokers)]
     connect = [a for ep in endpoints for a in ("--connect", ep)]
     for _ in range(workers):
         if worker == "--echo":
@@ -120,7 +118,7 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
             kill(procs, broker_a)
             events["kill A"] = time.monotonic()
             time.sleep(args.phase)
-            procs.broker(a)
+            procs.broker(endpoint=a)
             events["restart A"] = time.monotonic()
             procs.wait_workers(a, 2, timeout=30)
             events["A has its workers"] = time.monotonic()
@@ -158,7 +156,7 @@ def restart_one(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.phase)
             kill(procs, procs.procs[0])
             events["kill"] = time.monotonic()
-            procs.broker(a)
+            procs.broker(endpoint=a)
             events["restart"] = time.monotonic()
             procs.wait_workers(a, 2, timeout=30)
             events["broker and workers back"] = time.monotonic()

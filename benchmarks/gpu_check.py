@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._procs import ROOT, free_endpoint
+from benchmarks._procs import ROOT, Procs
+from zmq_ik.serve import free_endpoint
 
 BATCHES = (1, 1024, 16384, 131072)
 DRY_BATCHES = (1, 16)
@@ -108,25 +109,22 @@ def worker_start(gpu_args: list[str], buckets: list[str], cache: Path) -> dict[s
     log_dir = Path(tempfile.mkdtemp(prefix="zmq-ik-worker-start-"))
     times: dict[str, float] = {}
     for kind in ("cold", "warm"):
-        endpoint = free_endpoint()
-        broker = subprocess.Popen(_zmq_ik("broker", "--bind", endpoint), env=_env(None))
-        log = open(log_dir / f"worker-{kind}.log", "wb")
-        worker = subprocess.Popen(
-            _zmq_ik(
-                "worker", "--connect", endpoint, *gpu_args, *buckets, "--cache-dir", str(cache)
-            ),
-            env=_env(None),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            times[kind] = _wait_ready(endpoint, worker, timeout=900)
-            _log(f"  worker READY ({kind} cache): {times[kind]:.1f}s")
-        finally:
-            for proc in (worker, broker):
-                proc.terminate()
-                proc.wait(30)
-            log.close()
+        with Procs() as procs, open(log_dir / f"worker-{kind}.log", "wb") as log:
+            endpoint = procs.broker().endpoint
+            worker = subprocess.Popen(
+                _zmq_ik(
+                    "worker", "--connect", endpoint, *gpu_args, *buckets, "--cache-dir", str(cache)
+                ),
+                env=_env(None),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                times[kind] = _wait_ready(endpoint, worker, timeout=900)
+                _log(f"  worker READY ({kind} cache): {times[kind]:.1f}s")
+            finally:
+                worker.terminate()
+                worker.wait(30)
     return times
 
 

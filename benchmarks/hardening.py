@@ -33,7 +33,7 @@ import numpy as np
 import zmq
 
 from benchmarks._clients import CountingClient
-from benchmarks._procs import Procs, free_endpoint
+from benchmarks._procs import Procs
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, ProtocolError, RemoteError
 from zmq_ik.protocol import (
@@ -73,9 +73,9 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def stall(args: argparse.Namespace) -> None:
-    endpoint = free_endpoint()
     with Procs() as procs:
-        broker = procs.broker(endpoint)
+        broker = procs.broker()
+        endpoint = broker.endpoint
         for _ in range(2):
             procs.echo_worker(endpoint)
         procs.wait_workers(endpoint, 2)
@@ -243,7 +243,6 @@ def _ping(endpoint: str) -> str:
 
 
 def rogue(args: argparse.Namespace) -> None:
-    endpoint = free_endpoint()
     over = {
         "robots": [f"r{i}" for i in range(args.names)],
         "device": "cpu",
@@ -255,7 +254,7 @@ def rogue(args: argparse.Namespace) -> None:
     }
     rows = []
     with Procs() as procs:
-        procs.broker(endpoint)
+        endpoint = procs.broker().endpoint
         for _ in range(2):
             procs.echo_worker(endpoint)
         procs.wait_workers(endpoint, 2)
@@ -290,10 +289,10 @@ def rogue(args: argparse.Namespace) -> None:
 
 
 def memory(args: argparse.Namespace) -> None:
-    endpoint = free_endpoint()
     rows = []
     with Procs() as procs:
-        broker = procs.zmq_ik("broker", "broker", "--bind", endpoint, *args.broker_arg)
+        broker = procs.broker(*args.broker_arg)
+        endpoint = broker.endpoint
         procs.echo_worker(endpoint)
         procs.wait_workers(endpoint, 1)
         rows.append(["idle", f"{rss_mib(broker.pid):,.0f}"])

@@ -23,9 +23,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -36,16 +33,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
+from benchmarks._procs import ROOT, Procs
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def rss_mib(pid: int) -> float | None:
@@ -59,7 +49,8 @@ def rss_mib(pid: int) -> float | None:
 
 
 class Cluster:
-    """A broker and N workers as subprocesses (logs in a temp directory), always reaped."""
+    """A broker and N workers as subprocesses (`Procs`: logs in a temp directory, always
+    reaped), with what the load and soak runs read of them."""
 
     def __init__(
         self,
@@ -67,55 +58,20 @@ class Cluster:
         ik: bool = False,
         broker_args: tuple[str, ...] = (),
         worker_args: tuple[str, ...] = (),
-        log_dir: Path | None = None,
     ) -> None:
-        self.endpoint = free_endpoint()
-        self.log_dir = (
-            log_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"zmq-ik-bench-{os.getpid()}"
-        )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-        self.broker = self._start("broker", ["broker", "--bind", self.endpoint, *broker_args], env)
-        kind = [] if ik else ["--echo"]
+        self.procs = Procs()
+        self.broker = self.procs.broker(*broker_args)
+        self.endpoint: str = self.broker.endpoint  # type: ignore[attr-defined]
+        kind = () if ik else ("--echo",)
         self.workers = [
-            self._start(
-                f"worker{i}", ["worker", *kind, "--connect", self.endpoint, *worker_args], env
+            self.procs.zmq_ik(
+                f"worker{i}", "worker", *kind, "--connect", self.endpoint, *worker_args
             )
             for i in range(workers)
         ]
 
-    def _start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(self.log_dir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "zmq_ik.cli", "-q", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-            )
-        self.procs.append(proc)
-        return proc
-
     def wait_ready(self, timeout: float = 300.0) -> None:
-        from zmq_ik.client import IKClient
-        from zmq_ik.errors import IKError
-
-        deadline = time.monotonic() + timeout
-        with IKClient(self.endpoint, timeout=1.0, retries=0) as client:
-            while time.monotonic() < deadline:
-                for p in self.procs:
-                    if p.poll() is not None:
-                        raise RuntimeError(
-                            f"{p.args!r} exited {p.returncode}; logs in {self.log_dir}"
-                        )
-                try:
-                    if len(client.ping()["workers"]) >= len(self.workers):
-                        return
-                except IKError:
-                    pass
-                time.sleep(0.2)
-        raise TimeoutError(f"workers not ready within {timeout}s; logs in {self.log_dir}")
+        self.procs.wait_workers(self.endpoint, len(self.workers), timeout=timeout)
 
     def status(self) -> dict[str, Any]:
         from zmq_ik.client import IKClient
@@ -129,22 +85,11 @@ class Cluster:
             out[f"worker{i}"] = rss_mib(w.pid)
         return out
 
-    def close(self) -> None:
-        for p in reversed(self.procs):  # workers first, then the broker
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-
     def __enter__(self) -> Cluster:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, *exc: Any) -> None:
+        self.procs.__exit__(*exc)
 
 
 class RssSampler(threading.Thread):

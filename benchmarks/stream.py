@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median
-from benchmarks._procs import ROOT, Procs, free_endpoint
+from benchmarks._procs import ROOT, Procs
 
 SLEEP_PER_PAIR = 0.010
 """The consumer's pace in the memory runs (s per stroke pair): slower than one CPU worker."""
@@ -116,9 +116,8 @@ def run(cfg: Config, sizes: list[int] | None = None) -> Section:
     one = _data.strokes(1)
     rows: list[list[Any]] = []
     mem: list[list[Any]] = []
-    ep = free_endpoint()
     with Procs() as procs:
-        procs.broker(ep)
+        ep = procs.broker().endpoint
         procs.ik_worker(ep, buckets)
         log(cfg, "  waiting for the IK worker")
         procs.wait_workers(ep, 1, robot="tatbot")

@@ -27,7 +27,8 @@ from benchmarks._common import (
     size_label,
     time_calls,
 )
-from benchmarks._procs import Procs, free_endpoint
+from benchmarks._procs import Procs
+from zmq_ik.serve import free_endpoint
 
 SIZES = [64, 64 << 10, 1 << 20, 8 << 20]
 SYSTEMS = ["one hop (raw)", "two hops (raw proxy)", "zmq-ik broker"]
@@ -131,7 +132,7 @@ def run(cfg: Config) -> Section:
     section = Section("transport", "1. Messaging floor: raw pyzmq vs the zmq-ik broker")
     sizes = cfg.pick(SIZES, SIZES, SIZES[:2])
     ctx = zmq.Context()
-    one, front, back, zik_ep = (free_endpoint() for _ in range(4))
+    one, front, back = (free_endpoint() for _ in range(3))
     clients: list[Any] = []
     try:
         with Procs() as procs:
@@ -140,7 +141,7 @@ def run(cfg: Config) -> Section:
                 "proxy", "benchmarks._raw", "proxy", "--frontend", front, "--backend", back
             )
             procs.module("dealer-echo", "benchmarks._raw", "dealer-echo", "--connect", back)
-            procs.broker(zik_ep)
+            zik_ep = procs.broker().endpoint
             procs.echo_worker(zik_ep)
             procs.wait_workers(zik_ep, 1, robot="echo")
             clients = [RawClient(ctx, one), RawClient(ctx, front), ZikClient(zik_ep)]

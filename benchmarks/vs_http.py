@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median, pct, ratio
-from benchmarks._procs import Procs, free_endpoint, free_port
+from benchmarks._procs import Procs, free_port
 from benchmarks._sides import HttpSide, ZikSide, concurrent
 
 OPS = {
@@ -59,11 +59,10 @@ def run(cfg: Config) -> Section:
     }
     ops = ["noop"] if ik_reason else [op for op in OPS if n[op] > 0]
     job_pairs = 100
-    ep = free_endpoint()
     ports = {"FastAPI": free_port(), "Flask": free_port()}
     sides: list[Any] = []
     with Procs() as procs:
-        procs.broker(ep)
+        ep = procs.broker().endpoint
         procs.echo_worker(ep)
         ik_args = ["--no-ik"] if ik_reason else (["--buckets", buckets] if buckets else [])
         if not ik_reason:

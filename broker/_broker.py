@@ -26,6 +26,9 @@ replies, heartbeats, retries) is read before `BrokerCore.tick` judges workers an
 _TRIM_BYTES = 64 * 1024 * 1024
 """Payload bytes freed after which the heap is handed back to the OS (`malloc_trim`)."""
 _seeded = False
+LISTENING = "broker listening on %s"
+"""Logged (INFO) for each socket once bound, with the endpoint libzmq reports (a ``:*``
+wildcard port resolved): how a script or the test suite learns the port a broker picked."""
 
 
 def _seed_libzmq_routing_ids() -> None:
@@ -106,7 +109,7 @@ class Broker:
                 raise OSError(f"cannot bind {endpoint}: {e}") from e
             self.sockets.append(sock)
             self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-            logger.info("broker listening on %s", self.endpoints[-1])
+            logger.info(LISTENING, self.endpoints[-1])
 
     @property
     def endpoint(self) -> str:

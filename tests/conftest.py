@@ -1,4 +1,7 @@
-"""Shared fixtures: free loopback ports, real broker/worker processes that are always reaped."""
+"""Shared fixtures: real broker/worker processes that are always reaped, on loopback ports
+they pick themselves (a broker binds ``tcp://127.0.0.1:*`` and says which port it got; a
+socket in this process binds with `bind_to_random_port`), so no port is chosen here and
+then lost to another process before it is bound."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +22,18 @@ import numpy as np
 import pytest
 import zmq
 
+from benchmarks._procs import ANY_PORT, bound_endpoint
+
 ROOT = Path(__file__).resolve().parent.parent
 JAX_CACHE = ROOT / ".jax_cache"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Proc(subprocess.Popen):
+    """A `zmq-ik` subprocess: its log file, and for a broker the endpoint it bound."""
 
-
-def free_endpoint() -> str:
-    return f"tcp://127.0.0.1:{free_port()}"
+    log_path: Path
+    endpoint: str = ""
 
 
 class Processes:
@@ -40,34 +43,42 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.tmp_path = tmp_path
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"proc{len(self.procs)}.log", "wb")
+    def start(self, *args: str, env: dict[str, str] | None = None) -> Proc:
+        log_path = self.tmp_path / f"proc{len(self.procs)}.log"
         full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zmq_ik.cli", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=ROOT,
-        )
-        log.close()
-        proc.log_path = self.tmp_path / f"proc{len(self.procs)}.log"  # type: ignore[attr-defined]
+        with open(log_path, "wb") as log:
+            proc = Proc(
+                [sys.executable, "-m", "zmq_ik.cli", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=ROOT,
+            )
+        proc.log_path = log_path
         self.procs.append(proc)
         return proc
 
-    def broker(self, endpoint: str, *extra: str, wait: bool = True) -> subprocess.Popen[bytes]:
-        """Start a broker; with ``wait``, return once it answers a ping (so a test's own
-        deadlines do not include the broker's start-up)."""
+    def broker(self, *extra: str, endpoint: str = ANY_PORT, wait: bool = True) -> Proc:
+        """Start a broker on ``endpoint`` (default: a loopback port it picks; pass a restarted
+        broker its predecessor's ``.endpoint``). ``.endpoint`` is where it listens; with
+        ``wait``, it is returned once it answers a ping (so a test's own deadlines do not
+        include the broker's start-up)."""
         proc = self.start("broker", "--bind", endpoint, *extra)
+        wildcard = endpoint.endswith(":*")
+        proc.endpoint = bound_endpoint(proc, proc.log_path) if wildcard else endpoint
         if wait:
-            wait_for_broker(endpoint, proc)
+            wait_for_broker(proc.endpoint, proc)
         return proc
 
-    def echo_worker(self, endpoint: str, *extra: str) -> subprocess.Popen[bytes]:
+    def serve(self, endpoint: str, *extra: str, env: dict[str, str] | None = None) -> Proc:
+        """`zmq-ik serve` bound to ``endpoint`` (a `serve_endpoint`: serve takes no wildcard)."""
+        return self.start("serve", "--bind", endpoint, *extra, env=env)
+
+    def echo_worker(self, endpoint: str, *extra: str) -> Proc:
         return self.start("worker", "--echo", "--connect", endpoint, *extra)
 
-    def log(self, proc: subprocess.Popen[bytes]) -> str:
-        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+    def log(self, proc: Proc) -> str:
+        return proc.log_path.read_text(errors="replace")
 
     def close(self) -> None:
         for proc in self.procs:
@@ -90,8 +101,36 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.fixture
-def endpoint() -> str:
+def endpoint(procs: Processes) -> str:
+    """A broker with default settings on a port it picked: its endpoint."""
+    return procs.broker().endpoint
+
+
+@pytest.fixture
+def serve_endpoint() -> str:
+    """A loopback endpoint free now, for `zmq-ik serve`: its workers must know the port before
+    its broker binds it, so serve cannot take a wildcard port (the one place a test still
+    chooses a port for another process to bind)."""
+    from zmq_ik.serve import free_endpoint
+
     return free_endpoint()
+
+
+@contextmanager
+def refusing_endpoint() -> Iterator[str]:
+    """A loopback endpoint where nothing listens, for as long as the context lasts: its port
+    is held by a socket bound but never listening, so a connect is refused and no other
+    process can bind the port meanwhile."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def nowhere() -> Iterator[str]:
+    """An endpoint where nothing listens (`refusing_endpoint`) for the whole test."""
+    with refusing_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -152,12 +191,17 @@ def ik_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One broker + one real IK worker (tatbot, small buckets, shared JAX cache) per session."""
     pytest.importorskip("jax")
     procs = Processes(tmp_path_factory.mktemp("ikworker"))
-    endpoint = free_endpoint()
-    procs.broker(endpoint)
-    procs.start(
-        "worker", "--connect", endpoint, "--buckets", IK_TEST_BUCKETS, "--cache-dir", str(JAX_CACHE)
-    )
     try:
+        endpoint = procs.broker().endpoint
+        procs.start(
+            "worker",
+            "--connect",
+            endpoint,
+            "--buckets",
+            IK_TEST_BUCKETS,
+            "--cache-dir",
+            str(JAX_CACHE),
+        )
         wait_for_workers(endpoint, 1, robot="tatbot", timeout=300)
         yield endpoint
     finally:

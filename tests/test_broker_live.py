@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import zmq
-from conftest import free_endpoint, wait_for_workers
+from conftest import wait_for_workers
 
 from zmq_ik.client import Call, IKClient
 from zmq_ik.errors import IKTimeout, RemoteError
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def test_many_clients_many_workers_each_gets_its_own_answer(procs, endpoint):
-    procs.broker(endpoint)
     for _ in range(3):
         procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 3)
@@ -67,7 +66,6 @@ def test_many_clients_many_workers_each_gets_its_own_answer(procs, endpoint):
 
 
 def test_sigkill_worker_during_job_answered_by_the_other_once(procs, endpoint):
-    procs.broker(endpoint)
     w1 = procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     procs.echo_worker(endpoint)
@@ -96,7 +94,6 @@ def test_sigkill_worker_during_job_answered_by_the_other_once(procs, endpoint):
 
 
 def test_client_asks_before_any_worker_exists(procs, endpoint):
-    procs.broker(endpoint)
     with IKClient(endpoint, timeout=20, retries=0) as client:
         threading.Timer(0.5, lambda: procs.echo_worker(endpoint)).start()
         payload = client.request("echo", "echo", {"hello": 1})
@@ -104,7 +101,6 @@ def test_client_asks_before_any_worker_exists(procs, endpoint):
 
 
 def test_unknown_robot_error_within_deadline(procs, endpoint):
-    procs.broker(endpoint)
     with IKClient(endpoint, timeout=0.5, retries=0) as client:
         t0 = time.monotonic()
         with pytest.raises(RemoteError) as info:
@@ -113,8 +109,9 @@ def test_unknown_robot_error_within_deadline(procs, endpoint):
     assert info.value.code == "unknown_robot" and "no-such-robot" in info.value.message
 
 
-def test_broker_restart_client_retry_succeeds(procs, endpoint):
-    broker = procs.broker(endpoint)
+def test_broker_restart_client_retry_succeeds(procs):
+    broker = procs.broker()
+    endpoint = broker.endpoint
     procs.echo_worker(endpoint, "--heartbeat", "0.1")
     wait_for_workers(endpoint, 1)
     with IKClient(endpoint, timeout=2.0, retries=3) as client:
@@ -122,12 +119,11 @@ def test_broker_restart_client_retry_succeeds(procs, endpoint):
         broker.send_signal(signal.SIGKILL)
         broker.wait(5)
         # wait=False: the client's retry is what waits for the new broker here.
-        threading.Timer(0.5, lambda: procs.broker(endpoint, wait=False)).start()
+        threading.Timer(0.5, lambda: procs.broker(endpoint=endpoint, wait=False)).start()
         assert client.request("echo", "echo", {"n": 2}).header["n"] == 2
 
 
 def test_rogue_peer_does_not_stop_good_client(procs, endpoint, zctx):
-    procs.broker(endpoint)
     procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     rogue = zctx.socket(zmq.DEALER)
@@ -152,8 +148,7 @@ def test_rogue_peer_does_not_stop_good_client(procs, endpoint, zctx):
     rogue.close()
 
 
-def test_ping_cli_exit_codes(procs, endpoint):
-    procs.broker(endpoint)
+def test_ping_cli_exit_codes(procs, endpoint, nowhere):
     ok = subprocess.run(
         [sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", endpoint, "--timeout", "5"],
         capture_output=True,
@@ -161,10 +156,9 @@ def test_ping_cli_exit_codes(procs, endpoint):
     )
     assert ok.returncode == 0, ok.stderr
     assert b"rtt" in ok.stdout
-    nothing = free_endpoint()
     t0 = time.monotonic()
     bad = subprocess.run(
-        [sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", nothing, "--timeout", "1"],
+        [sys.executable, "-m", "zmq_ik.cli", "ping", "--endpoint", nowhere, "--timeout", "1"],
         capture_output=True,
         timeout=30,
     )
@@ -172,8 +166,9 @@ def test_ping_cli_exit_codes(procs, endpoint):
     assert time.monotonic() - t0 < 15
 
 
-def test_broker_sigterm_exits_zero_and_tells_workers(procs, endpoint):
-    broker = procs.broker(endpoint, "--grace", "0.5")
+def test_broker_sigterm_exits_zero_and_tells_workers(procs):
+    broker = procs.broker("--grace", "0.5")
+    endpoint = broker.endpoint
     worker = procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     broker.send_signal(signal.SIGTERM)
@@ -183,7 +178,6 @@ def test_broker_sigterm_exits_zero_and_tells_workers(procs, endpoint):
 
 
 def test_worker_sigterm_finishes_current_job(procs, endpoint):
-    procs.broker(endpoint)
     worker = procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     with IKClient(endpoint, timeout=10, retries=0) as client:
@@ -194,7 +188,6 @@ def test_worker_sigterm_finishes_current_job(procs, endpoint):
 
 
 def test_worker_errors_become_error_replies_and_worker_carries_on(procs, endpoint):
-    procs.broker(endpoint)
     procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     with IKClient(endpoint, timeout=5, retries=0) as client:
@@ -213,7 +206,6 @@ def test_worker_errors_become_error_replies_and_worker_carries_on(procs, endpoin
 def test_a_job_past_its_deadline_frees_the_worker(procs, endpoint):
     """A client that stopped waiting must not keep the only worker busy: long work checks
     the request's deadline, gives up with ``timeout``, and the next request is served."""
-    procs.broker(endpoint)
     procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     with IKClient(endpoint, timeout=0.5, retries=0) as client:
@@ -226,19 +218,19 @@ def test_a_job_past_its_deadline_frees_the_worker(procs, endpoint):
         assert time.monotonic() - t0 < 5
 
 
-def test_nothing_listening_times_out_cleanly():
-    with IKClient(free_endpoint(), timeout=0.3, retries=1) as client:
+def test_nothing_listening_times_out_cleanly(nowhere):
+    with IKClient(nowhere, timeout=0.3, retries=1) as client:
         t0 = time.monotonic()
         with pytest.raises(IKTimeout):
             client.request("echo", "echo")
         assert 0.5 < time.monotonic() - t0 < 3
 
 
-def test_heartbeats_flow_while_a_long_job_runs(procs, endpoint):
+def test_heartbeats_flow_while_a_long_job_runs(procs):
     """The worker runs jobs on its main thread; a job ten liveness windows long must neither
     get the worker declared dead by the broker nor make the worker think the broker is gone
     (no re-registration), and quick jobs keep working afterwards."""
-    procs.broker(endpoint, "--heartbeat", "0.05")
+    endpoint = procs.broker("--heartbeat", "0.05").endpoint
     procs.echo_worker(endpoint, "--heartbeat", "0.05")
     wait_for_workers(endpoint, 1)
     with IKClient(endpoint, timeout=10, retries=0) as client:
@@ -254,7 +246,6 @@ def test_heartbeats_flow_while_a_long_job_runs(procs, endpoint):
 def test_rogue_ready_peers_are_refused_and_everyone_else_carries_on(procs, endpoint, zctx):
     """Issue #13.4: READYs with a 600 kB device or 100k robot names used to be accepted,
     after which `ping`/`status` answered `too_large` to everyone and dispatch crawled."""
-    procs.broker(endpoint)
     procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     rogues = []
@@ -286,9 +277,9 @@ def test_rogue_ready_peers_are_refused_and_everyone_else_carries_on(procs, endpo
     assert ping.returncode == 0, ping.stderr
 
 
-def test_byte_budget_refuses_big_requests_at_once(procs, endpoint, zctx):
+def test_byte_budget_refuses_big_requests_at_once(procs, zctx):
     """Issue #13.5: queued request payloads are bounded in bytes, not only in count."""
-    procs.broker(endpoint, "--max-queued-bytes", str(8 * 1024 * 1024))
+    endpoint = procs.broker("--max-queued-bytes", str(8 * 1024 * 1024)).endpoint
     procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     sender = zctx.socket(zmq.DEALER)

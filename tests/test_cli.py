@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, free_endpoint, wait_for_workers
+from conftest import ROOT, wait_for_workers
 
 from zmq_ik.cli import main
 from zmq_ik.client import IKClient
@@ -42,25 +42,22 @@ def cli(*args: str, timeout: float = 30, **kw: object) -> subprocess.CompletedPr
     )
 
 
+def compute_example(output: object, endpoint: str, *options: str) -> object:
+    """`zmq-ik compute` of the bundled example job to ``output`` through ``endpoint`` (where
+    nothing listens, for a refusal that must come before any request)."""
+    args = [SCENE, STROKES, "-o", str(output), *options]
+    return run("compute", *args, "--endpoint", endpoint, "--timeout", "5")
+
+
 # --------------------------------------------------------------------------- #18.2 output
 
 
 @pytest.mark.parametrize("where", ["missing_dir/x.safetensors", "."])
-def test_compute_refuses_an_unwritable_output_before_any_work(tmp_path, where):
+def test_compute_refuses_an_unwritable_output_before_any_work(tmp_path, where, nowhere):
     """Before: the whole job was computed, then a SafetensorError traceback. Now a usage
     error at once: the (absent) broker is never asked."""
     t0 = time.monotonic()
-    result = run(
-        "compute",
-        SCENE,
-        STROKES,
-        "-o",
-        str(tmp_path / where),
-        "--endpoint",
-        free_endpoint(),
-        "--timeout",
-        "5",
-    )
+    result = compute_example(tmp_path / where, nowhere)
     assert result.exit_code == 2, result.output
     assert "--output" in result.output and "Traceback" not in result.output
     assert ("does not exist" if "missing" in where else "is a directory") in result.output
@@ -99,7 +96,6 @@ def test_output_is_written_atomically(tmp_path, monkeypatch):
 
 
 def test_ping_and_status_show_full_worker_ids(procs, endpoint):
-    procs.broker(endpoint)
     procs.echo_worker(endpoint)
     [worker] = wait_for_workers(endpoint, 1)["workers"]
     assert len(worker["id"]) > 8
@@ -112,21 +108,21 @@ def test_ping_and_status_show_full_worker_ids(procs, endpoint):
 # --------------------------------------------------------------------------- #18.9 GPU
 
 
-def test_worker_require_gpu_without_a_gpu_exits_78_with_one_line():
+def test_worker_require_gpu_without_a_gpu_exits_78_with_one_line(nowhere):
     """JAX_PLATFORMS=cpu (as on this machine): no GPU for JAX. Before: no such option, and
     `--gpu 0` silently ran on the CPU."""
-    result = cli("worker", "--gpu", "0", "--require-gpu", "--connect", free_endpoint(), "-q")
+    result = cli("worker", "--gpu", "0", "--require-gpu", "--connect", nowhere, "-q")
     assert result.returncode == 78, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "--gpu 0" in line and "no GPU" in line and "--require-gpu" in line
 
 
-def test_worker_gpu_without_a_gpu_warns_clearly(tmp_path):
+def test_worker_gpu_without_a_gpu_warns_clearly(tmp_path, nowhere):
     from conftest import JAX_CACHE
 
     log = tmp_path / "worker.log"
     with open(log, "w") as f:
-        args = ["worker", "--gpu", "0", "--connect", free_endpoint(), "--buckets", "16"]
+        args = ["worker", "--gpu", "0", "--connect", nowhere, "--buckets", "16"]
         proc = subprocess.Popen(
             [sys.executable, "-m", "zmq_ik.cli", *args, "--cache-dir", str(JAX_CACHE)],
             stdout=f,
@@ -194,7 +190,6 @@ def test_warmup_logs_progress_while_it_compiles(caplog):
 def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
     """Before: exit 1 ('Aborted!'). The client closes at once: the chunks still queued at the
     broker (no worker here) are dropped at their deadline."""
-    procs.broker(endpoint)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -248,7 +243,7 @@ def test_help_documents_endpoint_timeout_and_environment():
         assert "Seconds" in timeout_help, command
 
 
-def test_every_command_takes_its_endpoint_from_the_environment(monkeypatch):
+def test_every_command_takes_its_endpoint_from_the_environment(monkeypatch, nowhere):
     monkeypatch.setenv("ZMQ_IK_ENDPOINT", "tcp://10.1.2.3:7777")
     for name, param, args in (
         ("broker", "bind", []),
@@ -262,9 +257,8 @@ def test_every_command_takes_its_endpoint_from_the_environment(monkeypatch):
         value = main.commands[name].make_context(name, list(args)).params[param]
         assert value in ("tcp://10.1.2.3:7777", ("tcp://10.1.2.3:7777",)), name
     # ...and it really is used: nothing listens there, so the message names it.
-    bad = free_endpoint()
-    result = run("ping", "--timeout", "0.3", env={"ZMQ_IK_ENDPOINT": bad})
-    assert result.exit_code == 1 and bad in result.output
+    result = run("ping", "--timeout", "0.3", env={"ZMQ_IK_ENDPOINT": nowhere})
+    assert result.exit_code == 1 and nowhere in result.output
 
 
 def test_verbosity_options_work_after_the_command(tmp_path):
@@ -279,9 +273,9 @@ def test_verbosity_options_work_after_the_command(tmp_path):
         root.setLevel(level)
 
 
-def test_no_answer_says_the_real_timeout():
+def test_no_answer_says_the_real_timeout(nowhere):
     """Before: `--timeout 1` was reported as 'attempt(s) of 1.1s'."""
-    result = run("ping", "--endpoint", free_endpoint(), "--timeout", "0.3")
+    result = run("ping", "--endpoint", nowhere, "--timeout", "0.3")
     assert result.exit_code == 1
     assert "within 0.3s" in result.output and "0.4s" not in result.output
 
@@ -291,9 +285,9 @@ def test_no_answer_says_the_real_timeout():
 
 @pytest.mark.parametrize("command", ["compute", "ping", "status"])
 @pytest.mark.parametrize("value", ["nan", "-1", "0", "inf", "1e12"])
-def test_bad_timeouts_are_usage_errors(command, value):
+def test_bad_timeouts_are_usage_errors(command, value, nowhere):
     args = [SCENE, STROKES] if command == "compute" else []
-    result = run(command, *args, "--endpoint", free_endpoint(), "--timeout", value)
+    result = run(command, *args, "--endpoint", nowhere, "--timeout", value)
     assert result.exit_code == 2, result.output
     assert "--timeout" in result.output and "Traceback" not in result.output
 
@@ -304,15 +298,15 @@ def test_swapped_scene_and_strokes_are_named(tmp_path):
     assert "looks like a strokes file" in result.output and "SCENE_FILE first" in result.output
 
 
-def test_strokes_of_another_length_suggest_resample(tmp_path):
+def test_strokes_of_another_length_suggest_resample(tmp_path, nowhere):
     scene = Scene.from_yaml(SCENE)
     longer = tmp_path / "strokes17.yaml"
     StrokeList.from_yaml(STROKES).resampled(scene.stroke_length + 1)[:2].to_yaml(longer)
     args = ["compute", SCENE, str(longer), "-o", str(tmp_path / "x"), "--timeout", "0.2"]
-    refused = run(*args, "--endpoint", free_endpoint())
+    refused = run(*args, "--endpoint", nowhere)
     assert refused.exit_code == 1 and "add --resample" in refused.output
     assert "resample=True" not in refused.output
-    resampled = run(*args, "--endpoint", free_endpoint(), "--resample")
+    resampled = run(*args, "--endpoint", nowhere, "--resample")
     assert resampled.exit_code == 1 and "no answer" in resampled.output  # loaded, then asked
 
 
@@ -365,7 +359,6 @@ def test_worker_config_json_with_options_overriding_it(procs, endpoint, tmp_path
     """`serve` passes `--config`; options given on the command line win over it."""
     urdf = tmp_path / "r.urdf"
     urdf.write_text('<robot name="r"><link name="a"/></robot>')
-    procs.broker(endpoint)
     config = json.dumps({"robots": {"arm": str(urdf)}, "echo": False})
     procs.start("worker", "--connect", endpoint, "--config", config, "--echo")
     info = wait_for_workers(endpoint, 1, robot="arm", timeout=30)
@@ -385,22 +378,10 @@ def test_demo_and_compute_settings_defaults_are_the_dataclass_ones():
 # --------------------------------------------------------------------------- #18.7 verdicts
 
 
-def test_tolerances_are_metres_and_a_millimetre_habit_is_refused_before_any_work(tmp_path):
+def test_tolerances_are_metres_and_a_millimetre_habit_is_refused_before_any_work(tmp_path, nowhere):
     """Before: --pos-tol was in mm while JSON pos_tol (and the library) were in metres."""
     t0 = time.monotonic()
-    result = run(
-        "compute",
-        SCENE,
-        STROKES,
-        "-o",
-        str(tmp_path / "x"),
-        "--pos-tol",
-        "0.1",
-        "--endpoint",
-        free_endpoint(),
-        "--timeout",
-        "5",
-    )
+    result = compute_example(tmp_path / "x", nowhere, "--pos-tol", "0.1")
     assert result.exit_code == 2 and "--pos-tol" in result.output and "metres" in result.output
     assert time.monotonic() - t0 < 3
     assert "metres" in run("compute", "--help").output and "radians" in run("demo", "--help").output
@@ -487,29 +468,16 @@ def test_report_writes_a_png_and_names_the_marginal_strokes(tmp_path):
     assert result.exit_code == 0 and "position error: unknown" in result.output
 
 
-def test_plots_without_matplotlib_name_the_extra_before_any_work(tmp_path, monkeypatch):
+def test_plots_without_matplotlib_name_the_extra_before_any_work(tmp_path, monkeypatch, nowhere):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     sb = tmp_path / "sb.safetensors"
     _limits_batch().save(sb)
     t0 = time.monotonic()
-    for args in (
-        ["report", str(sb)],
-        [
-            "compute",
-            SCENE,
-            STROKES,
-            "-o",
-            str(tmp_path / "x"),
-            "--plot",
-            str(tmp_path / "p.png"),
-            "--endpoint",
-            free_endpoint(),
-            "--timeout",
-            "5",
-        ],
+    for result in (
+        run("report", str(sb)),
+        compute_example(tmp_path / "x", nowhere, "--plot", str(tmp_path / "p.png")),
     ):
-        result = run(*args)
         assert result.exit_code == 78, result.output
         assert 'pip install "zmq-ik[plot]"' in result.output and "Traceback" not in result.output
     assert time.monotonic() - t0 < 3 and not (tmp_path / "x").exists()
@@ -518,7 +486,7 @@ def test_plots_without_matplotlib_name_the_extra_before_any_work(tmp_path, monke
 # --------------------------------------------------------------------------- #18.10 big YAML
 
 
-def test_big_strokes_file_says_its_size_and_time(tmp_path):
+def test_big_strokes_file_says_its_size_and_time(tmp_path, nowhere):
     """Before: a 4.3 MB strokes file took 20 s to load with nothing printed."""
     strokes = StrokeList.from_yaml(STROKES)
     big = tmp_path / "big.yaml"
@@ -532,7 +500,7 @@ def test_big_strokes_file_says_its_size_and_time(tmp_path):
         "-o",
         str(tmp_path / "x"),
         "--endpoint",
-        free_endpoint(),
+        nowhere,
         "--timeout",
         "0.2",
     )

@@ -157,10 +157,9 @@ def test_retries_mean_the_same_in_both_clients(kind, observer):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_longest_timeout_is_usable(kind, procs, endpoint):
+def test_longest_timeout_is_usable(kind, endpoint):
     """The top of the allowed range works end to end (the sync client's receive timeout
     used to overflow: `OverflowError` for any timeout above ~24.8 days)."""
-    procs.broker(endpoint)
     info = run_with(kind, endpoint, lambda c: c.ping(), timeout=MAX_TIMEOUT)
     assert "rtt_ms" in info
     info = run_with(kind, endpoint, lambda c: c.ping(timeout=MAX_TIMEOUT))
@@ -175,8 +174,7 @@ def over_limit() -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_request_over_the_size_limit_refused_before_sending(kind, procs, endpoint, over_limit):
-    procs.broker(endpoint)
+def test_request_over_the_size_limit_refused_before_sending(kind, endpoint, over_limit):
 
     def send_big(c: Any) -> Any:
         return c.request("echo", "echo", {}, {"big": over_limit})

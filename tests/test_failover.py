@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import ROOT, free_endpoint, wait_for_workers
+from conftest import ROOT, wait_for_workers
 
 from benchmarks._clients import EchoLoad
 from zmq_ik.client import AsyncIKClient, IKClient
@@ -33,6 +33,7 @@ from zmq_ik.protocol import (
     parse_message,
     request_frames,
 )
+from zmq_ik.serve import free_endpoint
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -90,9 +91,7 @@ def test_a_worker_of_two_brokers_declines_the_other_brokers_job_so_it_runs_elsew
 
 
 def test_a_worker_runs_one_job_at_a_time_and_is_away_at_the_other_broker_meanwhile(procs):
-    a, b = free_endpoint(), free_endpoint()
-    procs.broker(a)
-    procs.broker(b)
+    a, b = procs.broker().endpoint, procs.broker().endpoint
     procs.echo_worker(a, "--connect", b)
     wait_for_workers(b, 1)
     out: dict[str, Any] = {}
@@ -112,19 +111,19 @@ def test_a_worker_runs_one_job_at_a_time_and_is_away_at_the_other_broker_meanwhi
         assert c.ping()["workers"][0]["state"] == "idle"
 
 
-def raw_broker(zctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def raw_broker(zctx: zmq.Context) -> tuple[zmq.Socket, str]:
+    """A bare ROUTER standing in for a broker, on a port it picked; and its endpoint."""
     router = zctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
-    router.bind(endpoint)
-    return router
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    return router, f"tcp://127.0.0.1:{port}"
 
 
 def test_a_job_sent_to_a_busy_worker_is_declined_at_once(procs, zctx):
     """A broker (a raw ROUTER here, flagging `decline`) that sends a job to a worker busy with
     another broker's job gets DECLINE for it within milliseconds, then FLAG_IDLE once free."""
-    a, b = free_endpoint(), free_endpoint()
-    procs.broker(a)
-    router = raw_broker(zctx, b)
+    a = procs.broker().endpoint
+    router, b = raw_broker(zctx)
     procs.echo_worker(a, "--connect", b)
     assert router.poll(30_000)
     identity, *_ = router.recv_multipart()  # READY
@@ -161,9 +160,8 @@ def test_a_job_sent_to_a_busy_worker_is_declined_at_once(procs, zctx):
 def test_a_broker_without_the_extension_never_sees_it_and_its_job_runs_next(procs, zctx):
     """An older broker (a raw ROUTER speaking plain ZIK/1 here) never flags `decline`: the
     worker never sends it a DECLINE or a flagged HEARTBEAT, and runs its job after A's."""
-    a, old = free_endpoint(), free_endpoint()
-    procs.broker(a)
-    router = raw_broker(zctx, old)
+    a = procs.broker().endpoint
+    router, old = raw_broker(zctx)
     procs.echo_worker(a, "--connect", old)
     assert router.poll(30_000)
     identity, *frames = router.recv_multipart()
@@ -199,9 +197,9 @@ def test_a_broker_without_the_extension_never_sees_it_and_its_job_runs_next(proc
 
 
 def test_worker_keeps_serving_one_broker_while_the_other_is_killed_and_restarted(procs):
-    a, b = free_endpoint(), free_endpoint()
-    procs.broker(a)
-    broker_b = procs.broker(b)
+    a = procs.broker().endpoint
+    broker_b = procs.broker()
+    b = broker_b.endpoint
     procs.echo_worker(a, "--connect", b)
     wait_for_workers(a, 1)
     wait_for_workers(b, 1)
@@ -213,7 +211,7 @@ def test_worker_keeps_serving_one_broker_while_the_other_is_killed_and_restarted
         while time.monotonic() - t_kill < 1.5:  # across B's death and the worker noticing it
             assert c.request("echo", "echo", {"i": n}).header["i"] == n
             n += 1
-    procs.broker(b)
+    procs.broker(endpoint=b)
     t_up = time.monotonic()
     wait_for_workers(b, 1, timeout=5)
     rejoined = time.monotonic() - t_up
@@ -226,7 +224,7 @@ def test_worker_keeps_serving_one_broker_while_the_other_is_killed_and_restarted
 def test_serve_workers_also_serve_the_brokers_named_with_connect(procs):
     """Two hosts' worth on one: each `serve` runs a broker, and its workers serve the other's
     broker too (`--connect`), so either broker alone reaches every worker."""
-    a, b = free_endpoint(), free_endpoint()
+    a, b = free_endpoint(), free_endpoint()  # serve binds a fixed port: its workers need it
     serves = [
         procs.start("serve", "--echo", "--workers", "1", "--bind", a, "--connect", b),
         procs.start("serve", "--echo", "--workers", "1", "--bind", b, "--connect", a),
@@ -245,10 +243,8 @@ def test_worker_refuses_an_empty_connect_list(procs):
     assert "--connect" in procs.log(proc) and "no broker endpoint" in procs.log(proc)
 
 
-def test_ping_and_status_report_each_broker_and_ping_fails_if_one_is_silent(procs):
-    a, b, dead = free_endpoint(), free_endpoint(), free_endpoint()
-    procs.broker(a)
-    procs.broker(b)
+def test_ping_and_status_report_each_broker_and_ping_fails_if_one_is_silent(procs, nowhere):
+    a, b, dead = procs.broker().endpoint, procs.broker().endpoint, nowhere
     procs.echo_worker(a, "--connect", b)
     wait_for_workers(a, 1)
     wait_for_workers(b, 1)
@@ -284,9 +280,7 @@ class Load(EchoLoad):
 
 
 def two_brokers_two_workers(procs: Any) -> tuple[str, str]:
-    a, b = free_endpoint(), free_endpoint()
-    procs.broker(a)
-    procs.broker(b)
+    a, b = procs.broker().endpoint, procs.broker().endpoint
     for _ in range(2):
         procs.echo_worker(a, "--connect", b)
     wait_for_workers(a, 2)
@@ -303,7 +297,7 @@ def test_clients_survive_killing_a_broker_restarting_it_and_killing_the_other(pr
         time.sleep(1.0)
         broker_a.send_signal(signal.SIGKILL)
         time.sleep(1.0)
-        procs.broker(a)
+        procs.broker(endpoint=a)
         wait_for_workers(a, 2, timeout=10)
         time.sleep(1.0)
         broker_b.send_signal(signal.SIGKILL)
@@ -325,8 +319,8 @@ def test_clients_survive_a_broker_frozen_for_five_seconds(procs):
 
 def test_with_one_broker_a_request_lost_in_a_restart_is_resent_as_soon_as_it_is_back(procs):
     """Before: the lost request waited for its whole attempt timeout (here 5 s)."""
-    endpoint = free_endpoint()
-    broker = procs.broker(endpoint)
+    broker = procs.broker()
+    endpoint = broker.endpoint
     procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1)
     out: dict[str, Any] = {}
@@ -335,7 +329,7 @@ def test_with_one_broker_a_request_lost_in_a_restart_is_resent_as_soon_as_it_is_
     broker.send_signal(signal.SIGKILL)
     broker.wait(5)
     time.sleep(0.3)
-    procs.broker(endpoint, wait=False)
+    procs.broker(endpoint=endpoint, wait=False)
     restarted = time.monotonic()
     thread.join(10)
     header, answered = out["r"]
@@ -375,7 +369,7 @@ def test_async_client_fails_over_too(procs):
 def test_a_broker_given_several_endpoints_to_bind_says_so(procs):
     """`ZMQ_IK_ENDPOINT` may list several brokers for clients and workers; a broker (or
     `serve`) started with it must say what is wrong, not libzmq's 'No such device'."""
-    env = {**os.environ, "ZMQ_IK_ENDPOINT": f"{free_endpoint()},{free_endpoint()}"}
+    env = {**os.environ, "ZMQ_IK_ENDPOINT": "tcp://127.0.0.1:5555,tcp://127.0.0.1:5556"}
     for command in ("broker", "serve"):
         cmd = [sys.executable, "-m", "zmq_ik.cli", command]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import Processes, wait_for_workers
+from conftest import ANY_PORT, Processes, wait_for_workers
 
 from benchmarks._clients import ClientThreads
 from benchmarks._clients import CountingClient as TallyClient
@@ -117,9 +117,16 @@ def alive(pid: int) -> bool:
 @dataclass
 class Harness:
     procs: Processes
-    endpoint: str
     ctx: zmq.Context
+    endpoint: str = ""
+    """The broker's, once `broker` started it."""
     grandchildren: set[int] = field(default_factory=set)
+
+    def broker(self, *extra: str) -> subprocess.Popen[bytes]:
+        """Start the broker: on a port it picks the first time, on the same one after."""
+        proc = self.procs.broker(*extra, endpoint=self.endpoint or ANY_PORT)
+        self.endpoint = proc.endpoint
+        return proc
 
     def note_descendants(self) -> None:
         for proc in self.procs.procs:
@@ -146,14 +153,14 @@ class Harness:
 
 
 @pytest.fixture
-def harness(procs: Processes, endpoint: str) -> Iterator[Harness]:
+def harness(procs: Processes) -> Iterator[Harness]:
     # The shared context (conftest's wait_for_workers) lives on: not a leak. libzmq starts its
     # threads (and their fds) with the first socket, so start them before counting.
     zmq.Context.instance().socket(zmq.DEALER).close(0)
     fds_before = fd_count()
     targets_before = fd_targets()
     ctx = zmq.Context()
-    h = Harness(procs, endpoint, ctx)
+    h = Harness(procs, ctx)
     try:
         yield h
     finally:
@@ -283,7 +290,7 @@ def start_probe(h: Harness, seconds: float) -> tuple[TallyClient, dict[str, Any]
 def test_worker_sigkilled_during_job(harness: Harness, request, form: str) -> None:
     full = _form(request, form)
     h = harness
-    h.procs.broker(h.endpoint)
+    h.broker()
     h.procs.echo_worker(h.endpoint)
     wait_for_workers(h.endpoint, 1)
     h.procs.echo_worker(h.endpoint)
@@ -324,7 +331,7 @@ def test_worker_frozen_then_resumed_answers_once(harness: Harness, request, form
     h = harness
     freeze = 5.0 if full else 2.0
     hb = [] if full else ["--heartbeat", "0.1"]  # full form: the default 250 ms x 4
-    h.procs.broker(h.endpoint, *hb)
+    h.broker(*hb)
     h.procs.echo_worker(h.endpoint, *hb)
     wait_for_workers(h.endpoint, 1)
     h.procs.echo_worker(h.endpoint, *hb)
@@ -366,7 +373,7 @@ def test_broker_killed_and_restarted_under_load(harness: Harness, request, form:
     h = harness
     outage = 3.0 if full else 0.5
     hb = [] if full else ["--heartbeat", "0.1"]
-    broker = h.procs.broker(h.endpoint, *hb)
+    broker = h.broker(*hb)
     for _ in range(2):
         h.procs.echo_worker(h.endpoint, *hb)
     wait_for_workers(h.endpoint, 2)
@@ -379,7 +386,7 @@ def test_broker_killed_and_restarted_under_load(harness: Harness, request, form:
         broker.wait(10)
         time.sleep(outage)
         t_up = time.monotonic()
-        h.procs.broker(h.endpoint, *hb)
+        h.broker(*hb)
         rejoin = wait_until(lambda: len(ping(h)["workers"]) == 2, 30)
         ok_at_rejoin = load.ok
         served_again = wait_until(lambda: load.ok > ok_at_rejoin + 5, 30)
@@ -402,7 +409,7 @@ def test_client_vanishes_with_requests_in_flight(harness: Harness, request, form
     full = _form(request, form)
     h = harness
     n = 200 if full else 30
-    h.procs.broker(h.endpoint)
+    h.broker()
     h.procs.echo_worker(h.endpoint)
     wait_for_workers(h.endpoint, 1)
     ctx = zmq.Context()
@@ -510,7 +517,7 @@ def test_worker_replying_garbage_never_leaves_a_client_hanging(
     full = _form(request, form)
     h = harness
     n = 300 if full else 36
-    h.procs.broker(h.endpoint)
+    h.broker()
     healthy = h.procs.echo_worker(h.endpoint)
     wait_for_workers(h.endpoint, 1)
     rogue = RogueWorker(h.endpoint, h.ctx)
@@ -578,7 +585,7 @@ def test_broker_stalled_longer_than_the_client_timeout(harness: Harness) -> None
     On resume it must read what queued up (late replies, heartbeats, retries) before judging
     workers or deadlines: no error, no request run twice, no worker declared dead."""
     h = harness
-    broker = h.procs.broker(h.endpoint)
+    broker = h.broker()
     for _ in range(2):
         h.procs.echo_worker(h.endpoint)
     wait_for_workers(h.endpoint, 2)

@@ -388,10 +388,11 @@ def _drain(sock: zmq.Socket) -> int:
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_live_broker_fuzz(procs, endpoint, request, form: str) -> None:
+def test_live_broker_fuzz(procs, request, form: str) -> None:
     full = _form(request, form)
     target = FULL_COUNT if full else 10_000
-    broker = procs.broker(endpoint)
+    broker = procs.broker()
+    endpoint = broker.endpoint
     urdf = str(ROOT / "zmq_ik" / "robots" / "tatbot.urdf")  # any existing file: echo ignores it
     good_worker = procs.echo_worker(endpoint)  # serves "echo": the good client's robot
     fuzz_worker = procs.echo_worker(endpoint, "--robot", f"fuzzecho={urdf}")  # decodes fuzz

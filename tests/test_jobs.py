@@ -122,9 +122,7 @@ def test_compute_cli_judges_against_the_scene_and_plots(ik_endpoint, tmp_path, j
     )
 
 
-def test_compute_cli_fails_clearly(tmp_path):
-    from conftest import free_endpoint
-
+def test_compute_cli_fails_clearly(tmp_path, nowhere):
     scene_path, strokes_path = example_paths()
     absent = subprocess.run(
         [
@@ -137,7 +135,7 @@ def test_compute_cli_fails_clearly(tmp_path):
             "-o",
             str(tmp_path / "x"),
             "--endpoint",
-            free_endpoint(),
+            nowhere,
             "--timeout",
             "0.5",
         ],
@@ -157,7 +155,7 @@ def test_compute_cli_fails_clearly(tmp_path):
             str(scene_path),
             str(bad),
             "--endpoint",
-            free_endpoint(),
+            nowhere,
         ],
         capture_output=True,
         text=True,

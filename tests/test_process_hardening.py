@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from conftest import ROOT, Processes, wait_for_workers
+from conftest import ANY_PORT, ROOT, Processes, bound_endpoint, wait_for_workers
 from test_serve import alive, children_of
 
 from zmq_ik.client import IKClient
@@ -73,12 +73,13 @@ def kill_all(pids: list[int] | set[int]) -> None:
 # --------------------------------------------------------------------------- #13.3 backoff
 
 
-def test_worker_reregisters_fast_after_each_of_five_broker_restarts(procs: Processes, endpoint):
+def test_worker_reregisters_fast_after_each_of_five_broker_restarts(procs: Processes):
     """The reconnect delay starts afresh once a broker has answered: after 5 outages that each
     outlast the worker's liveness window, re-registering still takes well under a second
     (before: the delay kept doubling across outages, 0.25 → 5 s, and re-registration took
     seconds)."""
-    broker = procs.broker(endpoint)
+    broker = procs.broker()
+    endpoint = broker.endpoint
     worker = procs.echo_worker(endpoint)
     wait_for_workers(endpoint, 1, timeout=30)
     times = []
@@ -90,7 +91,7 @@ def test_worker_reregisters_fast_after_each_of_five_broker_restarts(procs: Proce
         broker.wait(5)
         time.sleep(1.6)  # longer than the worker's liveness window (4 × 0.25 s): it goes silent
         t0 = time.monotonic()
-        broker = procs.broker(endpoint)  # returns once the new broker answers a ping
+        broker = procs.broker(endpoint=endpoint)  # returns once it answers a ping
         up = time.monotonic() - t0
         took = registered(endpoint, 1, timeout=10)
         assert took is not None, "worker did not re-register within 10 s"
@@ -130,7 +131,7 @@ def broker_cpu_percent(pid: int, seconds: float) -> float:
 
 
 def test_broker_under_soft_fd_limit_1024_serves_a_new_client_past_1100_idle_peers(
-    tmp_path: Path, endpoint
+    tmp_path: Path,
 ):
     """systemd's default soft limit is 1024. The broker raises it to the hard limit at start,
     so 1,100 idle connections neither lock new clients out nor spin the broker (before: accept()
@@ -143,7 +144,7 @@ def test_broker_under_soft_fd_limit_1024_serves_a_new_client_past_1100_idle_peer
     log_path = tmp_path / "broker.log"
     with open(log_path, "wb") as log:
         broker = subprocess.Popen(
-            [sys.executable, "-m", "zmq_ik.cli", "broker", "--bind", endpoint],
+            [sys.executable, "-m", "zmq_ik.cli", "broker", "--bind", ANY_PORT],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -153,6 +154,7 @@ def test_broker_under_soft_fd_limit_1024_serves_a_new_client_past_1100_idle_peer
     ctx.set(zmq.MAX_SOCKETS, 4096)
     idle: list[zmq.Socket] = []
     try:
+        endpoint = bound_endpoint(broker, log_path)
         with IKClient(endpoint, timeout=0.3, retries=0, context=ctx) as probe:
             for _ in range(50):
                 try:
@@ -205,10 +207,11 @@ def test_broker_under_soft_fd_limit_1024_serves_a_new_client_past_1100_idle_peer
 # --------------------------------------------------------------------------- #13.8 orphans
 
 
-def test_serve_sigkilled_takes_its_children_with_it(procs: Processes, endpoint):
+def test_serve_sigkilled_takes_its_children_with_it(procs: Processes, serve_endpoint):
     """SIGKILL of `serve` leaves no broker or worker behind (before: they were reparented to
     init, kept the port, and the next `serve` there restarted its broker forever)."""
-    serve = procs.start("serve", "--echo", "--workers", "2", "--bind", endpoint)
+    endpoint = serve_endpoint
+    serve = procs.serve(endpoint, "--echo", "--workers", "2")
     wait_for_workers(endpoint, 2, timeout=30)
     kids = children_of(serve.pid)
     assert len(kids) == 3
@@ -223,7 +226,7 @@ def test_serve_sigkilled_takes_its_children_with_it(procs: Processes, endpoint):
         measured("serve SIGKILL", f"{len(left)} child(ren) left; all gone after {gone:.2f}s")
         assert not left
         # The port is free again: a new serve there runs its own broker and workers.
-        second = procs.start("serve", "--echo", "--workers", "1", "--bind", endpoint)
+        second = procs.serve(endpoint, "--echo", "--workers", "1")
         info = wait_for_workers(endpoint, 1, timeout=30)
         assert {w["pid"] for w in info["workers"]} <= children_of(second.pid)
         second.send_signal(signal.SIGTERM)
@@ -267,16 +270,16 @@ def test_a_supervised_child_outlives_no_parent_even_without_prctl(tmp_path: Path
         kill_all([child])
 
 
-def test_serve_on_a_busy_port_exits_at_once_and_leaves_nothing(procs: Processes, endpoint, zctx):
+def test_serve_on_a_busy_port_exits_at_once_and_leaves_nothing(procs: Processes, zctx):
     """Another process holds the port: serve exits non-zero at once, starts nobody, and no
     worker registers with the other process (before: its broker restarted forever with backoff
     and its worker joined the other process's broker)."""
     other = zctx.socket(zmq.ROUTER)
     other.setsockopt(zmq.LINGER, 0)
-    other.bind(endpoint)
+    endpoint = f"tcp://127.0.0.1:{other.bind_to_random_port('tcp://127.0.0.1')}"
     try:
         t0 = time.monotonic()
-        serve = procs.start("serve", "--echo", "--workers", "1", "--bind", endpoint)
+        serve = procs.serve(endpoint, "--echo", "--workers", "1")
         try:
             code = serve.wait(15)
         except subprocess.TimeoutExpired:
@@ -293,19 +296,18 @@ def test_serve_on_a_busy_port_exits_at_once_and_leaves_nothing(procs: Processes,
         other.close(0)
 
 
-def test_serve_stops_when_its_broker_cannot_bind_on_first_start(tmp_path: Path, zctx):
+def test_serve_stops_when_its_broker_cannot_bind_on_first_start(
+    tmp_path: Path, zctx, serve_endpoint
+):
     """A bind error that slips past serve's own check (here: the broker's second endpoint is
     busy) is fatal on the broker's first start, never a restart loop."""
-    from conftest import free_endpoint
-
     from zmq_ik.serve import ServeSettings, Supervisor
     from zmq_ik.worker.settings import ServiceSettings
 
-    busy = free_endpoint()
     other = zctx.socket(zmq.ROUTER)
     other.setsockopt(zmq.LINGER, 0)
-    other.bind(busy)
-    settings = ServeSettings(free_endpoint(), workers=1, worker=ServiceSettings(echo=True))
+    busy = f"tcp://127.0.0.1:{other.bind_to_random_port('tcp://127.0.0.1')}"
+    settings = ServeSettings(serve_endpoint, workers=1, worker=ServiceSettings(echo=True))
     sup = Supervisor(settings, broker_args=["--worker-bind", busy])
     try:
         sup.start()
@@ -353,22 +355,16 @@ def test_unusable_cache_dir_is_skipped_with_a_warning(tmp_path: Path, caplog, ki
 
 
 def test_serve_with_cache_dir_on_a_regular_file_runs_without_the_cache(
-    procs: Processes, endpoint, tmp_path: Path
+    procs: Processes, serve_endpoint, tmp_path: Path
 ):
     """ZMQ_IK_CACHE_DIR on a regular file: the IK worker warns and carries on without the
     cache (before: FileExistsError traceback, exit 1, and serve restarted it forever)."""
     pytest.importorskip("jax")
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("x")
-    serve = procs.start(
-        "serve",
-        "--workers",
-        "1",
-        "--bind",
-        endpoint,
-        "--buckets",
-        "1",
-        env={"ZMQ_IK_CACHE_DIR": str(blocker)},
+    endpoint = serve_endpoint
+    serve = procs.serve(
+        endpoint, "--workers", "1", "--buckets", "1", env={"ZMQ_IK_CACHE_DIR": str(blocker)}
     )
     # Compiling bucket 1 without the cache takes ~10 s here; a worker that died would be
     # restarted meanwhile (first restart after 0.5 s).

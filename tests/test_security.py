@@ -86,16 +86,16 @@ def _wait_workers(client: IKClient, n: int, timeout: float = 30.0) -> dict:
     raise TimeoutError(f"{n} worker(s) not registered within {timeout}s")
 
 
-def test_curve_admits_allowed_peers_only_and_keeps_keys_out_of_logs(
-    procs, endpoint, keys, tmp_path
-):
+def test_curve_admits_allowed_peers_only_and_keeps_keys_out_of_logs(procs, keys, tmp_path):
     broker_pub, broker_sec = keys["broker"]
     allow = tmp_path / "allow"
-    # -vv: debug logging everywhere, where a key would be most likely to slip out.
-    broker = procs.start(
-        "-vv", "broker", "--bind", endpoint, "--heartbeat", "0.1",
-        "--curve-secret-key", str(broker_sec), "--allow-keys", str(allow),
+    # -vv: debug logging everywhere, where a key would be most likely to slip out. No wait:
+    # a plaintext ping would not get through.
+    broker = procs.broker(
+        "-vv", "--heartbeat", "0.1",
+        "--curve-secret-key", str(broker_sec), "--allow-keys", str(allow), wait=False,
     )  # fmt: skip
+    endpoint = broker.endpoint
 
     def worker(name: str):
         return procs.start(

@@ -38,26 +38,26 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_starts_serves_and_stops_cleanly(procs, endpoint, sig):
-    serve = procs.start("serve", "--echo", "--workers", "2", "--bind", endpoint)
-    wait_for_workers(endpoint, 2, timeout=30)
+def test_serve_starts_serves_and_stops_cleanly(procs, serve_endpoint, sig):
+    serve = procs.serve(serve_endpoint, "--echo", "--workers", "2")
+    wait_for_workers(serve_endpoint, 2, timeout=30)
     kids = children_of(serve.pid)
     assert len(kids) == 3  # broker + 2 workers
-    with IKClient(endpoint, timeout=5) as client:
+    with IKClient(serve_endpoint, timeout=5) as client:
         assert client.request("echo", "echo", {"x": 1}).header["x"] == 1
     serve.send_signal(sig)
     assert serve.wait(20) == 0
     assert not any(alive(k) for k in kids)
 
 
-def test_serve_restarts_a_crashed_worker(procs, endpoint):
-    serve = procs.start("serve", "--echo", "--workers", "1", "--bind", endpoint)
-    info = wait_for_workers(endpoint, 1, timeout=30)
+def test_serve_restarts_a_crashed_worker(procs, serve_endpoint):
+    serve = procs.serve(serve_endpoint, "--echo", "--workers", "1")
+    info = wait_for_workers(serve_endpoint, 1, timeout=30)
     first = info["workers"][0]["pid"]
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        workers = wait_for_workers(endpoint, 1, timeout=30)["workers"]
+        workers = wait_for_workers(serve_endpoint, 1, timeout=30)["workers"]
         if any(w["pid"] != first for w in workers):
             break
         time.sleep(0.2)
@@ -68,7 +68,7 @@ def test_serve_restarts_a_crashed_worker(procs, endpoint):
     assert serve.wait(20) == 0
 
 
-def test_serve_stops_when_a_worker_cannot_load_its_robot(procs, endpoint, tmp_path):
+def test_serve_stops_when_a_worker_cannot_load_its_robot(procs, serve_endpoint, tmp_path):
     """A bad URDF fails the same way on every restart: serve says which and exits non-zero
     instead of restarting the worker forever."""
     pytest.importorskip("jax")
@@ -76,12 +76,10 @@ def test_serve_stops_when_a_worker_cannot_load_its_robot(procs, endpoint, tmp_pa
 
     bad = tmp_path / "bad.urdf"
     bad.write_text("<robot><link")
-    serve = procs.start(
-        "serve",
+    serve = procs.serve(
+        serve_endpoint,
         "--workers",
         "1",
-        "--bind",
-        endpoint,
         "--robot",
         f"arm={bad}",
         "--ee-links",
@@ -95,7 +93,7 @@ def test_serve_stops_when_a_worker_cannot_load_its_robot(procs, endpoint, tmp_pa
     assert "restart #" not in log
 
 
-def test_sigterm_to_the_whole_process_group_reaches_each_child_once(endpoint, tmp_path):
+def test_sigterm_to_the_whole_process_group_reaches_each_child_once(serve_endpoint, tmp_path):
     """`kill -TERM -PGID` (a shell, systemd's KillMode=control-group) must not hand each child a
     second SIGTERM through `serve`: children run in their own session, and `serve` alone
     forwards the signal, once (#18.6: a worker signalled twice sometimes hung for 10 s)."""
@@ -117,7 +115,7 @@ def test_sigterm_to_the_whole_process_group_reaches_each_child_once(endpoint, tm
                 "--workers",
                 "2",
                 "--bind",
-                endpoint,
+                serve_endpoint,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -125,7 +123,7 @@ def test_sigterm_to_the_whole_process_group_reaches_each_child_once(endpoint, tm
             start_new_session=True,  # its own process group, so killpg spares pytest
         )
     try:
-        wait_for_workers(endpoint, 2, timeout=30)
+        wait_for_workers(serve_endpoint, 2, timeout=30)
         kids = children_of(serve.pid)
         assert all(os.getpgid(k) != serve.pid for k in kids)  # out of serve's group
         os.killpg(serve.pid, signal.SIGTERM)
@@ -147,3 +145,16 @@ def test_serve_settings_from_flat_options() -> None:
 
     s = ServeSettings.from_options(bind="tcp://127.0.0.1:5999", workers=2, gpus=(), buckets=(1, 8))
     assert (s.bind, s.workers, s.worker.buckets) == ("tcp://127.0.0.1:5999", 2, (1, 8))
+
+
+def test_serve_refuses_a_wildcard_port():
+    """Its workers connect to the port `serve` binds, so it must be known beforehand. Before:
+    ``tcp://127.0.0.1:*`` started workers connecting to ``tcp://127.0.0.1:127.0.0.1``, silent
+    forever."""
+    from zmq_ik.errors import InputError
+    from zmq_ik.serve import ServeSettings
+
+    for bind in ("tcp://127.0.0.1:*", "tcp://*:*", "ipc://*"):
+        with pytest.raises(InputError, match="fixed port") as info:
+            ServeSettings(bind)
+        assert info.value.field == "bind"

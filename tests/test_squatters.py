@@ -36,8 +36,9 @@ def _squat(ctx: zmq.Context, endpoint: str, start: int, n: int) -> list[zmq.Sock
     return socks
 
 
-def test_squatting_upcoming_ids_does_not_crash_the_broker(procs, endpoint, zctx):
-    broker = procs.broker(endpoint)
+def test_squatting_upcoming_ids_does_not_crash_the_broker(procs, zctx):
+    broker = procs.broker()
+    endpoint = broker.endpoint
     procs.echo_worker(endpoint)
     info = wait_for_workers(endpoint, 1)
     # Our own peers name themselves: the worker's id is not one libzmq invented.

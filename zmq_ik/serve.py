@@ -95,6 +95,12 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         check_bind_endpoint(self.bind)
+        if self.bind.rpartition(":")[2] == "*" or self.bind == "ipc://*":
+            raise InputError(
+                f"serve needs a fixed port, got {self.bind!r}: its workers connect to it "
+                f"(a wildcard port is for `zmq-ik broker`, which logs the port it got)",
+                "bind",
+            )
         if self.workers is not None:
             object.__setattr__(self, "workers", as_int(self.workers, "workers", 1))
         if self.connect:
