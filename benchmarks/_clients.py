@@ -46,6 +46,10 @@ class CountingClient(IKClient):
         self._count(frames)
         super()._on_frames(frames, now, connection)
 
+    def duplicates(self) -> dict[bytes, int]:
+        """The request ids answered more than once, and how often."""
+        return {rid: n for rid, n in self.answers.items() if n > 1}
+
     def drain(self, seconds: float = 0.3) -> None:
         """Read whatever else arrives for ``seconds`` (a duplicate would be here)."""
         deadline = time.monotonic() + seconds

@@ -109,9 +109,8 @@ def stall(args: argparse.Namespace) -> None:
                             errors["wrong answer"] += 1
                 client.drain(1.0)
                 with lock:
-                    for n in client.answers.values():
-                        if n > 1:
-                            dups[n] += 1
+                    for n in client.duplicates().values():
+                        dups[n] += 1
             finally:
                 client.close()
 
