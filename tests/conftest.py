@@ -182,6 +182,60 @@ def wait_for_workers(
     raise TimeoutError(f"{n} worker(s) not registered at {endpoint} within {timeout}s")
 
 
+SLOW = os.environ.get("ZMQ_IK_SLOW", "") not in ("", "0")
+FORMS = ["reduced", pytest.param("full", marks=pytest.mark.slow)]
+"""``@pytest.mark.parametrize("form", FORMS)``: every fault/fuzz test has a reduced form (CI)
+and a full one (longer, more load: ``ZMQ_IK_SLOW=1`` or ``-m slow``)."""
+
+
+def full_form(request: pytest.FixtureRequest, form: str) -> bool:
+    """True for the full form; skips it unless ZMQ_IK_SLOW=1 or ``-m slow`` asked for it."""
+    if form == "full" and not (SLOW or "slow" in (request.config.getoption("markexpr") or "")):
+        pytest.skip("full form: set ZMQ_IK_SLOW=1 or pass -m slow")
+    return form == "full"
+
+
+def wire(frames: Any) -> list[bytes]:
+    """What the receiver sees: every frame as bytes (as a socket would deliver it)."""
+    return [f.tobytes() if isinstance(f, np.ndarray) else bytes(f) for f in frames]
+
+
+# --------------------------------------------------------------------------- client core
+
+
+class Box:
+    """A sink for `ClientCore` events that keeps them: ``(tag, kind, value)`` each."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[int]:
+        return [kind for _, kind, _ in self.events]
+
+
+def outbox(core: Any) -> list[tuple[int, Any]]:
+    """Take everything out of a `ClientCore`'s outbox: ``(connection, parsed REQUEST)``."""
+    from zmq_ik.protocol import Request, parse_message
+
+    out = []
+    while core.outbox:
+        connection, frames = core.outbox.popleft()
+        msg = parse_message(frames)
+        assert isinstance(msg, Request)
+        out.append((connection, msg))
+    return out
+
+
+def final(rid: bytes, **header: Any) -> list[Any]:
+    """The frames of a FINAL answer to ``rid`` with ``header``."""
+    from zmq_ik.protocol import Command, encode_payload, reply_frames
+
+    return reply_frames(Command.FINAL, rid, encode_payload(header))
+
+
 IK_TEST_BUCKETS = "16,64"
 """Small shape buckets for IK workers in tests: quick to compile, still exercising padding."""
 

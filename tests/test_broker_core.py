@@ -7,33 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import wire
 
+from zmq_ik import protocol as proto
 from zmq_ik.broker import BrokerCore, BrokerSettings
-from zmq_ik.protocol import (
-    ALIVE,
-    BROKER_SERVICE,
-    FEATURE_DECLINE,
-    FLAG_BUSY,
-    FLAG_IDLE,
-    Command,
-    Heartbeat,
-    Reply,
-    Request,
-    decline_frames,
-    decode_error,
-    decode_payload,
-    disconnect_frames,
-    encode_payload,
-    heartbeat_frames,
-    parse_message,
-    ready_frames,
-    reply_frames,
-    request_frames,
-)
-
-
-def wire(frames):
-    return [f.tobytes() if isinstance(f, np.ndarray) else bytes(f) for f in frames]
 
 
 class Harness:
@@ -52,11 +29,11 @@ class Harness:
         out = []
         while self.core.outbox:
             identity, frames = self.core.outbox.popleft()
-            out.append((identity, parse_message(wire(frames))))
+            out.append((identity, proto.parse_message(wire(frames))))
         return out
 
     def ready(self, worker: bytes, robots=("tatbot",)) -> None:
-        self.send(worker, ready_frames({"robots": list(robots), "device": "cpu"}))
+        self.send(worker, proto.ready_frames({"robots": list(robots), "device": "cpu"}))
         # A READY is acknowledged at once with a HEARTBEAT (the worker's backoff resets on it).
         acks = [m for m in self.core.outbox if m[0] == worker and m[1][1] == b"HEARTBEAT"]
         assert len(acks) == 1, acks
@@ -64,19 +41,22 @@ class Harness:
 
     def request(self, client: bytes, rid: bytes, robot="tatbot", timeout_ms=1000, header=None):
         self.send(
-            client, request_frames(rid, robot, "solve", timeout_ms, encode_payload(header or {}))
+            client,
+            proto.request_frames(
+                rid, robot, "solve", timeout_ms, proto.encode_payload(header or {})
+            ),
         )
 
 
 def jobs_sent(msgs):
-    return [(i, m) for i, m in msgs if isinstance(m, Request)]
+    return [(i, m) for i, m in msgs if isinstance(m, proto.Request)]
 
 
 def errors(msgs):
     return [
-        (i, m.request_id, decode_error(m.payload)[0])
+        (i, m.request_id, proto.decode_error(m.payload)[0])
         for i, m in msgs
-        if isinstance(m, Reply) and m.command is Command.ERROR
+        if isinstance(m, proto.Reply) and m.command is proto.Command.ERROR
     ]
 
 
@@ -86,10 +66,13 @@ def test_request_routed_to_worker_and_answer_back_with_client_id():
     h.request(b"C1", b"r1", header={"x": 1})
     [(to, job)] = jobs_sent(h.drain())
     assert to == b"W1" and job.service == "tatbot" and job.request_id != b"r1"
-    assert decode_payload(job.payload).header == {"x": 1}
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({"ok": True})))
+    assert proto.decode_payload(job.payload).header == {"x": 1}
+    h.send(
+        b"W1",
+        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"ok": True})),
+    )
     [(to, reply)] = h.drain()
-    assert to == b"C1" and reply.command is Command.FINAL and reply.request_id == b"r1"
+    assert to == b"C1" and reply.command is proto.Command.FINAL and reply.request_id == b"r1"
     assert h.core.status(h.now)["workers"][0]["served"] == 1
 
 
@@ -102,7 +85,9 @@ def test_lru_idle_workers_first():
         h.request(b"C", b"r%d" % i)
         [(to, job)] = jobs_sent(h.drain())
         order.append(to)
-        h.send(to, reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+        h.send(
+            to, proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({}))
+        )
         h.drain()
     assert order == [b"W1", b"W2", b"W3", b"W1", b"W2", b"W3"]
 
@@ -134,7 +119,7 @@ def test_unknown_robot_error_at_deadline_naming_the_robot():
     h.tick(0.2)
     msgs = h.drain()
     assert errors(msgs) == [(b"C", b"r", "unknown_robot")]
-    assert "nobot" in decode_error(msgs[0][1].payload)[1]
+    assert "nobot" in proto.decode_error(msgs[0][1].payload)[1]
 
 
 def test_busy_workers_give_timeout_not_unknown_robot():
@@ -155,16 +140,22 @@ def test_dead_worker_job_goes_to_another_and_is_answered_once():
     h.ready(b"W2")
     for _ in range(5):  # W2 heartbeats, W1 is silent
         h.tick(0.25)
-        h.send(b"W2", heartbeat_frames())
+        h.send(b"W2", proto.heartbeat_frames())
     msgs = h.drain()
     [(to, job2)] = jobs_sent(msgs)
     assert to == b"W2" and job2.request_id == job.request_id
     assert h.core.counters["retries"] == 1
-    h.send(b"W2", reply_frames(Command.FINAL, job2.request_id, encode_payload({"who": 2})))
+    h.send(
+        b"W2",
+        proto.reply_frames(proto.Command.FINAL, job2.request_id, proto.encode_payload({"who": 2})),
+    )
     # W1 was only frozen: it comes back with a late answer, which must not reach the client.
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({"who": 1})))
-    replies = [(i, m) for i, m in h.drain() if isinstance(m, Reply)]
-    assert [(i, decode_payload(m.payload).header) for i, m in replies] == [(b"C", {"who": 2})]
+    h.send(
+        b"W1",
+        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"who": 1})),
+    )
+    replies = [(i, m) for i, m in h.drain() if isinstance(m, proto.Reply)]
+    assert [(i, proto.decode_payload(m.payload).header) for i, m in replies] == [(b"C", {"who": 2})]
     assert h.core.counters["late_replies_dropped"] == 1
 
 
@@ -174,7 +165,7 @@ def test_disconnect_requeues_at_once_and_retries_are_bounded():
     for w in (b"W1", b"W2"):
         h.ready(w)
         assert jobs_sent(h.drain())
-        h.send(w, disconnect_frames("bye"))
+        h.send(w, proto.disconnect_frames("bye"))
     assert errors(h.drain()) == [(b"C", b"r", "worker_lost")]
 
 
@@ -199,7 +190,7 @@ def test_heartbeats_sent_and_unknown_heartbeat_gets_disconnect():
     h.ready(b"W1")
     h.tick(0.3)
     assert any(i == b"W1" and type(m).__name__ == "Heartbeat" for i, m in h.drain())
-    h.send(b"STRANGER", heartbeat_frames())
+    h.send(b"STRANGER", proto.heartbeat_frames())
     [(to, msg)] = h.drain()
     assert to == b"STRANGER" and type(msg).__name__ == "Disconnect"
 
@@ -221,13 +212,22 @@ def test_malformed_messages_are_rejected_and_counted():
 def test_management_ping_and_status():
     h = Harness()
     h.ready(b"W1")
-    h.send(b"C", request_frames(b"p", BROKER_SERVICE, "ping", 1000, encode_payload({})))
-    h.send(b"C", request_frames(b"s", BROKER_SERVICE, "status", 1000, encode_payload({})))
-    h.send(b"C", request_frames(b"x", BROKER_SERVICE, "explode", 1000, encode_payload({})))
+    h.send(
+        b"C",
+        proto.request_frames(b"p", proto.BROKER_SERVICE, "ping", 1000, proto.encode_payload({})),
+    )
+    h.send(
+        b"C",
+        proto.request_frames(b"s", proto.BROKER_SERVICE, "status", 1000, proto.encode_payload({})),
+    )
+    h.send(
+        b"C",
+        proto.request_frames(b"x", proto.BROKER_SERVICE, "explode", 1000, proto.encode_payload({})),
+    )
     msgs = h.drain()
-    ping = decode_payload(msgs[0][1].payload).header
+    ping = proto.decode_payload(msgs[0][1].payload).header
     assert ping["workers"][0]["robots"] == ["tatbot"] and ping["protocol"] == "ZIK/1"
-    status = decode_payload(msgs[1][1].payload).header
+    status = proto.decode_payload(msgs[1][1].payload).header
     assert {"queues", "in_flight", "counters", "errors", "rejects"} <= set(status)
     assert errors(msgs) == [(b"C", b"x", "unknown_operation")]
 
@@ -251,8 +251,8 @@ def test_expired_in_flight_job_answered_timeout_then_worker_reply_dropped(timeou
     [(_, job)] = jobs_sent(h.drain())
     h.tick(0.01)
     assert errors(h.drain()) == [(b"C", b"r", "timeout")]
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
-    assert [m for _, m in h.drain() if isinstance(m, Reply)] == []
+    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
+    assert [m for _, m in h.drain() if isinstance(m, proto.Reply)] == []
     h.request(b"C", b"r2")
     assert jobs_sent(h.drain())  # the worker is idle again
 
@@ -261,7 +261,7 @@ def test_expired_in_flight_job_answered_timeout_then_worker_reply_dropped(timeou
 
 
 def replies(msgs):
-    return [(i, m.request_id, m.command.name) for i, m in msgs if isinstance(m, Reply)]
+    return [(i, m.request_id, m.command.name) for i, m in msgs if isinstance(m, proto.Reply)]
 
 
 def test_after_a_stall_queued_messages_are_read_before_workers_or_deadlines_are_judged():
@@ -273,10 +273,10 @@ def test_after_a_stall_queued_messages_are_read_before_workers_or_deadlines_are_
     [(to, job)] = jobs_sent(h.drain())
     assert to == b"W1"
     h.now += 5.0  # the broker was stopped; W1 answered, the client retried meanwhile
-    h.send(b"W2", heartbeat_frames())
+    h.send(b"W2", proto.heartbeat_frames())
     h.tick()
-    h.send(b"W1", heartbeat_frames())
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    h.send(b"W1", proto.heartbeat_frames())
+    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
     h.request(b"C", b"r", timeout_ms=3000)
     h.tick(0.3)  # past the hold: nothing left to judge
     msgs = h.drain()
@@ -300,7 +300,7 @@ def test_after_a_stall_a_retry_read_within_the_hold_saves_a_queued_job_from_its_
     h.tick(0.3)
     assert errors(h.drain()) == []
     for _ in range(12):  # the extended deadline holds: W1 is still busy after it
-        h.send(b"W1", heartbeat_frames())
+        h.send(b"W1", proto.heartbeat_frames())
         h.tick(0.25)
     assert errors(h.drain()) == [(b"C", b"r", "timeout")]
 
@@ -310,7 +310,7 @@ def test_a_retry_arriving_after_its_answer_is_not_run_again_until_the_horizon():
     h.ready(b"W1")
     h.request(b"C", b"r", timeout_ms=2000)
     [(_, job)] = jobs_sent(h.drain())
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
     assert replies(h.drain()) == [(b"C", b"r", "FINAL")]
     h.tick(1.5)
     h.request(b"C", b"r", timeout_ms=2000)  # crossed the answer
@@ -325,7 +325,7 @@ def test_an_answer_that_could_not_be_delivered_is_forgotten_so_the_retry_runs():
     h.ready(b"W1")
     h.request(b"C", b"r")
     [(_, job)] = jobs_sent(h.drain())
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
     [(to, frames)] = list(h.core.outbox)
     h.core.outbox.clear()
     h.core.undelivered(to, frames, h.now)  # the loop's send raised (client unroutable)
@@ -339,7 +339,7 @@ def test_after_worker_lost_the_clients_retry_runs():
     h.ready(b"W1")
     h.request(b"C", b"r", timeout_ms=10_000)
     h.drain()
-    h.send(b"W1", disconnect_frames("bye"))
+    h.send(b"W1", proto.disconnect_frames("bye"))
     assert errors(h.drain()) == [(b"C", b"r", "worker_lost")]
     h.ready(b"W2")
     h.request(b"C", b"r", timeout_ms=10_000)  # worker_lost is retryable: it must run
@@ -388,10 +388,10 @@ def _at_limit_ready(i: int) -> dict:
 )
 def test_over_limit_ready_refused_naming_the_field(info, field):
     h = Harness()
-    h.send(b"ROGUE", ready_frames(info))
+    h.send(b"ROGUE", proto.ready_frames(info))
     [(to, msg)] = h.drain()
-    assert to == b"ROGUE" and msg.command is Command.ERROR
-    code, text, fld = decode_error(msg.payload)
+    assert to == b"ROGUE" and msg.command is proto.Command.ERROR
+    code, text, fld = proto.decode_error(msg.payload)
     assert fld == field and code in ("too_large", "protocol"), text
     assert h.core.workers == {}
 
@@ -399,14 +399,17 @@ def test_over_limit_ready_refused_naming_the_field(info, field):
 def test_workers_at_every_ready_limit_keep_ping_and_status_within_limits():
     h = Harness()
     for i in range(100):  # ~10 KiB each when listed: more than one header holds
-        h.send(b"W%03d" % i, ready_frames(_at_limit_ready(i)))
+        h.send(b"W%03d" % i, proto.ready_frames(_at_limit_ready(i)))
     h.ready(b"GOOD")
     h.drain()  # the READY acknowledgements
     for op in ("ping", "status"):
-        h.send(b"C", request_frames(b"m", BROKER_SERVICE, op, 1000, encode_payload({})))
+        h.send(
+            b"C",
+            proto.request_frames(b"m", proto.BROKER_SERVICE, op, 1000, proto.encode_payload({})),
+        )
         [(_, msg)] = h.drain()
-        assert msg.command is Command.FINAL
-        body = decode_payload(msg.payload).header
+        assert msg.command is proto.Command.FINAL
+        body = proto.decode_payload(msg.payload).header
         assert body["workers_total"] == 101
         assert 0 < len(body["workers"]) < 101
         assert body["workers_omitted"] == 101 - len(body["workers"])
@@ -415,14 +418,16 @@ def test_workers_at_every_ready_limit_keep_ping_and_status_within_limits():
 
 def test_dispatch_cost_does_not_grow_with_the_robots_a_worker_claims():
     h = Harness()
-    h.send(b"W1", ready_frames({"robots": ["tatbot", *(f"r{i}" for i in range(63))]}))
+    h.send(b"W1", proto.ready_frames({"robots": ["tatbot", *(f"r{i}" for i in range(63))]}))
     calls = []
     dispatch = h.core._dispatch
     h.core._dispatch = lambda robot, now: (calls.append(robot), dispatch(robot, now))
     for i in range(3):
         h.request(b"C", b"r%d" % i)
         [(_, job)] = jobs_sent(h.drain())
-        h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+        h.send(
+            b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({}))
+        )
         h.drain()
     # one per request; releasing the worker looks only at robots with waiting jobs
     assert calls == ["tatbot"] * 3
@@ -431,20 +436,20 @@ def test_dispatch_cost_does_not_grow_with_the_robots_a_worker_claims():
 def test_byte_budget_refuses_at_once_and_frees_when_jobs_leave():
     h = Harness(max_queued_bytes=10_000)
     h.ready(b"W1")
-    blob = encode_payload({}, {"x": np.zeros(6000, np.uint8)})
-    h.send(b"C", request_frames(b"a", "tatbot", "solve", 10_000, blob))
-    h.send(b"C", request_frames(b"b", "tatbot", "solve", 10_000, blob))
+    blob = proto.encode_payload({}, {"x": np.zeros(6000, np.uint8)})
+    h.send(b"C", proto.request_frames(b"a", "tatbot", "solve", 10_000, blob))
+    h.send(b"C", proto.request_frames(b"b", "tatbot", "solve", 10_000, blob))
     msgs = h.drain()
     [(_, job)] = jobs_sent(msgs)
     [(_, rid, code)] = errors(msgs)
     assert (rid, code) == (b"b", "overloaded")
-    assert "max_queued_bytes" in decode_error(msgs[-1][1].payload)[1]
+    assert "max_queued_bytes" in proto.decode_error(msgs[-1][1].payload)[1]
     held = h.core.jobs[job.request_id]
     assert h.core.queued_bytes > 6000
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
     h.drain()
     assert h.core.queued_bytes == 0 and held.payload == [] and h.core.freed_bytes > 6000
-    h.send(b"C", request_frames(b"c", "tatbot", "solve", 10_000, blob))
+    h.send(b"C", proto.request_frames(b"c", "tatbot", "solve", 10_000, blob))
     assert jobs_sent(h.drain())
 
 
@@ -461,9 +466,12 @@ def test_status_summarises_many_queues():
     h = Harness(max_open_jobs=1000)
     for i in range(300):
         h.request(b"C", b"r%d" % i, robot=f"made-up-{i:03d}", timeout_ms=60_000)
-    h.send(b"C", request_frames(b"s", BROKER_SERVICE, "status", 1000, encode_payload({})))
+    h.send(
+        b"C",
+        proto.request_frames(b"s", proto.BROKER_SERVICE, "status", 1000, proto.encode_payload({})),
+    )
     msgs = h.drain()
-    body = decode_payload(msgs[-1][1].payload).header
+    body = proto.decode_payload(msgs[-1][1].payload).header
     assert len(body["queues"]) == 256 and body["queues_omitted"] == 44
     assert body["open_jobs"] == 300
 
@@ -474,19 +482,31 @@ def test_status_summarises_many_queues():
 def test_alive_probe_is_answered_at_once_with_the_workers_and_the_boot_id():
     """The clients' probe (docs/protocol.md 4.6): answered by the broker itself."""
     h = Harness()
-    h.send(b"C", request_frames(b"a", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
+    h.send(
+        b"C",
+        proto.request_frames(
+            b"a", proto.BROKER_SERVICE, proto.ALIVE, 100, proto.encode_payload({})
+        ),
+    )
     h.ready(b"W1")
-    h.send(b"C", request_frames(b"b", BROKER_SERVICE, ALIVE, 100, encode_payload({})))
+    h.send(
+        b"C",
+        proto.request_frames(
+            b"b", proto.BROKER_SERVICE, proto.ALIVE, 100, proto.encode_payload({})
+        ),
+    )
     [(to, first), (_, second)] = h.drain()
-    assert to == b"C" and first.command is Command.FINAL and first.request_id == b"a"
+    assert to == b"C" and first.command is proto.Command.FINAL and first.request_id == b"a"
     boot = h.core.boot
-    assert decode_payload(first.payload).header == {"workers": 0, "boot": boot}
-    assert decode_payload(second.payload).header == {"workers": 1, "boot": boot}
+    assert proto.decode_payload(first.payload).header == {"workers": 0, "boot": boot}
+    assert proto.decode_payload(second.payload).header == {"workers": 1, "boot": boot}
     assert BrokerCore().boot != boot  # another process, another id
 
 
 def ready_multi(h: Harness, worker: bytes, robots=("tatbot",)) -> None:
-    h.send(worker, ready_frames({"robots": list(robots), "features": [FEATURE_DECLINE]}))
+    h.send(
+        worker, proto.ready_frames({"robots": list(robots), "features": [proto.FEATURE_DECLINE]})
+    )
 
 
 def test_a_worker_listing_the_feature_is_answered_with_a_flagged_heartbeat_at_once():
@@ -497,10 +517,12 @@ def test_a_worker_listing_the_feature_is_answered_with_a_flagged_heartbeat_at_on
     assert h.drain() == []
     ready_multi(h, b"NEW")
     [(to, beat)] = h.drain()
-    assert to == b"NEW" and isinstance(beat, Heartbeat) and FEATURE_DECLINE in beat.flags
+    assert (
+        to == b"NEW" and isinstance(beat, proto.Heartbeat) and proto.FEATURE_DECLINE in beat.flags
+    )
     h.tick(0.3)
-    beats = {i: m.flags for i, m in h.drain() if isinstance(m, Heartbeat)}
-    assert beats == {b"OLD": frozenset(), b"NEW": frozenset({FEATURE_DECLINE})}
+    beats = {i: m.flags for i, m in h.drain() if isinstance(m, proto.Heartbeat)}
+    assert beats == {b"OLD": frozenset(), b"NEW": frozenset({proto.FEATURE_DECLINE})}
 
 
 def test_declined_job_goes_to_another_worker_at_once_without_counting_an_attempt():
@@ -510,15 +532,23 @@ def test_declined_job_goes_to_another_worker_at_once_without_counting_an_attempt
     h.drain()
     h.request(b"C", b"r")
     [(first, job)] = jobs_sent(h.drain())
-    h.send(first, decline_frames(job.request_id))
+    h.send(first, proto.decline_frames(job.request_id))
     [(second, again)] = jobs_sent(h.drain())
     assert second != first and again.request_id == job.request_id
     # The declining worker may not answer it (it never ran it); the one running it may.
-    h.send(first, reply_frames(Command.FINAL, job.request_id, encode_payload({"by": "W1"})))
+    h.send(
+        first,
+        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"by": "W1"})),
+    )
     assert h.drain() == [] and h.core.counters["late_replies_dropped"] == 1
-    h.send(second, reply_frames(Command.FINAL, job.request_id, encode_payload({"by": "W2"})))
+    h.send(
+        second,
+        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"by": "W2"})),
+    )
     [(to, reply)] = h.drain()
-    assert to == b"C" and reply.command is Command.FINAL  # max_retries=0: no attempt was spent
+    assert (
+        to == b"C" and reply.command is proto.Command.FINAL
+    )  # max_retries=0: no attempt was spent
     assert h.core.counters["declined"] == 1 and h.core.counters["retries"] == 0
 
 
@@ -528,12 +558,12 @@ def test_a_declining_worker_gets_nothing_until_it_flags_idle():
     h.drain()
     h.request(b"C", b"r1")
     [(_, job)] = jobs_sent(h.drain())
-    h.send(b"W1", decline_frames(job.request_id))
+    h.send(b"W1", proto.decline_frames(job.request_id))
     assert jobs_sent(h.drain()) == []  # W1 is away: the job waits in its queue
     assert h.core.status(h.now)["workers"][0]["state"] == "away"
-    h.send(b"W1", heartbeat_frames())  # a plain heartbeat changes nothing
+    h.send(b"W1", proto.heartbeat_frames())  # a plain heartbeat changes nothing
     assert jobs_sent(h.drain()) == []
-    h.send(b"W1", heartbeat_frames(FLAG_IDLE))
+    h.send(b"W1", proto.heartbeat_frames(proto.FLAG_IDLE))
     [(to, again)] = jobs_sent(h.drain())
     assert to == b"W1" and again.request_id == job.request_id
 
@@ -543,11 +573,11 @@ def test_busy_flag_takes_an_idle_worker_out_of_rotation_until_idle():
     ready_multi(h, b"W1")
     ready_multi(h, b"W2")
     h.drain()
-    h.send(b"W1", heartbeat_frames(FLAG_BUSY))  # running another broker's job
+    h.send(b"W1", proto.heartbeat_frames(proto.FLAG_BUSY))  # running another broker's job
     for i in range(3):
         h.request(b"C", b"r%d" % i)
     assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]
-    h.send(b"W1", heartbeat_frames(FLAG_IDLE))
+    h.send(b"W1", proto.heartbeat_frames(proto.FLAG_IDLE))
     assert [to for to, _ in jobs_sent(h.drain())] == [b"W1"]
 
 
@@ -557,15 +587,15 @@ def test_state_flags_of_a_worker_holding_our_job_and_stray_declines_change_nothi
     h.drain()
     h.request(b"C", b"r1")
     [(_, job)] = jobs_sent(h.drain())
-    h.send(b"W1", heartbeat_frames(FLAG_IDLE))  # stale: it works for us now
-    h.send(b"W1", decline_frames(b"not-its-job"))
-    h.send(b"STRANGER", decline_frames(job.request_id))
+    h.send(b"W1", proto.heartbeat_frames(proto.FLAG_IDLE))  # stale: it works for us now
+    h.send(b"W1", proto.decline_frames(b"not-its-job"))
+    h.send(b"STRANGER", proto.decline_frames(job.request_id))
     assert h.drain() == [] and h.core.counters["declines_dropped"] == 2
     h.request(b"C", b"r2")
     assert jobs_sent(h.drain()) == []  # still busy with r1
-    h.send(b"W1", reply_frames(Command.FINAL, job.request_id, encode_payload({})))
+    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
     msgs = h.drain()
-    assert [m.request_id for _, m in msgs if isinstance(m, Reply)] == [b"r1"]
+    assert [m.request_id for _, m in msgs if isinstance(m, proto.Reply)] == [b"r1"]
     assert len(jobs_sent(msgs)) == 1  # then r2
 
 
@@ -577,7 +607,7 @@ def test_a_declined_job_whose_deadline_passed_meanwhile_is_not_requeued():
     [(_, job)] = jobs_sent(h.drain())
     h.tick(0.2)
     assert errors(h.drain()) == [(b"C", b"r", "timeout")]
-    h.send(b"W1", decline_frames(job.request_id))
-    h.send(b"W1", heartbeat_frames(FLAG_IDLE))
+    h.send(b"W1", proto.decline_frames(job.request_id))
+    h.send(b"W1", proto.heartbeat_frames(proto.FLAG_IDLE))
     assert h.drain() == [] and not h.core.jobs
     assert h.core.status(h.now)["workers"][0]["state"] == "idle"

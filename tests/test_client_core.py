@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import Box, final, outbox
 
 from zmq_ik import ops
 from zmq_ik.client._checks import check_count, check_endpoint, default_endpoint
@@ -36,7 +37,6 @@ from zmq_ik.protocol import (
     Request,
     encode_payload,
     error_frames,
-    parse_message,
     reply_frames,
 )
 from zmq_ik.robots import example_paths
@@ -49,19 +49,9 @@ def call(i: int = 0, on_partial: Any = None) -> Call:
 def sent(core: ClientCore) -> list[Request]:
     """Every REQUEST in the outbox (taken out), parsed as the broker would; the core's own
     liveness probes (`zik.broker` / `alive`, client/_failover.py) are left out."""
-    out = []
-    while core.outbox:
-        connection, frames = core.outbox.popleft()
-        assert connection == 0
-        msg = parse_message(frames)
-        assert isinstance(msg, Request)
-        if msg.service != BROKER_SERVICE:
-            out.append(msg)
-    return out
-
-
-def final(rid: bytes, **header: Any) -> list[Any]:
-    return reply_frames(Command.FINAL, rid, encode_payload(header))
+    msgs = outbox(core)
+    assert all(connection == 0 for connection, _ in msgs)
+    return [msg for _, msg in msgs if msg.service != BROKER_SERVICE]
 
 
 def partial(rid: bytes, **header: Any) -> list[Any]:
@@ -70,19 +60,6 @@ def partial(rid: bytes, **header: Any) -> list[Any]:
 
 def error(rid: bytes, code: str, message: str = "m", field: str | None = None) -> list[Any]:
     return error_frames(rid, code, message, field)
-
-
-class Box:
-    """A sink that keeps the events it got."""
-
-    def __init__(self) -> None:
-        self.events: deque[Event] = deque()
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def kinds(self) -> list[int]:
-        return [kind for _, kind, _ in self.events]
 
 
 # --------------------------------------------------------------------------- one request

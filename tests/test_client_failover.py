@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import zmq
 import zmq.asyncio
+from conftest import Box, final, outbox
 
 from zmq_ik.client import AsyncIKClient, IKClient
 from zmq_ik.client._core import FINAL, Call, ClientCore
@@ -147,24 +148,6 @@ def test_probe_frames_are_alive_requests_with_their_own_ids():
 # --------------------------------------------------------------------------- in the client core
 
 
-class Box:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def __call__(self, event: Any) -> None:
-        self.events.append(event)
-
-
-def outbox(core: ClientCore) -> list[tuple[int, Request]]:
-    out = []
-    while core.outbox:
-        i, frames = core.outbox.popleft()
-        msg = parse_message(frames)
-        assert isinstance(msg, Request)
-        out.append((i, msg))
-    return out
-
-
 def requests(core: ClientCore) -> list[tuple[int, bytes]]:
     """(broker, request id) of what the core sent, probes left out."""
     return [(i, m.request_id) for i, m in outbox(core) if not is_probe(m.request_id)]
@@ -172,10 +155,6 @@ def requests(core: ClientCore) -> list[tuple[int, bytes]]:
 
 def echo_call() -> Call:
     return Call("echo", "echo", {}, {})
-
-
-def final(rid: bytes) -> list[Any]:
-    return reply_frames(Command.FINAL, rid, encode_payload({"ok": True}))
 
 
 def two_brokers() -> ClientCore:
@@ -193,7 +172,7 @@ def test_a_request_waiting_on_a_silent_broker_goes_to_the_other_with_its_id():
     assert core.pending[rid].attempts == 1 and core.pending[rid].expires == 3.0 + 0.25
     core.handle(final(rid), now=0.5, connection=1)
     core.handle(final(rid), now=6.0, connection=0)  # a frozen a wakes up and answers too
-    assert [kind for _, kind, _ in box.events] == [FINAL]  # the caller gets one answer
+    assert box.kinds() == [FINAL]  # the caller gets one answer
     assert core.next_due() is None  # idle: nothing more, not even probes
 
 
@@ -203,10 +182,10 @@ def test_the_only_broker_restarted_gets_the_lost_request_again_as_soon_as_it_ans
     requests(core)
     core.tick(DOWN_AFTER + 0.001)  # a died with the request
     assert requests(core) == []  # nowhere else to go
-    core.handle(reply_frames(Command.FINAL, b"alive" + bytes(8), encode_payload({})), 1.0, 0)
+    core.handle(final(b"alive" + bytes(8)), 1.0, 0)
     assert requests(core) == [(0, rid)]  # a is back: sent again at once, same id
     core.handle(final(rid), now=1.1)
-    assert [kind for _, kind, _ in box.events] == [FINAL]
+    assert box.kinds() == [FINAL]
 
 
 def test_shutting_down_sends_the_request_to_the_other_broker_at_once_without_an_attempt():
@@ -224,7 +203,7 @@ def test_a_client_started_with_several_brokers_probes_each_once():
     core = ClientCore(["tcp://a:1", "tcp://b:1"])
     core.start(0.0)
     assert sorted((i, m.operation) for i, m in outbox(core)) == [(0, ALIVE), (1, ALIVE)]
-    core.handle(reply_frames(Command.FINAL, b"alive" + bytes(8), encode_payload({})), 0.01, 1)
+    core.handle(final(b"alive" + bytes(8)), 0.01, 1)
     core.tick(DOWN_AFTER + 0.01)  # a never answered: down before it is needed
     rid = core.submit(echo_call(), 3.0, now=0.5, sink=Box())
     assert (1, rid) in requests(core)

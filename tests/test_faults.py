@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import ANY_PORT, Processes, wait_for_workers
+from conftest import ANY_PORT, FORMS, Processes, full_form, wait_for_workers
 
 from benchmarks._clients import ClientThreads
 from benchmarks._clients import CountingClient as TallyClient
@@ -49,16 +49,6 @@ from zmq_ik.protocol import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-SLOW = os.environ.get("ZMQ_IK_SLOW", "") not in ("", "0")
-FORMS = ["reduced", pytest.param("full", marks=pytest.mark.slow)]
-
-
-def _form(request: pytest.FixtureRequest, form: str) -> bool:
-    """True for the full form; skips it unless ZMQ_IK_SLOW=1 or ``-m slow`` asked for it."""
-    if form == "full" and not (SLOW or "slow" in (request.config.getoption("markexpr") or "")):
-        pytest.skip("full form: set ZMQ_IK_SLOW=1 or pass -m slow")
-    return form == "full"
 
 
 def report(fault: str, **numbers: Any) -> None:
@@ -288,7 +278,7 @@ def start_probe(h: Harness, seconds: float) -> tuple[TallyClient, dict[str, Any]
 
 @pytest.mark.parametrize("form", FORMS)
 def test_worker_sigkilled_during_job(harness: Harness, request, form: str) -> None:
-    full = _form(request, form)
+    full = full_form(request, form)
     h = harness
     h.broker()
     h.procs.echo_worker(h.endpoint)
@@ -327,7 +317,7 @@ def test_worker_sigkilled_during_job(harness: Harness, request, form: str) -> No
 
 @pytest.mark.parametrize("form", FORMS)
 def test_worker_frozen_then_resumed_answers_once(harness: Harness, request, form: str) -> None:
-    full = _form(request, form)
+    full = full_form(request, form)
     h = harness
     freeze = 5.0 if full else 2.0
     hb = [] if full else ["--heartbeat", "0.1"]  # full form: the default 250 ms x 4
@@ -369,7 +359,7 @@ def test_worker_frozen_then_resumed_answers_once(harness: Harness, request, form
 
 @pytest.mark.parametrize("form", FORMS)
 def test_broker_killed_and_restarted_under_load(harness: Harness, request, form: str) -> None:
-    full = _form(request, form)
+    full = full_form(request, form)
     h = harness
     outage = 3.0 if full else 0.5
     hb = [] if full else ["--heartbeat", "0.1"]
@@ -406,7 +396,7 @@ def test_broker_killed_and_restarted_under_load(harness: Harness, request, form:
 
 @pytest.mark.parametrize("form", FORMS)
 def test_client_vanishes_with_requests_in_flight(harness: Harness, request, form: str) -> None:
-    full = _form(request, form)
+    full = full_form(request, form)
     h = harness
     n = 200 if full else 30
     h.broker()
@@ -514,7 +504,7 @@ class RogueWorker(threading.Thread):
 def test_worker_replying_garbage_never_leaves_a_client_hanging(
     harness: Harness, request, form: str
 ) -> None:
-    full = _form(request, form)
+    full = full_form(request, form)
     h = harness
     n = 300 if full else 36
     h.broker()

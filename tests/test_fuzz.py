@@ -29,46 +29,19 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import ROOT, wait_for_workers
+from conftest import FORMS, ROOT, full_form, wait_for_workers, wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from zmq_ik import protocol as proto
 from zmq_ik.broker import Broker, BrokerCore, BrokerSettings
 from zmq_ik.client import IKClient
 from zmq_ik.errors import ProtocolError
-from zmq_ik.protocol import (
-    BROKER_SERVICE,
-    Command,
-    Limits,
-    Reply,
-    Request,
-    decode_error,
-    decode_payload,
-    disconnect_frames,
-    encode_payload,
-    heartbeat_frames,
-    parse_message,
-    ready_frames,
-    reply_frames,
-    request_frames,
-)
 
 pytestmark = pytest.mark.timeout(300)
 
-SLOW = os.environ.get("ZMQ_IK_SLOW", "") not in ("", "0")
-FORMS = ["reduced", pytest.param("full", marks=pytest.mark.slow)]
 FULL_COUNT = 100_000
 CANARY = Path(os.environ.get("TMPDIR", "/tmp")) / f"zmq-ik-fuzz-unpickled-{os.getpid()}"
-
-
-def _form(request: pytest.FixtureRequest, form: str) -> bool:
-    if form == "full" and not (SLOW or "slow" in (request.config.getoption("markexpr") or "")):
-        pytest.skip("full form: set ZMQ_IK_SLOW=1 or pass -m slow")
-    return form == "full"
-
-
-def wire(frames: Sequence[Any]) -> list[bytes]:
-    return [f.tobytes() if isinstance(f, np.ndarray) else bytes(f) for f in frames]
 
 
 # --------------------------------------------------------------------------- corpus
@@ -122,17 +95,25 @@ def corpus(service: str, worker_robot: str) -> list[list[bytes]]:
     }
     job = (1).to_bytes(8, "big")
     msgs = [
-        request_frames(b"req-1", service, "echo", 2000, encode_payload({"k": [1, 2]}, arrays)),
-        request_frames(b"r2", service, "echo", 300, encode_payload({})),
-        request_frames(b"r3", service, "unknownop", 300, encode_payload({"x": 1.5})),
-        request_frames(b"r4", worker_robot, "solve", 100, encode_payload({}, {"a": np.ones(3)})),
-        request_frames(b"m1", BROKER_SERVICE, "ping", 1000, encode_payload({})),
-        ready_frames({"robots": [worker_robot], "device": "cpu", "capacity": 1, "pid": 1}),
-        reply_frames(Command.FINAL, job, encode_payload({"ok": 1}, {"j": np.zeros(4, "<f4")})),
-        reply_frames(Command.PARTIAL, job, encode_payload({"progress": [1, 2]})),
-        reply_frames(Command.ERROR, job, encode_payload({"code": "internal", "message": "x"})),
-        heartbeat_frames(),
-        disconnect_frames("bye"),
+        proto.request_frames(
+            b"req-1", service, "echo", 2000, proto.encode_payload({"k": [1, 2]}, arrays)
+        ),
+        proto.request_frames(b"r2", service, "echo", 300, proto.encode_payload({})),
+        proto.request_frames(b"r3", service, "unknownop", 300, proto.encode_payload({"x": 1.5})),
+        proto.request_frames(
+            b"r4", worker_robot, "solve", 100, proto.encode_payload({}, {"a": np.ones(3)})
+        ),
+        proto.request_frames(b"m1", proto.BROKER_SERVICE, "ping", 1000, proto.encode_payload({})),
+        proto.ready_frames({"robots": [worker_robot], "device": "cpu", "capacity": 1, "pid": 1}),
+        proto.reply_frames(
+            proto.Command.FINAL, job, proto.encode_payload({"ok": 1}, {"j": np.zeros(4, "<f4")})
+        ),
+        proto.reply_frames(proto.Command.PARTIAL, job, proto.encode_payload({"progress": [1, 2]})),
+        proto.reply_frames(
+            proto.Command.ERROR, job, proto.encode_payload({"code": "internal", "message": "x"})
+        ),
+        proto.heartbeat_frames(),
+        proto.disconnect_frames("bye"),
     ]
     return [wire(m) for m in msgs]
 
@@ -249,7 +230,7 @@ class CoreFuzz:
         self.sent = 0
         self.good_sent: set[bytes] = set()
         self.good_answers: Counter[bytes] = Counter()
-        self.handle(self.GOOD_WORKER, wire(ready_frames({"robots": ["echo"]})))
+        self.handle(self.GOOD_WORKER, wire(proto.ready_frames({"robots": ["echo"]})))
 
     def handle(self, identity: bytes, frames: list[bytes]) -> None:
         self.core.handle(identity, frames, self.now)
@@ -258,17 +239,17 @@ class CoreFuzz:
     def pump(self) -> None:
         while self.core.outbox:
             identity, frames = self.core.outbox.popleft()
-            msg = parse_message(wire(frames))  # whatever the broker sends is valid framing
-            if identity == self.GOOD_WORKER and isinstance(msg, Request):
+            msg = proto.parse_message(wire(frames))  # whatever the broker sends is valid framing
+            if identity == self.GOOD_WORKER and isinstance(msg, proto.Request):
                 self.core.handle(
                     identity,
-                    wire(reply_frames(Command.FINAL, msg.request_id, msg.payload)),
+                    wire(proto.reply_frames(proto.Command.FINAL, msg.request_id, msg.payload)),
                     self.now,
                 )
             elif identity == self.GOOD_WORKER and msg.__class__.__name__ == "Disconnect":
-                self.core.handle(identity, wire(ready_frames({"robots": ["echo"]})), self.now)
-            elif identity == self.GOOD_CLIENT and isinstance(msg, Reply):
-                assert msg.command is Command.FINAL, decode_error(msg.payload)
+                self.core.handle(identity, wire(proto.ready_frames({"robots": ["echo"]})), self.now)
+            elif identity == self.GOOD_CLIENT and isinstance(msg, proto.Reply):
+                assert msg.command is proto.Command.FINAL, proto.decode_error(msg.payload)
                 self.good_answers[msg.request_id] += 1
 
     def fuzz(self, identity: bytes, frames: list[bytes]) -> None:
@@ -280,9 +261,11 @@ class CoreFuzz:
             self.good_sent.add(rid)
             self.handle(
                 self.GOOD_CLIENT,
-                wire(request_frames(rid, "echo", "echo", 5000, encode_payload({"n": 1}))),
+                wire(
+                    proto.request_frames(rid, "echo", "echo", 5000, proto.encode_payload({"n": 1}))
+                ),
             )
-            self.handle(self.GOOD_WORKER, wire(heartbeat_frames()))
+            self.handle(self.GOOD_WORKER, wire(proto.heartbeat_frames()))
             self.core.tick(self.now)
             self.pump()
         if self.sent % 500 == 0:
@@ -337,7 +320,7 @@ def test_broker_core_fuzz_hypothesis() -> None:
 @pytest.mark.parametrize("form", FORMS)
 def test_broker_core_fuzz_random(request, form: str) -> None:
     """Seeded random mutations, fast (no sockets): 5,000 in CI, 100,000+ in the full form."""
-    count = FULL_COUNT if _form(request, form) else 20_000
+    count = FULL_COUNT if full_form(request, form) else 20_000
     fz = CoreFuzz()
     base = corpus("echo", "fuzzbot")
     t0 = time.perf_counter()
@@ -358,14 +341,14 @@ def test_broker_core_fuzz_random(request, form: str) -> None:
 @pytest.mark.parametrize("form", FORMS)
 def test_codec_fuzz(request, form: str) -> None:
     """The worker's and client's payload decoder: only ProtocolError, never anything else."""
-    count = FULL_COUNT if _form(request, form) else 5000
+    count = FULL_COUNT if full_form(request, form) else 5000
     base = [m[6:] for m in corpus("echo", "r") if len(m) > 6]  # payloads of the requests
     rng = random.Random(99)
     codes: Counter[str] = Counter()
     for _ in range(count):
         payload = mutate(rng.choice(base), random_ops(rng))
         try:
-            decode_payload(payload)
+            proto.decode_payload(payload)
             codes["ok"] += 1
         except ProtocolError as e:
             codes[e.code.value] += 1
@@ -389,7 +372,7 @@ def _drain(sock: zmq.Socket) -> int:
 
 @pytest.mark.parametrize("form", FORMS)
 def test_live_broker_fuzz(procs, request, form: str) -> None:
-    full = _form(request, form)
+    full = full_form(request, form)
     target = FULL_COUNT if full else 10_000
     broker = procs.broker()
     endpoint = broker.endpoint
@@ -496,21 +479,21 @@ class FakeBroker:
                 identity, *frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            msg = parse_message(frames)  # whatever the worker sends is valid framing
+            msg = proto.parse_message(frames)  # whatever the worker sends is valid framing
             if msg.__class__.__name__ == "Ready":
                 self.worker = identity
                 self.readies += 1
-            elif isinstance(msg, Reply) and identity == self.worker:
+            elif isinstance(msg, proto.Reply) and identity == self.worker:
                 kind = msg.command.name
-                if msg.command is Command.ERROR:
-                    code, text, _ = decode_error(msg.payload)
+                if msg.command is proto.Command.ERROR:
+                    code, text, _ = proto.decode_error(msg.payload)
                     kind += ":" + code
                     if code == "internal" and "failing on purpose" not in text:
                         self.unexpected.append(text)
                 self.replies[kind] += 1
                 self.answered.add(msg.request_id)
         if time.monotonic() - self.last_hb > 0.1 and self.worker is not None:
-            self.send(heartbeat_frames())
+            self.send(proto.heartbeat_frames())
             self.last_hb = time.monotonic()
 
     def send(self, frames: list[Any]) -> None:
@@ -531,7 +514,7 @@ class FakeBroker:
 @pytest.mark.parametrize("form", FORMS)
 def test_live_worker_fuzz(procs, request, form: str) -> None:
     """Broker-to-worker messages, mutated, sent straight to a live echo worker."""
-    target = FULL_COUNT if _form(request, form) else 5000
+    target = FULL_COUNT if full_form(request, form) else 5000
     ctx = zmq.Context()
     fake = FakeBroker(ctx)
     worker = procs.start(  # -q: no warning line per malformed message
@@ -542,9 +525,9 @@ def test_live_worker_fuzz(procs, request, form: str) -> None:
     base = [
         m
         for m in corpus("echo", "echo")
-        if m[1] != Command.DISCONNECT.value and m[3:4] != BROKER_SERVICE.encode()
+        if m[1] != proto.Command.DISCONNECT.value and m[3:4] != proto.BROKER_SERVICE.encode()
     ]
-    base.append(wire(request_frames(b"f", "echo", "fail", 500, encode_payload({}))))
+    base.append(wire(proto.request_frames(b"f", "echo", "fail", 500, proto.encode_payload({}))))
     sent = good = 0
     t0 = time.perf_counter()
     try:
@@ -557,7 +540,11 @@ def test_live_worker_fuzz(procs, request, form: str) -> None:
             if sent % 200 == 0:  # a good request must still be answered, correctly
                 rid = b"good-%d" % sent
                 fake.send(
-                    wire(request_frames(rid, "echo", "echo", 5000, encode_payload({"g": sent})))
+                    wire(
+                        proto.request_frames(
+                            rid, "echo", "echo", 5000, proto.encode_payload({"g": sent})
+                        )
+                    )
                 )
                 fake.wait(lambda rid=rid: rid in fake.answered, 30)
                 good += 1
@@ -585,7 +572,9 @@ def test_live_worker_fuzz(procs, request, form: str) -> None:
 def test_oversized_frame_drops_the_connection_not_the_broker() -> None:
     """MAXMSGSIZE: libzmq refuses a frame over the limit before buffering it (the peer's
     connection is dropped); the broker keeps serving others. A small limit keeps it cheap."""
-    settings_ = BrokerSettings(bind="tcp://127.0.0.1:0", limits=Limits(max_message_bytes=64 * 1024))
+    settings_ = BrokerSettings(
+        bind="tcp://127.0.0.1:0", limits=proto.Limits(max_message_bytes=64 * 1024)
+    )
     ctx = zmq.Context()
     broker = Broker(settings_, context=ctx)
     thread = threading.Thread(target=broker.run, daemon=True)
@@ -594,8 +583,12 @@ def test_oversized_frame_drops_the_connection_not_the_broker() -> None:
         big = ctx.socket(zmq.DEALER)
         big.setsockopt(zmq.LINGER, 0)
         big.connect(broker.endpoint)
-        frames = request_frames(
-            b"big", BROKER_SERVICE, "ping", 1000, [encode_payload({})[0], b"\x00" * 100_000]
+        frames = proto.request_frames(
+            b"big",
+            proto.BROKER_SERVICE,
+            "ping",
+            1000,
+            [proto.encode_payload({})[0], b"\x00" * 100_000],
         )
         big.send_multipart(frames)
         assert not big.poll(500)  # nothing comes back: the message never reached the broker
@@ -624,13 +617,17 @@ def test_made_up_robot_names_neither_grow_nor_crash_the_broker() -> None:
     broker loop. Empty queues are now forgotten, and a management reply that cannot be
     encoded is answered with an ERROR."""
     core = BrokerCore(BrokerSettings(), now=0.0)
-    header = encode_payload({})
+    header = proto.encode_payload({})
     for i in range(20_000):
-        frames = request_frames(b"r%d" % i, f"made-up-robot-{i:06d}", "solve", 0, header)
+        frames = proto.request_frames(b"r%d" % i, f"made-up-robot-{i:06d}", "solve", 0, header)
         core.handle(b"client", wire(frames), 0.0)
     core.tick(0.1)
     assert not core.queues and not core.jobs
     core.outbox.clear()
-    core.handle(b"client", wire(request_frames(b"s", BROKER_SERVICE, "status", 1000, header)), 0.2)
+    core.handle(
+        b"client",
+        wire(proto.request_frames(b"s", proto.BROKER_SERVICE, "status", 1000, header)),
+        0.2,
+    )
     (_, frames), *_ = core.outbox
-    assert parse_message(wire(frames)).command is Command.FINAL
+    assert proto.parse_message(wire(frames)).command is proto.Command.FINAL

@@ -8,6 +8,7 @@ import struct
 import msgpack
 import numpy as np
 import pytest
+from conftest import wire
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -39,12 +40,6 @@ from zmq_ik.protocol import (
     reply_frames,
     request_frames,
 )
-
-
-def wire(frames: list) -> list[bytes]:
-    """What the receiver sees: every frame as bytes (as a socket would deliver it)."""
-    return [f.tobytes() if isinstance(f, np.ndarray) else bytes(f) for f in frames]
-
 
 dtypes = st.sampled_from(sorted(ALLOWED_DTYPES)).map(np.dtype)
 arrays = dtypes.flatmap(
