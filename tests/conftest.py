@@ -5,6 +5,7 @@ then lost to another process before it is bound."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import os
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+import zmq.asyncio
 
 from benchmarks._procs import ANY_PORT, bound_endpoint
 
@@ -200,7 +202,35 @@ def wire(frames: Any) -> list[bytes]:
     return [f.tobytes() if isinstance(f, np.ndarray) else bytes(f) for f in frames]
 
 
-# --------------------------------------------------------------------------- client core
+# --------------------------------------------------------------------------- clients
+
+
+KINDS = ["sync", "async"]
+"""``@pytest.mark.parametrize("kind", KINDS)``: a test run with `IKClient` and `AsyncIKClient`."""
+
+
+def run_with(kind: str, endpoint: str, body: Callable[[Any], Any], **kwargs: Any) -> Any:
+    """Run ``body(client)`` with an `IKClient` (kind "sync") or, awaited, an `AsyncIKClient`
+    (kind "async"), each on a context of its own."""
+    from zmq_ik.client import AsyncIKClient, IKClient
+
+    if kind == "sync":
+        ctx = zmq.Context()
+        try:
+            with IKClient(endpoint, context=ctx, **kwargs) as client:
+                return body(client)
+        finally:
+            ctx.destroy(linger=0)
+
+    async def go() -> Any:
+        actx = zmq.asyncio.Context()
+        try:
+            async with AsyncIKClient(endpoint, context=actx, **kwargs) as client:
+                return await body(client)
+        finally:
+            actx.destroy(linger=0)
+
+    return asyncio.run(go())
 
 
 class Box:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import zmq
 import zmq.asyncio
-from conftest import FakeBroker
+from conftest import KINDS, FakeBroker, run_with
 
 from zmq_ik import ops
 from zmq_ik.client import AsyncIKClient, IKClient
@@ -36,7 +36,6 @@ from zmq_ik.protocol import (
 )
 from zmq_ik.robots import example_paths
 
-KINDS = ["sync", "async"]
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -104,39 +103,33 @@ def run_stream(
     """Consume ``make(client)`` (a stream) with either client: the slices got, the error
     that ended it (or None), and ``after(client)``'s result. ``each`` returning False breaks."""
     got: list[tuple[int, StrokeBatch]] = []
-    if kind == "sync":
-        ctx = zmq.Context()
-        try:
-            with IKClient(endpoint, context=ctx, **kwargs) as client:
-                err = None
-                try:
-                    for start, part in make(client):
-                        got.append((start, part))
-                        if each is not None and each(start, part) is False:
-                            break
-                except IKError as e:
-                    err = e
-                return got, err, after(client) if after else None
-        finally:
-            ctx.destroy(linger=0)
 
-    async def go() -> Any:
-        actx = zmq.asyncio.Context()
-        try:
-            async with AsyncIKClient(endpoint, context=actx, **kwargs) as client:
-                err = None
-                try:
-                    async for start, part in make(client):
-                        got.append((start, part))
-                        if each is not None and each(start, part) is False:
-                            break
-                except IKError as e:
-                    err = e
-                return got, err, (await after(client)) if after else None
-        finally:
-            actx.destroy(linger=0)
+    def take(start: int, part: StrokeBatch) -> bool:
+        """Keep a slice; True: stop here."""
+        got.append((start, part))
+        return each is not None and each(start, part) is False
 
-    return asyncio.run(go())  # type: ignore[no-any-return]
+    def sync_body(client: IKClient) -> Any:
+        err = None
+        try:
+            for start, part in make(client):
+                if take(start, part):
+                    break
+        except IKError as e:
+            err = e
+        return got, err, after(client) if after else None
+
+    async def async_body(client: AsyncIKClient) -> Any:
+        err = None
+        try:
+            async for start, part in make(client):
+                if take(start, part):
+                    break
+        except IKError as e:
+            err = e
+        return got, err, (await after(client)) if after else None
+
+    return run_with(kind, endpoint, sync_body if kind == "sync" else async_body, **kwargs)  # type: ignore[no-any-return]
 
 
 def assert_in_order(got: list[tuple[int, StrokeBatch]], pairs: int) -> None:
