@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import wire
+from conftest import final, wire
 
 from zmq_ik import protocol as proto
 from zmq_ik.broker import BrokerCore, BrokerSettings
@@ -69,7 +69,7 @@ def test_request_routed_to_worker_and_answer_back_with_client_id():
     assert proto.decode_payload(job.payload).header == {"x": 1}
     h.send(
         b"W1",
-        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"ok": True})),
+        final(job.request_id, ok=True),
     )
     [(to, reply)] = h.drain()
     assert to == b"C1" and reply.command is proto.Command.FINAL and reply.request_id == b"r1"
@@ -85,9 +85,7 @@ def test_lru_idle_workers_first():
         h.request(b"C", b"r%d" % i)
         [(to, job)] = jobs_sent(h.drain())
         order.append(to)
-        h.send(
-            to, proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({}))
-        )
+        h.send(to, final(job.request_id))
         h.drain()
     assert order == [b"W1", b"W2", b"W3", b"W1", b"W2", b"W3"]
 
@@ -147,12 +145,12 @@ def test_dead_worker_job_goes_to_another_and_is_answered_once():
     assert h.core.counters["retries"] == 1
     h.send(
         b"W2",
-        proto.reply_frames(proto.Command.FINAL, job2.request_id, proto.encode_payload({"who": 2})),
+        final(job2.request_id, who=2),
     )
     # W1 was only frozen: it comes back with a late answer, which must not reach the client.
     h.send(
         b"W1",
-        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"who": 1})),
+        final(job.request_id, who=1),
     )
     replies = [(i, m) for i, m in h.drain() if isinstance(m, proto.Reply)]
     assert [(i, proto.decode_payload(m.payload).header) for i, m in replies] == [(b"C", {"who": 2})]
@@ -251,7 +249,7 @@ def test_expired_in_flight_job_answered_timeout_then_worker_reply_dropped(timeou
     [(_, job)] = jobs_sent(h.drain())
     h.tick(0.01)
     assert errors(h.drain()) == [(b"C", b"r", "timeout")]
-    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
+    h.send(b"W1", final(job.request_id))
     assert [m for _, m in h.drain() if isinstance(m, proto.Reply)] == []
     h.request(b"C", b"r2")
     assert jobs_sent(h.drain())  # the worker is idle again
@@ -276,7 +274,7 @@ def test_after_a_stall_queued_messages_are_read_before_workers_or_deadlines_are_
     h.send(b"W2", proto.heartbeat_frames())
     h.tick()
     h.send(b"W1", proto.heartbeat_frames())
-    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
+    h.send(b"W1", final(job.request_id))
     h.request(b"C", b"r", timeout_ms=3000)
     h.tick(0.3)  # past the hold: nothing left to judge
     msgs = h.drain()
@@ -310,7 +308,7 @@ def test_a_retry_arriving_after_its_answer_is_not_run_again_until_the_horizon():
     h.ready(b"W1")
     h.request(b"C", b"r", timeout_ms=2000)
     [(_, job)] = jobs_sent(h.drain())
-    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
+    h.send(b"W1", final(job.request_id))
     assert replies(h.drain()) == [(b"C", b"r", "FINAL")]
     h.tick(1.5)
     h.request(b"C", b"r", timeout_ms=2000)  # crossed the answer
@@ -325,7 +323,7 @@ def test_an_answer_that_could_not_be_delivered_is_forgotten_so_the_retry_runs():
     h.ready(b"W1")
     h.request(b"C", b"r")
     [(_, job)] = jobs_sent(h.drain())
-    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
+    h.send(b"W1", final(job.request_id))
     [(to, frames)] = list(h.core.outbox)
     h.core.outbox.clear()
     h.core.undelivered(to, frames, h.now)  # the loop's send raised (client unroutable)
@@ -425,9 +423,7 @@ def test_dispatch_cost_does_not_grow_with_the_robots_a_worker_claims():
     for i in range(3):
         h.request(b"C", b"r%d" % i)
         [(_, job)] = jobs_sent(h.drain())
-        h.send(
-            b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({}))
-        )
+        h.send(b"W1", final(job.request_id))
         h.drain()
     # one per request; releasing the worker looks only at robots with waiting jobs
     assert calls == ["tatbot"] * 3
@@ -446,7 +442,7 @@ def test_byte_budget_refuses_at_once_and_frees_when_jobs_leave():
     assert "max_queued_bytes" in proto.decode_error(msgs[-1][1].payload)[1]
     held = h.core.jobs[job.request_id]
     assert h.core.queued_bytes > 6000
-    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
+    h.send(b"W1", final(job.request_id))
     h.drain()
     assert h.core.queued_bytes == 0 and held.payload == [] and h.core.freed_bytes > 6000
     h.send(b"C", proto.request_frames(b"c", "tatbot", "solve", 10_000, blob))
@@ -509,6 +505,15 @@ def ready_multi(h: Harness, worker: bytes, robots=("tatbot",)) -> None:
     )
 
 
+def w1_holding_a_job(h: Harness) -> proto.Request:
+    """A worker W1 that listed `decline`, sent the job of request r1 from client C: the job."""
+    ready_multi(h, b"W1")
+    h.drain()
+    h.request(b"C", b"r1")
+    [(_, job)] = jobs_sent(h.drain())
+    return job
+
+
 def test_a_worker_listing_the_feature_is_answered_with_a_flagged_heartbeat_at_once():
     """The gate: only a worker that listed `decline` hears it back (and then may use it);
     a plain worker never sees a flags frame, now or in later heartbeats."""
@@ -517,9 +522,8 @@ def test_a_worker_listing_the_feature_is_answered_with_a_flagged_heartbeat_at_on
     assert h.drain() == []
     ready_multi(h, b"NEW")
     [(to, beat)] = h.drain()
-    assert (
-        to == b"NEW" and isinstance(beat, proto.Heartbeat) and proto.FEATURE_DECLINE in beat.flags
-    )
+    assert to == b"NEW" and isinstance(beat, proto.Heartbeat)
+    assert proto.FEATURE_DECLINE in beat.flags
     h.tick(0.3)
     beats = {i: m.flags for i, m in h.drain() if isinstance(m, proto.Heartbeat)}
     assert beats == {b"OLD": frozenset(), b"NEW": frozenset({proto.FEATURE_DECLINE})}
@@ -538,26 +542,22 @@ def test_declined_job_goes_to_another_worker_at_once_without_counting_an_attempt
     # The declining worker may not answer it (it never ran it); the one running it may.
     h.send(
         first,
-        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"by": "W1"})),
+        final(job.request_id, by="W1"),
     )
     assert h.drain() == [] and h.core.counters["late_replies_dropped"] == 1
     h.send(
         second,
-        proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({"by": "W2"})),
+        final(job.request_id, by="W2"),
     )
     [(to, reply)] = h.drain()
-    assert (
-        to == b"C" and reply.command is proto.Command.FINAL
-    )  # max_retries=0: no attempt was spent
+    # max_retries=0: no attempt was spent
+    assert to == b"C" and reply.command is proto.Command.FINAL
     assert h.core.counters["declined"] == 1 and h.core.counters["retries"] == 0
 
 
 def test_a_declining_worker_gets_nothing_until_it_flags_idle():
     h = Harness()
-    ready_multi(h, b"W1")
-    h.drain()
-    h.request(b"C", b"r1")
-    [(_, job)] = jobs_sent(h.drain())
+    job = w1_holding_a_job(h)
     h.send(b"W1", proto.decline_frames(job.request_id))
     assert jobs_sent(h.drain()) == []  # W1 is away: the job waits in its queue
     assert h.core.status(h.now)["workers"][0]["state"] == "away"
@@ -583,17 +583,14 @@ def test_busy_flag_takes_an_idle_worker_out_of_rotation_until_idle():
 
 def test_state_flags_of_a_worker_holding_our_job_and_stray_declines_change_nothing():
     h = Harness()
-    ready_multi(h, b"W1")
-    h.drain()
-    h.request(b"C", b"r1")
-    [(_, job)] = jobs_sent(h.drain())
+    job = w1_holding_a_job(h)
     h.send(b"W1", proto.heartbeat_frames(proto.FLAG_IDLE))  # stale: it works for us now
     h.send(b"W1", proto.decline_frames(b"not-its-job"))
     h.send(b"STRANGER", proto.decline_frames(job.request_id))
     assert h.drain() == [] and h.core.counters["declines_dropped"] == 2
     h.request(b"C", b"r2")
     assert jobs_sent(h.drain()) == []  # still busy with r1
-    h.send(b"W1", proto.reply_frames(proto.Command.FINAL, job.request_id, proto.encode_payload({})))
+    h.send(b"W1", final(job.request_id))
     msgs = h.drain()
     assert [m.request_id for _, m in msgs if isinstance(m, proto.Reply)] == [b"r1"]
     assert len(jobs_sent(msgs)) == 1  # then r2
