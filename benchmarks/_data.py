@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import Section
 from zmq_ik.model import Scene, StrokeList
 
 
@@ -23,6 +24,11 @@ def ik_missing() -> str | None:
     if lacking:
         return f"zmq_ik.ik is not finished yet (lacks {', '.join(lacking)})"
     return None
+
+
+def ik_section(key: str, title: str) -> Section:
+    """A report section that needs the IK engine: ``skipped`` (why not) when it cannot run."""
+    return Section(key, title, skipped=ik_missing())
 
 
 @functools.cache

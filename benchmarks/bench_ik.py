@@ -237,6 +237,52 @@ def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
     return rows
 
 
+ACCURACY_COLUMNS = (
+    [
+        "config",
+        "targets",
+        "n",
+        "pos median (mm)",
+        "pos p99 (mm)",
+        "pos max (mm)",
+        "ori median (rad)",
+        "ori p99 (rad)",
+        "ori max (rad)",
+        "within 0.1 mm & 1e-3 rad",
+        "limit violations",
+    ],
+    "config targets n pos_median_mm:.4f pos_p99_mm:.4f pos_max_mm:.4f ori_median_rad:.5f "
+    "ori_p99_rad:.5f ori_max_rad:.5f within:.2% limit_violations",
+)
+CONTINUITY_COLUMNS = (
+    [
+        "continuous",
+        "poses",
+        "largest joint jump",
+        "p99 jump",
+        "median jump",
+        "pos p99 (mm)",
+        "ori p99 (rad)",
+    ],
+    "continuous poses jump_max:.4f jump_p99:.4f jump_median:.5f pos_p99_mm:.4f ori_p99_rad:.5f",
+)
+"""A table's headers, and per column the result row's key with its format spec (``key:spec``;
+a bare key: the value as is)."""
+
+
+def _table(
+    title: str, columns: tuple[list[str], str], rows: list[dict[str, Any]], note: str
+) -> dict[str, Any]:
+    headers, spec = columns
+    keys = [item.partition(":") for item in spec.split()]
+    return {
+        "title": title,
+        "headers": headers,
+        "rows": [[format(r[k], f) if f else r[k] for k, _, f in keys] for r in rows],
+        "note": note,
+    }
+
+
 def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The result as tables: ``{"title", "headers", "rows", "note"}`` each."""
     out = [
@@ -259,79 +305,21 @@ def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
             ),
         }
     ]
-    acc = result.get("accuracy", [])
-    if acc:
-        out.append(
-            {
-                "title": "IK accuracy",
-                "headers": [
-                    "config",
-                    "targets",
-                    "n",
-                    "pos median (mm)",
-                    "pos p99 (mm)",
-                    "pos max (mm)",
-                    "ori median (rad)",
-                    "ori p99 (rad)",
-                    "ori max (rad)",
-                    "within 0.1 mm & 1e-3 rad",
-                    "limit violations",
-                ],
-                "rows": [
-                    [
-                        r["config"],
-                        r["targets"],
-                        r["n"],
-                        f"{r['pos_median_mm']:.4f}",
-                        f"{r['pos_p99_mm']:.4f}",
-                        f"{r['pos_max_mm']:.4f}",
-                        f"{r['ori_median_rad']:.5f}",
-                        f"{r['ori_p99_rad']:.5f}",
-                        f"{r['ori_max_rad']:.5f}",
-                        f"{r['within']:.2%}",
-                        r["limit_violations"],
-                    ]
-                    for r in acc
-                ],
-                "note": (
-                    "Errors of each end effector (FK of the answer vs the target); limit "
-                    "violations: answers with any joint outside its limits (the default "
-                    "config's limits are soft). " + TATBOT_REFERENCE
-                ),
-            }
+    if result.get("accuracy"):
+        note = (
+            "Errors of each end effector (FK of the answer vs the target); limit violations: "
+            "answers with any joint outside its limits (the default config's limits are soft). "
+            + TATBOT_REFERENCE
         )
-    cont = result.get("continuity", [])
-    if cont:
+        out.append(_table("IK accuracy", ACCURACY_COLUMNS, result["accuracy"], note))
+    if result.get("continuity"):
+        note = (
+            "The bundled example job (examples/scene.yaml, strokes.yaml) through "
+            "strokebatch_from_strokes; jump: max over joints of |q[t+1] - q[t]| "
+            "between consecutive poses of a stroke (rad; m for the carriage)."
+        )
         out.append(
-            {
-                "title": "IK continuity along strokes",
-                "headers": [
-                    "continuous",
-                    "poses",
-                    "largest joint jump",
-                    "p99 jump",
-                    "median jump",
-                    "pos p99 (mm)",
-                    "ori p99 (rad)",
-                ],
-                "rows": [
-                    [
-                        r["continuous"],
-                        r["poses"],
-                        f"{r['jump_max']:.4f}",
-                        f"{r['jump_p99']:.4f}",
-                        f"{r['jump_median']:.5f}",
-                        f"{r['pos_p99_mm']:.4f}",
-                        f"{r['ori_p99_rad']:.5f}",
-                    ]
-                    for r in cont
-                ],
-                "note": (
-                    "The bundled example job (examples/scene.yaml, strokes.yaml) through "
-                    "strokebatch_from_strokes; jump: max over joints of |q[t+1] - q[t]| "
-                    "between consecutive poses of a stroke (rad; m for the carriage)."
-                ),
-            }
+            _table("IK continuity along strokes", CONTINUITY_COLUMNS, result["continuity"], note)
         )
     return out
 

@@ -264,12 +264,10 @@ def table(data: dict[str, Any]) -> Table:
 def run(cfg: Config) -> Section:
     """The control-loop section (``python -m benchmarks --only`` does not include it: it is
     run on its own, ``python -m benchmarks.control_loop``)."""
-    section = Section("control_loop", "Control loop through the broker")
     from benchmarks import _data
 
-    reason = _data.ik_missing()
-    if reason:
-        section.skipped = reason
+    section = _data.ik_section("control_loop", "Control loop through the broker")
+    if section.skipped:
         return section
     rounds, poses = cfg.pick((9, 400), (3, 200), (1, 20))
     data = measure(cfg, rounds, poses)

@@ -18,10 +18,8 @@ from benchmarks._procs import Procs
 
 
 def run(cfg: Config) -> Section:
-    section = Section("e2e", "3. End to end: stroke jobs through `IKClient.compute`")
-    reason = _data.ik_missing()
-    if reason:
-        section.skipped = reason
+    section = _data.ik_section("e2e", "3. End to end: stroke jobs through `IKClient.compute`")
+    if section.skipped:
         return section
     from zmq_ik.client import IKClient
 

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -361,28 +362,25 @@ def memory(args: argparse.Namespace) -> None:
     print(_table(["when", "broker RSS MiB"], rows))
 
 
+RUNS: dict[str, tuple[Callable[[argparse.Namespace], None], dict[str, Any]]] = {
+    "stall": (stall, {"stall": 5.0, "after": 4.0, "clients": 4}),
+    "rogue": (rogue, {"rogues": 10, "names": 100_000, "clients": 4, "seconds": 5.0}),
+    "memory": (memory, {"count": 30, "mib": 64, "deadline": 20.0}),
+}
+"""Each run and its options, ``--name`` with this default (and the default's type)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.hardening", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("stall")
-    p.add_argument("--stall", type=float, default=5.0)
-    p.add_argument("--after", type=float, default=4.0)
-    p.add_argument("--clients", type=int, default=4)
-    p.set_defaults(run=stall)
-    p = sub.add_parser("rogue")
-    p.add_argument("--rogues", type=int, default=10)
-    p.add_argument("--names", type=int, default=100_000)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.set_defaults(run=rogue)
-    p = sub.add_parser("memory")
-    p.add_argument("--count", type=int, default=30)
-    p.add_argument("--mib", type=int, default=64)
-    p.add_argument("--deadline", type=float, default=20.0)
-    p.add_argument("--broker-arg", action="append", default=[])
-    p.set_defaults(run=memory)
+    for name, (run, options) in RUNS.items():
+        p = sub.add_parser(name)
+        for option, default in options.items():
+            p.add_argument(f"--{option}", type=type(default), default=default)
+        p.set_defaults(run=run)
+    sub.choices["memory"].add_argument("--broker-arg", action="append", default=[])
     args = parser.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     args.run(args)

@@ -83,10 +83,10 @@ def _measure(cfg: Config) -> list[tuple[int, float]]:
 
 
 def run(cfg: Config) -> Section:
-    section = Section("ik", "IK engine (in-process, CPU): throughput, accuracy, continuity")
-    reason = _data.ik_missing()
-    if reason:
-        section.skipped = reason
+    section = _data.ik_section(
+        "ik", "IK engine (in-process, CPU): throughput, accuracy, continuity"
+    )
+    if section.skipped:
         return section
     from_bench = _from_bench_ik(cfg)
     if from_bench is not None and from_bench[1]:

@@ -103,10 +103,8 @@ def _rss_child(endpoint: str, pairs: int, mode: str) -> dict[str, Any]:
 
 
 def run(cfg: Config, sizes: list[int] | None = None) -> Section:
-    section = Section("stream", "Execute while computing: `IKClient.stream` vs `compute`")
-    reason = _data.ik_missing()
-    if reason:
-        section.skipped = reason
+    section = _data.ik_section("stream", "Execute while computing: `IKClient.stream` vs `compute`")
+    if section.skipped:
         return section
     from zmq_ik.client import IKClient
 
