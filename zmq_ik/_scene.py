@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -79,6 +79,48 @@ def arrays_equal(a: npt.NDArray[Any] | None, b: npt.NDArray[Any] | None) -> bool
     if a is None or b is None:
         return a is None and b is None
     return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+class ValueEq:
+    """Equality of a data-model dataclass by value: fields equal, an array field by
+    `arrays_equal` (shape and values, NaN == NaN). Unhashable (numpy arrays are mutable)
+    unless the class defines ``__hash__`` itself."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, type(self)):
+            return NotImplemented
+        for f in fields(self):  # type: ignore[arg-type]
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if not arrays_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    # Defining __eq__ leaves __hash__ None here, and in subclasses that do not define one.
+
+
+class Dim:
+    """A read-only ``int`` attribute: the length of axis ``axis`` of the array field
+    ``array`` (a batch's pairs, poses per stroke, ...), with ``doc`` as its docstring."""
+
+    def __init__(self, array: str, axis: int, doc: str) -> None:
+        self.array = array
+        self.axis = axis
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Dim: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> int: ...
+    def __get__(self, obj: object, owner: type | None = None) -> int | Dim:
+        if obj is None:
+            return self
+        return int(getattr(obj, self.array).shape[self.axis])
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError("read-only: it follows the array's shape")
 
 
 def _freeze(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -164,7 +206,7 @@ def _unwrap(value: Any) -> Any:
 
 @documented
 @dataclass(frozen=True, eq=False)
-class Scene:
+class Scene(ValueEq):
     """Everything a stroke-batch solve needs besides the strokes; defaults = bundled tatbot.
 
     Arrays are float64, copied and read-only. Quaternions are wxyz and normalised on
@@ -265,19 +307,7 @@ class Scene:
         """Both ready poses, (14,): left 7 then right 7."""
         return np.concatenate([self.ready_l, self.ready_r])
 
-    # -- equality -------------------------------------------------------------------------------
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Scene):
-            return NotImplemented
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, np.ndarray):
-                if not arrays_equal(a, b):
-                    return False
-            elif a != b:
-                return False
-        return True
+    # -- hash (equality: `ValueEq`) ---------------------------------------------------------------
 
     def __hash__(self) -> int:
         return hash(

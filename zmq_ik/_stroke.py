@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from zmq_ik._checks import as_array, as_bool, as_int, as_str
 from zmq_ik._docs import documented
-from zmq_ik._scene import arrays_equal
+from zmq_ik._scene import ValueEq
 from zmq_ik.errors import InputError
 
 ARMS: tuple[str, str] = ("left", "right")
@@ -44,7 +44,7 @@ def _resample(arr: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
 
 @documented
 @dataclass(frozen=True, eq=False)
-class Stroke:
+class Stroke(ValueEq):
     """One arm's stroke: a polyline of end-effector targets.
 
     A normal stroke has ``meter_coords`` (design frame). An ink-dip stroke has ``ee_pos``
@@ -168,21 +168,6 @@ class Stroke:
         }
         values.update(changes)
         return Stroke(**values)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Stroke):
-            return NotImplemented
-        return (
-            arrays_equal(self.meter_coords, other.meter_coords)
-            and arrays_equal(self.ee_pos, other.ee_pos)
-            and self.is_rest == other.is_rest
-            and self.is_inkdip == other.is_inkdip
-            and self.description == other.description
-            and self.arm == other.arm
-            and self.color == other.color
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with inline (nested list) arrays; ``None`` arrays and colour are left out."""

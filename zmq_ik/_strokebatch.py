@@ -20,7 +20,7 @@ import safetensors.numpy
 
 from zmq_ik._checks import as_array
 from zmq_ik._docs import documented
-from zmq_ik._scene import ORI_TOL, POS_TOL, arrays_equal, check_tolerance
+from zmq_ik._scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance
 from zmq_ik.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _check_errors(arr: npt.NDArray[np.float32], name: str) -> None:
 
 @documented
 @dataclass(frozen=True, eq=False)
-class StrokeBatch:
+class StrokeBatch(ValueEq):
     """IK results for a batch of stroke pairs: ``b`` pairs, ``l`` poses, ``o`` depth offsets.
 
     All arrays are float32 with matching leading dims (checked). Arrays already float32
@@ -93,25 +93,10 @@ class StrokeBatch:
 
     # -- shape ----------------------------------------------------------------------------------
 
-    @property
-    def b(self) -> int:
-        """Number of stroke pairs."""
-        return int(self.joints.shape[0])
-
-    @property
-    def l(self) -> int:  # noqa: E743
-        """Poses per stroke."""
-        return int(self.joints.shape[1])
-
-    @property
-    def o(self) -> int:
-        """Depth offsets per pose."""
-        return int(self.joints.shape[2])
-
-    @property
-    def n_joints(self) -> int:
-        """Joints per configuration (14 for tatbot)."""
-        return int(self.joints.shape[3])
+    b = Dim("joints", 0, "Number of stroke pairs.")
+    l = Dim("joints", 1, "Poses per stroke.")  # noqa: E741
+    o = Dim("joints", 2, "Depth offsets per pose.")
+    n_joints = Dim("joints", 3, "Joints per configuration (14 for tatbot).")
 
     @property
     def n_poses(self) -> int:
@@ -148,15 +133,6 @@ class StrokeBatch:
         left = self.joints[stroke_idx, pose_idx, offset_idx_l][:half]
         right = self.joints[stroke_idx, pose_idx, offset_idx_r][half:]
         return np.concatenate([left, right])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, StrokeBatch):
-            return NotImplemented
-        return all(
-            arrays_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
     # -- combine --------------------------------------------------------------------------------
 
@@ -306,7 +282,7 @@ class StrokeBatch:
 
 @documented
 @dataclass(frozen=True, eq=False)
-class IKSolution:
+class IKSolution(ValueEq):
     """Result of a plain IK solve of ``N`` targets for a robot with ``n_ee`` end effectors.
 
     float32 arrays, not copied when already float32 (read-only views). Compare the errors
@@ -347,21 +323,5 @@ class IKSolution:
             f"worst pos_err {worst(self.pos_err)} m, ori_err {worst(self.ori_err)} rad)"
         )
 
-    @property
-    def n_joints(self) -> int:
-        """Joints per configuration."""
-        return int(self.joints.shape[1])
-
-    @property
-    def n_ee(self) -> int:
-        """End effectors per target."""
-        return int(self.pos_err.shape[1])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, IKSolution):
-            return NotImplemented
-        return all(
-            arrays_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
+    n_joints = Dim("joints", 1, "Joints per configuration.")
+    n_ee = Dim("pos_err", 1, "End effectors per target.")

@@ -19,7 +19,7 @@ import yaml
 
 from zmq_ik._checks import as_bool, as_int, as_str, check_packed, prefixed
 from zmq_ik._docs import documented
-from zmq_ik._scene import Scene, arrays_equal, read_yaml_file
+from zmq_ik._scene import Dim, Scene, ValueEq, read_yaml_file
 from zmq_ik._stroke import ARMS, USED_ARRAYS, Stroke, load_npy
 from zmq_ik.errors import InputError
 
@@ -366,7 +366,7 @@ class StrokeList:
 
 @documented
 @dataclass(frozen=True, eq=False)
-class PackedStrokes:
+class PackedStrokes(ValueEq):
     """A StrokeList as dense arrays (what travels to workers; ``b`` pairs of ``l`` points).
 
     Arrays are not copied when already of the right dtype (they may be read-only network
@@ -409,26 +409,8 @@ class PackedStrokes:
             f"{int(self.is_inkdip.sum())} ink dips, {int(self.is_rest.sum())} rest strokes)"
         )
 
-    @property
-    def b(self) -> int:
-        """Number of stroke pairs."""
-        return int(self.coords.shape[0])
-
-    @property
-    def l(self) -> int:  # noqa: E743
-        """Points per stroke."""
-        return int(self.coords.shape[2])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PackedStrokes):
-            return NotImplemented
-        return (
-            arrays_equal(self.coords, other.coords)
-            and arrays_equal(self.is_inkdip, other.is_inkdip)
-            and arrays_equal(self.is_rest, other.is_rest)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
+    b = Dim("coords", 0, "Number of stroke pairs.")
+    l = Dim("coords", 2, "Points per stroke.")  # noqa: E741
 
     def unpack(self) -> StrokeList:
         """Back to a StrokeList (lossy; see the class docstring). ``arm`` is set by place."""
