@@ -86,19 +86,27 @@ class IKBackend:
             return Path(out_path).read_bytes(), ms
 
 
+OCTETS = "application/octet-stream"
+
+
+def health(backend: IKBackend | None) -> dict[str, str]:
+    """``GET /health``'s answer (both servers)."""
+    return {"status": "healthy", "ik": "yes" if backend else "no"}
+
+
+def compute_ms(ms: float) -> dict[str, str]:
+    """The ``X-Compute-Ms`` header: time spent inside the IK function alone."""
+    return {"X-Compute-Ms": f"{ms:.4f}"}
+
+
 def fastapi_app(backend: IKBackend | None) -> Any:
     from fastapi import FastAPI, File, Response, UploadFile
 
     app = FastAPI()
+    app.add_api_route("/health", lambda: health(backend))
 
     def reply(body: bytes, ms: float) -> Response:
-        return Response(
-            body, media_type="application/octet-stream", headers={"X-Compute-Ms": f"{ms:.4f}"}
-        )
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "healthy", "ik": "yes" if backend else "no"}
+        return Response(body, media_type=OCTETS, headers=compute_ms(ms))
 
     @app.post("/noop")
     def noop(scene: UploadFile = File(...), strokelist: UploadFile = File(...)) -> Response:  # noqa: B008
@@ -123,15 +131,10 @@ def flask_app(backend: IKBackend | None) -> Any:
     from flask import Flask, Response, request
 
     app = Flask(__name__)
+    app.add_url_rule("/health", "health", lambda: health(backend))
 
     def reply(body: bytes, ms: float) -> Response:
-        return Response(
-            body, mimetype="application/octet-stream", headers={"X-Compute-Ms": f"{ms:.4f}"}
-        )
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "healthy", "ik": "yes" if backend else "no"}
+        return Response(body, mimetype=OCTETS, headers=compute_ms(ms))
 
     @app.post("/noop")
     def noop() -> Response:
