@@ -12,9 +12,6 @@ import sys
 import pytest
 from conftest import ROOT
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 from benchmarks import _data, control_loop, e2e, ik_engine, report, transport
 from benchmarks._common import Config
 
