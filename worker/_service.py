@@ -10,6 +10,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +32,31 @@ class ServiceError(IKError):
         self.field = field
 
 
+Reply = tuple[dict[str, Any], dict[str, np.ndarray]]
+"""What a service returns: the FINAL reply's header and arrays."""
+
+
+@dataclass(frozen=True)
+class ServiceCall:
+    """One decoded request as a service sees it (one argument, so that a new field reaches
+    every service without touching each signature)."""
+
+    robot: str
+    """The robot (service) name the client asked for."""
+    operation: str
+    """What to compute, e.g. ``solve``."""
+    header: Mapping[str, Any]
+    """The request's msgpack header."""
+    arrays: Mapping[str, np.ndarray]
+    """The request's arrays, by name."""
+    progress: Progress = lambda header, arrays: None
+    """Sends a PARTIAL reply."""
+    deadline: float | None = None
+    """``time.monotonic()`` seconds when the client stops waiting: long work checks it
+    between steps and raises `IKTimeout`, so that one huge request cannot hold the worker
+    long after its answer stopped mattering."""
+
+
 class Service(Protocol):
     """The interface the worker loop drives."""
 
@@ -41,20 +67,9 @@ class Service(Protocol):
         """Load and compile everything before READY; returns facts for the READY header."""
         ...
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Compute one request; raise `InputError`/`ServiceError` for bad requests.
-
-        ``deadline`` (``time.monotonic()`` seconds): when the client stops waiting. Long work
-        checks it between steps and raises `IKTimeout`, so that one huge request cannot hold
-        the worker long after its answer stopped mattering."""
+    def handle(self, call: ServiceCall) -> Reply:
+        """Compute one request; raise `InputError`/`ServiceError` for bad requests and
+        `IKTimeout` once ``call.deadline`` has passed."""
         ...
 
 
@@ -71,28 +86,21 @@ class EchoService:
     def warmup(self) -> dict[str, Any]:
         return {"device": "cpu", "operations": ["echo", "sleep", "fail"]}
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def handle(self, call: ServiceCall) -> Reply:
+        operation, header = call.operation, call.header
         if operation == "echo":
-            return {**header, "pid": os.getpid()}, dict(arrays)
+            return {**header, "pid": os.getpid()}, dict(call.arrays)
         if operation == "sleep":
             seconds = header.get("seconds", 0)
             if not isinstance(seconds, int | float) or not 0 <= seconds <= 3600:
                 raise ServiceError(ErrorCode.BAD_REQUEST, "seconds must be in 0..3600", "seconds")
             steps = max(1, int(seconds / 0.05))
             for i in range(steps):
-                if deadline is not None and time.monotonic() > deadline:
+                if call.deadline is not None and time.monotonic() > call.deadline:
                     raise IKTimeout(f"deadline passed after sleeping {i}/{steps} of {seconds}s")
                 time.sleep(seconds / steps)
                 if header.get("progress"):
-                    progress({"progress": [i + 1, steps]}, None)
+                    call.progress({"progress": [i + 1, steps]}, None)
             return {"slept": seconds, "pid": os.getpid()}, {}
         if operation == "fail":
             raise RuntimeError("failing on purpose")

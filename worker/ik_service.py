@@ -22,7 +22,7 @@ from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
 from zmq_ik.errors import ErrorCode, InputError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
-from zmq_ik.worker._service import Progress, ServiceError
+from zmq_ik.worker._service import Reply, ServiceCall, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -291,17 +291,9 @@ class IKService:
 
     # ------------------------------------------------------------------ requests
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def handle(self, call: ServiceCall) -> Reply:
         try:
-            header, arrays = self._handle(robot, operation, header, arrays, deadline)
+            header, arrays = self._handle(call)
         finally:
             extra_solvers = len(self._solvers) - len(self._warm)
             if (
@@ -331,15 +323,11 @@ class IKService:
         )
         self._compiles_at_trim = self.compiles
 
-    def _handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        deadline: float | None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _handle(self, call: ServiceCall) -> Reply:
         from zmq_ik import ik
+
+        robot, operation, header, arrays = call.robot, call.operation, call.header, call.arrays
+        deadline = call.deadline
 
         entry = self.entries.get(robot)
         if entry is None:

@@ -19,14 +19,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from zmq_ik._checks import as_bool, as_int, as_str
 from zmq_ik._settings import setting
 from zmq_ik.errors import ConfigError, InputError, ProtocolError
 from zmq_ik.model import IKSettings
 from zmq_ik.protocol import BROKER_SERVICE, LIMITS, check_text
-from zmq_ik.worker._service import EchoService, Progress, Service
+from zmq_ik.worker._service import EchoService, Reply, Service, ServiceCall
 
 logger = logging.getLogger(__name__)
 
@@ -399,13 +397,5 @@ class WarmupProgress:
             except InputError as e:
                 raise ConfigError(e.message) from e
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return self.service.handle(robot, operation, header, arrays, progress, deadline)
+    def handle(self, call: ServiceCall) -> Reply:
+        return self.service.handle(call)
