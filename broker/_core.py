@@ -8,7 +8,6 @@ never blocks and never reads a clock itself, so tests drive it with any ``now`` 
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import os
@@ -22,14 +21,14 @@ from zmq_ik.broker._jobs import (
     MIB,
     AnsweredMemory,
     BrokerSettings,
+    Deadlines,
     Job,
     WorkerState,
     peer_label,
 )
-from zmq_ik.broker._report import alive_info, ping_info, status
+from zmq_ik.broker._report import management_answer, ping_info, status
 from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
-    ALIVE,
     BROKER_SERVICE,
     FEATURE_DECLINE,
     FLAG_BUSY,
@@ -43,7 +42,6 @@ from zmq_ik.protocol import (
     Reply,
     Request,
     disconnect_frames,
-    encode_payload,
     error_frames,
     frames_nbytes,
     heartbeat_frames,
@@ -88,7 +86,7 @@ class BrokerCore:
         # after every burst of messages): a heap of (deadline, job id), stale entries
         # (closed jobs, extended deadlines) skipped when they surface; and the time the
         # workers are next looked at for heartbeats and expiry.
-        self._deadlines: list[tuple[float, bytes]] = []
+        self._deadlines = Deadlines()
         self._next_scan = self.started
         self.queued_bytes = 0
         """Payload bytes of open jobs (the `max_queued_bytes` budget)."""
@@ -189,7 +187,7 @@ class BrokerCore:
         self.jobs[job.job_id] = job
         self.by_client[key] = job
         self.queued_bytes += nbytes
-        self._push_deadline(job)
+        self._deadlines.push(job, self.jobs)
         queue = self.queues.setdefault(req.service, deque())
         queue.append(job)
         self._dispatch(req.service, now)
@@ -310,15 +308,8 @@ class BrokerCore:
 
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
-        report = {ALIVE: alive_info, "ping": ping_info, "status": status}.get(req.operation)
         try:
-            if report is None:
-                raise ProtocolError(
-                    f"the broker answers 'ping', 'status' and 'alive', not {req.operation!r}",
-                    ErrorCode.UNKNOWN_OPERATION,
-                    "operation",
-                )
-            payload = encode_payload(report(self, now))
+            payload = management_answer(self, req.operation, now)
         except ProtocolError as e:  # unknown, or a status too large for one header: never crash
             self._error_to(client, req.request_id, e.code, e.message, e.field)
             return
@@ -335,7 +326,7 @@ class BrokerCore:
         scan = now >= self._next_scan
         if scan:
             self._scan_workers(now)
-        expire = bool(self._deadlines) and self._deadlines[0][0] <= now and now >= self._hold_until
+        expire = bool(self._deadlines) and self._deadlines.next() <= now and now >= self._hold_until
         if expire:
             self._expire_jobs(now)
         if scan or expire:
@@ -382,18 +373,7 @@ class BrokerCore:
         self._next_scan = next_scan
 
     def _expire_jobs(self, now: float) -> None:
-        heap = self._deadlines
-        expired: list[Job] = []
-        while heap and heap[0][0] <= now:
-            _, job_id = heapq.heappop(heap)
-            job = self.jobs.get(job_id)
-            if job is None:  # answered or closed since
-                continue
-            if job.deadline > now:  # extended by a retry of the request: wait for the new one
-                heapq.heappush(heap, (job.deadline, job_id))
-                continue
-            expired.append(job)
-        for job in expired:
+        for job in self._deadlines.due(now, self.jobs):
             if job.closed:
                 continue
             served = any(job.service in w.robots for w in self.workers.values())
@@ -406,18 +386,11 @@ class BrokerCore:
                 )
             self._error_job(job, code, text)
 
-    def _push_deadline(self, job: Job) -> None:
-        heap = self._deadlines
-        if len(heap) > 2 * len(self.jobs) + 1024:  # mostly answered jobs: rebuild, bounded
-            heap[:] = [(j.deadline, j.job_id) for j in self.jobs.values() if j is not job]
-            heapq.heapify(heap)
-        heapq.heappush(heap, (job.deadline, job.job_id))
-
     def next_timeout(self, now: float) -> float:
         """Seconds until `tick` has something to do (for the loop's poll timeout)."""
         wait = min(self.settings.heartbeat_interval, self._next_scan - now)
         if self._deadlines:
-            wait = min(wait, max(self._deadlines[0][0], self._hold_until) - now)
+            wait = min(wait, max(self._deadlines.next(), self._hold_until) - now)
         return max(0.0, wait)
 
     # ------------------------------------------------------------------ shutdown

@@ -10,7 +10,8 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from zmq_ik._version import __version__
-from zmq_ik.protocol import PROTOCOL
+from zmq_ik.errors import ErrorCode, ProtocolError
+from zmq_ik.protocol import ALIVE, PROTOCOL, OutFrame, encode_payload
 
 if TYPE_CHECKING:
     from zmq_ik.broker._core import BrokerCore
@@ -68,3 +69,16 @@ def status(core: BrokerCore, now: float) -> dict[str, Any]:
         robots_omitted=max(0, len(robots) - LISTED),
     )
     return info
+
+
+def management_answer(core: BrokerCore, operation: str, now: float) -> list[OutFrame]:
+    """The payload of the broker's answer to a `protocol.BROKER_SERVICE` request;
+    `ProtocolError` for an unknown operation, or an answer too large for one header."""
+    report = {ALIVE: alive_info, "ping": ping_info, "status": status}.get(operation)
+    if report is None:
+        raise ProtocolError(
+            f"the broker answers 'ping', 'status' and 'alive', not {operation!r}",
+            ErrorCode.UNKNOWN_OPERATION,
+            "operation",
+        )
+    return encode_payload(report(core, now))
