@@ -18,7 +18,6 @@ from typing import Any
 
 from zmq_ik.broker._jobs import (
     KEPT_INFO,
-    MIB,
     AnsweredMemory,
     BrokerSettings,
     Deadlines,
@@ -27,6 +26,7 @@ from zmq_ik.broker._jobs import (
     peer_label,
 )
 from zmq_ik.broker._report import management_answer, ping_info, status
+from zmq_ik.broker._warming import RobotDirectory
 from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     BROKER_SERVICE,
@@ -41,6 +41,7 @@ from zmq_ik.protocol import (
     Ready,
     Reply,
     Request,
+    Warming,
     disconnect_frames,
     error_frames,
     frames_nbytes,
@@ -77,6 +78,8 @@ class BrokerCore:
         self.errors_sent: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
         self.stopping = False
+        self.directory = RobotDirectory(self.settings, self.started)
+        """Robots served, announced by warming workers (never given a job), recently left."""
         self.boot = os.urandom(8).hex()
         """This broker process's id in `alive` answers: a client that sees it change knows
         the broker restarted and lost what it was sent before."""
@@ -131,6 +134,8 @@ class BrokerCore:
             self._on_worker_reply(identity, worker, msg, now)
         elif isinstance(msg, Ready):
             self._on_ready(identity, msg, now)
+        elif isinstance(msg, Warming):
+            self._on_warming(identity, msg, now)
         elif isinstance(msg, Heartbeat):
             if worker is None:  # a worker we forgot (or a restarted broker): ask it to re-register
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
@@ -139,10 +144,12 @@ class BrokerCore:
         elif isinstance(msg, Decline):
             self._on_decline(worker, msg.job_id, now)
         elif isinstance(msg, Disconnect):
+            why = msg.reason or "no reason"
             if worker is not None:
-                why = msg.reason or "no reason"
                 logger.info("worker %s disconnected (%s)", peer_label(identity), why)
                 self._remove_worker(worker, now, "disconnected")
+            elif self.directory.forget(identity):
+                logger.info("warming worker %s disconnected (%s)", peer_label(identity), why)
 
     def _reject(self, identity: bytes, e: ProtocolError) -> None:
         self.rejects[e.code.value] += 1
@@ -168,8 +175,15 @@ class BrokerCore:
         if self._answered.holds(key, now):  # a retry that crossed its answer: never run twice
             self.counters["duplicate_requests"] += 1
             return
+        if not self.directory.expects(req.service, now):  # no worker serves it, none is coming
+            text = self.directory.unknown(req.service)
+            self._error_to(client, req.request_id, ErrorCode.UNKNOWN_ROBOT, text, "robot")
+            return
         nbytes = frames_nbytes(req.payload)
-        refusal = self._refusal(req.service, nbytes)
+        queued = len(self.queues.get(req.service, ()))
+        refusal = self.settings.refusal(
+            req.service, queued, len(self.jobs), self.queued_bytes, nbytes
+        )
         if refusal is not None:
             self._error_to(client, req.request_id, ErrorCode.OVERLOADED, refusal)
             return
@@ -192,23 +206,24 @@ class BrokerCore:
         queue.append(job)
         self._dispatch(req.service, now)
 
-    def _refusal(self, robot: str, nbytes: int) -> str | None:
-        """Why a new request must be refused at once (`overloaded`), or None."""
-        s = self.settings
-        queue = self.queues.get(robot)
-        if queue is not None and len(queue) >= s.max_queue:
-            return f"queue for robot {robot!r} is full ({s.max_queue} waiting)"
-        if len(self.jobs) >= s.max_open_jobs:
-            return f"the broker holds {len(self.jobs)} open jobs (max_open_jobs {s.max_open_jobs})"
-        if self.queued_bytes + nbytes > s.max_queued_bytes:
-            return (
-                f"the broker holds {self.queued_bytes / MIB:.1f} MiB of requests; this one "
-                f"({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
-                f"{s.max_queued_bytes / MIB:.0f} MiB"
-            )
-        return None
+    def _on_warming(self, identity: bytes, msg: Warming, now: float) -> None:
+        """A worker still warming up says what it will serve (4.11): listed, never dispatched
+        to, forgotten at its READY, DISCONNECT or after `protocol.WARMING_TTL` of silence."""
+        if identity in self.workers:
+            why = "WARMING from a registered worker: send it only before READY"
+            self._reject(identity, ProtocolError(why, field="command"))
+            return
+        new = identity not in self.directory.warming
+        refusal = self.directory.announce(identity, msg.info, now)
+        if refusal is not None:
+            self._reject(identity, ProtocolError(refusal, ErrorCode.OVERLOADED))
+        elif new:
+            self.counters["warming_announced"] += 1
+            robots = ",".join(sorted(msg.robots))
+            logger.info("worker %s warming up: robots=%s", peer_label(identity), robots)
 
     def _on_ready(self, identity: bytes, msg: Ready, now: float) -> None:
+        self.directory.forget(identity)
         old = self.workers.get(identity)
         if old is not None:  # re-registration replaces the old one (its job is lost to it)
             self._remove_worker(old, now, "re-registered")
@@ -227,6 +242,7 @@ class BrokerCore:
         # Fields are bounded (protocol.Limits), so this is small; numbers may grow a little.
         worker.listing_bytes = len(pack_header(worker.describe(now))) + 64
         self.workers[identity] = worker
+        self.directory.add_worker(worker.robots)
         self.idle[identity] = None
         self.counters["workers_registered"] += 1
         # An immediate heartbeat acknowledges the READY: the worker then knows its
@@ -348,6 +364,7 @@ class BrokerCore:
         )
         for worker in self.workers.values():
             worker.last_seen = max(worker.last_seen, now)
+        self.directory.stalled(now)
         self._hold_until = now + self.settings.heartbeat_interval
         self._answered.extend(gap)
 
@@ -355,6 +372,9 @@ class BrokerCore:
         interval = self.settings.heartbeat_interval
         expiry = interval * self.settings.liveness
         next_scan = now + interval
+        for gone in self.directory.expire(now):
+            self.counters["warming_expired"] += 1
+            logger.warning("warming worker %s went silent: forgotten", peer_label(gone.identity))
         for worker in list(self.workers.values()):
             if now - worker.last_seen > expiry:
                 logger.warning(
@@ -376,9 +396,11 @@ class BrokerCore:
         for job in self._deadlines.due(now, self.jobs):
             if job.closed:
                 continue
-            served = any(job.service in w.robots for w in self.workers.values())
-            if job.worker is None and not served and job.attempts == 0:
-                code, text = ErrorCode.UNKNOWN_ROBOT, f"no worker serves robot {job.service!r}"
+            robot = job.service
+            if job.worker is None and robot not in self.directory.served and job.attempts == 0:
+                code, text = ErrorCode.UNKNOWN_ROBOT, self.directory.unknown(robot)
+                if self.directory.warming_up(robot):
+                    code, text = ErrorCode.TIMEOUT, f"deadline passed: {robot!r} is warming up"
             else:
                 code, text = (
                     ErrorCode.TIMEOUT,
@@ -470,7 +492,8 @@ class BrokerCore:
     ) -> None:
         """Forget a worker; its job goes back to the front of the queue. ``undelivered``:
         the job never reached it (the dispatch could not be sent), so it was no attempt."""
-        self.workers.pop(worker.identity, None)
+        if self.workers.pop(worker.identity, None) is not None:
+            self.directory.remove_worker(worker.robots, now)
         self.idle.pop(worker.identity, None)
         job = worker.job
         worker.job = None

@@ -68,6 +68,24 @@ class BrokerSettings:
         for name in ("bind", "worker_bind"):
             check_bind_endpoint(getattr(self, name), name)
 
+    def refusal(
+        self, robot: str, queued: int, open_jobs: int, queued_bytes: int, nbytes: int
+    ) -> str | None:
+        """Why a new request of ``nbytes`` for ``robot`` must be refused at once
+        (`overloaded`) when ``queued`` wait for that robot and the broker holds ``open_jobs``
+        of ``queued_bytes``; None when it fits every budget."""
+        if queued >= self.max_queue:
+            return f"queue for robot {robot!r} is full ({self.max_queue} waiting)"
+        if open_jobs >= self.max_open_jobs:
+            return f"the broker holds {open_jobs} open jobs (max_open_jobs {self.max_open_jobs})"
+        if queued_bytes + nbytes > self.max_queued_bytes:
+            return (
+                f"the broker holds {queued_bytes / MIB:.1f} MiB of requests; this one "
+                f"({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
+                f"{self.max_queued_bytes / MIB:.0f} MiB"
+            )
+        return None
+
     @property
     def rejoin_grace(self) -> float:
         """Seconds within which every live worker has (re)announced itself: after a broker

@@ -436,9 +436,13 @@ def check_progress(progress: Any, what: str = "WARMING") -> None:
             f"{what} 'progress' must be a map of 'done', 'total' and 'elapsed_s'", field=field
         )
     counts = [progress.get(k, 0) for k in ("done", "total")]
-    if not all(
-        isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_PROGRESS for c in counts
-    ) or counts[0] > counts[1]:
+    if (
+        not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_PROGRESS
+            for c in counts
+        )
+        or counts[0] > counts[1]
+    ):
         raise ProtocolError(
             f"{what} progress 'done' and 'total' must be integers, 0 <= done <= total <= "
             f"{MAX_PROGRESS}",
