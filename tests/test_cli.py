@@ -175,8 +175,8 @@ def test_warmup_logs_progress_while_it_compiles(caplog):
     with caplog.at_level(logging.INFO, "zmq_ik.worker.settings"):
         assert progress.warmup()["device"] == "cpu"
     lines = [r.getMessage() for r in caplog.records]
-    assert "warm-up: 1/4 buckets compiled, 0s elapsed" in lines
-    ticks = [line for line in lines if line.startswith("warm-up: still compiling (1/4 buckets")]
+    assert "warming r: bucket 1/4 compiled, 0 s elapsed" in lines
+    ticks = [line for line in lines if line.startswith("warming r: still compiling (bucket 1/4")]
     assert len(ticks) >= 2, lines
     assert progress.robots == ["r"]
 
