@@ -34,7 +34,7 @@ def test_warming_worker_is_shown_then_ready_and_a_misspelt_robot_is_refused_at_o
     procs, endpoint
 ):
     procs.broker(endpoint)
-    procs.echo_worker(endpoint, "--robot", f"tatbot={TATBOT_URDF}", "--echo-warmup", "3")
+    worker = procs.echo_worker(endpoint, "--robot", f"tatbot={TATBOT_URDF}", "--echo-warmup", "3")
     with IKClient(endpoint, timeout=1, retries=0) as client:
         deadline = time.monotonic() + 20
         while not (info := client.ping())["warming"]:
@@ -66,6 +66,9 @@ def test_warming_worker_is_shown_then_ready_and_a_misspelt_robot_is_refused_at_o
         assert answers and answers[0]["n"] == 1
         info = client.ping()
         assert info["warming"] == [] and info["workers"][0]["robots"] == ["tatbot"]
+        log = procs.log(worker)  # #18.9: the worker says how far its warm-up is
+        for done in range(1, 5):
+            assert re.search(rf"warming tatbot: bucket {done}/4 compiled, \d+ s elapsed", log), log
         assert "1 ready, 0 warming" in cli("ping", "--endpoint", endpoint)
 
         # Past the broker's start-up grace a misspelt robot is refused at once, by name.
@@ -111,3 +114,22 @@ def test_an_older_broker_refusing_warming_does_not_stop_the_worker(procs, endpoi
     worker.terminate()
     worker.wait(10)
     assert "does not take WARMING (an older broker)" in procs.log(worker)
+
+
+def test_a_worker_whose_warm_up_fails_is_forgotten_at_once(procs, endpoint, tmp_path):
+    """It announced itself, then its robot did not load (exit 78): it says DISCONNECT, so the
+    broker forgets it at once rather than after `WARMING_TTL`."""
+    pytest.importorskip("jax")
+    broker = procs.broker(endpoint)
+    bad = tmp_path / "bad.urdf"
+    bad.write_text("<robot><link")
+    worker = procs.start(
+        "worker", "--connect", endpoint, "--robot", f"r={bad}", "--ee-links", "r=tip"
+    )
+    assert worker.wait(60) == 78, procs.log(worker)
+    with IKClient(endpoint, timeout=2, retries=0) as client:
+        status = client.status()
+    assert status["warming"] == [] and status["workers"] == []
+    assert status["counters"].get("warming_announced") == 1
+    assert "warming_expired" not in status["counters"]
+    assert "disconnected (warm-up failed)" in procs.log(broker)
