@@ -113,10 +113,9 @@ class RobotDirectory:
             entry = self.warming[identity] = WarmingWorker(identity, robots, {}, now, now)
             self._warming_robots.update(robots)
         elif set(info["robots"]) != set(entry.robots):  # it may name them differently now
-            self._warming_robots.subtract(entry.robots)
+            self._unannounce(entry.robots)
             entry.robots = tuple(sorted(set(info["robots"])))
             self._warming_robots.update(entry.robots)
-            self._warming_robots = +self._warming_robots  # drop zero counts
         entry.info = {k: info[k] for k in KEPT_INFO if k in info and k != "versions"}
         entry.progress = dict(info.get("progress") or {})
         entry.last_seen = now
@@ -127,9 +126,15 @@ class RobotDirectory:
         """A warming worker is gone or ready (READY, DISCONNECT, silence)."""
         entry = self.warming.pop(identity, None)
         if entry is not None:
-            self._warming_robots.subtract(entry.robots)
-            self._warming_robots = +self._warming_robots
+            self._unannounce(entry.robots)
         return entry
+
+    def _unannounce(self, robots: Iterable[str]) -> None:
+        counts = self._warming_robots
+        for robot in robots:
+            counts[robot] -= 1
+            if counts[robot] <= 0:
+                del counts[robot]
 
     def expire(self, now: float) -> list[WarmingWorker]:
         """Forget warming workers silent for `protocol.WARMING_TTL`, and robots that left

@@ -737,3 +737,16 @@ def test_a_robot_whose_last_worker_just_left_waits_for_it_within_the_grace():
     msgs = h.drain()
     assert errors(msgs) == [(b"C", b"r2", "unknown_robot")]
     assert "served: none" in decode_error(msgs[0][1].payload)[1]
+
+
+def test_a_warming_worker_that_renames_its_robots_announces_only_the_new_ones():
+    h = Harness()
+    h.tick(GRACE + 1)
+    warming(h, b"W1", robots=["a"])
+    warming(h, b"W1", robots=["b"])
+    h.request(b"C", b"r1", robot="a")
+    msgs = h.drain()
+    assert errors(msgs) == [(b"C", b"r1", "unknown_robot")]
+    assert decode_error(msgs[0][1].payload)[1].endswith("served: none; warming up: b")
+    h.request(b"C", b"r2", robot="b")
+    assert h.drain() == []
