@@ -213,6 +213,10 @@ class Worker:
         links = self._links
         single = links[0] if len(links) == 1 else None
         by_socket: dict[zmq.Socket, Link] = {}
+        for link in links:  # connected (and announced) before the warm-up
+            if link.sock is not None:
+                poller.register(link.sock, zmq.POLLIN)
+                by_socket[link.sock] = link
         while True:
             now = time.monotonic()
             if self._stop.is_set():
