@@ -166,6 +166,26 @@ def test_warm_settings_compile_their_program_before_ready(robot):
         assert out["joints"].shape == (5, 14)
 
 
+def test_warmup_reports_each_compiled_bucket_over_every_program():
+    """#18.9: the warm-up tells ``warmup_progress(done, total)`` as each bucket is compiled,
+    counted over every program it compiles (the worker logs it and announces it, WARMING)."""
+    from conftest import JAX_CACHE
+
+    from zmq_ik.worker.ik_service import IKService
+
+    calls: list[tuple[int, int]] = []
+    service = IKService(
+        buckets=(1, 16),
+        cache_dir=JAX_CACHE,
+        warm=[IKSettings(precise=True)],
+        warmup_progress=lambda done, total: calls.append((done, total)),
+    )
+    service.warmup()
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert ik.warmup_buckets(IKSettings(seeds=16), (1, 16, 64)) == (1,)  # 16 x 16 > 64
+    assert ik.warmup_buckets(None, (1, 16, 64)) == (1, 16, 64)
+
+
 def test_programs_compiled_on_demand_are_bounded(robot):
     """Clients choose settings and end effectors, so on-demand programs must not pile up:
     past ``max_extra_compiles`` they are dropped; warm ones stay and still compile nothing."""

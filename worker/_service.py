@@ -20,6 +20,10 @@ from zmq_ik.errors import ErrorCode, IKError, IKTimeout
 
 Progress = Callable[[Mapping[str, Any], Mapping[str, np.ndarray] | None], None]
 """Send a PARTIAL reply: header (e.g. ``{"progress": [done, total]}``) and optional arrays."""
+WarmupHook = Callable[[int, int], None]
+"""Told ``(done, total)`` steps (compiled buckets) as a service's warm-up advances: a
+service's optional ``warmup_progress`` attribute. `worker.settings.WarmupProgress` logs it;
+the worker sets it to announce the progress to its brokers (WARMING)."""
 
 
 class ServiceError(IKError):
@@ -61,7 +65,8 @@ class Service(Protocol):
     """The interface the worker loop drives."""
 
     robots: list[str]
-    """Robot (service) names served; sent in READY."""
+    """Robot (service) names served; sent in WARMING and READY. A service may also have a
+    ``warmup_progress`` attribute (a `WarmupHook` or None) that its `warmup` calls."""
 
     def warmup(self) -> dict[str, Any]:
         """Load and compile everything before READY; returns facts for the READY header."""
@@ -78,12 +83,24 @@ class EchoService:
 
     Operations: ``echo`` returns the header and arrays it got; ``sleep`` waits
     ``header["seconds"]`` (a stand-in for a long solve); ``fail`` raises (an `internal` error).
+    ``warmup_s``: how long its warm-up takes, in `WARMUP_STEPS` steps reported like
+    compiled buckets (a stand-in for a compiling IK worker).
     """
 
-    def __init__(self, robots: list[str] | None = None) -> None:
+    WARMUP_STEPS = 4
+
+    def __init__(self, robots: list[str] | None = None, warmup_s: float = 0.0) -> None:
         self.robots = list(robots or ["echo"])
+        self.warmup_s = warmup_s
+        self.warmup_progress: WarmupHook | None = None
 
     def warmup(self) -> dict[str, Any]:
+        if self.warmup_s > 0:
+            steps = self.WARMUP_STEPS
+            for done in range(1, steps + 1):
+                time.sleep(self.warmup_s / steps)
+                if self.warmup_progress is not None:
+                    self.warmup_progress(done, steps)
         return {"device": "cpu", "operations": ["echo", "sleep", "fail"]}
 
     def handle(self, call: ServiceCall) -> Reply:
