@@ -4,8 +4,9 @@ Workers still loading and compiling announce themselves (WARMING, docs/protocol.
 they are shown by ``ping``/``status`` and count as serving their robots, but are never given
 a job. With them, a request for a robot that no worker serves or announces can be answered
 `unknown_robot` at once, naming the robots that are served, instead of at its deadline;
-except within `BrokerSettings.rejoin_grace` of the broker's start or of a robot's last
-worker leaving, when workers may still be on their way back (then it waits, as before).
+except within `BrokerSettings.rejoin_grace` of the broker's start, or `DEPARTED_WAIT` of a
+robot's last worker leaving, when workers may still be on their way back (then it waits, as
+before).
 Plain state, no sockets: `broker._core` feeds it.
 """
 
@@ -24,6 +25,11 @@ NAMED = 16
 """Most robot names an `unknown_robot` message lists (the rest are counted)."""
 LEFT_MEMORY = 4096
 """Most robots remembered as recently left (oldest forgotten first)."""
+DEPARTED_WAIT = 300.0
+"""Seconds a robot whose last worker left still counts as served-soon: a crashed worker
+restarted by systemd imports JAX, loads its robots and announces itself, which on a busy
+host takes far longer than the rejoin grace. Within it a request waits (to its deadline), as
+before warming announcements existed; a misspelt robot, never served, is refused at once."""
 
 
 @dataclass(slots=True)
@@ -138,12 +144,12 @@ class RobotDirectory:
 
     def expire(self, now: float) -> list[WarmingWorker]:
         """Forget warming workers silent for `protocol.WARMING_TTL`, and robots that left
-        longer than the grace ago; returns the warming workers forgotten."""
+        `DEPARTED_WAIT` ago or more; returns the warming workers forgotten."""
         gone = [w for w in self.warming.values() if now - w.last_seen > WARMING_TTL]
         for w in gone:
             self.forget(w.identity)
         left = self._left
-        while left and now - next(iter(left.values())) >= self.grace:
+        while left and now - next(iter(left.values())) >= DEPARTED_WAIT:
             left.popitem(last=False)
         return gone
 
@@ -157,13 +163,13 @@ class RobotDirectory:
     def expects(self, robot: str, now: float) -> bool:
         """Whether a request for ``robot`` should wait for a worker: one serves it or is
         warming up for it, or one may be on its way back (the broker started, or the robot's
-        last worker left, less than `BrokerSettings.rejoin_grace` ago)."""
+        last worker left, less than `BrokerSettings.rejoin_grace` / `DEPARTED_WAIT` ago)."""
         if robot in self.served or robot in self._warming_robots:
             return True
         if now - self.started < self.grace:
             return True
         left = self._left.get(robot)
-        return left is not None and now - left < self.grace
+        return left is not None and now - left < DEPARTED_WAIT
 
     def warming_up(self, robot: str) -> bool:
         """Whether a warming worker announced ``robot``."""
