@@ -57,6 +57,7 @@ def _child(targets: str, cache: str) -> None:
     from zmq_ik import ik, ops
     from zmq_ik.ik import _solve
     from zmq_ik.protocol import decode_payload, encode_payload
+    from zmq_ik.worker import ServiceCall
     from zmq_ik.worker.ik_service import IKService
 
     data = np.load(targets)
@@ -116,12 +117,18 @@ def _child(targets: str, cache: str) -> None:
     def overhead() -> dict[str, float]:
         _solve.solve_program = lambda *args: lambda *a: answer  # type: ignore[assignment]
         try:
-            env = {"ik": ik, "svc": svc, "request": request, "robot": robot}
+            env = {
+                "ik": ik,
+                "svc": svc,
+                "request": request,
+                "robot": robot,
+                "ServiceCall": ServiceCall,
+            }
             env.update(w1=w1, p1=p1, rest1=rest1, buckets=buckets)
             stmts = {
                 "solve_overhead_us": "ik.solve_ik(robot, w1, p1, rest1, buckets=buckets)",
-                "handle_overhead_us": "svc.handle('tatbot', 'solve', request.header, "
-                "request.arrays, None, None)",
+                "handle_overhead_us": "svc.handle(ServiceCall('tatbot', 'solve', "
+                "request.header, request.arrays))",
             }
             return {
                 key: 1e6 * min(timeit.repeat(stmt, number=2000, repeat=7, globals=env)) / 2000

@@ -33,6 +33,7 @@ def run(programs: int, bound: int, cache_dir: str) -> list[tuple[int, int, float
     """(seeds, compiles since READY, RSS MiB) after each request."""
     from zmq_ik import ik
     from zmq_ik.robots import BUNDLED
+    from zmq_ik.worker import ServiceCall
     from zmq_ik.worker.ik_service import IKService
 
     service = IKService(buckets=(16,), cache_dir=cache_dir, max_extra_compiles=bound)
@@ -46,9 +47,7 @@ def run(programs: int, bound: int, cache_dir: str) -> list[tuple[int, int, float
     }
     rows = [(1, 0, _rss_mib())]
     for seeds in range(2, 2 + programs):
-        header, _ = service.handle(
-            "tatbot", "solve", {"ik": {"seeds": seeds}}, arrays, lambda h, a: None
-        )
+        header, _ = service.handle(ServiceCall("tatbot", "solve", {"ik": {"seeds": seeds}}, arrays))
         rows.append((seeds, int(header["compiles_since_ready"]), _rss_mib()))
         print(f"  seeds {seeds}: RSS {rows[-1][2]:,.0f} MiB", file=sys.stderr, flush=True)
     return rows

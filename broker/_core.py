@@ -8,7 +8,6 @@ never blocks and never reads a clock itself, so tests drive it with any ``now`` 
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import os
@@ -19,17 +18,17 @@ from typing import Any
 
 from zmq_ik.broker._jobs import (
     KEPT_INFO,
-    MIB,
     AnsweredMemory,
     BrokerSettings,
+    Deadlines,
     Job,
     WorkerState,
     peer_label,
 )
-from zmq_ik.broker._report import alive_info, ping_info, status
+from zmq_ik.broker._report import management_answer, ping_info, status
+from zmq_ik.broker._warming import RobotDirectory
 from zmq_ik.errors import ErrorCode, ProtocolError
 from zmq_ik.protocol import (
-    ALIVE,
     BROKER_SERVICE,
     FEATURE_DECLINE,
     FLAG_BUSY,
@@ -42,8 +41,8 @@ from zmq_ik.protocol import (
     Ready,
     Reply,
     Request,
+    Warming,
     disconnect_frames,
-    encode_payload,
     error_frames,
     frames_nbytes,
     heartbeat_frames,
@@ -79,6 +78,8 @@ class BrokerCore:
         self.errors_sent: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
         self.stopping = False
+        self.directory = RobotDirectory(self.settings, self.started)
+        """Robots served, announced by warming workers (never given a job), recently left."""
         self.boot = os.urandom(8).hex()
         """This broker process's id in `alive` answers: a client that sees it change knows
         the broker restarted and lost what it was sent before."""
@@ -88,7 +89,7 @@ class BrokerCore:
         # after every burst of messages): a heap of (deadline, job id), stale entries
         # (closed jobs, extended deadlines) skipped when they surface; and the time the
         # workers are next looked at for heartbeats and expiry.
-        self._deadlines: list[tuple[float, bytes]] = []
+        self._deadlines = Deadlines()
         self._next_scan = self.started
         self.queued_bytes = 0
         """Payload bytes of open jobs (the `max_queued_bytes` budget)."""
@@ -133,6 +134,8 @@ class BrokerCore:
             self._on_worker_reply(identity, worker, msg, now)
         elif isinstance(msg, Ready):
             self._on_ready(identity, msg, now)
+        elif isinstance(msg, Warming):
+            self._on_warming(identity, msg, now)
         elif isinstance(msg, Heartbeat):
             if worker is None:  # a worker we forgot (or a restarted broker): ask it to re-register
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
@@ -141,10 +144,12 @@ class BrokerCore:
         elif isinstance(msg, Decline):
             self._on_decline(worker, msg.job_id, now)
         elif isinstance(msg, Disconnect):
+            why = msg.reason or "no reason"
             if worker is not None:
-                why = msg.reason or "no reason"
                 logger.info("worker %s disconnected (%s)", peer_label(identity), why)
                 self._remove_worker(worker, now, "disconnected")
+            elif self.directory.forget(identity):
+                logger.info("warming worker %s disconnected (%s)", peer_label(identity), why)
 
     def _reject(self, identity: bytes, e: ProtocolError) -> None:
         self.rejects[e.code.value] += 1
@@ -170,8 +175,15 @@ class BrokerCore:
         if self._answered.holds(key, now):  # a retry that crossed its answer: never run twice
             self.counters["duplicate_requests"] += 1
             return
+        if not self.directory.expects(req.service, now):  # no worker serves it, none is coming
+            text = self.directory.unknown(req.service)
+            self._error_to(client, req.request_id, ErrorCode.UNKNOWN_ROBOT, text, "robot")
+            return
         nbytes = frames_nbytes(req.payload)
-        refusal = self._refusal(req.service, nbytes)
+        queued = len(self.queues.get(req.service, ()))
+        refusal = self.settings.refusal(
+            req.service, queued, len(self.jobs), self.queued_bytes, nbytes
+        )
         if refusal is not None:
             self._error_to(client, req.request_id, ErrorCode.OVERLOADED, refusal)
             return
@@ -189,28 +201,29 @@ class BrokerCore:
         self.jobs[job.job_id] = job
         self.by_client[key] = job
         self.queued_bytes += nbytes
-        self._push_deadline(job)
+        self._deadlines.push(job, self.jobs)
         queue = self.queues.setdefault(req.service, deque())
         queue.append(job)
         self._dispatch(req.service, now)
 
-    def _refusal(self, robot: str, nbytes: int) -> str | None:
-        """Why a new request must be refused at once (`overloaded`), or None."""
-        s = self.settings
-        queue = self.queues.get(robot)
-        if queue is not None and len(queue) >= s.max_queue:
-            return f"queue for robot {robot!r} is full ({s.max_queue} waiting)"
-        if len(self.jobs) >= s.max_open_jobs:
-            return f"the broker holds {len(self.jobs)} open jobs (max_open_jobs {s.max_open_jobs})"
-        if self.queued_bytes + nbytes > s.max_queued_bytes:
-            return (
-                f"the broker holds {self.queued_bytes / MIB:.1f} MiB of requests; this one "
-                f"({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
-                f"{s.max_queued_bytes / MIB:.0f} MiB"
-            )
-        return None
+    def _on_warming(self, identity: bytes, msg: Warming, now: float) -> None:
+        """A worker still warming up says what it will serve (4.11): listed, never dispatched
+        to, forgotten at its READY, DISCONNECT or after `protocol.WARMING_TTL` of silence."""
+        if identity in self.workers:
+            why = "WARMING from a registered worker: send it only before READY"
+            self._reject(identity, ProtocolError(why, field="command"))
+            return
+        new = identity not in self.directory.warming
+        refusal = self.directory.announce(identity, msg.info, now)
+        if refusal is not None:
+            self._reject(identity, ProtocolError(refusal, ErrorCode.OVERLOADED))
+        elif new:
+            self.counters["warming_announced"] += 1
+            robots = ",".join(sorted(msg.robots))
+            logger.info("worker %s warming up: robots=%s", peer_label(identity), robots)
 
     def _on_ready(self, identity: bytes, msg: Ready, now: float) -> None:
+        self.directory.forget(identity)
         old = self.workers.get(identity)
         if old is not None:  # re-registration replaces the old one (its job is lost to it)
             self._remove_worker(old, now, "re-registered")
@@ -229,6 +242,7 @@ class BrokerCore:
         # Fields are bounded (protocol.Limits), so this is small; numbers may grow a little.
         worker.listing_bytes = len(pack_header(worker.describe(now))) + 64
         self.workers[identity] = worker
+        self.directory.add_worker(worker.robots)
         self.idle[identity] = None
         self.counters["workers_registered"] += 1
         # An immediate heartbeat acknowledges the READY: the worker then knows its
@@ -310,15 +324,8 @@ class BrokerCore:
 
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
-        report = {ALIVE: alive_info, "ping": ping_info, "status": status}.get(req.operation)
         try:
-            if report is None:
-                raise ProtocolError(
-                    f"the broker answers 'ping', 'status' and 'alive', not {req.operation!r}",
-                    ErrorCode.UNKNOWN_OPERATION,
-                    "operation",
-                )
-            payload = encode_payload(report(self, now))
+            payload = management_answer(self, req.operation, now)
         except ProtocolError as e:  # unknown, or a status too large for one header: never crash
             self._error_to(client, req.request_id, e.code, e.message, e.field)
             return
@@ -335,7 +342,7 @@ class BrokerCore:
         scan = now >= self._next_scan
         if scan:
             self._scan_workers(now)
-        expire = bool(self._deadlines) and self._deadlines[0][0] <= now and now >= self._hold_until
+        expire = bool(self._deadlines) and self._deadlines.next() <= now and now >= self._hold_until
         if expire:
             self._expire_jobs(now)
         if scan or expire:
@@ -357,6 +364,7 @@ class BrokerCore:
         )
         for worker in self.workers.values():
             worker.last_seen = max(worker.last_seen, now)
+        self.directory.stalled(now)
         self._hold_until = now + self.settings.heartbeat_interval
         self._answered.extend(gap)
 
@@ -364,6 +372,9 @@ class BrokerCore:
         interval = self.settings.heartbeat_interval
         expiry = interval * self.settings.liveness
         next_scan = now + interval
+        for gone in self.directory.expire(now):
+            self.counters["warming_expired"] += 1
+            logger.warning("warming worker %s went silent: forgotten", peer_label(gone.identity))
         for worker in list(self.workers.values()):
             if now - worker.last_seen > expiry:
                 logger.warning(
@@ -382,23 +393,14 @@ class BrokerCore:
         self._next_scan = next_scan
 
     def _expire_jobs(self, now: float) -> None:
-        heap = self._deadlines
-        expired: list[Job] = []
-        while heap and heap[0][0] <= now:
-            _, job_id = heapq.heappop(heap)
-            job = self.jobs.get(job_id)
-            if job is None:  # answered or closed since
-                continue
-            if job.deadline > now:  # extended by a retry of the request: wait for the new one
-                heapq.heappush(heap, (job.deadline, job_id))
-                continue
-            expired.append(job)
-        for job in expired:
+        for job in self._deadlines.due(now, self.jobs):
             if job.closed:
                 continue
-            served = any(job.service in w.robots for w in self.workers.values())
-            if job.worker is None and not served and job.attempts == 0:
-                code, text = ErrorCode.UNKNOWN_ROBOT, f"no worker serves robot {job.service!r}"
+            robot = job.service
+            if job.worker is None and robot not in self.directory.served and job.attempts == 0:
+                code, text = ErrorCode.UNKNOWN_ROBOT, self.directory.unknown(robot)
+                if self.directory.warming_up(robot):
+                    code, text = ErrorCode.TIMEOUT, f"deadline passed: {robot!r} is warming up"
             else:
                 code, text = (
                     ErrorCode.TIMEOUT,
@@ -406,18 +408,11 @@ class BrokerCore:
                 )
             self._error_job(job, code, text)
 
-    def _push_deadline(self, job: Job) -> None:
-        heap = self._deadlines
-        if len(heap) > 2 * len(self.jobs) + 1024:  # mostly answered jobs: rebuild, bounded
-            heap[:] = [(j.deadline, j.job_id) for j in self.jobs.values() if j is not job]
-            heapq.heapify(heap)
-        heapq.heappush(heap, (job.deadline, job.job_id))
-
     def next_timeout(self, now: float) -> float:
         """Seconds until `tick` has something to do (for the loop's poll timeout)."""
         wait = min(self.settings.heartbeat_interval, self._next_scan - now)
         if self._deadlines:
-            wait = min(wait, max(self._deadlines[0][0], self._hold_until) - now)
+            wait = min(wait, max(self._deadlines.next(), self._hold_until) - now)
         return max(0.0, wait)
 
     # ------------------------------------------------------------------ shutdown
@@ -497,7 +492,8 @@ class BrokerCore:
     ) -> None:
         """Forget a worker; its job goes back to the front of the queue. ``undelivered``:
         the job never reached it (the dispatch could not be sent), so it was no attempt."""
-        self.workers.pop(worker.identity, None)
+        if self.workers.pop(worker.identity, None) is not None:
+            self.directory.remove_worker(worker.robots, now)
         self.idle.pop(worker.identity, None)
         job = worker.job
         worker.job = None

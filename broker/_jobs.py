@@ -6,13 +6,15 @@ Plain records, no routing logic (that is `broker._core`).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from zmq_ik.errors import InputError
-from zmq_ik.protocol import DEFAULT_ENDPOINT, Frame, Limits
+from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Frame, Limits
 
 MIB = 1024 * 1024
 _LABEL_KEY = os.urandom(16)
@@ -44,6 +46,9 @@ class BrokerSettings:
     answered_memory: int = 64 * 1024
     """Recently answered (client, request id) pairs remembered, so a retry arriving after
     its answer is dropped rather than run again."""
+    max_warming: int = 1024
+    """Warming workers (WARMING sent, no READY yet) the broker tracks at once; a WARMING from
+    one more is refused (`overloaded`; that worker is still taken at its READY)."""
     max_retries: int = 2
     """Re-dispatches of a job whose worker died, before `worker_lost`."""
     shutdown_grace: float = 2.0
@@ -62,6 +67,34 @@ class BrokerSettings:
     def __post_init__(self) -> None:
         for name in ("bind", "worker_bind"):
             check_bind_endpoint(getattr(self, name), name)
+
+    def refusal(
+        self, robot: str, queued: int, open_jobs: int, queued_bytes: int, nbytes: int
+    ) -> str | None:
+        """Why a new request of ``nbytes`` for ``robot`` must be refused at once
+        (`overloaded`) when ``queued`` wait for that robot and the broker holds ``open_jobs``
+        of ``queued_bytes``; None when it fits every budget."""
+        if queued >= self.max_queue:
+            return f"queue for robot {robot!r} is full ({self.max_queue} waiting)"
+        if open_jobs >= self.max_open_jobs:
+            return f"the broker holds {open_jobs} open jobs (max_open_jobs {self.max_open_jobs})"
+        if queued_bytes + nbytes > self.max_queued_bytes:
+            return (
+                f"the broker holds {queued_bytes / MIB:.1f} MiB of requests; this one "
+                f"({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
+                f"{self.max_queued_bytes / MIB:.0f} MiB"
+            )
+        return None
+
+    @property
+    def rejoin_grace(self) -> float:
+        """Seconds within which every live worker has (re)announced itself: after a broker
+        (re)start, a worker notices the silence (one liveness window) and reconnects within
+        its longest backoff (`protocol.RECONNECT_MAX`). Until then, and for as long after a
+        robot's last worker left, a request for a robot nobody serves or announces waits
+        (as a request is never lost while a healthy worker exists); after it, it is answered
+        `unknown_robot` at once. Default 5 + 0.25 × 4 = 6 s."""
+        return RECONNECT_MAX + self.heartbeat_interval * self.liveness
 
 
 def check_bind_endpoint(endpoint: str | None, name: str = "bind") -> None:
@@ -162,6 +195,46 @@ class WorkerState:
             "uptime_s": round(now - self.registered, 3),
             "versions": self.info.get("versions", {}),
         }
+
+
+class Deadlines:
+    """The open jobs' deadlines, soonest first, so that the broker's timer costs nothing until
+    one is due: a heap of (deadline, job id). Entries of closed jobs and of deadlines extended
+    since (a retry of the request) are skipped when they surface; a heap holding mostly such
+    entries is rebuilt (bounded)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, bytes]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def next(self) -> float:
+        """The soonest deadline (call only when not empty)."""
+        return self._heap[0][0]
+
+    def push(self, job: Job, jobs: Mapping[bytes, Job]) -> None:
+        """Track ``job`` (``jobs``: every open job, to rebuild from)."""
+        heap = self._heap
+        if len(heap) > 2 * len(jobs) + 1024:  # mostly answered jobs: rebuild, bounded
+            heap[:] = [(j.deadline, j.job_id) for j in jobs.values() if j is not job]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (job.deadline, job.job_id))
+
+    def due(self, now: float, jobs: Mapping[bytes, Job]) -> list[Job]:
+        """The open jobs whose deadline has passed, taken off the heap."""
+        heap = self._heap
+        expired: list[Job] = []
+        while heap and heap[0][0] <= now:
+            _, job_id = heapq.heappop(heap)
+            job = jobs.get(job_id)
+            if job is None:  # answered or closed since
+                continue
+            if job.deadline > now:  # extended by a retry of the request: wait for the new one
+                heapq.heappush(heap, (job.deadline, job_id))
+                continue
+            expired.append(job)
+        return expired
 
 
 class AnsweredMemory:

@@ -10,7 +10,8 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from zmq_ik._version import __version__
-from zmq_ik.protocol import PROTOCOL
+from zmq_ik.errors import ErrorCode, ProtocolError
+from zmq_ik.protocol import ALIVE, PROTOCOL, OutFrame, encode_payload
 
 if TYPE_CHECKING:
     from zmq_ik.broker._core import BrokerCore
@@ -26,25 +27,30 @@ def alive_info(core: BrokerCore, now: float) -> dict[str, Any]:
 
 
 def ping_info(core: BrokerCore, now: float) -> dict[str, Any]:
-    """Version, uptime and the registered workers, always within one header: every worker's
-    entry is bounded (READY limits) and the list is cut at half the header limit
-    (``workers_total`` counts them all)."""
+    """Version, uptime, the registered workers and those still warming up (4.11), always
+    within one header: every entry is bounded (READY limits) and the lists are cut at half
+    the header limit together (``workers_total``, ``warming_total`` count them all)."""
     budget = core.settings.limits.max_header_bytes // 2
-    listed = []
-    for w in core.workers.values():
-        budget -= w.listing_bytes
-        if budget < 0:
-            break
-        listed.append(w.describe(now))
+    listed: dict[str, list[dict[str, Any]]] = {"workers": [], "warming": []}
+    for kind, entries in (("workers", core.workers), ("warming", core.directory.warming)):
+        for w in entries.values():
+            budget -= w.listing_bytes
+            if budget < 0:
+                break
+            listed[kind].append(w.describe(now))
+    warming = core.directory.warming
     return {
         "version": __version__,
         "protocol": PROTOCOL.decode(),
         "uptime_s": round(now - core.started, 3),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "workers": listed,
+        "workers": listed["workers"],
         "workers_total": len(core.workers),
-        "workers_omitted": len(core.workers) - len(listed),
+        "workers_omitted": len(core.workers) - len(listed["workers"]),
+        "warming": listed["warming"],
+        "warming_total": len(warming),
+        "warming_omitted": len(warming) - len(listed["warming"]),
     }
 
 
@@ -54,7 +60,7 @@ def status(core: BrokerCore, now: float) -> dict[str, Any]:
     queues = core.queues
     if len(queues) > LISTED:  # the longest queues; the count of the others
         queues = dict(sorted(queues.items(), key=lambda kv: -len(kv[1]))[:LISTED])
-    robots = {r for w in core.workers.values() for r in w.robots}
+    robots = set(core.directory.served)
     info.update(
         queues={robot: len(q) for robot, q in queues.items()},
         queues_omitted=len(core.queues) - len(queues),
@@ -68,3 +74,16 @@ def status(core: BrokerCore, now: float) -> dict[str, Any]:
         robots_omitted=max(0, len(robots) - LISTED),
     )
     return info
+
+
+def management_answer(core: BrokerCore, operation: str, now: float) -> list[OutFrame]:
+    """The payload of the broker's answer to a `protocol.BROKER_SERVICE` request;
+    `ProtocolError` for an unknown operation, or an answer too large for one header."""
+    report = {ALIVE: alive_info, "ping": ping_info, "status": status}.get(operation)
+    if report is None:
+        raise ProtocolError(
+            f"the broker answers 'ping', 'status' and 'alive', not {operation!r}",
+            ErrorCode.UNKNOWN_OPERATION,
+            "operation",
+        )
+    return encode_payload(report(core, now))

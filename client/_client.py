@@ -383,7 +383,9 @@ class IKClient:
     # ------------------------------------------------------------------ management
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
-        """Round trip to the broker: ``rtt_ms``, broker ``version`` and live ``workers``."""
+        """Round trip to the broker: ``rtt_ms``, broker ``version``, live ``workers`` and
+        ``warming``: workers still warming up (robots, ``progress`` ``{done, total,
+        elapsed_s}`` in compiled buckets; never given a job until READY)."""
         t0 = time.perf_counter()
         return calls.read_ping(self.request(*calls.PING, timeout=timeout), t0)
 

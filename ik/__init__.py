@@ -12,7 +12,7 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
 - :func:`strokebatch_from_strokes`, :func:`strokebatch_from_packed` — tatbot's strokebatch.
 - :func:`default_rest`, :func:`working_range`, :func:`seed_points`, :func:`check_rest` —
   joint-space helpers.
-- :data:`BUCKETS`, :func:`check_buckets`, :func:`chunk_size`, :func:`warmup`, :func:`enable_compilation_cache`,
+- :data:`BUCKETS`, :func:`check_buckets`, :func:`chunk_size`, :func:`warmup`, :func:`warmup_buckets`, :func:`enable_compilation_cache`,
   :func:`run_inline_on_cpu` — a fixed set of compiled programs per worker.
 
 ``IKConfig`` is another name for :class:`zmq_ik.IKSettings` (one settings class everywhere).
@@ -33,6 +33,7 @@ from ._programs import chunk_size as chunk_size
 from ._programs import enable_compilation_cache as enable_compilation_cache
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
 from ._programs import warmup as warmup
+from ._programs import warmup_buckets as warmup_buckets
 from ._robot import Robot as Robot
 from ._solve import solve_ik as solve_ik
 from ._solve import solve_until as solve_until
@@ -62,5 +63,6 @@ __all__ = [
     "strokebatch_from_packed",
     "strokebatch_from_strokes",
     "warmup",
+    "warmup_buckets",
     "working_range",
 ]

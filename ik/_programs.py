@@ -187,12 +187,23 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
+def warmup_buckets(
+    ik: IKSettings | None = None, buckets: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """The buckets `warmup` compiles for ``ik`` out of ``buckets`` (None: all): those up to
+    its chunk size (larger ones are never called: batches are solved in chunks)."""
+    sizes = check_buckets(buckets)
+    chunk = chunk_size(sizes, (ik or IKSettings()).seeds)
+    return tuple(b for b in sizes if b <= chunk)
+
+
 def warmup(
     robot: Robot,
     ik: IKSettings | None = None,
     buckets: Sequence[int] | None = None,
     *,
     threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Compile the solve program of ``ik`` (default: tatbot's settings; only ``precise`` and
     ``seeds`` pick a program) for every bucket, so that later solves with any batch size and
@@ -200,11 +211,12 @@ def warmup(
 
     Buckets are lowered here and compiled (or loaded from the persistent cache) by
     ``threads`` threads (default: one per CPU, at most 4): XLA releases the GIL, so they
-    overlap. Nothing is run: compiling fills the same cache a call would."""
+    overlap. Nothing is run: compiling fills the same cache a call would. ``progress(done,
+    total)`` is called on this thread as each bucket is ready, in `warmup_buckets` order
+    (bucket ``done`` is ``warmup_buckets(ik, buckets)[done - 1]``): compiling can take
+    minutes."""
     settings = ik or IKSettings()
-    sizes = check_buckets(buckets)
-    chunk = chunk_size(sizes, settings.seeds)
-    sizes = tuple(b for b in sizes if b <= chunk)  # larger ones are never called (chunks)
+    sizes = warmup_buckets(settings, buckets)
     fn = solve_program(robot, settings.precise, settings.seeds)
     if threads is None:
         threads = min(len(sizes), _cpus(), 4)
@@ -218,5 +230,7 @@ def warmup(
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="zmq-ik-warmup") as pool:
         # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
         futures = [pool.submit(compile_one, fn.lower(*program_specs(robot, b)), b) for b in sizes]
-        for future in futures:
+        for done, future in enumerate(futures, 1):
             future.result()
+            if progress is not None:
+                progress(done, len(sizes))

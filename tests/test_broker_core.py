@@ -10,7 +10,7 @@ import pytest
 from conftest import final, wire
 
 from zmq_ik import protocol as proto
-from zmq_ik.broker import BrokerCore, BrokerSettings
+from zmq_ik.broker import BrokerCore, BrokerSettings, _warming
 
 
 class Harness:
@@ -608,3 +608,177 @@ def test_a_declined_job_whose_deadline_passed_meanwhile_is_not_requeued():
     h.send(b"W1", proto.heartbeat_frames(proto.FLAG_IDLE))
     assert h.drain() == [] and not h.core.jobs
     assert h.core.status(h.now)["workers"][0]["state"] == "idle"
+
+
+# --------------------------------------------------------------------------- #18.8 warming
+
+GRACE = BrokerSettings().rejoin_grace  # 6 s: RECONNECT_MAX + heartbeat x liveness
+DEPARTED_WAIT = _warming.DEPARTED_WAIT  # 300 s
+
+
+def warming(h, worker: bytes, robots=("tatbot",), **progress) -> None:
+    info = {"robots": list(robots), "host": "h", "pid": 7, "progress": progress}
+    h.send(worker, proto.warming_frames(info))
+
+
+def advance(h, seconds: float) -> None:
+    """Tick in heartbeat-sized steps (a longer gap would be a broker stall, which refreshes
+    every worker)."""
+    for _ in range(round(seconds / 0.25)):
+        h.tick(0.25)
+
+
+def ping(h):
+    h.send(
+        b"P",
+        proto.request_frames(b"ping", proto.BROKER_SERVICE, "ping", 1000, proto.encode_payload({})),
+    )
+    [(_, reply)] = [(i, m) for i, m in h.drain() if i == b"P"]
+    return proto.decode_payload(reply.payload).header
+
+
+def test_a_warming_worker_is_listed_with_its_progress_and_never_given_a_job():
+    h = Harness()
+    h.tick(GRACE + 1)
+    warming(h, b"W1", done=3, total=8, elapsed_s=41.0)
+    assert h.drain() == []  # no answer to an accepted WARMING
+    info = ping(h)
+    assert info["workers"] == [] and info["warming_total"] == 1
+    [entry] = info["warming"]
+    assert entry["robots"] == ["tatbot"] and entry["state"] == "warming"
+    assert entry["progress"] == {"done": 3, "total": 8, "elapsed_s": 41.0}
+    assert (entry["host"], entry["pid"]) == ("h", 7)
+    h.request(b"C", b"r", timeout_ms=5000)  # its robot only warms: the request waits
+    assert h.drain() == []
+    warming(h, b"W1", done=8, total=8, elapsed_s=50.0)
+    h.tick(1.0)
+    assert jobs_sent(h.drain()) == []  # still never dispatched to
+    h.ready(b"W1")  # READY replaces the warming entry and takes the job
+    [(to, _)] = jobs_sent(h.drain())
+    assert to == b"W1"
+    info = ping(h)
+    assert info["warming"] == [] and len(info["workers"]) == 1
+
+
+def test_a_warming_worker_that_goes_silent_is_forgotten_and_one_that_leaves_at_once():
+    h = Harness()
+    warming(h, b"W1", done=0, total=4)
+    for _ in range(8):  # repeated every second: kept
+        advance(h, 1.0)
+        warming(h, b"W1", done=1, total=4)
+    assert ping(h)["warming_total"] == 1
+    advance(h, proto.WARMING_TTL - 0.5)
+    assert ping(h)["warming_total"] == 1
+    advance(h, 1.0)  # silent longer than WARMING_TTL
+    assert ping(h)["warming_total"] == 0 and h.core.counters["warming_expired"] == 1
+    warming(h, b"W2")
+    h.send(b"W2", proto.disconnect_frames("warm-up failed"))
+    assert ping(h)["warming_total"] == 0
+
+
+@pytest.mark.parametrize(
+    "info, code, field",
+    [
+        ({"robots": [f"r{i}" for i in range(65)]}, "too_large", "robots"),
+        ({"robots": []}, "protocol", "robots"),
+        ({"robots": ["x" * 129]}, "protocol", "robots"),
+        ({"robots": [proto.BROKER_SERVICE]}, "protocol", "robots"),
+        ({"robots": ["a"], "host": "h" * 257}, "too_large", "host"),
+        ({"robots": ["a"], "pid": "7"}, "protocol", "pid"),
+        ({"robots": ["a"], "progress": {"done": 5, "total": 4}}, "protocol", "progress"),
+        ({"robots": ["a"], "progress": {"done": -1}}, "protocol", "progress"),
+        ({"robots": ["a"], "progress": {"elapsed_s": float("nan")}}, "protocol", "progress"),
+        ({"robots": ["a"], "progress": {"done": 1, "extra": 1}}, "protocol", "progress"),
+        ({"robots": ["a"], "progress": [1, 2]}, "protocol", "progress"),
+        ({"robots": ["a"], "pad": "x" * 17_000}, "too_large", "header"),
+    ],
+)
+def test_warming_fields_are_bounded_as_ready_s(info, code, field):
+    h = Harness()
+    h.send(b"W", proto.warming_frames(info))
+    msgs = h.drain()
+    assert errors(msgs) == [(b"W", b"", code)]
+    assert proto.decode_error(msgs[0][1].payload)[2] == field
+    assert ping(h)["warming_total"] == 0
+
+
+def test_warming_workers_are_capped_and_a_registered_worker_cannot_warm_again():
+    h = Harness(max_warming=2)
+    for w in (b"W1", b"W2", b"W3"):
+        warming(h, w)
+    assert errors(h.drain()) == [(b"W3", b"", "overloaded")]
+    warming(h, b"W1", done=1, total=2)  # a known one is still refreshed
+    assert h.drain() == [] and ping(h)["warming_total"] == 2
+    h.ready(b"W4")
+    warming(h, b"W4")
+    assert errors(h.drain()) == [(b"W4", b"", "protocol")]
+    assert [w["id"] for w in ping(h)["workers"]] == [b"W4".hex()]
+
+
+def test_unknown_robot_at_once_after_the_grace_naming_what_is_served():
+    h = Harness()
+    h.ready(b"W1")
+    warming(h, b"W2", robots=["arm"])
+
+    def live(seconds: float) -> list:  # W1 heartbeats, W2 keeps warming; C's messages
+        for _ in range(round(seconds / 0.25)):
+            h.tick(0.25)
+            h.send(b"W1", proto.heartbeat_frames())
+            warming(h, b"W2", robots=["arm"])
+        return [(i, m) for i, m in h.drain() if i == b"C"]
+
+    live(GRACE - 1)
+    h.request(b"C", b"early", robot="tatbott", timeout_ms=500)
+    assert live(0) == []  # within the grace after a (re)start: it waits, as before
+    assert errors(live(0.75)) == [(b"C", b"early", "unknown_robot")]  # at its deadline
+    live(1.0)  # past the grace
+    h.request(b"C", b"late", robot="tatbott", timeout_ms=30_000)
+    msgs = live(0)
+    assert errors(msgs) == [(b"C", b"late", "unknown_robot")]  # at once
+    _, message, field = proto.decode_error(msgs[0][1].payload)
+    assert message == (
+        "unknown robot 'tatbott': no worker serves it; served: tatbot; warming up: arm"
+    )
+    assert field == "robot"
+    h.request(b"C", b"arm", robot="arm", timeout_ms=500)  # only warming: waits
+    assert live(0) == []
+    msgs = live(0.75)
+    assert errors(msgs) == [(b"C", b"arm", "timeout")]
+    assert "warming up" in proto.decode_error(msgs[0][1].payload)[1]
+    h.request(b"C", b"ok", robot="tatbot")
+    assert len(jobs_sent(h.drain())) == 1
+
+
+def test_a_robot_whose_last_worker_left_waits_for_it_while_it_may_restart():
+    """A supervisor restarting a crashed worker (import JAX, load, announce) may take longer
+    than the rejoin grace: requests for that robot keep waiting for DEPARTED_WAIT."""
+    h = Harness()
+    h.tick(GRACE + 1)
+    h.ready(b"W1")
+    h.send(b"W1", proto.disconnect_frames("restarting"))
+    advance(h, DEPARTED_WAIT - 1)
+    h.request(b"C", b"r1", timeout_ms=30_000)
+    assert h.drain() == []  # its worker may be on its way back
+    h.ready(b"W2")
+    assert len(jobs_sent(h.drain())) == 1
+    h.send(b"W2", proto.disconnect_frames("gone"))
+    h.drain()
+    advance(h, DEPARTED_WAIT + 0.5)
+    assert errors(h.drain()) == [(b"C", b"r1", "timeout")]  # requeued, and waited 30 s
+    h.request(b"C", b"r2", timeout_ms=30_000)
+    msgs = h.drain()
+    assert errors(msgs) == [(b"C", b"r2", "unknown_robot")]
+    assert "served: none" in proto.decode_error(msgs[0][1].payload)[1]
+
+
+def test_a_warming_worker_that_renames_its_robots_announces_only_the_new_ones():
+    h = Harness()
+    h.tick(GRACE + 1)
+    warming(h, b"W1", robots=["a"])
+    warming(h, b"W1", robots=["b"])
+    h.request(b"C", b"r1", robot="a")
+    msgs = h.drain()
+    assert errors(msgs) == [(b"C", b"r1", "unknown_robot")]
+    assert proto.decode_error(msgs[0][1].payload)[1].endswith("served: none; warming up: b")
+    h.request(b"C", b"r2", robot="b")
+    assert h.drain() == []

@@ -171,8 +171,8 @@ def test_warmup_logs_progress_while_it_compiles(caplog):
     with caplog.at_level(logging.INFO, "zmq_ik.worker.settings"):
         assert progress.warmup()["device"] == "cpu"
     lines = [r.getMessage() for r in caplog.records]
-    assert "warm-up: 1/4 buckets compiled, 0s elapsed" in lines
-    ticks = [line for line in lines if line.startswith("warm-up: still compiling (1/4 buckets")]
+    assert "warming r: bucket 1/4 compiled, 0 s elapsed" in lines
+    ticks = [line for line in lines if line.startswith("warming r: still compiling (bucket 1/4")]
     assert len(ticks) >= 2, lines
     assert progress.robots == ["r"]
 
@@ -189,7 +189,16 @@ def test_warmup_logs_progress_while_it_compiles(caplog):
 
 def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
     """Before: exit 1 ('Aborted!'). The client closes at once: the chunks still queued at the
-    broker (no worker here) are dropped at their deadline."""
+    broker are dropped at their deadline. Its only worker is still warming up (never given a
+    job): the chunks wait for it however long `compute` takes to start (with no worker at
+    all they would be refused `unknown_robot` once the broker is 6 s old, #18.8)."""
+    urdf = example_paths()[0].parent / "tatbot.urdf"
+    procs.echo_worker(endpoint, "--robot", f"tatbot={urdf}", "--echo-warmup", "120")
+    with IKClient(endpoint, timeout=1, retries=0) as client:
+        deadline = time.monotonic() + 20
+        while not client.ping().get("warming"):
+            assert time.monotonic() < deadline, "the warming worker never announced itself"
+            time.sleep(0.05)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -28,7 +28,9 @@ from zmq_ik.protocol import (
     Heartbeat,
     Ready,
     Reply,
+    Warming,
     encode_payload,
+    error_frames,
     heartbeat_frames,
     parse_message,
     request_frames,
@@ -119,14 +121,28 @@ def raw_broker(zctx: zmq.Context) -> tuple[zmq.Socket, str]:
     return router, f"tcp://127.0.0.1:{port}"
 
 
+def until_ready(router: zmq.Socket, older: bool = False) -> tuple[bytes, Ready]:
+    """The worker's READY, after its WARMING (4.11), which a broker takes silently, or with
+    ``older`` answers as a broker older than WARMING does (ERROR, field ``command``)."""
+    while True:
+        assert router.poll(30_000)
+        identity, *frames = router.recv_multipart()
+        msg = parse_message(frames)
+        if isinstance(msg, Ready):
+            return identity, msg
+        assert isinstance(msg, Warming), msg
+        if older:
+            refusal = error_frames(b"", "protocol", "unknown command b'WARMING'", "command")
+            router.send_multipart([identity, *refusal])
+
+
 def test_a_job_sent_to_a_busy_worker_is_declined_at_once(procs, zctx):
     """A broker (a raw ROUTER here, flagging `decline`) that sends a job to a worker busy with
     another broker's job gets DECLINE for it within milliseconds, then FLAG_IDLE once free."""
     a = procs.broker().endpoint
     router, b = raw_broker(zctx)
     procs.echo_worker(a, "--connect", b)
-    assert router.poll(30_000)
-    identity, *_ = router.recv_multipart()  # READY
+    identity, _ = until_ready(router)
     router.send_multipart([identity, *heartbeat_frames("decline")])
     wait_for_workers(a, 1)
     out: dict[str, Any] = {}
@@ -163,10 +179,8 @@ def test_a_broker_without_the_extension_never_sees_it_and_its_job_runs_next(proc
     a = procs.broker().endpoint
     router, old = raw_broker(zctx)
     procs.echo_worker(a, "--connect", old)
-    assert router.poll(30_000)
-    identity, *frames = router.recv_multipart()
-    ready = parse_message(frames)
-    assert isinstance(ready, Ready) and "decline" in ready.info["features"]
+    identity, ready = until_ready(router, older=True)
+    assert "decline" in ready.info["features"]
     wait_for_workers(a, 1)
     out: dict[str, Any] = {}
     thread = sleep_on(a, 1.0, out, "a")

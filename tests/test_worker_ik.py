@@ -10,6 +10,7 @@ from zmq_ik.client import IKClient
 from zmq_ik.errors import RemoteError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
+from zmq_ik.worker import ServiceCall
 
 ik = pytest.importorskip("zmq_ik.ik")
 pytestmark = pytest.mark.timeout(300)
@@ -160,9 +161,29 @@ def test_warm_settings_compile_their_program_before_ready(robot):
     assert info["programs"] == [{"precise": False, "seeds": 1}, {"precise": True, "seeds": 1}]
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
     for header in ({"ik": {"precise": True, "pos_weight": 4.0}}, {}):
-        reply, out = service.handle("tatbot", "solve", header, arrays, lambda h, a: None)
+        reply, out = service.handle(ServiceCall("tatbot", "solve", header, arrays))
         assert reply["compiles_since_ready"] == 0
         assert out["joints"].shape == (5, 14)
+
+
+def test_warmup_reports_each_compiled_bucket_over_every_program():
+    """#18.9: the warm-up tells ``warmup_progress(done, total)`` as each bucket is compiled,
+    counted over every program it compiles (the worker logs it and announces it, WARMING)."""
+    from conftest import JAX_CACHE
+
+    from zmq_ik.worker.ik_service import IKService
+
+    calls: list[tuple[int, int]] = []
+    service = IKService(
+        buckets=(1, 16),
+        cache_dir=JAX_CACHE,
+        warm=[IKSettings(precise=True)],
+        warmup_progress=lambda done, total: calls.append((done, total)),
+    )
+    service.warmup()
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert ik.warmup_buckets(IKSettings(seeds=16), (1, 16, 64)) == (1,)  # 16 x 16 > 64
+    assert ik.warmup_buckets(None, (1, 16, 64)) == (1, 16, 64)
 
 
 def test_programs_compiled_on_demand_are_bounded(robot):
@@ -180,7 +201,7 @@ def test_programs_compiled_on_demand_are_bounded(robot):
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
 
     def solve(header, arrays=arrays):
-        reply, out = service.handle("tatbot", "solve", header, arrays, lambda h, a: None)
+        reply, out = service.handle(ServiceCall("tatbot", "solve", header, arrays))
         assert np.isfinite(out["joints"]).all()
         return reply["compiles_since_ready"]
 
@@ -213,7 +234,7 @@ def test_service_defaults_deadline_and_solver_bound(robot):
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
 
     def solve(header, arrays=arrays, deadline=None):
-        return service.handle("tatbot", "solve", header, arrays, lambda h, a: None, deadline)
+        return service.handle(ServiceCall("tatbot", "solve", header, arrays, deadline=deadline))
 
     _, implicit = solve({})
     _, named = solve({"ee_links": list(TATBOT.ee_links)})

@@ -3,7 +3,8 @@
 from zmq_ik.worker._link import WorkerSettings as WorkerSettings
 from zmq_ik.worker._service import EchoService as EchoService
 from zmq_ik.worker._service import Service as Service
+from zmq_ik.worker._service import ServiceCall as ServiceCall
 from zmq_ik.worker._service import ServiceError as ServiceError
 from zmq_ik.worker._worker import Worker as Worker
 
-__all__ = ["EchoService", "Service", "ServiceError", "Worker", "WorkerSettings"]
+__all__ = ["EchoService", "Service", "ServiceCall", "ServiceError", "Worker", "WorkerSettings"]

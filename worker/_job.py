@@ -25,7 +25,7 @@ from zmq_ik.protocol import (
     error_frames,
     reply_frames,
 )
-from zmq_ik.worker._service import Service, ServiceError
+from zmq_ik.worker._service import Service, ServiceCall, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def run_job(
     try:
         payload = decode_payload(job.payload, limits)
         header, arrays = service.handle(
-            job.robot, job.operation, payload.header, payload.arrays, progress, job.deadline
+            ServiceCall(
+                job.robot, job.operation, payload.header, payload.arrays, progress, job.deadline
+            )
         )
         header = {**header, "compute_ms": round((time.perf_counter() - t0) * 1000, 3)}
         return reply_frames(Command.FINAL, job.job_id, encode_payload(header, arrays))

@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from zmq_ik.protocol import DEFAULT_ENDPOINT, Limits, endpoints_setting
+from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Limits, endpoints_setting
 from zmq_ik.worker._job import Job
 
 
@@ -27,7 +27,7 @@ class WorkerSettings:
     reconnect_min: float = 0.25
     """First reconnect delay (seconds); doubles while the broker stays silent, and starts
     afresh once a broker has answered (each outage backs off from the start)."""
-    reconnect_max: float = 5.0
+    reconnect_max: float = RECONNECT_MAX
     """Cap on the reconnect delay."""
     limits: Limits = field(default_factory=Limits)
     """Protocol limits enforced on requests."""

@@ -10,6 +10,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +20,10 @@ from zmq_ik.errors import ErrorCode, IKError, IKTimeout
 
 Progress = Callable[[Mapping[str, Any], Mapping[str, np.ndarray] | None], None]
 """Send a PARTIAL reply: header (e.g. ``{"progress": [done, total]}``) and optional arrays."""
+WarmupHook = Callable[[int, int], None]
+"""Told ``(done, total)`` steps (compiled buckets) as a service's warm-up advances: a
+service's optional ``warmup_progress`` attribute. `worker.settings.WarmupProgress` logs it;
+the worker sets it to announce the progress to its brokers (WARMING)."""
 
 
 class ServiceError(IKError):
@@ -31,30 +36,45 @@ class ServiceError(IKError):
         self.field = field
 
 
+Reply = tuple[dict[str, Any], dict[str, np.ndarray]]
+"""What a service returns: the FINAL reply's header and arrays."""
+
+
+@dataclass(frozen=True)
+class ServiceCall:
+    """One decoded request as a service sees it (one argument, so that a new field reaches
+    every service without touching each signature)."""
+
+    robot: str
+    """The robot (service) name the client asked for."""
+    operation: str
+    """What to compute, e.g. ``solve``."""
+    header: Mapping[str, Any]
+    """The request's msgpack header."""
+    arrays: Mapping[str, np.ndarray]
+    """The request's arrays, by name."""
+    progress: Progress = lambda header, arrays: None
+    """Sends a PARTIAL reply."""
+    deadline: float | None = None
+    """``time.monotonic()`` seconds when the client stops waiting: long work checks it
+    between steps and raises `IKTimeout`, so that one huge request cannot hold the worker
+    long after its answer stopped mattering."""
+
+
 class Service(Protocol):
     """The interface the worker loop drives."""
 
     robots: list[str]
-    """Robot (service) names served; sent in READY."""
+    """Robot (service) names served; sent in WARMING and READY. A service may also have a
+    ``warmup_progress`` attribute (a `WarmupHook` or None) that its `warmup` calls."""
 
     def warmup(self) -> dict[str, Any]:
         """Load and compile everything before READY; returns facts for the READY header."""
         ...
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Compute one request; raise `InputError`/`ServiceError` for bad requests.
-
-        ``deadline`` (``time.monotonic()`` seconds): when the client stops waiting. Long work
-        checks it between steps and raises `IKTimeout`, so that one huge request cannot hold
-        the worker long after its answer stopped mattering."""
+    def handle(self, call: ServiceCall) -> Reply:
+        """Compute one request; raise `InputError`/`ServiceError` for bad requests and
+        `IKTimeout` once ``call.deadline`` has passed."""
         ...
 
 
@@ -63,36 +83,41 @@ class EchoService:
 
     Operations: ``echo`` returns the header and arrays it got; ``sleep`` waits
     ``header["seconds"]`` (a stand-in for a long solve); ``fail`` raises (an `internal` error).
+    ``warmup_s``: how long its warm-up takes, in `WARMUP_STEPS` steps reported like
+    compiled buckets (a stand-in for a compiling IK worker).
     """
 
-    def __init__(self, robots: list[str] | None = None) -> None:
+    WARMUP_STEPS = 4
+
+    def __init__(self, robots: list[str] | None = None, warmup_s: float = 0.0) -> None:
         self.robots = list(robots or ["echo"])
+        self.warmup_s = warmup_s
+        self.warmup_progress: WarmupHook | None = None
 
     def warmup(self) -> dict[str, Any]:
+        if self.warmup_s > 0:
+            steps = self.WARMUP_STEPS
+            for done in range(1, steps + 1):
+                time.sleep(self.warmup_s / steps)
+                if self.warmup_progress is not None:
+                    self.warmup_progress(done, steps)
         return {"device": "cpu", "operations": ["echo", "sleep", "fail"]}
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def handle(self, call: ServiceCall) -> Reply:
+        operation, header = call.operation, call.header
         if operation == "echo":
-            return {**header, "pid": os.getpid()}, dict(arrays)
+            return {**header, "pid": os.getpid()}, dict(call.arrays)
         if operation == "sleep":
             seconds = header.get("seconds", 0)
             if not isinstance(seconds, int | float) or not 0 <= seconds <= 3600:
                 raise ServiceError(ErrorCode.BAD_REQUEST, "seconds must be in 0..3600", "seconds")
             steps = max(1, int(seconds / 0.05))
             for i in range(steps):
-                if deadline is not None and time.monotonic() > deadline:
+                if call.deadline is not None and time.monotonic() > call.deadline:
                     raise IKTimeout(f"deadline passed after sleeping {i}/{steps} of {seconds}s")
                 time.sleep(seconds / steps)
                 if header.get("progress"):
-                    progress({"progress": [i + 1, steps]}, None)
+                    call.progress({"progress": [i + 1, steps]}, None)
             return {"slept": seconds, "pid": os.getpid()}, {}
         if operation == "fail":
             raise RuntimeError("failing on purpose")

@@ -53,6 +53,7 @@ from zmq_ik.protocol import (
 from zmq_ik.worker._job import Job, run_job
 from zmq_ik.worker._link import Link, WorkerSettings
 from zmq_ik.worker._service import Service, base_info
+from zmq_ik.worker._warming import Announcer
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ contends for the GIL: 200 a second measured ~5 % of echo throughput)."""
 
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_ABSENT = object()
 
 
 class Worker:
@@ -116,20 +118,19 @@ class Worker:
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> None:
-        """Warm up, register with every broker, serve; reconnect to whichever goes silent."""
-        t0 = time.monotonic()
-        self.info = {**base_info(), **self.service.warmup()}
-        self.info["robots"] = list(self.service.robots)
-        self.info["warmup_s"] = round(time.monotonic() - t0, 3)
-        self.info["heartbeat_ms"] = int(self.settings.heartbeat_interval * 1000)
-        self.info["features"] = [FEATURE_DECLINE]
-        logger.info(
-            "warm-up took %.2fs; serving %s on %s to %s",
-            self.info["warmup_s"],
-            ",".join(self.service.robots),
-            self.info.get("device", "cpu"),
-            ", ".join(link.endpoint for link in self._links),
-        )
+        """Connect to every broker and announce the robots (WARMING), warm up, register
+        (READY) and serve; reconnect to whichever broker goes silent."""
+        try:
+            self._warm_up()
+        except BaseException:  # a robot that does not load: the brokers forget us at once
+            for link in self._links:
+                if link.sock is not None:
+                    self._send(link, disconnect_frames("warm-up failed"))
+                    link.sock.close(100)  # (ms) time for the DISCONNECT to leave
+                    link.sock = None
+            if self._own_context:
+                self.context.term()
+            raise
         # The main thread wakes the keeper from its poll with this pair when a job ends.
         address = f"inproc://zmq-ik-keeper-{id(self):x}"
         self._wake_keeper = self.context.socket(zmq.PAIR)
@@ -158,6 +159,53 @@ class Worker:
                 self.context.term()
         logger.info("worker stopped after %d job(s), %d declined", self.served, self.declined)
 
+    def _warm_up(self) -> None:
+        """The service's warm-up, announced to every broker while it runs (WARMING, with the
+        buckets compiled so far); then READY to each."""
+        t0 = time.monotonic()
+        base = base_info()
+        robots = list(self.service.robots)
+        announced = {"robots": robots, "host": base["host"], "pid": base["pid"]}
+        for link in self._links:
+            self._open(link, t0)
+        announcer = Announcer(self._links, announced, self.settings.limits)
+        logger.info("warming up %s; announcing it to %s", ",".join(robots), self._endpoints())
+        service: Any = self.service  # `warmup_progress` is optional (_service.WarmupHook)
+        own: Any = getattr(service, "warmup_progress", _ABSENT)
+        if own is not _ABSENT:  # the service reports its buckets: pass them on too
+
+            def both(done: int, total: int) -> None:
+                announcer.progress(done, total)
+                if own is not None:
+                    own(done, total)
+
+            service.warmup_progress = both
+        announcer.start()
+        try:
+            warm = service.warmup()
+        finally:
+            announcer.stop()
+            if own is not _ABSENT:
+                service.warmup_progress = own
+        self.info = {**base, **warm, "robots": robots}
+        self.info["warmup_s"] = round(time.monotonic() - t0, 3)
+        self.info["heartbeat_ms"] = int(self.settings.heartbeat_interval * 1000)
+        self.info["features"] = [FEATURE_DECLINE]
+        logger.info(
+            "warm-up took %.2fs; serving %s on %s to %s",
+            self.info["warmup_s"],
+            ",".join(robots),
+            self.info.get("device", "cpu"),
+            self._endpoints(),
+        )
+        now = time.monotonic()
+        for link in self._links:
+            link.last_recv = now  # what a broker sent meanwhile was read; silence counts anew
+            self._send(link, ready_frames(self.info))
+
+    def _endpoints(self) -> str:
+        return ", ".join(link.endpoint for link in self._links)
+
     def _serve(self) -> None:
         interval = self.settings.heartbeat_interval
         expiry = interval * self.settings.liveness
@@ -165,6 +213,10 @@ class Worker:
         links = self._links
         single = links[0] if len(links) == 1 else None
         by_socket: dict[zmq.Socket, Link] = {}
+        for link in links:  # connected (and announced) before the warm-up
+            if link.sock is not None:
+                poller.register(link.sock, zmq.POLLIN)
+                by_socket[link.sock] = link
         while True:
             now = time.monotonic()
             if self._stop.is_set():
@@ -225,6 +277,11 @@ class Worker:
         return _PLAIN_BEAT
 
     def _connect(self, link: Link, now: float) -> None:
+        """A new connection to ``link``'s broker, registered at once (READY)."""
+        self._open(link, now)
+        self._send(link, ready_frames(self.info))
+
+    def _open(self, link: Link, now: float) -> None:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
         sock.setsockopt(zmq.LINGER, 0)
@@ -242,7 +299,6 @@ class Worker:
         link.deferred = None
         link.broken = None
         link.last_recv = now
-        self._send(link, ready_frames(self.info))
 
     def _drop(self, link: Link, outcome: str, now: float) -> None:
         """End a connection ('silent', 'disconnected'); reconnect after the backoff."""

@@ -22,7 +22,7 @@ from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
 from zmq_ik.errors import ErrorCode, InputError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
-from zmq_ik.worker._service import Progress, ServiceError
+from zmq_ik.worker._service import Reply, ServiceCall, ServiceError, WarmupHook
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ class IKService:
         warm: Sequence[IKSettings] = (),
         warmup_threads: int | None = None,
         max_extra_compiles: int = 32,
+        warmup_progress: WarmupHook | None = None,
     ) -> None:
         self.entries = {e.name: e for e in robot_entries(robots, ee_links, rest)}
         self.robots = list(self.entries)
@@ -191,6 +192,9 @@ class IKService:
         much as the default program; any other program compiles on its first request."""
         self.warmup_threads = warmup_threads
         """Threads compiling buckets at warm-up (None: one per CPU, at most 4)."""
+        self.warmup_progress = warmup_progress
+        """Called ``(buckets done, total)`` over every robot and program as each bucket is
+        compiled at warm-up (the worker logs it and announces it to its brokers)."""
         self._solvers: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._urdf_text: dict[str, str] = {}
         self.compiles_at_ready = 0
@@ -234,13 +238,29 @@ class IKService:
             picked = [(p.precise, p.seeds) for p in program_settings]
             if (settings.precise, settings.seeds) not in picked:
                 program_settings.append(settings)
+        # Robots without default end effectors compile nothing here.
+        per_robot = sum(len(ik.warmup_buckets(p, self.buckets)) for p in program_settings)
+        total = per_robot * sum(1 for e in self.entries.values() if e.ee_links is not None)
+        done = 0
+
+        def compiled(n: int, _: int) -> None:
+            if self.warmup_progress is not None:
+                self.warmup_progress(done + n, total)
+
         for entry in self.entries.values():
             robot = self._load(entry)
             if robot is None:
                 continue
             for settings in program_settings:
                 t1 = time.monotonic()
-                ik.warmup(robot, settings, buckets=self.buckets, threads=self.warmup_threads)
+                ik.warmup(
+                    robot,
+                    settings,
+                    buckets=self.buckets,
+                    threads=self.warmup_threads,
+                    progress=compiled,
+                )
+                done += len(ik.warmup_buckets(settings, self.buckets))
                 logger.info(
                     "robot %s: compiled buckets %s (precise=%s, seeds=%d) in %.2fs",
                     entry.name,
@@ -291,17 +311,9 @@ class IKService:
 
     # ------------------------------------------------------------------ requests
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def handle(self, call: ServiceCall) -> Reply:
         try:
-            header, arrays = self._handle(robot, operation, header, arrays, deadline)
+            header, arrays = self._handle(call)
         finally:
             extra_solvers = len(self._solvers) - len(self._warm)
             if (
@@ -331,15 +343,11 @@ class IKService:
         )
         self._compiles_at_trim = self.compiles
 
-    def _handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        deadline: float | None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _handle(self, call: ServiceCall) -> Reply:
         from zmq_ik import ik
+
+        robot, operation, header, arrays = call.robot, call.operation, call.header, call.arrays
+        deadline = call.deadline
 
         entry = self.entries.get(robot)
         if entry is None:

@@ -19,14 +19,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from zmq_ik._checks import as_bool, as_int, as_str
+from zmq_ik._checks import as_bool, as_float, as_int, as_str
 from zmq_ik._settings import setting
 from zmq_ik.errors import ConfigError, InputError, ProtocolError
 from zmq_ik.model import IKSettings
 from zmq_ik.protocol import BROKER_SERVICE, LIMITS, check_text
-from zmq_ik.worker._service import EchoService, Progress, Service
+from zmq_ik.worker._service import EchoService, Reply, Service, ServiceCall, WarmupHook
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +224,12 @@ class ServiceSettings:
         "worker's memory.",
     )
     echo: bool = setting(False, doc="Serve the no-IK echo service (tests, transport benchmarks).")
+    echo_warmup: float = setting(
+        0.0,
+        metavar="SECONDS",
+        doc="How long the echo service's warm-up takes, reported in 4 steps like compiled "
+        "buckets (tests of warm-up reporting).",
+    )
 
     def __post_init__(self) -> None:
         # Also the check of a config read from JSON: every field is validated here.
@@ -261,6 +265,7 @@ class ServiceSettings:
             tuple(w if isinstance(w, IKSettings) else IKSettings.from_dict(w) for w in warm),
         )
         put(self, "max_extra_compiles", as_int(self.max_extra_compiles, "max_extra_compiles", 1))
+        put(self, "echo_warmup", as_float(self.echo_warmup, "echo_warmup", 0.0, hi=3600.0))
         for name in ("echo", "require_gpu"):
             put(self, name, as_bool(getattr(self, name), name))
         if self.gpu is not None:
@@ -302,7 +307,8 @@ def build_service(settings: ServiceSettings, progress_interval: float = 10.0) ->
     Raises `InputError` (field: the setting to blame) for settings that cannot work, and
     `ConfigError` when ``require_gpu`` and JAX sees no GPU."""
     if settings.echo:
-        return EchoService(list(settings.robots) or None)
+        echo = EchoService(list(settings.robots) or None, warmup_s=settings.echo_warmup)
+        return WarmupProgress(echo, progress_interval)
     if settings.require_gpu and settings.gpu is None:
         raise InputError("require_gpu needs a GPU index (--gpu N)", "require_gpu")
     from zmq_ik.worker.ik_service import IKService, pin_device
@@ -352,25 +358,31 @@ def check_gpu(gpu: int | None, require: bool) -> None:
 
 
 class WarmupProgress:
-    """A service whose warm-up shows it is alive: compiling can take minutes with nothing
-    logged between 'built solver' and 'compiled buckets', so every ``interval`` seconds it
-    logs the time elapsed, and buckets done/total once the engine reports them by calling
-    this object (``progress(done, total)``, the hook `IKService` warm-up would call per
-    compiled bucket). Requests pass straight through."""
+    """A service whose warm-up shows it is alive: compiling can take minutes, so it logs each
+    compiled bucket (``warming tatbot: bucket 3/8 compiled, 41 s elapsed``: the wrapped
+    service's `_service.WarmupHook`, ``warmup_progress``, is this object) and every
+    ``interval`` seconds the time elapsed. Its own ``warmup_progress`` hook is told the same
+    (the worker announces it to its brokers). Requests pass straight through."""
 
     def __init__(self, service: Service, interval: float = 10.0) -> None:
         self.service = service
         self.robots = service.robots
         self.interval = interval
         self.done = self.total = 0
+        self.warmup_progress: WarmupHook | None = None
         self._t0 = time.monotonic()
+        if hasattr(service, "warmup_progress"):
+            service.warmup_progress = self
 
     def __call__(self, done: int, total: int) -> None:
         self.done, self.total = done, total
-        logger.info("warm-up: %d/%d buckets compiled, %s", done, total, self._elapsed())
+        robots = ",".join(self.robots)
+        logger.info("warming %s: bucket %d/%d compiled, %s", robots, done, total, self._elapsed())
+        if self.warmup_progress is not None:
+            self.warmup_progress(done, total)
 
     def _elapsed(self) -> str:
-        return f"{time.monotonic() - self._t0:.0f}s elapsed"
+        return f"{time.monotonic() - self._t0:.0f} s elapsed"
 
     @contextmanager
     def _ticking(self) -> Iterator[None]:
@@ -378,8 +390,13 @@ class WarmupProgress:
 
         def tick() -> None:
             while not stop.wait(self.interval):
-                counts = f"{self.done}/{self.total} buckets, " if self.total else ""
-                logger.info("warm-up: still compiling (%s%s)", counts, self._elapsed())
+                counts = f"bucket {self.done}/{self.total}, " if self.total else ""
+                logger.info(
+                    "warming %s: still compiling (%s%s)",
+                    ",".join(self.robots),
+                    counts,
+                    self._elapsed(),
+                )
 
         thread = threading.Thread(target=tick, name="zmq-ik-warmup-progress", daemon=True)
         thread.start()
@@ -399,13 +416,5 @@ class WarmupProgress:
             except InputError as e:
                 raise ConfigError(e.message) from e
 
-    def handle(
-        self,
-        robot: str,
-        operation: str,
-        header: Mapping[str, Any],
-        arrays: Mapping[str, np.ndarray],
-        progress: Progress,
-        deadline: float | None = None,
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return self.service.handle(robot, operation, header, arrays, progress, deadline)
+    def handle(self, call: ServiceCall) -> Reply:
+        return self.service.handle(call)

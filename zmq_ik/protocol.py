@@ -68,6 +68,16 @@ FLAG_IDLE = "idle"
 FLAG_BUSY = "busy"
 """HEARTBEAT flag, worker → broker: running a job (possibly another broker's)."""
 
+RECONNECT_MAX = 5.0
+"""Longest a worker waits between reconnects to a silent broker (seconds; its backoff doubles
+from 0.25 s up to this). A restarted broker sees its workers again within this plus one
+liveness window (`broker._jobs.BrokerSettings.rejoin_grace`)."""
+WARMING_INTERVAL = 1.0
+"""Longest a warming worker waits between two WARMING messages (seconds, docs/protocol.md
+4.11); it also sends one as each bucket compiles."""
+WARMING_TTL = 5.0
+"""A warming worker silent this long (seconds) is forgotten by the broker: 5 missed WARMINGs."""
+
 
 class Command(bytes, Enum):
     """Frame 1 of every message. Which peer may send which command: docs/protocol.md."""
@@ -80,6 +90,7 @@ class Command(bytes, Enum):
     HEARTBEAT = b"HEARTBEAT"
     DISCONNECT = b"DISCONNECT"
     DECLINE = b"DECLINE"
+    WARMING = b"WARMING"
 
 
 _COMMANDS = {c.value: c for c in Command}
@@ -160,7 +171,21 @@ class Decline:
     job_id: bytes
 
 
-Message = Request | Reply | Ready | Heartbeat | Disconnect | Decline
+@dataclass(slots=True)
+class Warming:
+    """WARMING, worker → broker: a worker that is still loading and compiling announces the
+    robots it will serve and how far it is (docs/protocol.md 4.11). Never given a job."""
+
+    info: dict[str, Any]
+    """Decoded header: ``robots`` required, ``progress`` ``{done, total, elapsed_s}``, and
+    READY's ``device``, ``host``, ``pid`` (all bounded as in READY)."""
+
+    @property
+    def robots(self) -> list[str]:
+        return list(self.info["robots"])
+
+
+Message = Request | Reply | Ready | Heartbeat | Disconnect | Decline | Warming
 
 
 _NAMES: dict[tuple[bytes, int, bool], str] = {}
@@ -268,19 +293,20 @@ def parse_message(frames: Sequence[Frame], limits: Limits = LIMITS) -> Message:
         if len(request_id) > limits.max_id_bytes:
             raise ProtocolError("request id too long", field="request_id")
         return Reply(cmd, request_id, list(frames[3:]))
-    if cmd is Command.READY:
+    if cmd is Command.READY or cmd is Command.WARMING:
         if n != 3:
-            raise ProtocolError(f"READY needs exactly 3 frames, got {n}")
+            raise ProtocolError(f"{cmd.name} needs exactly 3 frames, got {n}")
         info = unpack_header(frames[2], limits)
-        _check_ready(info, limits)  # first: an error naming the field is the more useful
+        # First: an error naming the field is the more useful.
+        check_worker_header(info, limits, cmd.name)
         size = frame_len(frames[2])
         if size > limits.max_ready_bytes:
             raise ProtocolError(
-                f"READY header is {size} bytes, limit {limits.max_ready_bytes}",
+                f"{cmd.name} header is {size} bytes, limit {limits.max_ready_bytes}",
                 ErrorCode.TOO_LARGE,
                 "header",
             )
-        return Ready(info)
+        return Ready(info) if cmd is Command.READY else Warming(info)
     if cmd is Command.HEARTBEAT:
         if n == 2:
             return _HEARTBEAT
@@ -326,23 +352,24 @@ def _flags(raw: bytes, limits: Limits) -> frozenset[str]:
     return flags
 
 
-def _check_ready(info: dict[str, Any], limits: Limits) -> None:
-    """Bound every READY field the broker keeps or shows (a rogue READY must not degrade
-    dispatch or make ``ping``/``status`` too large for everyone)."""
+def check_worker_header(info: dict[str, Any], limits: Limits, what: str = "READY") -> None:
+    """Bound every field of a READY or WARMING header (``what``) that the broker keeps or
+    shows (a rogue one must not degrade dispatch or make ``ping``/``status`` too large for
+    everyone): one set of rules for both."""
     robots = info.get("robots")
     if not isinstance(robots, list) or not robots:
         raise ProtocolError(
-            "READY header needs 'robots': a non-empty list of names", field="robots"
+            f"{what} header needs 'robots': a non-empty list of names", field="robots"
         )
     if len(robots) > limits.max_robots:
         raise ProtocolError(
-            f"READY claims {len(robots)} robots, limit {limits.max_robots}",
+            f"{what} claims {len(robots)} robots, limit {limits.max_robots}",
             ErrorCode.TOO_LARGE,
             "robots",
         )
     for r in robots:
         if not isinstance(r, str):
-            raise ProtocolError("READY 'robots' must be a list of names", field="robots")
+            raise ProtocolError(f"{what} 'robots' must be a list of names", field="robots")
         check_text(r.encode(), "robots", limits.max_name_bytes, ascii_only=False)
         if r == BROKER_SERVICE:
             raise ProtocolError(f"{BROKER_SERVICE!r} is reserved", field="robots")
@@ -351,16 +378,19 @@ def _check_ready(info: dict[str, Any], limits: Limits) -> None:
         if value is None:
             continue
         if not isinstance(value, str):
-            raise ProtocolError(f"READY {key!r} must be a string", field=key)
+            raise ProtocolError(f"{what} {key!r} must be a string", field=key)
         if len(value) > limits.max_info_chars:
             raise ProtocolError(
-                f"READY {key!r} is {len(value)} characters, limit {limits.max_info_chars}",
+                f"{what} {key!r} is {len(value)} characters, limit {limits.max_info_chars}",
                 ErrorCode.TOO_LARGE,
                 key,
             )
     pid = info.get("pid")
     if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
-        raise ProtocolError("READY 'pid' must be an integer", field="pid")
+        raise ProtocolError(f"{what} 'pid' must be an integer", field="pid")
+    progress = info.get("progress")
+    if progress is not None:
+        check_progress(progress, what)
     features = info.get("features")
     if features is not None and not (
         isinstance(features, list)
@@ -368,7 +398,7 @@ def _check_ready(info: dict[str, Any], limits: Limits) -> None:
         and all(isinstance(f, str) and 0 < len(f) <= limits.max_flags_bytes for f in features)
     ):
         raise ProtocolError(
-            f"READY 'features' must be a list of at most {limits.max_features} names of at "
+            f"{what} 'features' must be a list of at most {limits.max_features} names of at "
             f"most {limits.max_flags_bytes} characters",
             field="features",
         )
@@ -377,7 +407,7 @@ def _check_ready(info: dict[str, Any], limits: Limits) -> None:
         return
     if not isinstance(versions, dict) or len(versions) > limits.max_versions:
         raise ProtocolError(
-            f"READY 'versions' must be a map of at most {limits.max_versions} entries",
+            f"{what} 'versions' must be a map of at most {limits.max_versions} entries",
             ErrorCode.TOO_LARGE if isinstance(versions, dict) else ErrorCode.PROTOCOL,
             "versions",
         )
@@ -387,8 +417,46 @@ def _check_ready(info: dict[str, Any], limits: Limits) -> None:
         for k, v in versions.items()
     ):
         raise ProtocolError(
-            f"READY 'versions' entries must be strings of at most {n} characters",
+            f"{what} 'versions' entries must be strings of at most {n} characters",
             field="versions",
+        )
+
+
+MAX_PROGRESS = 2**31 - 1
+"""Largest ``done``/``total`` of a WARMING ``progress`` (and ``elapsed_s``, in seconds)."""
+
+
+def check_progress(progress: Any, what: str = "WARMING") -> None:
+    """A warm-up's ``progress``: a map of at most ``done`` and ``total`` (integers,
+    0 ≤ done ≤ total ≤ `MAX_PROGRESS`) and ``elapsed_s`` (a finite number of seconds, 0 ≤ it
+    ≤ `MAX_PROGRESS`); nothing else."""
+    field = "progress"
+    if not isinstance(progress, dict) or not set(progress) <= {"done", "total", "elapsed_s"}:
+        raise ProtocolError(
+            f"{what} 'progress' must be a map of 'done', 'total' and 'elapsed_s'", field=field
+        )
+    counts = [progress.get(k, 0) for k in ("done", "total")]
+    if (
+        not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_PROGRESS
+            for c in counts
+        )
+        or counts[0] > counts[1]
+    ):
+        raise ProtocolError(
+            f"{what} progress 'done' and 'total' must be integers, 0 <= done <= total <= "
+            f"{MAX_PROGRESS}",
+            field=field,
+        )
+    elapsed = progress.get("elapsed_s", 0.0)
+    if not (
+        isinstance(elapsed, int | float)
+        and not isinstance(elapsed, bool)
+        and 0 <= elapsed <= MAX_PROGRESS  # NaN fails both
+    ):
+        raise ProtocolError(
+            f"{what} progress 'elapsed_s' must be a number of seconds in 0..{MAX_PROGRESS}",
+            field=field,
         )
 
 
@@ -454,6 +522,11 @@ def decode_error(payload: Sequence[Frame]) -> tuple[str, str, str | None]:
 def ready_frames(info: Mapping[str, Any]) -> list[Any]:
     """Frames of a READY: ``info`` must contain ``robots``; may contain anything small."""
     return [PROTOCOL, Command.READY.value, pack_header(info)]
+
+
+def warming_frames(info: Mapping[str, Any]) -> list[Any]:
+    """Frames of a WARMING: ``info`` as READY's (``robots`` required) plus ``progress``."""
+    return [PROTOCOL, Command.WARMING.value, pack_header(info)]
 
 
 def heartbeat_frames(*flags: str) -> list[bytes]:

@@ -32,17 +32,40 @@ def format_ping(endpoint: str, info: dict[str, Any], rtts: Sequence[float]) -> s
         f"up {info.get('uptime_s', 0):.1f}s; rtt min/median/max = "
         f"{rtts[0]:.3f}/{rtts[len(rtts) // 2]:.3f}/{rtts[-1]:.3f} ms"
     ]
-    workers = info.get("workers", [])
-    omitted = info.get("workers_omitted", 0)  # a broker with very many workers lists some
-    lines.append(
-        f"{len(workers) + omitted} worker(s)" + (f", {omitted} not listed" if omitted else "")
-    )
+    workers, warming = info.get("workers", []), info.get("warming", [])
+    lines.append(worker_counts(info))
     lines += [
         f"  {w['id']}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  "
         f"served={w['served']}"
         for w in workers
     ]
+    lines += [
+        f"  {w['id']}  warming {','.join(w['robots']):<20} {warm_progress(w)}, on "
+        f"{w.get('host')} pid {w.get('pid')}"
+        for w in warming
+    ]
     return "\n".join(lines)
+
+
+def warm_progress(worker: dict[str, Any]) -> str:
+    """How far a warming worker is: ``bucket 3/8, 41 s`` (``41 s`` before any bucket)."""
+    p = worker.get("progress") or {}
+    elapsed = f"{p.get('elapsed_s', 0):.0f} s"
+    return f"bucket {p.get('done', 0)}/{p['total']}, {elapsed}" if p.get("total") else elapsed
+
+
+def worker_counts(info: dict[str, Any], shown: int = 3) -> str:
+    """``1 ready, 1 warming (tatbot: bucket 3/8, 41 s)``: registered workers, and those still
+    warming up (docs/protocol.md 4.11) with their robots and progress (the first ``shown``)."""
+    ready = info.get("workers_total", len(info.get("workers", [])))
+    warming = info.get("warming", [])
+    text = f"{ready} ready, {info.get('warming_total', len(warming))} warming"
+    if warming:
+        some = [f"{','.join(w['robots'])}: {warm_progress(w)}" for w in warming[:shown]]
+        text += f" ({'; '.join(some)}{'; ...' if len(warming) > shown else ''})"
+    listed = len(info.get("workers", [])) + len(warming)
+    unlisted = ready + info.get("warming_total", len(warming)) - listed
+    return text + (f", {unlisted} not listed" if unlisted > 0 else "")
 
 
 def format_status(info: dict[str, Any]) -> str:
@@ -52,6 +75,7 @@ def format_status(info: dict[str, Any]) -> str:
         f"up {info.get('uptime_s', 0):.1f}s; in flight: {info.get('in_flight', 0)}"
     ]
     workers = info.get("workers", [])
+    out.append(worker_counts(info))
     out.append("")
     out.append(
         table(
@@ -73,6 +97,14 @@ def format_status(info: dict[str, Any]) -> str:
         if workers
         else "no workers registered"
     )
+    warming = info.get("warming", [])
+    if warming:
+        out.append("")
+        rows = [
+            [w["id"], ",".join(w["robots"]), warm_progress(w), w.get("host"), w.get("pid")]
+            for w in warming
+        ]
+        out.append(table(["warming", "robots", "progress", "host", "pid"], rows))
     queues = info.get("queues", {})
     if queues:
         out.append("")
