@@ -325,7 +325,7 @@ class BrokerCore:
     def _on_management(self, client: bytes, req: Request, now: float) -> None:
         self.counters["management"] += 1
         try:
-            payload = management_answer(self, req.operation, now)
+            payload = management_answer(self, client, req, now)
         except ProtocolError as e:  # unknown, or a status too large for one header: never crash
             self._error_to(client, req.request_id, e.code, e.message, e.field)
             return
@@ -559,6 +559,10 @@ class BrokerCore:
                     queue.remove(job)
                 except ValueError:
                     pass
+
+    def close_job(self, job: Job) -> None:
+        """Forget an open job, never to answer it: its client cancelled it (broker._cancel)."""
+        self._close(job, answered=True)
 
     def _error_to(
         self,

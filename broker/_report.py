@@ -10,8 +10,9 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from zmq_ik._version import __version__
+from zmq_ik.broker._cancel import cancel
 from zmq_ik.errors import ErrorCode, ProtocolError
-from zmq_ik.protocol import ALIVE, PROTOCOL, OutFrame, encode_payload
+from zmq_ik.protocol import ALIVE, CANCEL, PROTOCOL, OutFrame, Request, encode_payload
 
 if TYPE_CHECKING:
     from zmq_ik.broker._core import BrokerCore
@@ -76,13 +77,19 @@ def status(core: BrokerCore, now: float) -> dict[str, Any]:
     return info
 
 
-def management_answer(core: BrokerCore, operation: str, now: float) -> list[OutFrame]:
-    """The payload of the broker's answer to a `protocol.BROKER_SERVICE` request;
-    `ProtocolError` for an unknown operation, or an answer too large for one header."""
+def management_answer(
+    core: BrokerCore, client: bytes, request: Request, now: float
+) -> list[OutFrame]:
+    """The payload of the broker's answer to ``client``'s `protocol.BROKER_SERVICE` request;
+    `ProtocolError` for an unknown operation, bad input (`cancel`'s ids), or an answer too
+    large for one header."""
+    operation = request.operation
+    if operation == CANCEL:  # the one that changes state: the sender's own requests only
+        return encode_payload(cancel(core, client, request.payload))
     report = {ALIVE: alive_info, "ping": ping_info, "status": status}.get(operation)
     if report is None:
         raise ProtocolError(
-            f"the broker answers 'ping', 'status' and 'alive', not {operation!r}",
+            f"the broker answers 'ping', 'status', 'alive' and 'cancel', not {operation!r}",
             ErrorCode.UNKNOWN_OPERATION,
             "operation",
         )

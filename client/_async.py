@@ -21,7 +21,7 @@ import zmq.asyncio
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client
 from zmq_ik.client._client import IKClient, open_dealers
-from zmq_ik.client._core import Call, ClientCore, Event, settle
+from zmq_ik.client._core import CANCEL_WAIT, Call, ClientCore, Event, settle
 from zmq_ik.client._exchange import (
     DEFAULT_MAX_IN_FLIGHT,
     Assembly,
@@ -115,10 +115,12 @@ class _Answers(Generic[T]):
                 await ex.wait()
         except BaseException:
             ex.abandon()
+            client._cancelled()
             raise
 
     async def aclose(self) -> None:
         self._exchange.abandon()
+        self._client._cancelled()
 
     def __del__(self) -> None:
         self._exchange.abandon()
@@ -159,7 +161,17 @@ class AsyncIKClient:
         await self.close()
 
     async def close(self) -> None:
-        """Stop reading, fail whatever still waits, close the socket."""
+        """Fail whatever still waits and cancel it at the brokers (waiting at most
+        `CANCEL_WAIT` for them to take the cancel, as `IKClient.close`), stop reading, close
+        the socket."""
+        core = self._core
+        core.fail_all(InputError("the client was closed", "client"))
+        self._cancelled()
+        deadline = time.monotonic() + CANCEL_WAIT
+        while core.cancelling and any(not r.done() for r in self._readers):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.005)  # the readers feed the acknowledgements to the core
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -170,7 +182,6 @@ class AsyncIKClient:
             except (asyncio.CancelledError, Exception):
                 pass
         self._readers = []
-        self._core.fail_all(InputError("the client was closed", "client"))
         for sock in self.sockets:
             sock.close(0)
 
@@ -221,6 +232,11 @@ class AsyncIKClient:
                 self._core.handle(got.result(), time.monotonic(), i)
         self._core.tick(time.monotonic())
         self._flush()
+
+    def _cancelled(self) -> None:
+        """Send the cancel that leaving a call put in the outbox (unless the client closed)."""
+        if self._core.outbox and not self.socket.closed:
+            self._flush()
 
     async def _read(self, connection: int) -> None:
         core = self._core
@@ -287,6 +303,7 @@ class AsyncIKClient:
                 await inbox.wait()
         finally:
             core.forget(rid)
+            self._cancelled()
 
     # ------------------------------------------------------------------ IK calls
 

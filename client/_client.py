@@ -23,7 +23,7 @@ import zmq
 
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client, check_endpoint
-from zmq_ik.client._core import Call, ClientCore, Event, settle
+from zmq_ik.client._core import CANCEL_WAIT, Call, ClientCore, Event, settle
 from zmq_ik.client._exchange import (
     DEFAULT_MAX_IN_FLIGHT,
     Assembly,
@@ -127,9 +127,35 @@ class IKClient:
         self._flush()
 
     def close(self) -> None:
+        """Fail what still waits and cancel it at the brokers (waiting at most `CANCEL_WAIT`
+        for them to take the cancel), then close the sockets."""
         self._core.fail_all(InputError("the client was closed", "client"))
-        for sock in self.sockets:
-            sock.close(0)
+        try:
+            if not self.socket.closed:
+                self._flush()
+                self._await_cancels()
+        finally:
+            for sock in self.sockets:
+                sock.close(0)
+
+    def _await_cancels(self) -> None:
+        """Read until every cancel sent was acknowledged, for at most `CANCEL_WAIT`: closed
+        with LINGER 0, a socket drops what it has not sent yet, and so would a process
+        exiting (Ctrl-C)."""
+        core = self._core
+        deadline = time.monotonic() + CANCEL_WAIT
+        while core.cancelling and (left := deadline - time.monotonic()) > 0:
+            for sock, _ in self._poller.poll(max(1, int(left * 1000))):
+                try:
+                    frames = recv_frames(sock, _NOBLOCK)
+                except zmq.Again:
+                    continue
+                core.handle(frames, time.monotonic(), self._index[sock])
+
+    def _cancelled(self) -> None:
+        """Send the cancel that leaving a call put in the outbox (unless the client closed)."""
+        if self._core.outbox and not self.socket.closed:
+            self._flush()
 
     def __enter__(self) -> IKClient:
         return self
@@ -231,6 +257,7 @@ class IKClient:
                 self._pump()
         finally:
             exchange.abandon()
+            self._cancelled()
 
     # ------------------------------------------------------------------ transport
 

@@ -38,9 +38,11 @@ from zmq_ik.errors import (
     remote_error,
 )
 from zmq_ik.protocol import (
+    MAX_CANCEL_IDS,
     Command,
     Payload,
     Reply,
+    cancel_frames,
     decode_error,
     decode_payload,
     frames_nbytes,
@@ -48,6 +50,16 @@ from zmq_ik.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+CANCEL_PREFIX = b"cancel"
+"""Request ids of the client's cancels: ``cancel`` + 8 bytes (14; its own requests' are 12)."""
+CANCEL_WAIT = 0.2
+"""Longest `IKClient.close` waits for its brokers to acknowledge its cancels (seconds): the
+message is then known delivered before the process may exit (a socket closed with LINGER 0
+drops what it has not sent yet)."""
+CANCELS_TRACKED = 64
+"""Unacknowledged cancels remembered for `CANCEL_WAIT` (oldest forgotten: a broker that
+never answers, an older one, costs nothing)."""
 
 RETRYABLE = frozenset({ErrorCode.WORKER_LOST.value, ErrorCode.SHUTTING_DOWN.value})
 """Error codes after which the same request is worth sending again (same id)."""
@@ -147,6 +159,8 @@ class ClientCore:
         self.pending: dict[bytes, Pending] = {}
         self._prefix = os.urandom(4) if prefix is None else prefix
         self._ids = 0
+        self.cancelling: dict[bytes, int] = {}
+        """Cancels sent and not yet acknowledged: request id → connection (bounded)."""
         # (expires, request id) per attempt; stale entries (answered requests, earlier
         # attempts) are skipped when they surface, and the heap is rebuilt when mostly stale.
         self._timers: list[tuple[float, bytes]] = []
@@ -190,6 +204,8 @@ class ClientCore:
             return
         p = self.pending.get(msg.request_id)
         if p is None:
+            if self.cancelling.pop(msg.request_id, None) is not None:
+                return  # a cancel's counts, or an older broker's unknown_operation: either way
             if is_probe(msg.request_id) and msg.command is Command.FINAL:
                 try:
                     self.brokers.probe_answer(connection, decode_payload(msg.payload).header)
@@ -242,6 +258,7 @@ class ClientCore:
                 continue  # answered, forgotten, or an earlier attempt
             if p.attempts > self.retries:
                 call = p.call
+                self._cancel(p.connection, [rid])  # the broker may still hold it
                 self._finish(
                     p,
                     FAILED,
@@ -276,17 +293,44 @@ class ClientCore:
             heapq.heappop(timers)
         return due
 
-    def forget(self, request_id: bytes) -> None:
-        """Stop waiting for a request (its caller left): no retry, no event, a late answer is
-        dropped. The broker still holds it until its deadline (ZIK/1 has no cancel)."""
-        p = self.pending.pop(request_id, None)
-        if p is not None:
+    def forget(self, *request_ids: bytes) -> None:
+        """Stop waiting for requests (their caller left): no retry, no event, a late answer is
+        dropped; the broker is told to drop them (a `protocol.CANCEL` in the outbox, sent
+        with the loop's next send, not waited for)."""
+        abandoned = [p for rid in request_ids if (p := self.pending.pop(rid, None)) is not None]
+        for p in abandoned:
             self.brokers.done(p.connection)
+        self._cancel_all(abandoned)
 
     def fail_all(self, error: IKError) -> None:
-        """Fail every pending request with ``error`` (the client is closing)."""
+        """Fail every pending request with ``error`` (the client is closing), and cancel them
+        at their brokers."""
+        self._cancel_all(list(self.pending.values()))
         for p in list(self.pending.values()):
             self._finish(p, FAILED, error)
+
+    def _cancel_all(self, abandoned: Sequence[Pending]) -> None:
+        by_broker: dict[int, list[bytes]] = {}
+        for p in abandoned:
+            by_broker.setdefault(p.connection, []).append(p.request_id)
+        for connection, ids in by_broker.items():
+            self._cancel(connection, ids)
+
+    def _cancel(self, connection: int, ids: list[bytes]) -> None:
+        """Cancels for ``ids`` (requests last sent on ``connection``) into the outbox, at most
+        `protocol.MAX_CANCEL_IDS` each. The broker drops what it still holds of them; the
+        answer is only acknowledged (an older broker's `unknown_operation` too)."""
+        if connection < 0:
+            return  # never sent
+        for start in range(0, len(ids), MAX_CANCEL_IDS):
+            self._ids += 1
+            rid = CANCEL_PREFIX + self._ids.to_bytes(8, "big")
+            self.outbox.append(
+                (connection, cancel_frames(rid, ids[start : start + MAX_CANCEL_IDS]))
+            )
+            self.cancelling[rid] = connection
+            if len(self.cancelling) > CANCELS_TRACKED:
+                del self.cancelling[next(iter(self.cancelling))]
 
     # ------------------------------------------------------------------ internals
 
@@ -353,6 +397,7 @@ class ClientCore:
 
 
 __all__ = [
+    "CANCEL_WAIT",
     "FAILED",
     "FINAL",
     "PARTIAL",

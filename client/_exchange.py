@@ -200,9 +200,9 @@ class Exchange:
         return None
 
     def abandon(self) -> None:
-        """Forget every call still held (the taker left): no retries, late answers dropped."""
-        for rid, _ in self._in_flight.values():
-            self.core.forget(rid)
+        """Forget every call still held (the taker left): no retries, late answers dropped,
+        and a cancel for them in the core's outbox (the loop sends it)."""
+        self.core.forget(*(rid for rid, _ in self._in_flight.values()))
         self._in_flight.clear()
         self._events.clear()
         self._done.clear()

@@ -33,8 +33,10 @@ from zmq_ik.errors import IKTimeout, InputError, Overloaded, ProtocolError, Remo
 from zmq_ik.model import Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
     BROKER_SERVICE,
+    CANCEL,
     Command,
     Request,
+    decode_payload,
     encode_payload,
     error_frames,
     reply_frames,
@@ -203,6 +205,8 @@ def test_forget_stops_retries_and_drops_the_late_answer():
     rid = core.submit(call(), 1.0, 0.0, box)
     sent(core)
     core.forget(rid)
+    [(_, cancel)] = outbox(core)  # the broker is told to drop it (#18.11)
+    assert cancel.operation == CANCEL and decode_payload(cancel.payload).header == {"ids": [rid]}
     assert core.next_due() is None
     core.tick(100.0)
     core.handle(final(rid), now=100.0)
@@ -336,6 +340,9 @@ def test_abandoned_exchange_forgets_everything_it_held():
     core.handle(final(r[1].request_id), 0.1)
     ex.abandon()
     assert core.pending == {} and ex.done
+    [(_, cancel)] = outbox(core)  # one cancel for the unanswered three, none for the answered
+    held = [r[i].request_id for i in (0, 2, 3)]
+    assert cancel.operation == CANCEL and decode_payload(cancel.payload).header["ids"] == held
     core.tick(1e6)
     core.handle(final(r[0].request_id), 1e6)
     ex.fill(1e6)

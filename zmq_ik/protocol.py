@@ -57,6 +57,11 @@ ALIVE = "alive"
 """The cheapest `BROKER_SERVICE` operation: an empty FINAL at once. Clients probe a broker
 with it while they wait on it (any message from a broker counts as a sign of life; an older
 broker's `unknown_operation` ERROR counts too)."""
+CANCEL = "cancel"
+"""`BROKER_SERVICE` operation: drop the sender's own requests, header ``{"ids": [...]}`` at
+most `MAX_CANCEL_IDS` request ids (`cancel_frames`, `cancel_ids`; docs/protocol.md 4.6)."""
+MAX_CANCEL_IDS = 4096
+"""Request ids one cancel names: its header stays far below the header limit (at most 264 KiB)."""
 
 FEATURE_DECLINE = "decline"
 """Multi-broker extension of ZIK/1 (docs/protocol.md 4.10). A worker lists it in READY's
@@ -535,6 +540,36 @@ def heartbeat_frames(*flags: str) -> list[bytes]:
     if flags:
         frames.append(" ".join(flags).encode("ascii"))
     return frames
+
+
+def cancel_frames(request_id: bytes, ids: Sequence[bytes], timeout_ms: int = 1000) -> list[Any]:
+    """Frames of a `CANCEL` request for ``ids`` (at most `MAX_CANCEL_IDS`; the caller cuts)."""
+    return request_frames(
+        request_id, BROKER_SERVICE, CANCEL, timeout_ms, encode_payload({"ids": list(ids)})
+    )
+
+
+def cancel_ids(header: Mapping[str, Any], limits: Limits = LIMITS) -> list[bytes]:
+    """A `CANCEL` header's ``ids``, checked: a list of 1..`MAX_CANCEL_IDS` request ids (each
+    1..``limits.max_id_bytes`` bytes); `ProtocolError` (`bad_request`/`too_large`) naming it."""
+    ids = header.get("ids")
+    if not isinstance(ids, list) or not ids:
+        raise ProtocolError(
+            "cancel needs 'ids': a non-empty list of request ids", ErrorCode.BAD_REQUEST, "ids"
+        )
+    if len(ids) > MAX_CANCEL_IDS:
+        raise ProtocolError(
+            f"cancel names {len(ids)} ids, limit {MAX_CANCEL_IDS}", ErrorCode.TOO_LARGE, "ids"
+        )
+    for rid in ids:
+        if not isinstance(rid, bytes) or not 0 < len(rid) <= limits.max_id_bytes:
+            raise ProtocolError(
+                f"cancel ids must be 1..{limits.max_id_bytes} bytes each (msgpack bin), "
+                f"got {type(rid).__name__} {rid!r:.40}",
+                ErrorCode.BAD_REQUEST,
+                "ids",
+            )
+    return ids
 
 
 def decline_frames(job_id: bytes) -> list[bytes]:
