@@ -28,6 +28,7 @@ from zmq_ik.errors import IKError, IKTimeout, InputError, RemoteError
 from zmq_ik.model import Scene, Stroke, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
     BROKER_SERVICE,
+    CANCEL,
     Command,
     decode_payload,
     encode_payload,
@@ -304,10 +305,14 @@ def test_leaving_early_forgets_the_held_chunks(kind, zctx, scene):
     assert left == 0 and "workers" in ping
     strokebatch = [r for r in broker.requests if r.service != BROKER_SERVICE]
     assert len(strokebatch) == 4  # the window, sent once: no retry, nothing more
+    [cancel] = [r for r in broker.requests if r.operation == CANCEL]  # the broker is told
+    assert decode_payload(cancel.payload).header["ids"] == [r.request_id for r in strokebatch[1:]]
 
 
 def test_cancelled_task_forgets_its_chunks(zctx, scene):
     def script(n: int, req: Any) -> list[Any]:
+        if req.service == BROKER_SERVICE:  # the cancel of what the task held (#18.11)
+            return [(0, answer(req))]
         return [] if chunk_of(req)[0] else [(0, fake_strokebatch(req))]  # only chunk 0
 
     async def go(endpoint: str) -> tuple[int, int]:
@@ -332,6 +337,9 @@ def test_cancelled_task_forgets_its_chunks(zctx, scene):
     with FakeBroker(zctx, script) as broker:
         held, left = asyncio.run(go(broker.endpoint))
     assert held == 4 and left == 0
+    chunks = [r.request_id for r in broker.requests if r.service != BROKER_SERVICE]
+    [cancel] = [r for r in broker.requests if r.operation == CANCEL]
+    assert decode_payload(cancel.payload).header["ids"] == chunks[1:]  # the 3 unanswered
 
 
 # --------------------------------------------------------------------------- real IK worker
