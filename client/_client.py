@@ -357,10 +357,9 @@ class IKClient:
         happened, after every earlier slice was yielded.
 
         Leaving early (``break``, an exception, closing the iterator) forgets the chunks
-        still held: nothing more is sent, late answers are dropped. The broker drops a queued
-        one at its deadline, and a worker abandons one it computes at its next deadline check
-        after that (ZIK/1 has no cancel), so abandoned work is bounded by ``max_in_flight``
-        chunks and ``timeout``.
+        still held: nothing more is sent, late answers are dropped, and the broker is told to
+        drop them (a `cancel`, docs/protocol.md 4.6): only a chunk a worker is computing
+        then still runs (its answer dropped).
         """
         return self._stream(StrokeJob(scene, strokes, chunk_pairs), max_in_flight, timeout)
 

@@ -32,6 +32,7 @@ from zmq_ik.errors import ErrorCode, IKTimeout, InputError, RemoteError
 from zmq_ik.protocol import (
     ALIVE,
     BROKER_SERVICE,
+    CANCEL,
     LIMITS,
     Command,
     encode_payload,
@@ -58,13 +59,15 @@ def observer(zctx: zmq.Context) -> Iterator[tuple[str, zmq.Socket]]:
 
 def received(sock: zmq.Socket, within: float) -> list[list[bytes]]:
     """Every message reaching ``sock`` within ``within`` seconds (identity frame dropped),
-    except the clients' own liveness probes (`zik.broker` / `alive`, client/_failover.py)."""
+    except the clients' own liveness probes (`zik.broker` / `alive`, client/_failover.py) and
+    cancels of requests they gave up (`zik.broker` / `cancel`, #18.11)."""
     out = []
+    own = ([BROKER_SERVICE.encode(), ALIVE.encode()], [BROKER_SERVICE.encode(), CANCEL.encode()])
     deadline = time.monotonic() + within
     while (left := deadline - time.monotonic()) > 0:
         if sock.poll(max(1, int(left * 1000))):
             msg = sock.recv_multipart()[1:]
-            if msg[3:5] != [BROKER_SERVICE.encode(), ALIVE.encode()]:
+            if msg[3:5] not in own:
                 out.append(msg)
     return out
 
