@@ -24,7 +24,7 @@ from test_broker_core import Harness, errors, jobs_sent
 
 from zmq_ik import protocol as proto
 from zmq_ik.client import AsyncIKClient, Call, IKClient
-from zmq_ik.client._core import ClientCore
+from zmq_ik.client._core import CANCEL_WAIT, ClientCore
 from zmq_ik.errors import IKTimeout, InputError
 
 pytestmark = pytest.mark.timeout(60)
@@ -225,7 +225,7 @@ def test_leaving_an_exchange_early_cancels_what_is_left(procs, endpoint):
     print(f"\nMEASURED worker busy after leaving {JOBS} x {SLEEP}s sleep jobs: {busy:.2f}s")
     assert worker["served"] == 2, st  # the first, and the one running when it was left
     assert st["counters"]["cancelled"] == JOBS - 2 and st["counters"]["cancelled_running"] == 1
-    assert busy < SLEEP + 0.3
+    assert busy < SLEEP + 1.0  # before: 3.5 s
 
 
 def test_cancelling_an_async_task_cancels_its_requests(procs, endpoint):
@@ -256,7 +256,7 @@ def test_cancelling_an_async_task_cancels_its_requests(procs, endpoint):
     with IKClient(endpoint, timeout=5) as client:
         busy, st = drained(client, left)
     assert st["counters"]["cancelled"] == JOBS - 2 and st["workers"][0]["served"] == 2, st
-    assert busy < SLEEP + 0.3
+    assert busy < SLEEP + 1.0  # before: 3.5 s
 
 
 def test_closing_a_client_with_requests_in_flight_cancels_them(procs, endpoint):
@@ -274,7 +274,7 @@ def test_closing_a_client_with_requests_in_flight_cancels_them(procs, endpoint):
     with IKClient(endpoint, timeout=5) as other:
         busy, st = drained(other, closed)
     assert st["counters"]["cancelled"] == JOBS - 2 and st["workers"][0]["served"] == 2, st
-    assert took < 0.2 and busy < SLEEP + 0.3
+    assert took < CANCEL_WAIT + 0.3 and busy < SLEEP + 1.0  # before: 3.5 s
 
 
 SCRIPT = """
@@ -316,4 +316,4 @@ def test_ctrl_c_in_another_process_cancels_its_requests(procs, endpoint):
         busy, st = drained(client, interrupted)
     print(f"\nMEASURED worker busy after SIGINT to the client: {busy:.2f}s")
     assert st["counters"].get("cancelled", 0) >= JOBS - 3, st  # the one running, one racing
-    assert st["workers"][0]["served"] <= 3 and busy < SLEEP + 0.3
+    assert st["workers"][0]["served"] <= 3 and busy < SLEEP + 1.0  # before: 3.5 s
