@@ -34,6 +34,7 @@ within each round, and broker p99 ≤ 2 × its p50.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from benchmarks._procs import JAX_CACHE, Procs, free_endpoint
 
 MODES = ("warm", "ready")
 SYSTEMS = ("in-process", "two-hop floor", "broker + worker")
+BROKER = SYSTEMS[2]
 BASE = "base broker + worker"
 """The fourth system with ``--base``: another tree's client, broker and worker."""
 STEP_M = 0.0005
@@ -192,8 +194,10 @@ class BaseTree:
         self.endpoint = free_endpoint()
         env = {**procs.env, "PYTHONPATH": str(tree)}
         cli = [sys.executable, "-m", "zmq_ik.cli", "-q"]
-        procs.start("base-broker", [*cli, "broker", "--bind", self.endpoint], env=env, cwd=tree)
-        procs.start(
+        self.broker = procs.start(
+            "base-broker", [*cli, "broker", "--bind", self.endpoint], env=env, cwd=tree
+        )
+        self.worker = procs.start(
             "base-ik-worker",
             [*cli, "worker", "--connect", self.endpoint, "--cache-dir", str(JAX_CACHE)]
             + ["--buckets", "1"],
@@ -220,6 +224,11 @@ class BaseTree:
         if self.child.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the base tree's client ({self.tree}) did not start")
 
+    def pids(self) -> list[int]:
+        """Client, broker, worker."""
+        assert self.child is not None
+        return [self.child.pid, self.broker.pid, self.worker.pid]
+
     def loop(self, seg: slice, warm: bool) -> tuple[list[float], list[float]]:
         assert self.child is not None and self.child.stdin and self.child.stdout
         self.child.stdin.write(f"{seg.start} {seg.stop} {int(warm)}\n")
@@ -232,6 +241,27 @@ class BaseTree:
         if self.child is not None and self.child.stdin:
             self.child.stdin.close()
             self.child.wait(10)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time (ns) of every thread of process ``pid`` so far (``/proc/PID/task/*/schedstat``;
+    0 where there is no /proc). Per-call CPU time is steadier than latency on a busy machine:
+    what other jobs take delays the loop but is not counted."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
+
+
+ROLES = ("client", "broker", "worker")
 
 
 def request_bytes() -> int:
@@ -256,18 +286,34 @@ def measure(cfg: Config, rounds: int, poses: int, base: Path | None = None) -> d
         mode: {s: [] for s in names} for mode in MODES
     }
 
-    def run_loop(name: str, seg: slice, warm: bool) -> tuple[list[float], list[float]]:
+    cpu: dict[str, dict[str, list[list[float]]]] = {
+        mode: {s: [] for s in names if s in (BROKER, BASE)} for mode in MODES
+    }
+    pids: dict[str, list[int]] = {}
+
+    def run_loop(
+        name: str, seg: slice, warm: bool, mode: str | None = None
+    ) -> tuple[list[float], list[float]]:
+        watched = pids.get(name, []) if mode is not None else []
+        before = [cpu_ns(pid) for pid in watched]
         if name == BASE:
-            return systems[BASE].loop(seg, warm)  # type: ignore[no-any-return]
-        return loop(systems[name], wxyz[seg], pos[seg], warm)
+            out: tuple[list[float], list[float]] = systems[BASE].loop(seg, warm)
+        else:
+            out = loop(systems[name], wxyz[seg], pos[seg], warm)
+        if watched and mode is not None:
+            calls = seg.stop - seg.start
+            cpu[mode][name].append(
+                [(cpu_ns(pid) - b) / 1000 / calls for pid, b in zip(watched, before, strict=True)]
+            )
+        return out
 
     with Procs() as procs:
         if base is not None:
             systems[BASE] = BaseTree(procs, base, wxyz, pos)
         procs.module("proxy", "benchmarks._raw", "proxy", "--frontend", front, "--backend", back)
         procs.module("dealer-echo", "benchmarks._raw", "dealer-echo", "--connect", back)
-        procs.broker(zik_ep)
-        procs.ik_worker(zik_ep, buckets="1")
+        pids[BROKER] = [os.getpid(), procs.broker(zik_ep).pid]
+        pids[BROKER].append(procs.ik_worker(zik_ep, buckets="1").pid)
         log(cfg, "control loop: compiling in-process, starting the worker...")
         systems["in-process"] = InProcess()
         procs.wait_workers(zik_ep, 1, robot="tatbot")
@@ -277,6 +323,7 @@ def measure(cfg: Config, rounds: int, poses: int, base: Path | None = None) -> d
             if base is not None:
                 procs.wait_workers(systems[BASE].endpoint, 1, robot="tatbot")
                 systems[BASE].start()
+                pids[BASE] = systems[BASE].pids()
             procs.check_alive()
             warmup = max(20, poses // 10)
             for name in names:  # warm-up: first calls, connections, caches
@@ -288,7 +335,7 @@ def measure(cfg: Config, rounds: int, poses: int, base: Path | None = None) -> d
                 order = list(names[k:] + names[:k])  # rotate who goes first
                 for mode in MODES if r % 2 == 0 else MODES[::-1]:
                     for name in order:
-                        lat, computed = run_loop(name, seg, mode == "warm")
+                        lat, computed = run_loop(name, seg, mode == "warm", mode)
                         results[mode][name].append((pct(lat, 50), pct(lat, 99), pct(computed, 50)))
                 procs.check_alive()
                 log(
@@ -305,7 +352,7 @@ def measure(cfg: Config, rounds: int, poses: int, base: Path | None = None) -> d
             for name in ("two-hop floor", "broker + worker", BASE):
                 if name in systems:
                     systems[name].close()
-    return {"results": results, "rounds": rounds, "poses": poses}
+    return {"results": results, "cpu_us": cpu, "rounds": rounds, "poses": poses}
 
 
 def summary(data: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -381,6 +428,27 @@ def table(data: dict[str, Any]) -> Table:
     return t
 
 
+def cpu_table(data: dict[str, Any]) -> Table | None:
+    """CPU µs per call of each process (all its threads), median over rounds."""
+    cpu = data.get("cpu_us", {})
+    if not any(cpu.get(mode) for mode in MODES):
+        return None
+    t = Table(
+        "Control loop: CPU time per call of each process (µs, all threads)",
+        ["rest", "system", *ROLES, "total"],
+        note=(
+            "From /proc/PID/task/*/schedstat around each loop, median over rounds. The "
+            "client process is this benchmark's (it also runs the other systems, in turn)."
+        ),
+    )
+    for mode in MODES:
+        for name, rows in cpu.get(mode, {}).items():
+            if rows:
+                cols = [median([r[j] for r in rows]) for j in range(len(ROLES))]
+                t.rows.append([mode, name, *cols, median([sum(r) for r in rows])])
+    return t
+
+
 def run(cfg: Config) -> Section:
     """The control-loop section (``python -m benchmarks --only`` does not include it: it is
     run on its own, ``python -m benchmarks.control_loop``)."""
@@ -394,6 +462,9 @@ def run(cfg: Config) -> Section:
     rounds, poses = cfg.pick((9, 400), (3, 200), (1, 20))
     data = measure(cfg, rounds, poses)
     section.tables.append(table(data))
+    extra = cpu_table(data)
+    if extra is not None:
+        section.tables.append(extra)
     section.data = {**data, "summary": summary(data)}
     return section
 
@@ -417,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         section = Section("control_loop", "Control loop through the broker")
         data = measure(cfg, args.rounds, args.poses, args.base.resolve() if args.base else None)
         section.tables.append(table(data))
+        extra = cpu_table(data)
+        if extra is not None:
+            section.tables.append(extra)
     print(section.markdown())
     log(cfg, f"control_loop: {time.perf_counter() - t0:.0f}s")
     return 0 if section.tables else 1

@@ -62,8 +62,7 @@ def as_array(
     float32 is refused too. With ``copy=False`` an input that is already of ``dtype`` is not
     copied: a read-only view of it is kept instead.
     """
-    want = np.dtype(dtype)
-    if type(value) is np.ndarray and value.dtype == want and not copy:
+    if type(value) is np.ndarray and not copy and value.dtype == dtype:
         # The common case (a decoded frame, an engine's or a caller's float32 array): the
         # same checks without the conversions.
         _check_shape(value, name, shape)
@@ -73,6 +72,7 @@ def as_array(
             value = value.view()
             value.flags.writeable = False
         return value
+    want = np.dtype(dtype)
     if value is None:
         raise InputError(f"{name}: is required (got None)", field=name)
     try:
