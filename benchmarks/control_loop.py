@@ -199,8 +199,16 @@ class BaseTree:
         )
         self.worker = procs.start(
             "base-ik-worker",
-            [*cli, "worker", "--connect", self.endpoint, "--cache-dir", str(JAX_CACHE)]
-            + ["--buckets", "1"],
+            [
+                *cli,
+                "worker",
+                "--connect",
+                self.endpoint,
+                "--cache-dir",
+                str(JAX_CACHE),
+                "--buckets",
+                "1",
+            ],
             env=env,
             cwd=tree,
         )
@@ -342,8 +350,7 @@ def measure(cfg: Config, rounds: int, poses: int, base: Path | None = None) -> d
                     cfg,
                     f"  round {r + 1}/{rounds}: "
                     + "; ".join(
-                        f"{mode} "
-                        + ", ".join(f"{s} {results[mode][s][-1][0]:.3f}" for s in names)
+                        f"{mode} " + ", ".join(f"{s} {results[mode][s][-1][0]:.3f}" for s in names)
                         for mode in MODES
                     )
                     + " (p50 ms)",

@@ -36,7 +36,7 @@ def _shape_text(shape: Shape) -> str:
 def _check_shape(arr: npt.NDArray[Any], name: str, shape: Shape) -> None:
     actual = arr.shape
     if len(actual) == len(shape):
-        for d, a in zip(shape, actual):  # a loop, not any(genexpr): every request runs this
+        for d, a in zip(shape, actual, strict=True):  # a loop, not any(genexpr): on every request
             if type(d) is int and d != a:
                 break
         else:

@@ -336,7 +336,10 @@ class IKSolution:
 
     @classmethod
     def trusted(
-        cls, joints: npt.NDArray[np.float32], pos_err: npt.NDArray[np.float32], ori_err: npt.NDArray[np.float32]
+        cls,
+        joints: npt.NDArray[np.float32],
+        pos_err: npt.NDArray[np.float32],
+        ori_err: npt.NDArray[np.float32],
     ) -> IKSolution:
         """An IKSolution of arrays the IK engine has just made (float32, consistent shapes,
         errors >= 0 or NaN), without the constructor's checks (~15 µs a solve): made
