@@ -4,6 +4,7 @@ like ``IKClient.solve`` so code moves between the two unchanged."""
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import as_float, check_rest_shape, check_targets
+from zmq_ik._checks import SMALL, as_float, check_rest_shape, check_targets
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import IKSettings, IKSolution
 
@@ -56,9 +57,24 @@ def solver_inputs(
         rest64 = check_rest_shape(rest, robot.n_joints, np.float64)
         check_rest(robot, rest64)
         rest32 = rest64.astype(np.float32)
+    return unit_quaternions(wxyz), pos.astype(np.float32, copy=False), rest32
+
+
+def unit_quaternions(wxyz: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """(..., 4) quaternions divided by their norms, computed in float64, as float32. A few
+    (`zmq_ik._checks.SMALL`: a control loop's pose) in Python, the same operations in the
+    same order, so the same bits."""
+    if wxyz.size <= SMALL:
+        v = wxyz.ravel().tolist()
+        out = []
+        for i in range(0, len(v), 4):
+            w, x, y, z = v[i : i + 4]
+            n = math.sqrt(w * w + x * x + y * y + z * z)
+            out += (w / n, x / n, y / n, z / n)
+        return np.array(out, np.float32).reshape(wxyz.shape)
     w64 = wxyz.astype(np.float64)
     unit = w64 / np.sqrt(np.sum(w64 * w64, axis=-1, keepdims=True))
-    return unit.astype(np.float32), pos.astype(np.float32, copy=False), rest32
+    return unit.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import safetensors.numpy
 
-from zmq_ik._checks import as_array
+from zmq_ik._checks import SMALL, as_array
 from zmq_ik._docs import documented
 from zmq_ik._scene import ORI_TOL, POS_TOL, arrays_equal, check_tolerance
 from zmq_ik.errors import InputError
@@ -37,7 +37,11 @@ _LAST_DIM = {"ee_pos_l": 3, "ee_pos_r": 3, "ee_rot_l": 4, "ee_rot_r": 4, "pos_er
 
 def _check_errors(arr: npt.NDArray[np.float32], name: str) -> None:
     """IK errors are >= 0, or NaN where unknown (never inf)."""
-    if arr.size and (np.isinf(arr).any() or (arr < 0).any()):
+    if arr.size <= SMALL:  # NaN compares False: allowed
+        bad = any(v < 0 or v == math.inf for v in arr.ravel().tolist())
+    else:
+        bad = bool(np.isinf(arr).any() or (arr < 0).any())
+    if bad:
         raise InputError(f"{name}: must be >= 0 or NaN (unknown), never inf", field=name)
 
 
