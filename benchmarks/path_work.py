@@ -72,9 +72,9 @@ def main() -> int:
     from zmq_ik.broker._core import BrokerCore
     from zmq_ik.client._core import Call, ClientCore, settle
     from zmq_ik.ik import _solve
+    from zmq_ik.model import IKSettings
     from zmq_ik.protocol import LIMITS, Command, encode_payload, parse_message, ready_frames
     from zmq_ik.worker._job import Job, run_job
-    from zmq_ik.model import IKSettings
     from zmq_ik.worker.ik_service import IKService
 
     ik.run_inline_on_cpu()

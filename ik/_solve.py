@@ -66,7 +66,7 @@ def unit_quaternions(wxyz: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     same order, so the same bits."""
     if wxyz.size <= SMALL:
         v = wxyz.ravel().tolist()
-        out = []
+        out: list[float] = []
         for i in range(0, len(v), 4):
             w, x, y, z = v[i : i + 4]
             n = math.sqrt(w * w + x * x + y * y + z * z)
