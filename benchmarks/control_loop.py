@@ -26,7 +26,9 @@ falls on all of them alike):
   ``solve``'s own steps (``ops.solve_request``, ``IKClient.request``,
   ``ops.read_solve_reply``), so the worker's ``compute_ms`` can be read off each reply.
 
-Per round and system: p50 and p99 of the loop's per-call latency; tables give the median
+Per round and system: p50 and p99 of the loop's per-call latency, and for the broker systems
+the CPU time per call of the client, broker and worker processes (all threads, from
+``/proc``: steadier than latency when other jobs load the machine); tables give the median
 over rounds. The goal (issue #17): broker p50 ≤ 1.3 × (in-process p50 + floor p50), taken
 within each round, and broker p99 ≤ 2 × its p50.
 """
