@@ -46,15 +46,18 @@ def readies(broker: FakeBroker) -> int:
 # --------------------------------------------------------------------------- refused for good
 
 
-def test_a_worker_its_broker_refuses_for_good_says_why_once_and_exits_78(procs, endpoint):
-    """Before: it logged the refusal and re-registered every 0.25 s forever."""
+@pytest.mark.parametrize("warmup", ["0", "20"])
+def test_a_worker_its_broker_refuses_for_good_says_why_once_and_exits_78(procs, endpoint, warmup):
+    """Before: it logged the refusal and re-registered every 0.25 s forever. Its WARMING is
+    refused at once: a long warm-up is left at its next step (here 5 s), not finished."""
     t0 = time.monotonic()
-    worker = procs.echo_worker(endpoint, *TOO_MANY)
+    worker = procs.echo_worker(endpoint, *TOO_MANY, "--echo-warmup", warmup)
     code = exits(worker, 15)
     took = time.monotonic() - t0
     log = procs.log(worker)
     assert code == 78, log
-    print(f"\nMEASURED worker refused for good: exit {code} after {took:.2f}s (with start-up)")
+    assert took < 10, f"{took:.2f}s"
+    print(f"\nMEASURED refused for good, warm-up {warmup} s: exit {code} after {took:.2f}s")
     assert log.count("refused this worker for good") == 1, log
     assert "claims 65 robots, limit 64 (field robots)" in log
     assert "Traceback" not in log
@@ -167,3 +170,14 @@ def test_a_compiling_ik_worker_stops_at_once_on_sigterm(procs, endpoint, tmp_pat
     took = stop_while_warming(procs, endpoint, worker, signal.SIGTERM)
     assert "bucket 2/2 compiled" not in procs.log(worker)
     print(f"\nMEASURED IK worker exit on SIGTERM while compiling: {took:.2f}s")
+
+
+def test_a_serving_worker_exits_130_on_sigint_and_0_on_sigterm(procs, endpoint):
+    """SIGINT is Ctrl-C: 130, as the other commands (and a warming worker) exit."""
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 0)):
+        worker = procs.echo_worker(endpoint)
+        wait_for_workers(endpoint, 1, timeout=15)
+        worker.send_signal(sig)
+        assert exits(worker, 10) == code, procs.log(worker)
+        with IKClient(endpoint, timeout=2, retries=0) as client:  # it said DISCONNECT
+            assert client.ping()["workers"] == []

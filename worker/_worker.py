@@ -229,6 +229,10 @@ class Worker:
         self.info["warmup_s"] = round(time.monotonic() - t0, 3)
         self.info["heartbeat_ms"] = int(self.settings.heartbeat_interval * 1000)
         self.info["features"] = [FEATURE_DECLINE]
+        now = time.monotonic()
+        for link in self._links:
+            if link.refused is not None:  # it refused our WARMING for good (`Announcer`)
+                self._drop(link, "refused", now)
         logger.info(
             "warm-up took %.2fs; serving %s on %s to %s",
             self.info["warmup_s"],
@@ -236,13 +240,10 @@ class Worker:
             self.info.get("device", "cpu"),
             self._endpoints(),
         )
-        now = time.monotonic()
         for link in self._links:
-            if link.refused is not None:  # it refused our WARMING for good (`_on_refusal`)
-                self._drop(link, "refused", now)
-                continue
-            link.last_recv = now  # what a broker sent meanwhile was read; silence counts anew
-            self._send(link, ready_frames(self.info))
+            if link.refused is None:
+                link.last_recv = now  # what a broker sent meanwhile was read: silence anew
+                self._send(link, ready_frames(self.info))
 
     def _endpoints(self) -> str:
         return ", ".join(link.endpoint for link in self._links)
