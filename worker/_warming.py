@@ -43,8 +43,8 @@ class Announcer:
     brokers send meanwhile: an ERROR (an older broker does not know the command; a broker
     refused a field, or tracks too many warming workers) stops WARMING to that broker, which
     then learns of the worker at its READY, as before; one that READY could not pass either
-    (`_link.final_refusal`) marks the broker `Link.refused`: it gets no READY. Its thread owns the brokers' sockets
-    from `start` until `stop` returns."""
+    (`_link.final_refusal`) marks the broker `Link.refused`: it gets no READY. Its thread
+    owns the brokers' sockets from `start` until `stop` returns."""
 
     def __init__(self, links: Sequence[Link], info: dict[str, Any], limits: Limits) -> None:
         self.links = [link for link in links if link.sock is not None]

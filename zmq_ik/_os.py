@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _parent_gone(parent: int) -> None:
     os._exit(1)  # no clean-up: nobody is left to wait for it, and the port must come free
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int) -> NoReturn:
     """Exit with ``code`` at once, not waiting for other threads: an XLA compile a stopped
     worker abandoned cannot be interrupted and would hold a normal exit (which joins them)
     for as long as a bucket takes to compile, up to minutes. Logs and stdio are flushed
