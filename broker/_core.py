@@ -230,6 +230,8 @@ class BrokerCore:
         if self.stopping:
             self._send(identity, disconnect_frames("broker is shutting down"))
             return
+        if (refusal := self.settings.worker_refusal(len(self.workers))) is not None:
+            return self._reject(identity, ProtocolError(refusal, ErrorCode.OVERLOADED))
         worker = WorkerState(
             identity=identity,
             robots=frozenset(msg.robots),
