@@ -44,13 +44,13 @@ from zmq_ik.protocol import (
 logger = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_MAX_RCVTIMEO = 2**31 - 1
+"""Largest RCVTIMEO (ms) libzmq takes (a C int); a longer wait is taken in several steps."""
 _WAIT_STEP_MS = 1000
-"""Longest blocking wait (ms) in libzmq; longer waits are taken in steps of this. A Ctrl-C
-that the kernel delivers to one of libzmq's I/O threads instead of the main thread interrupts
-no wait: Python runs its handler (KeyboardInterrupt) only when the wait returns, so without
-a cap `compute` could ignore Ctrl-C until its deadline. Also, a request's wait (its deadline
-from now) differs by a millisecond or so from call to call: without a cap RCVTIMEO was set
-again on most calls; with it, any request with a timeout over a second leaves it alone."""
+"""Longest blocking receive (ms) of the one-broker loop; longer waits are taken in steps of
+this. A request's wait (its deadline from now) differs by a millisecond or so from call to
+call, so without a cap RCVTIMEO was set again on most calls; with it, any request with a
+timeout over a second leaves it alone."""
 _DRAIN = 10_000
 """Messages read without waiting before a due timer is handled (bounds one drain)."""
 
@@ -171,7 +171,7 @@ class IKClient:
         if wait > 0:
             i = self._listened()
             if i is None:  # several brokers waited on: poll them all, one message each
-                events = self._poller.poll(min(max(1, int(wait * 1000)), _WAIT_STEP_MS))
+                events = self._poller.poll(min(max(1, int(wait * 1000)), _MAX_RCVTIMEO))
                 for sock, _ in events:
                     try:
                         frames = recv_frames(sock, _NOBLOCK)

@@ -218,6 +218,9 @@ def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # Ctrl-C reaches a foreground command; a test run started in the background by a
+        # non-interactive shell (`make test &`) ignores SIGINT, and its children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         with IKClient(endpoint, timeout=1, retries=0) as client:
