@@ -78,11 +78,18 @@ class Procs:
         if exc_type is None:  # logs are kept only when something went wrong
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` (``env``: default `env`; ``cwd``: default this tree's root)."""
         log = self.log_dir / f"{len(self.procs):02d}-{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env or self.env, cwd=cwd or ROOT
             )
         proc.log_path = log  # type: ignore[attr-defined]
         self.procs.append(proc)

@@ -4,6 +4,11 @@ the same loop in-process and the raw two-hop floor.
     python -m benchmarks.control_loop                  # 9 rounds of 400 poses per system
     python -m benchmarks.control_loop --rounds 3 --poses 200
     python -m benchmarks.control_loop --tiny           # smoke test (seconds, not numbers)
+    python -m benchmarks.control_loop --base /tmp/base # + the same loop on another tree
+
+``--base TREE`` (e.g. ``git archive 0bfd594 | tar -x -C /tmp/base``) adds a fourth system,
+``base broker + worker``: that tree's client, broker and worker (its own processes, its
+``PYTHONPATH``), interleaved with the others in every round: an A/B of the whole path.
 
 The path is smooth: each arm's needle circles (1 cm radius) in the example scene's design
 plane in 0.5 mm steps, with the scene's needle orientations, as a controller tracking a
@@ -21,7 +26,9 @@ falls on all of them alike):
   ``solve``'s own steps (``ops.solve_request``, ``IKClient.request``,
   ``ops.read_solve_reply``), so the worker's ``compute_ms`` can be read off each reply.
 
-Per round and system: p50 and p99 of the loop's per-call latency; tables give the median
+Per round and system: p50 and p99 of the loop's per-call latency, and for the broker systems
+the CPU time per call of the client, broker and worker processes (all threads, from
+``/proc``: steadier than latency when other jobs load the machine); tables give the median
 over rounds. The goal (issue #17): broker p50 ≤ 1.3 × (in-process p50 + floor p50), taken
 within each round, and broker p99 ≤ 2 × its p50.
 """
@@ -29,9 +36,11 @@ within each round, and broker p99 ≤ 2 × its p50.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +51,9 @@ from zmq_ik.serve import free_endpoint
 
 MODES = ("warm", "ready")
 SYSTEMS = ("in-process", "two-hop floor", "broker + worker")
+BROKER = SYSTEMS[2]
+BASE = "base broker + worker"
+"""The fourth system with ``--base``: another tree's client, broker and worker."""
 STEP_M = 0.0005
 """Distance between consecutive targets of one arm (metres)."""
 RADIUS_M = 0.01
@@ -147,6 +159,122 @@ class Broker:
         self.client.close()
 
 
+BASE_CLIENT = """
+import sys, time, numpy as np
+from zmq_ik import ops
+from zmq_ik.client import IKClient
+data = np.load(sys.argv[1])
+wxyz, pos = data["wxyz"], data["pos"]
+client = IKClient(sys.argv[2], timeout=5.0, retries=0)
+print("ready", flush=True)
+for line in sys.stdin:
+    start, stop, warm = (int(x) for x in line.split())
+    rest, lat, computed = None, [], []
+    for i in range(start, stop):
+        t0 = time.perf_counter()
+        header, arrays = ops.solve_request(wxyz[i], pos[i], rest)
+        reply = client.request("tatbot", ops.SOLVE, header, arrays)
+        sol = ops.read_solve_reply(reply.arrays)
+        lat.append((time.perf_counter() - t0) * 1000)
+        computed.append(reply.header.get("compute_ms", float("nan")))
+        if warm:
+            rest = sol.joints[0]
+    print(" ".join(map(repr, lat)), flush=True)
+    print(" ".join(map(repr, computed)), flush=True)
+client.close()
+"""
+"""The base tree's client: `Broker`'s steps, one loop per line ``start stop warm`` on stdin,
+answered with two lines (latencies ms, compute_ms)."""
+
+
+class BaseTree:
+    """Another source tree's client, broker and worker (``--base``): the same loop, run by a
+    child process that imports that tree's ``zmq_ik``."""
+
+    def __init__(self, procs: Procs, tree: Path, wxyz: np.ndarray, pos: np.ndarray) -> None:
+        import subprocess
+
+        self.endpoint = free_endpoint()
+        env = {**procs.env, "PYTHONPATH": str(tree)}
+        cli = [sys.executable, "-m", "zmq_ik.cli", "-q"]
+        self.broker = procs.start(
+            "base-broker", [*cli, "broker", "--bind", self.endpoint], env=env, cwd=tree
+        )
+        self.worker = procs.start(
+            "base-ik-worker",
+            [
+                *cli,
+                "worker",
+                "--connect",
+                self.endpoint,
+                "--cache-dir",
+                str(JAX_CACHE),
+                "--buckets",
+                "1",
+            ],
+            env=env,
+            cwd=tree,
+        )
+        self.targets = procs.log_dir / "targets.npz"
+        np.savez(self.targets, wxyz=wxyz, pos=pos)
+        self.env, self.tree = env, tree
+        self.child: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        import subprocess
+
+        self.child = subprocess.Popen(
+            [sys.executable, "-c", BASE_CLIENT, str(self.targets), self.endpoint],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=self.tree,
+            env=self.env,
+        )
+        assert self.child.stdout is not None
+        if self.child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the base tree's client ({self.tree}) did not start")
+
+    def pids(self) -> list[int]:
+        """Client, broker, worker."""
+        assert self.child is not None
+        return [self.child.pid, self.broker.pid, self.worker.pid]
+
+    def loop(self, seg: slice, warm: bool) -> tuple[list[float], list[float]]:
+        assert self.child is not None and self.child.stdin and self.child.stdout
+        self.child.stdin.write(f"{seg.start} {seg.stop} {int(warm)}\n")
+        self.child.stdin.flush()
+        lat = [float(x) for x in self.child.stdout.readline().split()]
+        computed = [float(x) for x in self.child.stdout.readline().split()]
+        return lat, computed
+
+    def close(self) -> None:
+        if self.child is not None and self.child.stdin:
+            self.child.stdin.close()
+            self.child.wait(10)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time (ns) of every thread of process ``pid`` so far (``/proc/PID/task/*/schedstat``;
+    0 where there is no /proc). Per-call CPU time is steadier than latency on a busy machine:
+    what other jobs take delays the loop but is not counted."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that ended meanwhile
+    return total
+
+
+ROLES = ("client", "broker", "worker")
+
+
 def request_bytes() -> int:
     """Bytes of a single-pose ``solve`` request's frames (the floor echoes as many)."""
     from zmq_ik import ops
@@ -158,54 +286,84 @@ def request_bytes() -> int:
     return sum(len(f) if isinstance(f, bytes) else int(np.asarray(f).nbytes) for f in frames) + 40
 
 
-def measure(cfg: Config, rounds: int, poses: int) -> dict[str, Any]:
+def measure(cfg: Config, rounds: int, poses: int, base: Path | None = None) -> dict[str, Any]:
     """Every system and rest mode, ``rounds`` rounds of ``poses`` calls each. Returns
     ``{mode: {system: [(p50, p99, compute p50 or nan), ...]}}`` and the setup."""
     wxyz, pos = path(poses * (rounds + 1))
     front, back = free_endpoint(), free_endpoint()
     systems: dict[str, Any] = {}
+    names = SYSTEMS if base is None else (*SYSTEMS, BASE)
     results: dict[str, dict[str, list[tuple[float, float, float]]]] = {
-        mode: {s: [] for s in SYSTEMS} for mode in MODES
+        mode: {s: [] for s in names} for mode in MODES
     }
+
+    cpu: dict[str, dict[str, list[list[float]]]] = {
+        mode: {s: [] for s in names if s in (BROKER, BASE)} for mode in MODES
+    }
+    pids: dict[str, list[int]] = {}
+
+    def run_loop(
+        name: str, seg: slice, warm: bool, mode: str | None = None
+    ) -> tuple[list[float], list[float]]:
+        watched = pids.get(name, []) if mode is not None else []
+        before = [cpu_ns(pid) for pid in watched]
+        if name == BASE:
+            out: tuple[list[float], list[float]] = systems[BASE].loop(seg, warm)
+        else:
+            out = loop(systems[name], wxyz[seg], pos[seg], warm)
+        if watched and mode is not None:
+            calls = seg.stop - seg.start
+            cpu[mode][name].append(
+                [(cpu_ns(pid) - b) / 1000 / calls for pid, b in zip(watched, before, strict=True)]
+            )
+        return out
+
     with Procs() as procs:
+        if base is not None:
+            systems[BASE] = BaseTree(procs, base, wxyz, pos)
         procs.module("proxy", "benchmarks._raw", "proxy", "--frontend", front, "--backend", back)
         procs.module("dealer-echo", "benchmarks._raw", "dealer-echo", "--connect", back)
-        zik_ep = procs.broker().endpoint
-        procs.ik_worker(zik_ep, buckets="1")
+        broker = procs.broker()
+        zik_ep = broker.endpoint
+        pids[BROKER] = [os.getpid(), broker.pid, procs.ik_worker(zik_ep, buckets="1").pid]
         log(cfg, "control loop: compiling in-process, starting the worker...")
         systems["in-process"] = InProcess()
         procs.wait_workers(zik_ep, 1, robot="tatbot")
         systems["two-hop floor"] = Floor(front, request_bytes())
         systems["broker + worker"] = Broker(zik_ep)
         try:
+            if base is not None:
+                procs.wait_workers(systems[BASE].endpoint, 1, robot="tatbot")
+                systems[BASE].start()
+                pids[BASE] = systems[BASE].pids()
             procs.check_alive()
             warmup = max(20, poses // 10)
-            for name in SYSTEMS:  # warm-up: first calls, connections, caches
+            for name in names:  # warm-up: first calls, connections, caches
                 for mode in MODES:
-                    loop(systems[name], wxyz[:warmup], pos[:warmup], mode == "warm")
+                    run_loop(name, slice(0, warmup), mode == "warm")
             for r in range(rounds):
                 seg = slice((r + 1) * poses, (r + 2) * poses)
-                order = list(SYSTEMS[r % 3 :] + SYSTEMS[: r % 3])  # rotate who goes first
+                k = r % len(names)
+                order = list(names[k:] + names[:k])  # rotate who goes first
                 for mode in MODES if r % 2 == 0 else MODES[::-1]:
                     for name in order:
-                        lat, computed = loop(systems[name], wxyz[seg], pos[seg], mode == "warm")
+                        lat, computed = run_loop(name, seg, mode == "warm", mode)
                         results[mode][name].append((pct(lat, 50), pct(lat, 99), pct(computed, 50)))
                 procs.check_alive()
                 log(
                     cfg,
                     f"  round {r + 1}/{rounds}: "
                     + "; ".join(
-                        f"{mode} "
-                        + ", ".join(f"{s} {results[mode][s][-1][0]:.3f}" for s in SYSTEMS)
+                        f"{mode} " + ", ".join(f"{s} {results[mode][s][-1][0]:.3f}" for s in names)
                         for mode in MODES
                     )
                     + " (p50 ms)",
                 )
         finally:
-            for name in ("two-hop floor", "broker + worker"):
+            for name in ("two-hop floor", "broker + worker", BASE):
                 if name in systems:
                     systems[name].close()
-    return {"results": results, "rounds": rounds, "poses": poses}
+    return {"results": results, "cpu_us": cpu, "rounds": rounds, "poses": poses}
 
 
 def summary(data: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -215,12 +373,21 @@ def summary(data: dict[str, Any]) -> dict[str, dict[str, float]]:
         inproc, floor, broker = (per[s] for s in SYSTEMS)
         goal = [ratio(b[0], i[0] + f[0]) for i, f, b in zip(inproc, floor, broker, strict=True)]
         out[mode] = {
-            **{f"{s} p50": median([x[0] for x in per[s]]) for s in SYSTEMS},
-            **{f"{s} p99": median([x[1] for x in per[s]]) for s in SYSTEMS},
+            **{f"{s} p50": median([x[0] for x in per[s]]) for s in per},
+            **{f"{s} p99": median([x[1] for x in per[s]]) for s in per},
             "compute_ms p50": median([x[2] for x in broker]),
             "goal ratio": median(goal),
             "p99 / p50": median([ratio(b[1], b[0]) for b in broker]),
         }
+        if BASE in per:
+            old = per[BASE]
+            out[mode]["base compute_ms p50"] = median([x[2] for x in old])
+            out[mode]["base goal ratio"] = median(
+                [ratio(b[0], i[0] + f[0]) for i, f, b in zip(inproc, floor, old, strict=True)]
+            )
+            out[mode]["new / base p50"] = median(
+                [ratio(n[0], b[0]) for n, b in zip(broker, old, strict=True)]
+            )
     return out
 
 
@@ -245,19 +412,51 @@ def table(data: dict[str, Any]) -> Table:
             "≤ 1.3, p99 ÷ p50 ≤ 2."
         ),
     )
+    base = [
+        ("base broker + worker p50", f"{BASE} p50"),
+        ("base broker p99", f"{BASE} p99"),
+        ("base compute_ms p50", "base compute_ms p50"),
+        ("base ÷ (in-process + floor)", "base goal ratio"),
+        ("broker ÷ base broker p50", "new / base p50"),
+    ]
+    with_base = "new / base p50" in next(iter(s.values()))
+    if with_base:
+        t.headers += [label for label, _ in base]
     for mode, v in s.items():
-        t.rows.append(
-            [
-                mode,
-                v["in-process p50"],
-                v["two-hop floor p50"],
-                v["broker + worker p50"],
-                v["broker + worker p99"],
-                v["compute_ms p50"],
-                v["goal ratio"],
-                v["p99 / p50"],
-            ]
-        )
+        row = [
+            mode,
+            v["in-process p50"],
+            v["two-hop floor p50"],
+            v["broker + worker p50"],
+            v["broker + worker p99"],
+            v["compute_ms p50"],
+            v["goal ratio"],
+            v["p99 / p50"],
+        ]
+        if with_base:
+            row += [v[key] for _, key in base]
+        t.rows.append(row)
+    return t
+
+
+def cpu_table(data: dict[str, Any]) -> Table | None:
+    """CPU µs per call of each process (all its threads), median over rounds."""
+    cpu = data.get("cpu_us", {})
+    if not any(cpu.get(mode) for mode in MODES):
+        return None
+    t = Table(
+        "Control loop: CPU time per call of each process (µs, all threads)",
+        ["rest", "system", *ROLES, "total"],
+        note=(
+            "From /proc/PID/task/*/schedstat around each loop, median over rounds. The "
+            "client process is this benchmark's (it also runs the other systems, in turn)."
+        ),
+    )
+    for mode in MODES:
+        for name, rows in cpu.get(mode, {}).items():
+            if rows:
+                cols = [median([r[j] for r in rows]) for j in range(len(ROLES))]
+                t.rows.append([mode, name, *cols, median([sum(r) for r in rows])])
     return t
 
 
@@ -272,6 +471,9 @@ def run(cfg: Config) -> Section:
     rounds, poses = cfg.pick((9, 400), (3, 200), (1, 20))
     data = measure(cfg, rounds, poses)
     section.tables.append(table(data))
+    extra = cpu_table(data)
+    if extra is not None:
+        section.tables.append(extra)
     section.data = {**data, "summary": summary(data)}
     return section
 
@@ -281,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--poses", type=int, default=400, help="calls per round and system")
     parser.add_argument("--tiny", action="store_true", help="smoke-test size (seconds)")
+    parser.add_argument(
+        "--base", type=Path, help="another source tree, run side by side (A/B of the path)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.poses < 2:
         parser.error("--rounds must be >= 1 and --poses >= 2")
@@ -290,8 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         section = run(cfg)
     else:
         section = Section("control_loop", "Control loop through the broker")
-        data = measure(cfg, args.rounds, args.poses)
+        data = measure(cfg, args.rounds, args.poses, args.base.resolve() if args.base else None)
         section.tables.append(table(data))
+        extra = cpu_table(data)
+        if extra is not None:
+            section.tables.append(extra)
     print(section.markdown())
     log(cfg, f"control_loop: {time.perf_counter() - t0:.0f}s")
     return 0 if section.tables else 1

@@ -39,7 +39,11 @@ from benchmarks._procs import ROOT, Procs
 from zmq_ik.serve import free_endpoint
 
 BATCHES = (1, 1024, 16384, 131072)
-DRY_BATCHES = (1, 16)
+DRY_BATCHES = (16, 64)
+DRY_BUCKETS = "16,64"
+"""The dry run's sizes are the test worker's buckets (tests/conftest.py IK_TEST_BUCKETS), so
+in CI it loads their programs from the shared cache instead of compiling others: it checks
+the path, not the numbers."""
 COMPARE_TARGETS = 1024
 DRY_COMPARE_TARGETS = 16
 
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["JAX_PLATFORMS"] = "cpu"
         os.environ["ZMQ_IK_GPU_CHECK_DRY"] = "1"
         gpu_args: list[str] = []
-        buckets = ["--buckets", "1,16"]
+        buckets = ["--buckets", DRY_BUCKETS]
     else:
         gpu_args, buckets = ["--gpu", "0"], []
     from benchmarks._procs import JAX_CACHE

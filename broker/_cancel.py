@@ -35,7 +35,8 @@ def cancel(core: BrokerCore, client: bytes, payload: Sequence[Frame]) -> dict[st
             counts["unknown"] += 1
             continue
         counts["running" if job.worker is not None else "dropped"] += 1
-        core.close_job(job)  # remembered as answered: a retry crossing the cancel never runs
+        # Remembered as answered: a retry of it that crossed the cancel never runs.
+        core.close_job(job, answered=True)
     counters = core.counters
     counters["cancel_requests"] += 1
     counters["cancelled"] += counts["dropped"]

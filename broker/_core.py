@@ -230,6 +230,8 @@ class BrokerCore:
         if self.stopping:
             self._send(identity, disconnect_frames("broker is shutting down"))
             return
+        if (refusal := self.settings.worker_refusal(len(self.workers))) is not None:
+            return self._reject(identity, ProtocolError(refusal, ErrorCode.OVERLOADED))
         worker = WorkerState(
             identity=identity,
             robots=frozenset(msg.robots),
@@ -295,7 +297,7 @@ class BrokerCore:
             return
         self._deliver(job, msg.command, msg.payload)
         if final:
-            self._close(job, answered=True)
+            self.close_job(job, answered=True)
 
     def _on_worker_state(self, worker: WorkerState, flags: frozenset[str], now: float) -> None:
         """A worker serving several brokers says whether it is free for our jobs (4.10)."""
@@ -539,9 +541,10 @@ class BrokerCore:
         self._error_to(job.client, job.request_id, code, message)
         # The client re-sends after `worker_lost` with the same id (client.RETRYABLE): that
         # retry must run. After any other answer, a retry is a duplicate.
-        self._close(job, answered=code is not ErrorCode.WORKER_LOST)
+        self.close_job(job, answered=code is not ErrorCode.WORKER_LOST)
 
-    def _close(self, job: Job, answered: bool) -> None:
+    def close_job(self, job: Job, answered: bool) -> None:
+        """Forget an open job (answered, or cancelled by its client: broker._cancel)."""
         job.closed = True
         self.jobs.pop(job.job_id, None)
         key = (job.client, job.request_id)
@@ -559,10 +562,6 @@ class BrokerCore:
                     queue.remove(job)
                 except ValueError:
                     pass
-
-    def close_job(self, job: Job) -> None:
-        """Forget an open job, never to answer it: its client cancelled it (broker._cancel)."""
-        self._close(job, answered=True)
 
     def _error_to(
         self,

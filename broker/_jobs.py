@@ -49,6 +49,10 @@ class BrokerSettings:
     max_warming: int = 1024
     """Warming workers (WARMING sent, no READY yet) the broker tracks at once; a WARMING from
     one more is refused (`overloaded`; that worker is still taken at its READY)."""
+    max_workers: int = 4096
+    """Registered workers the broker keeps at once; a READY from one more is refused
+    (`overloaded`, naming this limit: the worker retries with backoff). Each costs a little
+    memory and a heartbeat per interval; without a bound any peer could add workers forever."""
     max_retries: int = 2
     """Re-dispatches of a job whose worker died, before `worker_lost`."""
     shutdown_grace: float = 2.0
@@ -83,6 +87,16 @@ class BrokerSettings:
                 f"the broker holds {queued_bytes / MIB:.1f} MiB of requests; this one "
                 f"({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
                 f"{self.max_queued_bytes / MIB:.0f} MiB"
+            )
+        return None
+
+    def worker_refusal(self, registered: int) -> str | None:
+        """Why a READY must be refused (`overloaded`) while ``registered`` workers are
+        registered (not counting the sender); None when it fits."""
+        if registered >= self.max_workers:
+            return (
+                f"the broker has {registered} registered workers (max_workers "
+                f"{self.max_workers}): retry later"
             )
         return None
 

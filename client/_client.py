@@ -46,6 +46,11 @@ logger = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
 _MAX_RCVTIMEO = 2**31 - 1
 """Largest RCVTIMEO (ms) libzmq takes (a C int); a longer wait is taken in several steps."""
+_WAIT_STEP_MS = 1000
+"""Longest blocking receive (ms) of the one-broker loop; longer waits are taken in steps of
+this. A request's wait (its deadline from now) differs by a millisecond or so from call to
+call, so without a cap RCVTIMEO was set again on most calls; with it, any request with a
+timeout over a second leaves it alone."""
 _DRAIN = 10_000
 """Messages read without waiting before a due timer is handled (bounds one drain)."""
 
@@ -207,7 +212,7 @@ class IKClient:
                 # A blocking receive with a timeout: one system call to sleep, none when a
                 # reply is already queued (zmq_poll, then a receive, costs several per reply).
                 sock = self.sockets[i]
-                wait_ms = min(max(1, int(wait * 1000)), _MAX_RCVTIMEO)
+                wait_ms = min(max(1, int(wait * 1000)), _WAIT_STEP_MS)
                 if wait_ms != self._rcvtimeo[i]:
                     sock.setsockopt(zmq.RCVTIMEO, wait_ms)
                     self._rcvtimeo[i] = wait_ms
@@ -220,9 +225,9 @@ class IKClient:
                     if core.outbox:  # a retry (a retryable error), a failover
                         self._flush()
                     return
-        # A timer is due. Answers that arrived while nobody read (a stream's consumer was
-        # busy, or they came from a broker not listened to) are read first: they must not
-        # be taken for silence and sent again.
+        # A timer is due (or a wait step ended: `tick` then finds nothing due). Answers that
+        # arrived while nobody read (a stream's consumer was busy, or they came from a broker
+        # not listened to) are read first: they must not be taken for silence and sent again.
         for i, sock in enumerate(self.sockets):
             for _ in range(_DRAIN):
                 try:

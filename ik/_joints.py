@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from zmq_ik._checks import SMALL
 from zmq_ik.errors import InputError
 
 if TYPE_CHECKING:
@@ -73,22 +74,19 @@ def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
     return (lo + margin + u * (hi - lo - 2 * margin)).astype(np.float32)
 
 
-_REST_BOUNDS: weakref.WeakKeyDictionary[Robot, tuple[npt.NDArray[np.float64], ...]] = (
-    weakref.WeakKeyDictionary()
-)
-"""Per robot, the (lowest, highest) rest pose `check_rest` accepts: computed once, not per
-solve (a control loop sends a rest pose with every pose)."""
+RestBounds = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], list[float], list[float]]
+_REST_BOUNDS: weakref.WeakKeyDictionary[Robot, RestBounds] = weakref.WeakKeyDictionary()
+"""Per robot, the (lowest, highest) rest pose `check_rest` accepts, as arrays and as lists:
+computed once, not per solve (a control loop sends a rest pose with every pose)."""
 
 
-def _rest_bounds(robot: Robot) -> tuple[npt.NDArray[np.float64], ...]:
+def _rest_bounds(robot: Robot) -> RestBounds:
     bounds = _REST_BOUNDS.get(robot)
     if bounds is None:
         lower, upper = robot.lower.astype(np.float64), robot.upper.astype(np.float64)
         slack = np.where(robot.limited, np.maximum(upper - lower, joint_reach(robot)), np.inf)
-        bounds = _REST_BOUNDS[robot] = (
-            np.maximum(lower - slack, -1e3),
-            np.minimum(upper + slack, 1e3),
-        )
+        lo, hi = np.maximum(lower - slack, -1e3), np.minimum(upper + slack, 1e3)
+        bounds = _REST_BOUNDS[robot] = (lo, hi, lo.tolist(), hi.tolist())
     return bounds
 
 
@@ -97,11 +95,16 @@ def check_rest(robot: Robot, rest: Any) -> None:
     half a turn or 1 m, beyond them) or beyond ±1e3: it is the starting point too, so such a
     value is a caller's mistake (degrees for radians, a wrong joint order). A previous answer
     fed back (soft limits let it sit outside them) passes."""
-    rest = np.asarray(rest, np.float64)
-    lo, hi = _rest_bounds(robot)
-    bad = (rest < lo) | (rest > hi)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    if type(rest) is not np.ndarray or rest.dtype.kind != "f":
+        rest = np.asarray(rest, np.float64)
+    lo, hi, lo_list, hi_list = _rest_bounds(robot)
+    if rest.size <= SMALL:  # in Python: see `SMALL` (a control loop sends one rest pose a call)
+        values = enumerate(zip(rest.tolist(), lo_list, hi_list, strict=True))
+        i = next((i for i, (r, a, b) in values if r < a or r > b), -1)
+    else:
+        bad = (rest < lo) | (rest > hi)
+        i = int(np.flatnonzero(bad)[0]) if bad.any() else -1
+    if i >= 0:
         raise InputError(
             f"rest[{i}] = {rest[i]:g} for joint {robot.joint_names[i]!r} is far outside its "
             f"limits [{robot.lower[i]:g}, {robot.upper[i]:g}]",

@@ -214,7 +214,7 @@ def warmup(
     overlap. Nothing is run: compiling fills the same cache a call would. ``progress(done,
     total)`` is called on this thread as each bucket is ready, in `warmup_buckets` order
     (bucket ``done`` is ``warmup_buckets(ik, buckets)[done - 1]``): compiling can take
-    minutes."""
+    minutes. An exception here (from ``progress``, or a signal handler's) returns at once."""
     settings = ik or IKSettings()
     sizes = warmup_buckets(settings, buckets)
     fn = solve_program(robot, settings.precise, settings.seeds)
@@ -227,10 +227,18 @@ def warmup(
         lowered.compile()
         logger.debug("bucket %d (%s) ready in %.2fs", bucket, name, time.monotonic() - t0)
 
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="zmq-ik-warmup") as pool:
+    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="zmq-ik-warmup")
+    try:
         # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
         futures = [pool.submit(compile_one, fn.lower(*program_specs(robot, b)), b) for b in sizes]
         for done, future in enumerate(futures, 1):
             future.result()
             if progress is not None:
                 progress(done, len(sizes))
+    except BaseException:
+        # Stopped (a signal; ``progress`` raising) or failed: start no other bucket and
+        # return at once; buckets compiling now finish in their threads (XLA cannot be
+        # interrupted), which a process exiting at once (`_os.exit_now`) need not wait for.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()

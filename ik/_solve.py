@@ -4,6 +4,7 @@ like ``IKClient.solve`` so code moves between the two unchanged."""
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import as_float, check_rest_shape, check_targets
+from zmq_ik._checks import SMALL, as_float, check_rest_shape, check_targets
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import IKSettings, IKSolution
 
@@ -32,9 +33,9 @@ def solver_inputs(
     the rest pose (``None``: :func:`default_rest`), all float32. One pose, (n_ee, 4) and
     (n_ee, 3), is N = 1. Quaternions are normalised in float64.
 
-    ``checked``: the targets come from `zmq_ik._checks.check_targets` already (a worker's
-    `ops.read_solve_request`), so only what needs the robot is checked here (~30 µs less
-    per single-pose request)."""
+    ``checked``: the targets and the rest pose come from `zmq_ik._checks.check_targets` and
+    `check_rest_shape` already (a worker's `ops.read_solve_request`), so only what needs the
+    robot is checked here (~30 µs less per single-pose request)."""
     if checked:
         wxyz, pos = np.asarray(target_wxyz), np.asarray(target_pos)
         if wxyz.shape[1:] != (robot.n_ee, 4) or pos.shape != (*wxyz.shape[:2], 3):
@@ -49,13 +50,31 @@ def solver_inputs(
         )
     if rest is None:
         rest32 = default_rest(robot)
+    elif checked:  # float32 and finite already (`check_rest_shape`): its length and bounds
+        rest32 = check_rest_shape(rest, robot.n_joints)
+        check_rest(robot, rest32)
     else:
         rest64 = check_rest_shape(rest, robot.n_joints, np.float64)
         check_rest(robot, rest64)
         rest32 = rest64.astype(np.float32)
+    return unit_quaternions(wxyz), pos.astype(np.float32, copy=False), rest32
+
+
+def unit_quaternions(wxyz: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    """(..., 4) quaternions divided by their norms, computed in float64, as float32. A few
+    (`zmq_ik._checks.SMALL`: a control loop's pose) in Python, the same operations in the
+    same order, so the same bits."""
+    if wxyz.size <= SMALL:
+        v = wxyz.ravel().tolist()
+        out: list[float] = []
+        for i in range(0, len(v), 4):
+            w, x, y, z = v[i : i + 4]
+            n = math.sqrt(w * w + x * x + y * y + z * z)
+            out += (w / n, x / n, y / n, z / n)
+        return np.array(out, np.float32).reshape(wxyz.shape)
     w64 = wxyz.astype(np.float64)
     unit = w64 / np.sqrt(np.sum(w64 * w64, axis=-1, keepdims=True))
-    return unit.astype(np.float32), pos.astype(np.float32, copy=False), rest32
+    return unit.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)
@@ -135,7 +154,7 @@ def solve_until(
     pos_err = np.empty((n_targets, robot.n_ee), np.float32)
     ori_err = np.empty((n_targets, robot.n_ee), np.float32)
     if n_targets == 0:
-        return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
+        return IKSolution.trusted(joints, pos_err, ori_err)
     fn = solve_program(robot, settings.precise, settings.seeds)
     params = device_params(settings)
     chunk = chunk_size(sizes, settings.seeds)
@@ -154,4 +173,4 @@ def solve_until(
         joints[start:stop] = np.asarray(q).T[:m]
         pos_err[start:stop] = np.asarray(pe).T[:m]
         ori_err[start:stop] = np.asarray(oe).T[:m]
-    return IKSolution(joints=joints, pos_err=pos_err, ori_err=ori_err)
+    return IKSolution.trusted(joints, pos_err, ori_err)  # made here: no checks needed

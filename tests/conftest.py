@@ -93,6 +93,17 @@ class Processes:
                 pass
 
 
+LAST = ("test_benchmarks_smoke.py",)
+"""Test files run after all others: each benchmark section starts processes that compile
+the IK programs of the session's test worker (buckets `IK_TEST_BUCKETS`, the shared JAX
+cache) at the same time, which on a fresh clone (an empty cache, as in CI) means several
+cold compiles of the same programs competing for the CPUs; run last, they load them."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name in LAST)  # stable: the rest keep their order
+
+
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Processes]:
     p = Processes(tmp_path)

@@ -782,3 +782,18 @@ def test_a_warming_worker_that_renames_its_robots_announces_only_the_new_ones():
     assert proto.decode_error(msgs[0][1].payload)[1].endswith("served: none; warming up: b")
     h.request(b"C", b"r2", robot="b")
     assert h.drain() == []
+
+
+def test_registered_workers_are_capped_and_a_refused_ready_gets_overloaded_naming_the_cap():
+    h = Harness(max_workers=2)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    h.send(b"W3", proto.ready_frames({"robots": ["tatbot"], "device": "cpu"}))
+    msgs = h.drain()
+    assert errors(msgs) == [(b"W3", b"", "overloaded")]
+    assert "max_workers 2" in proto.decode_error(msgs[0][1].payload)[1]
+    h.ready(b"W1")  # a re-registration is no new worker
+    assert sorted(w["id"] for w in ping(h)["workers"]) == [b"W1".hex(), b"W2".hex()]
+    h.send(b"W2", proto.disconnect_frames("bye"))
+    h.ready(b"W3")  # room again: taken
+    assert len(ping(h)["workers"]) == 2 and h.drain() == []

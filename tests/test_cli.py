@@ -218,6 +218,9 @@ def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # Ctrl-C reaches a foreground command; a test run started in the background by a
+        # non-interactive shell (`make test &`) ignores SIGINT, and its children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         with IKClient(endpoint, timeout=1, retries=0) as client:
@@ -490,6 +493,22 @@ def test_plots_without_matplotlib_name_the_extra_before_any_work(tmp_path, monke
         assert result.exit_code == 78, result.output
         assert 'pip install "zmq-ik[plot]"' in result.output and "Traceback" not in result.output
     assert time.monotonic() - t0 < 3 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("where", ["missing_dir/report.png", "."])
+def test_report_refuses_an_unwritable_output_as_a_usage_error_before_any_work(tmp_path, where):
+    """Before: exit 1 (a library error). Now as `compute -o`: exit 2 naming --output, one
+    line, before the input is read (here it is not even a StrokeBatch)."""
+    garbage = tmp_path / "sb.safetensors"
+    garbage.write_bytes(b"not a strokebatch")
+    result = run("report", str(garbage), "-o", str(tmp_path / where))
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and "--output" in error[0], result.output
+    assert ("does not exist" if "missing" in where else "is a directory") in error[0]
+    assert "Traceback" not in result.output and "safetensors" not in error[0]  # not read
+    if where == ".":
+        assert error[0].endswith(f"e.g. {tmp_path / where / 'report.png'}")
 
 
 # --------------------------------------------------------------------------- #18.10 big YAML

@@ -474,3 +474,45 @@ def test_fixed_link_pose() -> None:
 def test_model_import_has_no_jax() -> None:
     code = "import sys, zmq_ik.model, zmq_ik.robots; assert 'jax' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_tiny_and_large_arrays_are_judged_alike():
+    """Arrays up to `_checks.SMALL` elements are checked in Python (#17), larger ones with
+    numpy: the same inputs are refused, with the same message and field, either way."""
+    from zmq_ik._checks import SMALL, check_targets
+    from zmq_ik.model import IKSolution
+
+    def targets(n: int) -> tuple[np.ndarray, np.ndarray]:
+        wxyz = np.tile(np.array([1.0, 0, 0, 0], np.float32), (n, 2, 1))
+        return wxyz, np.full((n, 2, 3), 0.1, np.float32)
+
+    big = SMALL // 4 + 1  # a (big, 2, 4) array is over SMALL
+    assert targets(1)[0].size <= SMALL < targets(big)[0].size
+    cases = [
+        (lambda w, p: w.__setitem__((0, 1, 2), np.nan), "target_wxyz", "NaN or inf"),
+        (lambda w, p: p.__setitem__((0, 0, 0), -np.inf), "target_pos", "NaN or inf"),
+        (lambda w, p: p.__setitem__((0, 1, 1), 1e6), "target_pos", "beyond"),
+        (lambda w, p: w.__setitem__((0, 1), 1e-7), "target_wxyz", "zero quaternion"),
+    ]
+    for spoil, field, needle in cases:
+        messages = []
+        for n in (1, big):
+            wxyz, pos = targets(n)
+            check_targets(wxyz, pos)
+            spoil(wxyz, pos)
+            with pytest.raises(InputError, match=needle) as info:
+                check_targets(wxyz, pos)
+            assert info.value.field == field
+            messages.append(info.value.message)
+        assert messages[0] == messages[1]
+    for n in (1, big):  # IK errors: >= 0 or NaN (unknown), never negative or inf
+        joints, err = np.zeros((n, 14), np.float32), np.zeros((n, 40), np.float32)
+        assert (n == 1) == (err.size <= SMALL)
+        err[0, 3] = np.nan
+        IKSolution(joints=joints, pos_err=err, ori_err=err)
+        for bad in (-1e-9, np.inf):
+            spoilt = err.copy()
+            spoilt[-1, -1] = bad
+            with pytest.raises(InputError, match="never inf") as info:
+                IKSolution(joints=joints, pos_err=spoilt, ori_err=err)
+            assert info.value.field == "pos_err"

@@ -9,6 +9,7 @@ from typing import Any
 
 import zmq
 
+from zmq_ik.errors import ErrorCode
 from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Limits, endpoints_setting
 from zmq_ik.worker._job import Job
 
@@ -62,5 +63,27 @@ class Link:
         """Its job that arrived during another broker's job (it cannot be declined): run next."""
         self.broken: str | None = None
         """Why the keeper found the connection unusable; the main thread drops it."""
+        self.refused: str | None = None
+        """The broker's message when it refused this worker for good (`final_refusal`): it is
+        no longer served."""
+        self.held_off = False
+        """It refused our READY for now (``overloaded``): the reconnect that follows backs off."""
         self.delay = reconnect_min
         self.reconnect_at = 0.0
+
+
+_NOT_OURS = ("command", "progress")
+"""ERROR fields that do not condemn a READY: ``command`` (an older broker that does not know
+WARMING), ``progress`` (a WARMING-only field)."""
+
+
+def final_refusal(code: str, field: str | None) -> bool:
+    """Whether a broker's ERROR to this worker's READY or WARMING is one that sending it again
+    cannot fix: another protocol version, or a header field over the broker's bounds
+    (`protocol.check_worker_header`: too many robots, a name or device string too long, the
+    header too large; the field is named). ``overloaded`` (the broker is at a cap) is not:
+    retry with backoff. Neither is an unreadable ERROR (no field)."""
+    if code == ErrorCode.VERSION.value:
+        return True
+    bounds = (ErrorCode.TOO_LARGE.value, ErrorCode.PROTOCOL.value)
+    return code in bounds and field is not None and field not in _NOT_OURS

@@ -28,7 +28,7 @@ from zmq_ik.protocol import (
     send_frames,
     warming_frames,
 )
-from zmq_ik.worker._link import Link
+from zmq_ik.worker._link import Link, final_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ class Announcer:
     compiled (`progress`), and at least every `protocol.WARMING_INTERVAL`. Reads what the
     brokers send meanwhile: an ERROR (an older broker does not know the command; a broker
     refused a field, or tracks too many warming workers) stops WARMING to that broker, which
-    then learns of the worker at its READY, as before. Its thread owns the brokers' sockets
-    from `start` until `stop` returns."""
+    then learns of the worker at its READY, as before; one that READY could not pass either
+    (`_link.final_refusal`) marks the broker `Link.refused`: it gets no READY. Its thread
+    owns the brokers' sockets from `start` until `stop` returns."""
 
     def __init__(self, links: Sequence[Link], info: dict[str, Any], limits: Limits) -> None:
         self.links = [link for link in links if link.sock is not None]
@@ -114,7 +115,10 @@ class Announcer:
             return  # nothing else is meant for a worker that is not registered yet
         self._quiet.add(i)
         code, message, field = decode_error(msg.payload)
-        if field == "command":
+        if final_refusal(code, field):  # READY would be refused too: no READY there
+            link.refused = f"[{code}] {message}" + (f" (field {field})" if field else "")
+            logger.error("broker %s refused this worker for good: %s", link.endpoint, link.refused)
+        elif field == "command":
             logger.info(
                 "broker %s does not take WARMING (an older broker): it lists this worker once "
                 "it is READY",

@@ -20,6 +20,7 @@ leaves this one alone until its heartbeats say ``idle``); a broker that does not
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 import zmq
 
-from zmq_ik.errors import ErrorCode, ProtocolError
+from zmq_ik.errors import ConfigError, ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     FEATURE_DECLINE,
     FLAG_BUSY,
@@ -51,7 +52,7 @@ from zmq_ik.protocol import (
     send_frames,
 )
 from zmq_ik.worker._job import Job, run_job
-from zmq_ik.worker._link import Link, WorkerSettings
+from zmq_ik.worker._link import Link, WorkerSettings, final_refusal
 from zmq_ik.worker._service import Service, base_info
 from zmq_ik.worker._warming import Announcer
 
@@ -70,6 +71,11 @@ contends for the GIL: 200 a second measured ~5 % of echo throughput)."""
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _ABSENT = object()
+
+
+class WarmupStopped(BaseException):
+    """SIGTERM/SIGINT (or `Worker.stop`) during the warm-up: it is abandoned at once (a
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it)."""
 
 
 class Worker:
@@ -100,17 +106,34 @@ class Worker:
         self.info: dict[str, Any] = {}
         self.served = 0
         self.declined = 0
+        self.stopped_by: int | None = None
+        """The signal that stopped the worker (`install_signal_handlers`), if one did."""
+        self.warmup_abandoned = False
+        """`run` returned because it was stopped during the warm-up: compiles the service had
+        started may still run in other threads (XLA cannot be interrupted)."""
+        self._warming = False
+        """The main thread is in the service's warm-up: a signal abandons it at once."""
+
+    @property
+    def exit_code(self) -> int:
+        """What the process should exit with once `run` returned: 130 after SIGINT, else 0."""
+        return 130 if self.stopped_by == signal.SIGINT else 0
 
     def stop(self) -> None:
-        """Finish the current job, say DISCONNECT, return from `run` (thread-safe)."""
+        """Finish the current job (or the warm-up's current bucket), say DISCONNECT, return
+        from `run` (thread-safe)."""
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
-            logger.info(
-                "received %s: finishing current job, then leaving", signal.Signals(signum).name
-            )
+            name = signal.Signals(signum).name
+            self.stopped_by = self.stopped_by or signum
             self.stop()
+            if self._warming:  # compiling may take minutes: leave it now, not at READY
+                self._warming = False
+                logger.info("received %s during the warm-up: abandoning it, leaving", name)
+                raise WarmupStopped(name)
+            logger.info("received %s: finishing current job, then leaving", name)
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
@@ -122,15 +145,21 @@ class Worker:
         (READY) and serve; reconnect to whichever broker goes silent."""
         try:
             self._warm_up()
-        except BaseException:  # a robot that does not load: the brokers forget us at once
+        except BaseException as e:  # a robot that does not load, or a stop: the brokers
+            stopped = isinstance(e, WarmupStopped)  # forget us at once
             for link in self._links:
                 if link.sock is not None:
-                    self._send(link, disconnect_frames("warm-up failed"))
+                    why = "worker stopping" if stopped else "warm-up failed"
+                    self._send(link, disconnect_frames(why))
                     link.sock.close(100)  # (ms) time for the DISCONNECT to leave
                     link.sock = None
             if self._own_context:
                 self.context.term()
-            raise
+            if not stopped:
+                raise
+            self.warmup_abandoned = True
+            logger.info("worker stopped during its warm-up")
+            return
         # The main thread wakes the keeper from its poll with this pair when a job ends.
         address = f"inproc://zmq-ik-keeper-{id(self):x}"
         self._wake_keeper = self.context.socket(zmq.PAIR)
@@ -175,6 +204,9 @@ class Worker:
         if own is not _ABSENT:  # the service reports its buckets: pass them on too
 
             def both(done: int, total: int) -> None:
+                if self._stop.is_set():  # `stop()` from another thread: between buckets
+                    raise WarmupStopped("stop()")
+                self._check_refused()  # no broker will take us: why compile on
                 announcer.progress(done, total)
                 if own is not None:
                     own(done, total)
@@ -182,15 +214,25 @@ class Worker:
             service.warmup_progress = both
         announcer.start()
         try:
-            warm = service.warmup()
+            try:
+                self._warming = not self._stop.is_set()
+                warm = service.warmup() if self._warming else {}
+            finally:
+                self._warming = False
         finally:
             announcer.stop()
             if own is not _ABSENT:
                 service.warmup_progress = own
+        if self._stop.is_set():
+            raise WarmupStopped("stop()")
         self.info = {**base, **warm, "robots": robots}
         self.info["warmup_s"] = round(time.monotonic() - t0, 3)
         self.info["heartbeat_ms"] = int(self.settings.heartbeat_interval * 1000)
         self.info["features"] = [FEATURE_DECLINE]
+        now = time.monotonic()
+        for link in self._links:
+            if link.refused is not None:  # it refused our WARMING for good (`Announcer`)
+                self._drop(link, "refused", now)
         logger.info(
             "warm-up took %.2fs; serving %s on %s to %s",
             self.info["warmup_s"],
@@ -198,13 +240,19 @@ class Worker:
             self.info.get("device", "cpu"),
             self._endpoints(),
         )
-        now = time.monotonic()
         for link in self._links:
-            link.last_recv = now  # what a broker sent meanwhile was read; silence counts anew
-            self._send(link, ready_frames(self.info))
+            if link.refused is None:
+                link.last_recv = now  # what a broker sent meanwhile was read: silence anew
+                self._send(link, ready_frames(self.info))
 
     def _endpoints(self) -> str:
         return ", ".join(link.endpoint for link in self._links)
+
+    def _check_refused(self) -> None:
+        """Exit 78 (`ConfigError`) once every broker refused this worker for good."""
+        if all(link.refused is not None for link in self._links):
+            why = "; ".join(f"{link.endpoint}: {link.refused}" for link in self._links)
+            raise ConfigError(f"every broker refused this worker, retrying cannot help: {why}")
 
     def _serve(self) -> None:
         interval = self.settings.heartbeat_interval
@@ -298,6 +346,7 @@ class Worker:
         link.answered = link.declines = link.owed_idle = False
         link.deferred = None
         link.broken = None
+        link.held_off = False
         link.last_recv = now
 
     def _drop(self, link: Link, outcome: str, now: float) -> None:
@@ -306,6 +355,11 @@ class Worker:
         link.sock.close(0)
         link.sock = None
         link.deferred = None  # its answer could not reach the broker on a new connection
+        if outcome == "refused":  # for good: no reconnect (`_on_refusal`)
+            link.reconnect_at = math.inf
+            logger.warning("broker %s: no longer served (it refused this worker)", link.endpoint)
+            self._check_refused()
+            return
         if link.answered:
             # We were registered: this is a new outage, not the same one going on, so back
             # off from the start (without this the delay kept growing over separate outages).
@@ -314,7 +368,7 @@ class Worker:
         link.reconnect_at = now + link.delay
         link.delay = (
             min(link.delay * 2, self.settings.reconnect_max)
-            if outcome == "silent"
+            if outcome == "silent" or link.held_off  # (refused for now: back off too)
             else self.settings.reconnect_min
         )
 
@@ -354,7 +408,9 @@ class Worker:
         elif isinstance(msg, Reply) and msg.command is Command.ERROR:
             # The broker refused something we sent (e.g. READY): say so, or the worker would
             # just reconnect and re-register forever without a word.
-            code, message, _ = decode_error(msg.payload)  # never raises: bad ones say so
+            code, message, field = decode_error(msg.payload)  # never raises: bad ones say so
+            if not link.answered and self._on_refusal(link, code, message, field):
+                return
             logger.error(
                 "broker %s refused a message from this worker: [%s] %s",
                 link.endpoint,
@@ -362,6 +418,22 @@ class Worker:
                 message,
             )
         # READY and other replies are not for workers: liveness is all they are.
+
+    def _on_refusal(self, link: Link, code: str, message: str, field: str | None) -> bool:
+        """An ERROR before the broker took our READY: a refusal of the READY (or of a late
+        WARMING: as final, a WARMING refusal means READY's too). For good (`final_refusal`):
+        that broker is no longer served (`_drop`). ``overloaded``: the DISCONNECT that our next
+        heartbeat gets ends the connection, and its reconnect backs off (`Link.held_off`)."""
+        text = f"[{code}] {message}" + (f" (field {field})" if field else "")
+        if final_refusal(code, field):
+            link.refused, link.broken = text, "refused"
+            logger.error("broker %s refused this worker for good: %s", link.endpoint, text)
+        elif code == ErrorCode.OVERLOADED.value:
+            link.held_off = True
+            logger.warning("broker %s refused this worker for now: %s", link.endpoint, text)
+        else:
+            return False
+        return True
 
     # ------------------------------------------------------------------ jobs
 

@@ -28,18 +28,36 @@ Shape = tuple[int | str | None, ...]
 None (shown as N) is any size."""
 
 
+SMALL = 64
+"""Arrays of at most this many elements are checked in Python, on one ``tolist()``: a numpy
+call on a tiny array (a control loop's single pose) costs ~20 µs once the program that ran
+in between has pushed numpy's code out of the CPU caches, a loop over a few floats ~5 µs
+(measured on the 2-CPU VM after each solve; hot, both cost ~1 µs)."""
+
+
+def all_finite(arr: npt.NDArray[Any]) -> bool:
+    """Whether every element of a numeric array is finite."""
+    if arr.size <= SMALL:
+        return all(map(math.isfinite, arr.ravel().tolist()))
+    return bool(np.isfinite(arr).all())
+
+
 def _shape_text(shape: Shape) -> str:
     parts = ["N" if d is None else str(d) for d in shape]
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
 def _check_shape(arr: npt.NDArray[Any], name: str, shape: Shape) -> None:
-    if arr.ndim != len(shape) or any(
-        isinstance(d, int) and d != actual for d, actual in zip(shape, arr.shape, strict=True)
-    ):
-        raise InputError(
-            f"{name}: must have shape {_shape_text(shape)}, got {tuple(arr.shape)}", field=name
-        )
+    actual = arr.shape
+    if len(actual) == len(shape):
+        for d, a in zip(shape, actual, strict=True):  # a loop, not any(genexpr): on every request
+            if type(d) is int and d != a:
+                break
+        else:
+            return
+    raise InputError(
+        f"{name}: must have shape {_shape_text(shape)}, got {tuple(actual)}", field=name
+    )
 
 
 def as_array(
@@ -58,6 +76,17 @@ def as_array(
     float32 is refused too. With ``copy=False`` an input that is already of ``dtype`` is not
     copied: a read-only view of it is kept instead.
     """
+    if type(value) is np.ndarray and not copy and value.dtype == dtype:
+        # The common case (a decoded frame, an engine's or a caller's float32 array): the
+        # same checks without the conversions.
+        _check_shape(value, name, shape)
+        if finite and not all_finite(value):
+            raise InputError(f"{name}: contains NaN or inf", field=name)
+        if value.flags.writeable:
+            value = value.view()
+            value.flags.writeable = False
+        return value
+    want = np.dtype(dtype)
     if value is None:
         raise InputError(f"{name}: is required (got None)", field=name)
     try:
@@ -68,7 +97,6 @@ def as_array(
         raise InputError(
             f"{name}: must hold numbers (a numeric array), got dtype {src.dtype}", field=name
         )
-    want = np.dtype(dtype)
     if src.dtype == want:
         arr = src.copy() if copy else src
     elif src.dtype.itemsize > want.itemsize:  # may overflow to inf: refused below, not warned
@@ -77,7 +105,7 @@ def as_array(
     else:
         arr = src.astype(want)
     _check_shape(arr, name, shape)
-    if finite and arr.size and not np.isfinite(arr).all():
+    if finite and not all_finite(arr):
         raise InputError(f"{name}: contains NaN or inf", field=name)
     if arr is value:
         arr = arr.view()
@@ -199,7 +227,11 @@ residual overflow, and no arm reaches 10 km anyway."""
 
 def check_coordinates(pos: npt.NDArray[Any]) -> None:
     """Refuse target positions beyond ``MAX_COORDINATE``."""
-    if pos.size and np.abs(pos).max() > MAX_COORDINATE:
+    if pos.size <= SMALL:
+        far = any(abs(v) > MAX_COORDINATE for v in pos.ravel().tolist())
+    else:
+        far = bool(np.abs(pos).max() > MAX_COORDINATE)
+    if far:
         raise InputError(
             f"target_pos: has coordinates beyond ±{MAX_COORDINATE:g} m (metres expected)",
             "target_pos",
@@ -240,9 +272,20 @@ def check_targets(
             "target_pos",
         )
     check_coordinates(pos)
-    if wxyz.size and (np.linalg.norm(wxyz, axis=-1) < 1e-6).any():
+    if _zero_quaternion(wxyz):
         raise InputError("target_wxyz: holds a zero quaternion", "target_wxyz")
     return wxyz, pos
+
+
+def _zero_quaternion(wxyz: npt.NDArray[Any]) -> bool:
+    """Whether a (..., 4) array holds a quaternion of norm < 1e-6."""
+    if wxyz.size <= SMALL:
+        v = wxyz.ravel().tolist()
+        return any(
+            v[i] * v[i] + v[i + 1] * v[i + 1] + v[i + 2] * v[i + 2] + v[i + 3] * v[i + 3] < 1e-12
+            for i in range(0, len(v), 4)
+        )
+    return bool((np.einsum("...i,...i->...", wxyz, wxyz) < 1e-12).any())
 
 
 def check_rest_shape(

@@ -7,6 +7,8 @@
   hard limit at start-up.
 * Children of `zmq-ik serve` die with it: a supervisor killed outright (SIGKILL, OOM killer)
   must not leave its broker holding the port, nor workers serving a broker nobody watches.
+* A worker stopped during its warm-up exits without waiting for the compiles it abandoned
+  (`exit_now`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +140,17 @@ def _set_pdeathsig(sig: int) -> bool:
 def _parent_gone(parent: int) -> None:
     logger.error("supervisor (pid %d) is gone: exiting", parent)
     os._exit(1)  # no clean-up: nobody is left to wait for it, and the port must come free
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit with ``code`` at once, not waiting for other threads: an XLA compile a stopped
+    worker abandoned cannot be interrupted and would hold a normal exit (which joins them)
+    for as long as a bucket takes to compile, up to minutes. Logs and stdio are flushed
+    first; nothing else is left to clean up (the sockets are closed)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing to lose
+            pass
+    os._exit(code)

@@ -71,6 +71,12 @@ ALLOWED_DTYPES = frozenset(
     )
 )
 
+_DTYPES = {s: np.dtype(s) for s in ALLOWED_DTYPES}
+"""Each carried dtype string's dtype (one lookup instead of a `np.dtype` per array)."""
+_DTYPE_STRS = {d: s for s, d in _DTYPES.items()}
+"""Each carried dtype's string, for the arrays a payload sends (big-endian ones miss)."""
+_MAX_DIM = 2**40
+
 Frame = Any
 """A received frame: ``bytes``, ``memoryview`` or ``zmq.Frame`` (anything with a buffer)."""
 OutFrame = bytes | memoryview | np.ndarray
@@ -197,18 +203,21 @@ def encode_payload(
     specs: list[list[Any]] = []
     frames: list[OutFrame] = []
     for name, value in (arrays or {}).items():
-        arr = np.asarray(value)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        if arr.dtype.str not in ALLOWED_DTYPES:
-            raise ProtocolError(
-                f"array {name!r} has dtype {arr.dtype}, which ZIK/1 does not carry",
-                ErrorCode.BAD_REQUEST,
-                name,
-            )
+        arr = value if type(value) is np.ndarray else np.asarray(value)
+        dtype_str = _DTYPE_STRS.get(arr.dtype)
+        if dtype_str is None:
+            if arr.dtype.byteorder == ">":
+                arr = arr.astype(arr.dtype.newbyteorder("<"))
+            dtype_str = arr.dtype.str
+            if dtype_str not in ALLOWED_DTYPES:
+                raise ProtocolError(
+                    f"array {name!r} has dtype {arr.dtype}, which ZIK/1 does not carry",
+                    ErrorCode.BAD_REQUEST,
+                    name,
+                )
         if not arr.flags.c_contiguous:  # np.ascontiguousarray would turn 0-d into 1-d
             arr = arr.copy(order="C")
-        specs.append([name, arr.dtype.str, list(arr.shape)])
+        specs.append([name, dtype_str, list(arr.shape)])
         frames.append(arr.reshape(-1).view(np.uint8))  # a flat byte view: no copy
     if len(specs) > limits.max_arrays:
         raise ProtocolError(
@@ -220,6 +229,16 @@ def encode_payload(
 
 
 def _parse_spec(i: int, spec: Any) -> tuple[str, np.dtype[Any], tuple[int, ...]]:
+    if type(spec) is list and len(spec) == 3:  # the usual case, checked without genexprs
+        name, dtype_str, shape = spec
+        dtype = _DTYPES.get(dtype_str) if type(dtype_str) is str else None
+        if type(name) is str and name and dtype is not None and type(shape) is list:
+            if len(shape) <= 32:
+                for d in shape:
+                    if type(d) is not int or not 0 <= d < _MAX_DIM:
+                        break
+                else:
+                    return name, dtype, tuple(shape)
     where = f"arrays[{i}]"
     if not (isinstance(spec, list | tuple) and len(spec) == 3):
         raise ProtocolError(f"{where} must be [name, dtype, shape]", field=where)
@@ -229,7 +248,7 @@ def _parse_spec(i: int, spec: Any) -> tuple[str, np.dtype[Any], tuple[int, ...]]
     if not isinstance(dtype_str, str) or dtype_str not in ALLOWED_DTYPES:
         raise ProtocolError(f"array {name!r} has unsupported dtype {dtype_str!r}", field=name)
     if not isinstance(shape, list | tuple) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < _MAX_DIM for d in shape
     ):
         raise ProtocolError(f"array {name!r} has an invalid shape {shape!r}", field=name)
     if len(shape) > 32:
@@ -264,14 +283,12 @@ def decode_payload(frames: Sequence[Frame], limits: Limits = LIMITS) -> Payload:
         for d in shape:
             count *= d
         expected = count * dtype.itemsize
-        buf = frame_buffer(frame)
+        buf = frame.buffer if type(frame) is zmq.Frame else frame_buffer(frame)
         if buf.nbytes != expected:
             raise ProtocolError(
                 f"array {name!r}: header says {dtype.str}{list(shape)} = {expected} bytes, "
                 f"frame has {buf.nbytes}",
                 field=name,
             )
-        arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
-        arr.flags.writeable = False
-        arrays[name] = arr
+        arrays[name] = np.ndarray(shape, dtype, buf.toreadonly())  # a read-only view
     return Payload(header, arrays)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from zmq_ik._os import die_with_parent_from_env, raise_fd_limit_logged
+from zmq_ik._os import die_with_parent_from_env, exit_now, raise_fd_limit_logged
 from zmq_ik._settings import option_spec, setting_names
 from zmq_ik._version import __version__
 from zmq_ik.broker import BrokerSettings
@@ -178,6 +178,7 @@ def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
 @_o(B, "max_queue", help="Waiting requests per robot before 'overloaded'.")
 @_o(B, "max_open_jobs", help="Open requests over all robots before 'overloaded'.")
 @_o(B, "max_queued_bytes", help="Payload bytes of open requests before 'overloaded'.")
+@_o(B, "max_workers", help="Registered workers before a new READY gets 'overloaded'.")
 @_o(B, "max_retries", help="Re-dispatches of a request whose worker died.")
 @_o(B, "shutdown_grace", help="Seconds in-flight work may finish on shutdown.")
 @_o(B, "curve_secret_key", type=KEY, help="Broker secret key file (enables CURVE).")
@@ -222,7 +223,11 @@ def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **o
         raise click.BadParameter(e.message, param_hint=_flag(e.field or "robots")) from e
     w = Worker(service, conn)
     w.install_signal_handlers()
-    w.run()  # a robot that does not load: ConfigError, exit 78
+    w.run()  # a robot that does not load, every broker refusing it: ConfigError, exit 78
+    if w.warmup_abandoned:  # stopped while compiling: leave the compiles it started
+        exit_now(w.exit_code)
+    if w.exit_code:  # 130 after SIGINT
+        raise click.exceptions.Exit(w.exit_code)
 
 
 def _asking(f: Any) -> Any:
@@ -331,7 +336,11 @@ def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any)
 @_options(R)
 def report(strokebatch_file: str, **opts: Any) -> None:
     """Plot a StrokeBatch file: per-stroke errors against the tolerances, joints against limits."""
-    click.echo(write_report(strokebatch_file, _settings(ReportSettings, **opts)))
+    from zmq_ik.compute import check_output
+
+    settings: ReportSettings = _settings(ReportSettings, **opts)
+    _settings(check_output, output=settings.output, example="report.png")  # before any work
+    click.echo(write_report(strokebatch_file, settings))
 
 
 @main.command()

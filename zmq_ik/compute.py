@@ -123,12 +123,15 @@ class ProgressBar:
         self.stream.flush()
 
 
-def check_output(output: str | os.PathLike[str], field: str = "output") -> Path:
-    """``output`` if a file can be written there, else `InputError` (field ``field``):
-    checked before any work, so a typo does not cost the whole computation."""
+def check_output(
+    output: str | os.PathLike[str], field: str = "output", example: str | None = None
+) -> Path:
+    """``output`` if a file can be written there, else `InputError` (field ``field``; a
+    directory is told a file name in it, ``example``): checked before any work, so a typo
+    does not cost the whole computation."""
     p = Path(output).expanduser()
     if p.is_dir():
-        name = "report.png" if field == "plot" else "strokebatch.safetensors"
+        name = example or ("report.png" if field == "plot" else "strokebatch.safetensors")
         raise InputError(f"{p} is a directory; give a file name, e.g. {p / name}", field)
     parent = p.parent
     if not parent.is_dir():

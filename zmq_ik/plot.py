@@ -307,7 +307,7 @@ def report(path: str | os.PathLike[str], settings: ReportSettings) -> str:
     from zmq_ik.compute import check_output
 
     require_matplotlib()  # before reading anything
-    check_output(settings.output)
+    check_output(settings.output, example="report.png")
     scene = Scene.from_yaml(Path(settings.scene)) if settings.scene else Scene()
     batch = StrokeBatch.load(path)
     limits = JointLimits.bundled(

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
+import zmq
+
 from zmq_ik._payload import ALLOWED_DTYPES as ALLOWED_DTYPES
 from zmq_ik._payload import LIMITS as LIMITS
 from zmq_ik._payload import Frame as Frame
@@ -99,6 +102,8 @@ class Command(bytes, Enum):
 
 
 _COMMANDS = {c.value: c for c in Command}
+_ZMQ_FRAME = zmq.Frame
+_NDARRAY = np.ndarray
 REPLY_COMMANDS = frozenset({Command.FINAL, Command.PARTIAL, Command.ERROR})
 
 _DEADLINE = struct.Struct("!I")
@@ -230,7 +235,13 @@ def frames_nbytes(frames: Sequence[Frame]) -> int:
     """Total bytes of ``frames`` (what holding them costs)."""
     total = 0
     for f in frames:
-        total += frame_len(f)
+        kind = type(f)
+        if kind is _ZMQ_FRAME or kind is bytes:  # `frame_len`'s common cases, inlined
+            total += len(f)
+        elif kind is _NDARRAY:
+            total += f.nbytes
+        else:
+            total += frame_len(f)
     return total
 
 
