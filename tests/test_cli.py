@@ -188,8 +188,8 @@ def test_warmup_logs_progress_while_it_compiles(caplog):
 
 
 def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
-    """Before: exit 1 ('Aborted!'). The client closes at once: the chunks still queued at the
-    broker are dropped at their deadline. Its only worker is still warming up (never given a
+    """Before: exit 1 ('Aborted!'). The client closes at once and cancels the chunks still
+    queued at the broker (#18.11; before, they stayed until their deadline). Its only worker is still warming up (never given a
     job): the chunks wait for it however long `compute` takes to start (with no worker at
     all they would be refused `unknown_robot` once the broker is 6 s old, #18.8)."""
     urdf = example_paths()[0].parent / "tatbot.urdf"
@@ -238,6 +238,9 @@ def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert took < 2
+    with IKClient(endpoint, timeout=1, retries=0) as client:
+        st = client.status()
+    assert st["open_jobs"] == 0 and st["counters"].get("cancelled", 0) >= 1, st  # #18.11
 
 
 # --------------------------------------------------------------------------- #18.12 help etc.
