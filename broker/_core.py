@@ -295,6 +295,9 @@ class BrokerCore:
         if job is None or job.closed:
             self.counters["late_replies_dropped"] += 1
             return
+        if final and job.timed_out_too_soon(msg.command, msg.payload, now):
+            self.counters["retimed"] += 1
+            return self._requeue(job, now)
         self._deliver(job, msg.command, msg.payload)
         if final:
             self.close_job(job, answered=True)
@@ -318,7 +321,6 @@ class BrokerCore:
         self.counters["declined"] += 1
         worker.job = None
         worker.away = True
-        job.worker = job.dispatched = None
         job.attempts -= 1
         job.tried.discard(worker.identity)
         if not job.closed:
@@ -460,7 +462,8 @@ class BrokerCore:
             job.tried.add(worker.identity)
             job.dispatched = now
             job.attempts += 1
-            remaining_ms = max(1, int((job.deadline - now) * 1000))
+            job.sent_deadline = max(job.deadline, self._hold_until)  # hold: 4.7
+            remaining_ms = max(1, int((job.sent_deadline - now) * 1000))
             self._send(
                 worker.identity,
                 request_frames(job.job_id, job.service, job.operation, remaining_ms, job.payload),
@@ -501,8 +504,6 @@ class BrokerCore:
         worker.job = None
         if job is None or job.closed:
             return
-        job.worker = None
-        job.dispatched = None
         if undelivered:
             job.attempts -= 1
             job.tried.discard(worker.identity)
@@ -525,6 +526,7 @@ class BrokerCore:
 
     def _requeue(self, job: Job, now: float) -> None:
         """A job that left its worker goes first in its queue, to the next idle worker."""
+        job.worker = job.dispatched = None
         self.queues.setdefault(job.service, deque()).appendleft(job)
         self._dispatch(job.service, now)
 

@@ -9,12 +9,19 @@ import hashlib
 import heapq
 import os
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmq_ik.errors import InputError
-from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Frame, Limits
+from zmq_ik.errors import ErrorCode, InputError
+from zmq_ik.protocol import (
+    DEFAULT_ENDPOINT,
+    RECONNECT_MAX,
+    Command,
+    Frame,
+    Limits,
+    decode_error,
+)
 
 MIB = 1024 * 1024
 _LABEL_KEY = os.urandom(16)
@@ -156,6 +163,25 @@ class Job:
     closed: bool = False
     tried: set[bytes] = field(default_factory=set)
     """Every worker identity this job was dispatched to: only they may answer it."""
+    sent_deadline: float | None = None
+    """``deadline`` as it was when the job was last dispatched (the worker judges by it)."""
+
+    def timed_out_too_soon(self, command: Command, payload: Sequence[Frame], now: float) -> bool:
+        """Whether a worker's answer is a `timeout` by a deadline that a client's retry has
+        since moved later: the worker gave up by the deadline it was sent, but the client
+        still waits, so the job should run again rather than fail. (After a broker stall,
+        a job re-queued from a lost worker is dispatched with its old deadline a moment
+        before the retry that extends it is read.)"""
+        return (
+            command is Command.ERROR
+            and self.sent_deadline is not None
+            and self.deadline > max(now, self.sent_deadline) + RETRY_EXTENSION_MIN
+            and decode_error(payload)[0] == ErrorCode.TIMEOUT.value
+        )
+
+
+RETRY_EXTENSION_MIN = 0.05
+"""Seconds a deadline must have moved for `Job.timed_out_too_soon` (more than clock noise)."""
 
 
 @dataclass

@@ -303,6 +303,47 @@ def test_after_a_stall_a_retry_read_within_the_hold_saves_a_queued_job_from_its_
     assert errors(h.drain()) == [(b"C", b"r", "timeout")]
 
 
+def test_a_job_dispatched_within_a_stalls_hold_gets_the_hold_as_its_deadline():
+    """Its retry (queued during the stall) may not be read yet: the worker must not get the
+    deadline that passed while the broker was stopped (1 ms, then a certain `timeout`)."""
+    h = Harness()
+    h.ready(b"W1")
+    h.request(b"C", b"busy", timeout_ms=60_000)
+    h.request(b"C", b"r", timeout_ms=3000)  # waits behind "busy"
+    ((_, busy),) = jobs_sent(h.drain())
+    h.now += 5.0
+    h.send(
+        b"W1", proto.reply_frames(proto.Command.FINAL, busy.request_id, proto.encode_payload({}))
+    )
+    ((_, job),) = jobs_sent(h.drain())
+    assert job.timeout_ms >= 200  # the hold: one heartbeat interval (250 ms) from the stall
+
+
+def test_a_worker_timeout_by_a_deadline_a_retry_extended_runs_the_job_again():
+    """After a broker stall, a job re-queued from a lost worker went out with its old
+    deadline (1 ms left) just before the client's retry extending it was read: the worker's
+    `timeout` then must not fail a request the client still waits for (test_faults'
+    5 s SIGSTOP failed 1 run in 3 so). A `timeout` by the deadline that still holds is
+    the answer."""
+    h = Harness()
+    h.ready(b"W1")
+    h.request(b"C", b"r", timeout_ms=1000)
+    ((_, job),) = jobs_sent(h.drain())
+    h.tick(0.9)
+    h.request(b"C", b"r", timeout_ms=1000)  # the client's retry: deadline now 1.9 s
+    h.drain()
+    h.tick(0.2)  # the worker's deadline (1.0 s) passed
+    h.send(b"W1", proto.error_frames(job.request_id, proto.ErrorCode.TIMEOUT, "deadline passed"))
+    msgs = h.drain()
+    assert errors(msgs) == []  # not failed: sent again, with the deadline that holds
+    ((_, again),) = jobs_sent(msgs)
+    assert again.request_id == job.request_id and 700 <= again.timeout_ms <= 800
+    assert h.core.counters["retimed"] == 1
+    h.tick(0.85)
+    h.send(b"W1", proto.error_frames(job.request_id, proto.ErrorCode.TIMEOUT, "deadline passed"))
+    assert errors(h.drain()) == [(b"C", b"r", "timeout")]
+
+
 def test_a_retry_arriving_after_its_answer_is_not_run_again_until_the_horizon():
     h = Harness(heartbeat_interval=10)
     h.ready(b"W1")
