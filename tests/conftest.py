@@ -93,6 +93,13 @@ class Processes:
                 pass
 
 
+def ctrl_c_reaches() -> None:
+    """`subprocess.Popen(preexec_fn=...)` for a child a test sends SIGINT (Ctrl-C): the
+    signal's default action, as in a terminal. A test run started in the background by a
+    non-interactive shell (`make test &`) ignores SIGINT, and its children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 LAST = ("test_benchmarks_smoke.py",)
 """Test files run after all others: each benchmark section starts processes that compile
 the IK programs of the session's test worker (buckets `IK_TEST_BUCKETS`, the shared JAX

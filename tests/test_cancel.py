@@ -19,7 +19,7 @@ import time
 import msgpack
 import pytest
 import zmq.asyncio
-from conftest import ROOT, Box, final, outbox, wait_for_workers
+from conftest import ROOT, Box, ctrl_c_reaches, final, outbox, wait_for_workers
 from test_broker_core import Harness, errors, jobs_sent
 
 from zmq_ik import protocol as proto
@@ -301,6 +301,7 @@ def test_ctrl_c_in_another_process_cancels_its_requests(procs, endpoint):
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        preexec_fn=ctrl_c_reaches,
     )
     try:
         assert client_proc.stdout is not None

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, wait_for_workers
+from conftest import ROOT, ctrl_c_reaches, wait_for_workers
 
 from zmq_ik.cli import main
 from zmq_ik.client import IKClient
@@ -218,9 +218,7 @@ def test_ctrl_c_during_compute_exits_130_at_once(procs, endpoint, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        # Ctrl-C reaches a foreground command; a test run started in the background by a
-        # non-interactive shell (`make test &`) ignores SIGINT, and its children inherit that.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=ctrl_c_reaches,
     )
     try:
         with IKClient(endpoint, timeout=1, retries=0) as client:
