@@ -30,6 +30,7 @@ from typing import Any
 
 import zmq
 
+from zmq_ik._os import EXIT_CONFIG, exit_now, raise_fd_limit_logged
 from zmq_ik.errors import ConfigError, ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     FEATURE_DECLINE,
@@ -155,9 +156,9 @@ class Worker:
                     link.sock = None
             if self._own_context:
                 self.context.term()
+            self.warmup_abandoned = True  # compiles it started may still run: see the CLI
             if not stopped:
                 raise
-            self.warmup_abandoned = True
             logger.info("worker stopped during its warm-up")
             return
         # The main thread wakes the keeper from its poll with this pair when a job ends.
@@ -591,3 +592,23 @@ class Worker:
 _PLAIN_BEAT = heartbeat_frames()
 _IDLE_BEAT = heartbeat_frames(FLAG_IDLE)
 _BUSY_BEAT = heartbeat_frames(FLAG_BUSY)
+
+
+def run_as_process(w: Worker) -> int:
+    """Run ``w`` as this process's whole work (`zmq-ik worker`): raise the fd limit, take
+    SIGTERM/SIGINT, serve; the exit code (130 after SIGINT). Left during its warm-up (a
+    signal, or `ConfigError`: every broker refused it, 78), the process ends at once
+    (`exit_now`): the bucket compiles the warm-up started cannot be interrupted and would
+    hold a normal exit for as long as they take."""
+    raise_fd_limit_logged()
+    w.install_signal_handlers()
+    try:
+        w.run()
+    except ConfigError as e:
+        if not w.warmup_abandoned:
+            raise
+        logger.error("%s", e)
+        exit_now(EXIT_CONFIG)
+    if w.warmup_abandoned:
+        exit_now(w.exit_code)
+    return w.exit_code

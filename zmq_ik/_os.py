@@ -54,6 +54,12 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, target
 
 
+EXIT_CONFIG = 78
+"""Exit status of a process that cannot run as configured (sysexits' EX_CONFIG: a URDF or end
+effector that does not load, a broker refusing the worker for good). Restarting would only
+fail again, so `serve`'s supervisor and systemd (``RestartPreventExitStatus``) stop."""
+
+
 def raise_fd_limit_logged(peers: bool = False) -> None:
     """`raise_fd_limit` at the start of a long-running command (children inherit it); with
     ``peers`` (the broker) log about how many connections fit, as a warning below 1,000."""

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from zmq_ik._os import die_with_parent_from_env, exit_now, raise_fd_limit_logged
+from zmq_ik._os import die_with_parent_from_env, raise_fd_limit_logged
 from zmq_ik._settings import option_spec, setting_names
 from zmq_ik._version import __version__
 from zmq_ik.broker import BrokerSettings
@@ -208,7 +208,7 @@ def broker(**options: Any) -> None:
 @click.pass_context
 def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **opts: Any) -> None:
     """Run a worker: load robots, compile, say READY, serve until SIGTERM."""
-    from zmq_ik.worker import Worker
+    from zmq_ik.worker import Worker, run_as_process
 
     beat, liveness = opts.pop("heartbeat_interval"), opts.pop("liveness")
     conn = _settings(W, connect=connect, heartbeat_interval=beat, liveness=liveness)
@@ -216,18 +216,13 @@ def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **o
     src = ctx.get_parameter_source
     given = {k: v for k, v in opts.items() if src(k) is ParameterSource.COMMANDLINE}
     settings = _settings(replace, _settings(S.from_json, config) if config else S(), **given)
-    raise_fd_limit_logged()
     try:
         service = build_service(settings)
     except InputError as e:
         raise click.BadParameter(e.message, param_hint=_flag(e.field or "robots")) from e
-    w = Worker(service, conn)
-    w.install_signal_handlers()
-    w.run()  # a robot that does not load, every broker refusing it: ConfigError, exit 78
-    if w.warmup_abandoned:  # stopped while compiling: leave the compiles it started
-        exit_now(w.exit_code)
-    if w.exit_code:  # 130 after SIGINT
-        raise click.exceptions.Exit(w.exit_code)
+    code = run_as_process(Worker(service, conn))  # a robot that does not load: 78
+    if code:  # 130 after SIGINT
+        raise click.exceptions.Exit(code)
 
 
 def _asking(f: Any) -> Any:
@@ -336,11 +331,7 @@ def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any)
 @_options(R)
 def report(strokebatch_file: str, **opts: Any) -> None:
     """Plot a StrokeBatch file: per-stroke errors against the tolerances, joints against limits."""
-    from zmq_ik.compute import check_output
-
-    settings: ReportSettings = _settings(ReportSettings, **opts)
-    _settings(check_output, output=settings.output, example="report.png")  # before any work
-    click.echo(write_report(strokebatch_file, settings))
+    click.echo(write_report(strokebatch_file, _settings(ReportSettings, **opts)))
 
 
 @main.command()

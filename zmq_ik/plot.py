@@ -297,17 +297,17 @@ class ReportSettings:
     )
 
     def __post_init__(self) -> None:
+        from zmq_ik.compute import check_output
+
         for name in ("pos_tol", "ori_tol"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_tolerance(getattr(self, name), name))
+        check_output(self.output, example="report.png")  # before any work: a typo costs none
 
 
 def report(path: str | os.PathLike[str], settings: ReportSettings) -> str:
     """`zmq-ik report`: read a StrokeBatch file, write its PNG report, return the text."""
-    from zmq_ik.compute import check_output
-
-    require_matplotlib()  # before reading anything
-    check_output(settings.output, example="report.png")
+    require_matplotlib()  # before reading anything (``settings`` checked its output)
     scene = Scene.from_yaml(Path(settings.scene)) if settings.scene else Scene()
     batch = StrokeBatch.load(path)
     limits = JointLimits.bundled(

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from zmq_ik._os import PARENT_ENV
+from zmq_ik._os import EXIT_CONFIG, PARENT_ENV
 from zmq_ik._scene import as_int
 from zmq_ik._settings import setting
 from zmq_ik.broker import BrokerSettings
@@ -51,11 +51,6 @@ class Child:
     backoff: float = 0.5
     next_start: float = 0.0
     started: float = 0.0
-
-
-EXIT_CONFIG = 78
-"""Exit status of a child that cannot run as configured (sysexits' EX_CONFIG: a URDF or end
-effector that does not load). Restarting would only fail again, so the supervisor stops."""
 
 
 def parse_count(value: str | None) -> int | None:
