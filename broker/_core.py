@@ -85,10 +85,8 @@ class BrokerCore:
         the broker restarted and lost what it was sent before."""
         self._job_ids = itertools.count(1)
         self._now = self.started
-        # Timers, so that `tick` costs nothing until something is due (the loop calls it
-        # after every burst of messages): a heap of (deadline, job id), stale entries
-        # (closed jobs, extended deadlines) skipped when they surface; and the time the
-        # workers are next looked at for heartbeats and expiry.
+        # Timers, so that `tick` (after every burst of messages) costs nothing until something
+        # is due: job deadlines, and when workers are next looked at (heartbeats, expiry).
         self._deadlines = Deadlines()
         self._next_scan = self.started
         self.queued_bytes = 0
@@ -271,8 +269,7 @@ class BrokerCore:
             # A worker we declared dead (frozen, partitioned) came back with an old answer.
             # Take it if its job is still open (first answer wins), then have it re-register.
             self._send(identity, disconnect_frames("unknown worker: send READY"))
-            # If the job was re-dispatched, that worker stays busy with it until it answers
-            # (its answer is then dropped): simpler and safer than preempting it.
+            # It computes a re-dispatched job until it answers (then dropped): no preempting.
             # Only a peer this job was dispatched to may answer it: job ids are sequential,
             # so any other peer could otherwise forge another client's answer.
             if job is None or job.closed or not final or identity not in job.tried:
@@ -295,9 +292,12 @@ class BrokerCore:
         if job is None or job.closed:
             self.counters["late_replies_dropped"] += 1
             return
-        if final and job.timed_out_too_soon(msg.command, msg.payload, now):
-            self.counters["retimed"] += 1
-            return self._requeue(job, now)
+        if final and job.timed_out_too_soon(msg.command, msg.payload, now, current):
+            self.counters["retimed" if current else "late_replies_dropped"] += 1
+            if current:  # not an attempt lost: it runs again
+                job.attempts -= 1
+                self._requeue(job, now)
+            return
         self._deliver(job, msg.command, msg.payload)
         if final:
             self.close_job(job, answered=True)

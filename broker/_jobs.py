@@ -166,18 +166,21 @@ class Job:
     sent_deadline: float | None = None
     """``deadline`` as it was when the job was last dispatched (the worker judges by it)."""
 
-    def timed_out_too_soon(self, command: Command, payload: Sequence[Frame], now: float) -> bool:
-        """Whether a worker's answer is a `timeout` by a deadline that a client's retry has
-        since moved later: the worker gave up by the deadline it was sent, but the client
-        still waits, so the job should run again rather than fail. (After a broker stall,
-        a job re-queued from a lost worker is dispatched with its old deadline a moment
-        before the retry that extends it is read.)"""
-        return (
-            command is Command.ERROR
-            and self.sent_deadline is not None
-            and self.deadline > max(now, self.sent_deadline) + RETRY_EXTENSION_MIN
-            and decode_error(payload)[0] == ErrorCode.TIMEOUT.value
-        )
+    def timed_out_too_soon(
+        self, command: Command, payload: Sequence[Frame], now: float, current: bool
+    ) -> bool:
+        """Whether a worker's answer is a `timeout` that this job should outlive. From the
+        worker running it (``current``): judged by a deadline a client's retry has since
+        moved later (after a broker stall, a job re-queued from a lost worker goes out just
+        before the retry extending it is read); the job runs again. From any other worker
+        (a forgotten one's late answer): while the job's deadline holds, another attempt
+        is queued or running; the answer is dropped."""
+        if command is not Command.ERROR or self.sent_deadline is None:
+            return False
+        judged = self.sent_deadline if current else now
+        if self.deadline <= max(now, judged) + RETRY_EXTENSION_MIN:
+            return False
+        return decode_error(payload)[0] == ErrorCode.TIMEOUT.value
 
 
 RETRY_EXTENSION_MIN = 0.05

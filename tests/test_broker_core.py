@@ -157,6 +157,24 @@ def test_dead_worker_job_goes_to_another_and_is_answered_once():
     assert h.core.counters["late_replies_dropped"] == 1
 
 
+def test_a_forgotten_workers_late_timeout_does_not_fail_the_attempt_another_runs():
+    h = Harness()
+    h.ready(b"W1")
+    h.request(b"C", b"r", timeout_ms=10_000)
+    [(_, job)] = jobs_sent(h.drain())
+    h.ready(b"W2")
+    for _ in range(5):  # W2 heartbeats, W1 is silent: forgotten, its job goes to W2
+        h.tick(0.25)
+        h.send(b"W2", proto.heartbeat_frames())
+    [(to, job2)] = jobs_sent(h.drain())
+    assert to == b"W2"
+    h.send(b"W1", proto.error_frames(job.request_id, proto.ErrorCode.TIMEOUT, "too late"))
+    assert errors(h.drain()) == [] and h.core.counters["late_replies_dropped"] == 1
+    h.send(b"W2", final(job2.request_id, who=2))
+    replies = [m for i, m in h.drain() if isinstance(m, proto.Reply)]
+    assert [proto.decode_payload(m.payload).header for m in replies] == [{"who": 2}]
+
+
 def test_disconnect_requeues_at_once_and_retries_are_bounded():
     h = Harness(max_retries=1)
     h.request(b"C", b"r", timeout_ms=10_000)
