@@ -221,7 +221,6 @@ class BrokerCore:
             logger.info("worker %s warming up: robots=%s", peer_label(identity), robots)
 
     def _on_ready(self, identity: bytes, msg: Ready, now: float) -> None:
-        self.directory.forget(identity)
         old = self.workers.get(identity)
         if old is not None:  # re-registration replaces the old one (its job is lost to it)
             self._remove_worker(old, now, "re-registered")
@@ -230,6 +229,7 @@ class BrokerCore:
             return
         if (refusal := self.settings.worker_refusal(len(self.workers))) is not None:
             return self._reject(identity, ProtocolError(refusal, ErrorCode.OVERLOADED))
+        self.directory.forget(identity)  # (a refused one stays announced while it retries)
         worker = WorkerState(
             identity=identity,
             robots=frozenset(msg.robots),

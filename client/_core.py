@@ -298,9 +298,10 @@ class ClientCore:
         dropped; the broker is told to drop them (a `protocol.CANCEL` in the outbox, sent
         with the loop's next send, not waited for)."""
         abandoned = [p for rid in request_ids if (p := self.pending.pop(rid, None)) is not None]
-        for p in abandoned:
-            self.brokers.done(p.connection)
-        self._cancel_all(abandoned)
+        if abandoned:  # (an answered request, the common case, costs nothing more)
+            for p in abandoned:
+                self.brokers.done(p.connection)
+            self._cancel_all(abandoned)
 
     def fail_all(self, error: IKError) -> None:
         """Fail every pending request with ``error`` (the client is closing), and cancel them

@@ -154,7 +154,7 @@ def test_serve_refuses_a_wildcard_port():
     from zmq_ik.errors import InputError
     from zmq_ik.serve import ServeSettings
 
-    for bind in ("tcp://127.0.0.1:*", "tcp://*:*", "ipc://*"):
+    for bind in ("tcp://127.0.0.1:*", "tcp://*:*", "tcp://127.0.0.1:0", "ipc://*"):
         with pytest.raises(InputError, match="fixed port") as info:
             ServeSettings(bind)
         assert info.value.field == "bind"

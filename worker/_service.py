@@ -36,7 +36,7 @@ class ServiceError(IKError):
         self.field = field
 
 
-Reply = tuple[dict[str, Any], dict[str, np.ndarray]]
+ServiceReply = tuple[dict[str, Any], dict[str, np.ndarray]]
 """What a service returns: the FINAL reply's header and arrays."""
 
 
@@ -72,7 +72,7 @@ class Service(Protocol):
         """Load and compile everything before READY; returns facts for the READY header."""
         ...
 
-    def handle(self, call: ServiceCall) -> Reply:
+    def handle(self, call: ServiceCall) -> ServiceReply:
         """Compute one request; raise `InputError`/`ServiceError` for bad requests and
         `IKTimeout` once ``call.deadline`` has passed."""
         ...
@@ -103,7 +103,7 @@ class EchoService:
                     self.warmup_progress(done, steps)
         return {"device": "cpu", "operations": ["echo", "sleep", "fail"]}
 
-    def handle(self, call: ServiceCall) -> Reply:
+    def handle(self, call: ServiceCall) -> ServiceReply:
         operation, header = call.operation, call.header
         if operation == "echo":
             return {**header, "pid": os.getpid()}, dict(call.arrays)

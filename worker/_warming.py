@@ -67,9 +67,18 @@ class Announcer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop announcing; the sockets are the caller's again when this returns."""
+        """Stop announcing; the sockets are the caller's again when this returns, and not
+        before (ZeroMQ sockets are not thread-safe): a signal's exception (`WarmupStopped`)
+        raised during the join is re-raised once the thread has ended."""
         self._stop.set()
-        self._thread.join()
+        interrupted: BaseException | None = None
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except BaseException as e:
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
 
     def _run(self) -> None:
         poller = zmq.Poller()
@@ -78,18 +87,22 @@ class Announcer:
         index = {link.sock: i for i, link in enumerate(self.links)}
         last = float("-inf")
         while not self._stop.is_set():
-            now = time.monotonic()
-            if self._news or now - last >= WARMING_INTERVAL:
-                self._news = False
-                last = now
-                self._announce(now)
-            for sock, _ in poller.poll(int(POLL_S * 1000)):
-                for _ in range(100):
-                    try:
-                        frames = recv_frames(sock, _NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._on_message(index[sock], frames)
+            try:
+                now = time.monotonic()
+                if self._news or now - last >= WARMING_INTERVAL:
+                    self._news = False
+                    last = now
+                    self._announce(now)
+                for sock, _ in poller.poll(int(POLL_S * 1000)):
+                    for _ in range(100):
+                        try:
+                            frames = recv_frames(sock, _NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_message(index[sock], frames)
+            except Exception:  # a dead announcer would let the broker forget us mid-warm-up
+                logger.warning("announcing the warm-up failed; trying again", exc_info=True)
+                self._stop.wait(POLL_S)
 
     def _announce(self, now: float) -> None:
         done, total = self._counts

@@ -22,7 +22,7 @@ from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
 from zmq_ik.errors import ErrorCode, InputError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
-from zmq_ik.worker._service import Reply, ServiceCall, ServiceError, WarmupHook
+from zmq_ik.worker._service import ServiceCall, ServiceError, ServiceReply, WarmupHook
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class IKService:
 
     # ------------------------------------------------------------------ requests
 
-    def handle(self, call: ServiceCall) -> Reply:
+    def handle(self, call: ServiceCall) -> ServiceReply:
         try:
             header, arrays = self._handle(call)
         finally:
@@ -343,7 +343,7 @@ class IKService:
         )
         self._compiles_at_trim = self.compiles
 
-    def _handle(self, call: ServiceCall) -> Reply:
+    def _handle(self, call: ServiceCall) -> ServiceReply:
         from zmq_ik import ik
 
         robot, operation, header, arrays = call.robot, call.operation, call.header, call.arrays

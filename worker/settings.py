@@ -24,7 +24,7 @@ from zmq_ik._settings import setting
 from zmq_ik.errors import ConfigError, InputError, ProtocolError
 from zmq_ik.model import IKSettings
 from zmq_ik.protocol import BROKER_SERVICE, LIMITS, check_text
-from zmq_ik.worker._service import EchoService, Reply, Service, ServiceCall, WarmupHook
+from zmq_ik.worker._service import EchoService, Service, ServiceCall, ServiceReply, WarmupHook
 
 logger = logging.getLogger(__name__)
 
@@ -416,5 +416,5 @@ class WarmupProgress:
             except InputError as e:
                 raise ConfigError(e.message) from e
 
-    def handle(self, call: ServiceCall) -> Reply:
+    def handle(self, call: ServiceCall) -> ServiceReply:
         return self.service.handle(call)

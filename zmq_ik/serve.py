@@ -90,7 +90,7 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         check_bind_endpoint(self.bind)
-        if self.bind.rpartition(":")[2] == "*" or self.bind == "ipc://*":
+        if self.bind.rpartition(":")[2] in ("*", "0") or self.bind == "ipc://*":
             raise InputError(
                 f"serve needs a fixed port, got {self.bind!r}: its workers connect to it "
                 f"(a wildcard port is for `zmq-ik broker`, which logs the port it got)",
