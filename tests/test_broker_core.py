@@ -130,18 +130,24 @@ def test_busy_workers_give_timeout_not_unknown_robot():
     assert errors(h.drain()) == [(b"C", b"r2", "timeout")]
 
 
-def test_dead_worker_job_goes_to_another_and_is_answered_once():
-    h = Harness()
+def w1_forgotten_its_job_at_w2(h: Harness) -> tuple[proto.Request, proto.Request]:
+    """W1 takes a job and goes silent; W2 heartbeats: W1 is forgotten, its job goes to W2.
+    The job as W1 got it, and as W2 got it."""
     h.ready(b"W1")
     h.request(b"C", b"r", timeout_ms=10_000)
     [(_, job)] = jobs_sent(h.drain())
     h.ready(b"W2")
-    for _ in range(5):  # W2 heartbeats, W1 is silent
+    for _ in range(5):
         h.tick(0.25)
         h.send(b"W2", proto.heartbeat_frames())
-    msgs = h.drain()
-    [(to, job2)] = jobs_sent(msgs)
+    [(to, job2)] = jobs_sent(h.drain())
     assert to == b"W2" and job2.request_id == job.request_id
+    return job, job2
+
+
+def test_dead_worker_job_goes_to_another_and_is_answered_once():
+    h = Harness()
+    job, job2 = w1_forgotten_its_job_at_w2(h)
     assert h.core.counters["retries"] == 1
     h.send(
         b"W2",
@@ -159,15 +165,7 @@ def test_dead_worker_job_goes_to_another_and_is_answered_once():
 
 def test_a_forgotten_workers_late_timeout_does_not_fail_the_attempt_another_runs():
     h = Harness()
-    h.ready(b"W1")
-    h.request(b"C", b"r", timeout_ms=10_000)
-    [(_, job)] = jobs_sent(h.drain())
-    h.ready(b"W2")
-    for _ in range(5):  # W2 heartbeats, W1 is silent: forgotten, its job goes to W2
-        h.tick(0.25)
-        h.send(b"W2", proto.heartbeat_frames())
-    [(to, job2)] = jobs_sent(h.drain())
-    assert to == b"W2"
+    job, job2 = w1_forgotten_its_job_at_w2(h)
     h.send(b"W1", proto.error_frames(job.request_id, proto.ErrorCode.TIMEOUT, "too late"))
     assert errors(h.drain()) == [] and h.core.counters["late_replies_dropped"] == 1
     h.send(b"W2", final(job2.request_id, who=2))
