@@ -110,8 +110,8 @@ class Worker:
         self.stopped_by: int | None = None
         """The signal that stopped the worker (`install_signal_handlers`), if one did."""
         self.warmup_abandoned = False
-        """`run` returned because it was stopped during the warm-up: compiles the service had
-        started may still run in other threads (XLA cannot be interrupted)."""
+        """`run` left the warm-up (stopped, or every broker refused it) while compiles the
+        service had started may still run in other threads (XLA cannot be interrupted)."""
         self._warming = False
         """The main thread is in the service's warm-up: a signal abandons it at once."""
 
@@ -156,9 +156,9 @@ class Worker:
                     link.sock = None
             if self._own_context:
                 self.context.term()
-            self.warmup_abandoned = True  # compiles it started may still run: see the CLI
             if not stopped:
                 raise
+            self.warmup_abandoned = True
             logger.info("worker stopped during its warm-up")
             return
         # The main thread wakes the keeper from its poll with this pair when a job ends.
@@ -253,6 +253,7 @@ class Worker:
         """Exit 78 (`ConfigError`) once every broker refused this worker for good."""
         if all(link.refused is not None for link in self._links):
             why = "; ".join(f"{link.endpoint}: {link.refused}" for link in self._links)
+            self.warmup_abandoned = self._warming  # called while compiling: leave the compiles
             raise ConfigError(f"every broker refused this worker, retrying cannot help: {why}")
 
     def _serve(self) -> None:
