@@ -94,11 +94,13 @@ def install(role: str) -> None:
         from zmq_ik.worker import _job, _worker, ik_service
 
         _wrap_sockets(_worker, "w", 1)
-        _job.decode_payload = _timed(_job.decode_payload, "w.decode")
-        _job.encode_payload = _timed(_job.encode_payload, "w.encode")
-        ops.read_solve_request = _timed(ops.read_solve_request, "w.read_request")
-        ops.solve_reply = _timed(ops.solve_reply, "w.solve_reply")
-        ik.solve_until = _timed(ik.solve_until, "w.solve_until")
+        _time_all(
+            (_job, "decode_payload", "w.decode"),
+            (_job, "encode_payload", "w.encode"),
+            (ops, "read_solve_request", "w.read_request"),
+            (ops, "solve_reply", "w.solve_reply"),
+            (ik, "solve_until", "w.solve_until"),
+        )
         program = _solve.solve_program
 
         def solve_program(*args: Any, **kwargs: Any) -> Any:
@@ -114,12 +116,20 @@ def install(role: str) -> None:
         from zmq_ik.client import _client, _core
 
         _wrap_sockets(_client, "c", 1)
-        ops.solve_request = _timed(ops.solve_request, "c.solve_request")
-        ops.read_solve_reply = _timed(ops.read_solve_reply, "c.read_reply")
-        _core.request_message = _timed(_core.request_message, "c.frame")
-        _core.decode_payload = _timed(_core.decode_payload, "c.decode")
+        _time_all(
+            (ops, "solve_request", "c.solve_request"),
+            (ops, "read_solve_reply", "c.read_reply"),
+            (_core, "request_message", "c.frame"),
+            (_core, "decode_payload", "c.decode"),
+        )
     else:
         raise ValueError(role)
+
+
+def _time_all(*targets: tuple[Any, str, str]) -> None:
+    """Replace each ``module.name`` by `_timed` of it, recorded under ``label``."""
+    for module, name, label in targets:
+        setattr(module, name, _timed(getattr(module, name), label))
 
 
 def serve(role: str, out: str, argv: list[str]) -> None:
