@@ -85,6 +85,16 @@ def test_soak_script_runs():
     )
 
 
+def test_control_loop_profiling_scripts_run():
+    """benchmarks/loop_stages.py (timestamps per stage in all three processes) and
+    path_work.py (each process's Python work per request) patch the code they time by
+    name: a rename must break here, not in the next person's hands."""
+    if _data.ik_missing():
+        pytest.skip(_data.ik_missing() or "")
+    assert "whole call" in _script("benchmarks.loop_stages", "--rounds", "1", "--poses", "5")
+    assert "total" in _script("benchmarks.path_work")
+
+
 def test_program_bound_script_runs():
     if _data.ik_missing():
         pytest.skip(_data.ik_missing() or "")
