@@ -32,12 +32,15 @@ class Harness:
             out.append((identity, proto.parse_message(wire(frames))))
         return out
 
-    def ready(self, worker: bytes, robots=("tatbot",)) -> None:
+    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True) -> None:
+        """READY, and (``confirm``) the HEARTBEAT a real worker answers its ack with."""
         self.send(worker, proto.ready_frames({"robots": list(robots), "device": "cpu"}))
         # A READY is acknowledged at once with a HEARTBEAT (the worker's backoff resets on it).
         acks = [m for m in self.core.outbox if m[0] == worker and m[1][1] == b"HEARTBEAT"]
         assert len(acks) == 1, acks
         self.core.outbox.remove(acks[0])
+        if confirm:
+            self.send(worker, proto.heartbeat_frames())
 
     def request(self, client: bytes, rid: bytes, robot="tatbot", timeout_ms=1000, header=None):
         self.send(

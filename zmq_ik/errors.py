@@ -37,6 +37,24 @@ class ErrorCode(str, Enum):
     """The broker is stopping and takes no new work."""
 
 
+BROKER_ONLY = frozenset(
+    {
+        ErrorCode.OVERLOADED.value,
+        ErrorCode.VERSION.value,
+        ErrorCode.WORKER_LOST.value,
+        ErrorCode.SHUTTING_DOWN.value,
+    }
+)
+"""Codes only a broker may answer a request with (docs/protocol.md 4.3): clients retry some
+of them (`worker_lost`, `shutting_down`), so a worker ending a job with one is never
+forwarded (the broker treats it as the worker's fault; `shutting_down` as its leaving)."""
+
+WORKER_FAULTS = frozenset({ErrorCode.INTERNAL.value, ErrorCode.UNKNOWN_ROBOT.value, *BROKER_ONLY})
+"""A worker's ERROR codes that are of its own making (it crashed, or does not serve the
+robot it registered for): what the broker's circuit breaker counts. Never a client's bad
+input (`bad_request`, `too_large`, `protocol`, `unknown_operation`) nor `timeout`."""
+
+
 class IKError(Exception):
     """Base class of every zmq-ik error."""
 
