@@ -103,8 +103,8 @@ class BrokerCore:
         self._hold_until = self.started
         self._unconfirmed: OrderedDict[bytes, None] = OrderedDict()
         """Registered workers that sent nothing since READY, oldest first (`_on_ready`)."""
-        self._succeeded: dict[str, float] = {}
-        """Robot → when a worker last answered one of its jobs FINAL (circuit breaker)."""
+        self._succeeded: dict[str, tuple[float, bytes]] = {}
+        """Robot → when, and which worker, last answered one of its jobs FINAL (breaker)."""
 
     # ------------------------------------------------------------------ input
 
@@ -316,7 +316,9 @@ class BrokerCore:
         if final:
             self.close_job(job, answered=True)
 
-    def _job_ended(self, worker: WorkerState, job: Job | None, code: str | None, now: float) -> bool:
+    def _job_ended(
+        self, worker: WorkerState, job: Job | None, code: str | None, now: float
+    ) -> bool:
         """Bookkeeping when ``worker`` ends the job it holds (``job``: None when that job is
         closed or runs elsewhere since the worker was overdue) with a FINAL (``code`` None)
         or an ERROR. Whether its answer may go to the client: never with a code only a
@@ -339,7 +341,7 @@ class BrokerCore:
         if code is None:  # a success: its failures in a row end, and others' count against
             worker.failures = 0
             if ended is not None:
-                self._succeeded[ended.service] = now
+                self._succeeded[ended.service] = (now, worker.identity)
         elif code in WORKER_FAULTS:
             self._fault(worker, now)
         if code in BROKER_ONLY:
@@ -378,7 +380,9 @@ class BrokerCore:
         worker.failures += 1
         if worker.failures < settings.breaker_failures or worker.paused_until is not None:
             return
-        if not any(self._succeeded.get(r, -1.0) > worker.failing_since for r in worker.robots):
+        since, me = worker.failing_since, worker.identity
+        others = (self._succeeded.get(r) for r in worker.robots)
+        if not any(s is not None and s[0] >= since and s[1] != me for s in others):
             return  # nobody does better: the robot or its requests are to blame, not it
         more = worker.failures - settings.breaker_failures
         pause = min(BREAKER_PAUSE_MAX, settings.breaker_pause * 2 ** min(more, 16))
