@@ -181,7 +181,8 @@ class Worker:
             keeper.join(timeout=5)
             for link in self._links:
                 if link.sock is not None:
-                    link.sock.close(0)
+                    # (ms) time for a DISCONNECT to leave, so the broker re-queues at once
+                    link.sock.close(100 if self._stop.is_set() else 0)
                     link.sock = None
             self._wake_keeper.close(0)
             self._keeper_wake.close(0)
@@ -392,11 +393,14 @@ class Worker:
         except ProtocolError as e:
             logger.warning("malformed message from broker %s ignored: %s", link.endpoint, e.message)
             return
+        first = not link.answered
         if isinstance(msg, Heartbeat | Request):
             link.answered = True  # the broker knows us: only registered workers get these
         if isinstance(msg, Heartbeat):
             if FEATURE_DECLINE in msg.flags:
                 link.declines = True
+            if first:  # the READY's acknowledgement: confirm at once (a broker forgets, or
+                self._send(link, self._idle_beat(link))  # lets others evict, a silent READY)
         elif isinstance(msg, Request):
             if self._stop.is_set():
                 self._send(
