@@ -133,8 +133,9 @@ class BrokerCore:
         if worker is not None:
             worker.last_seen = now
             if worker.unconfirmed_since is not None and not isinstance(msg, Ready):
-                worker.unconfirmed_since = None  # it heartbeats: a registration that took
-                self._unconfirmed.pop(identity, None)
+                worker.unconfirmed_since = None  # it heartbeats: a registration that took,
+                self._unconfirmed.pop(identity, None)  # and a worker that may get jobs
+                self._release(worker, now)
         if isinstance(msg, Request):
             self._on_request(identity, msg, now)
         elif isinstance(msg, Reply):
@@ -258,11 +259,12 @@ class BrokerCore:
         worker.listing_bytes = len(pack_header(worker.describe(now))) + 64
         self.workers[identity] = worker
         self.directory.add_worker(worker.robots)
-        self.idle[identity] = None
         self.counters["workers_registered"] += 1
         # An immediate heartbeat acknowledges the READY: the worker then knows its
         # registration took (and resets its reconnect backoff) without waiting an interval,
-        # and, flagged, that DECLINE is understood here (4.10).
+        # and, flagged, that DECLINE is understood here (4.10). It is given jobs from its
+        # first message after READY (which it sends at once), not before: a peer that only
+        # ever sends READY is never given one (and is forgotten, or evicted, 4.5).
         self._send(identity, _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT)
         logger.info(
             "worker %s ready: robots=%s device=%s",
@@ -270,7 +272,6 @@ class BrokerCore:
             ",".join(sorted(worker.robots)),
             worker.info.get("device", "?"),
         )
-        self._give_work(worker, now)
 
     def _on_worker_reply(
         self, identity: bytes, worker: WorkerState | None, msg: Reply, now: float
@@ -636,7 +637,11 @@ class BrokerCore:
 
     def _release(self, worker: WorkerState, now: float) -> None:
         """Put a worker back at the end of the LRU list and give it more work."""
-        if worker.identity not in self.workers or worker.paused_until is not None:
+        if (
+            worker.identity not in self.workers
+            or worker.paused_until is not None
+            or worker.unconfirmed_since is not None
+        ):
             return
         self.idle.pop(worker.identity, None)
         self.idle[worker.identity] = None

@@ -476,7 +476,7 @@ def test_workers_at_every_ready_limit_keep_ping_and_status_within_limits():
 
 def test_dispatch_cost_does_not_grow_with_the_robots_a_worker_claims():
     h = Harness()
-    h.send(b"W1", proto.ready_frames({"robots": ["tatbot", *(f"r{i}" for i in range(63))]}))
+    h.ready(b"W1", ["tatbot", *(f"r{i}" for i in range(63))])
     calls = []
     dispatch = h.core._dispatch
     h.core._dispatch = lambda robot, now: (calls.append(robot), dispatch(robot, now))
@@ -563,6 +563,7 @@ def ready_multi(h: Harness, worker: bytes, robots=("tatbot",)) -> None:
     h.send(
         worker, proto.ready_frames({"robots": list(robots), "features": [proto.FEATURE_DECLINE]})
     )
+    h.send(worker, proto.heartbeat_frames())  # its confirmation: it may get jobs from now on
 
 
 def w1_holding_a_job(h: Harness) -> proto.Request:
@@ -976,15 +977,17 @@ def test_unconfirmed_registrations_cannot_fill_max_workers():
     assert errors(h.drain()) == [(b"W4", b"", "overloaded")]
 
 
-def test_an_evicted_unconfirmed_workers_job_goes_to_the_next_worker_costing_no_attempt():
-    h = Harness(max_workers=1, max_retries=0)
+def test_a_registration_gets_jobs_from_its_first_heartbeat_on_not_before():
+    h = Harness(max_workers=1)
     h.request(b"C", b"r", timeout_ms=5000)
     h.ready(b"F1", confirm=False)
+    assert jobs_sent(h.drain()) == []  # a READY alone: no job (it may be all a fake sends)
+    h.ready(b"W1", confirm=False)  # F1 evicted, W1 in ...
+    assert jobs_sent(h.drain()) == []
+    h.send(b"W1", proto.heartbeat_frames())  # ... and given the job once it heartbeats
     [(to, job)] = jobs_sent(h.drain())
-    h.ready(b"W1")
-    [(to, again)] = jobs_sent(h.drain())
-    assert to == b"W1" and again.request_id == job.request_id
-    h.send(b"W1", final(again.request_id))
+    assert to == b"W1"
+    h.send(b"W1", final(job.request_id))
     assert replies(h.drain()) == [(b"C", b"r", "FINAL")]
 
 
