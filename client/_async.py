@@ -147,6 +147,7 @@ class AsyncIKClient:
         self.endpoint = ",".join(self.endpoints)
         self.context = context or zmq.asyncio.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
+        self._bounds = calls.BoundsCache()
         self.sockets: list[zmq.asyncio.Socket] = open_dealers(self.context, self.endpoints, curve)  # type: ignore[assignment]
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""
@@ -320,7 +321,10 @@ class AsyncIKClient:
         timeout: float | None = None,
     ) -> IKSolution:
         call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
-        return calls.read_solve(await self.request(*call, timeout=timeout))
+        bounds = self._bounds.get(robot, ee_links)
+        if bounds is None:  # once per robot: what its answers are checked against
+            bounds = self._bounds.put(robot, ee_links, await self.describe(robot, ee_links))
+        return calls.read_solve(await self.request(*call, timeout=timeout), call, bounds)
 
     def stream(
         self,

@@ -120,6 +120,7 @@ class IKClient:
         self.endpoint = ",".join(self.endpoints)
         self.context = context or zmq.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
+        self._bounds = calls.BoundsCache()
         self.sockets = open_dealers(self.context, self.endpoints, curve)
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""
@@ -338,7 +339,10 @@ class IKClient:
         worker's error, with ``.code``).
         """
         call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
-        return calls.read_solve(self.request(*call, timeout=timeout))
+        bounds = self._bounds.get(robot, ee_links)
+        if bounds is None:  # once per robot: what its answers are checked against
+            bounds = self._bounds.put(robot, ee_links, self.describe(robot, ee_links))
+        return calls.read_solve(self.request(*call, timeout=timeout), call, bounds)
 
     def stream(
         self,

@@ -64,8 +64,41 @@ def solve_call(
     return robot, ops.SOLVE, header, arrays
 
 
-def read_solve(payload: Payload) -> IKSolution:
-    return ops.read_solve_reply(payload.arrays)
+def read_solve(payload: Payload, call: Request, bounds: ops.JointBounds) -> IKSolution:
+    """`solve`'s answer to ``call``, checked (`ops.check_solve_reply`) against the robot's
+    joints (``bounds``, from `BoundsCache`) and the targets sent."""
+    n_poses, n_ee = call[3]["target_wxyz"].shape[:2]
+    precise = bool(call[2].get("ik", {}).get("precise", False))
+    return ops.check_solve_reply(payload.arrays, n_poses, n_ee, bounds, precise)
+
+
+class BoundsCache:
+    """A client's `ops.JointBounds` per (robot, end effectors): `describe` is asked once,
+    then every `solve` answer is checked against it (bounded: the oldest go first)."""
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._bounds: dict[tuple[str, tuple[str, ...] | None], ops.JointBounds] = {}
+
+    @staticmethod
+    def key(robot: str, ee_links: Sequence[str] | str | None) -> tuple[str, tuple[str, ...] | None]:
+        if ee_links is None:
+            return robot, None
+        return robot, (ee_links,) if isinstance(ee_links, str) else tuple(ee_links)
+
+    def get(self, robot: str, ee_links: Sequence[str] | None) -> ops.JointBounds | None:
+        return self._bounds.get(self.key(robot, ee_links))
+
+    def put(
+        self, robot: str, ee_links: Sequence[str] | None, info: Mapping[str, Any]
+    ) -> ops.JointBounds:
+        """Bounds from a `describe` answer ``info``, kept for next time."""
+        bounds = ops.JointBounds.from_describe(info)
+        if len(self._bounds) >= self.SIZE:
+            del self._bounds[next(iter(self._bounds))]
+        self._bounds[self.key(robot, ee_links)] = bounds
+        return bounds
 
 
 def describe_call(robot: str, ee_links: Sequence[str] | None) -> Request:

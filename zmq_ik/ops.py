@@ -8,14 +8,15 @@ wire limits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from zmq_ik._checks import check_packed, check_rest_shape, check_targets
-from zmq_ik.errors import InputError
+from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
     IKSettings,
     IKSolution,
@@ -31,7 +32,9 @@ __all__ = [
     "SOLVE",
     "STROKEBATCH",
     "STROKEBATCH_ARRAYS",
+    "JointBounds",
     "apply_first_last_rest",
+    "check_solve_reply",
     "describe_reply",
     "describe_request",
     "ik_settings_from_header",
@@ -149,6 +152,83 @@ def read_solve_reply(arrays: Mapping[str, np.ndarray]) -> IKSolution:
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
+
+
+PRECISE_TOL = 1e-3
+"""How far past a limit (rad or m) a ``precise`` answer's joint may be (its steps are clamped
+to the limits; float32 rounding and the client's float64 limits differ by far less)."""
+SOFT_SLACK_MIN = math.pi
+"""Least allowance past a limit for a soft-limit answer (``precise`` false): the joint-limit
+residual is a penalty, so a hard-to-reach target may pull a joint past its limit. Allowed: a
+whole joint range, at least this (half a turn; as much, in metres, for a prismatic joint,
+which the client cannot tell apart), as for a ``rest`` pose (`ik._joints.check_rest`)."""
+UNLIMITED = 1e3
+"""Bound on any joint of an answer, limited or not (rad or m): as for a ``rest`` pose."""
+
+
+@dataclass(frozen=True)
+class JointBounds:
+    """Where the joints of a robot's `solve` answer may lie, from its `describe` (a client
+    fetches it once per robot and end effectors): per joint, ``soft`` (settings with soft
+    limits) and ``hard`` (``precise``) intervals."""
+
+    names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    soft: tuple[np.ndarray, np.ndarray]
+    hard: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def from_describe(cls, info: Mapping[str, Any]) -> JointBounds:
+        lower = np.asarray(info["lower"], np.float64)
+        upper = np.asarray(info["upper"], np.float64)
+        limited = np.asarray(info["limited"], bool)
+        names = tuple(info["joint_names"])
+        if not lower.shape == upper.shape == limited.shape == (len(names),):
+            raise ProtocolError("describe reply: lower, upper, limited and joint_names differ")
+
+        def window(slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lo = np.where(limited, np.maximum(lower - slack, -UNLIMITED), -UNLIMITED)
+            hi = np.where(limited, np.minimum(upper + slack, UNLIMITED), UNLIMITED)
+            return lo.astype(np.float32), hi.astype(np.float32)
+
+        soft = window(np.maximum(upper - lower, SOFT_SLACK_MIN))
+        return cls(names, lower, upper, soft, window(np.full_like(lower, PRECISE_TOL)))
+
+
+def check_solve_reply(
+    arrays: Mapping[str, np.ndarray], n_poses: int, n_ee: int, bounds: JointBounds, precise: bool
+) -> IKSolution:
+    """A worker's `solve` answer to ``n_poses`` targets of ``n_ee`` end effectors, checked
+    before a robot is commanded with it: ``joints`` (n_poses, n_joints) finite, within the
+    robot's limits (``bounds``: ``hard`` for ``precise``, else ``soft``); ``pos_err`` and
+    ``ori_err`` (n_poses, n_ee), >= 0 or NaN (unknown). A bad answer is the worker's fault:
+    `ProtocolError` naming what is wrong. A few µs (vectorised; `IKSolution` checks the rest)."""
+    try:
+        sol = read_solve_reply(arrays)
+    except InputError as e:
+        raise ProtocolError(f"bad solve reply from the worker: {e.message}", field=e.field) from e
+    joints, err = sol.joints, sol.pos_err
+    want = (n_poses, len(bounds.names))
+    if joints.shape != want or err.shape != (n_poses, n_ee):
+        raise ProtocolError(
+            f"bad solve reply from the worker: joints {joints.shape}, errors {err.shape}; "
+            f"expected {want} and {(n_poses, n_ee)} for {n_poses} poses of {n_ee} end "
+            f"effectors of a robot of {want[1]} joints",
+            field="joints",
+        )
+    lo, hi = bounds.hard if precise else bounds.soft
+    outside = (joints < lo) | (joints > hi)
+    if outside.any():
+        i, k = (int(x) for x in np.argwhere(outside)[0])
+        raise ProtocolError(
+            f"bad solve reply from the worker: joints[{i}, {k}] = {joints[i, k]:g} for joint "
+            f"{bounds.names[k]!r} is outside its limits [{bounds.lower[k]:g}, "
+            f"{bounds.upper[k]:g}] by more than {'precise' if precise else 'soft'} limits "
+            f"allow",
+            field="joints",
+        )
+    return sol
 
 
 # --------------------------------------------------------------------------- describe
