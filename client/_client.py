@@ -341,7 +341,9 @@ class IKClient:
         call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
         bounds = self._bounds.get(robot, ee_links)
         if bounds is None:  # once per robot: what its answers are checked against
-            bounds = self._bounds.put(robot, ee_links, self.describe(robot, ee_links))
+            bounds = self._bounds.put(
+                robot, ee_links, self.describe(robot, ee_links, timeout=timeout)
+            )
         return calls.read_solve(self.request(*call, timeout=timeout), call, bounds)
 
     def stream(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik._checks import check_packed, check_rest_shape, check_targets
+from zmq_ik._checks import SMALL, check_packed, check_rest_shape, check_targets
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
     IKSettings,
@@ -177,6 +177,8 @@ class JointBounds:
     upper: np.ndarray
     soft: tuple[np.ndarray, np.ndarray]
     hard: tuple[np.ndarray, np.ndarray]
+    lists: tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]
+    """``soft`` and ``hard`` as lists: small answers are checked in Python (`SMALL`)."""
 
     @classmethod
     def from_describe(cls, info: Mapping[str, Any]) -> JointBounds:
@@ -193,7 +195,9 @@ class JointBounds:
             return lo.astype(np.float32), hi.astype(np.float32)
 
         soft = window(np.maximum(upper - lower, SOFT_SLACK_MIN))
-        return cls(names, lower, upper, soft, window(np.full_like(lower, PRECISE_TOL)))
+        hard = window(np.full_like(lower, PRECISE_TOL))
+        lists = tuple((lo.tolist(), hi.tolist()) for lo, hi in (soft, hard))
+        return cls(names, lower, upper, soft, hard, lists)  # type: ignore[arg-type]
 
 
 def check_solve_reply(
@@ -203,7 +207,8 @@ def check_solve_reply(
     before a robot is commanded with it: ``joints`` (n_poses, n_joints) finite, within the
     robot's limits (``bounds``: ``hard`` for ``precise``, else ``soft``); ``pos_err`` and
     ``ori_err`` (n_poses, n_ee), >= 0 or NaN (unknown). A bad answer is the worker's fault:
-    `ProtocolError` naming what is wrong. A few µs (vectorised; `IKSolution` checks the rest)."""
+    `ProtocolError` naming what is wrong. A few µs on top of reading it (`IKSolution` checks
+    finiteness and the errors' signs)."""
     try:
         sol = read_solve_reply(arrays)
     except InputError as e:
@@ -218,9 +223,26 @@ def check_solve_reply(
             field="joints",
         )
     lo, hi = bounds.hard if precise else bounds.soft
-    outside = (joints < lo) | (joints > hi)
-    if outside.any():
-        i, k = (int(x) for x in np.argwhere(outside)[0])
+    bad: tuple[int, int] | None = None
+    if joints.size <= SMALL:  # in Python: see `SMALL` (a control loop's one pose)
+        lo_list, hi_list = bounds.lists[precise]
+        rows = enumerate(joints.tolist())
+        bad = next(
+            (
+                (i, k)
+                for i, row in rows
+                for k, v in enumerate(row)
+                if not lo_list[k] <= v <= hi_list[k]
+            ),
+            None,
+        )
+    else:
+        outside = (joints < lo) | (joints > hi)
+        if outside.any():
+            row, col = np.argwhere(outside)[0]
+            bad = int(row), int(col)
+    if bad is not None:
+        i, k = bad
         raise ProtocolError(
             f"bad solve reply from the worker: joints[{i}, {k}] = {joints[i, k]:g} for joint "
             f"{bounds.names[k]!r} is outside its limits [{bounds.lower[k]:g}, "

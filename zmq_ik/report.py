@@ -36,7 +36,7 @@ def format_ping(endpoint: str, info: dict[str, Any], rtts: Sequence[float]) -> s
     lines.append(worker_counts(info))
     lines += [
         f"  {w['id']}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  "
-        f"served={w['served']}"
+        f"served={w['served']}" + (f" pauses={w['pauses']}" if w.get("pauses") else "")
         for w in workers
     ]
     lines += [
