@@ -255,6 +255,11 @@ class BrokerCore:
             unconfirmed_since=since,
         )
         self._unconfirmed[identity] = None
+        if old is not None:  # a READY again does not wipe its record (circuit breaker, overruns)
+            for name in ("failures", "failing_since", "paused_until", "pauses", "overruns"):
+                setattr(worker, name, getattr(old, name))
+            if worker.paused_until is not None:
+                self._next_scan = min(self._next_scan, worker.paused_until)
         # Fields are bounded (protocol.Limits), so this is small; numbers may grow a little.
         worker.listing_bytes = len(pack_header(worker.describe(now))) + 64
         self.workers[identity] = worker

@@ -1099,6 +1099,20 @@ def test_circuit_breaker_pauses_a_worker_failing_by_its_own_fault_while_others_s
     assert h.core.workers[b"W1"].failures == 0 and ping(h)["workers"][0]["pauses"] == 2
 
 
+def test_a_paused_worker_stays_paused_through_a_second_ready():
+    h = Harness(breaker_failures=2)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    answers = {b"W1": "internal", b"W2": None}
+    for i in range(4):
+        serve_round(h, b"r%d" % i, answers)
+    assert h.core.counters["workers_paused"] == 1
+    h.ready(b"W1")  # READY again on the same connection: still paused
+    assert [serve_round(h, b"s%d" % i, answers) for i in range(3)] == [b"W2"] * 3
+    states = {w["id"]: w["state"] for w in ping(h)["workers"]}
+    assert states == {b"W1".hex(): "paused", b"W2".hex(): "idle"}
+
+
 @pytest.mark.parametrize(
     "code", ["bad_request", "too_large", "protocol", "unknown_operation", "timeout"]
 )
