@@ -81,9 +81,10 @@ def final_refusal(code: str, field: str | None) -> bool:
     """Whether a broker's ERROR to this worker's READY or WARMING is one that sending it again
     cannot fix: another protocol version, or a header field over the broker's bounds
     (`protocol.check_worker_header`: too many robots, a name or device string too long, the
-    header too large; the field is named). ``overloaded`` (the broker is at a cap) is not:
-    retry with backoff. Neither is an unreadable ERROR (no field)."""
-    if code == ErrorCode.VERSION.value:
+    header too large; the field is named), or a key that may not register as a worker
+    (``forbidden``). ``overloaded`` (the broker is at a cap) is not: retry with backoff.
+    Neither is an unreadable ERROR (no field)."""
+    if code in (ErrorCode.VERSION.value, ErrorCode.FORBIDDEN.value):
         return True
     bounds = (ErrorCode.TOO_LARGE.value, ErrorCode.PROTOCOL.value)
     return code in bounds and field is not None and field not in _NOT_OURS

@@ -155,7 +155,18 @@ def _curve(options: dict[str, Any]) -> Any:
     from zmq_ik.security import CurveClient
 
     server_key, own = options.pop("curve_server_key"), options.pop("curve_own")
-    return CurveClient.from_files(server_key, own) if server_key else None
+    try:
+        return CurveClient.from_files(server_key, own) if server_key else None
+    except (OSError, ValueError) as e:  # a public key given as the secret one, a bad file
+        raise click.BadParameter(str(e), param_hint="--curve-server-key/--curve-secret-key") from e
+
+
+def _broker_curve_options(f: Any) -> Any:
+    """The broker's CURVE options (`broker`, `serve`): its secret key, who may connect."""
+    keydir = click.Path(exists=True, file_okay=False)
+    f = _o(B, "worker_keys", type=keydir, help="Public keys of workers (they may register).")(f)
+    f = _o(B, "allow_keys", type=keydir, help="Public keys of clients (requests only).")(f)
+    return _o(B, "curve_secret_key", type=KEY, help="Broker secret key file (enables CURVE).")(f)
 
 
 def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
@@ -181,17 +192,14 @@ def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
 @_o(B, "max_workers", help="Registered workers before a new READY gets 'overloaded'.")
 @_o(B, "max_retries", help="Re-dispatches of a request whose worker died.")
 @_o(B, "shutdown_grace", help="Seconds in-flight work may finish on shutdown.")
-@_o(B, "curve_secret_key", type=KEY, help="Broker secret key file (enables CURVE).")
-@_o(B, "allow_keys", type=click.Path(exists=True, file_okay=False), help="Allowed public keys.")
+@_broker_curve_options
 def broker(**options: Any) -> None:
     """Run the broker (Ctrl-C or SIGTERM: drain in-flight work, exit 0)."""
     from zmq_ik.broker import Broker
 
-    if options["curve_secret_key"] and not options["allow_keys"]:
-        raise click.UsageError("--curve-secret-key needs --allow-keys DIR")
     try:
         b = Broker(_settings(BrokerSettings, **options))
-    except OSError as e:  # cannot bind, unreadable keys: the same on every restart
+    except (OSError, ValueError) as e:  # cannot bind, bad keys: the same on every restart
         raise ConfigError(str(e)) from e
     raise_fd_limit_logged(peers=True)
     b.install_signal_handlers()
@@ -263,7 +271,8 @@ def status(
 
 @main.command()
 @_endpoint("--bind", "bind", help="Broker endpoint.")
-@_options(ServeSettings, skip=("bind",))
+@_options(ServeSettings, skip=("bind", "curve_secret_key", "allow_keys", "worker_keys"))
+@_broker_curve_options
 @_options(S, skip=("gpu",))
 @click.pass_context
 def serve(ctx: click.Context, **options: Any) -> None:
@@ -341,7 +350,11 @@ def keygen(directory: str, names: tuple[str, ...]) -> None:
     """Write CURVE keypairs (NAME.key public, NAME.key_secret secret) into DIRECTORY."""
     from zmq_ik.security import keygen as make_keys
 
-    for public, _secret in make_keys(directory, names):
+    try:
+        pairs = make_keys(directory, names)
+    except (OSError, ValueError) as e:  # a key that exists (never replaced), a bad name
+        raise click.ClickException(str(e)) from e
+    for public, _secret in pairs:
         click.echo(f"wrote {public} (+ secret)")
 
 

@@ -35,6 +35,9 @@ class ErrorCode(str, Enum):
     """Every worker tried for this request died before answering (retries exhausted)."""
     SHUTTING_DOWN = "shutting_down"
     """The broker is stopping and takes no new work."""
+    FORBIDDEN = "forbidden"
+    """The peer's CURVE key may not do this: a client key (not in the broker's
+    ``--worker-keys``) registering as a worker. For good: the worker exits 78."""
 
 
 class IKError(Exception):
