@@ -235,7 +235,7 @@ class Worker:
             if link.refused is not None:  # it refused our WARMING for good (`Announcer`)
                 self._drop(link, "refused", now)
         logger.info(
-            "warm-up took %.2fs; serving %s on %s to %s",
+            "warm-up took %.2fs; registering %s on %s with %s",
             self.info["warmup_s"],
             ",".join(robots),
             self.info.get("device", "cpu"),
@@ -392,8 +392,9 @@ class Worker:
         except ProtocolError as e:
             logger.warning("malformed message from broker %s ignored: %s", link.endpoint, e.message)
             return
-        if isinstance(msg, Heartbeat | Request):
+        if isinstance(msg, Heartbeat | Request) and not link.answered:
             link.answered = True  # the broker knows us: only registered workers get these
+            logger.info("registered with broker %s: serving it", link.endpoint)
         if isinstance(msg, Heartbeat):
             if FEATURE_DECLINE in msg.flags:
                 link.declines = True
