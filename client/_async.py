@@ -29,6 +29,7 @@ from zmq_ik.client._exchange import (
     Progress,
     StrokeJob,
 )
+from zmq_ik.client._handshakes import Handshakes
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import Payload
@@ -147,7 +148,11 @@ class AsyncIKClient:
         self.endpoint = ",".join(self.endpoints)
         self.context = context or zmq.asyncio.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
-        self.sockets: list[zmq.asyncio.Socket] = open_dealers(self.context, self.endpoints, curve)  # type: ignore[assignment]
+        self._handshakes = Handshakes(curve)
+        self._core.explain = self._handshakes.explain
+        self.sockets: list[zmq.asyncio.Socket] = open_dealers(
+            self.context, self.endpoints, curve, self._handshakes
+        )  # type: ignore[assignment]
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""
         self._readers: list[asyncio.Task[None]] = []
@@ -184,6 +189,7 @@ class AsyncIKClient:
         self._readers = []
         for sock in self.sockets:
             sock.close(0)
+        self._handshakes.close()
 
     # ------------------------------------------------------------------ the loop
 

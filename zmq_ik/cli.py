@@ -21,7 +21,7 @@ from zmq_ik._version import __version__
 from zmq_ik.broker import BrokerSettings
 from zmq_ik.client import IKClient, check_timeout
 from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
-from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
+from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError, NoBroker
 from zmq_ik.plot import ReportSettings
 from zmq_ik.plot import report as write_report
 from zmq_ik.protocol import ENDPOINT_ENV, split_endpoints
@@ -81,6 +81,8 @@ class _Group(_Verbosity, click.Group):
         except ConfigError as e:  # EX_CONFIG: `serve` and systemd do not restart it
             click.echo(f"Error: {e}", err=True)
             raise click.exceptions.Exit(EXIT_CONFIG) from e
+        except NoBroker as e:  # its message says what to check
+            raise click.ClickException(str(e)) from e
         except IKTimeout as e:
             raise click.ClickException(f"{e}; is a broker (`zmq-ik serve`) running there?") from e
         except IKError as e:  # what the library refused: its message, no traceback

@@ -87,6 +87,12 @@ class IKTimeout(IKError, TimeoutError):
     """No answer arrived before the deadline (after the configured retries)."""
 
 
+class NoBroker(IKTimeout):
+    """Nothing ever answered this client, within `client._failover.NO_ANSWER_AFTER`: no
+    broker at the endpoint, or one that refuses this client (the message says which when
+    libzmq told the client)."""
+
+
 def remote_error(code: str, message: str, field: str | None = None) -> RemoteError:
     """Build the most specific exception for an ERROR reply."""
     if code == ErrorCode.OVERLOADED.value:

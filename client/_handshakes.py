@@ -1,0 +1,83 @@
+"""Why a broker refused a client's connection: libzmq's handshake events, in words.
+
+A CURVE broker that refuses a key (its ZAP handler) sends the client nothing it could read:
+the connection just fails, libzmq does not reconnect, and the client hears only silence. A
+socket monitor sees it (``EVENT_HANDSHAKE_FAILED_*``); `Handshakes` watches each client
+socket for those events and `explain` turns the last one into a sentence that the client's
+no-answer errors carry (`client._core.ClientCore.explain`): the key's fingerprint and what
+to do. Nothing is read until an error needs it, so a working client pays nothing but the
+monitor sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from zmq_ik.security import fingerprint
+
+_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+class Handshakes:
+    """Handshake failures of a client's sockets (one monitor each), for error messages."""
+
+    def __init__(self, curve: Any = None) -> None:
+        self.curve = curve
+        """The client's `security.CurveClient` (None: plaintext), named in explanations."""
+        self._monitors: list[zmq.Socket[Any]] = []
+        self._last: list[int | None] = []
+        self._context: zmq.Context[Any] | None = None
+
+    def watch(self, sock: zmq.Socket[Any]) -> None:
+        """Monitor ``sock`` (call before it connects, so the first failure is seen)."""
+        if self._context is None:  # plain reads, whatever the socket's flavour (asyncio)
+            self._context = zmq.Context.shadow(sock.context.underlying)
+        address = f"inproc://zmq-ik-handshakes-{sock.underlying:x}"
+        sock.monitor(address, _FAILED)
+        monitor = self._context.socket(zmq.PAIR)
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.connect(address)
+        self._monitors.append(monitor)
+        self._last.append(None)
+
+    def explain(self, i: int) -> str | None:
+        """Why the broker of socket ``i`` refused its handshake, if it did, else None."""
+        if i >= len(self._monitors):
+            return None
+        monitor = self._monitors[i]
+        while True:
+            try:
+                event = recv_monitor_message(monitor, _NOBLOCK)
+            except zmq.Again:
+                break
+            self._last[i] = int(event["event"])
+        last = self._last[i]
+        if last is None:
+            return None
+        if last == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            own = "" if self.curve is None else f" (fingerprint {fingerprint(self.curve.public)})"
+            return (
+                f"the broker refused this client's CURVE key{own}: put its NAME.key in the "
+                f"broker's --allow-keys directory, or pass this client's own --curve-secret-key"
+            )
+        if last == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            if self.curve is None:
+                return "the broker uses CURVE: pass --curve-server-key and --curve-secret-key"
+            return "the broker does not use CURVE (or speaks another protocol): drop the CURVE keys"
+        return (
+            "the CURVE handshake failed: is --curve-server-key the public key of the broker "
+            "at that endpoint?"
+        )
+
+    def close(self) -> None:
+        for monitor in self._monitors:
+            monitor.close(0)
+        self._monitors = []
