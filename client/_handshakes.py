@@ -11,6 +11,8 @@ monitor sockets.
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any
 
 import zmq
@@ -24,6 +26,7 @@ _FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
 _NOBLOCK = int(zmq.NOBLOCK)
+_names = itertools.count()
 
 
 class Handshakes:
@@ -40,7 +43,9 @@ class Handshakes:
         """Monitor ``sock`` (call before it connects, so the first failure is seen)."""
         if self._context is None:  # plain reads, whatever the socket's flavour (asyncio)
             self._context = zmq.Context.shadow(sock.context.underlying)
-        address = f"inproc://zmq-ik-handshakes-{sock.underlying:x}"
+        # A fresh name each time: a closed socket's monitor endpoint may linger a moment,
+        # and a new socket can get the same address in memory.
+        address = f"inproc://zmq-ik-handshakes-{os.getpid()}-{next(_names)}"
         sock.monitor(address, _FAILED)
         monitor = self._context.socket(zmq.PAIR)
         monitor.setsockopt(zmq.LINGER, 0)

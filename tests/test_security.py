@@ -14,7 +14,7 @@ import zmq.auth
 from zmq_ik.broker import Broker, BrokerSettings
 from zmq_ik.broker._broker import is_local_endpoint
 from zmq_ik.client import IKClient
-from zmq_ik.errors import IKError, IKTimeout, InputError
+from zmq_ik.errors import IKError, IKTimeout, InputError, NoBroker
 from zmq_ik.protocol import (
     Command,
     Reply,
@@ -278,3 +278,31 @@ def test_serve_with_curve_registers_its_workers_and_admits_clients(
         assert len(_wait_workers(client, 1)["workers"]) == 1
         assert client.request("echo", "echo", {"x": 1}).header["x"] == 1
     assert sup.poll() is None
+
+
+def test_a_refused_client_says_why_with_its_fingerprint_in_about_2s(procs, keys, tmp_path):
+    """Issue 25.7: a refused key heard only silence (`no answer ... is a broker running
+    there?`, after every attempt). Now the client's first request fails in ~2 s, saying what
+    libzmq's handshake monitor saw: its key refused (with its fingerprint), plaintext to a
+    CURVE broker, or a server key that is not this broker's."""
+    broker = curve_broker(procs, keys, tmp_path, wait=False)
+    broker_pub = keys["broker"][0]
+    good = CurveClient.from_files(broker_pub, keys["client"][1])
+    with IKClient(broker.endpoint, timeout=2.0, curve=good) as client:
+        _wait_workers(client, 0)  # the broker is up
+    cases = [
+        (CurveClient.from_files(broker_pub, keys["intruder"][1]), f"key (fingerprint {_fp(keys, 'intruder')})"),
+        (None, "the broker uses CURVE: pass --curve-server-key"),
+        (CurveClient.from_files(keys["client"][0], keys["client"][1]), "is --curve-server-key the public key"),
+    ]  # fmt: skip
+    for curve, says in cases:
+        t0 = time.monotonic()
+        with IKClient(broker.endpoint, timeout=30.0, curve=curve) as client:
+            with pytest.raises(NoBroker) as e:
+                client.request("echo", "echo", {})
+        took = time.monotonic() - t0
+        assert says in str(e.value) and "within 2s" in str(e.value)
+        assert 1.9 < took < 3.0, took
+        print(f"{says[:30]!r}: {took:.2f}s")
+    with IKClient(broker.endpoint, timeout=2.0, curve=good) as client:
+        assert client.ping()["workers"] == []  # the broker was there all along
