@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client
 from zmq_ik.client._client import IKClient, open_dealers
@@ -29,7 +30,6 @@ from zmq_ik.client._exchange import (
     Progress,
     StrokeJob,
 )
-from zmq_ik.client._handshakes import Handshakes
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import Payload

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client, check_endpoint
 from zmq_ik.client._core import CANCEL_WAIT, Call, ClientCore, Event, settle
@@ -31,7 +32,6 @@ from zmq_ik.client._exchange import (
     Progress,
     StrokeJob,
 )
-from zmq_ik.client._handshakes import Handshakes
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (

@@ -171,7 +171,7 @@ class ClientCore:
         self._timers: list[tuple[float, bytes]] = []
         self.explain: Callable[[int], str | None] = _unexplained
         """Why broker ``i`` may have refused this client, for no-answer errors (the loop
-        sets it: `client._handshakes.Handshakes.explain`)."""
+        sets it: `zmq_ik._handshakes.Handshakes.explain`)."""
         self._unheard_since: float | None = None
         """When the first request went out while no broker had ever answered (`NoBroker`)."""
 

@@ -155,6 +155,13 @@ def test_curve_admits_allowed_peers_only_and_keeps_keys_out_of_logs(procs, keys,
     assert "refused a CURVE peer" in broker_log  # ZAP really denied, with a fingerprint
     for name in ("intruder", "rogue-worker"):  # each refused key is logged, not one in all
         assert fingerprint(zmq.auth.load_certificate(keys[name][0])[0]) in broker_log
+    rogue_log = procs.log(rogue)  # issue 25.7: it said "serving", then reconnected silently
+    assert "serving" not in rogue_log and "registered with" not in rogue_log
+    assert (
+        f"the broker refused this worker's CURVE key (fingerprint {_fp(keys, 'rogue-worker')})"
+        in rogue_log
+    )
+    assert "--worker-keys" in rogue_log
     for proc in procs.procs:
         log = procs.log(proc)
         for _public, secret in keys.values():

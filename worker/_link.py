@@ -9,6 +9,7 @@ from typing import Any
 
 import zmq
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.errors import ErrorCode
 from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Limits, endpoints_setting
 from zmq_ik.worker._job import Job
@@ -70,6 +71,17 @@ class Link:
         """It refused our READY for now (``overloaded``): the reconnect that follows backs off."""
         self.delay = reconnect_min
         self.reconnect_at = 0.0
+        self.handshakes: Handshakes | None = None
+        """The socket's handshake failures (`zmq_ik._handshakes`): why a broker is silent."""
+
+    def close(self, linger: int = 0) -> None:
+        """Close the socket (if any) and its handshake monitor."""
+        if self.sock is not None:
+            self.sock.close(linger)
+            self.sock = None
+        if self.handshakes is not None:
+            self.handshakes.close()
+            self.handshakes = None
 
 
 _NOT_OURS = ("command", "progress")

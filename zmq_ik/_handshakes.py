@@ -32,9 +32,11 @@ _names = itertools.count()
 class Handshakes:
     """Handshake failures of a client's sockets (one monitor each), for error messages."""
 
-    def __init__(self, curve: Any = None) -> None:
+    def __init__(self, curve: Any = None, role: str = "client") -> None:
         self.curve = curve
-        """The client's `security.CurveClient` (None: plaintext), named in explanations."""
+        """The peer's `security.CurveClient` (None: plaintext), named in explanations."""
+        self.role = role
+        """``client`` or ``worker``: which key directory of the broker the advice names."""
         self._monitors: list[zmq.Socket[Any]] = []
         self._last: list[int | None] = []
         self._context: zmq.Context[Any] | None = None
@@ -63,19 +65,21 @@ class Handshakes:
                 event = recv_monitor_message(monitor, _NOBLOCK)
             except zmq.Again:
                 break
-            self._last[i] = int(event["event"])
+            if self._last[i] != zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # the clearest: kept
+                self._last[i] = int(event["event"])
         last = self._last[i]
         if last is None:
             return None
+        if self.curve is None:  # (its failure shows as PROTOCOL or NO_DETAIL, by timing)
+            return "the broker uses CURVE: pass --curve-server-key and --curve-secret-key"
         if last == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             own = "" if self.curve is None else f" (fingerprint {fingerprint(self.curve.public)})"
+            where = "--worker-keys" if self.role == "worker" else "--allow-keys"
             return (
-                f"the broker refused this client's CURVE key{own}: put its NAME.key in the "
-                f"broker's --allow-keys directory, or pass this client's own --curve-secret-key"
+                f"the broker refused this {self.role}'s CURVE key{own}: put its NAME.key in the "
+                f"broker's {where} directory (and pass this {self.role}'s own --curve-secret-key)"
             )
         if last == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-            if self.curve is None:
-                return "the broker uses CURVE: pass --curve-server-key and --curve-secret-key"
             return "the broker does not use CURVE (or speaks another protocol): drop the CURVE keys"
         return (
             "the CURVE handshake failed: is --curve-server-key the public key of the broker "
