@@ -39,17 +39,15 @@ class Handshakes:
         """``client`` or ``worker``: which key directory of the broker the advice names."""
         self._monitors: list[zmq.Socket[Any]] = []
         self._last: list[int | None] = []
-        self._context: zmq.Context[Any] | None = None
 
     def watch(self, sock: zmq.Socket[Any]) -> None:
         """Monitor ``sock`` (call before it connects, so the first failure is seen)."""
-        if self._context is None:  # plain reads, whatever the socket's flavour (asyncio)
-            self._context = zmq.Context.shadow(sock.context.underlying)
         # A fresh name each time: a closed socket's monitor endpoint may linger a moment,
         # and a new socket can get the same address in memory.
         address = f"inproc://zmq-ik-handshakes-{os.getpid()}-{next(_names)}"
         sock.monitor(address, _FAILED)
-        monitor = self._context.socket(zmq.PAIR)
+        # A plain socket (asyncio clients too), of the socket's own context: closed with it.
+        monitor: zmq.Socket[Any] = sock.context.socket(zmq.PAIR, socket_class=zmq.Socket)
         monitor.setsockopt(zmq.LINGER, 0)
         monitor.connect(address)
         self._monitors.append(monitor)
