@@ -187,9 +187,9 @@ class AsyncIKClient:
             except (asyncio.CancelledError, Exception):
                 pass
         self._readers = []
+        self._handshakes.close()  # (first: `Handshakes.close`)
         for sock in self.sockets:
             sock.close(0)
-        self._handshakes.close()
 
     # ------------------------------------------------------------------ the loop
 

@@ -68,10 +68,10 @@ def open_dealers(
         for endpoint in endpoints:
             sockets.append(open_dealer(context, endpoint, curve, handshakes))
     except BaseException:
-        for sock in sockets:
-            sock.close(0)
         if handshakes is not None:
             handshakes.close()
+        for sock in sockets:
+            sock.close(0)
         raise
     return sockets
 
@@ -155,9 +155,9 @@ class IKClient:
                 self._flush()
                 self._await_cancels()
         finally:
+            self._handshakes.close()  # (first: `Handshakes.close`)
             for sock in self.sockets:
                 sock.close(0)
-            self._handshakes.close()
 
     def _await_cancels(self) -> None:
         """Read until every cancel sent was acknowledged, for at most `CANCEL_WAIT`: closed

@@ -75,13 +75,13 @@ class Link:
         """The socket's handshake failures (`zmq_ik._handshakes`): why a broker is silent."""
 
     def close(self, linger: int = 0) -> None:
-        """Close the socket (if any) and its handshake monitor."""
-        if self.sock is not None:
-            self.sock.close(linger)
-            self.sock = None
+        """Close the socket (if any) and its handshake monitor (first: `Handshakes.close`)."""
         if self.handshakes is not None:
             self.handshakes.close()
             self.handshakes = None
+        if self.sock is not None:
+            self.sock.close(linger)
+            self.sock = None
 
 
 _NOT_OURS = ("command", "progress")
