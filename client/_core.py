@@ -279,7 +279,8 @@ class ClientCore:
                     IKTimeout(
                         f"no answer from {self.connections[p.connection].endpoint} for "
                         f"{call.service}/{call.operation} after {p.attempts} attempt(s) of "
-                        f"{p.timeout:.1f}s" + (f": {why}" if why else "")
+                        f"{p.timeout:.1f}s" + (f": {why}" if why else ""),
+                        why,
                     ),
                 )
                 continue

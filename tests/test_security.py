@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.auth
+from click.testing import CliRunner
 
 from zmq_ik.broker import Broker, BrokerSettings
 from zmq_ik.broker._broker import is_local_endpoint
+from zmq_ik.cli import main
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, IKTimeout, InputError, NoBroker
 from zmq_ik.protocol import (
@@ -311,6 +313,14 @@ def test_a_refused_client_says_why_with_its_fingerprint_in_about_2s(procs, keys,
         assert says in str(e.value) and "within 2s" in str(e.value)
         assert 1.9 < took < 3.0, took
         print(f"{says[:30]!r}: {took:.2f}s")
+    # A ping shorter than 2 s times out first, and says the same.
+    refused = CliRunner().invoke(main, [
+        "ping", "--endpoint", broker.endpoint, "--timeout", "0.5", "--curve-server-key",
+        str(broker_pub), "--curve-secret-key", str(keys["intruder"][1]),
+    ])  # fmt: skip
+    assert refused.exit_code == 1 and "within 0.5s: the broker refused" in refused.output
+    assert f"fingerprint {_fp(keys, 'intruder')}" in refused.output
+    assert "is a broker" not in refused.output
     with IKClient(broker.endpoint, timeout=2.0, curve=good) as client:
         assert client.ping()["workers"] == []  # the broker was there all along
 

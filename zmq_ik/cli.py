@@ -83,8 +83,9 @@ class _Group(_Verbosity, click.Group):
             raise click.exceptions.Exit(EXIT_CONFIG) from e
         except NoBroker as e:  # its message says what to check
             raise click.ClickException(str(e)) from e
-        except IKTimeout as e:
-            raise click.ClickException(f"{e}; is a broker (`zmq-ik serve`) running there?") from e
+        except IKTimeout as e:  # (with a reason, it is there, and refused us)
+            hint = "" if e.reason else "; is a broker (`zmq-ik serve`) running there?"
+            raise click.ClickException(f"{e}{hint}") from e
         except IKError as e:  # what the library refused: its message, no traceback
             raise click.ClickException(str(e)) from e
 

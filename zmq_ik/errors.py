@@ -84,7 +84,12 @@ class Overloaded(RemoteError):
 
 
 class IKTimeout(IKError, TimeoutError):
-    """No answer arrived before the deadline (after the configured retries)."""
+    """No answer arrived before the deadline (after the configured retries). ``reason``: why
+    the broker may have been silent, when the client knows (a refused CURVE handshake)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NoBroker(IKTimeout):

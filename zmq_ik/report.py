@@ -128,7 +128,10 @@ def ask(client: Any, question: str) -> dict[str, Any]:
     except NoBroker:  # its message says why (and "within 2s", as ping's default)
         raise
     except IKTimeout as e:
-        raise IKTimeout(f"no answer from {client.endpoint} within {client.timeout:g}s") from e
+        why = f": {e.reason}" if e.reason else ""
+        raise IKTimeout(
+            f"no answer from {client.endpoint} within {client.timeout:g}s{why}", e.reason
+        ) from e
 
 
 def ping_lines(client: Any, count: int, as_json: bool, pause: float = 0.2) -> Iterator[str]:
