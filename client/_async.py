@@ -150,6 +150,7 @@ class AsyncIKClient:
         self._core = ClientCore(self.endpoints, retries=self.retries)
         self._handshakes = Handshakes(curve)
         self._core.explain = self._handshakes.explain
+        self._core.reached = self._handshakes.reached
         self.sockets: list[zmq.asyncio.Socket] = open_dealers(
             self.context, self.endpoints, curve, self._handshakes
         )  # type: ignore[assignment]

@@ -135,6 +135,7 @@ class IKClient:
         self._core = ClientCore(self.endpoints, retries=self.retries)
         self._handshakes = Handshakes(curve)
         self._core.explain = self._handshakes.explain
+        self._core.reached = self._handshakes.reached
         self.sockets = open_dealers(self.context, self.endpoints, curve, self._handshakes)
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""

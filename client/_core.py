@@ -76,6 +76,10 @@ def _unexplained(connection: int) -> str | None:
     return None
 
 
+def _unreached(connection: int) -> bool:
+    return False
+
+
 # --------------------------------------------------------------------------- requests
 
 
@@ -172,6 +176,9 @@ class ClientCore:
         self.explain: Callable[[int], str | None] = _unexplained
         """Why broker ``i`` may have refused this client, for no-answer errors (the loop
         sets it: `zmq_ik._handshakes.Handshakes.explain`)."""
+        self.reached: Callable[[int], bool] = _unreached
+        """Whether broker ``i``'s socket completed a handshake (a peer listens there; the
+        loop sets it: `zmq_ik._handshakes.Handshakes.reached`)."""
         self._unheard_since: float | None = None
         """When the first request went out while no broker had ever answered (`NoBroker`)."""
 
@@ -298,10 +305,12 @@ class ClientCore:
             self._failover(now)
 
     def _nobody_answers(self) -> None:
-        """No broker ever answered, not even the start-up probe: fail what waits now (what
-        the handshake monitors know included) rather than after every attempt's timeout."""
+        """No broker ever answered, not even the start-up probe, and no handshake with one
+        succeeded (nothing listens, or it refused us): fail what waits now (what the
+        handshake monitors know included) rather than after every attempt's timeout. A
+        broker that completed a handshake is there, perhaps slow: waited for as before."""
         self._unheard_since = None
-        if not self.pending:
+        if not self.pending or any(self.reached(i) for i in range(len(self.connections))):
             return
         several = len(self.connections) > 1
         why = [

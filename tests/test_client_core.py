@@ -141,6 +141,12 @@ def test_a_first_request_nobody_ever_answers_fails_in_2s_saying_why():
     heard.tick(20.0)
     assert not box.events  # a broker that answered once is waited for, as before
 
+    slow = ClientCore(["tcp://b:1"], retries=0)
+    slow.reached = lambda i: True  # a handshake succeeded: a broker listens, slow to answer
+    slow.submit(call(), 30.0, now=0.0, sink=(box := Box()))
+    slow.tick(20.0)
+    assert not box.events  # waited for, as before
+
 
 def test_answer_within_the_grace_after_the_deadline_is_taken():
     core = ClientCore(["tcp://b:1"], retries=0)

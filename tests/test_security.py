@@ -339,3 +339,16 @@ def test_handshake_monitors_leak_nothing(procs, keys, tmp_path):
         IKClient(broker.endpoint).close()
     time.sleep(1.0)  # libzmq's reaper frees closed sockets in the background
     assert len(list(fds.iterdir())) - before < 20
+
+
+def test_a_silent_peer_that_completed_a_handshake_is_waited_for(zctx):
+    """`NoBroker` is for nobody there (or a refused handshake): a ROUTER that accepts the
+    connection but never answers (a broker too busy to read) is waited for, as before."""
+    router = zctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    t0 = time.monotonic()
+    with IKClient(f"tcp://127.0.0.1:{port}", timeout=3.0, retries=0, context=zctx) as client:
+        with pytest.raises(IKTimeout) as e:
+            client.request("echo", "echo", {})
+    assert not isinstance(e.value, NoBroker) and time.monotonic() - t0 > 3.0

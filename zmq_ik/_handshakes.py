@@ -25,12 +25,14 @@ _FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+_WATCHED = _FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 _NOBLOCK = int(zmq.NOBLOCK)
 _names = itertools.count()
 
 
 class Handshakes:
-    """Handshake failures of a client's sockets (one monitor each), for error messages."""
+    """Handshakes of a client's sockets (one monitor each): failures, for error messages;
+    successes, so that a slow broker is not taken for none."""
 
     def __init__(self, curve: Any = None, role: str = "client") -> None:
         self.curve = curve
@@ -40,13 +42,14 @@ class Handshakes:
         self._watched: list[zmq.Socket[Any]] = []
         self._monitors: list[zmq.Socket[Any]] = []
         self._last: list[int | None] = []
+        self._reached: list[bool] = []
 
     def watch(self, sock: zmq.Socket[Any]) -> None:
         """Monitor ``sock`` (call before it connects, so the first failure is seen)."""
         # A fresh name each time: a closed socket's monitor endpoint may linger a moment,
         # and a new socket can get the same address in memory.
         address = f"inproc://zmq-ik-handshakes-{os.getpid()}-{next(_names)}"
-        sock.monitor(address, _FAILED)
+        sock.monitor(address, _WATCHED)
         # A plain socket (asyncio clients too), of the socket's own context: closed with it.
         monitor: zmq.Socket[Any] = sock.context.socket(zmq.PAIR, socket_class=zmq.Socket)
         monitor.setsockopt(zmq.LINGER, 0)
@@ -54,19 +57,33 @@ class Handshakes:
         self._watched.append(sock)
         self._monitors.append(monitor)
         self._last.append(None)
+        self._reached.append(False)
+
+    def _read(self, i: int) -> None:
+        monitor = self._monitors[i]
+        while True:
+            try:
+                event = int(recv_monitor_message(monitor, _NOBLOCK)["event"])
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # earlier failures are history
+                self._reached[i], self._last[i] = True, None
+            elif self._last[i] != zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # the clearest: kept
+                self._last[i] = event
+
+    def reached(self, i: int) -> bool:
+        """Whether socket ``i`` ever completed a handshake: a ZMTP peer listens there (a
+        broker that may just be slow to answer), so silence is not 'nobody there'."""
+        if i >= len(self._monitors):
+            return False
+        self._read(i)
+        return self._reached[i]
 
     def explain(self, i: int) -> str | None:
         """Why the broker of socket ``i`` refused its handshake, if it did, else None."""
         if i >= len(self._monitors):
             return None
-        monitor = self._monitors[i]
-        while True:
-            try:
-                event = recv_monitor_message(monitor, _NOBLOCK)
-            except zmq.Again:
-                break
-            if self._last[i] != zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # the clearest: kept
-                self._last[i] = int(event["event"])
+        self._read(i)
         last = self._last[i]
         if last is None:
             return None
