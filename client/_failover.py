@@ -47,8 +47,9 @@ TRANSIT_BYTES_PER_S = 10e6
 cannot be answered before the request is through (a 256 MiB request: 27 s more)."""
 NO_ANSWER_AFTER = 2.0
 """Seconds a client's first request waits while no broker has ever answered the client
-(not even its start-up probe, answered by a broker at once) before every request fails
-`errors.NoBroker`: nothing is there, or it refuses this client. As `zmq-ik ping` (2 s)."""
+(not even its start-up probe, answered by a broker at once) nor completed a handshake with
+it, before every request fails `errors.NoBroker`: nothing is there, or it refuses this
+client. As `zmq-ik ping` (2 s)."""
 PROBE_TIMEOUT_MS = 1000
 PROBE_PREFIX = b"alive"
 """Request ids of probes: ``alive`` + 8 bytes (13 bytes; the core's own ids are 12)."""

@@ -93,9 +93,9 @@ class IKTimeout(IKError, TimeoutError):
 
 
 class NoBroker(IKTimeout):
-    """Nothing ever answered this client, within `client._failover.NO_ANSWER_AFTER`: no
-    broker at the endpoint, or one that refuses this client (the message says which when
-    libzmq told the client)."""
+    """Nothing ever answered this client, nor completed a handshake with it, within
+    `client._failover.NO_ANSWER_AFTER`: no broker at the endpoint, or one that refuses this
+    client (the message says which when libzmq told the client)."""
 
 
 def remote_error(code: str, message: str, field: str | None = None) -> RemoteError:
