@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zmq_ik.broker._jobs import (
@@ -53,6 +53,7 @@ from zmq_ik.protocol import (
     reply_frames,
     request_frames,
 )
+from zmq_ik.security import KeyNotices, held_back
 
 __all__ = ["BrokerCore", "BrokerSettings", "Job", "WorkerState", "peer_label"]
 
@@ -105,6 +106,11 @@ class BrokerCore:
         """Registered workers that sent nothing since READY, oldest first (`_on_ready`)."""
         self._succeeded: dict[str, tuple[float, bytes]] = {}
         """Robot → when, and which worker, last answered one of its jobs FINAL (breaker)."""
+        self.registration_refusal: Callable[[Sequence[Frame]], str | None] | None = None
+        """With CURVE: why the sender of a READY/WARMING (its frames) may not register as a
+        worker, or None. The loop sets it from the key libzmq authenticated the connection
+        with (`security.AllowedKeys.registration_refusal`); None: every peer may."""
+        self._role_notices = KeyNotices()
 
     # ------------------------------------------------------------------ input
 
@@ -140,10 +146,13 @@ class BrokerCore:
             self._on_request(identity, msg, now)
         elif isinstance(msg, Reply):
             self._on_worker_reply(identity, worker, msg, now)
-        elif isinstance(msg, Ready):
-            self._on_ready(identity, msg, now)
-        elif isinstance(msg, Warming):
-            self._on_warming(identity, msg, now)
+        elif isinstance(msg, Ready | Warming):
+            if self.registration_refusal is not None and self._refused_role(identity, frames, now):
+                return
+            if isinstance(msg, Ready):
+                self._on_ready(identity, msg, now)
+            else:
+                self._on_warming(identity, msg, now)
         elif isinstance(msg, Heartbeat):
             if worker is None:  # a worker we forgot (or a restarted broker): ask it to re-register
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
@@ -213,6 +222,19 @@ class BrokerCore:
         queue = self.queues.setdefault(req.service, deque())
         queue.append(job)
         self._dispatch(req.service, now)
+
+    def _refused_role(self, identity: bytes, frames: Sequence[Frame], now: float) -> bool:
+        """A READY/WARMING from a key that may not register (a client key): ERROR
+        ``forbidden`` (final: the worker exits), logged once a minute per key."""
+        assert self.registration_refusal is not None
+        why = self.registration_refusal(frames)
+        if why is None:
+            return False
+        self.counters["workers_refused_key"] += 1
+        if (held := self._role_notices.due(why, now)) is not None:
+            logger.warning("refused worker %s: %s%s", peer_label(identity), why, held_back(held))
+        self._send(identity, error_frames(b"", ErrorCode.FORBIDDEN, why))
+        return True
 
     def _on_warming(self, identity: bytes, msg: Warming, now: float) -> None:
         """A worker still warming up says what it will serve (4.11): listed, never dispatched

@@ -93,11 +93,27 @@ class BrokerSettings:
     curve_secret_key: str | None = None
     """Path to the broker's CURVE secret key file (enables CURVE)."""
     allow_keys: str | None = None
-    """Directory of allowed client/worker public keys (CURVE)."""
+    """Directory of the public keys of clients admitted (CURVE): they may send requests,
+    never register as workers."""
+    worker_keys: str | None = None
+    """Directory of the public keys of workers admitted (CURVE): only these may register
+    (READY, WARMING); they may send requests too. A key in both directories is a worker key."""
 
     def __post_init__(self) -> None:
         for name in ("bind", "worker_bind"):
             check_bind_endpoint(getattr(self, name), name)
+        keys = "allow_keys" if self.allow_keys else "worker_keys" if self.worker_keys else None
+        if keys and not self.curve_secret_key:  # the operator believes the door is locked
+            raise InputError(
+                "needs --curve-secret-key FILE too: without CURVE the broker is plaintext "
+                "and admits anyone",
+                keys,
+            )
+        if self.curve_secret_key and not (self.allow_keys or self.worker_keys):
+            raise InputError(
+                "needs --allow-keys DIR (clients) and/or --worker-keys DIR (workers) too",
+                "curve_secret_key",
+            )
 
     def refusal(
         self, robot: str, queued: int, open_jobs: int, queued_bytes: int, nbytes: int

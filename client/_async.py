@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client
 from zmq_ik.client._client import IKClient, open_dealers
@@ -148,7 +149,12 @@ class AsyncIKClient:
         self.context = context or zmq.asyncio.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
         self._bounds = calls.BoundsCache()
-        self.sockets: list[zmq.asyncio.Socket] = open_dealers(self.context, self.endpoints, curve)  # type: ignore[assignment]
+        self._handshakes = Handshakes(curve)
+        self._core.explain = self._handshakes.explain
+        self._core.reached = self._handshakes.reached
+        self.sockets: list[zmq.asyncio.Socket] = open_dealers(
+            self.context, self.endpoints, curve, self._handshakes
+        )  # type: ignore[assignment]
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""
         self._readers: list[asyncio.Task[None]] = []
@@ -183,6 +189,7 @@ class AsyncIKClient:
             except (asyncio.CancelledError, Exception):
                 pass
         self._readers = []
+        self._handshakes.close()  # (first: `Handshakes.close`)
         for sock in self.sockets:
             sock.close(0)
 

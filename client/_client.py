@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client, check_endpoint
 from zmq_ik.client._core import CANCEL_WAIT, Call, ClientCore, Event, settle
@@ -56,23 +57,33 @@ _DRAIN = 10_000
 
 
 def open_dealers(
-    context: zmq.Context[Any], endpoints: Sequence[str], curve: Any = None
+    context: zmq.Context[Any],
+    endpoints: Sequence[str],
+    curve: Any = None,
+    handshakes: Handshakes | None = None,
 ) -> list[zmq.Socket[Any]]:
     """One DEALER per broker (`open_dealer`); none is left open if one cannot be made."""
     sockets: list[zmq.Socket[Any]] = []
     try:
         for endpoint in endpoints:
-            sockets.append(open_dealer(context, endpoint, curve))
+            sockets.append(open_dealer(context, endpoint, curve, handshakes))
     except BaseException:
+        if handshakes is not None:
+            handshakes.close()
         for sock in sockets:
             sock.close(0)
         raise
     return sockets
 
 
-def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> zmq.Socket[Any]:
+def open_dealer(
+    context: zmq.Context[Any],
+    endpoint: str,
+    curve: Any = None,
+    handshakes: Handshakes | None = None,
+) -> zmq.Socket[Any]:
     """A client DEALER connected to ``endpoint`` (checked: `InputError` naming it if libzmq
-    refuses it, never a bare `ZMQError`)."""
+    refuses it, never a bare `ZMQError`), its handshakes watched by ``handshakes``."""
     endpoint = check_endpoint(endpoint)
     sock = context.socket(zmq.DEALER)
     try:
@@ -81,6 +92,8 @@ def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> 
         sock.setsockopt(zmq.MAXMSGSIZE, LIMITS.max_message_bytes)
         if curve is not None:
             curve.apply(sock)
+        if handshakes is not None:
+            handshakes.watch(sock)
         sock.connect(endpoint)
     except zmq.ZMQError as e:
         sock.close(0)
@@ -121,7 +134,10 @@ class IKClient:
         self.context = context or zmq.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
         self._bounds = calls.BoundsCache()
-        self.sockets = open_dealers(self.context, self.endpoints, curve)
+        self._handshakes = Handshakes(curve)
+        self._core.explain = self._handshakes.explain
+        self._core.reached = self._handshakes.reached
+        self.sockets = open_dealers(self.context, self.endpoints, curve, self._handshakes)
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""
         self._poller = zmq.Poller()
@@ -141,6 +157,7 @@ class IKClient:
                 self._flush()
                 self._await_cancels()
         finally:
+            self._handshakes.close()  # (first: `Handshakes.close`)
             for sock in self.sockets:
                 sock.close(0)
 

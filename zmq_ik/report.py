@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from zmq_ik.errors import IKError, IKTimeout
+from zmq_ik.errors import IKError, IKTimeout, NoBroker
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -125,8 +125,13 @@ def ask(client: Any, question: str) -> dict[str, Any]:
     `IKTimeout` in the real numbers (the client's own message counts its grace period in)."""
     try:
         return dict(getattr(client, question)())
+    except NoBroker:  # its message says why (and "within 2s", as ping's default)
+        raise
     except IKTimeout as e:
-        raise IKTimeout(f"no answer from {client.endpoint} within {client.timeout:g}s") from e
+        why = f": {e.reason}" if e.reason else ""
+        raise IKTimeout(
+            f"no answer from {client.endpoint} within {client.timeout:g}s{why}", e.reason
+        ) from e
 
 
 def ping_lines(client: Any, count: int, as_json: bool, pause: float = 0.2) -> Iterator[str]:
