@@ -30,7 +30,7 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import EEPoses, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import Payload
 
 logger = logging.getLogger(__name__)
@@ -321,6 +321,18 @@ class AsyncIKClient:
     ) -> IKSolution:
         call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
         return calls.read_solve(await self.request(*call, timeout=timeout))
+
+    @calls.doc_from(IKClient.fk, "As `IKClient.fk`, awaited.")
+    async def fk(
+        self,
+        robot: str,
+        joints: Any,
+        ee_links: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> EEPoses:
+        call = calls.fk_call(robot, joints, ee_links)
+        return calls.read_fk(await self.request(*call, timeout=timeout), call)
 
     def stream(
         self,
