@@ -211,6 +211,15 @@ def build_chain(model: URDFModel, link: str) -> Chain:
     )
 
 
+def chain_reach(chain: Chain) -> float:
+    """An upper bound on how far ``chain.link`` can be from the root link (metres): the sum
+    of the chain's link offsets (fixed transforms folded in) and of its prismatic joints'
+    travel. No configuration puts the link further away (triangle inequality)."""
+    offsets = [j.p_prev_joint for j in chain.joints] + [chain.p_last_link]
+    reach = sum(float(np.linalg.norm(p)) for p in offsets)
+    return reach + sum(max(abs(j.lower), abs(j.upper)) for j in chain.joints if j.prismatic)
+
+
 def _check_supported(joint: Joint, link: str) -> None:
     if joint.type in ("floating", "planar"):
         raise InputError(

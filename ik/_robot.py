@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,13 +17,13 @@ import jaxlie
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import check_rest_shape
+from zmq_ik._checks import SMALL, check_rest_shape
 from zmq_ik._docs import documented
 from zmq_ik._urdf import URDFModel, parse_urdf
 from zmq_ik.errors import InputError
 
 from ._joints import check_rest
-from ._kin import Chain, build_chain, chain_fk, mat_to_quat
+from ._kin import Chain, build_chain, chain_fk, chain_reach, mat_to_quat
 from ._programs import ProgramCache
 
 logger = logging.getLogger(__name__)
@@ -170,6 +172,43 @@ class Robot:
     @property
     def n_ee(self) -> int:
         return len(self.ee_links)
+
+    @functools.cached_property
+    def reach(self) -> tuple[float, ...]:
+        """Per end effector, an upper bound on its distance from the root link (metres, the
+        chain's `chain_reach`): what `check_reach` judges targets against."""
+        return tuple(chain_reach(info.chain) for info in self.chains)
+
+    def check_reach(self, target_pos: npt.NDArray[Any]) -> None:
+        """Refuse (N, n_ee, 3) targets of which one is further from the root link than twice
+        its chain's reach: no configuration gets near it, so it is almost surely in the
+        wrong unit (millimetres: a 0.64 m target typed as 640 m), and solving it would only
+        return a silent miss. The whole request is refused, naming the first such pose."""
+        limits = [2.0 * r for r in self.reach]
+        n_ee = len(limits)
+        if target_pos.size <= SMALL:
+            v = target_pos.ravel().tolist()
+            dists = [
+                math.sqrt(v[i] ** 2 + v[i + 1] ** 2 + v[i + 2] ** 2) for i in range(0, len(v), 3)
+            ]
+            far = [i for i, d in enumerate(dists) if d > limits[i % n_ee]]
+            if not far:
+                return
+            first, dist = far[0], dists[far[0]]
+        else:
+            d = np.linalg.norm(target_pos.astype(np.float64), axis=-1)
+            over = d > np.asarray(limits)
+            if not over.any():
+                return
+            first = int(np.flatnonzero(over.ravel())[0])
+            dist = float(d.ravel()[first])
+        pose, ee = divmod(first, n_ee)
+        raise InputError(
+            f"target_pos: pose {pose} puts {self.ee_links[ee]!r} {dist:.4g} m from the root "
+            f"link {self.model.root!r}, more than twice its chain's reach ({self.reach[ee]:.3g} "
+            "m): positions are in metres (millimetres given?)",
+            "target_pos",
+        )
 
     def _check_joints(self, joints: Any) -> jax.Array:
         q = jnp.asarray(joints, jnp.float32)

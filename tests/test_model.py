@@ -279,7 +279,7 @@ def scenes(draw: st.DrawFn) -> Scene:
         first_last_rest=draw(st.booleans()),
         name=draw(st.text(max_size=12)),
         pos_tol=draw(st.floats(0.0, 0.01)),
-        ori_tol=draw(st.floats(0.0, 3.14)),
+        ori_tol=draw(st.floats(0.0, 0.5)),
         ik=draw(ik_settings),
     )
 
