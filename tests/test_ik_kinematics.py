@@ -196,3 +196,14 @@ def test_reach_bounds_every_configuration():
     assert dist.max() <= robot.reach[0] + 1e-6
     tatbot = ik.Robot.bundled("tatbot")
     assert all(0.3 < r < 2.0 for r in tatbot.reach)
+
+
+def test_a_chain_with_too_many_joints_is_refused_before_compiling():
+    """#24.6: programs are unrolled per joint; a 100-joint chain is refused with the limit."""
+    from test_robot_files import chain_urdf
+
+    from zmq_ik.ik._kin import MAX_CHAIN_JOINTS
+
+    with pytest.raises(InputError, match=f"100 actuated joints, more than the {MAX_CHAIN_JOINTS}"):
+        ik.Robot.from_urdf(chain_urdf(100), ["l100"])
+    assert ik.Robot.from_urdf(chain_urdf(100), ["l50"]).n_joints == 50
