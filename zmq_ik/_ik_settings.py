@@ -40,7 +40,7 @@ MAX_ORI_TOL = 0.5
 would otherwise pass every answer."""
 
 _TOLERANCE_RANGES = {
-    # name: (largest, unit hint, the likely mistaken unit in SI, its symbol)
+    # name: (largest, unit hint, the likely mistaken unit in SI units, its symbol, SI symbol)
     "pos_tol": (MAX_POS_TOL, "metres: 0.0001 is 0.1 mm", 1e-3, " mm", "m"),
     "ori_tol": (MAX_ORI_TOL, "radians: 0.05 is 2.9°", math.pi / 180, "°", "rad"),
 }
