@@ -179,34 +179,34 @@ class Robot:
         chain's `chain_reach`): what `check_reach` judges targets against."""
         return tuple(chain_reach(info.chain) for info in self.chains)
 
+    @functools.cached_property
+    def _far_squared(self) -> tuple[float, ...]:
+        return tuple((2.0 * r) ** 2 for r in self.reach)
+
     def check_reach(self, target_pos: npt.NDArray[Any]) -> None:
         """Refuse (N, n_ee, 3) targets of which one is further from the root link than twice
         its chain's reach: no configuration gets near it, so it is almost surely in the
         wrong unit (millimetres: a 0.64 m target typed as 640 m), and solving it would only
         return a silent miss. The whole request is refused, naming the first such pose."""
-        limits = [2.0 * r for r in self.reach]
-        n_ee = len(limits)
-        if target_pos.size <= SMALL:
+        far2 = self._far_squared
+        if target_pos.size <= SMALL:  # a control loop's pose: ~3 µs in Python
             v = target_pos.ravel().tolist()
-            dists = [
-                math.sqrt(v[i] ** 2 + v[i + 1] ** 2 + v[i + 2] ** 2) for i in range(0, len(v), 3)
-            ]
-            far = [i for i, d in enumerate(dists) if d > limits[i % n_ee]]
-            if not far:
+            n_ee = len(far2)
+            if all(
+                v[i] * v[i] + v[i + 1] * v[i + 1] + v[i + 2] * v[i + 2] <= far2[(i // 3) % n_ee]
+                for i in range(0, len(v), 3)
+            ):
                 return
-            first, dist = far[0], dists[far[0]]
-        else:
-            d = np.linalg.norm(target_pos.astype(np.float64), axis=-1)
-            over = d > np.asarray(limits)
-            if not over.any():
-                return
-            first = int(np.flatnonzero(over.ravel())[0])
-            dist = float(d.ravel()[first])
-        pose, ee = divmod(first, n_ee)
+        d2 = np.einsum("...i,...i->...", target_pos, target_pos, dtype=np.float64)
+        over = d2 > np.asarray(far2)
+        if not over.any():
+            return
+        pose, ee = np.argwhere(over)[0].tolist()
         raise InputError(
-            f"target_pos: pose {pose} puts {self.ee_links[ee]!r} {dist:.4g} m from the root "
-            f"link {self.model.root!r}, more than twice its chain's reach ({self.reach[ee]:.3g} "
-            "m): positions are in metres (millimetres given?)",
+            f"target_pos: pose {pose} puts {self.ee_links[ee]!r} "
+            f"{math.sqrt(d2[pose, ee]):.4g} m from the root link {self.model.root!r}, more "
+            f"than twice its chain's reach ({self.reach[ee]:.3g} m): positions are in metres "
+            "(millimetres given?)",
             "target_pos",
         )
 
