@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 
 def fk_buckets(buckets: Sequence[int] | None = None) -> tuple[int, int]:
     """The batch sizes FK is compiled for out of ``buckets`` (None: all ``BUCKETS``): the
-    smallest and the largest. FK is cheap to run (tatbot, 1,024 vectors: ~2 ms on a CPU)
-    but each shape costs ~1-2.5 s to compile there, so a batch is padded to the largest
-    (or cut in chunks of it) rather than to the nearest bucket; one vector, a control loop's,
-    keeps its own shape."""
+    smallest and the largest. FK is cheap to run (tatbot, 1,024 vectors: 2-6 ms on the
+    2-CPU VM) but each shape costs ~1-2.5 s of compiling there (both: 2.4 s of CPU from an
+    empty cache), so a batch is padded to the largest (or cut in chunks of it) rather than
+    to the nearest bucket; one vector, a control loop's, keeps its own shape."""
     sizes = check_buckets(buckets)
     return sizes[0], sizes[-1]
 
