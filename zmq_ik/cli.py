@@ -276,7 +276,7 @@ def fk(
     json_: bool,
     **curve: Any,
 ) -> None:
-    """End-effector poses of ROBOT for JOINTS vectors (each Q1,Q2,... in `describe` order)."""
+    """End-effector poses of ROBOT for JOINTS vectors Q1,Q2,... (chain after chain, root to tip)."""
     links = ee_links.split(",") if ee_links else None
     with IKClient(",".join(endpoint), timeout=timeout, curve=_curve(curve)) as client:
         click.echo(fk_text(client, robot, joints, links, json_))
