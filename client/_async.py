@@ -31,7 +31,7 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import EEPoses, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import Payload
 
 logger = logging.getLogger(__name__)
@@ -334,6 +334,18 @@ class AsyncIKClient:
                 robot, ee_links, await self.describe(robot, ee_links, timeout=timeout)
             )
         return calls.read_solve(await self.request(*call, timeout=timeout), call, bounds)
+
+    @calls.doc_from(IKClient.fk, "As `IKClient.fk`, awaited.")
+    async def fk(
+        self,
+        robot: str,
+        joints: Any,
+        ee_links: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> EEPoses:
+        call = calls.fk_call(robot, joints, ee_links)
+        return calls.read_fk(await self.request(*call, timeout=timeout), call)
 
     def stream(
         self,

@@ -33,7 +33,7 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import EEPoses, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
     LIMITS,
     Payload,
@@ -362,6 +362,30 @@ class IKClient:
                 robot, ee_links, self.describe(robot, ee_links, timeout=timeout)
             )
         return calls.read_solve(self.request(*call, timeout=timeout), call, bounds)
+
+    def fk(
+        self,
+        robot: str,
+        joints: Any,
+        ee_links: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> EEPoses:
+        """Forward kinematics: where ``robot``'s end effectors are for joint vectors, computed
+        by a worker with the IK engine's own FK (the numbers `solve`'s errors are measured
+        with), so no JAX is needed here.
+
+        - ``joints``: (N, n_joints) or (n_joints,), in the order of ``rest`` / ``joints``
+          (``describe()["joint_names"]``); radians or metres; limits are not checked.
+        - ``ee_links``: end effectors whose poses are wanted (their chains' joints, in this
+          order, make the vector); None: the worker's defaults.
+
+        Returns an `EEPoses`: ``wxyz`` (N, n_ee, 4) unit quaternions and ``pos`` (N, n_ee, 3)
+        metres, world frame, and ``ee_links``; ``solve(robot, p.wxyz, p.pos)`` asks for the
+        same poses back. Raises as `solve` does.
+        """
+        call = calls.fk_call(robot, joints, ee_links)
+        return calls.read_fk(self.request(*call, timeout=timeout), call)
 
     def stream(
         self,

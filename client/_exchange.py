@@ -17,7 +17,15 @@ from zmq_ik import ops
 from zmq_ik.client._checks import check_count, check_timeout
 from zmq_ik.client._core import FAILED, PARTIAL, Call, ClientCore, Event
 from zmq_ik.errors import InputError, ProtocolError
-from zmq_ik.model import IKSettings, IKSolution, PackedStrokes, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import (
+    EEPoses,
+    IKSettings,
+    IKSolution,
+    PackedStrokes,
+    Scene,
+    StrokeBatch,
+    StrokeList,
+)
 from zmq_ik.protocol import BROKER_SERVICE, Payload
 
 DEFAULT_MAX_IN_FLIGHT = 8
@@ -99,6 +107,17 @@ class BoundsCache:
             del self._bounds[next(iter(self._bounds))]
         self._bounds[self.key(robot, ee_links)] = bounds
         return bounds
+
+
+def fk_call(robot: str, joints: Any, ee_links: Sequence[str] | None) -> Request:
+    """`fk`'s request (its joints checked here, before anything is sent)."""
+    header, arrays = ops.fk_request(joints, ee_links)
+    return robot, ops.FK, header, arrays
+
+
+def read_fk(payload: Payload, request: Request) -> EEPoses:
+    """The poses of an `fk` reply: as many as ``request`` (its `fk_call`) sent vectors."""
+    return ops.read_fk_reply(payload.header, payload.arrays, len(request[3]["joints"]))
 
 
 def describe_call(robot: str, ee_links: Sequence[str] | None) -> Request:
@@ -420,8 +439,10 @@ __all__ = [
     "StrokeJob",
     "describe_call",
     "doc_from",
+    "fk_call",
     "plan_chunks",
     "read_describe",
+    "read_fk",
     "read_ping",
     "read_solve",
     "read_status",

@@ -69,6 +69,7 @@ def test_single_pose_is_batched_for_you(ik_endpoint, robot):
         (lambda w, p: (w * 0, p), "target_wxyz"),
         (lambda w, p: (w, p[..., :2]), "target_pos"),
         (lambda w, p: (w, p * 1e20), "target_pos"),
+        (lambda w, p: (w, p * 1000), "target_pos"),  # millimetres: beyond twice the reach
     ],
 )
 def test_bad_targets_get_bad_request_naming_the_field(ik_endpoint, robot, mutate, field):

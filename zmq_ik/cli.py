@@ -25,7 +25,7 @@ from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError, NoBroker
 from zmq_ik.plot import ReportSettings
 from zmq_ik.plot import report as write_report
 from zmq_ik.protocol import ENDPOINT_ENV, split_endpoints
-from zmq_ik.report import ping_brokers, status_screens
+from zmq_ik.report import fk_text, ping_brokers, status_screens
 from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
 from zmq_ik.worker import WorkerSettings
 from zmq_ik.worker.settings import ServiceSettings, build_service
@@ -236,10 +236,11 @@ def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **o
         raise click.exceptions.Exit(code)
 
 
-def _asking(f: Any) -> Any:
-    """The options of commands that ask the broker: endpoint, timeout, --json, CURVE."""
+def _asking(f: Any, wait: float = 2.0) -> Any:
+    """The options of commands that ask the broker: endpoint, timeout (``wait`` seconds by
+    default), --json, CURVE."""
     f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
-    timeout = {"default": 2.0, "show_default": True, "callback": _parsed(check_timeout)}
+    timeout = {"default": wait, "show_default": True, "callback": _parsed(check_timeout)}
     f = click.option("--timeout", help="Seconds to wait for an answer.", **timeout)(f)
     return _endpoints()(f)
 
@@ -270,6 +271,26 @@ def status(
     except KeyboardInterrupt:  # the way --watch ends
         if not watch:
             raise
+
+
+@main.command(context_settings={"ignore_unknown_options": True})  # -0.5,... is a vector
+@click.argument("robot")
+@click.argument("joints", nargs=-1, required=True)
+@click.option("--ee-links", help="End effectors, comma-separated (default: the worker's).")
+@partial(_asking, wait=10.0)  # end effectors not warmed up compile on their first request
+def fk(
+    robot: str,
+    joints: tuple[str, ...],
+    ee_links: str | None,
+    endpoint: tuple[str, ...],
+    timeout: float,
+    json_: bool,
+    **curve: Any,
+) -> None:
+    """End-effector poses of ROBOT for JOINTS vectors Q1,Q2,... (chain after chain, root to tip)."""
+    links = ee_links.split(",") if ee_links else None
+    with IKClient(",".join(endpoint), timeout=timeout, curve=_curve(curve)) as client:
+        click.echo(fk_text(client, robot, joints, links, json_))
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""The operations' wire schemas (`solve`, `strokebatch`), both directions, in one place.
+"""The operations' wire schemas (`solve`, `fk`, `describe`, `strokebatch`), both directions,
+in one place.
 
 Clients build requests and read replies with these functions; workers read requests and
 build replies with them. Only numpy here, so the robot side needs no JAX. Input checks are
@@ -15,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik._checks import SMALL, check_packed, check_rest_shape, check_targets
+from zmq_ik._checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
+    EEPoses,
     IKSettings,
     IKSolution,
     PackedStrokes,
@@ -28,6 +30,7 @@ from zmq_ik.model import (
 
 __all__ = [
     "DESCRIBE",
+    "FK",
     "MAX_POSES_PER_REQUEST",
     "SOLVE",
     "STROKEBATCH",
@@ -37,9 +40,13 @@ __all__ = [
     "check_solve_reply",
     "describe_reply",
     "describe_request",
+    "fk_reply",
+    "fk_request",
     "ik_settings_from_header",
     "read_describe_reply",
     "read_ee_links",
+    "read_fk_reply",
+    "read_fk_request",
     "read_solve_reply",
     "read_solve_request",
     "read_strokebatch_reply",
@@ -54,8 +61,10 @@ __all__ = [
 SOLVE = "solve"
 STROKEBATCH = "strokebatch"
 DESCRIBE = "describe"
+FK = "fk"
 MAX_POSES_PER_REQUEST = 1 << 20
-"""Poses (solve) or stroke pairs × length × offsets (strokebatch) accepted in one request;
+"""Poses (solve), joint vectors (fk) or stroke pairs × length × offsets (strokebatch) accepted
+in one request;
 bigger jobs are split by the client (`IKClient.compute` does it for you)."""
 
 _IK_SETTINGS = frozenset(f.name for f in fields(IKSettings))
@@ -251,6 +260,56 @@ def check_solve_reply(
             field="joints",
         )
     return sol
+
+
+# --------------------------------------------------------------------------- fk
+
+
+def fk_request(
+    joints: Any, ee_links: Sequence[str] | str | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Header and arrays of an `fk` request: ``joints`` (N, n_joints), or one (n_joints,)
+    vector (N = 1), checked as a worker checks them."""
+    q = check_joints(joints, one_pose=True)
+    _check_fk_size(q)
+    return describe_request(ee_links), {"joints": q}
+
+
+def read_fk_request(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Validate an `fk` request: (joints (N, n_joints) float32, ee_links or None). Whether
+    ``n_joints`` fits the robot is the worker's check (it needs the robot)."""
+    q = check_joints(_required(arrays, "joints"))
+    _check_fk_size(q)
+    return q, read_ee_links(header)
+
+
+def _check_fk_size(q: np.ndarray) -> None:
+    if q.shape[0] > MAX_POSES_PER_REQUEST:
+        raise InputError(
+            f"{q.shape[0]} joint vectors in one request, limit {MAX_POSES_PER_REQUEST}", "joints"
+        )
+
+
+def fk_reply(poses: EEPoses) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    return {"ee_links": list(poses.ee_links)}, {"wxyz": poses.wxyz, "pos": poses.pos}
+
+
+def read_fk_reply(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n: int | None = None
+) -> EEPoses:
+    """The `EEPoses` of an `fk` reply (checked: shapes, finite), of ``n`` joint vectors when
+    given (a reply for another number of them is refused)."""
+    try:
+        poses = EEPoses(
+            ee_links=read_ee_links(header) or (), wxyz=arrays["wxyz"], pos=arrays["pos"]
+        )
+    except KeyError as e:
+        raise InputError(f"fk reply lacks array {e}", str(e)) from e
+    if n is not None and len(poses) != n:
+        raise InputError(f"fk reply has {len(poses)} poses for {n} joint vectors", "pos")
+    return poses
 
 
 # --------------------------------------------------------------------------- describe
