@@ -6,6 +6,7 @@ numpy only; the robot's limits are plain arrays (``Robot.lower``, ``upper``, ``l
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 _PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
 
 
+@functools.lru_cache(maxsize=64)
 def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
-    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim."""
+    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim (read-only; kept:
+    every solve's re-solve rounds use the same ones)."""
     out = np.zeros((n, dim))
     for d in range(dim):
         base = _PRIMES[d % len(_PRIMES)]
@@ -34,6 +37,7 @@ def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
                 r += f * (k % base)
                 k //= base
             out[i, d] = r
+    out.setflags(write=False)
     return out
 
 
@@ -65,9 +69,16 @@ def default_rest(robot: Robot) -> npt.NDArray[np.float32]:
 
 def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
     """(seeds - 1, n_joints) deterministic extra starting points inside the limits."""
-    if seeds <= 1:
+    return halton_points(robot, 0, max(0, seeds - 1))
+
+
+def halton_points(robot: Robot, skip: int, count: int) -> npt.NDArray[np.float32]:
+    """(count, n_joints) points of the Halton sequence after its first ``skip``, spread over
+    the joints' working ranges: deterministic, so a target's starting points never depend
+    on anything but their index."""
+    if count <= 0:
         return np.zeros((0, robot.n_joints), np.float32)
-    u = _halton(seeds - 1, robot.n_joints)
+    u = _halton(skip + count, robot.n_joints)[skip:]
     lo, hi = working_range(robot)
     # Stay a little inside the limits: a start on a limit has a one-sided Jacobian.
     margin = 0.02 * (hi - lo)
