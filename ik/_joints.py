@@ -69,16 +69,9 @@ def default_rest(robot: Robot) -> npt.NDArray[np.float32]:
 
 def seed_points(robot: Robot, seeds: int) -> npt.NDArray[np.float32]:
     """(seeds - 1, n_joints) deterministic extra starting points inside the limits."""
-    return halton_points(robot, 0, max(0, seeds - 1))
-
-
-def halton_points(robot: Robot, skip: int, count: int) -> npt.NDArray[np.float32]:
-    """(count, n_joints) points of the Halton sequence after its first ``skip``, spread over
-    the joints' working ranges: deterministic, so a target's starting points never depend
-    on anything but their index."""
-    if count <= 0:
+    if seeds <= 1:
         return np.zeros((0, robot.n_joints), np.float32)
-    u = _halton(skip + count, robot.n_joints)[skip:]
+    u = _halton(seeds - 1, robot.n_joints)
     lo, hi = working_range(robot)
     # Stay a little inside the limits: a start on a limit has a one-sided Jacobian.
     margin = 0.02 * (hi - lo)
