@@ -6,6 +6,7 @@ numpy only; the robot's limits are plain arrays (``Robot.lower``, ``upper``, ``l
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 _PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
 
 
+@functools.lru_cache(maxsize=64)
 def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
-    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim."""
+    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim (read-only; kept:
+    every solve's re-solve rounds use the same ones)."""
     out = np.zeros((n, dim))
     for d in range(dim):
         base = _PRIMES[d % len(_PRIMES)]
@@ -34,6 +37,7 @@ def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
                 r += f * (k % base)
                 k //= base
             out[i, d] = r
+    out.setflags(write=False)
     return out
 
 
