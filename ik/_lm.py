@@ -65,6 +65,7 @@ _LAMBDA_MIN = 1e-7
 _LAMBDA_DOWN = 1.0 / 3.0
 _LAMBDA_UP = 4.0
 
+
 def solver_params(settings: IKSettings) -> npt.NDArray[np.float32]:
     """The traced (non-static) parameters of a solve program: changing them never recompiles.
     ``precise`` and ``seeds`` are static: they pick the program."""
@@ -203,9 +204,7 @@ def _lm(
             state["crossed"] = (jnp.full(batch, -1, jnp.int32), jnp.zeros(batch, jnp.float32))
         return state
 
-    def step_chain(
-        prob: ChainProblem, state: dict[str, Any], k: Any
-    ) -> dict[str, Any]:
+    def step_chain(prob: ChainProblem, state: dict[str, Any], k: Any) -> dict[str, Any]:
         rest_weight = rest_weight_at(k)
         rest_w2 = rest_weight * rest_weight
         n = prob.n

@@ -151,7 +151,9 @@ def solve_program(robot: Robot, precise: bool, seeds: int) -> Any:
     def build() -> Any:
         if precise:
 
-            def solve(target_wxyz: Any, target_pos: Any, starts: Any, rest: Any, params: Any) -> Any:
+            def solve(
+                target_wxyz: Any, target_pos: Any, starts: Any, rest: Any, params: Any
+            ) -> Any:
                 return solve_planes(robot, True, 1, target_wxyz, target_pos, rest, params, starts)
 
         else:
@@ -255,7 +257,10 @@ def warmup(
     try:
         # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
         specs = [program_specs(robot, b, settings.precise) for b in sizes]
-        futures = [pool.submit(compile_one, fn.lower(*spec), b) for spec, b in zip(specs, sizes)]
+        futures = [
+            pool.submit(compile_one, fn.lower(*spec), b)
+            for spec, b in zip(specs, sizes, strict=True)
+        ]
         for done, future in enumerate(futures, 1):
             future.result()
             if progress is not None:

@@ -36,7 +36,14 @@ REACH_POS_TOL = 1e-5
 many metres (0.01 mm) ..."""
 REACH_ORI_TOL = 1e-4
 """... and this many radians of its target."""
-RESOLVE_ROUNDS: tuple[tuple[int, int], ...] = ((8, 8), (1, 24), (16, 12), (1, 32), (64, 16), (1, 64))
+RESOLVE_ROUNDS: tuple[tuple[int, int], ...] = (
+    (8, 8),
+    (1, 24),
+    (16, 12),
+    (1, 32),
+    (64, 16),
+    (1, 64),
+)
 """``(starts, iterations)`` of each round after the first, for the targets still missed:
 the best answer so far plus ``starts - 1`` new points, each run for ``iterations`` (a
 round of one start continues the best answer). Measured on Panda, UR5 and SO-ARM100
@@ -142,7 +149,10 @@ def _best_of(
         keep = done[e] if done is not None else np.zeros(m, np.bool_)
         starts[joints, 1:] = np.where(keep, starts[joints, 1:], fresh)
     q, pos_err, ori_err = run(
-        np.tile(target_wxyz, tries), np.tile(target_pos, tries), starts.reshape(-1, tries * m), iterations
+        np.tile(target_wxyz, tries),
+        np.tile(target_pos, tries),
+        starts.reshape(-1, tries * m),
+        iterations,
     )
     q = np.asarray(q).reshape(robot.n_joints, tries, m)
     pos_err = np.asarray(pos_err).reshape(-1, tries, m)
