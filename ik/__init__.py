@@ -6,7 +6,7 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
 :func:`strokebatch_from_strokes` is ``IKClient.compute``.
 
 - :class:`Robot` — end-effector chains from a URDF; ``fk`` → ``T_world_ee`` (jaxlie SE3);
-  its compiled programs live in ``Robot.programs`` (a :class:`ProgramCache`).
+  its compiled programs are :func:`programs_of` (a :class:`ProgramCache`).
 - :func:`solve_ik` (and :func:`solve_until`, the worker's, with a deadline) — batched
   Levenberg–Marquardt with tatbot's cost (module ``_lm``).
 - :func:`fk_poses` (and :func:`warmup_fk`) — ``Robot.fk`` as the worker serves it: an
@@ -34,6 +34,7 @@ from ._programs import ProgramCache as ProgramCache
 from ._programs import check_buckets as check_buckets
 from ._programs import chunk_size as chunk_size
 from ._programs import enable_compilation_cache as enable_compilation_cache
+from ._programs import programs_of as programs_of
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
 from ._programs import warmup as warmup
 from ._programs import warmup_buckets as warmup_buckets
@@ -64,6 +65,7 @@ __all__ = [
     "default_rest",
     "enable_compilation_cache",
     "fk_poses",
+    "programs_of",
     "run_inline_on_cpu",
     "seed_points",
     "solve_ik",

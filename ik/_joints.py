@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,8 +17,26 @@ import numpy.typing as npt
 from zmq_ik._checks import SMALL
 from zmq_ik.errors import InputError
 
-if TYPE_CHECKING:
-    from ._robot import Robot
+
+class Robot(Protocol):
+    """What these helpers read of a robot (``zmq_ik.ik.Robot`` has it): joint-space facts
+    only, so this module sits below the robot, which uses it to check its rest pose."""
+
+    @property
+    def joint_names(self) -> tuple[str, ...]: ...
+    @property
+    def lower(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def upper(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def limited(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def prismatic(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def rest(self) -> npt.NDArray[np.float32] | None: ...
+    @property
+    def n_joints(self) -> int: ...
+
 
 _PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
 

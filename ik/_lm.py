@@ -25,7 +25,7 @@ along the redundant directions, with the same pose errors).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +48,7 @@ from ._kin import (
     rotation_log,
 )
 from ._planes import barrier, cholesky_solve, dot3
-
-if TYPE_CHECKING:
-    from ._robot import ChainInfo, Robot
+from ._robot import ChainInfo, Robot
 
 _REST_DECAY = 0.5
 """``precise=True``: the rest weight is multiplied by this every iteration (tie-break only)."""

@@ -1,4 +1,4 @@
-"""Compiled programs: a robot's :class:`ProgramCache`, batch buckets, warm-up, JAX settings.
+"""Compiled programs: each robot's :class:`ProgramCache`, batch buckets, warm-up, JAX settings.
 
 A program is compiled per (robot, kind, static settings) and per batch bucket, never per
 request: batches are padded to a bucket or split into chunks, and the weights are traced
@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,7 @@ from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings
 
 from ._lm import N_PARAMS, solve_planes
-
-if TYPE_CHECKING:
-    from ._robot import Robot
+from ._robot import Robot
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +68,19 @@ class ProgramCache:
 
     def __len__(self) -> int:
         return len(self._programs)
+
+
+_PROGRAMS: weakref.WeakKeyDictionary[Robot, ProgramCache] = weakref.WeakKeyDictionary()
+
+
+def programs_of(robot: Robot) -> ProgramCache:
+    """``robot``'s compiled programs (made on first use, gone with the robot): the robot is
+    immutable kinematics, its programs a cache kept here, so the engine reads one way,
+    kinematics → robot → solver → programs → the public solve."""
+    cache = _PROGRAMS.get(robot)
+    if cache is None:
+        cache = _PROGRAMS[robot] = ProgramCache()
+    return cache
 
 
 def enable_compilation_cache(path: str | os.PathLike[str]) -> None:
@@ -163,7 +175,7 @@ def solve_program(robot: Robot, precise: bool, seeds: int) -> Any:
 
         return _any_batch(solve, robot, f"solve{key[1:]}", precise)
 
-    return robot.programs.get(key, build)
+    return programs_of(robot).get(key, build)
 
 
 def continuous_program(robot: Robot, precise: bool) -> Any:
@@ -187,7 +199,7 @@ def continuous_program(robot: Robot, precise: bool) -> Any:
 
         return jax.jit(run)
 
-    return robot.programs.get(("continuous", precise), build)
+    return programs_of(robot).get(("continuous", precise), build)
 
 
 def _any_batch(fun: Any, robot: Robot, name: str, precise: bool) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,9 +25,7 @@ import numpy.typing as npt
 from zmq_ik.model import IKSettings
 
 from ._joints import joint_reach, seed_points, working_range
-
-if TYPE_CHECKING:
-    from ._robot import Robot
+from ._robot import Robot
 
 logger = logging.getLogger(__name__)
 
