@@ -206,7 +206,7 @@ class IKService:
         worker until it is killed; dropped ones are compiled (or cache-loaded) again on use.
         Solvers built on demand (one per end-effector set a client names) count the same way,
         even before they compile anything."""
-        self._warm: dict[tuple[str, tuple[str, ...]], set[Any]] = {}
+        self._warm: dict[tuple[str, tuple[str, ...]], frozenset[Any]] = {}
         """Solvers built at warm-up and the program keys they held then: never dropped."""
         self._compiles_at_trim = 0
 
