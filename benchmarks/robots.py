@@ -113,6 +113,33 @@ def judge(t: dict[str, np.ndarray], joints: Any, pos_err: Any, ori_err: Any) -> 
     }
 
 
+def large_batches(
+    names: list[str], n: int, buckets: tuple[int, ...] | None = None
+) -> list[dict[str, Any]]:
+    """This process's default solve of ``n`` targets per robot in one call (a GPU's batch
+    sizes; ``buckets``: the engine's, default all): reached %, worst errors, poses/s (median
+    of 3 calls after the first) and the first call's time (its compiles)."""
+    from zmq_ik import ik
+
+    rows = []
+    for name in names:
+        robot = load_robot(name)
+        t = make_targets(robot, n)
+        t0 = time.perf_counter()
+        sol = ik.solve_ik(robot, t["wxyz"], t["pos"], buckets=buckets)
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            ik.solve_ik(robot, t["wxyz"], t["pos"], buckets=buckets)
+            times.append(time.perf_counter() - t0)
+        row = {"robot": name, "joints": robot.n_joints, "targets": n}
+        row.update(judge(t, sol.joints, sol.pos_err, sol.ori_err))
+        row.update({"poses/s": n / median(times), "first call (s)": first})
+        rows.append(row)
+    return rows
+
+
 def _rates(solve: Any, t: dict[str, np.ndarray], singles: int) -> dict[str, float]:
     """poses/s at batch 1 (p50 of ``singles`` calls), 16 (median of calls) and all targets."""
     w, p = t["wxyz"], t["pos"]
