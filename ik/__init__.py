@@ -34,6 +34,7 @@ from ._programs import ProgramCache as ProgramCache
 from ._programs import check_buckets as check_buckets
 from ._programs import chunk_size as chunk_size
 from ._programs import enable_compilation_cache as enable_compilation_cache
+from ._programs import program_key as program_key
 from ._programs import programs_of as programs_of
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
 from ._programs import warmup as warmup
@@ -65,6 +66,7 @@ __all__ = [
     "default_rest",
     "enable_compilation_cache",
     "fk_poses",
+    "program_key",
     "programs_of",
     "run_inline_on_cpu",
     "seed_points",

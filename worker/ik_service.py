@@ -236,8 +236,8 @@ class IKService:
         # One settings per program: only precise and seeds pick one.
         program_settings = [IKSettings()]
         for settings in self.warm:
-            picked = [(p.precise, p.seeds) for p in program_settings]
-            if (settings.precise, settings.seeds) not in picked:
+            picked = [ik.program_key(p) for p in program_settings]
+            if ik.program_key(settings) not in picked:
                 program_settings.append(settings)
         # Robots without default end effectors compile nothing here.
         per_robot = sum(len(ik.warmup_buckets(p, self.buckets)) for p in program_settings)
