@@ -39,11 +39,14 @@ MEASURES = (
     ("stroke-like, batch 1,024: ori p99 (rad)", "stroke_ori_p99"),
     ("stroke-like, batch 1,024: ori median (rad)", "stroke_ori_median"),
     ("stroke-like, batch 1,024: pos median (mm)", "stroke_pos_median"),
+    ("stroke-like, batch 1,024: pos p99 (mm)", "stroke_pos_p99"),
     ("FK of random joints, batch 1,024: ms per call", "fk_ms"),
     ("FK of random joints, batch 1,024: ori median (rad)", "fk_ori_median"),
     ("FK of random joints, batch 1,024: pos median (mm)", "fk_pos_median"),
     ("single-pose loop p50, warm rest (ms)", "loop_warm_ms"),
     ("single-pose loop p50, ready-pose rest (ms)", "loop_ready_ms"),
+    ("single-pose loop, warm rest: largest joint step (rad)", "loop_warm_step"),
+    ("single-pose loop, warm rest: worst ori err (rad)", "loop_warm_ori_max"),
     ("overhead around the program, solve_ik (µs)", "solve_overhead_us"),
     ("overhead around the program, IKService.handle (µs)", "handle_overhead_us"),
 )
@@ -85,17 +88,29 @@ def _child(targets: str, cache: str) -> None:
         }
         if kind == "stroke":
             out["stroke_ori_p99"] = float(np.percentile(sol.ori_err, 99))
+            out["stroke_pos_p99"] = 1000 * float(np.percentile(sol.pos_err, 99))
         return out
 
-    def loop(warm: bool) -> float:
-        rest, lat = None, []
+    def loop(warm: bool) -> dict[str, float]:
+        """p50 (ms); with ``warm``, also the largest joint step between consecutive answers
+        (continuity: no elbow flips) and the worst orientation error."""
+        rest, lat, joints, ori = None, [], [], []
         for i in range(len(loop_wxyz)):
             t0 = time.perf_counter()
             sol = ik.solve_ik(robot, loop_wxyz[i], loop_pos[i], rest, buckets=buckets)
             lat.append(time.perf_counter() - t0)
+            joints.append(sol.joints[0])
+            ori.append(float(np.max(sol.ori_err)))
             if warm:
                 rest = sol.joints[0]
-        return 1000 * float(np.median(lat))
+        if not warm:
+            return {"loop_ready_ms": 1000 * float(np.median(lat))}
+        step = float(np.max(np.abs(np.diff(np.asarray(joints), axis=0))))
+        return {
+            "loop_warm_ms": 1000 * float(np.median(lat)),
+            "loop_warm_step": step,
+            "loop_warm_ori_max": max(ori),
+        }
 
     # The overhead: the program replaced by its answer (what is left is everything else).
     w1, p1 = loop_wxyz[0], loop_pos[0]
@@ -141,7 +156,8 @@ def _child(targets: str, cache: str) -> None:
     print("ready", flush=True)
     for _ in sys.stdin:
         row = {**batch("stroke"), **batch("fk")}
-        row["loop_warm_ms"], row["loop_ready_ms"] = loop(True), loop(False)
+        row.update(loop(True))
+        row.update(loop(False))
         row.update(overhead())
         print(" ".join(f"{row[key]:.6g}" for _, key in MEASURES), flush=True)
 
