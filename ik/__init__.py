@@ -28,6 +28,8 @@ from ._joints import check_rest as check_rest
 from ._joints import default_rest as default_rest
 from ._joints import seed_points as seed_points
 from ._joints import working_range as working_range
+from ._lm import REACH_ORI_TOL as REACH_ORI_TOL
+from ._lm import REACH_POS_TOL as REACH_POS_TOL
 from ._lm import solver_params as solver_params
 from ._programs import BUCKETS as BUCKETS
 from ._programs import ProgramCache as ProgramCache
@@ -39,8 +41,6 @@ from ._programs import programs_of as programs_of
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
 from ._programs import warmup as warmup
 from ._programs import warmup_buckets as warmup_buckets
-from ._reach import REACH_ORI_TOL as REACH_ORI_TOL
-from ._reach import REACH_POS_TOL as REACH_POS_TOL
 from ._reach import RESOLVE_ROUNDS as RESOLVE_ROUNDS
 from ._robot import Robot as Robot
 from ._solve import solve_ik as solve_ik

@@ -59,6 +59,15 @@ _COST_RTOL = 1e-6
 fraction (float32 tells costs apart to ~1e-7: no step will gain anything measurable)..."""
 _LAMBDA_MAX = 1e7
 """...or when its damping exceeds this (no step improves the cost any more)."""
+REACH_POS_TOL = 1e-5
+"""The reaching mode's goal: a target is reached once every end effector is within this many
+metres (0.01 mm) ...
+"""
+REACH_ORI_TOL = 1e-4
+"""... and this many radians of its target (misses are solved again: ``_reach``)."""
+_MET_POS = REACH_POS_TOL / 10
+_MET_ORI = REACH_ORI_TOL / 10
+"""``precise``: a problem freezes once this close to its target (10x inside the goal)."""
 _LAMBDA_MIN = 1e-7
 _LAMBDA_DOWN = 1.0 / 3.0
 _LAMBDA_UP = 4.0
@@ -270,6 +279,11 @@ def _lm(
         out["g"] = [jnp.where(accept, at_new["g"][i], state["g"][i]) for i in range(n)]
         if not precise:
             out["crossed"] = _crossed_limits(prob, state["q"], q_new, ~accept)
+        if precise:
+            # Met with room to spare: stop here. Further steps would only follow the fading
+            # rest pull (a tie-break) while the batch waits for this problem.
+            met = (out["pos_err"] <= _MET_POS) & (out["ori_err"] <= _MET_ORI)
+            converged = converged | met
         out["active"] = active & ~converged
         return out
 

@@ -7,7 +7,7 @@ misses alone are solved again, in smaller batches, alternating two kinds of roun
 (`RESOLVE_ROUNDS`): a *spread* round starts each miss from its best answer so far and from
 fresh Halton points across the joint ranges, with few iterations; a *continue* round runs
 the best of those further. The cost of many starting points thus falls on the few targets
-that need them, and an unreachable target costs ~1,400 iterations instead of ~12.
+that need them, and an unreachable target costs ~1,400 iterations instead of at most 16.
 
 Every choice here depends only on the target's own results (the starting points are fixed
 per round, not per batch), so a pose's answer does not depend on the rest of its batch.
@@ -25,15 +25,11 @@ import numpy.typing as npt
 from zmq_ik.model import IKSettings
 
 from ._joints import joint_reach, seed_points, working_range
+from ._lm import REACH_ORI_TOL, REACH_POS_TOL
 from ._robot import Robot
 
 logger = logging.getLogger(__name__)
 
-REACH_POS_TOL = 1e-5
-"""A target counts as reached (no more rounds for it) once every end effector is within this
-many metres (0.01 mm) ..."""
-REACH_ORI_TOL = 1e-4
-"""... and this many radians of its target."""
 RESOLVE_ROUNDS: tuple[tuple[int, int], ...] = (
     (8, 8),
     (1, 24),

@@ -94,7 +94,7 @@ class IKSettings:
     hard)."""
     lambda_initial: float = 0.3
     """Initial Levenberg–Marquardt damping (> 0, <= 1e7), then adapted per problem."""
-    max_iterations: int = 12
+    max_iterations: int = 16
     """LM iterations (1..``MAX_IK_ITERATIONS``) from the start (the rest pose); each problem
     stops earlier once converged. With ``precise``, the targets missed after them are solved
     again from more starting points (``zmq_ik.ik.RESOLVE_ROUNDS``)."""
