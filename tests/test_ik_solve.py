@@ -204,6 +204,7 @@ def test_three_chain_robot():
     assert np.median(sol.pos_err) < 1e-5
 
 
+@pytest.mark.timeout(400)  # compiles both modes' programs on a cold cache
 def test_answer_does_not_depend_on_batch(tatbot):
     q = near_rest(tatbot, REST, 200, 0.3, seed=4)
     wxyz, pos = fk_targets(tatbot, q)
@@ -226,6 +227,7 @@ def test_answer_does_not_depend_on_batch(tatbot):
                 np.testing.assert_allclose(alone.ori_err[0], among.ori_err[i], atol=2e-5)
 
 
+@pytest.mark.timeout(400)  # compiles both modes' programs on a cold cache
 def test_no_compilation_after_warmup_for_any_size_or_weights(tatbot):
     ik.warmup(tatbot, buckets=[16, 256], threads=2)
     compiles = []
@@ -346,6 +348,7 @@ def test_gradient_is_exact_far_from_the_target(tatbot):
     np.testing.assert_allclose(g, jax.grad(cost)(qq), rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.timeout(400)  # compiles both modes' programs on a cold cache
 def test_default_config_on_arbitrary_reachable_targets(tatbot):
     # tatbot's own solver (FK of joints uniform in the limits, from the ready pose):
     # median 2.9 mm / 0.54 rad.

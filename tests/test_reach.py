@@ -1,0 +1,104 @@
+"""The default solve reaches (#23): real arms (tests/robots), random reachable targets, no
+settings and no rest pose; misses re-solved without changing anyone else's answer; a control
+loop stays continuous. One bucket (64) per robot, so each compiles one program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import JAX_CACHE
+
+ik = pytest.importorskip("zmq_ik.ik")
+ROBOTS = Path(__file__).parent / "robots"
+ARMS = {
+    "panda": ("panda.urdf", "panda_hand"),
+    "ur5": ("ur5.urdf", "tool0"),
+    "so100": ("so100.urdf", "gripper"),
+}
+BUCKETS = (64,)
+GOAL_POS, GOAL_ORI = 1e-5, 1e-4  # 0.01 mm, 1e-4 rad
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache():
+    ik.enable_compilation_cache(JAX_CACHE)
+
+
+def arm(name):
+    urdf, ee = ARMS[name]
+    return ik.Robot.from_urdf(str(ROBOTS / urdf), [ee])
+
+
+def random_targets(robot, n, seed):
+    """FK of joint vectors uniform inside the limits: every target is reachable."""
+    rng = np.random.default_rng(seed)
+    q = rng.uniform(robot.lower, robot.upper, (n, robot.n_joints)).astype(np.float32)
+    T = robot.fk(q)
+    return np.array(T.rotation().wxyz), np.array(T.translation())
+
+
+def reached(sol):
+    return (sol.pos_err <= GOAL_POS).all(axis=1) & (sol.ori_err <= GOAL_ORI).all(axis=1)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", list(ARMS))
+def test_default_reaches_random_targets_within_the_limits(name):
+    robot = arm(name)
+    wxyz, pos = random_targets(robot, 60, seed=11)
+    sol = ik.solve_ik(robot, wxyz, pos, buckets=BUCKETS)
+    assert reached(sol).all(), (sol.pos_err[~reached(sol)], sol.ori_err[~reached(sol)])
+    assert ((sol.joints >= robot.lower) & (sol.joints <= robot.upper)).all()
+    # The errors are FK of the answer against the target.
+    T = robot.fk(sol.joints)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(T.translation()) - pos, axis=-1), sol.pos_err, atol=2e-6
+    )
+    # A target's answer does not depend on the others, re-solved or not (same bucket: the
+    # same arithmetic, so the same bits).
+    for i in (0, 7, 33):
+        alone = ik.solve_ik(robot, wxyz[i : i + 1], pos[i : i + 1], buckets=BUCKETS)
+        np.testing.assert_array_equal(alone.joints[0], sol.joints[i])
+
+
+@pytest.mark.timeout(300)
+def test_unreachable_target_gets_the_best_answer_not_an_exception():
+    robot = arm("so100")
+    wxyz, pos = random_targets(robot, 4, seed=12)
+    direction = pos[1, 0] / np.linalg.norm(pos[1, 0])
+    pos[1, 0] = direction * 1.3 * robot.reach[0]  # beyond the arm's reach, in metres
+    wxyz[2] = wxyz[2][..., [0, 2, 1, 3]]  # a 5-joint arm cannot take every orientation
+    sol = ik.solve_ik(robot, wxyz, pos, buckets=BUCKETS)
+    ok = reached(sol)
+    assert ok[0] and ok[3] and not ok[1] and not ok[2]
+    assert np.isfinite(sol.joints).all()
+    assert ((sol.joints >= robot.lower) & (sol.joints <= robot.upper)).all()
+    # The best answer found: nearer than the rest pose, by the solver's own cost.
+    rest = np.broadcast_to(ik.default_rest(robot), (4, robot.n_joints))
+    T = robot.fk(rest)
+    rest_pos_err = np.linalg.norm(np.asarray(T.translation()) - pos, axis=-1)[:, 0]
+    assert sol.pos_err[1, 0] < rest_pos_err[1]
+    assert sol.pos_err[1, 0] >= 0.29 * robot.reach[0]  # no answer gets closer than this
+
+
+@pytest.mark.timeout(300)
+def test_control_loop_is_continuous_and_never_flips_an_elbow():
+    """Nearby targets, rest = the previous answer: every answer reached from its
+    predecessor, joints moving as little as the targets do."""
+    robot = arm("panda")
+    rng = np.random.default_rng(13)
+    q0 = rng.uniform(robot.lower * 0.5, robot.upper * 0.5).astype(np.float32)
+    path = q0 + np.linspace(0, 1, 40)[:, None] * np.float32(0.2)  # 0.2 rad over 40 steps
+    path = np.clip(path, robot.lower, robot.upper).astype(np.float32)
+    T = robot.fk(path)
+    wxyz, pos = np.asarray(T.rotation().wxyz), np.asarray(T.translation())
+    rest, answers = path[0], []
+    for i in range(len(path)):
+        sol = ik.solve_ik(robot, wxyz[i : i + 1], pos[i : i + 1], rest, buckets=BUCKETS)
+        assert reached(sol).all()
+        answers.append(sol.joints[0])
+        rest = sol.joints[0]
+    steps = np.abs(np.diff(np.asarray(answers), axis=0)).max()
+    assert steps < 0.05  # targets move ~0.005 rad of joint motion a step; no flips
