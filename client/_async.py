@@ -30,7 +30,7 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import Payload
 
 logger = logging.getLogger(__name__)
@@ -318,9 +318,14 @@ class AsyncIKClient:
         *,
         ik: IKSettings | None = None,
         timeout: float | None = None,
+        pos_tol: float = POS_TOL,
+        ori_tol: float = ORI_TOL,
+        strict: bool = False,
     ) -> IKSolution:
-        call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
-        return calls.read_solve(await self.request(*call, timeout=timeout))
+        call, judging = calls.solve_call(
+            robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict
+        )
+        return calls.read_solve(await self.request(*call, timeout=timeout), judging)
 
     def stream(
         self,

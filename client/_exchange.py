@@ -14,10 +14,20 @@ from typing import Any, TypeVar
 import numpy as np
 
 from zmq_ik import ops
+from zmq_ik._strokebatch import check_judging
 from zmq_ik.client._checks import check_count, check_timeout
 from zmq_ik.client._core import FAILED, PARTIAL, Call, ClientCore, Event
 from zmq_ik.errors import InputError, ProtocolError
-from zmq_ik.model import IKSettings, IKSolution, PackedStrokes, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
+    IKSettings,
+    IKSolution,
+    PackedStrokes,
+    Scene,
+    StrokeBatch,
+    StrokeList,
+)
 from zmq_ik.protocol import BROKER_SERVICE, Payload
 
 DEFAULT_MAX_IN_FLIGHT = 8
@@ -35,6 +45,9 @@ Progress = Callable[[int, int], None]
 
 Request = tuple[str, str, Mapping[str, Any], Mapping[str, np.ndarray]]
 """A call's ``request`` arguments: service, operation, header, arrays."""
+
+Judging = tuple[float, float, bool]
+"""A solve's ``(pos_tol, ori_tol, strict)``, checked (`check_judging`)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,14 +71,25 @@ def solve_call(
     rest: Any,
     ee_links: Sequence[str] | None,
     ik: IKSettings | None,
-) -> Request:
-    """`solve`'s request (its inputs checked here, before anything is sent)."""
+    pos_tol: Any = POS_TOL,
+    ori_tol: Any = ORI_TOL,
+    strict: Any = False,
+) -> tuple[Request, Judging]:
+    """`solve`'s request and how its answer is judged (its inputs checked here, before
+    anything is sent)."""
+    judging = check_judging(pos_tol, ori_tol, strict)
     header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
-    return robot, ops.SOLVE, header, arrays
+    return (robot, ops.SOLVE, header, arrays), judging
 
 
-def read_solve(payload: Payload) -> IKSolution:
-    return ops.read_solve_reply(payload.arrays)
+def read_solve(payload: Payload, judging: Judging) -> IKSolution:
+    """The answer, its ``reached`` judged here by the call's tolerances (a worker never sees
+    them); ``strict``: `IKSolution.require_reached`."""
+    pos_tol, ori_tol, strict = judging
+    solution = ops.read_solve_reply(payload.arrays, pos_tol, ori_tol)
+    if strict:
+        solution.require_reached()
+    return solution
 
 
 def describe_call(robot: str, ee_links: Sequence[str] | None) -> Request:

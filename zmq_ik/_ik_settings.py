@@ -32,13 +32,18 @@ ORI_TOL = 0.05
 by ~0.1 mm (`POS_TOL`) at a 2 mm depth. The bundled example meets it in the default mode with
 ~2.6x margin (worst 0.019 rad): the rest-pose pull costs mostly orientation (see IKSettings)."""
 
-_TOLERANCE_RANGES = {"pos_tol": (0.01, "metres: 0.0001 is 0.1 mm"), "ori_tol": (math.pi, "radians")}
+_TOLERANCE_RANGES = {
+    "pos_tol": (0.01, "metres: 0.0001 is 0.1 mm", POS_TOL),
+    "ori_tol": (math.pi, "radians", ORI_TOL),
+}
 
 
 def check_tolerance(value: Any, name: str) -> float:
     """``value`` as tolerance ``name`` (``"pos_tol"``, metres, <= 1 cm; ``"ori_tol"``, radians,
     <= pi): a position tolerance typed in millimetres is refused, not taken as metres."""
-    hi, unit = _TOLERANCE_RANGES[name]
+    hi, unit, default = _TOLERANCE_RANGES[name]
+    if value is default:  # the default itself (every default solve call): good as it is
+        return default
     try:
         return as_float(value, name, 0.0, hi=hi)
     except InputError as exc:
@@ -108,6 +113,16 @@ class IKSettings:
         """Plain dict (JSON/msgpack/YAML friendly)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def to_wire(self) -> dict[str, Any]:
+        """:meth:`to_dict` as requests carry it: a field of `ADDED_SETTINGS` is left out while
+        it holds its default, so a worker that predates it (and refuses unknown keys) still
+        serves every request that does not use it."""
+        out = self.to_dict()
+        for name in ADDED_SETTINGS:
+            if out[name] == _DEFAULTS[name]:
+                del out[name]
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IKSettings:
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are refused."""
@@ -120,3 +135,17 @@ class IKSettings:
                     f"{key}: unknown IK setting {key!r}; known: {sorted(known)}", field=str(key)
                 )
         return cls(**data)
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(IKSettings)}
+
+ADDED_SETTINGS: dict[str, str] = {}
+"""IKSettings fields added after ZIK/1's first release, each with the zmq-ik version that
+added it: ``{"name": "0.2.0"}``. `IKSettings.to_wire` leaves such a field out of a request
+while it holds its default, so a client upgraded first still works with the older workers of
+a rolling upgrade; set to anything else, an older worker refuses the request with a message
+naming its version (`zmq_ik.ops.ik_settings_from_header`) rather than compute something
+else. So a new field goes here, and its default must compute what the workers without it
+compute (today's behaviour), or the old and new workers of one fleet answer differently.
+Every field here is also read with its default when a request leaves it out (`from_dict`).
+Empty: every field so far shipped with the first release."""

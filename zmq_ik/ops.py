@@ -15,8 +15,12 @@ from typing import Any
 import numpy as np
 
 from zmq_ik._checks import check_packed, check_rest_shape, check_targets
+from zmq_ik._scene import SCENE_KEYS
+from zmq_ik._version import __version__
 from zmq_ik.errors import InputError
 from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
     IKSettings,
     IKSolution,
     PackedStrokes,
@@ -34,6 +38,7 @@ __all__ = [
     "apply_first_last_rest",
     "describe_reply",
     "describe_request",
+    "from_newer_client",
     "ik_settings_from_header",
     "read_describe_reply",
     "read_ee_links",
@@ -41,6 +46,7 @@ __all__ = [
     "read_solve_request",
     "read_strokebatch_reply",
     "read_strokebatch_request",
+    "refuse_unknown",
     "slice_packed",
     "solve_reply",
     "solve_request",
@@ -64,12 +70,34 @@ def _required(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return arrays[name]
 
 
+def from_newer_client(what: str, unknown: Any) -> str:
+    """The message for a request field this worker does not know (``what``: "IK setting",
+    "scene field"): a typo, or a client newer than the worker (a rolling upgrade), which
+    is worth saying, with this worker's version, rather than a bare "unknown"."""
+    return (
+        f"unknown {what} {unknown!r} for this worker (zmq-ik {__version__}): the client may be "
+        "newer than the worker; upgrade the worker, or leave that setting at its default"
+    )
+
+
+def refuse_unknown(data: Any, known: frozenset[str], what: str, field: str | None) -> None:
+    """`InputError` (`from_newer_client`, named ``field``, else the key) for the first key of
+    the map ``data`` not in ``known``; anything but a map is left to the parser."""
+    if isinstance(data, Mapping):
+        for key in data:
+            if key not in known:
+                text = from_newer_client(what, key)
+                raise InputError(f"{field}: {text}" if field else text, field or str(key))
+
+
 def ik_settings_from_header(value: Any) -> IKSettings | None:
     """IK settings sent as a map (`IKSettings.from_dict`: unknown keys refused, so typos do
-    not pass silently). A bad value is named by its setting; a map that is not one, or an
-    unknown key, by the header's ``ik``."""
+    not pass silently, nor settings this worker cannot honour: see
+    `zmq_ik.model.ADDED_SETTINGS`). A bad value is named by its setting; a map that is not
+    one, or an unknown key (`from_newer_client`), by the header's ``ik``."""
     if value is None:
         return None
+    refuse_unknown(value, _IK_SETTINGS, "IK setting", "ik")
     try:
         return IKSettings.from_dict(value)
     except InputError as e:
@@ -95,7 +123,7 @@ def solve_request(
     if ee_links is not None:
         header["ee_links"] = [ee_links] if isinstance(ee_links, str) else list(ee_links)
     if ik is not None:
-        header["ik"] = ik.to_dict()
+        header["ik"] = ik.to_wire()
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
     if rest is not None:
         arrays["rest"] = check_rest_shape(rest)
@@ -139,13 +167,23 @@ def read_ee_links(header: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def solve_reply(solution: IKSolution) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A solve's reply: its arrays only. The tolerances stay with the client, which judges
+    ``reached`` from the errors itself (so any worker serves any client's tolerances)."""
     return {}, {"joints": solution.joints, "pos_err": solution.pos_err, "ori_err": solution.ori_err}
 
 
-def read_solve_reply(arrays: Mapping[str, np.ndarray]) -> IKSolution:
+def read_solve_reply(
+    arrays: Mapping[str, np.ndarray], pos_tol: float = POS_TOL, ori_tol: float = ORI_TOL
+) -> IKSolution:
+    """The `IKSolution` of a solve reply, judged by ``pos_tol``/``ori_tol``. Arrays this
+    version does not know (a newer worker's) are ignored."""
     try:
         return IKSolution(
-            joints=arrays["joints"], pos_err=arrays["pos_err"], ori_err=arrays["ori_err"]
+            joints=arrays["joints"],
+            pos_err=arrays["pos_err"],
+            ori_err=arrays["ori_err"],
+            pos_tol=pos_tol,
+            ori_tol=ori_tol,
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
@@ -222,7 +260,7 @@ def strokebatch_request(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a `strokebatch` request (first/last rest already applied)."""
     return (
-        {"scene": scene.to_dict(tolerances=False)},  # tolerances judge answers, on the client
+        {"scene": scene.to_wire()},
         {"coords": packed.coords, "is_inkdip": packed.is_inkdip, "is_rest": packed.is_rest},
     )
 
@@ -233,6 +271,8 @@ def read_strokebatch_request(
     raw_scene = header.get("scene")
     if not isinstance(raw_scene, dict):
         raise InputError("strokebatch needs a 'scene' map in the header", "scene")
+    refuse_unknown(raw_scene, SCENE_KEYS, "scene field", None)
+    refuse_unknown(raw_scene.get("ik"), _IK_SETTINGS, "IK setting", "ik")
     scene = Scene.from_dict(raw_scene)
     coords, is_inkdip, is_rest = check_packed(
         _required(arrays, "coords"),
