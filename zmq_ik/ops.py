@@ -38,7 +38,6 @@ __all__ = [
     "apply_first_last_rest",
     "describe_reply",
     "describe_request",
-    "from_newer_client",
     "ik_settings_from_header",
     "read_describe_reply",
     "read_ee_links",
@@ -46,7 +45,6 @@ __all__ = [
     "read_solve_request",
     "read_strokebatch_reply",
     "read_strokebatch_request",
-    "refuse_unknown",
     "slice_packed",
     "solve_reply",
     "solve_request",
@@ -70,34 +68,31 @@ def _required(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return arrays[name]
 
 
-def from_newer_client(what: str, unknown: Any) -> str:
-    """The message for a request field this worker does not know (``what``: "IK setting",
-    "scene field"): a typo, or a client newer than the worker (a rolling upgrade), which
-    is worth saying, with this worker's version, rather than a bare "unknown"."""
-    return (
-        f"unknown {what} {unknown!r} for this worker (zmq-ik {__version__}): the client may be "
-        "newer than the worker; upgrade the worker, or leave that setting at its default"
-    )
-
-
-def refuse_unknown(data: Any, known: frozenset[str], what: str, field: str | None) -> None:
-    """`InputError` (`from_newer_client`, named ``field``, else the key) for the first key of
-    the map ``data`` not in ``known``; anything but a map is left to the parser."""
-    if isinstance(data, Mapping):
-        for key in data:
-            if key not in known:
-                text = from_newer_client(what, key)
-                raise InputError(f"{field}: {text}" if field else text, field or str(key))
+def _refuse_unknown(data: Any, known: frozenset[str], what: str, field: str | None) -> None:
+    """`InputError` for the first key of the map ``data`` not in ``known`` (``what``: "IK
+    setting", "scene field"), named ``field`` (else the key); anything but a map is left to
+    the parser. Such a key is a typo or, in a rolling upgrade, a newer client's field: the
+    message says the latter with this worker's version (docs/protocol.md 4.8)."""
+    if not isinstance(data, Mapping):
+        return
+    for key in data:
+        if key not in known:
+            text = (
+                f"unknown {what} {key!r} for this worker (zmq-ik {__version__}): the client may "
+                "be newer than the worker; upgrade the worker, or leave that setting at its "
+                "default"
+            )
+            raise InputError(f"{field}: {text}" if field else text, field or str(key))
 
 
 def ik_settings_from_header(value: Any) -> IKSettings | None:
     """IK settings sent as a map (`IKSettings.from_dict`: unknown keys refused, so typos do
     not pass silently, nor settings this worker cannot honour: see
     `zmq_ik.model.ADDED_SETTINGS`). A bad value is named by its setting; a map that is not
-    one, or an unknown key (`from_newer_client`), by the header's ``ik``."""
+    one, or an unknown key (`_refuse_unknown`), by the header's ``ik``."""
     if value is None:
         return None
-    refuse_unknown(value, _IK_SETTINGS, "IK setting", "ik")
+    _refuse_unknown(value, _IK_SETTINGS, "IK setting", "ik")
     try:
         return IKSettings.from_dict(value)
     except InputError as e:
@@ -271,8 +266,8 @@ def read_strokebatch_request(
     raw_scene = header.get("scene")
     if not isinstance(raw_scene, dict):
         raise InputError("strokebatch needs a 'scene' map in the header", "scene")
-    refuse_unknown(raw_scene, SCENE_KEYS, "scene field", None)
-    refuse_unknown(raw_scene.get("ik"), _IK_SETTINGS, "IK setting", "ik")
+    _refuse_unknown(raw_scene, SCENE_KEYS, "scene field", None)
+    _refuse_unknown(raw_scene.get("ik"), _IK_SETTINGS, "IK setting", "ik")
     scene = Scene.from_dict(raw_scene)
     coords, is_inkdip, is_rest = check_packed(
         _required(arrays, "coords"),
