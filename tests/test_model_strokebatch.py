@@ -314,7 +314,7 @@ def test_reached_is_every_error_within_its_tolerance_and_nan_is_a_miss(n: int) -
     with pytest.raises(IKError, match=f"{sol.n_over} of {n} poses miss tolerance") as info:
         sol.require_reached()
     assert "worst pos_err 0.0002 m (pos_tol 0.0001)" in str(info.value)
-    assert "ori_err 0.3 rad (ori_tol 0.05)" in str(info.value)
+    assert "ori_err 0.3 rad (ori_tol 0.05), 2 with an unknown (NaN) error" in str(info.value)
 
 
 def test_tolerances_judge_reached_and_are_checked_as_compute_checks_them() -> None:

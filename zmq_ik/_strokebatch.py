@@ -407,9 +407,12 @@ class IKSolution(ValueEq):
         how many of N missed and the worst errors against the tolerances."""
         if self.n_over:
             _, line = verdict({"n_poses": len(self), "n_over": self.n_over, "n_unknown": 0})
+            unknown = int((np.isnan(self.pos_err) | np.isnan(self.ori_err)).any(axis=1).sum())
             raise IKError(
                 f"{line}: worst pos_err {_worst(self.pos_err)} m (pos_tol {self.pos_tol:g}), "
-                f"ori_err {_worst(self.ori_err)} rad (ori_tol {self.ori_tol:g}) (strict)"
+                f"ori_err {_worst(self.ori_err)} rad (ori_tol {self.ori_tol:g})"
+                + (f", {unknown} with an unknown (NaN) error" if unknown else "")
+                + " (strict)"
             )
 
     def __len__(self) -> int:
