@@ -24,7 +24,7 @@ falls on all of them alike):
   request-sized frame (benchmarks/_raw.py): what any broker in between costs at least;
 - ``broker + worker``: `IKClient` → zmq-ik broker → one CPU IK worker (``--buckets 1``: single poses use bucket 1):
   ``solve``'s own steps (``ops.solve_request``, ``IKClient.request``,
-  ``ops.read_solve_reply``), so the worker's ``compute_ms`` can be read off each reply.
+  ``ops.check_solve_reply``), so the worker's ``compute_ms`` can be read off each reply.
 
 Per round and system: p50 and p99 of the loop's per-call latency, and for the broker systems
 the CPU time per call of the client, broker and worker processes (all threads, from
@@ -146,13 +146,17 @@ class Broker:
 
         self.ops = ops
         self.client = IKClient(endpoint, timeout=5.0, retries=0)
+        self.bounds: Any = None  # the robot's joints, from one `describe` (as IKClient)
 
     def __call__(
         self, wxyz: np.ndarray, pos: np.ndarray, rest: Any
     ) -> tuple[np.ndarray, float | None]:
+        if self.bounds is None:
+            self.bounds = self.ops.JointBounds.from_describe(self.client.describe("tatbot"))
         header, arrays = self.ops.solve_request(wxyz, pos, rest)
         reply = self.client.request("tatbot", self.ops.SOLVE, header, arrays)
-        sol = self.ops.read_solve_reply(reply.arrays)
+        n_poses, n_ee = arrays["target_wxyz"].shape[:2]
+        sol = self.ops.check_solve_reply(reply.arrays, n_poses, n_ee, self.bounds, False)
         return sol.joints[0], reply.header.get("compute_ms")
 
     def close(self) -> None:

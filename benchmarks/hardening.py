@@ -3,6 +3,11 @@
     python -m benchmarks.hardening stall              # SIGSTOP the broker 5 s under load
     python -m benchmarks.hardening rogue              # echo throughput with rogue READY peers
     python -m benchmarks.hardening memory             # broker RSS with 30 x 64 MiB queued
+    python -m benchmarks.hardening rolling            # restart workers one by one under load
+* ``rolling`` (#25): broker + 2 echo workers, ``--clients`` `EchoLoad` threads
+  (``timeout=5``, ``retries=2``); ``--rounds`` times, one worker (in turn) gets SIGTERM, a
+  new one is started once it exited, and the next round waits until both are registered
+  plus ``--gap`` s. Prints answered / errors / wrong and the longest request.
 
 Not part of ``python -m benchmarks``: each run prints a markdown table and exits.
 
@@ -33,7 +38,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from benchmarks._clients import CountingClient
+from benchmarks._clients import CountingClient, EchoLoad
 from benchmarks._procs import Procs
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, ProtocolError, RemoteError
@@ -362,10 +367,56 @@ def memory(args: argparse.Namespace) -> None:
     print(_table(["when", "broker RSS MiB"], rows))
 
 
+# --------------------------------------------------------------------------- rolling
+
+
+def rolling(args: argparse.Namespace) -> None:
+    with Procs() as procs:
+        endpoint = procs.broker().endpoint  # type: ignore[attr-defined]
+        workers = [procs.echo_worker(endpoint) for _ in range(2)]
+        procs.wait_workers(endpoint, 2)
+        with EchoLoad([endpoint], args.clients, timeout=5.0, retries=2) as load:
+            time.sleep(args.gap)
+            for r in range(args.rounds):
+                old = workers[r % 2]
+                old.send_signal(signal.SIGTERM)
+                old.wait(10)
+                procs.procs.remove(old)  # (exited 0, as asked: not a failure)
+                workers[r % 2] = procs.echo_worker(endpoint)
+                procs.wait_workers(endpoint, 2, timeout=30)
+                time.sleep(args.gap)
+        counters = _status(endpoint)["counters"]
+    tally = load.tally
+    lat = sorted(tally.latencies_ms())
+    keys = ["refused_stopping", "retries", "workers_unreachable", "duplicate_requests"]
+    print(
+        f"\n{args.rounds} rolling worker restarts (SIGTERM, one at a time, 2 echo workers), "
+        f"{args.clients} clients (timeout 5 s, retries 2)\n"
+    )
+    print(
+        _table(
+            ["answered", "errors", "wrong", "p99", "longest", *keys],
+            [
+                [
+                    len(lat),
+                    len(tally.errors),
+                    tally.wrong,
+                    f"{lat[int(0.99 * (len(lat) - 1))]:.1f} ms",
+                    f"{lat[-1]:.1f} ms",
+                    *(counters.get(k, 0) for k in keys),
+                ]
+            ],
+        )
+    )
+    for e in tally.errors[:5]:
+        print(e)
+
+
 RUNS: dict[str, tuple[Callable[[argparse.Namespace], None], dict[str, Any]]] = {
     "stall": (stall, {"stall": 5.0, "after": 4.0, "clients": 4}),
     "rogue": (rogue, {"rogues": 10, "names": 100_000, "clients": 4, "seconds": 5.0}),
     "memory": (memory, {"count": 30, "mib": 64, "deadline": 20.0}),
+    "rolling": (rolling, {"rounds": 6, "clients": 4, "gap": 1.0}),
 }
 """Each run and its options, ``--name`` with this default (and the default's type)."""
 

@@ -7,7 +7,7 @@ What each process does with one control-loop request, on the frames it would rec
 `zmq.Frame` objects), its sockets and the compiled program left out:
 
 - client: ``ops.solve_request`` (checks), `ClientCore.submit` (ids, framing, encoding), the
-  reply through `ClientCore.handle` (matching, decoding), ``ops.read_solve_reply``;
+  reply through `ClientCore.handle` (matching, decoding), ``ops.check_solve_reply``;
 - broker: `BrokerCore.handle` of the REQUEST (parse, queue, dispatch) and of the FINAL;
 - worker: the REQUEST parsed, `run_job` through `IKService` (decode, checks, `solve_until`
   around its program, encode), the program replaced by its precomputed result.
@@ -73,7 +73,14 @@ def main() -> int:
     from zmq_ik.client._core import Call, ClientCore, settle
     from zmq_ik.ik import _solve
     from zmq_ik.model import IKSettings
-    from zmq_ik.protocol import LIMITS, Command, encode_payload, parse_message, ready_frames
+    from zmq_ik.protocol import (
+        LIMITS,
+        Command,
+        encode_payload,
+        heartbeat_frames,
+        parse_message,
+        ready_frames,
+    )
     from zmq_ik.worker._job import Job, run_job
     from zmq_ik.worker.ik_service import IKService
 
@@ -112,6 +119,14 @@ def main() -> int:
 
     client = ClientCore(["tcp://127.0.0.1:1"])
     client.outbox.clear()
+    bounds = ops.JointBounds.from_describe(  # what IKClient learns once from `describe`
+        {
+            "joint_names": robot.joint_names,
+            "lower": robot.lower,
+            "upper": robot.upper,
+            "limited": robot.limited,
+        }
+    )
 
     def client_work(i: int) -> None:
         h, a = ops.solve_request(wxyz, pos, rest)
@@ -122,7 +137,7 @@ def main() -> int:
         client.handle(final, 0.0)
         answer = settle(events, None)
         assert answer is not None
-        ops.read_solve_reply(answer.arrays)
+        ops.check_solve_reply(answer.arrays, 1, 2, bounds, False)
 
     events: deque[Any] = deque()
     client.submit(Call("tatbot", ops.SOLVE, header, arrays), 5.0, 0.0, events.append)
@@ -130,8 +145,9 @@ def main() -> int:
 
     def new_broker() -> BrokerCore:
         core = BrokerCore(now=time.monotonic())
-        core.handle(worker_id, received(ready_frames({"robots": ["tatbot"]})), time.monotonic())
-        core.outbox.clear()
+        for frames in (ready_frames({"robots": ["tatbot"]}), heartbeat_frames()):
+            core.handle(worker_id, received(frames), time.monotonic())  # (jobs after the
+        core.outbox.clear()  # first message that follows READY)
         return core
 
     worker_id, client_id = b"\x01worker1", b"\x01client1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import logging
 import os
 import signal
@@ -29,6 +30,19 @@ _seeded = False
 LISTENING = "broker listening on %s"
 """Logged (INFO) for each socket once bound, with the endpoint libzmq reports (a ``:*``
 wildcard port resolved): how a script or the test suite learns the port a broker picked."""
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """Whether a bound endpoint (as libzmq reports it) is reachable from this host only:
+    loopback TCP, ipc, inproc. Anything else (``0.0.0.0``, an interface) is not."""
+    transport, _, rest = endpoint.partition("://")
+    if transport != "tcp":
+        return transport in ("ipc", "inproc")
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name libzmq did not resolve: assume the worst
+        return host == "localhost"
 
 
 def _seed_libzmq_routing_ids() -> None:
@@ -89,13 +103,18 @@ class Broker:
         if self.settings.curve_secret_key:
             from zmq_ik.security import configure_curve_server
 
-            self._authenticator = configure_curve_server(
+            self._authenticator, allowed = configure_curve_server(
                 sock,
                 self.context,
                 self.settings.curve_secret_key,
                 self.settings.allow_keys,
                 self._authenticator,
+                self.settings.worker_keys,
             )
+            # Roles: only worker keys register. libzmq tags each message with the key its
+            # connection was authenticated with (ZAP User-Id); read only for READY/WARMING.
+            refusal = allowed.registration_refusal
+            self.core.registration_refusal = lambda frames: refusal(frames[0].get("User-Id"))
         return sock
 
     def _bind(self) -> None:
@@ -110,6 +129,13 @@ class Broker:
             self.sockets.append(sock)
             self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
             logger.info(LISTENING, self.endpoints[-1])
+        reachable = [e for e in self.endpoints if not is_local_endpoint(e)]
+        if reachable and not self.settings.curve_secret_key:
+            logger.warning(
+                "%s reachable from other hosts without CURVE: anyone who can connect may "
+                "submit jobs, register as a worker and read requests (docs/security.md)",
+                " and ".join(reachable),
+            )
 
     @property
     def endpoint(self) -> str:

@@ -13,10 +13,11 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zmq_ik.broker._jobs import (
+    BREAKER_PAUSE_MAX,
     KEPT_INFO,
     AnsweredMemory,
     BrokerSettings,
@@ -27,7 +28,7 @@ from zmq_ik.broker._jobs import (
 )
 from zmq_ik.broker._report import management_answer, ping_info, status
 from zmq_ik.broker._warming import RobotDirectory
-from zmq_ik.errors import ErrorCode, ProtocolError
+from zmq_ik.errors import BROKER_ONLY, WORKER_FAULTS, ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     BROKER_SERVICE,
     FEATURE_DECLINE,
@@ -42,6 +43,7 @@ from zmq_ik.protocol import (
     Reply,
     Request,
     Warming,
+    decode_error,
     disconnect_frames,
     error_frames,
     frames_nbytes,
@@ -51,6 +53,7 @@ from zmq_ik.protocol import (
     reply_frames,
     request_frames,
 )
+from zmq_ik.security import KeyNotices, held_back
 
 __all__ = ["BrokerCore", "BrokerSettings", "Job", "WorkerState", "peer_label"]
 
@@ -99,6 +102,15 @@ class BrokerCore:
         # meanwhile would be wrong. Liveness judgement and deadlines wait until _hold_until.
         self._stall_gap = self.settings.heartbeat_interval * self.settings.liveness / 2
         self._hold_until = self.started
+        self._unconfirmed: OrderedDict[bytes, None] = OrderedDict()
+        """Registered workers that sent nothing since READY, oldest first (`_on_ready`)."""
+        self._succeeded: dict[str, tuple[float, bytes]] = {}
+        """Robot → when, and which worker, last answered one of its jobs FINAL (breaker)."""
+        self.registration_refusal: Callable[[Sequence[Frame]], str | None] | None = None
+        """With CURVE: why the sender of a READY/WARMING (its frames) may not register as a
+        worker, or None. The loop sets it from the key libzmq authenticated the connection
+        with (`security.AllowedKeys.registration_refusal`); None: every peer may."""
+        self._role_notices = KeyNotices()
 
     # ------------------------------------------------------------------ input
 
@@ -126,14 +138,21 @@ class BrokerCore:
         worker = self.workers.get(identity)
         if worker is not None:
             worker.last_seen = now
+            if worker.unconfirmed_since is not None and not isinstance(msg, Ready):
+                worker.unconfirmed_since = None  # it heartbeats: a registration that took,
+                self._unconfirmed.pop(identity, None)  # and a worker that may get jobs
+                self._release(worker, now)
         if isinstance(msg, Request):
             self._on_request(identity, msg, now)
         elif isinstance(msg, Reply):
             self._on_worker_reply(identity, worker, msg, now)
-        elif isinstance(msg, Ready):
-            self._on_ready(identity, msg, now)
-        elif isinstance(msg, Warming):
-            self._on_warming(identity, msg, now)
+        elif isinstance(msg, Ready | Warming):
+            if self.registration_refusal is not None and self._refused_role(identity, frames, now):
+                return
+            if isinstance(msg, Ready):
+                self._on_ready(identity, msg, now)
+            else:
+                self._on_warming(identity, msg, now)
         elif isinstance(msg, Heartbeat):
             if worker is None:  # a worker we forgot (or a restarted broker): ask it to re-register
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
@@ -204,6 +223,19 @@ class BrokerCore:
         queue.append(job)
         self._dispatch(req.service, now)
 
+    def _refused_role(self, identity: bytes, frames: Sequence[Frame], now: float) -> bool:
+        """A READY/WARMING from a key that may not register (a client key): ERROR
+        ``forbidden`` (final: the worker exits), logged once a minute per key."""
+        assert self.registration_refusal is not None
+        why = self.registration_refusal(frames)
+        if why is None:
+            return False
+        self.counters["workers_refused_key"] += 1
+        if (held := self._role_notices.due(why, now)) is not None:
+            logger.warning("refused worker %s: %s%s", peer_label(identity), why, held_back(held))
+        self._send(identity, error_frames(b"", ErrorCode.FORBIDDEN, why))
+        return True
+
     def _on_warming(self, identity: bytes, msg: Warming, now: float) -> None:
         """A worker still warming up says what it will serve (4.11): listed, never dispatched
         to, forgotten at its READY, DISCONNECT or after `protocol.WARMING_TTL` of silence."""
@@ -222,12 +254,16 @@ class BrokerCore:
 
     def _on_ready(self, identity: bytes, msg: Ready, now: float) -> None:
         old = self.workers.get(identity)
+        since = now
         if old is not None:  # re-registration replaces the old one (its job is lost to it)
+            if old.unconfirmed_since is not None:  # a READY is no heartbeat: READYs alone
+                since = old.unconfirmed_since  # never keep a registration
             self._remove_worker(old, now, "re-registered")
         if self.stopping:
             self._send(identity, disconnect_frames("broker is shutting down"))
             return
-        if (refusal := self.settings.worker_refusal(len(self.workers))) is not None:
+        refusal = self.settings.worker_refusal(len(self.workers))
+        if refusal is not None and not self._evict_unconfirmed(now):
             return self._reject(identity, ProtocolError(refusal, ErrorCode.OVERLOADED))
         self.directory.forget(identity)  # (a refused one stays announced while it retries)
         worker = WorkerState(
@@ -238,16 +274,24 @@ class BrokerCore:
             last_seen=now,
             last_sent=now,
             declines=FEATURE_DECLINE in msg.info.get("features", ()),
+            unconfirmed_since=since,
         )
+        self._unconfirmed[identity] = None
+        if old is not None:  # a READY again does not wipe its record (circuit breaker, overruns)
+            for name in ("failures", "failing_since", "paused_until", "pauses", "overruns"):
+                setattr(worker, name, getattr(old, name))
+            if worker.paused_until is not None:
+                self._next_scan = min(self._next_scan, worker.paused_until)
         # Fields are bounded (protocol.Limits), so this is small; numbers may grow a little.
         worker.listing_bytes = len(pack_header(worker.describe(now))) + 64
         self.workers[identity] = worker
         self.directory.add_worker(worker.robots)
-        self.idle[identity] = None
         self.counters["workers_registered"] += 1
         # An immediate heartbeat acknowledges the READY: the worker then knows its
         # registration took (and resets its reconnect backoff) without waiting an interval,
-        # and, flagged, that DECLINE is understood here (4.10).
+        # and, flagged, that DECLINE is understood here (4.10). It is given jobs from its
+        # first message after READY (which it sends at once), not before: a peer that only
+        # ever sends READY is never given one (and is forgotten, or evicted, 4.5).
         self._send(identity, _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT)
         logger.info(
             "worker %s ready: robots=%s device=%s",
@@ -255,16 +299,16 @@ class BrokerCore:
             ",".join(sorted(worker.robots)),
             worker.info.get("device", "?"),
         )
-        self._give_work(worker, now)
 
     def _on_worker_reply(
         self, identity: bytes, worker: WorkerState | None, msg: Reply, now: float
     ) -> None:
         job = self.jobs.get(msg.request_id)
-        current = (
-            worker is not None and worker.job is not None and worker.job.job_id == msg.request_id
-        )
+        if job is not None and job.closed:
+            job = None
         final = msg.command is not Command.PARTIAL
+        code = decode_error(msg.payload)[0] if msg.command is Command.ERROR else None
+        running = False  # the job is this worker's attempt (not run elsewhere since)
         if worker is None:
             # A worker we declared dead (frozen, partitioned) came back with an old answer.
             # Take it if its job is still open (first answer wins), then have it re-register.
@@ -272,35 +316,115 @@ class BrokerCore:
             # It computes a re-dispatched job until it answers (then dropped): no preempting.
             # Only a peer this job was dispatched to may answer it: job ids are sequential,
             # so any other peer could otherwise forge another client's answer.
-            if job is None or job.closed or not final or identity not in job.tried:
+            if job is None or not final or identity not in job.tried or code in BROKER_ONLY:
                 self.counters["late_replies_dropped"] += 1
                 return
-        elif current:
-            if final:
-                worker.job = None
-                if job is not None and not job.closed and job.dispatched is not None:
-                    latency = (now - job.dispatched) * 1000
-                    worker.last_latency_ms = round(latency, 3)
-                    worker.latencies_ms.append(latency)
-                worker.served += 1
-                if msg.command is Command.ERROR:
-                    worker.errors += 1
-                self._release(worker, now)
+        elif worker.job is not None and worker.job.job_id == msg.request_id:
+            running = job is not None and job.worker == identity
+            if final and not self._job_ended(worker, job if running else None, code, now):
+                return
+            if not running and (not final or code is not None):
+                # An overdue worker whose job runs elsewhere now: only its FINAL may still
+                # be the first answer; its progress and its errors are not the client's.
+                self.counters["late_replies_dropped"] += 1
+                return
         else:
             self.counters["late_replies_dropped"] += 1
             return
-        if job is None or job.closed:
+        if job is None:
             self.counters["late_replies_dropped"] += 1
             return
-        if final and job.timed_out_too_soon(msg.command, msg.payload, now, current):
-            self.counters["retimed" if current else "late_replies_dropped"] += 1
-            if current:  # not an attempt lost: it runs again
+        if final and job.timed_out_too_soon(msg.command, msg.payload, now, running):
+            self.counters["retimed" if running else "late_replies_dropped"] += 1
+            if running:  # not an attempt lost: it runs again
                 job.attempts -= 1
                 self._requeue(job, now)
             return
         self._deliver(job, msg.command, msg.payload)
         if final:
             self.close_job(job, answered=True)
+
+    def _job_ended(
+        self, worker: WorkerState, job: Job | None, code: str | None, now: float
+    ) -> bool:
+        """Bookkeeping when ``worker`` ends the job it holds (``job``: None when that job is
+        closed or runs elsewhere since the worker was overdue) with a FINAL (``code`` None)
+        or an ERROR. Whether its answer may go to the client: never with a code only a
+        broker may send (`errors.BROKER_ONLY`, 4.3)."""
+        if code == ErrorCode.SHUTTING_DOWN.value:  # it is stopping: the job never ran
+            self._on_stopping(worker, job, now)
+            return False
+        ended = worker.job
+        worker.job = None
+        if job is not None and job.dispatched is not None:
+            latency = (now - job.dispatched) * 1000
+            worker.last_latency_ms = round(latency, 3)
+            worker.latencies_ms.append(latency)
+        worker.served += 1
+        if code is not None:
+            worker.errors += 1
+        if not worker.overdue:
+            worker.overruns = 0  # a timely answer
+        worker.overdue = False
+        if code is None:  # a success: its failures in a row end, and others' count against
+            worker.failures = 0
+            if ended is not None:
+                self._succeeded[ended.service] = (now, worker.identity)
+        elif code in WORKER_FAULTS:
+            self._fault(worker, now)
+        if code in BROKER_ONLY:
+            self.counters["broker_codes_from_workers"] += 1
+            logger.warning(
+                "worker %s ended job %s with %r, a code only a broker may send: re-queued",
+                peer_label(worker.identity),
+                ended.job_id.hex() if ended is not None else "?",
+                code,
+            )
+            if job is not None:
+                self._retry(job, now, f"worker ended it with {code!r}")
+        self._release(worker, now)
+        return code not in BROKER_ONLY
+
+    def _on_stopping(self, worker: WorkerState, job: Job | None, now: float) -> None:
+        """A stopping worker refused its job (`shutting_down`): it is leaving, so it is
+        forgotten now, and the job goes back to the front of its queue at once, costing no
+        attempt (it never ran there) unless refused that way more than `max_retries` times."""
+        self.counters["refused_stopping"] += 1
+        logger.info("worker %s is stopping: its job goes to another", peer_label(worker.identity))
+        if job is None:
+            worker.job = None
+        else:
+            job.refusals += 1
+        lost = job is not None and job.refusals <= self.settings.max_retries
+        self._remove_worker(worker, now, "is stopping", undelivered=lost)
+
+    def _fault(self, worker: WorkerState, now: float) -> None:
+        """A failure of the worker's own making (`errors.WORKER_FAULTS`, an overdue job).
+        Circuit breaker: `breaker_failures` in a row while another worker of one of its
+        robots answered since the first of them pause it; the pause doubles each time."""
+        settings = self.settings
+        if worker.failures == 0:
+            worker.failing_since = now
+        worker.failures += 1
+        if worker.failures < settings.breaker_failures or worker.paused_until is not None:
+            return
+        since, me = worker.failing_since, worker.identity
+        others = (self._succeeded.get(r) for r in worker.robots)
+        if not any(s is not None and s[0] >= since and s[1] != me for s in others):
+            return  # nobody does better: the robot or its requests are to blame, not it
+        more = worker.failures - settings.breaker_failures
+        pause = min(BREAKER_PAUSE_MAX, settings.breaker_pause * 2 ** min(more, 16))
+        worker.paused_until = now + pause
+        worker.pauses += 1
+        self.idle.pop(worker.identity, None)
+        self.counters["workers_paused"] += 1
+        self._next_scan = min(self._next_scan, worker.paused_until)
+        logger.warning(
+            "worker %s failed its last %d jobs while others served its robots: paused %.0fs",
+            peer_label(worker.identity),
+            worker.failures,
+            pause,
+        )
 
     def _on_worker_state(self, worker: WorkerState, flags: frozenset[str], now: float) -> None:
         """A worker serving several brokers says whether it is free for our jobs (4.10)."""
@@ -321,6 +445,9 @@ class BrokerCore:
         self.counters["declined"] += 1
         worker.job = None
         worker.away = True
+        worker.overdue = False
+        if job.worker != worker.identity:  # it was overdue: the job runs elsewhere already
+            return
         job.attempts -= 1
         job.tried.discard(worker.identity)
         if not job.closed:
@@ -368,6 +495,8 @@ class BrokerCore:
         )
         for worker in self.workers.values():
             worker.last_seen = max(worker.last_seen, now)
+            if worker.unconfirmed_since is not None:
+                worker.unconfirmed_since = max(worker.unconfirmed_since, now)
         self.directory.stalled(now)
         self._hold_until = now + self.settings.heartbeat_interval
         self._answered.extend(gap)
@@ -379,6 +508,7 @@ class BrokerCore:
         for gone in self.directory.expire(now):
             self.counters["warming_expired"] += 1
             logger.warning("warming worker %s went silent: forgotten", peer_label(gone.identity))
+        judge = now >= self._hold_until  # (after a stall: answers queued meanwhile first)
         for worker in list(self.workers.values()):
             if now - worker.last_seen > expiry:
                 logger.warning(
@@ -389,12 +519,74 @@ class BrokerCore:
                 self.counters["workers_lost"] += 1
                 self._remove_worker(worker, now, "expired")
                 continue
+            since = worker.unconfirmed_since
+            if since is not None and now - since > expiry:  # READYs, never a heartbeat
+                logger.warning(
+                    "worker %s sent nothing but READY for %.2fs: forgotten",
+                    peer_label(worker.identity),
+                    now - since,
+                )
+                self.counters["workers_unconfirmed"] += 1
+                self._remove_worker(worker, now, "never confirmed")
+                continue
+            if judge and worker.job is not None and self._judge_overdue(worker, now):
+                continue
+            if worker.paused_until is not None and now >= worker.paused_until:
+                worker.paused_until = None  # the breaker half-opens: it gets jobs again
+                if worker.job is None and not worker.away:
+                    self._release(worker, now)
             if now - worker.last_sent >= interval:
                 beat = _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT
                 self._send(worker.identity, beat)
             # last_sent/last_seen only move forward, so this is never later than needed.
             next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + expiry)
+            if since is not None:
+                next_scan = min(next_scan, since + expiry)
+            if worker.job is not None:
+                due = worker.due + (self.settings.overdue_drop if worker.overdue else 0.0)
+                next_scan = min(next_scan, max(due, self._hold_until))
+            if worker.paused_until is not None:
+                next_scan = min(next_scan, worker.paused_until)
         self._next_scan = next_scan
+
+    def _judge_overdue(self, worker: WorkerState, now: float) -> bool:
+        """A worker holding its job past the deadline it was given (+ `overdue_grace`): the
+        job runs elsewhere when its deadline (a retry's, a stall's hold) leaves time; the
+        worker gets no job until it answers, and is dropped after `max_overruns` such jobs
+        in a row or `overdue_drop` seconds overdue. Whether it was dropped."""
+        settings = self.settings
+        job = worker.job
+        assert job is not None
+        if worker.overdue:
+            if now <= worker.due + settings.overdue_drop:
+                return False
+            why = f"held a job {now - worker.due + settings.overdue_grace:.0f}s past its deadline"
+        elif now <= worker.due:
+            return False
+        else:
+            worker.overdue = True
+            worker.overruns += 1
+            self.counters["jobs_overdue"] += 1
+            logger.warning(
+                "worker %s holds job %s past its deadline (%d in a row)",
+                peer_label(worker.identity),
+                job.job_id.hex(),
+                worker.overruns,
+            )
+            if worker.overruns < settings.max_overruns:
+                self._fault(worker, now)
+                left = job.deadline - now
+                if job.worker == worker.identity and not job.closed:
+                    if left >= settings.heartbeat_interval and job.attempts <= settings.max_retries:
+                        self.counters["overdue_rerun"] += 1
+                        self._requeue(job, now)  # (the worker keeps it, to match its answer)
+                return False
+            why = f"held {worker.overruns} jobs in a row past their deadlines"
+        self.counters["workers_dropped_overdue"] += 1
+        logger.warning("worker %s %s: dropped", peer_label(worker.identity), why)
+        self._send(worker.identity, disconnect_frames(f"dropped: {why}"))
+        self._remove_worker(worker, now, "dropped (overdue)")
+        return True
 
     def _expire_jobs(self, now: float) -> None:
         for job in self._deadlines.due(now, self.jobs):
@@ -463,6 +655,7 @@ class BrokerCore:
             job.dispatched = now
             job.attempts += 1
             job.sent_deadline = max(job.deadline, self._hold_until)  # hold: 4.7
+            worker.due = job.sent_deadline + self.settings.overdue_grace
             remaining_ms = max(1, int((job.sent_deadline - now) * 1000))
             self._send(
                 worker.identity,
@@ -471,7 +664,11 @@ class BrokerCore:
 
     def _release(self, worker: WorkerState, now: float) -> None:
         """Put a worker back at the end of the LRU list and give it more work."""
-        if worker.identity not in self.workers:
+        if (
+            worker.identity not in self.workers
+            or worker.paused_until is not None
+            or worker.unconfirmed_since is not None
+        ):
             return
         self.idle.pop(worker.identity, None)
         self.idle[worker.identity] = None
@@ -499,30 +696,51 @@ class BrokerCore:
         the job never reached it (the dispatch could not be sent), so it was no attempt."""
         if self.workers.pop(worker.identity, None) is not None:
             self.directory.remove_worker(worker.robots, now)
+            for robot in worker.robots:
+                if robot not in self.directory.served:
+                    self._succeeded.pop(robot, None)
         self.idle.pop(worker.identity, None)
+        self._unconfirmed.pop(worker.identity, None)
         job = worker.job
         worker.job = None
-        if job is None or job.closed:
-            return
+        if job is None or job.closed or job.worker != worker.identity:
+            return  # (not its attempt any more: an overdue job runs elsewhere)
         if undelivered:
             job.attempts -= 1
             job.tried.discard(worker.identity)
+        self._retry(job, now, f"worker {peer_label(worker.identity)} {why}")
+
+    def _retry(self, job: Job, now: float, why: str) -> None:
+        """A job its worker will not answer goes back to the front of its queue, unless it
+        was tried `max_retries` + 1 times: then `worker_lost` (the client may re-send it)."""
         if job.attempts > self.settings.max_retries:
             self._error_job(
                 job,
                 ErrorCode.WORKER_LOST,
-                f"{job.attempts} workers for robot {job.service!r} died before answering",
+                f"{job.attempts} workers for robot {job.service!r} failed before answering "
+                f"(last: {why})",
             )
             return
         self.counters["retries"] += 1
         logger.warning(
-            "worker %s %s with job %s in flight: re-queued (attempt %d)",
-            peer_label(worker.identity),
+            "%s with job %s in flight: re-queued (attempt %d)",
             why,
             job.job_id.hex(),
             job.attempts + 1,
         )
         self._requeue(job, now)
+
+    def _evict_unconfirmed(self, now: float) -> bool:
+        """Make room for a READY at `max_workers`: forget the oldest registration that sent
+        nothing since its READY (no heartbeat yet), so such registrations can never fill the
+        broker; its job, if any, is re-queued costing no attempt. Whether one was."""
+        oldest = next(iter(self._unconfirmed), None)
+        if oldest is None:
+            return False
+        self.counters["workers_evicted_unconfirmed"] += 1
+        logger.warning("worker %s never confirmed its READY: evicted", peer_label(oldest))
+        self._remove_worker(self.workers[oldest], now, "evicted", undelivered=True)
+        return True
 
     def _requeue(self, job: Job, now: float) -> None:
         """A job that left its worker goes first in its queue, to the next idle worker."""

@@ -61,7 +61,27 @@ class BrokerSettings:
     (`overloaded`, naming this limit: the worker retries with backoff). Each costs a little
     memory and a heartbeat per interval; without a bound any peer could add workers forever."""
     max_retries: int = 2
-    """Re-dispatches of a job whose worker died, before `worker_lost`."""
+    """Re-dispatches of a job whose worker died (or failed it by its own fault), before
+    `worker_lost`."""
+    overdue_grace: float = 1.0
+    """Seconds past the deadline it was given after which a worker still holding a job is
+    *overdue* (a worker checks its deadline between chunks and gives up with `timeout`): the
+    job is run elsewhere if its deadline (extended by a client's retry, or a stall's hold)
+    leaves time, and the worker gets no job until it answers."""
+    max_overruns: int = 3
+    """Overdue jobs in a row (no timely answer between) after which a worker is dropped
+    (forgotten and told DISCONNECT: it registers afresh)."""
+    overdue_drop: float = 30.0
+    """Seconds a worker may stay overdue (holding a job it never answers while it
+    heartbeats) before it is dropped the same way."""
+    breaker_failures: int = 5
+    """Circuit breaker: failures of a worker's own making in a row (`errors.WORKER_FAULTS`,
+    overdue jobs) after which, while another worker of one of its robots answered since
+    the first of them, it is paused (given no job)."""
+    breaker_pause: float = 10.0
+    """Seconds of a worker's first pause; each further pause in a row doubles it, up to
+    `BREAKER_PAUSE_MAX`. After a pause the worker is given jobs again; a success ends the
+    series, one more own failure pauses it again."""
     shutdown_grace: float = 2.0
     """Seconds in-flight jobs may still finish after SIGINT/SIGTERM."""
     limits: Limits = field(default_factory=Limits)
@@ -73,11 +93,27 @@ class BrokerSettings:
     curve_secret_key: str | None = None
     """Path to the broker's CURVE secret key file (enables CURVE)."""
     allow_keys: str | None = None
-    """Directory of allowed client/worker public keys (CURVE)."""
+    """Directory of the public keys of clients admitted (CURVE): they may send requests,
+    never register as workers."""
+    worker_keys: str | None = None
+    """Directory of the public keys of workers admitted (CURVE): only these may register
+    (READY, WARMING); they may send requests too. A key in both directories is a worker key."""
 
     def __post_init__(self) -> None:
         for name in ("bind", "worker_bind"):
             check_bind_endpoint(getattr(self, name), name)
+        keys = "allow_keys" if self.allow_keys else "worker_keys" if self.worker_keys else None
+        if keys and not self.curve_secret_key:  # the operator believes the door is locked
+            raise InputError(
+                "needs --curve-secret-key FILE too: without CURVE the broker is plaintext "
+                "and admits anyone",
+                keys,
+            )
+        if self.curve_secret_key and not (self.allow_keys or self.worker_keys):
+            raise InputError(
+                "needs --allow-keys DIR (clients) and/or --worker-keys DIR (workers) too",
+                "curve_secret_key",
+            )
 
     def refusal(
         self, robot: str, queued: int, open_jobs: int, queued_bytes: int, nbytes: int
@@ -165,6 +201,10 @@ class Job:
     """Every worker identity this job was dispatched to: only they may answer it."""
     sent_deadline: float | None = None
     """``deadline`` as it was when the job was last dispatched (the worker judges by it)."""
+    refusals: int = 0
+    """Times a stopping worker refused it (`shutting_down`): re-queued without counting an
+    attempt while this is at most `BrokerSettings.max_retries` (a worker that keeps
+    re-registering to refuse it cannot keep it from the others for free)."""
 
     def timed_out_too_soon(
         self, command: Command, payload: Sequence[Frame], now: float, current: bool
@@ -183,6 +223,8 @@ class Job:
         return decode_error(payload)[0] == ErrorCode.TIMEOUT.value
 
 
+BREAKER_PAUSE_MAX = 120.0
+"""Longest a circuit breaker pause grows to (seconds)."""
 RETRY_EXTENSION_MIN = 0.05
 """Seconds a deadline must have moved for `Job.timed_out_too_soon` (more than clock noise)."""
 
@@ -212,10 +254,31 @@ class WorkerState:
     away: bool = False
     """Busy with another broker's job (it declined ours or flagged busy): not idle here
     until it flags idle."""
+    unconfirmed_since: float | None = None
+    """When it sent READY, until its first other message (a HEARTBEAT, an answer): a
+    registration not confirmed within the liveness window is forgotten, and one that is
+    not yet confirmed makes room for a new READY when `max_workers` are registered."""
+    overdue: bool = False
+    """It holds a job past the deadline it was given plus `overdue_grace`: no job until it
+    answers (its job may run elsewhere meanwhile)."""
+    overruns: int = 0
+    """Overdue jobs since its last timely answer (`max_overruns`)."""
+    failures: int = 0
+    """Failures of its own making since its last success (circuit breaker)."""
+    failing_since: float = 0.0
+    """When the first of those failures came."""
+    paused_until: float | None = None
+    """Paused by the circuit breaker until then: no job."""
+    pauses: int = 0
+    """Times the circuit breaker paused it (shown in `ping`/`status`)."""
+    due: float = 0.0
+    """When its job is overdue: the deadline it was given + `overdue_grace`."""
 
     @property
     def state(self) -> str:
-        return "busy" if self.job is not None else "away" if self.away else "idle"
+        if self.job is not None:
+            return "overdue" if self.overdue else "busy"
+        return "paused" if self.paused_until is not None else "away" if self.away else "idle"
 
     def describe(self, now: float) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -232,6 +295,8 @@ class WorkerState:
             "state": self.state,
             "served": self.served,
             "errors": self.errors,
+            "pauses": self.pauses,
+            "overruns": self.overruns,
             "last_latency_ms": self.last_latency_ms,
             "p50_ms": pct(0.5),
             "p99_ms": pct(0.99),

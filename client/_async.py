@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client
 from zmq_ik.client._client import IKClient, open_dealers
@@ -30,7 +31,16 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
+    EEPoses,
+    IKSettings,
+    IKSolution,
+    Scene,
+    StrokeBatch,
+    StrokeList,
+)
 from zmq_ik.protocol import Payload
 
 logger = logging.getLogger(__name__)
@@ -147,7 +157,13 @@ class AsyncIKClient:
         self.endpoint = ",".join(self.endpoints)
         self.context = context or zmq.asyncio.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
-        self.sockets: list[zmq.asyncio.Socket] = open_dealers(self.context, self.endpoints, curve)  # type: ignore[assignment]
+        self._bounds = calls.BoundsCache()
+        self._handshakes = Handshakes(curve)
+        self._core.explain = self._handshakes.explain
+        self._core.reached = self._handshakes.reached
+        self.sockets: list[zmq.asyncio.Socket] = open_dealers(
+            self.context, self.endpoints, curve, self._handshakes
+        )  # type: ignore[assignment]
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""
         self._readers: list[asyncio.Task[None]] = []
@@ -182,6 +198,7 @@ class AsyncIKClient:
             except (asyncio.CancelledError, Exception):
                 pass
         self._readers = []
+        self._handshakes.close()  # (first: `Handshakes.close`)
         for sock in self.sockets:
             sock.close(0)
 
@@ -325,7 +342,24 @@ class AsyncIKClient:
         call, judging = calls.solve_call(
             robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict
         )
-        return calls.read_solve(await self.request(*call, timeout=timeout), judging)
+        bounds = self._bounds.get(robot, ee_links)
+        if bounds is None:  # once per robot: what its answers are checked against
+            bounds = self._bounds.put(
+                robot, ee_links, await self.describe(robot, ee_links, timeout=timeout)
+            )
+        return calls.read_solve(await self.request(*call, timeout=timeout), call, bounds, judging)
+
+    @calls.doc_from(IKClient.fk, "As `IKClient.fk`, awaited.")
+    async def fk(
+        self,
+        robot: str,
+        joints: Any,
+        ee_links: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> EEPoses:
+        call = calls.fk_call(robot, joints, ee_links)
+        return calls.read_fk(await self.request(*call, timeout=timeout), call)
 
     def stream(
         self,

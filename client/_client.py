@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client, check_endpoint
 from zmq_ik.client._core import CANCEL_WAIT, Call, ClientCore, Event, settle
@@ -32,7 +33,16 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
+    EEPoses,
+    IKSettings,
+    IKSolution,
+    Scene,
+    StrokeBatch,
+    StrokeList,
+)
 from zmq_ik.protocol import (
     LIMITS,
     Payload,
@@ -56,23 +66,33 @@ _DRAIN = 10_000
 
 
 def open_dealers(
-    context: zmq.Context[Any], endpoints: Sequence[str], curve: Any = None
+    context: zmq.Context[Any],
+    endpoints: Sequence[str],
+    curve: Any = None,
+    handshakes: Handshakes | None = None,
 ) -> list[zmq.Socket[Any]]:
     """One DEALER per broker (`open_dealer`); none is left open if one cannot be made."""
     sockets: list[zmq.Socket[Any]] = []
     try:
         for endpoint in endpoints:
-            sockets.append(open_dealer(context, endpoint, curve))
+            sockets.append(open_dealer(context, endpoint, curve, handshakes))
     except BaseException:
+        if handshakes is not None:
+            handshakes.close()
         for sock in sockets:
             sock.close(0)
         raise
     return sockets
 
 
-def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> zmq.Socket[Any]:
+def open_dealer(
+    context: zmq.Context[Any],
+    endpoint: str,
+    curve: Any = None,
+    handshakes: Handshakes | None = None,
+) -> zmq.Socket[Any]:
     """A client DEALER connected to ``endpoint`` (checked: `InputError` naming it if libzmq
-    refuses it, never a bare `ZMQError`)."""
+    refuses it, never a bare `ZMQError`), its handshakes watched by ``handshakes``."""
     endpoint = check_endpoint(endpoint)
     sock = context.socket(zmq.DEALER)
     try:
@@ -81,6 +101,8 @@ def open_dealer(context: zmq.Context[Any], endpoint: str, curve: Any = None) -> 
         sock.setsockopt(zmq.MAXMSGSIZE, LIMITS.max_message_bytes)
         if curve is not None:
             curve.apply(sock)
+        if handshakes is not None:
+            handshakes.watch(sock)
         sock.connect(endpoint)
     except zmq.ZMQError as e:
         sock.close(0)
@@ -120,7 +142,11 @@ class IKClient:
         self.endpoint = ",".join(self.endpoints)
         self.context = context or zmq.Context.instance()
         self._core = ClientCore(self.endpoints, retries=self.retries)
-        self.sockets = open_dealers(self.context, self.endpoints, curve)
+        self._bounds = calls.BoundsCache()
+        self._handshakes = Handshakes(curve)
+        self._core.explain = self._handshakes.explain
+        self._core.reached = self._handshakes.reached
+        self.sockets = open_dealers(self.context, self.endpoints, curve, self._handshakes)
         self.socket = self.sockets[0]
         """The first broker's socket (the only one, with one broker)."""
         self._poller = zmq.Poller()
@@ -140,6 +166,7 @@ class IKClient:
                 self._flush()
                 self._await_cancels()
         finally:
+            self._handshakes.close()  # (first: `Handshakes.close`)
             for sock in self.sockets:
                 sock.close(0)
 
@@ -333,7 +360,7 @@ class IKClient:
         - ``ik``: `IKSettings`; None: tatbot's defaults.
         - ``timeout``: seconds per attempt (None: the client's), retried ``retries`` times
           with the same request id.
-        - ``pos_tol`` (metres, <= 1 cm), ``ori_tol`` (radians, <= pi): what counts as
+        - ``pos_tol`` (metres, <= 1 cm), ``ori_tol`` (radians, <= 0.5): what counts as
           reached (defaults `zmq_ik.model.POS_TOL`, `ORI_TOL`, as ``compute``'s); judged
           here, from the errors the worker returns.
         - ``strict``: raise `IKError` (as ``compute --strict``) naming how many of the N
@@ -349,7 +376,36 @@ class IKClient:
         call, judging = calls.solve_call(
             robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict
         )
-        return calls.read_solve(self.request(*call, timeout=timeout), judging)
+        bounds = self._bounds.get(robot, ee_links)
+        if bounds is None:  # once per robot: what its answers are checked against
+            bounds = self._bounds.put(
+                robot, ee_links, self.describe(robot, ee_links, timeout=timeout)
+            )
+        return calls.read_solve(self.request(*call, timeout=timeout), call, bounds, judging)
+
+    def fk(
+        self,
+        robot: str,
+        joints: Any,
+        ee_links: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> EEPoses:
+        """Forward kinematics: where ``robot``'s end effectors are for joint vectors, computed
+        by a worker with the IK engine's own FK (the numbers `solve`'s errors are measured
+        with), so no JAX is needed here.
+
+        - ``joints``: (N, n_joints) or (n_joints,), in the order of ``rest`` / ``joints``
+          (``describe()["joint_names"]``); radians or metres; limits are not checked.
+        - ``ee_links``: end effectors whose poses are wanted (their chains' joints, in this
+          order, make the vector); None: the worker's defaults.
+
+        Returns an `EEPoses`: ``wxyz`` (N, n_ee, 4) unit quaternions and ``pos`` (N, n_ee, 3)
+        metres, world frame, and ``ee_links``; ``solve(robot, p.wxyz, p.pos)`` asks for the
+        same poses back. Raises as `solve` does.
+        """
+        call = calls.fk_call(robot, joints, ee_links)
+        return calls.read_fk(self.request(*call, timeout=timeout), call)
 
     def stream(
         self,

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from zmq_ik.client._checks import check_retries, request_message
-from zmq_ik.client._failover import Brokers, is_probe
+from zmq_ik.client._failover import NO_ANSWER_AFTER, Brokers, is_probe
 from zmq_ik.errors import (
     ErrorCode,
     IKError,
     IKTimeout,
     InputError,
+    NoBroker,
     ProtocolError,
     remote_error,
 )
@@ -69,6 +70,14 @@ def answer_grace(timeout: float) -> float:
     """How long past its deadline a client still waits: the broker answers `timeout` or
     `unknown_robot` *at* the deadline, and that answer is worth more than a local timeout."""
     return min(1.0, 0.1 + 0.05 * timeout)
+
+
+def _unexplained(connection: int) -> str | None:
+    return None
+
+
+def _unreached(connection: int) -> bool:
+    return False
 
 
 # --------------------------------------------------------------------------- requests
@@ -164,6 +173,14 @@ class ClientCore:
         # (expires, request id) per attempt; stale entries (answered requests, earlier
         # attempts) are skipped when they surface, and the heap is rebuilt when mostly stale.
         self._timers: list[tuple[float, bytes]] = []
+        self.explain: Callable[[int], str | None] = _unexplained
+        """Why broker ``i`` may have refused this client, for no-answer errors (the loop
+        sets it: `zmq_ik._handshakes.Handshakes.explain`)."""
+        self.reached: Callable[[int], bool] = _unreached
+        """Whether broker ``i``'s socket completed a handshake (a peer listens there; the
+        loop sets it: `zmq_ik._handshakes.Handshakes.reached`)."""
+        self._unheard_since: float | None = None
+        """When the first request went out while no broker had ever answered (`NoBroker`)."""
 
     def start(self, now: float) -> None:
         """The loop can send from now on: with several brokers, probe each once, so a dead
@@ -184,12 +201,15 @@ class ClientCore:
         patience = timeout + answer_grace(timeout)
         p = Pending(rid, call, frames, timeout, patience, tag, sink, frames_nbytes(frames))
         self.pending[rid] = p
+        if self._unheard_since is None and not self.brokers.heard_any:
+            self._unheard_since = now
         self._send(p, now)
         return rid
 
     def handle(self, frames: Sequence[Any], now: float, connection: int = 0) -> None:
         """Process one message received on ``connection``."""
         self.brokers.heard(connection, now)  # any message is a sign of life
+        self._unheard_since = None
         self._on_message(frames, now, connection)
         if self.brokers.changed:  # a broker came back, or is going away
             self._failover(now)
@@ -259,13 +279,15 @@ class ClientCore:
             if p.attempts > self.retries:
                 call = p.call
                 self._cancel(p.connection, [rid])  # the broker may still hold it
+                why = self.explain(p.connection)
                 self._finish(
                     p,
                     FAILED,
                     IKTimeout(
                         f"no answer from {self.connections[p.connection].endpoint} for "
                         f"{call.service}/{call.operation} after {p.attempts} attempt(s) of "
-                        f"{p.timeout:.1f}s"
+                        f"{p.timeout:.1f}s" + (f": {why}" if why else ""),
+                        why,
                     ),
                 )
                 continue
@@ -276,15 +298,42 @@ class ClientCore:
                 p.attempts + 1,
             )
             self._send(p, now)
+        if self._unheard_since is not None and now >= self._unheard_since + NO_ANSWER_AFTER:
+            self._nobody_answers()
         self._probe(self.brokers.tick(now))
         if self.brokers.changed:  # a broker went down
             self._failover(now)
+
+    def _nobody_answers(self) -> None:
+        """No broker ever answered, not even the start-up probe, and no handshake with one
+        succeeded (nothing listens, or it refused us): fail what waits now (what the
+        handshake monitors know included) rather than after every attempt's timeout. A
+        broker that completed a handshake is there, perhaps slow: waited for as before."""
+        self._unheard_since = None
+        if not self.pending or any(self.reached(i) for i in range(len(self.connections))):
+            return
+        several = len(self.connections) > 1
+        why = [
+            f"{v.endpoint}: {e}" if several else e
+            for i, v in enumerate(self.connections)
+            if (e := self.explain(i))
+        ]
+        where = ", ".join(v.endpoint for v in self.connections)
+        self.fail_all(
+            NoBroker(
+                f"nothing answered at {where} within {NO_ANSWER_AFTER:g}s: "
+                + ("; ".join(why) if why else "is a broker (`zmq-ik serve`) running there?")
+            )
+        )
 
     def next_due(self) -> float | None:
         """When `tick` next has something to do (None: nothing pending)."""
         timers = self._timers
         pending = self.pending
         due = self.brokers.next_due()
+        if self._unheard_since is not None and pending:
+            unheard = self._unheard_since + NO_ANSWER_AFTER
+            due = unheard if due is None else min(due, unheard)
         while timers:
             expires, rid = timers[0]
             p = pending.get(rid)

@@ -21,6 +21,7 @@ from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
     ORI_TOL,
     POS_TOL,
+    EEPoses,
     IKSettings,
     IKSolution,
     PackedStrokes,
@@ -82,14 +83,62 @@ def solve_call(
     return (robot, ops.SOLVE, header, arrays), judging
 
 
-def read_solve(payload: Payload, judging: Judging) -> IKSolution:
-    """The answer, its ``reached`` judged here by the call's tolerances (a worker never sees
-    them); ``strict``: `IKSolution.require_reached`."""
+def read_solve(
+    payload: Payload, call: Request, bounds: ops.JointBounds, judging: Judging
+) -> IKSolution:
+    """`solve`'s answer to ``call``, checked (`ops.check_solve_reply`) against the robot's
+    joints (``bounds``, from `BoundsCache`) and the targets sent, its ``reached`` judged here
+    by the call's tolerances (a worker never sees them); ``strict``:
+    `IKSolution.require_reached`."""
+    n_poses, n_ee = call[3]["target_wxyz"].shape[:2]
+    precise = bool(call[2].get("ik", {}).get("precise", False))
     pos_tol, ori_tol, strict = judging
-    solution = ops.read_solve_reply(payload.arrays, pos_tol, ori_tol)
+    solution = ops.check_solve_reply(
+        payload.arrays, n_poses, n_ee, bounds, precise, pos_tol, ori_tol
+    )
     if strict:
         solution.require_reached()
     return solution
+
+
+class BoundsCache:
+    """A client's `ops.JointBounds` per (robot, end effectors): `describe` is asked once,
+    then every `solve` answer is checked against it (bounded: the oldest go first)."""
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._bounds: dict[tuple[str, tuple[str, ...] | None], ops.JointBounds] = {}
+
+    @staticmethod
+    def key(robot: str, ee_links: Sequence[str] | str | None) -> tuple[str, tuple[str, ...] | None]:
+        if ee_links is None:
+            return robot, None
+        return robot, (ee_links,) if isinstance(ee_links, str) else tuple(ee_links)
+
+    def get(self, robot: str, ee_links: Sequence[str] | None) -> ops.JointBounds | None:
+        return self._bounds.get(self.key(robot, ee_links))
+
+    def put(
+        self, robot: str, ee_links: Sequence[str] | None, info: Mapping[str, Any]
+    ) -> ops.JointBounds:
+        """Bounds from a `describe` answer ``info``, kept for next time."""
+        bounds = ops.JointBounds.from_describe(info)
+        if len(self._bounds) >= self.SIZE:
+            del self._bounds[next(iter(self._bounds))]
+        self._bounds[self.key(robot, ee_links)] = bounds
+        return bounds
+
+
+def fk_call(robot: str, joints: Any, ee_links: Sequence[str] | None) -> Request:
+    """`fk`'s request (its joints checked here, before anything is sent)."""
+    header, arrays = ops.fk_request(joints, ee_links)
+    return robot, ops.FK, header, arrays
+
+
+def read_fk(payload: Payload, request: Request) -> EEPoses:
+    """The poses of an `fk` reply: as many as ``request`` (its `fk_call`) sent vectors."""
+    return ops.read_fk_reply(payload.header, payload.arrays, len(request[3]["joints"]))
 
 
 def describe_call(robot: str, ee_links: Sequence[str] | None) -> Request:
@@ -411,8 +460,10 @@ __all__ = [
     "StrokeJob",
     "describe_call",
     "doc_from",
+    "fk_call",
     "plan_chunks",
     "read_describe",
+    "read_fk",
     "read_ping",
     "read_solve",
     "read_status",

@@ -45,6 +45,11 @@ client waits on even while it hears from it (a restart shows as a new ``boot`` i
 TRANSIT_BYTES_PER_S = 10e6
 """Slowest link assumed for the silence allowance: a probe queued behind a large request
 cannot be answered before the request is through (a 256 MiB request: 27 s more)."""
+NO_ANSWER_AFTER = 2.0
+"""Seconds a client's first request waits while no broker has ever answered the client
+(not even its start-up probe, answered by a broker at once) nor completed a handshake with
+it, before every request fails `errors.NoBroker`: nothing is there, or it refuses this
+client. As `zmq-ik ping` (2 s)."""
 PROBE_TIMEOUT_MS = 1000
 PROBE_PREFIX = b"alive"
 """Request ids of probes: ``alive`` + 8 bytes (13 bytes; the core's own ids are 12)."""
@@ -126,6 +131,11 @@ class Brokers:
 
     def __len__(self) -> int:
         return len(self.views)
+
+    @property
+    def heard_any(self) -> bool:
+        """Whether any broker ever sent this client anything."""
+        return any(v.last_heard > -math.inf for v in self.views)
 
     # ------------------------------------------------------------------ input
 

@@ -10,6 +10,8 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
   its compiled programs live in ``Robot.programs`` (a :class:`ProgramCache`).
 - :func:`solve_ik` (and :func:`solve_until`, the worker's, with a deadline) — batched
   Levenberg–Marquardt with tatbot's cost (module ``_lm``).
+- :func:`fk_poses` (and :func:`warmup_fk`) — ``Robot.fk`` as the worker serves it: an
+  :class:`~zmq_ik.model.EEPoses`, batches padded to fixed shapes (``IKClient.fk``'s twin).
 - :func:`strokebatch_from_strokes`, :func:`strokebatch_from_packed` — tatbot's strokebatch.
 - :func:`default_rest`, :func:`working_range`, :func:`seed_points`, :func:`check_rest` —
   joint-space helpers.
@@ -21,6 +23,8 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
 
 from zmq_ik.model import IKSettings as IKSettings
 
+from ._fk import fk_poses as fk_poses
+from ._fk import warmup_fk as warmup_fk
 from ._joints import check_rest as check_rest
 from ._joints import default_rest as default_rest
 from ._joints import seed_points as seed_points
@@ -56,6 +60,7 @@ __all__ = [
     "chunk_size",
     "default_rest",
     "enable_compilation_cache",
+    "fk_poses",
     "run_inline_on_cpu",
     "seed_points",
     "solve_ik",
@@ -65,5 +70,6 @@ __all__ = [
     "strokebatch_from_strokes",
     "warmup",
     "warmup_buckets",
+    "warmup_fk",
     "working_range",
 ]

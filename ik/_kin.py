@@ -178,11 +178,24 @@ def _as_tuple(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(_snap(float(x)) for x in row) for row in m)
 
 
+MAX_CHAIN_JOINTS = 64
+"""Most actuated joints on one chain: programs are unrolled per joint, so compile time grows
+with it (a 7-joint arm's solve takes seconds to compile on a CPU); real arms have 5-8."""
+
+
 def build_chain(model: URDFModel, link: str) -> Chain:
     """Fold the root→``link`` path into actuated joints with constant transforms between."""
+    path = model.path_to(link)
+    actuated = sum(j.type != "fixed" for j in path)
+    if actuated > MAX_CHAIN_JOINTS:
+        raise InputError(
+            f"ee_links: the chain to link {link!r} has {actuated} actuated joints, more than "
+            f"the {MAX_CHAIN_JOINTS} the IK engine compiles (its programs grow with each)",
+            field="ee_links",
+        )
     acc = np.eye(4)
     joints: list[ChainJoint] = []
-    for joint in model.path_to(link):
+    for joint in path:
         local = np.eye(4)
         local[:3, :3] = rpy_matrix(joint.rpy)
         local[:3, 3] = joint.xyz
@@ -209,6 +222,15 @@ def build_chain(model: URDFModel, link: str) -> Chain:
         R_last_link=_as_tuple(acc[:3, :3]),
         p_last_link=tuple(_snap(float(x)) for x in acc[:3, 3]),
     )
+
+
+def chain_reach(chain: Chain) -> float:
+    """An upper bound on how far ``chain.link`` can be from the root link (metres): the sum
+    of the chain's link offsets (fixed transforms folded in) and of its prismatic joints'
+    travel. No configuration puts the link further away (triangle inequality)."""
+    offsets = [j.p_prev_joint for j in chain.joints] + [chain.p_last_link]
+    reach = sum(float(np.linalg.norm(p)) for p in offsets)
+    return reach + sum(max(abs(j.lower), abs(j.upper)) for j in chain.joints if j.prismatic)
 
 
 def _check_supported(joint: Joint, link: str) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,13 +17,13 @@ import jaxlie
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import check_rest_shape
+from zmq_ik._checks import SMALL, check_rest_shape
 from zmq_ik._docs import documented
 from zmq_ik._urdf import URDFModel, parse_urdf
 from zmq_ik.errors import InputError
 
 from ._joints import check_rest
-from ._kin import Chain, build_chain, chain_fk, mat_to_quat
+from ._kin import Chain, build_chain, chain_fk, chain_reach, mat_to_quat
 from ._programs import ProgramCache
 
 logger = logging.getLogger(__name__)
@@ -170,6 +172,43 @@ class Robot:
     @property
     def n_ee(self) -> int:
         return len(self.ee_links)
+
+    @functools.cached_property
+    def reach(self) -> tuple[float, ...]:
+        """Per end effector, an upper bound on its distance from the root link (metres, the
+        chain's `chain_reach`): what `check_reach` judges targets against."""
+        return tuple(chain_reach(info.chain) for info in self.chains)
+
+    @functools.cached_property
+    def _far_squared(self) -> tuple[float, ...]:
+        return tuple((2.0 * r) ** 2 for r in self.reach)
+
+    def check_reach(self, target_pos: npt.NDArray[Any]) -> None:
+        """Refuse (N, n_ee, 3) targets of which one is further from the root link than twice
+        its chain's reach: no configuration gets near it, so it is almost surely in the
+        wrong unit (millimetres: a 0.64 m target typed as 640 m), and solving it would only
+        return a silent miss. The whole request is refused, naming the first such pose."""
+        far2 = self._far_squared
+        if target_pos.size <= SMALL:  # a control loop's pose: ~3 µs in Python
+            v = target_pos.ravel().tolist()
+            n_ee = len(far2)
+            if all(
+                v[i] * v[i] + v[i + 1] * v[i + 1] + v[i + 2] * v[i + 2] <= far2[(i // 3) % n_ee]
+                for i in range(0, len(v), 3)
+            ):
+                return
+        d2 = np.einsum("...i,...i->...", target_pos, target_pos, dtype=np.float64)
+        over = d2 > np.asarray(far2)
+        if not over.any():
+            return
+        pose, ee = np.argwhere(over)[0].tolist()
+        raise InputError(
+            f"target_pos: pose {pose} puts {self.ee_links[ee]!r} "
+            f"{math.sqrt(d2[pose, ee]):.4g} m from the root link {self.model.root!r}, more "
+            f"than twice its chain's reach ({self.reach[ee]:.3g} m): positions are in metres "
+            "(millimetres given?)",
+            "target_pos",
+        )
 
     def _check_joints(self, joints: Any) -> jax.Array:
         q = jnp.asarray(joints, jnp.float32)

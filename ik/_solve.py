@@ -49,6 +49,7 @@ def solver_inputs(
         wxyz, pos = check_targets(
             target_wxyz, target_pos, n_ee=robot.n_ee, dtype=np.float64, one_pose=True
         )
+    robot.check_reach(pos)  # a target in millimetres is refused, not solved as a miss
     if rest is None:
         rest32 = default_rest(robot)
     elif checked:  # float32 and finite already (`check_rest_shape`): its length and bounds

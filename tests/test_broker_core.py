@@ -32,12 +32,15 @@ class Harness:
             out.append((identity, proto.parse_message(wire(frames))))
         return out
 
-    def ready(self, worker: bytes, robots=("tatbot",)) -> None:
+    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True) -> None:
+        """READY, and (``confirm``) the HEARTBEAT a real worker answers its ack with."""
         self.send(worker, proto.ready_frames({"robots": list(robots), "device": "cpu"}))
         # A READY is acknowledged at once with a HEARTBEAT (the worker's backoff resets on it).
         acks = [m for m in self.core.outbox if m[0] == worker and m[1][1] == b"HEARTBEAT"]
         assert len(acks) == 1, acks
         self.core.outbox.remove(acks[0])
+        if confirm:
+            self.send(worker, proto.heartbeat_frames())
 
     def request(self, client: bytes, rid: bytes, robot="tatbot", timeout_ms=1000, header=None):
         self.send(
@@ -473,7 +476,7 @@ def test_workers_at_every_ready_limit_keep_ping_and_status_within_limits():
 
 def test_dispatch_cost_does_not_grow_with_the_robots_a_worker_claims():
     h = Harness()
-    h.send(b"W1", proto.ready_frames({"robots": ["tatbot", *(f"r{i}" for i in range(63))]}))
+    h.ready(b"W1", ["tatbot", *(f"r{i}" for i in range(63))])
     calls = []
     dispatch = h.core._dispatch
     h.core._dispatch = lambda robot, now: (calls.append(robot), dispatch(robot, now))
@@ -560,6 +563,7 @@ def ready_multi(h: Harness, worker: bytes, robots=("tatbot",)) -> None:
     h.send(
         worker, proto.ready_frames({"robots": list(robots), "features": [proto.FEATURE_DECLINE]})
     )
+    h.send(worker, proto.heartbeat_frames())  # its confirmation: it may get jobs from now on
 
 
 def w1_holding_a_job(h: Harness) -> proto.Request:
@@ -854,3 +858,279 @@ def test_registered_workers_are_capped_and_a_refused_ready_gets_overloaded_namin
     h.send(b"W2", proto.disconnect_frames("bye"))
     h.ready(b"W3")  # room again: taken
     assert len(ping(h)["workers"]) == 2 and h.drain() == []
+
+
+# --------------------------------------------------------------------------- issue #25
+
+
+def beat(h: Harness, seconds: float, *workers: bytes) -> None:
+    """Tick in heartbeat-sized steps, ``workers`` heartbeating at each (alive, maybe stuck)."""
+    for _ in range(round(seconds / 0.25)):
+        h.tick(0.25)
+        for w in workers:
+            h.send(w, proto.heartbeat_frames())
+
+
+def worker_error(job_id: bytes, code: str) -> list:
+    return proto.error_frames(job_id, proto.ErrorCode(code), f"{code} from a worker")
+
+
+def test_a_stopping_workers_refusal_goes_to_another_worker_at_once_and_is_not_answered():
+    h = Harness()
+    h.ready(b"W1")
+    h.ready(b"W2")
+    h.request(b"C", b"r", timeout_ms=5000)
+    [(to, job)] = jobs_sent(h.drain())
+    assert to == b"W1"
+    h.send(b"W1", worker_error(job.request_id, "shutting_down"))
+    msgs = h.drain()
+    assert errors(msgs) == []  # the client is not told: nothing for it to re-send
+    [(to, again)] = jobs_sent(msgs)
+    assert to == b"W2" and again.request_id == job.request_id
+    assert h.core.counters["refused_stopping"] == 1 and h.core.jobs[job.request_id].attempts == 1
+    assert [w["id"] for w in ping(h)["workers"]] == [b"W2".hex()]  # it is leaving: forgotten
+    h.request(b"C", b"r", timeout_ms=5000)  # the client's retry crossing it: one job, one answer
+    h.send(b"W2", final(again.request_id, who=2))
+    assert replies(h.drain()) == [(b"C", b"r", "FINAL")]
+
+
+def test_with_no_other_worker_the_refused_job_waits_for_the_next_one():
+    h = Harness()
+    h.ready(b"W1")
+    h.request(b"C", b"r", timeout_ms=5000)
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", worker_error(job.request_id, "shutting_down"))
+    assert h.drain() == [] and h.core.queues["tatbot"][0].request_id == b"r"
+    h.tick(0.5)
+    h.ready(b"W1b")  # its replacement
+    [(to, again)] = jobs_sent(h.drain())
+    assert to == b"W1b" and again.request_id == job.request_id
+
+
+def test_a_job_refused_by_stopping_workers_again_and_again_counts_attempts_at_last():
+    h = Harness(max_retries=1)
+    h.request(b"C", b"r", timeout_ms=5000)
+    outcomes = []
+    for i in range(3):
+        h.ready(b"W%d" % i)
+        [(_, job)] = jobs_sent(h.drain())
+        h.send(b"W%d" % i, worker_error(job.request_id, "shutting_down"))
+        outcomes.append(errors(h.drain()))
+    # The first refusal (up to max_retries) costs nothing, the next ones an attempt each: a
+    # peer re-registering to refuse it cannot keep a job from the others for free.
+    assert outcomes == [[], [], [(b"C", b"r", "worker_lost")]]
+
+
+@pytest.mark.parametrize("code", ["worker_lost", "shutting_down", "overloaded", "version"])
+def test_a_forgotten_workers_late_broker_only_code_is_dropped(code):
+    h = Harness()
+    job, job2 = w1_forgotten_its_job_at_w2(h)
+    h.send(b"W1", worker_error(job.request_id, code))
+    assert errors(h.drain()) == [] and h.core.counters["late_replies_dropped"] == 1
+    h.send(b"W2", final(job2.request_id))
+    assert replies(h.drain()) == [(b"C", b"r", "FINAL")]
+
+
+@pytest.mark.parametrize("code", ["worker_lost", "overloaded", "version"])
+def test_a_worker_cannot_end_a_job_with_a_broker_only_code(code):
+    h = Harness(max_retries=1)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    h.request(b"C", b"r", timeout_ms=5000)
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", worker_error(job.request_id, code))  # a fault: re-queued, not forwarded
+    msgs = h.drain()
+    assert errors(msgs) == [] and [to for to, _ in jobs_sent(msgs)] == [b"W2"]
+    assert h.core.counters["broker_codes_from_workers"] == 1
+    h.send(b"W2", worker_error(job.request_id, code))  # attempts spent: the broker says so
+    [(to, rid, got)] = errors(h.drain())
+    assert (to, rid, got) == (b"C", b"r", "worker_lost")
+    assert sorted(w["state"] for w in ping(h)["workers"]) == ["idle", "idle"]
+
+
+def test_a_ready_never_followed_by_a_heartbeat_is_forgotten_even_if_repeated():
+    h = Harness()
+    h.ready(b"FAKE", confirm=False)
+    for _ in range(2):  # READY again and again, nothing else: no sign of a working worker
+        beat(h, 0.5)
+        h.drain()
+        h.ready(b"FAKE", confirm=False)
+    beat(h, 0.25)  # 1.25 s after its first READY (each READY refreshed its last sign of life)
+    assert h.core.counters["workers_unconfirmed"] == 1 and ping(h)["workers"] == []
+    h.ready(b"W1")  # a worker that heartbeats stays
+    beat(h, 3.0, b"W1")
+    assert len(ping(h)["workers"]) == 1
+
+
+def test_unconfirmed_registrations_cannot_fill_max_workers():
+    h = Harness(max_workers=3)
+    h.ready(b"W1")  # a real one, confirmed
+    h.ready(b"F1", confirm=False)
+    h.ready(b"F2", confirm=False)
+    h.ready(b"W2")  # at the cap: the oldest unconfirmed makes room, not `overloaded`
+    assert errors(h.drain()) == [] and h.core.counters["workers_evicted_unconfirmed"] == 1
+    assert sorted(w["id"] for w in ping(h)["workers"]) == sorted(
+        x.hex() for x in (b"W1", b"W2", b"F2")
+    )
+    h.ready(b"W3")
+    h.send(b"W4", proto.ready_frames({"robots": ["tatbot"]}))  # all confirmed: the cap holds
+    assert errors(h.drain()) == [(b"W4", b"", "overloaded")]
+
+
+def test_a_registration_gets_jobs_from_its_first_heartbeat_on_not_before():
+    h = Harness(max_workers=1)
+    h.request(b"C", b"r", timeout_ms=5000)
+    h.ready(b"F1", confirm=False)
+    assert jobs_sent(h.drain()) == []  # a READY alone: no job (it may be all a fake sends)
+    h.ready(b"W1", confirm=False)  # F1 evicted, W1 in ...
+    assert jobs_sent(h.drain()) == []
+    h.send(b"W1", proto.heartbeat_frames())  # ... and given the job once it heartbeats
+    [(to, job)] = jobs_sent(h.drain())
+    assert to == b"W1"
+    h.send(b"W1", final(job.request_id))
+    assert replies(h.drain()) == [(b"C", b"r", "FINAL")]
+
+
+def stuck_with_a_job(h: Harness, timeout_ms: int = 1000) -> proto.Request:
+    """W1 and W2 registered; W1 took request r's job and will never answer it."""
+    h.ready(b"W1")
+    h.ready(b"W2")
+    h.request(b"C", b"r", timeout_ms=timeout_ms)
+    [(to, job)] = jobs_sent(h.drain())
+    assert to == b"W1"
+    return job
+
+
+def test_a_job_held_past_its_deadline_runs_elsewhere_when_a_retry_left_time():
+    h = Harness()
+    job = stuck_with_a_job(h)
+    beat(h, 0.75, b"W1", b"W2")
+    h.request(b"C", b"r", timeout_ms=5000)  # the client's retry moves the deadline later
+    beat(h, 1.0, b"W1", b"W2")  # W1 was given 1 s: past it + overdue_grace (1 s) ...
+    assert jobs_sent(h.drain()) == []
+    beat(h, 0.5, b"W1", b"W2")  # ... it is overdue: the job runs on W2
+    [(to, again)] = jobs_sent(h.drain())
+    assert to == b"W2" and again.request_id == job.request_id
+    states = {w["id"]: w["state"] for w in ping(h)["workers"]}
+    assert states == {b"W1".hex(): "overdue", b"W2".hex(): "busy"}
+    h.send(b"W2", final(again.request_id, who=2))
+    h.send(b"W1", final(job.request_id, who=1))  # W1's late answer: dropped
+    assert [(i, r) for i, r, _ in replies(h.drain())] == [(b"C", b"r")]  # one answer
+    assert ping(h)["workers"][0]["state"] == "idle"  # W1 answered late: released
+    assert h.core.counters["overdue_rerun"] == 1 and h.core.counters["jobs_overdue"] == 1
+
+
+def test_an_overdue_worker_gets_no_job_and_a_staller_is_dropped_after_overdue_drop():
+    h = Harness(overdue_drop=5.0)
+    stuck_with_a_job(h)
+    beat(h, 1.25, b"W1", b"W2")
+    assert errors(h.drain()) == [(b"C", b"r", "timeout")]  # no time left: the client is told
+    beat(h, 1.0, b"W1", b"W2")
+    h.request(b"C", b"r2", timeout_ms=5000)
+    h.request(b"C", b"r3", timeout_ms=5000)
+    assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]  # r3 waits for W2, not W1
+    beat(h, 4.5, b"W1", b"W2")
+    assert h.core.counters["workers_dropped_overdue"] == 0
+    beat(h, 0.5, b"W1", b"W2")  # overdue for overdue_drop (5 s): dropped, told so
+    assert h.core.counters["workers_dropped_overdue"] == 1
+    assert any(to == b"W1" and isinstance(m, proto.Disconnect) for to, m in h.drain())
+    assert [w["id"] for w in ping(h)["workers"]] == [b"W2".hex()]
+
+
+def test_a_worker_overdue_again_and_again_is_dropped():
+    h = Harness(max_overruns=3)
+    h.ready(b"W1")
+    for i in range(3):
+        h.request(b"C", b"r%d" % i, timeout_ms=250)
+        [(_, job)] = jobs_sent(h.drain())
+        beat(h, 1.5, b"W1")  # past its deadline + overdue_grace
+        h.send(b"W1", final(job.request_id))  # its answer, too late (the client had timeout)
+        h.drain()
+    assert h.core.counters["jobs_overdue"] == 3 and h.core.counters["workers_dropped_overdue"] == 1
+    assert ping(h)["workers"] == []
+
+
+def test_a_timely_answer_resets_the_overrun_count():
+    h = Harness(max_overruns=2)
+    h.ready(b"W1")
+    for i in range(4):
+        h.request(b"C", b"late%d" % i, timeout_ms=250)
+        [(_, job)] = jobs_sent(h.drain())
+        beat(h, 1.5, b"W1")
+        h.send(b"W1", final(job.request_id))
+        h.request(b"C", b"ok%d" % i, timeout_ms=250)
+        [(_, job)] = jobs_sent(h.drain())
+        h.send(b"W1", final(job.request_id))
+        h.drain()
+    assert h.core.counters["jobs_overdue"] == 4 and len(ping(h)["workers"]) == 1
+
+
+def serve_round(h: Harness, rid: bytes, answers: dict[bytes, str | None]) -> bytes:
+    """Request ``rid``; whichever worker gets it answers as ``answers`` says (None: FINAL,
+    else an ERROR with that code). Returns that worker."""
+    h.request(b"C", rid, timeout_ms=5000)
+    [(to, job)] = jobs_sent(h.drain())
+    code = answers[to]
+    h.send(to, final(job.request_id) if code is None else worker_error(job.request_id, code))
+    h.drain()
+    return to
+
+
+def test_circuit_breaker_pauses_a_worker_failing_by_its_own_fault_while_others_succeed():
+    h = Harness(breaker_failures=3, breaker_pause=10.0)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    answers = {b"W1": "internal", b"W2": None}
+    who = [serve_round(h, b"r%d" % i, answers) for i in range(6)]
+    assert who == [b"W1", b"W2"] * 3  # LRU: they alternate until W1's third failure
+    assert h.core.counters["workers_paused"] == 1
+    listed = {w["id"]: w for w in ping(h)["workers"]}
+    assert listed[b"W1".hex()]["state"] == "paused" and listed[b"W1".hex()]["pauses"] == 1
+    assert [serve_round(h, b"s%d" % i, answers) for i in range(4)] == [b"W2"] * 4
+    beat(h, 10.0, b"W1", b"W2")  # the pause ends: W1 is given jobs again (last in LRU) ...
+    assert [serve_round(h, b"t%d" % i, answers) for i in range(2)] == [b"W2", b"W1"]
+    assert h.core.counters["workers_paused"] == 2  # ... and one more failure pauses it again
+    assert [serve_round(h, b"u%d" % i, answers) for i in range(2)] == [b"W2"] * 2
+    beat(h, 10.0, b"W1", b"W2")
+    assert serve_round(h, b"v", answers) == b"W2"  # the second pause is twice as long
+    beat(h, 10.0, b"W1", b"W2")
+    answers[b"W1"] = None  # it recovered: a success ends the series
+    assert [serve_round(h, b"w%d" % i, answers) for i in range(2)] == [b"W2", b"W1"]
+    assert h.core.workers[b"W1"].failures == 0 and ping(h)["workers"][0]["pauses"] == 2
+
+
+def test_a_paused_worker_stays_paused_through_a_second_ready():
+    h = Harness(breaker_failures=2)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    answers = {b"W1": "internal", b"W2": None}
+    for i in range(4):
+        serve_round(h, b"r%d" % i, answers)
+    assert h.core.counters["workers_paused"] == 1
+    h.ready(b"W1")  # READY again on the same connection: still paused
+    assert [serve_round(h, b"s%d" % i, answers) for i in range(3)] == [b"W2"] * 3
+    states = {w["id"]: w["state"] for w in ping(h)["workers"]}
+    assert states == {b"W1".hex(): "paused", b"W2".hex(): "idle"}
+
+
+@pytest.mark.parametrize(
+    "code", ["bad_request", "too_large", "protocol", "unknown_operation", "timeout"]
+)
+def test_circuit_breaker_never_counts_a_clients_bad_input(code):
+    h = Harness(breaker_failures=2)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    answers = {b"W1": code, b"W2": None}
+    for i in range(10):
+        serve_round(h, b"r%d" % i, answers)
+    assert h.core.counters["workers_paused"] == 0
+
+
+def test_circuit_breaker_pauses_nobody_when_no_worker_does_better():
+    h = Harness(breaker_failures=2)
+    h.ready(b"W1")
+    h.ready(b"W2")
+    answers = {b"W1": "internal", b"W2": "internal"}
+    for i in range(10):
+        serve_round(h, b"r%d" % i, answers)
+    assert h.core.counters["workers_paused"] == 0

@@ -29,7 +29,15 @@ from zmq_ik.client._core import (
     settle,
 )
 from zmq_ik.client._exchange import DEFAULT_CHUNK_PAIRS, Exchange, StrokeJob, plan_chunks
-from zmq_ik.errors import IKTimeout, InputError, Overloaded, ProtocolError, RemoteError
+from zmq_ik.client._failover import NO_ANSWER_AFTER
+from zmq_ik.errors import (
+    IKTimeout,
+    InputError,
+    NoBroker,
+    Overloaded,
+    ProtocolError,
+    RemoteError,
+)
 from zmq_ik.model import Scene, StrokeBatch, StrokeList
 from zmq_ik.protocol import (
     BROKER_SERVICE,
@@ -88,6 +96,7 @@ def test_answer_matched_by_request_id_and_late_answers_dropped():
 
 def test_unanswered_attempt_is_resent_with_the_same_id_then_times_out():
     core = ClientCore(["tcp://b:1"], retries=2)
+    core.handle(final(b"start-probe"), now=0.0)  # a broker answered once (else `NoBroker`)
     box = Box()
     rid = core.submit(call(), 1.0, now=0.0, sink=box)
     patience = 1.0 + answer_grace(1.0)
@@ -106,6 +115,37 @@ def test_unanswered_attempt_is_resent_with_the_same_id_then_times_out():
     assert isinstance(err, IKTimeout) and "after 3 attempt(s)" in str(err)
     assert "no answer from tcp://b:1 for echo/echo" in str(err)
     assert core.pending == {} and core.next_due() is None
+
+
+def test_a_first_request_nobody_ever_answers_fails_in_2s_saying_why():
+    """Issue 25.7: `compute` at a port with no broker failed after 3 x 30 s. While no broker
+    ever answered the client (not even its start-up probe), requests fail after 2 s, with
+    what the handshake monitor knows (`explain`); once a broker answered, never."""
+    core = ClientCore(["tcp://b:1"], retries=2)
+    core.explain = lambda i: "the broker refused this client's CURVE key (fingerprint x)"
+    box, later = Box(), Box()
+    core.submit(call(), 30.0, now=10.0, sink=box)
+    core.submit(call(1), 30.0, now=11.0, sink=later)
+    assert core.next_due() <= 10.0 + NO_ANSWER_AFTER  # the loop wakes for it
+    core.tick(10.0 + NO_ANSWER_AFTER - 0.01)
+    assert not box.events
+    core.tick(10.0 + NO_ANSWER_AFTER)
+    for b in (box, later):
+        assert b.kinds() == [FAILED] and isinstance(b.events[0][2], NoBroker)
+        assert "within 2s: the broker refused this client's CURVE key" in str(b.events[0][2])
+    assert core.pending == {} and core.next_due() is None
+
+    heard = ClientCore(["tcp://b:1"], retries=0)
+    heard.handle(final(b"start-probe"), now=0.0)
+    heard.submit(call(), 30.0, now=1.0, sink=(box := Box()))
+    heard.tick(20.0)
+    assert not box.events  # a broker that answered once is waited for, as before
+
+    slow = ClientCore(["tcp://b:1"], retries=0)
+    slow.reached = lambda i: True  # a handshake succeeded: a broker listens, slow to answer
+    slow.submit(call(), 30.0, now=0.0, sink=(box := Box()))
+    slow.tick(20.0)
+    assert not box.events  # waited for, as before
 
 
 def test_answer_within_the_grace_after_the_deadline_is_taken():

@@ -230,7 +230,12 @@ class CoreFuzz:
         self.sent = 0
         self.good_sent: set[bytes] = set()
         self.good_answers: Counter[bytes] = Counter()
-        self.handle(self.GOOD_WORKER, wire(proto.ready_frames({"robots": ["echo"]})))
+        self.register()
+
+    def register(self) -> None:
+        """READY and, as a real worker at once, a HEARTBEAT: jobs come from then on."""
+        for frames in (proto.ready_frames({"robots": ["echo"]}), proto.heartbeat_frames()):
+            self.core.handle(self.GOOD_WORKER, wire(frames), self.now)
 
     def handle(self, identity: bytes, frames: list[bytes]) -> None:
         self.core.handle(identity, frames, self.now)
@@ -247,7 +252,7 @@ class CoreFuzz:
                     self.now,
                 )
             elif identity == self.GOOD_WORKER and msg.__class__.__name__ == "Disconnect":
-                self.core.handle(identity, wire(proto.ready_frames({"robots": ["echo"]})), self.now)
+                self.register()
             elif identity == self.GOOD_CLIENT and isinstance(msg, proto.Reply):
                 assert msg.command is proto.Command.FINAL, proto.decode_error(msg.payload)
                 self.good_answers[msg.request_id] += 1

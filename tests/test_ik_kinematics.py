@@ -183,3 +183,27 @@ def test_byte_order_mark_and_bare_axis(tmp_path):
         robot = ik.Robot.from_urdf(source, ["tip"])
         rev = robot.chains[0].chain.joints[0]
         assert rev.name == "rev" and rev.axis == (1.0, 0.0, 0.0)
+
+
+def test_reach_bounds_every_configuration():
+    """#24.7: a chain's reach is the sum of its link offsets (fixed joints folded in) and
+    prismatic travel: 1 (mount) + 0.5 + 0.3 (travel) + 0.2 (tool) for TINY."""
+    robot = ik.Robot.from_urdf(TINY, ["tip"])
+    assert robot.reach == pytest.approx((2.0,))
+    rng = np.random.default_rng(0)
+    q = rng.uniform(robot.lower, robot.upper, (512, robot.n_joints))
+    dist = np.linalg.norm(np.asarray(robot.fk(q).translation()), axis=-1)
+    assert dist.max() <= robot.reach[0] + 1e-6
+    tatbot = ik.Robot.bundled("tatbot")
+    assert all(0.3 < r < 2.0 for r in tatbot.reach)
+
+
+def test_a_chain_with_too_many_joints_is_refused_before_compiling():
+    """#24.6: programs are unrolled per joint; a 100-joint chain is refused with the limit."""
+    from test_robot_files import chain_urdf
+
+    from zmq_ik.ik._kin import MAX_CHAIN_JOINTS
+
+    with pytest.raises(InputError, match=f"100 actuated joints, more than the {MAX_CHAIN_JOINTS}"):
+        ik.Robot.from_urdf(chain_urdf(100), ["l100"])
+    assert ik.Robot.from_urdf(chain_urdf(100), ["l50"]).n_joints == 50

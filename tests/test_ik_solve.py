@@ -406,3 +406,31 @@ def test_quaternions_are_normalised_to_the_same_bits_in_python_and_numpy():
         np.testing.assert_array_equal(unit_quaternions(wxyz[i : i + 2]), whole[i : i + 2])
     assert whole.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(whole, axis=-1), 1.0, rtol=1e-6)
+
+
+def test_targets_in_millimetres_are_refused_whole(tatbot):
+    """#24.7: a target further from the root link than twice its chain's reach is refused,
+    naming the pose, its distance and the reach, for one pose or many (the numpy path),
+    in solves and in stroke batches; one just inside the bound is solved (as a miss)."""
+    from zmq_ik.model import Scene, StrokeList
+    from zmq_ik.robots import example_paths
+
+    wxyz, pos = stroke_like(100, seed=4)
+    with pytest.raises(InputError, match=r"pose 0 puts 'left/tattoo_needle' 2\d\d\.\d m") as info:
+        ik.solve_ik(tatbot, wxyz[:1], pos[:1] * 1000)
+    assert info.value.field == "target_pos"
+    assert f"reach ({tatbot.reach[0]:.3g} m)" in info.value.message
+    assert "metres" in info.value.message
+    mixed = pos.copy()
+    mixed[57, 1] *= 1000
+    with pytest.raises(InputError, match="pose 57 puts 'right/tattoo_needle'"):
+        ik.solve_ik(tatbot, wxyz, mixed)
+    far = pos[:1].copy()
+    far[0, 0] = [1.9 * tatbot.reach[0], 0.0, 0.0]
+    assert ik.solve_ik(tatbot, wxyz[:1], far, buckets=(16,)).pos_err[0, 0] > 0.5
+    scene_path, strokes_path = example_paths()
+    scene = Scene.from_yaml(scene_path)
+    scene = Scene.from_dict({**scene.to_dict(), "design_pos": [250.45, 0.0, 102.0]})  # mm
+    strokes = StrokeList.from_yaml(strokes_path)
+    with pytest.raises(InputError, match="millimetres given"):
+        ik.strokebatch_from_strokes(scene, strokes)

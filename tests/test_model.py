@@ -279,7 +279,7 @@ def scenes(draw: st.DrawFn) -> Scene:
         first_last_rest=draw(st.booleans()),
         name=draw(st.text(max_size=12)),
         pos_tol=draw(st.floats(0.0, 0.01)),
-        ori_tol=draw(st.floats(0.0, 3.14)),
+        ori_tol=draw(st.floats(0.0, 0.5)),
         ik=draw(ik_settings),
     )
 
@@ -387,6 +387,13 @@ def test_tolerances_belong_to_the_scene_in_metres_and_radians() -> None:
     for text, unit in (("pos_tol: 0.5\n", "metres"), ("ori_tol: 10\n", "radians")):
         with pytest.raises(InputError, match=unit):  # 0.5 "mm" is not taken as 0.5 m
             Scene.from_yaml(text)
+    # #24.7: degrees typed for ori_tol are refused (up to pi passed before), with a hint.
+    with pytest.raises(InputError, match=r"3° is 0\.05236 rad") as info:
+        Scene(ori_tol=3)
+    assert info.value.field == "ori_tol"
+    with pytest.raises(InputError, match=r"0\.5 mm is 0\.0005 m"):
+        Scene(pos_tol=0.5)
+    assert Scene(ori_tol=0.5).ori_tol == 0.5
 
 
 def test_settings_added_after_the_first_release_travel_only_when_set(monkeypatch) -> None:

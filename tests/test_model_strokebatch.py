@@ -347,7 +347,7 @@ def test_check_judging_refuses_what_compute_refuses_and_keeps_the_defaults() -> 
     from zmq_ik.model import ORI_TOL, POS_TOL
 
     assert check_judging(POS_TOL, ORI_TOL, False) == (POS_TOL, ORI_TOL, False)
-    assert check_judging(1e-3, 1, True) == (1e-3, 1.0, True)
+    assert check_judging(1e-3, 0.5, True) == (1e-3, 0.5, True)
     for args, field in (((0.1, 0.05, False), "pos_tol"), ((1e-4, 0.05, "yes"), "strict")):
         with pytest.raises(InputError) as info:
             check_judging(*args)

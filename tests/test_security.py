@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 import time
 from pathlib import Path
@@ -9,10 +10,22 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.auth
+from click.testing import CliRunner
 
+from zmq_ik.broker import Broker, BrokerSettings
+from zmq_ik.broker._broker import is_local_endpoint
+from zmq_ik.cli import main
 from zmq_ik.client import IKClient
-from zmq_ik.errors import IKError, IKTimeout
-from zmq_ik.security import CurveClient, fingerprint, keygen, load_allowed_keys
+from zmq_ik.errors import IKError, IKTimeout, InputError, NoBroker
+from zmq_ik.protocol import (
+    Command,
+    Reply,
+    decode_error,
+    parse_message,
+    ready_frames,
+    warming_frames,
+)
+from zmq_ik.security import CurveClient, KeyNotices, fingerprint, keygen, load_allowed_keys
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,14 +34,24 @@ NAMES = ("broker", "client", "worker", "intruder", "rogue-worker")
 
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
-    """Keypairs for every name; an allow dir holding only the client's and worker's keys."""
+    """Keypairs for every name; the client's key in an ``allow`` dir (--allow-keys), the
+    worker's in a ``workers`` dir (--worker-keys)."""
     pairs = keygen(tmp_path / "keys", NAMES)
-    allow = tmp_path / "allow"
-    allow.mkdir()
     for name, (public, _) in zip(NAMES, pairs, strict=True):
-        if name in ("client", "worker"):
-            (allow / public.name).write_bytes(public.read_bytes())
+        where = {"client": "allow", "worker": "workers"}.get(name)
+        if where is not None:
+            (tmp_path / where).mkdir(exist_ok=True)
+            (tmp_path / where / public.name).write_bytes(public.read_bytes())
     return dict(zip(NAMES, pairs, strict=True))
+
+
+def curve_broker(procs, keys, tmp_path: Path, *extra: str, wait: bool = True):
+    """A CURVE broker admitting the ``allow`` dir's client keys and ``workers`` dir's."""
+    return procs.broker(
+        "--heartbeat", "0.1", "--curve-secret-key", str(keys["broker"][1]),
+        "--allow-keys", str(tmp_path / "allow"), "--worker-keys", str(tmp_path / "workers"),
+        *extra, wait=wait,
+    )  # fmt: skip
 
 
 def test_keygen_writes_public_and_private_secret_files(tmp_path: Path) -> None:
@@ -87,14 +110,10 @@ def _wait_workers(client: IKClient, n: int, timeout: float = 30.0) -> dict:
 
 
 def test_curve_admits_allowed_peers_only_and_keeps_keys_out_of_logs(procs, keys, tmp_path):
-    broker_pub, broker_sec = keys["broker"]
-    allow = tmp_path / "allow"
+    broker_pub = keys["broker"][0]
     # -vv: debug logging everywhere, where a key would be most likely to slip out. No wait:
     # a plaintext ping would not get through.
-    broker = procs.broker(
-        "-vv", "--heartbeat", "0.1",
-        "--curve-secret-key", str(broker_sec), "--allow-keys", str(allow), wait=False,
-    )  # fmt: skip
+    broker = curve_broker(procs, keys, tmp_path, "-vv", wait=False)
     endpoint = broker.endpoint
 
     def worker(name: str):
@@ -136,7 +155,15 @@ def test_curve_admits_allowed_peers_only_and_keeps_keys_out_of_logs(procs, keys,
     time.sleep(0.3)  # let the last log lines reach the files
     broker_log = procs.log(broker)
     assert "refused a CURVE peer" in broker_log  # ZAP really denied, with a fingerprint
-    assert fingerprint(zmq.auth.load_certificate(keys["intruder"][0])[0]) in broker_log
+    for name in ("intruder", "rogue-worker"):  # each refused key is logged, not one in all
+        assert fingerprint(zmq.auth.load_certificate(keys[name][0])[0]) in broker_log
+    rogue_log = procs.log(rogue)  # issue 25.7: it said "serving", then reconnected silently
+    assert "serving" not in rogue_log and "registered with" not in rogue_log
+    assert (
+        f"the broker refused this worker's CURVE key (fingerprint {_fp(keys, 'rogue-worker')})"
+        in rogue_log
+    )
+    assert "--worker-keys" in rogue_log
     for proc in procs.procs:
         log = procs.log(proc)
         for _public, secret in keys.values():
@@ -144,3 +171,184 @@ def test_curve_admits_allowed_peers_only_and_keeps_keys_out_of_logs(procs, keys,
             assert sec.decode() not in log, f"secret key in {proc.args}"
             assert pub.decode() not in log, f"public key in {proc.args}"
     assert broker.poll() is None
+
+
+def _fp(keys, name: str) -> str:
+    return fingerprint(zmq.auth.load_certificate(keys[name][0])[0])
+
+
+def test_a_client_key_cannot_register_as_a_worker(procs, keys, tmp_path, zctx):
+    """Issue 25.1: an allowed robot's key registering as a worker got other robots' jobs.
+    Now only --worker-keys keys register: a client key's WARMING and READY get ERROR
+    ``forbidden`` naming its fingerprint; the worker exits 78 saying so, never "serving"."""
+    # A worker key may be listed in --allow-keys too: still a worker key.
+    (tmp_path / "allow" / "worker.key").write_bytes(keys["worker"][0].read_bytes())
+    broker = curve_broker(procs, keys, tmp_path, wait=False)
+    endpoint, broker_pub = broker.endpoint, keys["broker"][0]
+    t0 = time.monotonic()
+    fake = procs.start(
+        "worker", "--echo", "--connect", endpoint, "--heartbeat", "0.1",
+        "--curve-server-key", str(broker_pub), "--curve-secret-key", str(keys["client"][1]),
+    )  # fmt: skip
+    assert fake.wait(timeout=30) == 78
+    fake_log = procs.log(fake)
+    assert f"[forbidden] this peer's CURVE key (fingerprint {_fp(keys, 'client')})" in fake_log
+    assert "--worker-keys" in fake_log and "serving" not in fake_log
+    print(f"client-key worker exited 78 after {time.monotonic() - t0:.2f}s")
+
+    # A raw DEALER with the client key: WARMING and READY refused, nothing registered.
+    sock = zctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    CurveClient.from_files(broker_pub, keys["client"][1]).apply(sock)
+    sock.connect(endpoint)
+    info = {"robots": ["echo"], "host": "h", "pid": 1}
+    for frames in (warming_frames({**info, "progress": {"done": 0, "total": 0, "elapsed_s": 0}}),
+                   ready_frames(info)):  # fmt: skip
+        sock.send_multipart(frames)
+        assert sock.poll(5000), "no answer to a client key's registration"
+        msg = parse_message(sock.recv_multipart())
+        assert isinstance(msg, Reply) and msg.command is Command.ERROR
+        assert decode_error(msg.payload)[0] == "forbidden"
+    sock.close(0)
+
+    good = procs.start(
+        "worker", "--echo", "--connect", endpoint, "--heartbeat", "0.1",
+        "--curve-server-key", str(broker_pub), "--curve-secret-key", str(keys["worker"][1]),
+    )  # fmt: skip
+    for name in ("client", "worker"):  # a worker key may send requests too
+        with IKClient(
+            endpoint, timeout=2.0, curve=CurveClient.from_files(broker_pub, keys[name][1])
+        ) as c:
+            assert len(_wait_workers(c, 1)["workers"]) == 1
+            assert c.request("echo", "echo", {"n": name}).header["n"] == name
+            counters = c.status()["counters"]
+    assert counters["workers_refused_key"] >= 3  # the fake's WARMING, the raw WARMING, READY
+    assert counters["workers_registered"] == 1
+    time.sleep(0.3)
+    broker_log = procs.log(broker)
+    assert f"fingerprint {_fp(keys, 'client')}" in broker_log
+    assert broker_log.count("refused worker") == 1  # rate-limited per key: one line a minute
+    assert "registered with broker" in procs.log(good) and good.poll() is None
+
+
+def test_key_notices_are_per_key_and_bounded_in_total() -> None:
+    notices = KeyNotices(interval=60.0, burst=3)
+    assert notices.due("a", 0.0) == 0 and notices.due("b", 0.0) == 0
+    assert notices.due("a", 30.0) is None  # the same key within a minute: not again
+    assert notices.due("c", 30.0) == 0
+    assert notices.due("d", 31.0) is None and notices.due("e", 32.0) is None  # 3 a minute
+    assert notices.due("a", 61.0) == 2  # a new minute: says how many it held back
+    assert notices.due("a", 62.0) is None
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "local"),
+    [("tcp://127.0.0.1:5555", True), ("tcp://[::1]:5555", True), ("ipc:///tmp/x", True),
+     ("inproc://x", True), ("tcp://0.0.0.0:5555", False), ("tcp://[::]:5555", False),
+     ("tcp://10.1.2.3:5555", False)],
+)  # fmt: skip
+def test_which_endpoints_are_local(endpoint: str, local: bool) -> None:
+    assert is_local_endpoint(endpoint) is local
+
+
+def test_a_plaintext_broker_on_a_network_interface_warns_once(caplog) -> None:
+    """Issue 25.2: binding beyond loopback without CURVE says so, one line, at start-up."""
+    caplog.set_level(logging.INFO, "zmq_ik.broker")
+    for bind, warned in (("tcp://127.0.0.1:*", False), ("tcp://0.0.0.0:*", True)):
+        caplog.clear()
+        Broker(BrokerSettings(bind=bind, worker_bind="tcp://127.0.0.1:*")).close()
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(lines) == warned, lines
+        if warned:
+            assert "without CURVE" in lines[0] and "0.0.0.0" in lines[0]
+            assert "127.0.0.1" not in lines[0]  # the loopback endpoint is not named
+
+
+def test_key_directories_without_curve_are_refused() -> None:
+    for given in ({"allow_keys": "d"}, {"worker_keys": "d"}):
+        with pytest.raises(InputError, match="needs --curve-secret-key") as e:
+            BrokerSettings(**given)
+        assert e.value.field == next(iter(given))
+    with pytest.raises(InputError, match="--worker-keys"):
+        BrokerSettings(curve_secret_key="k")
+
+
+def test_serve_with_curve_registers_its_workers_and_admits_clients(
+    procs, keys, tmp_path, serve_endpoint
+):
+    """`serve` takes the broker's CURVE options and gives its workers the worker key."""
+    sup = procs.serve(
+        serve_endpoint, "--echo", "--curve-secret-key", str(keys["broker"][1]),
+        "--allow-keys", str(tmp_path / "allow"), "--worker-keys", str(tmp_path / "workers"),
+        "--worker-secret-key", str(keys["worker"][1]),
+    )  # fmt: skip
+    curve = CurveClient.from_files(keys["broker"][0], keys["client"][1])
+    with IKClient(serve_endpoint, timeout=2.0, curve=curve) as client:
+        assert len(_wait_workers(client, 1)["workers"]) == 1
+        assert client.request("echo", "echo", {"x": 1}).header["x"] == 1
+    assert sup.poll() is None
+
+
+def test_a_refused_client_says_why_with_its_fingerprint_in_about_2s(procs, keys, tmp_path):
+    """Issue 25.7: a refused key heard only silence (`no answer ... is a broker running
+    there?`, after every attempt). Now the client's first request fails in ~2 s, saying what
+    libzmq's handshake monitor saw: its key refused (with its fingerprint), plaintext to a
+    CURVE broker, or a server key that is not this broker's."""
+    broker = curve_broker(procs, keys, tmp_path, wait=False)
+    broker_pub = keys["broker"][0]
+    good = CurveClient.from_files(broker_pub, keys["client"][1])
+    with IKClient(broker.endpoint, timeout=2.0, curve=good) as client:
+        _wait_workers(client, 0)  # the broker is up
+    cases = [
+        (CurveClient.from_files(broker_pub, keys["intruder"][1]), f"key (fingerprint {_fp(keys, 'intruder')})"),
+        (None, "the broker uses CURVE: pass --curve-server-key"),
+        (CurveClient.from_files(keys["client"][0], keys["client"][1]), "is --curve-server-key the public key"),
+    ]  # fmt: skip
+    for curve, says in cases:
+        t0 = time.monotonic()
+        with IKClient(broker.endpoint, timeout=30.0, curve=curve) as client:
+            with pytest.raises(NoBroker) as e:
+                client.request("echo", "echo", {})
+        took = time.monotonic() - t0
+        assert says in str(e.value) and "within 2s" in str(e.value)
+        assert 1.9 < took < 3.0, took
+        print(f"{says[:30]!r}: {took:.2f}s")
+    # A ping shorter than 2 s times out first, and says the same.
+    refused = CliRunner().invoke(main, [
+        "ping", "--endpoint", broker.endpoint, "--timeout", "0.5", "--curve-server-key",
+        str(broker_pub), "--curve-secret-key", str(keys["intruder"][1]),
+    ])  # fmt: skip
+    assert refused.exit_code == 1 and "within 0.5s: the broker refused" in refused.output
+    assert f"fingerprint {_fp(keys, 'intruder')}" in refused.output
+    assert "is a broker" not in refused.output
+    with IKClient(broker.endpoint, timeout=2.0, curve=good) as client:
+        assert client.ping()["workers"] == []  # the broker was there all along
+
+
+def test_handshake_monitors_leak_nothing(procs, keys, tmp_path):
+    """Each client socket is watched by a monitor; closed with its monitor on while its
+    handshake failed, libzmq kept ~3 file descriptors per client, forever. Plaintext clients
+    of a CURVE broker (every handshake fails), opened and closed in a row."""
+    broker = curve_broker(procs, keys, tmp_path, wait=False)
+    fds = Path("/proc/self/fd")
+    for _ in range(20):  # warm: the context's own descriptors
+        IKClient(broker.endpoint).close()
+    time.sleep(0.5)
+    before = len(list(fds.iterdir()))
+    for _ in range(300):
+        IKClient(broker.endpoint).close()
+    time.sleep(1.0)  # libzmq's reaper frees closed sockets in the background
+    assert len(list(fds.iterdir())) - before < 20
+
+
+def test_a_silent_peer_that_completed_a_handshake_is_waited_for(zctx):
+    """`NoBroker` is for nobody there (or a refused handshake): a ROUTER that accepts the
+    connection but never answers (a broker too busy to read) is waited for, as before."""
+    router = zctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    t0 = time.monotonic()
+    with IKClient(f"tcp://127.0.0.1:{port}", timeout=3.0, retries=0, context=zctx) as client:
+        with pytest.raises(IKTimeout) as e:
+            client.request("echo", "echo", {})
+    assert not isinstance(e.value, NoBroker) and time.monotonic() - t0 > 3.0

@@ -9,6 +9,7 @@ from typing import Any
 
 import zmq
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik.errors import ErrorCode
 from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Limits, endpoints_setting
 from zmq_ik.worker._job import Job
@@ -70,6 +71,17 @@ class Link:
         """It refused our READY for now (``overloaded``): the reconnect that follows backs off."""
         self.delay = reconnect_min
         self.reconnect_at = 0.0
+        self.handshakes: Handshakes | None = None
+        """The socket's handshake failures (`zmq_ik._handshakes`): why a broker is silent."""
+
+    def close(self, linger: int = 0) -> None:
+        """Close the socket (if any) and its handshake monitor (first: `Handshakes.close`)."""
+        if self.handshakes is not None:
+            self.handshakes.close()
+            self.handshakes = None
+        if self.sock is not None:
+            self.sock.close(linger)
+            self.sock = None
 
 
 _NOT_OURS = ("command", "progress")
@@ -81,9 +93,10 @@ def final_refusal(code: str, field: str | None) -> bool:
     """Whether a broker's ERROR to this worker's READY or WARMING is one that sending it again
     cannot fix: another protocol version, or a header field over the broker's bounds
     (`protocol.check_worker_header`: too many robots, a name or device string too long, the
-    header too large; the field is named). ``overloaded`` (the broker is at a cap) is not:
-    retry with backoff. Neither is an unreadable ERROR (no field)."""
-    if code == ErrorCode.VERSION.value:
+    header too large; the field is named), or a key that may not register as a worker
+    (``forbidden``). ``overloaded`` (the broker is at a cap) is not: retry with backoff.
+    Neither is an unreadable ERROR (no field)."""
+    if code in (ErrorCode.VERSION.value, ErrorCode.FORBIDDEN.value):
         return True
     bounds = (ErrorCode.TOO_LARGE.value, ErrorCode.PROTOCOL.value)
     return code in bounds and field is not None and field not in _NOT_OURS

@@ -30,6 +30,7 @@ from typing import Any
 
 import zmq
 
+from zmq_ik._handshakes import Handshakes
 from zmq_ik._os import EXIT_CONFIG, exit_now, raise_fd_limit_logged
 from zmq_ik.errors import ConfigError, ErrorCode, ProtocolError
 from zmq_ik.protocol import (
@@ -152,8 +153,7 @@ class Worker:
                 if link.sock is not None:
                     why = "worker stopping" if stopped else "warm-up failed"
                     self._send(link, disconnect_frames(why))
-                    link.sock.close(100)  # (ms) time for the DISCONNECT to leave
-                    link.sock = None
+                link.close(100)  # (ms) time for the DISCONNECT to leave
             if self._own_context:
                 self.context.term()
             if not stopped:
@@ -180,9 +180,8 @@ class Worker:
             done.set()
             keeper.join(timeout=5)
             for link in self._links:
-                if link.sock is not None:
-                    link.sock.close(0)
-                    link.sock = None
+                # (ms) time for a DISCONNECT to leave, so the broker re-queues at once
+                link.close(100 if self._stop.is_set() else 0)
             self._wake_keeper.close(0)
             self._keeper_wake.close(0)
             if self._own_context:
@@ -235,7 +234,7 @@ class Worker:
             if link.refused is not None:  # it refused our WARMING for good (`Announcer`)
                 self._drop(link, "refused", now)
         logger.info(
-            "warm-up took %.2fs; serving %s on %s to %s",
+            "warm-up took %.2fs; registering %s on %s with %s",
             self.info["warmup_s"],
             ",".join(robots),
             self.info.get("device", "cpu"),
@@ -343,6 +342,9 @@ class Worker:
         sock.setsockopt(zmq.RCVTIMEO, int(self.settings.heartbeat_interval * 500) + 1)
         if self.settings.curve is not None:
             self.settings.curve.apply(sock)
+        link.close()  # (none open: `_drop` closed it; its handshake monitor goes too)
+        link.handshakes = Handshakes(self.settings.curve, "worker")
+        link.handshakes.watch(sock)
         sock.connect(link.endpoint)
         link.sock = sock
         link.answered = link.declines = link.owed_idle = False
@@ -354,8 +356,8 @@ class Worker:
     def _drop(self, link: Link, outcome: str, now: float) -> None:
         """End a connection ('silent', 'disconnected'); reconnect after the backoff."""
         assert link.sock is not None
-        link.sock.close(0)
-        link.sock = None
+        why = link.handshakes.explain(0) if link.handshakes is not None else None
+        link.close()
         link.deferred = None  # its answer could not reach the broker on a new connection
         if outcome == "refused":  # for good: no reconnect (`_on_refusal`)
             link.reconnect_at = math.inf
@@ -366,6 +368,8 @@ class Worker:
             # We were registered: this is a new outage, not the same one going on, so back
             # off from the start (without this the delay kept growing over separate outages).
             link.delay = self.settings.reconnect_min
+        if why is not None:  # silent because it refused our handshake: say so
+            outcome = f"{outcome}: {why}"
         logger.warning("broker %s: %s; reconnecting in %.2fs", link.endpoint, outcome, link.delay)
         link.reconnect_at = now + link.delay
         link.delay = (
@@ -392,11 +396,15 @@ class Worker:
         except ProtocolError as e:
             logger.warning("malformed message from broker %s ignored: %s", link.endpoint, e.message)
             return
-        if isinstance(msg, Heartbeat | Request):
+        first = not link.answered
+        if isinstance(msg, Heartbeat | Request) and first:
             link.answered = True  # the broker knows us: only registered workers get these
+            logger.info("registered with broker %s: serving it", link.endpoint)
         if isinstance(msg, Heartbeat):
             if FEATURE_DECLINE in msg.flags:
                 link.declines = True
+            if first:  # the READY's acknowledgement: confirm at once (a broker forgets, or
+                self._send(link, self._idle_beat(link))  # lets others evict, a silent READY)
         elif isinstance(msg, Request):
             if self._stop.is_set():
                 self._send(

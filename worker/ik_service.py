@@ -166,7 +166,8 @@ def _listen_for_compiles() -> None:
 
 
 class IKService:
-    """Serves ``solve`` and ``strokebatch`` (and ``echo``) for a set of robots."""
+    """Serves ``solve``, ``fk``, ``describe`` and ``strokebatch`` (and ``echo``) for a set of
+    robots."""
 
     def __init__(
         self,
@@ -251,6 +252,9 @@ class IKService:
             robot = self._load(entry)
             if robot is None:
                 continue
+            t1 = time.monotonic()
+            ik.warmup_fk(robot, self.buckets)
+            logger.info("robot %s: compiled FK in %.2fs", entry.name, time.monotonic() - t1)
             for settings in program_settings:
                 t1 = time.monotonic()
                 ik.warmup(
@@ -280,7 +284,7 @@ class IKService:
         self._warm = {key: solver.programs.keys() for key, solver in self._solvers.items()}
         return {
             "device": device,
-            "operations": [ops.SOLVE, ops.STROKEBATCH, ops.DESCRIBE, "echo"],
+            "operations": [ops.SOLVE, ops.FK, ops.STROKEBATCH, ops.DESCRIBE, "echo"],
             "buckets": list(self.buckets),
             "programs": [{"precise": p.precise, "seeds": p.seeds} for p in program_settings],
             "compile_s": round(time.monotonic() - t0, 3),
@@ -379,6 +383,13 @@ class IKService:
                     checked=True,
                 )
             )
+        if operation == ops.FK:
+            joints, ee_links = ops.read_fk_request(header, arrays)
+            solver = self._robot(robot, self._ee_links(entry, ee_links))
+            poses = ik.fk_poses(
+                solver, joints, buckets=self.buckets, deadline=deadline, checked=True
+            )
+            return ops.fk_reply(poses)
         if operation == ops.DESCRIBE:
             requested = ops.read_ee_links(header)
             ee = self._ee_links(entry, requested)
@@ -401,7 +412,7 @@ class IKService:
             return ops.strokebatch_reply(batch)
         raise ServiceError(
             ErrorCode.UNKNOWN_OPERATION,
-            f"unknown operation {operation!r}; this worker serves solve, strokebatch, "
+            f"unknown operation {operation!r}; this worker serves solve, fk, strokebatch, "
             "describe, echo",
             "operation",
         )

@@ -16,17 +16,20 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from zmq_ik._checks import as_bool, as_float, as_int, as_str
 from zmq_ik._settings import setting
+from zmq_ik._urdf import check_urdf_file, read_regular_file
 from zmq_ik.errors import ConfigError, InputError, ProtocolError
 from zmq_ik.model import IKSettings
 from zmq_ik.protocol import BROKER_SERVICE, LIMITS, check_text
 from zmq_ik.worker._service import EchoService, Service, ServiceCall, ServiceReply, WarmupHook
 
 logger = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest ``--config`` file read (1 MiB; a real one is a few hundred bytes)."""
 
 
 def _seq(value: Any, name: str) -> Sequence[Any]:
@@ -81,13 +84,11 @@ def _pairs(values: Iterable[str], form: str, name: str) -> Iterator[tuple[str, s
 
 
 def parse_robots(values: Iterable[str]) -> dict[str, str]:
-    """``NAME=URDF`` options → {name: path}; the name must be addressable, the file exist."""
+    """``NAME=URDF`` options → {name: path}; the name must be addressable, the file a URDF
+    the worker will read (`check_urdf_file`, as for robots from ``--config``)."""
     robots = {}
     for name, path in _pairs(values, "NAME=URDF", "robots"):
-        check_robot_name(name)
-        if not Path(path).is_file():
-            raise InputError(f"URDF file not found: {path}", "robots")
-        robots[name] = path
+        robots[check_robot_name(name)] = check_urdf_file(path)
     return robots
 
 
@@ -239,11 +240,8 @@ class ServiceSettings:
             return {check_robot_name(k): v for k, v in value.items()}
 
         put = object.__setattr__
-        put(
-            self,
-            "robots",
-            {k: _text(v, "robots") for k, v in mapping(self.robots, "robots").items()},
-        )
+        robots = mapping(self.robots, "robots").items()
+        put(self, "robots", {k: check_urdf_file(_text(v, "robots")) for k, v in robots})
         put(
             self,
             "ee_links",
@@ -283,8 +281,8 @@ class ServiceSettings:
         if not text.lstrip().startswith(("{", "[")):
             source = text
             try:
-                text = Path(text).read_text(encoding="utf-8")
-            except OSError as e:
+                text = read_regular_file(text, MAX_CONFIG_BYTES).decode("utf-8")
+            except (OSError, UnicodeDecodeError) as e:
                 raise InputError(f"cannot read {source}: {e}", "config") from e
         try:
             data = json.loads(text)

@@ -14,6 +14,7 @@ from zmq_ik.errors import InputError as InputError
 from zmq_ik.errors import Overloaded as Overloaded
 from zmq_ik.errors import ProtocolError as ProtocolError
 from zmq_ik.errors import RemoteError as RemoteError
+from zmq_ik.model import EEPoses as EEPoses
 from zmq_ik.model import IKSettings as IKSettings
 from zmq_ik.model import IKSolution as IKSolution
 from zmq_ik.model import PackedStrokes as PackedStrokes
@@ -24,6 +25,7 @@ from zmq_ik.model import StrokeList as StrokeList
 
 __all__ = [
     "AsyncIKClient",
+    "EEPoses",
     "ErrorCode",
     "IKClient",
     "IKError",

@@ -7,7 +7,8 @@ the culprit, worded ``"<field>: <problem>"``.
 - scalars and arrays: :func:`as_array`, :func:`as_bool_array`, :func:`as_int`,
   :func:`as_float`, :func:`as_bool`, :func:`as_str`, :func:`as_quat`, :func:`prefixed`;
 - IK input: :func:`check_targets` (target poses), :func:`check_rest_shape`,
-  :func:`check_coordinates`; :func:`check_packed` (packed stroke pairs).
+  :func:`check_coordinates`; :func:`check_packed` (packed stroke pairs);
+- FK input: :func:`check_joints` (joint vectors).
 """
 
 from __future__ import annotations
@@ -297,6 +298,47 @@ def check_rest_shape(
     return as_array(
         rest, "rest", ("n_joints" if n_joints is None else n_joints,), dtype, copy=False
     )
+
+
+MAX_JOINT_VALUE = 1e4
+"""Largest |joint value| accepted (radians or metres): far beyond any joint's range, and
+small enough that FK stays finite in float32."""
+
+
+def check_joints(
+    joints: Any, n_joints: int | None = None, *, one_pose: bool = False
+) -> npt.NDArray[np.float32]:
+    """Joint vectors as a read-only float32 (N, n_joints) array, finite and within
+    ``MAX_JOINT_VALUE`` (None: any number of joints). ``one_pose``: also accept one vector,
+    (n_joints,), returned as N = 1. Limits are not checked: FK of any configuration is
+    defined (a continuous joint has none)."""
+    if one_pose:
+        try:
+            ndim = np.ndim(joints)
+        except (TypeError, ValueError):
+            ndim = -1  # as_array names the problem
+        if ndim == 1:
+            joints = np.asarray(joints)[None]
+    q = as_array(
+        joints,
+        "joints",
+        ("N", "n_joints" if n_joints is None else n_joints),
+        np.float32,
+        copy=False,
+    )
+    if q.shape[1] < 1:
+        raise InputError("joints: needs at least one joint per vector", "joints")
+    big = (
+        any(abs(v) > MAX_JOINT_VALUE for v in q.ravel().tolist())
+        if q.size <= SMALL
+        else bool(q.size and np.abs(q).max() > MAX_JOINT_VALUE)
+    )
+    if big:
+        raise InputError(
+            f"joints: has values beyond ±{MAX_JOINT_VALUE:g} (radians or metres expected)",
+            "joints",
+        )
+    return q
 
 
 def check_packed(

@@ -32,22 +32,36 @@ ORI_TOL = 0.05
 by ~0.1 mm (`POS_TOL`) at a 2 mm depth. The bundled example meets it in the default mode with
 ~2.6x margin (worst 0.019 rad): the rest-pose pull costs mostly orientation (see IKSettings)."""
 
+MAX_POS_TOL = 0.01
+"""Largest ``pos_tol`` accepted, metres (1 cm, 100x the default): 0.1 typed for "0.1 mm"
+would otherwise pass every answer."""
+MAX_ORI_TOL = 0.5
+"""Largest ``ori_tol`` accepted, radians (~29°, 10x the default): 1, 3 or 5 typed for degrees
+would otherwise pass every answer."""
+
 _TOLERANCE_RANGES = {
-    "pos_tol": (0.01, "metres: 0.0001 is 0.1 mm", POS_TOL),
-    "ori_tol": (math.pi, "radians", ORI_TOL),
+    # name: (largest, unit hint, the likely mistaken unit in SI units, its symbol, SI symbol,
+    # the default: taken as it is, unchecked, on every default solve call)
+    "pos_tol": (MAX_POS_TOL, "metres: 0.0001 is 0.1 mm", 1e-3, " mm", "m", POS_TOL),
+    "ori_tol": (MAX_ORI_TOL, "radians: 0.05 is 2.9°", math.pi / 180, "°", "rad", ORI_TOL),
 }
 
 
 def check_tolerance(value: Any, name: str) -> float:
-    """``value`` as tolerance ``name`` (``"pos_tol"``, metres, <= 1 cm; ``"ori_tol"``, radians,
-    <= pi): a position tolerance typed in millimetres is refused, not taken as metres."""
-    hi, unit, default = _TOLERANCE_RANGES[name]
+    """``value`` as tolerance ``name`` (``"pos_tol"``, metres, <= `MAX_POS_TOL`; ``"ori_tol"``,
+    radians, <= `MAX_ORI_TOL`): a tolerance typed in millimetres or degrees is refused with
+    what it would be in metres or radians, not taken as such."""
+    hi, unit, scale, symbol, si, default = _TOLERANCE_RANGES[name]
     if value is default:  # the default itself (every default solve call): good as it is
         return default
     try:
         return as_float(value, name, 0.0, hi=hi)
     except InputError as exc:
-        raise InputError(f"{exc.message} ({unit})", field=name) from None
+        hint = unit
+        real = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if real and math.isfinite(value) and value > hi:
+            hint += f"; {value:g}{symbol} is {value * scale:.4g} {si}"
+        raise InputError(f"{exc.message} ({hint})", field=name) from None
 
 
 MAX_IK_ITERATIONS = 1000

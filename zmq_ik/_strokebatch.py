@@ -1,5 +1,5 @@
-"""IK results: :class:`StrokeBatch` (safetensors I/O compatible with tatbot) and
-:class:`IKSolution`.
+"""IK results: :class:`StrokeBatch` (safetensors I/O compatible with tatbot),
+:class:`IKSolution` and :class:`EEPoses` (FK).
 
 Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
 """
@@ -332,9 +332,11 @@ class IKSolution(ValueEq):
     ori_err: npt.NDArray[Any]
     """(N, n_ee) achieved orientation error per end effector, radians; NaN = unknown."""
     pos_tol: float = POS_TOL
-    """Position tolerance that judges ``reached``, metres (<= 1 cm; default `POS_TOL`)."""
+    """Position tolerance that judges ``reached``, metres (<= `MAX_POS_TOL`; default
+    `POS_TOL`)."""
     ori_tol: float = ORI_TOL
-    """Orientation tolerance that judges ``reached``, radians (<= pi; default `ORI_TOL`)."""
+    """Orientation tolerance that judges ``reached``, radians (<= `MAX_ORI_TOL`; default
+    `ORI_TOL`)."""
 
     def __post_init__(self) -> None:
         joints = as_array(self.joints, "joints", (None, None), np.float32, copy=False)
@@ -427,3 +429,40 @@ class IKSolution(ValueEq):
 
     n_joints = Dim("joints", 1, "Joints per configuration.")
     n_ee = Dim("pos_err", 1, "End effectors per target.")
+
+
+@documented
+@dataclass(frozen=True, eq=False)
+class EEPoses(ValueEq):
+    """End-effector poses of ``N`` joint vectors: forward kinematics (``IKClient.fk``), the
+    numbers the IK engine computes. The fields are in `IKClient.solve`'s order, so
+    ``client.solve(robot, fk.wxyz, fk.pos)`` asks for the same poses back.
+
+    float32 arrays, not copied when already float32 (read-only views)."""
+
+    ee_links: tuple[str, ...]
+    """End-effector links, in the order of the arrays' second axis."""
+    wxyz: npt.NDArray[Any]
+    """(N, n_ee, 4) orientation per end effector, unit quaternion w-x-y-z, world frame."""
+    pos: npt.NDArray[Any]
+    """(N, n_ee, 3) position per end effector, metres, world frame."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ee_links, str) or not all(
+            isinstance(x, str) and x for x in self.ee_links
+        ):
+            raise InputError("ee_links: must be a list of link names", field="ee_links")
+        ee = tuple(self.ee_links)
+        wxyz = as_array(self.wxyz, "wxyz", (None, len(ee), 4), np.float32, copy=False)
+        pos = as_array(self.pos, "pos", (wxyz.shape[0], len(ee), 3), np.float32, copy=False)
+        object.__setattr__(self, "ee_links", ee)
+        object.__setattr__(self, "wxyz", wxyz)
+        object.__setattr__(self, "pos", pos)
+
+    def __len__(self) -> int:
+        return int(self.pos.shape[0])
+
+    def __repr__(self) -> str:
+        return f"EEPoses(N={len(self)}, ee_links={list(self.ee_links)})"
+
+    n_ee = Dim("pos", 1, "End effectors per pose.")

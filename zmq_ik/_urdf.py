@@ -11,10 +11,13 @@ Part of the base package (numpy only, no JAX): the IK engine builds its chains f
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import os
+import stat
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,12 @@ SUPPORTED_TYPES = frozenset({"revolute", "continuous", "prismatic", "fixed"})
 KNOWN_TYPES = SUPPORTED_TYPES | {"floating", "planar"}
 """Joint types URDF defines; floating and planar parse but cannot be on a solved chain."""
 ACTUATED_TYPES = frozenset({"revolute", "continuous", "prismatic"})
+MAX_URDF_BYTES = 8 << 20
+"""Largest URDF accepted (8 MiB): big robots' files are well under 1 MiB (meshes are
+separate files), and a robot file is read whole into memory."""
+MAX_URDF_ELEMENTS = 2048
+"""Most links, and most joints, a URDF may have: a humanoid with hands and sensors has a few
+hundred. Parsing is linear, so a file at the limits loads in well under a second."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,8 @@ class URDFModel:
     def path_to(self, link: str) -> list[Joint]:
         """Joints from the root to ``link``, root first."""
         if link not in self.links:
-            known = ", ".join(sorted(self.links)[:8])
             raise InputError(
-                f"URDF {self.name!r}: no link named {link!r} (links include {known}...)",
+                f"URDF {self.name!r}: no link named {link!r}{self.closest_links(link)}",
                 field="ee_links",
             )
         path: list[Joint] = []
@@ -82,6 +90,14 @@ class URDFModel:
             current = joint.parent
         path.reverse()
         return path
+
+    def closest_links(self, name: str, n: int = 5) -> str:
+        """``"; did you mean 'a', 'b'?"``: the links closest to ``name`` (difflib), or a few
+        of them when none is close."""
+        close = difflib.get_close_matches(name, self.links, n=n, cutoff=0.5)
+        if close:
+            return f"; did you mean {', '.join(map(repr, close))}?"
+        return f" (links include {', '.join(sorted(self.links)[:n])}...)"
 
 
 def _floats(text: str | None, n: int, default: float, what: str) -> tuple[float, ...]:
@@ -97,15 +113,81 @@ def _floats(text: str | None, n: int, default: float, what: str) -> tuple[float,
 
 
 def read_urdf_text(path_or_xml: str | os.PathLike[str]) -> tuple[str, str]:
-    """(xml text, name for messages) from a path or from the XML itself. A UTF-8 byte-order
-    mark (some editors write one) is dropped, so the text still reads as XML."""
+    """(xml text, name for messages) from a path or from the XML itself: the one way every
+    robot file is read (``--robot``, ``--config``, bundled robots, `Robot.from_urdf`). A file
+    must be a regular file (not a FIFO, which would block, or a device such as /dev/zero,
+    which never ends) of at most `MAX_URDF_BYTES`. A UTF-8 byte-order mark (some editors
+    write one) is dropped, so the text still reads as XML."""
     if isinstance(path_or_xml, str) and path_or_xml.lstrip("\ufeff \t\r\n").startswith("<"):
+        if len(path_or_xml) > MAX_URDF_BYTES:
+            raise InputError(
+                f"URDF text of {len(path_or_xml)} characters, over the {_mib(MAX_URDF_BYTES)} "
+                "limit",
+                field="urdf",
+            )
         return path_or_xml.lstrip("\ufeff"), "<string>"
     path = Path(path_or_xml).expanduser()
     try:
-        return path.read_text(encoding="utf-8-sig"), str(path)
+        data = read_regular_file(path, MAX_URDF_BYTES)
+        return data.decode("utf-8-sig"), str(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read URDF {str(path)!r}: {exc}", field="urdf") from None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes; else an
+    `OSError` saying why. Opened without blocking and checked on the open file, so a FIFO
+    (or a file swapped for one) never blocks and a device is never read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > limit:
+            raise OSError(f"{info.st_size / 1e6:.1f} MB, over the {_mib(limit)} limit")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew while read
+        raise OSError(f"over the {_mib(limit)} limit")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def check_urdf_file(path: str | os.PathLike[str], field: str = "robots") -> str:
+    """``path`` if it names a URDF `read_urdf_text` will read (exists, regular, not too big):
+    settings check their robot files with it before anything else starts."""
+    p = Path(path).expanduser()
+    try:
+        info = p.stat()
+    except OSError as exc:
+        raise InputError(f"URDF file not found: {path} ({exc.strerror})", field) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"URDF {path}: not a regular file ({_file_kind(info.st_mode)})", field)
+    if info.st_size > MAX_URDF_BYTES:
+        raise InputError(
+            f"URDF {path}: {info.st_size / 1e6:.1f} MB, over the {_mib(MAX_URDF_BYTES)} limit",
+            field,
+        )
+    return str(path)
 
 
 def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
@@ -119,16 +201,24 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
         raise InputError(
             f"URDF {source}: root element is <{root_el.tag}>, expected <robot>", field="urdf"
         )
-    links = [el.get("name") for el in root_el.findall("link")]
+    link_els, joint_els = root_el.findall("link"), root_el.findall("joint")
+    for kind, els in (("links", link_els), ("joints", joint_els)):
+        if len(els) > MAX_URDF_ELEMENTS:
+            raise InputError(
+                f"URDF {source}: {len(els)} {kind}, more than the {MAX_URDF_ELEMENTS} the IK "
+                "engine takes",
+                field="urdf",
+            )
+    links = [el.get("name") for el in link_els]
     if any(not n for n in links):
         raise InputError(f"URDF {source}: a <link> has no name", field="urdf")
     link_set = frozenset(n for n in links if n)
     if len(link_set) != len(links):
-        dup = sorted({n for n in links if n and links.count(n) > 1})
+        dup = sorted(n for n, count in Counter(links).items() if n and count > 1)
         raise InputError(f"URDF {source}: duplicate link name(s) {dup}", field="urdf")
     joints: dict[str, Joint] = {}
     parent_joint: dict[str, Joint] = {}
-    for el in root_el.findall("joint"):
+    for el in joint_els:
         name = el.get("name") or ""
         if not name:
             raise InputError(f"URDF {source}: a <joint> has no name", field="urdf")
@@ -209,17 +299,23 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
     roots = sorted(link_set - set(parent_joint))
     if not roots:
         raise InputError(f"URDF {source}: every link has a parent (a cycle)", field="urdf")
-    # Walk up from every link: a cycle never reaches a root.
+    # Walk up from every link: a cycle never reaches a root. A link whose walk reached a
+    # root is remembered, so later walks stop there: linear in the number of links (walking
+    # each to the root would be quadratic in a long chain's depth).
+    rooted: set[str] = set()
     for link in link_set:
-        seen = {link}
+        walk = []
+        seen: set[str] = set()
         current = link
-        while current in parent_joint:
-            current = parent_joint[current].parent
+        while current not in rooted and current in parent_joint:
             if current in seen:
                 raise InputError(
                     f"URDF {source}: kinematic cycle through link {current!r}", field="urdf"
                 )
             seen.add(current)
+            walk.append(current)
+            current = parent_joint[current].parent
+        rooted.update(walk)
     if len(roots) > 1:
         logger.warning("URDF %s has several root links %s; using %s", source, roots, roots[0])
     return URDFModel(

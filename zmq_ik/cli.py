@@ -21,11 +21,11 @@ from zmq_ik._version import __version__
 from zmq_ik.broker import BrokerSettings
 from zmq_ik.client import IKClient, check_timeout
 from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
-from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError
+from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError, NoBroker
 from zmq_ik.plot import ReportSettings
 from zmq_ik.plot import report as write_report
 from zmq_ik.protocol import ENDPOINT_ENV, split_endpoints
-from zmq_ik.report import ping_brokers, status_screens
+from zmq_ik.report import fk_text, ping_brokers, status_screens
 from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
 from zmq_ik.worker import WorkerSettings
 from zmq_ik.worker.settings import ServiceSettings, build_service
@@ -81,8 +81,11 @@ class _Group(_Verbosity, click.Group):
         except ConfigError as e:  # EX_CONFIG: `serve` and systemd do not restart it
             click.echo(f"Error: {e}", err=True)
             raise click.exceptions.Exit(EXIT_CONFIG) from e
-        except IKTimeout as e:
-            raise click.ClickException(f"{e}; is a broker (`zmq-ik serve`) running there?") from e
+        except NoBroker as e:  # its message says what to check
+            raise click.ClickException(str(e)) from e
+        except IKTimeout as e:  # (with a reason, it is there, and refused us)
+            hint = "" if e.reason else "; is a broker (`zmq-ik serve`) running there?"
+            raise click.ClickException(f"{e}{hint}") from e
         except IKError as e:  # what the library refused: its message, no traceback
             raise click.ClickException(str(e)) from e
 
@@ -155,7 +158,18 @@ def _curve(options: dict[str, Any]) -> Any:
     from zmq_ik.security import CurveClient
 
     server_key, own = options.pop("curve_server_key"), options.pop("curve_own")
-    return CurveClient.from_files(server_key, own) if server_key else None
+    try:
+        return CurveClient.from_files(server_key, own) if server_key else None
+    except (OSError, ValueError) as e:  # a public key given as the secret one, a bad file
+        raise click.BadParameter(str(e), param_hint="--curve-server-key/--curve-secret-key") from e
+
+
+def _broker_curve_options(f: Any) -> Any:
+    """The broker's CURVE options (`broker`, `serve`): its secret key, who may connect."""
+    keydir = click.Path(exists=True, file_okay=False)
+    f = _o(B, "worker_keys", type=keydir, help="Public keys of workers (they may register).")(f)
+    f = _o(B, "allow_keys", type=keydir, help="Public keys of clients (requests only).")(f)
+    return _o(B, "curve_secret_key", type=KEY, help="Broker secret key file (enables CURVE).")(f)
 
 
 def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
@@ -181,17 +195,14 @@ def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
 @_o(B, "max_workers", help="Registered workers before a new READY gets 'overloaded'.")
 @_o(B, "max_retries", help="Re-dispatches of a request whose worker died.")
 @_o(B, "shutdown_grace", help="Seconds in-flight work may finish on shutdown.")
-@_o(B, "curve_secret_key", type=KEY, help="Broker secret key file (enables CURVE).")
-@_o(B, "allow_keys", type=click.Path(exists=True, file_okay=False), help="Allowed public keys.")
+@_broker_curve_options
 def broker(**options: Any) -> None:
     """Run the broker (Ctrl-C or SIGTERM: drain in-flight work, exit 0)."""
     from zmq_ik.broker import Broker
 
-    if options["curve_secret_key"] and not options["allow_keys"]:
-        raise click.UsageError("--curve-secret-key needs --allow-keys DIR")
     try:
         b = Broker(_settings(BrokerSettings, **options))
-    except OSError as e:  # cannot bind, unreadable keys: the same on every restart
+    except (OSError, ValueError) as e:  # cannot bind, bad keys: the same on every restart
         raise ConfigError(str(e)) from e
     raise_fd_limit_logged(peers=True)
     b.install_signal_handlers()
@@ -225,10 +236,11 @@ def worker(ctx: click.Context, connect: tuple[str, ...], config: str | None, **o
         raise click.exceptions.Exit(code)
 
 
-def _asking(f: Any) -> Any:
-    """The options of commands that ask the broker: endpoint, timeout, --json, CURVE."""
+def _asking(f: Any, wait: float = 2.0) -> Any:
+    """The options of commands that ask the broker: endpoint, timeout (``wait`` seconds by
+    default), --json, CURVE."""
     f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
-    timeout = {"default": 2.0, "show_default": True, "callback": _parsed(check_timeout)}
+    timeout = {"default": wait, "show_default": True, "callback": _parsed(check_timeout)}
     f = click.option("--timeout", help="Seconds to wait for an answer.", **timeout)(f)
     return _endpoints()(f)
 
@@ -261,9 +273,30 @@ def status(
             raise
 
 
+@main.command(context_settings={"ignore_unknown_options": True})  # -0.5,... is a vector
+@click.argument("robot")
+@click.argument("joints", nargs=-1, required=True)
+@click.option("--ee-links", help="End effectors, comma-separated (default: the worker's).")
+@partial(_asking, wait=10.0)  # end effectors not warmed up compile on their first request
+def fk(
+    robot: str,
+    joints: tuple[str, ...],
+    ee_links: str | None,
+    endpoint: tuple[str, ...],
+    timeout: float,
+    json_: bool,
+    **curve: Any,
+) -> None:
+    """End-effector poses of ROBOT for JOINTS vectors Q1,Q2,... (chain after chain, root to tip)."""
+    links = ee_links.split(",") if ee_links else None
+    with IKClient(",".join(endpoint), timeout=timeout, curve=_curve(curve)) as client:
+        click.echo(fk_text(client, robot, joints, links, json_))
+
+
 @main.command()
 @_endpoint("--bind", "bind", help="Broker endpoint.")
-@_options(ServeSettings, skip=("bind",))
+@_options(ServeSettings, skip=("bind", "curve_secret_key", "allow_keys", "worker_keys"))
+@_broker_curve_options
 @_options(S, skip=("gpu",))
 @click.pass_context
 def serve(ctx: click.Context, **options: Any) -> None:
@@ -341,7 +374,11 @@ def keygen(directory: str, names: tuple[str, ...]) -> None:
     """Write CURVE keypairs (NAME.key public, NAME.key_secret secret) into DIRECTORY."""
     from zmq_ik.security import keygen as make_keys
 
-    for public, _secret in make_keys(directory, names):
+    try:
+        pairs = make_keys(directory, names)
+    except (OSError, ValueError) as e:  # a key that exists (never replaced), a bad name
+        raise click.ClickException(str(e)) from e
+    for public, _secret in pairs:
         click.echo(f"wrote {public} (+ secret)")
 
 

@@ -155,11 +155,13 @@ def check_outputs(output: str | os.PathLike[str], plot: str | os.PathLike[str] |
 
 def write_atomic(batch: StrokeBatch, path: str | os.PathLike[str], *, errors: bool) -> None:
     """Write ``batch`` to ``path`` via a temporary file in the same directory and a rename:
-    readers see the old file or the whole new one, never a partial one."""
+    readers see the old file or the whole new one, never a partial one. Mode 0644, as a
+    plain file (`mkstemp` makes it 0600: another user, a web server, could not read it)."""
     p = Path(path)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)
             f.write(batch.to_bytes(errors=errors))
             f.flush()
             os.fsync(f.fileno())

@@ -35,6 +35,28 @@ class ErrorCode(str, Enum):
     """Every worker tried for this request died before answering (retries exhausted)."""
     SHUTTING_DOWN = "shutting_down"
     """The broker is stopping and takes no new work."""
+    FORBIDDEN = "forbidden"
+    """The peer's CURVE key may not do this: a client key (not in the broker's
+    ``--worker-keys``) registering as a worker. For good: the worker exits 78."""
+
+
+BROKER_ONLY = frozenset(
+    {
+        ErrorCode.OVERLOADED.value,
+        ErrorCode.VERSION.value,
+        ErrorCode.WORKER_LOST.value,
+        ErrorCode.SHUTTING_DOWN.value,
+        ErrorCode.FORBIDDEN.value,
+    }
+)
+"""Codes only a broker may answer a request with (docs/protocol.md 4.3): clients retry some
+of them (`worker_lost`, `shutting_down`), so a worker ending a job with one is never
+forwarded (the broker treats it as the worker's fault; `shutting_down` as its leaving)."""
+
+WORKER_FAULTS = frozenset({ErrorCode.INTERNAL.value, ErrorCode.UNKNOWN_ROBOT.value, *BROKER_ONLY})
+"""A worker's ERROR codes that are of its own making (it crashed, or does not serve the
+robot it registered for): what the broker's circuit breaker counts. Never a client's bad
+input (`bad_request`, `too_large`, `protocol`, `unknown_operation`) nor `timeout`."""
 
 
 class IKError(Exception):
@@ -81,7 +103,18 @@ class Overloaded(RemoteError):
 
 
 class IKTimeout(IKError, TimeoutError):
-    """No answer arrived before the deadline (after the configured retries)."""
+    """No answer arrived before the deadline (after the configured retries). ``reason``: why
+    the broker may have been silent, when the client knows (a refused CURVE handshake)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NoBroker(IKTimeout):
+    """Nothing ever answered this client, nor completed a handshake with it, within
+    `client._failover.NO_ANSWER_AFTER`: no broker at the endpoint, or one that refuses this
+    client (the message says which when libzmq told the client)."""
 
 
 def remote_error(code: str, message: str, field: str | None = None) -> RemoteError:

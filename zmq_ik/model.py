@@ -13,7 +13,8 @@ Frozen dataclasses, validated at construction; every validation failure raises
   :func:`apply_first_last_rest` — tatbot's first/last rest as its flags.
 - :class:`StrokeBatch` — stroke-batch IK results; safetensors with exactly tatbot's tensors
   (``errors=True`` adds the achieved errors).
-- :class:`IKSolution` — plain IK results, each pose judged ``reached`` or not.
+- :class:`IKSolution` — plain IK results, each pose judged ``reached`` or not;
+  :class:`EEPoses` — end-effector poses (FK).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from zmq_ik._stroke import ARMS as ARMS
 from zmq_ik._stroke import Stroke as Stroke
 from zmq_ik._strokebatch import ERROR_TENSORS as ERROR_TENSORS
 from zmq_ik._strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
+from zmq_ik._strokebatch import EEPoses as EEPoses
 from zmq_ik._strokebatch import IKSolution as IKSolution
 from zmq_ik._strokebatch import StrokeBatch as StrokeBatch
 from zmq_ik._strokes import STROKES_FORMAT as STROKES_FORMAT
@@ -48,6 +50,7 @@ __all__ = [
     "POS_TOL",
     "STROKES_FORMAT",
     "TATBOT_TENSORS",
+    "EEPoses",
     "IKSettings",
     "IKSolution",
     "PackedStrokes",

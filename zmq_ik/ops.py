@@ -1,4 +1,5 @@
-"""The operations' wire schemas (`solve`, `strokebatch`), both directions, in one place.
+"""The operations' wire schemas (`solve`, `fk`, `describe`, `strokebatch`), both directions,
+in one place.
 
 Clients build requests and read replies with these functions; workers read requests and
 build replies with them. Only numpy here, so the robot side needs no JAX. Input checks are
@@ -8,19 +9,21 @@ wire limits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from zmq_ik._checks import check_packed, check_rest_shape, check_targets
+from zmq_ik._checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
 from zmq_ik._scene import SCENE_KEYS
 from zmq_ik._version import __version__
-from zmq_ik.errors import InputError
+from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
     ORI_TOL,
     POS_TOL,
+    EEPoses,
     IKSettings,
     IKSolution,
     PackedStrokes,
@@ -31,16 +34,23 @@ from zmq_ik.model import (
 
 __all__ = [
     "DESCRIBE",
+    "FK",
     "MAX_POSES_PER_REQUEST",
     "SOLVE",
     "STROKEBATCH",
     "STROKEBATCH_ARRAYS",
+    "JointBounds",
     "apply_first_last_rest",
+    "check_solve_reply",
     "describe_reply",
     "describe_request",
+    "fk_reply",
+    "fk_request",
     "ik_settings_from_header",
     "read_describe_reply",
     "read_ee_links",
+    "read_fk_reply",
+    "read_fk_request",
     "read_solve_reply",
     "read_solve_request",
     "read_strokebatch_reply",
@@ -55,8 +65,10 @@ __all__ = [
 SOLVE = "solve"
 STROKEBATCH = "strokebatch"
 DESCRIBE = "describe"
+FK = "fk"
 MAX_POSES_PER_REQUEST = 1 << 20
-"""Poses (solve) or stroke pairs × length × offsets (strokebatch) accepted in one request;
+"""Poses (solve), joint vectors (fk) or stroke pairs × length × offsets (strokebatch) accepted
+in one request;
 bigger jobs are split by the client (`IKClient.compute` does it for you)."""
 
 _IK_SETTINGS = frozenset(f.name for f in fields(IKSettings))
@@ -182,6 +194,161 @@ def read_solve_reply(
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
+
+
+PRECISE_TOL = 1e-3
+"""How far past a limit (rad or m) a ``precise`` answer's joint may be (its steps are clamped
+to the limits; float32 rounding and the client's float64 limits differ by far less)."""
+SOFT_SLACK_MIN = math.pi
+"""Least allowance past a limit for a soft-limit answer (``precise`` false): the joint-limit
+residual is a penalty, so a hard-to-reach target may pull a joint past its limit. Allowed: a
+whole joint range, at least this (half a turn; as much, in metres, for a prismatic joint,
+which the client cannot tell apart), as for a ``rest`` pose (`ik._joints.check_rest`)."""
+UNLIMITED = 1e3
+"""Bound on any joint of an answer, limited or not (rad or m): as for a ``rest`` pose."""
+
+
+@dataclass(frozen=True)
+class JointBounds:
+    """Where the joints of a robot's `solve` answer may lie, from its `describe` (a client
+    fetches it once per robot and end effectors): per joint, ``soft`` (settings with soft
+    limits) and ``hard`` (``precise``) intervals."""
+
+    names: tuple[str, ...]
+    lower: np.ndarray
+    upper: np.ndarray
+    soft: tuple[np.ndarray, np.ndarray]
+    hard: tuple[np.ndarray, np.ndarray]
+    lists: tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]
+    """``soft`` and ``hard`` as lists: small answers are checked in Python (`SMALL`)."""
+
+    @classmethod
+    def from_describe(cls, info: Mapping[str, Any]) -> JointBounds:
+        lower = np.asarray(info["lower"], np.float64)
+        upper = np.asarray(info["upper"], np.float64)
+        limited = np.asarray(info["limited"], bool)
+        names = tuple(info["joint_names"])
+        if not lower.shape == upper.shape == limited.shape == (len(names),):
+            raise ProtocolError("describe reply: lower, upper, limited and joint_names differ")
+
+        def window(slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lo = np.where(limited, np.maximum(lower - slack, -UNLIMITED), -UNLIMITED)
+            hi = np.where(limited, np.minimum(upper + slack, UNLIMITED), UNLIMITED)
+            return lo.astype(np.float32), hi.astype(np.float32)
+
+        soft = window(np.maximum(upper - lower, SOFT_SLACK_MIN))
+        hard = window(np.full_like(lower, PRECISE_TOL))
+        lists = tuple((lo.tolist(), hi.tolist()) for lo, hi in (soft, hard))
+        return cls(names, lower, upper, soft, hard, lists)  # type: ignore[arg-type]
+
+
+def check_solve_reply(
+    arrays: Mapping[str, np.ndarray],
+    n_poses: int,
+    n_ee: int,
+    bounds: JointBounds,
+    precise: bool,
+    pos_tol: float = POS_TOL,
+    ori_tol: float = ORI_TOL,
+) -> IKSolution:
+    """A worker's `solve` answer to ``n_poses`` targets of ``n_ee`` end effectors, checked
+    before a robot is commanded with it: ``joints`` (n_poses, n_joints) finite, within the
+    robot's limits (``bounds``: ``hard`` for ``precise``, else ``soft``); ``pos_err`` and
+    ``ori_err`` (n_poses, n_ee), >= 0 or NaN (unknown). A bad answer is the worker's fault:
+    `ProtocolError` naming what is wrong. A few µs on top of reading it (`IKSolution` checks
+    finiteness and the errors' signs). ``pos_tol``/``ori_tol`` judge its ``reached``."""
+    try:
+        sol = read_solve_reply(arrays, pos_tol, ori_tol)
+    except InputError as e:
+        raise ProtocolError(f"bad solve reply from the worker: {e.message}", field=e.field) from e
+    joints, err = sol.joints, sol.pos_err
+    want = (n_poses, len(bounds.names))
+    if joints.shape != want or err.shape != (n_poses, n_ee):
+        raise ProtocolError(
+            f"bad solve reply from the worker: joints {joints.shape}, errors {err.shape}; "
+            f"expected {want} and {(n_poses, n_ee)} for {n_poses} poses of {n_ee} end "
+            f"effectors of a robot of {want[1]} joints",
+            field="joints",
+        )
+    lo, hi = bounds.hard if precise else bounds.soft
+    bad: tuple[int, int] | None = None
+    if joints.size <= SMALL:  # in Python: see `SMALL` (a control loop's one pose)
+        lo_list, hi_list = bounds.lists[precise]
+        rows = enumerate(joints.tolist())
+        bad = next(
+            (
+                (i, k)
+                for i, row in rows
+                for k, v in enumerate(row)
+                if not lo_list[k] <= v <= hi_list[k]
+            ),
+            None,
+        )
+    else:
+        outside = (joints < lo) | (joints > hi)
+        if outside.any():
+            row, col = np.argwhere(outside)[0]
+            bad = int(row), int(col)
+    if bad is not None:
+        i, k = bad
+        raise ProtocolError(
+            f"bad solve reply from the worker: joints[{i}, {k}] = {joints[i, k]:g} for joint "
+            f"{bounds.names[k]!r} is outside its limits [{bounds.lower[k]:g}, "
+            f"{bounds.upper[k]:g}] by more than {'precise' if precise else 'soft'} limits "
+            f"allow",
+            field="joints",
+        )
+    return sol
+
+
+# --------------------------------------------------------------------------- fk
+
+
+def fk_request(
+    joints: Any, ee_links: Sequence[str] | str | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Header and arrays of an `fk` request: ``joints`` (N, n_joints), or one (n_joints,)
+    vector (N = 1), checked as a worker checks them."""
+    q = check_joints(joints, one_pose=True)
+    _check_fk_size(q)
+    return describe_request(ee_links), {"joints": q}
+
+
+def read_fk_request(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Validate an `fk` request: (joints (N, n_joints) float32, ee_links or None). Whether
+    ``n_joints`` fits the robot is the worker's check (it needs the robot)."""
+    q = check_joints(_required(arrays, "joints"))
+    _check_fk_size(q)
+    return q, read_ee_links(header)
+
+
+def _check_fk_size(q: np.ndarray) -> None:
+    if q.shape[0] > MAX_POSES_PER_REQUEST:
+        raise InputError(
+            f"{q.shape[0]} joint vectors in one request, limit {MAX_POSES_PER_REQUEST}", "joints"
+        )
+
+
+def fk_reply(poses: EEPoses) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    return {"ee_links": list(poses.ee_links)}, {"wxyz": poses.wxyz, "pos": poses.pos}
+
+
+def read_fk_reply(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], n: int | None = None
+) -> EEPoses:
+    """The `EEPoses` of an `fk` reply (checked: shapes, finite), of ``n`` joint vectors when
+    given (a reply for another number of them is refused)."""
+    try:
+        poses = EEPoses(
+            ee_links=read_ee_links(header) or (), wxyz=arrays["wxyz"], pos=arrays["pos"]
+        )
+    except KeyError as e:
+        raise InputError(f"fk reply lacks array {e}", str(e)) from e
+    if n is not None and len(poses) != n:
+        raise InputError(f"fk reply has {len(poses)} poses for {n} joint vectors", "pos")
+    return poses
 
 
 # --------------------------------------------------------------------------- describe

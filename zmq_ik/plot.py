@@ -27,7 +27,7 @@ from zmq_ik.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
-PLOT_INSTALL = 'pip install "zmq-ik[plot]"'
+PLOT_INSTALL = 'pip install matplotlib (in a checkout: pip install -e ".[plot]")'
 """How to get matplotlib, the one optional dependency of plots."""
 MARGINAL = 0.8
 """A stroke whose worst error is above this fraction of its tolerance (but within it) is

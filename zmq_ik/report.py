@@ -1,5 +1,5 @@
 """Plain-text reports for people: `ping` and `status` answers (of one broker or several) as
-lines and tables."""
+lines and tables, and `fk` answers as a table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from zmq_ik.errors import IKError, IKTimeout
+from zmq_ik.errors import IKError, IKTimeout, InputError, NoBroker
+from zmq_ik.model import EEPoses
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -36,7 +37,7 @@ def format_ping(endpoint: str, info: dict[str, Any], rtts: Sequence[float]) -> s
     lines.append(worker_counts(info))
     lines += [
         f"  {w['id']}  {w['state']:<5} {','.join(w['robots']):<20} {w['device']}  "
-        f"served={w['served']}"
+        f"served={w['served']}" + (f" pauses={w['pauses']}" if w.get("pauses") else "")
         for w in workers
     ]
     lines += [
@@ -125,8 +126,13 @@ def ask(client: Any, question: str) -> dict[str, Any]:
     `IKTimeout` in the real numbers (the client's own message counts its grace period in)."""
     try:
         return dict(getattr(client, question)())
+    except NoBroker:  # its message says why (and "within 2s", as ping's default)
+        raise
     except IKTimeout as e:
-        raise IKTimeout(f"no answer from {client.endpoint} within {client.timeout:g}s") from e
+        why = f": {e.reason}" if e.reason else ""
+        raise IKTimeout(
+            f"no answer from {client.endpoint} within {client.timeout:g}s{why}", e.reason
+        ) from e
 
 
 def ping_lines(client: Any, count: int, as_json: bool, pause: float = 0.2) -> Iterator[str]:
@@ -207,3 +213,47 @@ def status_screens(
     finally:
         for c in clients:
             c.close()
+
+
+def parse_joint_vectors(texts: Sequence[str]) -> list[list[float]]:
+    """``Q1,Q2,...`` arguments (one joint vector each) → lists of numbers; the values'
+    checks (finite, bounded, as many as the robot's joints) are `IKClient.fk`'s."""
+    vectors = []
+    for text in texts:
+        try:
+            vectors.append([float(v) for v in text.split(",")])
+        except ValueError:
+            raise InputError(
+                f"joints: expected comma-separated numbers Q1,Q2,..., got {text!r}", "joints"
+            ) from None
+    if len({len(v) for v in vectors}) > 1:
+        raise InputError("joints: the vectors have different lengths", "joints")
+    return vectors
+
+
+def format_fk(poses: EEPoses) -> str:
+    """`zmq-ik fk`'s table: one row per joint vector and end effector."""
+    rows = [
+        [i, link, *(f"{v:.6f}" for v in poses.pos[i, k]), *(f"{v:.6f}" for v in poses.wxyz[i, k])]
+        for i in range(len(poses))
+        for k, link in enumerate(poses.ee_links)
+    ]
+    headers = ["pose", "ee_link", "x m", "y m", "z m", "qw", "qx", "qy", "qz"]
+    return table(headers, rows)
+
+
+def fk_text(
+    client: Any, robot: str, texts: Sequence[str], ee_links: Sequence[str] | None, as_json: bool
+) -> str:
+    """`zmq-ik fk`: the end-effector poses of the joint vectors ``texts`` (`format_fk`'s table,
+    or JSON: ``ee_links``, ``pos`` and ``wxyz`` as nested lists)."""
+    poses = client.fk(robot, parse_joint_vectors(texts), ee_links or None)
+    if not as_json:
+        return format_fk(poses)
+    doc = {
+        "robot": robot,
+        "ee_links": list(poses.ee_links),
+        "pos": poses.pos.tolist(),
+        "wxyz": poses.wxyz.tolist(),
+    }
+    return json.dumps(doc, indent=2)

@@ -172,19 +172,59 @@ class CurveClient:
 # --------------------------------------------------------------------------- server
 
 
+class KeyNotices:
+    """When to log about a key: at most once per ``interval`` per key, and at most ``burst``
+    lines per ``interval`` over all keys (so a peer making up keys cannot flood the log).
+    `due` counts what it holds back; the next line logged says how many."""
+
+    def __init__(self, interval: float = 60.0, burst: int = 60) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._last: dict[str, float] = {}
+        self._window = -1e9
+        self._in_window = 0
+        self.held_back = 0
+        self._lock = threading.Lock()  # the ZAP authenticator calls from its own thread
+
+    def due(self, key_fingerprint: str, now: float) -> int | None:
+        """None: do not log now. Otherwise log, mentioning the returned count of notices
+        held back since the last one logged (usually 0)."""
+        with self._lock:
+            if now - self._last.get(key_fingerprint, -1e9) < self.interval:
+                return None
+            if now - self._window >= self.interval:
+                self._window, self._in_window = now, 0
+            if self._in_window >= self.burst:
+                self.held_back += 1
+                return None
+            if len(self._last) >= 10_000:
+                self._last.clear()
+            self._last[key_fingerprint] = now
+            self._in_window += 1
+            held, self.held_back = self.held_back, 0
+            return held
+
+
+def held_back(count: int) -> str:
+    """A log line's tail for `KeyNotices.due`'s count."""
+    return f" ({count} similar notice(s) held back)" if count else ""
+
+
 class AllowedKeys:
-    """pyzmq's CURVE credentials provider: admits exactly the public keys it was given.
+    """pyzmq's CURVE credentials provider: admits exactly the public keys it was given,
+    client keys and worker keys alike (`registration_refusal` tells them apart).
 
     The ZAP authenticator calls `callback` for every CURVE handshake
     (`ThreadAuthenticator.configure_curve_callback`); the decision and its log line are
-    ours, so a refused key is logged once a minute by fingerprint, never in full, however
-    often a peer retries.
+    ours: a refused key is logged by fingerprint, never in full, once a minute per key
+    (`KeyNotices`), however often a peer retries.
     """
 
-    def __init__(self, keys: Iterable[bytes]) -> None:
-        self._keys = frozenset(bytes(k) for k in keys)
-        self._last_warned: dict[str, float] = {}
-        self._lock = threading.Lock()  # the authenticator runs in its own thread
+    def __init__(self, keys: Iterable[bytes], workers: Iterable[bytes] = ()) -> None:
+        self.workers = frozenset(bytes(k) for k in workers)
+        """Keys that may register as workers (``--worker-keys``)."""
+        self._keys = frozenset(bytes(k) for k in keys) | self.workers
+        self.notices = KeyNotices()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -194,16 +234,29 @@ class AllowedKeys:
         if bytes(key) in self._keys:
             return True
         fp = fingerprint(key)
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last_warned.get(fp, -1e9) >= 60.0:
-                if len(self._last_warned) > 10_000:
-                    self._last_warned.clear()
-                self._last_warned[fp] = now
-                logger.warning(
-                    "refused a CURVE peer: its public key (fingerprint %s) is not allowed", fp
-                )
+        held = self.notices.due(fp, time.monotonic())
+        if held is not None:
+            logger.warning(
+                "refused a CURVE peer: its public key (fingerprint %s) is not allowed "
+                "(not in --allow-keys or --worker-keys)%s",
+                fp,
+                held_back(held),
+            )
         return False
+
+    def registration_refusal(self, key: str | bytes | None) -> str | None:
+        """Why a peer connected with z85 public ``key`` (libzmq's ``User-Id`` of its
+        messages) may not register as a worker, or None: only keys from ``--worker-keys``
+        may. The text names the key by fingerprint and says what to do."""
+        raw = key.encode() if isinstance(key, str) else key
+        if raw is not None and bytes(raw) in self.workers:
+            return None
+        who = f"fingerprint {fingerprint(raw)}" if raw else "no CURVE key"
+        return (
+            f"this peer's CURVE key ({who}) is not a worker key of this broker, so it may "
+            f"not register as a worker: put its NAME.key in the broker's --worker-keys "
+            f"directory (not only --allow-keys) and restart the broker"
+        )
 
 
 def load_allowed_keys(allow_keys_dir: str | os.PathLike[str]) -> list[bytes]:
@@ -226,35 +279,46 @@ def configure_curve_server(
     secret_key_file: str | os.PathLike[str],
     allow_keys_dir: str | os.PathLike[str] | None,
     authenticator: ThreadAuthenticator | None = None,
-) -> ThreadAuthenticator:
-    """Make ``sock`` a CURVE server admitting only the public keys in ``allow_keys_dir``.
+    worker_keys_dir: str | os.PathLike[str] | None = None,
+) -> tuple[ThreadAuthenticator, AllowedKeys]:
+    """Make ``sock`` a CURVE server admitting only the public keys in ``allow_keys_dir``
+    (client keys) and ``worker_keys_dir`` (worker keys: they alone may register as workers;
+    one may be in both directories, which changes nothing).
 
     Call before ``bind``. Starts a ZAP `ThreadAuthenticator` on ``context`` unless one is
     passed in (there can be only one ZAP handler per context; a broker with a second,
-    worker-only endpoint reuses it). Returns the authenticator: `stop()` it after the
-    sockets are closed. The allowed keys are read once, here: restart the broker after
-    adding or removing a key.
+    worker-only endpoint reuses it). Returns the authenticator (`stop()` it after the
+    sockets are closed) and its `AllowedKeys`. The keys are read once, here: restart the
+    broker after adding or removing one.
     """
     _require_curve()
-    if allow_keys_dir is None:
-        raise ValueError("CURVE needs an allowed-keys directory (--allow-keys DIR)")
+    if allow_keys_dir is None and worker_keys_dir is None:
+        raise ValueError("CURVE needs --allow-keys DIR and/or --worker-keys DIR")
     public, secret = load_secret_keypair(secret_key_file)
-    allowed = load_allowed_keys(allow_keys_dir)
-    if not allowed:
-        logger.warning("no *.key files in %s: every peer will be refused", allow_keys_dir)
     if authenticator is None:
+        clients = load_allowed_keys(allow_keys_dir) if allow_keys_dir is not None else []
+        workers = load_allowed_keys(worker_keys_dir) if worker_keys_dir is not None else []
+        allowed = AllowedKeys(clients, workers)
+        if not allowed:
+            logger.warning("no *.key files in the key directories: every peer will be refused")
+        elif not allowed.workers:
+            logger.warning("no worker keys (--worker-keys DIR): no worker can register")
         zap_logger.setLevel(max(zap_logger.getEffectiveLevel(), logging.INFO))
         authenticator = ThreadAuthenticator(context, log=zap_logger)
         authenticator.start()
-        authenticator.configure_curve_callback("*", AllowedKeys(allowed))
+        authenticator.configure_curve_callback("*", allowed)
         logger.info(
-            "CURVE on: broker key %s, %d allowed peer key(s) from %s",
+            "CURVE on: broker key %s, %d client key(s) from %s, %d worker key(s) from %s",
             fingerprint(public),
-            len(allowed),
+            len(set(clients) - allowed.workers),
             allow_keys_dir,
+            len(allowed.workers),
+            worker_keys_dir,
         )
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
     sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
     sock.setsockopt(zmq.ZAP_DOMAIN, b"*")
-    return authenticator
+    provider = authenticator.credentials_providers["*"]
+    assert isinstance(provider, AllowedKeys)
+    return authenticator, provider

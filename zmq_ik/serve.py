@@ -85,11 +85,34 @@ class ServeSettings:
         doc="Another broker the workers also serve, e.g. the one on a second host "
         "(repeat or comma-separate).",
     )
+    curve_secret_key: str | None = setting(
+        None, metavar="FILE", doc="Broker secret key file (enables CURVE)."
+    )
+    allow_keys: str | None = setting(None, metavar="DIR", doc="Public keys of clients.")
+    worker_keys: str | None = setting(None, metavar="DIR", doc="Public keys of workers.")
+    worker_secret_key: str | None = setting(
+        None,
+        metavar="FILE",
+        doc="The local workers' secret key (with CURVE; its NAME.key must be in --worker-keys).",
+    )
     worker: ServiceSettings = field(default_factory=ServiceSettings)
     """What every worker serves (its ``gpu`` is set per worker from ``gpus``)."""
 
     def __post_init__(self) -> None:
         check_bind_endpoint(self.bind)
+        # The broker's own checks (CURVE options that need each other), before anything starts.
+        BrokerSettings(
+            self.bind,
+            curve_secret_key=self.curve_secret_key,
+            allow_keys=self.allow_keys,
+            worker_keys=self.worker_keys,
+        )
+        if bool(self.curve_secret_key) != bool(self.worker_secret_key):
+            raise InputError(
+                "the local workers' key (--worker-secret-key FILE) goes with the broker's "
+                "(--curve-secret-key FILE): with CURVE, give both; without, neither",
+                "worker_secret_key",
+            )
         if self.bind.rpartition(":")[2] in ("*", "0") or self.bind == "ipc://*":
             raise InputError(
                 f"serve needs a fixed port, got {self.bind!r}: its workers connect to it "
@@ -141,12 +164,14 @@ class Supervisor:
         self.failed: str | None = None
         """Why supervision stopped early (a child's configuration error), else None."""
         flags = ["-q"] if verbose < 0 else ["-v"] * verbose
-        self.children = [Child("broker", [*flags, "broker", "--bind", self.bind, *broker_args])]
+        curve, worker_curve = _curve_args(settings)
+        broker = [*flags, "broker", "--bind", self.bind, *curve, *broker_args]
+        self.children = [Child("broker", broker)]
         gpus = settings.gpus
         for i in range(settings.worker_count):
             gpu = gpus[i % len(gpus)] if gpus else None
             config = replace(settings.worker, gpu=gpu).to_json()
-            args = [*flags, "worker", "--connect", self.connect, "--config", config]
+            args = [*flags, "worker", "--connect", self.connect, "--config", config, *worker_curve]
             args += [a for other in settings.connect for a in ("--connect", other)]
             name = f"worker-{i + 1}" + (f" (gpu {gpu})" if gpu is not None else "")
             self.children.append(Child(name, args))
@@ -253,6 +278,24 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _curve_args(settings: ServeSettings) -> tuple[list[str], list[str]]:
+    """The broker's and the workers' CURVE options (none without CURVE). The workers get the
+    broker's public key from ``NAME.key`` next to its secret file (`keygen` writes both)."""
+    if not settings.curve_secret_key:
+        return [], []
+    broker = ["--curve-secret-key", settings.curve_secret_key]
+    for flag, value in (
+        ("--allow-keys", settings.allow_keys),
+        ("--worker-keys", settings.worker_keys),
+    ):
+        broker += [flag, value] if value else []
+    secret = settings.curve_secret_key
+    public = secret.removesuffix("_secret") if secret.endswith("_secret") else secret
+    public = public if os.path.exists(public) else secret  # (only its public key is read)
+    assert settings.worker_secret_key is not None  # (`ServeSettings` checks)
+    return broker, ["--curve-server-key", public, "--curve-secret-key", settings.worker_secret_key]
 
 
 def check_bind(endpoint: str) -> None:
