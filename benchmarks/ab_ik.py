@@ -39,11 +39,14 @@ MEASURES = (
     ("stroke-like, batch 1,024: ori p99 (rad)", "stroke_ori_p99"),
     ("stroke-like, batch 1,024: ori median (rad)", "stroke_ori_median"),
     ("stroke-like, batch 1,024: pos median (mm)", "stroke_pos_median"),
+    ("stroke-like, batch 1,024: pos p99 (mm)", "stroke_pos_p99"),
     ("FK of random joints, batch 1,024: ms per call", "fk_ms"),
     ("FK of random joints, batch 1,024: ori median (rad)", "fk_ori_median"),
     ("FK of random joints, batch 1,024: pos median (mm)", "fk_pos_median"),
     ("single-pose loop p50, warm rest (ms)", "loop_warm_ms"),
     ("single-pose loop p50, ready-pose rest (ms)", "loop_ready_ms"),
+    ("single-pose loop, warm rest: largest joint step (rad)", "loop_warm_step"),
+    ("single-pose loop, warm rest: worst ori err (rad)", "loop_warm_ori_max"),
     ("overhead around the program, solve_ik (µs)", "solve_overhead_us"),
     ("overhead around the program, IKService.handle (µs)", "handle_overhead_us"),
 )
@@ -85,28 +88,41 @@ def _child(targets: str, cache: str) -> None:
         }
         if kind == "stroke":
             out["stroke_ori_p99"] = float(np.percentile(sol.ori_err, 99))
+            out["stroke_pos_p99"] = 1000 * float(np.percentile(sol.pos_err, 99))
         return out
 
-    def loop(warm: bool) -> float:
-        rest, lat = None, []
+    def loop(warm: bool) -> dict[str, float]:
+        """p50 (ms); with ``warm``, also the largest joint step between consecutive answers
+        (continuity: no elbow flips) and the worst orientation error."""
+        rest, lat, joints, ori = None, [], [], []
         for i in range(len(loop_wxyz)):
             t0 = time.perf_counter()
             sol = ik.solve_ik(robot, loop_wxyz[i], loop_pos[i], rest, buckets=buckets)
             lat.append(time.perf_counter() - t0)
+            joints.append(sol.joints[0])
+            ori.append(float(np.max(sol.ori_err)))
             if warm:
                 rest = sol.joints[0]
-        return 1000 * float(np.median(lat))
+        if not warm:
+            return {"loop_ready_ms": 1000 * float(np.median(lat))}
+        step = float(np.max(np.abs(np.diff(np.asarray(joints), axis=0))))
+        return {
+            "loop_warm_ms": 1000 * float(np.median(lat)),
+            "loop_warm_step": step,
+            "loop_warm_ori_max": max(ori),
+        }
 
     # The overhead: the program replaced by its answer (what is left is everything else).
     w1, p1 = loop_wxyz[0], loop_pos[0]
     rest1 = np.asarray(ik.default_rest(robot)) + np.float32(0.001)
-    real = _solve.solve_program(robot, False, 1)
-    answer = real(
-        np.ascontiguousarray(w1[None].transpose(1, 2, 0)),
-        np.ascontiguousarray(p1[None].transpose(1, 2, 0)),
-        rest1,
-        ik.solver_params(ik.IKSettings()),
-    )
+    # Whatever program the default settings run, answered with this pose's answer (made per
+    # call in the shape of its batch, so every mode's bookkeeping sees a reached target).
+    done = ik.solve_ik(robot, w1, p1, rest1, buckets=buckets)
+
+    def answer(*args: Any) -> tuple[np.ndarray, ...]:
+        b = args[0].shape[-1]
+        return tuple(np.repeat(a.T, b, axis=1) for a in (done.joints, done.pos_err, done.ori_err))
+
     header, arrays = ops.solve_request(w1, p1, rest1)
     frames = [
         f if isinstance(f, bytes) else bytes(memoryview(f)) for f in encode_payload(header, arrays)
@@ -115,7 +131,7 @@ def _child(targets: str, cache: str) -> None:
     real_program = _solve.solve_program
 
     def overhead() -> dict[str, float]:
-        _solve.solve_program = lambda *args: lambda *a: answer  # type: ignore[assignment]
+        _solve.solve_program = lambda *args: answer  # type: ignore[assignment]
         try:
             env = {
                 "ik": ik,
@@ -140,7 +156,8 @@ def _child(targets: str, cache: str) -> None:
     print("ready", flush=True)
     for _ in sys.stdin:
         row = {**batch("stroke"), **batch("fk")}
-        row["loop_warm_ms"], row["loop_ready_ms"] = loop(True), loop(False)
+        row.update(loop(True))
+        row.update(loop(False))
         row.update(overhead())
         print(" ".join(f"{row[key]:.6g}" for _, key in MEASURES), flush=True)
 

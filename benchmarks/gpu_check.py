@@ -15,7 +15,9 @@ Steps, each timed and printed as it goes, then one summary table (markdown, also
 4. ``zmq-ik serve --workers 1 --gpu 0``: a 10,000-pair ``compute`` end to end and a loop of
    single-pose ``solve`` calls through the broker (p50 / p99);
 5. the same 1,024 targets solved on this device and on the CPU (a subprocess with
-   ``JAX_PLATFORMS=cpu``): the largest joint difference, goal ≤ 1e-4 rad.
+   ``JAX_PLATFORMS=cpu``): the largest joint difference, goal ≤ 1e-4 rad;
+6. reach over every robot of `benchmarks.robots` (FK of 16,384 random joint vectors each,
+   the default solve in one call): reached %, limits, worst errors, poses/s, first call.
 
 Goals on an H100/H200 (issue #17): ≥ 1,000,000 poses/s at batch 131,072; single-pose loop
 p50 ≤ 1.5 ms through the broker; cold READY ≤ 60 s, warm ≤ 10 s.
@@ -35,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import robots
 from benchmarks._procs import ROOT, Procs
 from zmq_ik.serve import free_endpoint
 
@@ -45,6 +48,8 @@ DRY_BUCKETS = "16,64"
 in CI it loads their programs from the shared cache instead of compiling others: it checks
 the path, not the numbers."""
 COMPARE_TARGETS = 1024
+ROBOT_TARGETS = 16384
+"""Targets per robot in the reach table (FK of random joints; one call each)."""
 DRY_COMPARE_TARGETS = 16
 
 
@@ -249,6 +254,18 @@ def summary(result: dict[str, Any]) -> str:
         f"{result['vs_cpu']:.2e} | ≤ 1e-4 |"
     )
     lines.append(f"| wall time of this check | {result['wall_s']:.0f} s | ≤ 8 min |")
+    lines += [
+        "",
+        "| robot | joints | targets | reached % (0.01 mm, 1e-4 rad) | outside limits % "
+        "| pos p99 (mm) | ori p99 (rad) | poses/s | first call (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["robots"]:
+        lines.append(
+            f"| {row['robot']} | {row['joints']} | {row['targets']:,} | {row['reached %']:.2f} | "
+            f"{row['outside limits %']:.2f} | {row['pos p99 (mm)']:.4f} | "
+            f"{row['ori p99 (rad)']:.2e} | {row['poses/s']:,.0f} | {row['first call (s)']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -281,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and result["device"] == "cpu":
         _log("JAX sees no GPU: install the CUDA wheels (benchmarks/gpu_check.sh) and rerun")
         return 1
-    _log("[2/5] IK engine in-process")
+    _log("[2/6] IK engine in-process")
     if args.dry_run:  # no fresh compiles: the dry run checks the path, not the numbers
         result["engine"] = engine(DRY_BATCHES, runs=1, fresh_compile=False)
     else:
@@ -290,14 +307,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The dry run reuses the shared cache: it checks the path, not a cold start.
         cache = JAX_CACHE if args.dry_run else log_dir / "jax-cache"
-        _log("[3/5] worker start, cold and warm compilation cache")
+        _log("[3/6] worker start, cold and warm compilation cache")
         result["start"] = worker_start(gpu_args, buckets, cache)
-        _log("[4/5] zmq-ik serve end to end")
+        _log("[4/6] zmq-ik serve end to end")
         pairs, loop = (2, 20) if args.dry_run else (10_000, 300)
         result["serve"] = serve_end_to_end(gpu_args, buckets, cache, pairs, loop)
-        _log("[5/5] answers vs the CPU")
+        _log("[5/6] answers vs the CPU")
         result["compared"] = DRY_COMPARE_TARGETS if args.dry_run else COMPARE_TARGETS
         result["vs_cpu"] = compare_with_cpu(log_dir)
+        _log("[6/6] reach over the robots (benchmarks/robots.py), large batches")
+        if args.dry_run:
+            result["robots"] = robots.large_batches(["so100"], 16, buckets=(16,))
+        else:
+            result["robots"] = robots.large_batches(list(robots.ROBOTS), ROBOT_TARGETS)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
     result["wall_s"] = time.monotonic() - t0

@@ -7,7 +7,7 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
 :func:`strokebatch_from_strokes` is ``IKClient.compute``.
 
 - :class:`Robot` — end-effector chains from a URDF; ``fk`` → ``T_world_ee`` (jaxlie SE3);
-  its compiled programs live in ``Robot.programs`` (a :class:`ProgramCache`).
+  its compiled programs are :func:`programs_of` (a :class:`ProgramCache`).
 - :func:`solve_ik` (and :func:`solve_until`, the worker's, with a deadline) — batched
   Levenberg–Marquardt with tatbot's cost (module ``_lm``).
 - :func:`fk_poses` (and :func:`warmup_fk`) — ``Robot.fk`` as the worker serves it: an
@@ -29,16 +29,20 @@ from ._joints import check_rest as check_rest
 from ._joints import default_rest as default_rest
 from ._joints import seed_points as seed_points
 from ._joints import working_range as working_range
-from ._lm import PRECISE_MIN_ITERATIONS as PRECISE_MIN_ITERATIONS
 from ._lm import solver_params as solver_params
 from ._programs import BUCKETS as BUCKETS
 from ._programs import ProgramCache as ProgramCache
 from ._programs import check_buckets as check_buckets
 from ._programs import chunk_size as chunk_size
 from ._programs import enable_compilation_cache as enable_compilation_cache
+from ._programs import program_key as program_key
+from ._programs import programs_of as programs_of
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
 from ._programs import warmup as warmup
 from ._programs import warmup_buckets as warmup_buckets
+from ._reach import REACH_ORI_TOL as REACH_ORI_TOL
+from ._reach import REACH_POS_TOL as REACH_POS_TOL
+from ._reach import RESOLVE_ROUNDS as RESOLVE_ROUNDS
 from ._robot import Robot as Robot
 from ._solve import solve_ik as solve_ik
 from ._solve import solve_until as solve_until
@@ -50,7 +54,9 @@ IKConfig = IKSettings
 
 __all__ = [
     "BUCKETS",
-    "PRECISE_MIN_ITERATIONS",
+    "REACH_ORI_TOL",
+    "REACH_POS_TOL",
+    "RESOLVE_ROUNDS",
     "IKConfig",
     "IKSettings",
     "ProgramCache",
@@ -61,6 +67,8 @@ __all__ = [
     "default_rest",
     "enable_compilation_cache",
     "fk_poses",
+    "program_key",
+    "programs_of",
     "run_inline_on_cpu",
     "seed_points",
     "solve_ik",

@@ -6,9 +6,10 @@ numpy only; the robot's limits are plain arrays (``Robot.lower``, ``upper``, ``l
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,14 +17,34 @@ import numpy.typing as npt
 from zmq_ik._checks import SMALL
 from zmq_ik.errors import InputError
 
-if TYPE_CHECKING:
-    from ._robot import Robot
+
+class Robot(Protocol):
+    """What these helpers read of a robot (``zmq_ik.ik.Robot`` has it): joint-space facts
+    only, so this module sits below the robot, which uses it to check its rest pose."""
+
+    @property
+    def joint_names(self) -> tuple[str, ...]: ...
+    @property
+    def lower(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def upper(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def limited(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def prismatic(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def rest(self) -> npt.NDArray[np.float32] | None: ...
+    @property
+    def n_joints(self) -> int: ...
+
 
 _PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
 
 
+@functools.lru_cache(maxsize=64)
 def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
-    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim."""
+    """First ``n`` points (skipping 0) of the Halton sequence in [0, 1)^dim (read-only; kept:
+    every solve's re-solve rounds use the same ones)."""
     out = np.zeros((n, dim))
     for d in range(dim):
         base = _PRIMES[d % len(_PRIMES)]
@@ -34,6 +55,7 @@ def _halton(n: int, dim: int) -> npt.NDArray[np.float64]:
                 r += f * (k % base)
                 k //= base
             out[i, d] = r
+    out.setflags(write=False)
     return out
 
 

@@ -25,7 +25,7 @@ along the redundant directions, with the same pose errors).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,12 +48,8 @@ from ._kin import (
     rotation_log,
 )
 from ._planes import barrier, cholesky_solve, dot3
+from ._robot import ChainInfo, Robot
 
-if TYPE_CHECKING:
-    from ._robot import ChainInfo, Robot
-
-PRECISE_MIN_ITERATIONS = 128
-"""``precise=True`` runs at least this many iterations (problems freeze when converged)."""
 _REST_DECAY = 0.5
 """``precise=True``: the rest weight is multiplied by this every iteration (tie-break only)."""
 _STEP_TOL = 1e-6
@@ -66,17 +62,6 @@ _LAMBDA_MAX = 1e7
 _LAMBDA_MIN = 1e-7
 _LAMBDA_DOWN = 1.0 / 3.0
 _LAMBDA_UP = 4.0
-_RESTARTS = 8
-"""``precise`` with ``seeds > 1``: restarts per seed slot after stalling away from the target."""
-_PRECISE_POS_TOL = 1e-5
-_PRECISE_ORI_TOL = 1e-4
-
-
-def iterations(settings: IKSettings) -> int:
-    """Iterations actually allowed (``precise`` raises the floor)."""
-    if settings.precise:
-        return max(settings.max_iterations, PRECISE_MIN_ITERATIONS)
-    return settings.max_iterations
 
 
 def solver_params(settings: IKSettings) -> npt.NDArray[np.float32]:
@@ -89,7 +74,7 @@ def solver_params(settings: IKSettings) -> npt.NDArray[np.float32]:
             settings.rest_weight,
             settings.limit_weight,
             settings.lambda_initial,
-            iterations(settings),
+            settings.max_iterations,
         ],
         np.float32,
     )
@@ -191,14 +176,8 @@ def _lm(
     q0: list[list[Any]],
     params: Any,
     precise: bool,
-    restarts: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """LM on every chain at once (one loop); returns per chain q, errors, final cost.
-
-    ``restarts`` (precise only): per chain ``(table, slot)`` — ``table`` a list per joint of
-    constant (R·seeds,) restart points, ``slot`` the (B,) int seed index of each problem. A
-    problem that stalls away from its target restarts from its next table point (at most R
-    times); the best state seen is returned."""
+    """LM on every chain at once (one loop); returns per chain q, errors, final cost."""
     weights = {"pos": params[0], "ori": params[1], "rest": params[2], "limit": params[3]}
     damping0, max_iters = params[4], params[5].astype(jnp.int32)
 
@@ -221,15 +200,9 @@ def _lm(
         if not precise:
             # The joint a rejected step took across a limit (-1: none), and that limit.
             state["crossed"] = (jnp.full(batch, -1, jnp.int32), jnp.zeros(batch, jnp.float32))
-        if restarts is not None:
-            state["pending"] = jnp.zeros(batch, jnp.bool_)
-            state["restarts"] = jnp.zeros(batch, jnp.int32)
-            state["best"] = {"q": list(q), **{k: at_q[k] for k in ("task", "pos_err", "ori_err")}}
         return state
 
-    def step_chain(
-        prob: ChainProblem, state: dict[str, Any], k: Any, restart: Any | None
-    ) -> dict[str, Any]:
+    def step_chain(prob: ChainProblem, state: dict[str, Any], k: Any) -> dict[str, Any]:
         rest_weight = rest_weight_at(k)
         rest_w2 = rest_weight * rest_weight
         n = prob.n
@@ -268,12 +241,6 @@ def _lm(
             grad = [gi if free[i] is None else free[i] * gi for i, gi in enumerate(grad)]
         delta = barrier(cholesky_solve(lhs, [-gi for gi in grad]), k >= 0)
         q_new = [state["q"][i] + delta[i] for i in range(n)]
-        pending: Any = state["pending"] if restart is not None else None
-        if restart is not None:
-            table, slot = restart
-            n_slots = table[0].shape[0] // _RESTARTS
-            row = jnp.clip(state["restarts"] - 1, 0, _RESTARTS - 1) * n_slots + slot
-            q_new = [jnp.where(pending, jnp.take(table[i], row), q_new[i]) for i in range(n)]
         if precise:
             q_new = [_clamp(prob, i, qi) for i, qi in enumerate(q_new)]
         at_new = evaluate(prob, q_new, weights, precise, k >= 0)
@@ -281,16 +248,12 @@ def _lm(
         cost_new = at_new["task"] + rest_w2 * at_new["rest_sq"]
         active = state["active"]
         accept = active & (cost_new < cost_old) & jnp.isfinite(cost_new)
-        if pending is not None:
-            accept = accept | (active & pending)
         step = jnp.max(jnp.stack([jnp.abs(q_new[i] - state["q"][i]) for i in range(n)]), axis=0)
         damping_new = jnp.where(
             accept,
             jnp.maximum(damping * _LAMBDA_DOWN, _LAMBDA_MIN),
             jnp.where(active, damping * _LAMBDA_UP, damping),
         )
-        if pending is not None:
-            damping_new = jnp.where(pending, damping0, damping_new)
         converged = (accept & (step < _STEP_TOL)) | (damping_new > _LAMBDA_MAX)
         if not precise:
             # A rejected step that changed the cost by less than float32 resolves: stop now
@@ -307,26 +270,7 @@ def _lm(
         out["g"] = [jnp.where(accept, at_new["g"][i], state["g"][i]) for i in range(n)]
         if not precise:
             out["crossed"] = _crossed_limits(prob, state["q"], q_new, ~accept)
-        if restart is None:
-            out["active"] = active & ~converged
-            return out
-        # Restarts: a problem converged or stalled away from its target starts again.
-        success = (out["pos_err"] <= _PRECISE_POS_TOL) & (out["ori_err"] <= _PRECISE_ORI_TOL)
-        far = (out["pos_err"] > 1e-3) | (out["ori_err"] > 1e-2)
-        stall = accept & ~pending & far & (cost_old - cost_new < 1e-3 * cost_old)
-        again = active & (converged | stall) & ~success & (state["restarts"] < _RESTARTS)
-        out["active"] = active & (~converged | again)
-        out["pending"] = again
-        out["restarts"] = state["restarts"] + again.astype(jnp.int32)
-        best = state["best"]
-        better = out["task"] < best["task"]
-        out["best"] = {
-            "q": [jnp.where(better, out["q"][i], best["q"][i]) for i in range(n)],
-            **{
-                key: jnp.where(better, out[key], best[key])
-                for key in ("task", "pos_err", "ori_err")
-            },
-        }
+        out["active"] = active & ~converged
         return out
 
     state0 = (jnp.int32(0), [init_chain(p, q) for p, q in zip(probs, q0, strict=True)])
@@ -338,17 +282,12 @@ def _lm(
 
     def body(state: Any) -> Any:
         k, chains = state
-        per_chain = restarts if restarts is not None else [None] * len(probs)
-        return k + 1, [
-            step_chain(p, c, k, r) for p, c, r in zip(probs, chains, per_chain, strict=True)
-        ]
+        return k + 1, [step_chain(p, c, k) for p, c in zip(probs, chains, strict=True)]
 
     k_final, chains = jax.lax.while_loop(cond, body, state0)
     rest_weight_final = rest_weight_at(k_final)
     results = []
     for c in chains:
-        if restarts is not None:
-            c = {**c, **c["best"]}
         results.append(
             {
                 "q": c["q"],
@@ -455,15 +394,7 @@ def solve_planes(
                 base = jnp.concatenate([base, jnp.repeat(jnp.asarray(extra[:, i]), batch)], axis=0)
             q0.append(base)
         q0s.append(q0)
-    restarts = None
-    if precise and seeds > 1:
-        table = seed_points(robot, seeds * (_RESTARTS + 1))[seeds - 1 :]
-        slot = jnp.repeat(jnp.arange(seeds, dtype=jnp.int32), batch)
-        restarts = [
-            ([jnp.asarray(table[: seeds * _RESTARTS, i]) for i in info.joint_index], slot)
-            for info in robot.chains
-        ]
-    results = _lm(probs, q0s, params, precise, restarts)
+    results = _lm(probs, q0s, params, precise)
     joints: list[Any] = [None] * robot.n_joints
     pos_err, ori_err = [], []
     for info, res in zip(robot.chains, results, strict=True):
@@ -472,11 +403,6 @@ def solve_planes(
         if seeds > 1:
             pe, oe = pe.reshape(seeds, batch), oe.reshape(seeds, batch)
             score = res["cost"].reshape(seeds, batch)
-            if precise:
-                score = res["task"].reshape(seeds, batch)
-                # Prefer the rest-pose start when it already meets the targets (continuity).
-                ok0 = (pe[0] <= _PRECISE_POS_TOL) & (oe[0] <= _PRECISE_ORI_TOL)
-                score = score.at[0].set(jnp.where(ok0, -1.0, score[0]))
             best = jnp.argmin(score, axis=0)[None]
             pe = jnp.take_along_axis(pe, best, axis=0)[0]
             oe = jnp.take_along_axis(oe, best, axis=0)[0]

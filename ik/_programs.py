@@ -1,4 +1,4 @@
-"""Compiled programs: a robot's :class:`ProgramCache`, batch buckets, warm-up, JAX settings.
+"""Compiled programs: each robot's :class:`ProgramCache`, batch buckets, warm-up, JAX settings.
 
 A program is compiled per (robot, kind, static settings) and per batch bucket, never per
 request: batches are padded to a bucket or split into chunks, and the weights are traced
@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,7 @@ from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings
 
 from ._lm import N_PARAMS, solve_planes
-
-if TYPE_CHECKING:
-    from ._robot import Robot
+from ._robot import Robot
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +68,19 @@ class ProgramCache:
 
     def __len__(self) -> int:
         return len(self._programs)
+
+
+_PROGRAMS: weakref.WeakKeyDictionary[Robot, ProgramCache] = weakref.WeakKeyDictionary()
+
+
+def programs_of(robot: Robot) -> ProgramCache:
+    """``robot``'s compiled programs (made on first use, gone with the robot): the robot is
+    immutable kinematics, its programs a cache kept here, so the engine reads one way,
+    kinematics → robot → solver → programs → the public solve."""
+    cache = _PROGRAMS.get(robot)
+    if cache is None:
+        cache = _PROGRAMS[robot] = ProgramCache()
+    return cache
 
 
 def enable_compilation_cache(path: str | os.PathLike[str]) -> None:
@@ -115,29 +127,55 @@ def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
     return buckets[-1]
 
 
-def program_specs(robot: Robot, batch: Any) -> tuple[jax.ShapeDtypeStruct, ...]:
-    """Argument shapes of a solve program for ``batch`` targets (an int or a symbol)."""
+def program_specs(
+    robot: Robot, batch: Any, precise: bool = False
+) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """Argument shapes of a solve program for ``batch`` targets (an int or a symbol); the
+    reaching program (``precise``) takes each problem's starting point too."""
     f32 = np.float32
-    return (
+    targets = (
         jax.ShapeDtypeStruct((robot.n_ee, 4, batch), f32),
         jax.ShapeDtypeStruct((robot.n_ee, 3, batch), f32),
+    )
+    starts = (jax.ShapeDtypeStruct((robot.n_joints, batch), f32),) if precise else ()
+    return (
+        *targets,
+        *starts,
         jax.ShapeDtypeStruct((robot.n_joints,), f32),
         jax.ShapeDtypeStruct((N_PARAMS,), f32),
     )
 
 
+def program_key(settings: IKSettings) -> tuple[str, bool, int]:
+    """The program ``settings`` run: only ``precise`` and (without it) ``seeds`` pick one
+    (the reaching mode handles its starting points outside the program)."""
+    return ("solve", settings.precise, 1 if settings.precise else settings.seeds)
+
+
 def solve_program(robot: Robot, precise: bool, seeds: int) -> Any:
-    """The jitted solve for (robot, precise, seeds): ``(target_wxyz (n_ee, 4, B), target_pos
-    (n_ee, 3, B), rest (n,), params) → (joints (n, B), pos_err, ori_err (n_ee, B))``, one
-    compile per bucket."""
+    """The jitted solve for (robot, precise, seeds), one compile per bucket. Tatbot's mode:
+    ``(target_wxyz (n_ee, 4, B), target_pos (n_ee, 3, B), rest (n,), params) → (joints (n,
+    B), pos_err, ori_err (n_ee, B))``, from the rest pose. Reaching mode (``precise``; seeds
+    do not matter): ``(target_wxyz, target_pos, starts (n, B), rest, params)``, each problem
+    from its own start (see ``_reach``)."""
+    key = program_key(IKSettings(precise=precise, seeds=seeds))
 
     def build() -> Any:
-        def solve(target_wxyz: Any, target_pos: Any, rest: Any, params: Any) -> Any:
-            return solve_planes(robot, precise, seeds, target_wxyz, target_pos, rest, params)
+        if precise:
 
-        return _any_batch(solve, robot, f"solve(precise={precise}, seeds={seeds})")
+            def solve(
+                target_wxyz: Any, target_pos: Any, starts: Any, rest: Any, params: Any
+            ) -> Any:
+                return solve_planes(robot, True, 1, target_wxyz, target_pos, rest, params, starts)
 
-    return robot.programs.get(("solve", precise, seeds), build)
+        else:
+
+            def solve(target_wxyz: Any, target_pos: Any, rest: Any, params: Any) -> Any:  # type: ignore[misc]
+                return solve_planes(robot, False, seeds, target_wxyz, target_pos, rest, params)
+
+        return _any_batch(solve, robot, f"solve{key[1:]}", precise)
+
+    return programs_of(robot).get(key, build)
 
 
 def continuous_program(robot: Robot, precise: bool) -> Any:
@@ -161,10 +199,10 @@ def continuous_program(robot: Robot, precise: bool) -> Any:
 
         return jax.jit(run)
 
-    return robot.programs.get(("continuous", precise), build)
+    return programs_of(robot).get(("continuous", precise), build)
 
 
-def _any_batch(fun: Any, robot: Robot, name: str) -> Any:
+def _any_batch(fun: Any, robot: Robot, name: str, precise: bool) -> Any:
     """``jax.jit(fun)``, but traced and lowered once for a symbolic batch size.
 
     Tracing the unrolled solver costs ~0.6 s; with ``jax.jit(fun)`` it is paid again for
@@ -173,7 +211,7 @@ def _any_batch(fun: Any, robot: Robot, name: str) -> Any:
     the symbolic batch cannot express), fall back to tracing per bucket."""
     (batch,) = jax.export.symbolic_shape("batch")
     try:
-        exported = jax.export.export(jax.jit(fun))(*program_specs(robot, batch))
+        exported = jax.export.export(jax.jit(fun))(*program_specs(robot, batch, precise))
     except Exception as exc:  # any tracing error: the plain jit still works
         logger.warning("%s: no batch-polymorphic export (%s); tracing per bucket", name, exc)
         return jax.jit(fun)
@@ -193,7 +231,7 @@ def warmup_buckets(
     """The buckets `warmup` compiles for ``ik`` out of ``buckets`` (None: all): those up to
     its chunk size (larger ones are never called: batches are solved in chunks)."""
     sizes = check_buckets(buckets)
-    chunk = chunk_size(sizes, (ik or IKSettings()).seeds)
+    chunk = chunk_size(sizes, program_key(ik or IKSettings())[2])
     return tuple(b for b in sizes if b <= chunk)
 
 
@@ -230,7 +268,11 @@ def warmup(
     pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="zmq-ik-warmup")
     try:
         # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
-        futures = [pool.submit(compile_one, fn.lower(*program_specs(robot, b)), b) for b in sizes]
+        specs = [program_specs(robot, b, settings.precise) for b in sizes]
+        futures = [
+            pool.submit(compile_one, fn.lower(*spec), b)
+            for spec, b in zip(specs, sizes, strict=True)
+        ]
         for done, future in enumerate(futures, 1):
             future.result()
             if progress is not None:

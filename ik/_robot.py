@@ -7,8 +7,9 @@ import functools
 import logging
 import math
 import os
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -24,7 +25,6 @@ from zmq_ik.errors import InputError
 
 from ._joints import check_rest
 from ._kin import Chain, build_chain, chain_fk, chain_reach, mat_to_quat
-from ._programs import ProgramCache
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,6 @@ class Robot:
     rest: npt.NDArray[np.float32] | None = None
     """(n_joints,) the rest pose solves use when given none, or None: the middle of the
     joints' working ranges (see ``zmq_ik.ik.default_rest``)."""
-    programs: ProgramCache = field(default_factory=ProgramCache, repr=False)
-    """This robot's compiled programs (the robot is immutable; its programs are a cache)."""
 
     @classmethod
     def from_urdf(
@@ -223,7 +221,9 @@ class Robot:
         """``T_world_ee`` for joint vectors of shape (..., n_joints): an SE3 of shape
         (..., n_ee), end effectors in ``ee_links`` order."""
         q = self._check_joints(joints)
-        fn = self.programs.get("fk", lambda: jax.jit(self._fk_planes))
+        fn = _FK.get(self)
+        if fn is None:
+            fn = _FK[self] = jax.jit(self._fk_planes)
         lead = q.shape[:-1]
         out = fn(q.reshape(-1, self.n_joints))
         return jaxlie.SE3(out.reshape(*lead, self.n_ee, 7))
@@ -259,6 +259,9 @@ class Robot:
 
 
 _BUNDLED_CACHE: dict[tuple[str, tuple[str, ...]], Robot] = {}
+_FK: weakref.WeakKeyDictionary[Robot, Any] = weakref.WeakKeyDictionary()
+"""Per robot, its jitted FK (compiled once per batch shape; the solver's programs are
+``zmq_ik.ik.programs_of(robot)``'s)."""
 
 
 def _pose_planes(R: Any, p: Any, batch: int) -> jax.Array:

@@ -21,6 +21,7 @@ from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution
 from ._joints import check_rest, default_rest
 from ._lm import solver_params
 from ._programs import bucket_for, check_buckets, chunk_size, solve_program
+from ._reach import solve_reaching
 from ._robot import Robot
 
 Targets = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
@@ -170,6 +171,8 @@ def solve_until(
     ori_err = np.empty((n_targets, robot.n_ee), np.float32)
     if n_targets == 0:
         return IKSolution.trusted(joints, pos_err, ori_err)
+    if settings.precise:
+        return _solve_reaching(robot, wxyz, pos, rest32, settings, sizes, deadline)
     fn = solve_program(robot, settings.precise, settings.seeds)
     params = device_params(settings)
     chunk = chunk_size(sizes, settings.seeds)
@@ -189,3 +192,54 @@ def solve_until(
         pos_err[start:stop] = np.asarray(pe).T[:m]
         ori_err[start:stop] = np.asarray(oe).T[:m]
     return IKSolution.trusted(joints, pos_err, ori_err)  # made here: no checks needed
+
+
+def _solve_reaching(
+    robot: Robot,
+    wxyz: npt.NDArray[np.float32],
+    pos: npt.NDArray[np.float32],
+    rest: npt.NDArray[np.float32],
+    settings: IKSettings,
+    sizes: tuple[int, ...],
+    deadline: float | None,
+) -> IKSolution:
+    """The reaching mode (`_reach`): its rounds' problems solved in chunks of the largest
+    bucket, each padded to a bucket; the deadline is checked before every chunk."""
+    fn = solve_program(robot, True, 1)
+    params = solver_params(settings)
+    chunk = sizes[-1]
+    n_targets = wxyz.shape[0]
+
+    def run(target_wxyz: Any, target_pos: Any, starts: Any, iterations: int) -> Any:
+        params[-1] = iterations
+        n = starts.shape[1]
+        out_q = np.empty((robot.n_joints, n), np.float32)
+        out_pe = np.empty((robot.n_ee, n), np.float32)
+        out_oe = np.empty((robot.n_ee, n), np.float32)
+        for start in range(0, n, chunk):
+            check_deadline(deadline, 0, n_targets)
+            stop = min(start + chunk, n)
+            m = stop - start
+            bucket = bucket_for(m, sizes)
+            idx: Any = slice(start, stop)
+            if m != bucket:  # pad with copies of the first problem (results discarded)
+                idx = np.concatenate([np.arange(start, stop), np.full(bucket - m, start)])
+            q, pe, oe = fn(
+                np.ascontiguousarray(target_wxyz[..., idx]),
+                np.ascontiguousarray(target_pos[..., idx]),
+                np.ascontiguousarray(starts[:, idx]),
+                rest,
+                params,
+            )
+            out_q[:, start:stop] = np.asarray(q)[:, :m]
+            out_pe[:, start:stop] = np.asarray(pe)[:, :m]
+            out_oe[:, start:stop] = np.asarray(oe)[:, :m]
+        return out_q, out_pe, out_oe
+
+    starts = np.repeat(rest[:, None], n_targets, axis=1)
+    q, pos_err, ori_err = solve_reaching(
+        robot, run, wxyz.transpose(1, 2, 0), pos.transpose(1, 2, 0), starts, rest, settings
+    )
+    return IKSolution.trusted(
+        np.ascontiguousarray(q.T), np.ascontiguousarray(pos_err.T), np.ascontiguousarray(ori_err.T)
+    )

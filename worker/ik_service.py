@@ -206,7 +206,7 @@ class IKService:
         worker until it is killed; dropped ones are compiled (or cache-loaded) again on use.
         Solvers built on demand (one per end-effector set a client names) count the same way,
         even before they compile anything."""
-        self._warm: dict[tuple[str, tuple[str, ...]], set[Any]] = {}
+        self._warm: dict[tuple[str, tuple[str, ...]], frozenset[Any]] = {}
         """Solvers built at warm-up and the program keys they held then: never dropped."""
         self._compiles_at_trim = 0
 
@@ -236,8 +236,8 @@ class IKService:
         # One settings per program: only precise and seeds pick one.
         program_settings = [IKSettings()]
         for settings in self.warm:
-            picked = [(p.precise, p.seeds) for p in program_settings]
-            if (settings.precise, settings.seeds) not in picked:
+            picked = [ik.program_key(p) for p in program_settings]
+            if ik.program_key(settings) not in picked:
                 program_settings.append(settings)
         # Robots without default end effectors compile nothing here.
         per_robot = sum(len(ik.warmup_buckets(p, self.buckets)) for p in program_settings)
@@ -281,7 +281,7 @@ class IKService:
         if dev.platform == "cpu":
             logger.info("running on the CPU (no --gpu given, or no GPU visible to JAX)")
         self.compiles_at_ready = self._compiles_at_trim = self.compiles
-        self._warm = {key: solver.programs.keys() for key, solver in self._solvers.items()}
+        self._warm = {key: ik.programs_of(solver).keys() for key, solver in self._solvers.items()}
         return {
             "device": device,
             "operations": [ops.SOLVE, ops.FK, ops.STROKEBATCH, ops.DESCRIBE, "echo"],
@@ -330,6 +330,8 @@ class IKService:
 
     def _drop_extra_programs(self) -> None:
         """Forget every solver and program not built at warm-up (a bound on memory)."""
+        from zmq_ik import ik
+
         dropped = 0
         for key in list(self._solvers):
             warm_keys = self._warm.get(key)
@@ -337,7 +339,7 @@ class IKService:
                 del self._solvers[key]
                 dropped += 1
                 continue
-            dropped += self._solvers[key].programs.drop(keep=warm_keys)
+            dropped += ik.programs_of(self._solvers[key]).drop(keep=warm_keys)
         gc.collect()  # compiled executables go with their jitted functions
         malloc_trim()  # dropped executables otherwise stay in RSS
         logger.info(

@@ -123,7 +123,8 @@ def parse_buckets(text: str | None) -> tuple[int, ...] | None:
 
 
 def parse_warm(values: Iterable[str]) -> tuple[IKSettings, ...]:
-    """``precise=true,seeds=16`` options → IKSettings (values read as YAML scalars)."""
+    """``preset=tatbot`` or ``precise=false,seeds=8`` options → IKSettings (values read as
+    YAML scalars)."""
     from zmq_ik._scene import load_yaml_text
 
     settings = []
@@ -215,8 +216,8 @@ class ServiceSettings:
         parse=parse_warm,
         repeat=True,
         doc="IK settings whose programs compile before READY besides the default one, e.g. "
-        "'precise=true' or 'precise=true,seeds=16' (repeatable; only precise and seeds pick a "
-        "program). Others compile on first use.",
+        "'preset=tatbot' (tatbot's own mode) or 'precise=false,seeds=8' (repeatable; only "
+        "precise and, without it, seeds pick a program). Others compile on first use.",
     )
     max_extra_compiles: int = setting(
         32,

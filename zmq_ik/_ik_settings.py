@@ -6,6 +6,7 @@ Import these names from :mod:`zmq_ik.model`; this module is an implementation de
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -74,35 +75,45 @@ chunk of 1,024 unreachable targets take ~0.5 s (32, the default: ~0.05 s)."""
 @dataclass(frozen=True)
 class IKSettings:
     """IK solver settings, for the client, the wire, the worker and the in-process engine.
-    Defaults are tatbot's (pyroki), so answers are comparable to its solver. Frozen,
-    hashable, compared by value; every field is checked on construction."""
+    The defaults are the reaching mode (``precise``): every reachable target met within
+    0.01 mm and 1e-4 rad, joints inside their limits, for any arm. ``IKSettings.preset(
+    "tatbot")`` is tatbot's own solver (pyroki's weights: a rest pull and soft limits).
+    Frozen, hashable, compared by value; every field is checked on construction."""
 
-    pos_weight: float = 32.0
-    """Weight of the translation part of the pose residual (per metre; 0..1e6)."""
+    pos_weight: float = 10.0
+    """Weight of the translation part of the pose residual (per metre; 0..1e6). In the
+    reaching mode it only shapes the path (10: 1 mm weighs as 0.01 rad); in tatbot's (32) it
+    also sets what gives way to the rest pull."""
     ori_weight: float = 1.0
     """Weight of the rotation part of the pose residual (per radian; 0..1e6)."""
     rest_weight: float = 0.1
     """Weight of ``q - rest``: pulls the redundant degree of freedom (and everything else, a
-    little) toward the rest pose (0..1e6). With ``precise`` it only breaks ties (decays to 0).
-    As position weighs 32x orientation, a pose gives way to this pull mostly in orientation
-    (README: "Is the answer good enough?")."""
+    little) toward the rest pose (0..1e6). With ``precise`` it only breaks ties (it decays to
+    0 within each solve). In tatbot's mode it stays, and as position weighs 32x orientation,
+    a pose gives way to this pull mostly in orientation (README: "Is the answer good
+    enough?")."""
     limit_weight: float = 32.0
     """Weight of the soft joint-limit residual (0..1e6; ignored with ``precise``: limits are
     hard)."""
-    lambda_initial: float = 1.0
+    lambda_initial: float = 0.3
     """Initial Levenberg–Marquardt damping (> 0, <= 1e7), then adapted per problem."""
-    max_iterations: int = 32
-    """LM iterations (1..``MAX_IK_ITERATIONS``); each problem stops earlier once converged."""
-    precise: bool = False
-    """Meet reachable targets exactly: the rest term decays to 0 over the iterations (it only
-    breaks ties), joint limits are hard (each step is clamped), and at least
-    ``zmq_ik.ik.PRECISE_MIN_ITERATIONS`` iterations run. Slower."""
+    max_iterations: int = 12
+    """LM iterations (1..``MAX_IK_ITERATIONS``) from the start (the rest pose); each problem
+    stops earlier once converged. With ``precise``, the targets missed after them are solved
+    again from more starting points (``zmq_ik.ik.RESOLVE_ROUNDS``)."""
+    precise: bool = True
+    """The reaching mode: hard joint limits (each step is clamped), the rest term decaying to
+    0 (it only breaks ties), and every target missed after ``max_iterations`` solved again
+    from its best answer and from more starting points, in rounds, until it is reached (to
+    ``zmq_ik.ik.REACH_POS_TOL`` / ``REACH_ORI_TOL``) or the rounds run out. False: tatbot's
+    mode (soft limits, a constant rest pull, ``max_iterations`` and no more)."""
     seeds: int = 1
-    """Starting points per target (1..256): the rest pose plus ``seeds - 1`` deterministic
-    Halton points inside the joint limits; the best answer per target is kept."""
+    """Starting points per target before any miss is solved again (1..256): the rest pose
+    plus ``seeds - 1`` deterministic Halton points inside the joint limits; the best answer
+    per target is kept. Rarely needed with ``precise`` (misses get more starts anyway)."""
     continuous: bool = False
     """Stroke batches only: each pose of a stroke starts from the previous pose's answer (the
-    first from the rest pose), for smoother joint paths."""
+    first from the rest pose), for smoother joint paths (no re-solve rounds)."""
 
     def __post_init__(self) -> None:
         for name in ("pos_weight", "ori_weight", "rest_weight", "limit_weight"):
@@ -139,18 +150,53 @@ class IKSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IKSettings:
-        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are refused."""
+        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are refused.
+        A ``preset`` key (a name of :data:`PRESETS`) starts from that preset instead of the
+        defaults (``{preset: tatbot, max_iterations: 64}``); :meth:`to_dict` never writes
+        one, so the wire carries plain fields that older workers know."""
         if not isinstance(data, Mapping):
             raise InputError(f"ik: must be a mapping, got {type(data).__name__}", field="ik")
         known = {f.name for f in fields(cls)}
         for key in data:
-            if key not in known:
+            if key not in SETTING_KEYS:
                 raise InputError(
                     f"{key}: unknown IK setting {key!r}; known: {sorted(known)}", field=str(key)
                 )
-        return cls(**data)
+        values = {k: v for k, v in data.items() if k != "preset"}
+        if "preset" in data:
+            return cls.preset(data["preset"], **values)
+        return cls(**values)
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> IKSettings:
+        """The settings of preset ``name`` (:data:`PRESETS`), with ``changes``."""
+        base = PRESETS.get(name) if isinstance(name, str) else None
+        if base is None:
+            raise InputError(
+                f"preset: unknown IK preset {name!r}; known: {sorted(PRESETS)}", field="preset"
+            )
+        return dataclasses.replace(base, **changes)
 
 
+PRESETS: dict[str, IKSettings] = {
+    "reach": IKSettings(),
+    "tatbot": IKSettings(
+        pos_weight=32.0,
+        ori_weight=1.0,
+        rest_weight=0.1,
+        limit_weight=32.0,
+        lambda_initial=1.0,
+        max_iterations=32,
+        precise=False,
+    ),
+}
+"""Named settings. ``reach``: the defaults. ``tatbot``: tatbot's own solver (pyroki's
+weights, a rest pull, soft limits, 32 iterations): answers comparable to tatbot's, close to
+its ready pose, within ~0.06 mm and ~0.02 rad of the bundled example's targets rather than
+on them."""
+
+SETTING_KEYS = frozenset({f.name for f in fields(IKSettings)} | {"preset"})
+"""Every key `IKSettings.from_dict` takes: the fields and ``preset``."""
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(IKSettings)}
 
 ADDED_SETTINGS: dict[str, str] = {}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from zmq_ik._checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
+from zmq_ik._ik_settings import SETTING_KEYS
 from zmq_ik._scene import SCENE_KEYS
 from zmq_ik._version import __version__
 from zmq_ik.errors import InputError, ProtocolError
@@ -104,7 +105,7 @@ def ik_settings_from_header(value: Any) -> IKSettings | None:
     one, or an unknown key (`_refuse_unknown`), by the header's ``ik``."""
     if value is None:
         return None
-    _refuse_unknown(value, _IK_SETTINGS, "IK setting", "ik")
+    _refuse_unknown(value, SETTING_KEYS, "IK setting", "ik")
     try:
         return IKSettings.from_dict(value)
     except InputError as e:
@@ -434,7 +435,7 @@ def read_strokebatch_request(
     if not isinstance(raw_scene, dict):
         raise InputError("strokebatch needs a 'scene' map in the header", "scene")
     _refuse_unknown(raw_scene, SCENE_KEYS, "scene field", None)
-    _refuse_unknown(raw_scene.get("ik"), _IK_SETTINGS, "IK setting", "ik")
+    _refuse_unknown(raw_scene.get("ik"), SETTING_KEYS, "IK setting", "ik")
     scene = Scene.from_dict(raw_scene)
     coords, is_inkdip, is_rest = check_packed(
         _required(arrays, "coords"),

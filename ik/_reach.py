@@ -1,0 +1,193 @@
+"""Reaching mode: every target from the given start, and the misses again from more starts.
+
+Most reachable targets converge from the rest pose within a few iterations; the others sit
+in another basin (an elbow the other way, a wrist past a limit) or converge slowly. Rather
+than starting every target from many points (``seeds`` × the work on every target), the
+misses alone are solved again, in smaller batches, alternating two kinds of rounds
+(`RESOLVE_ROUNDS`): a *spread* round starts each miss from its best answer so far and from
+fresh Halton points across the joint ranges, with few iterations; a *continue* round runs
+the best of those further. The cost of many starting points thus falls on the few targets
+that need them, and an unreachable target costs ~1,400 iterations instead of ~12.
+
+Every choice here depends only on the target's own results (the starting points are fixed
+per round, not per batch), so a pose's answer does not depend on the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from zmq_ik.model import IKSettings
+
+from ._joints import joint_reach, seed_points, working_range
+from ._robot import Robot
+
+logger = logging.getLogger(__name__)
+
+REACH_POS_TOL = 1e-5
+"""A target counts as reached (no more rounds for it) once every end effector is within this
+many metres (0.01 mm) ..."""
+REACH_ORI_TOL = 1e-4
+"""... and this many radians of its target."""
+RESOLVE_ROUNDS: tuple[tuple[int, int], ...] = (
+    (8, 8),
+    (1, 24),
+    (16, 12),
+    (1, 32),
+    (64, 16),
+    (1, 64),
+)
+"""``(starts, iterations)`` of each round after the first, for the targets still missed:
+the best answer so far plus ``starts - 1`` new points, each run for ``iterations`` (a
+round of one start continues the best answer). Measured on Panda, UR5 and SO-ARM100
+(FK of random joints, 1,024 targets): 75-85% are reached in the first round, ~99% after
+the second, all after the fourth."""
+_ROUND_SEED = 23
+"""Seeds the generator of the rounds' starting points (any constant: answers must only be
+the same from run to run)."""
+
+Solutions = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
+Run = Callable[[Any, Any, Any, Any], Solutions]
+"""``run(target_wxyz (n_ee, 4, M), target_pos (n_ee, 3, M), starts (n, M), iterations)`` →
+joints (n, M), pos_err and ori_err (n_ee, M): M problems, any M (the caller chunks them)."""
+
+
+def round_points(robot: Robot, index: int, count: int) -> npt.NDArray[np.float32]:
+    """(count, n_joints) new starting points of re-solve round ``index`` (0-based): uniform
+    in the joints' working ranges, a little inside the limits, from a generator seeded by the
+    round, so the same for every target and every run. (Not Halton points: beyond a few
+    dimensions their first points lie along a diagonal, and the second arm of a bimanual
+    robot, its joints the 8th to 14th dimensions, would start from a line.)"""
+    rng = np.random.default_rng([_ROUND_SEED, index, robot.n_joints])
+    lo, hi = working_range(robot)
+    margin = 0.02 * (hi - lo)
+    u = rng.random((count, robot.n_joints))
+    return (lo + margin + u * (hi - lo - 2 * margin)).astype(np.float32)
+
+
+def reached(pos_err: npt.NDArray[Any], ori_err: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Errors with the end effectors on axis 0 → per problem, every end effector reached."""
+    return np.all((pos_err <= REACH_POS_TOL) & (ori_err <= REACH_ORI_TOL), axis=0)
+
+
+def solve_reaching(
+    robot: Robot,
+    run: Run,
+    target_wxyz: npt.NDArray[np.float32],
+    target_pos: npt.NDArray[np.float32],
+    start: npt.NDArray[np.float32],
+    rest: npt.NDArray[np.float32],
+    settings: IKSettings,
+) -> Solutions:
+    """Targets (n_ee, 4|3, N) from ``start`` (n, N) (and ``settings.seeds - 1`` more points
+    each), then `RESOLVE_ROUNDS` for the misses; returns the best answers (n, N) and their
+    errors (n_ee, N). ``run`` solves problems (see `Run`)."""
+    first = seed_points(robot, settings.seeds)
+    q, pos_err, ori_err = _best_of(
+        robot, run, target_wxyz, target_pos, start, first, settings.max_iterations, rest, settings
+    )
+    for index, (starts, iterations) in enumerate(RESOLVE_ROUNDS):
+        miss = np.flatnonzero(~reached(pos_err, ori_err))
+        logger.debug("round %d: %d of %d targets missed", index + 1, miss.size, q.shape[1])
+        if miss.size == 0:
+            break
+        q_miss, pe_miss, oe_miss = _best_of(
+            robot,
+            run,
+            target_wxyz[..., miss],
+            target_pos[..., miss],
+            q[:, miss],
+            round_points(robot, index, starts - 1),
+            iterations,
+            rest,
+            settings,
+            (pos_err[:, miss] <= REACH_POS_TOL) & (ori_err[:, miss] <= REACH_ORI_TOL),
+        )
+        # A round keeps a target's earlier answer unless it does better (its cost is not
+        # monotone across rounds: each one starts with the rest pull at full weight).
+        old = _pose_cost(settings, pos_err[:, miss], ori_err[:, miss])
+        better = reached(pe_miss, oe_miss) | (_pose_cost(settings, pe_miss, oe_miss) < old)
+        take = miss[better]
+        q[:, take] = q_miss[:, better]
+        pos_err[:, take], ori_err[:, take] = pe_miss[:, better], oe_miss[:, better]
+    return _wrap_continuous(robot, q, rest), pos_err, ori_err
+
+
+def _best_of(
+    robot: Robot,
+    run: Run,
+    target_wxyz: npt.NDArray[np.float32],
+    target_pos: npt.NDArray[np.float32],
+    start: npt.NDArray[np.float32],
+    points: npt.NDArray[np.float32],
+    iterations: int,
+    rest: npt.NDArray[np.float32],
+    settings: IKSettings,
+    done: npt.NDArray[np.bool_] | None = None,
+) -> Solutions:
+    """Each target from its ``start`` (n, M) and from every one of ``points`` (P, n), chain
+    by chain: a chain whose target ``start`` already reaches (``done``, (n_ee, M)) keeps it
+    (it stays put), the others try each point. The best answer per target and chain: of those that reach
+    it, the nearest the rest pose (an arm keeps its elbow where the rest pose has it); else
+    the one with the lowest pose cost."""
+    m = start.shape[1]
+    if len(points) == 0:
+        q, pos_err, ori_err = run(target_wxyz, target_pos, start, iterations)
+        return np.array(q), np.array(pos_err), np.array(ori_err)
+    tries = 1 + len(points)
+    starts = np.repeat(start[:, None, :], tries, axis=1)  # (n, tries, m)
+    for e, chain in enumerate(robot.chains):
+        joints = np.asarray(chain.joint_index)
+        fresh = np.broadcast_to(points[:, joints].T[:, :, None], (len(joints), tries - 1, m))
+        keep = done[e] if done is not None else np.zeros(m, np.bool_)
+        starts[joints, 1:] = np.where(keep, starts[joints, 1:], fresh)
+    q, pos_err, ori_err = run(
+        np.tile(target_wxyz, tries),
+        np.tile(target_pos, tries),
+        starts.reshape(-1, tries * m),
+        iterations,
+    )
+    q = np.asarray(q).reshape(robot.n_joints, tries, m)
+    pos_err = np.asarray(pos_err).reshape(-1, tries, m)
+    ori_err = np.asarray(ori_err).reshape(-1, tries, m)
+    cols = np.arange(m)
+    best_q = np.empty((robot.n_joints, m), np.float32)
+    best_pe = np.empty((robot.n_ee, m), np.float32)
+    best_oe = np.empty((robot.n_ee, m), np.float32)
+    scale = joint_reach(robot).astype(np.float32)
+    for e, chain in enumerate(robot.chains):
+        joints = np.asarray(chain.joint_index)
+        pe, oe, qc = pos_err[e : e + 1], ori_err[e : e + 1], q[joints]
+        ok = reached(pe, oe)  # (tries, m)
+        from_rest = np.sum(((qc - rest[joints, None, None]) / scale[joints, None, None]) ** 2, 0)
+        score = np.where(ok, from_rest, np.inf)
+        cost = _pose_cost(settings, pe, oe)
+        pick = np.where(ok.any(axis=0), np.argmin(score, axis=0), np.argmin(cost, axis=0))
+        best_q[joints] = qc[:, pick, cols]
+        best_pe[e], best_oe[e] = pe[0, pick, cols], oe[0, pick, cols]
+    return best_q, best_pe, best_oe
+
+
+def _pose_cost(
+    settings: IKSettings, pos_err: npt.NDArray[Any], ori_err: npt.NDArray[Any]
+) -> npt.NDArray[Any]:
+    """The solver's pose cost from the errors (end effectors on axis 0), to rank misses."""
+    pos = settings.pos_weight**2 * np.sum(pos_err.astype(np.float64) ** 2, axis=0)
+    return pos + settings.ori_weight**2 * np.sum(ori_err.astype(np.float64) ** 2, axis=0)
+
+
+def _wrap_continuous(
+    robot: Robot, q: npt.NDArray[np.float32], rest: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """Continuous joints (no limits) within half a turn of the rest pose: the same pose, and
+    no full turns a start far from the rest pose may have added."""
+    free = ~robot.limited
+    if free.any():
+        r = rest[free, None]
+        q[free] = r + np.mod(q[free] - r + np.pi, 2 * np.pi) - np.pi
+    return q
