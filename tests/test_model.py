@@ -435,6 +435,8 @@ def test_a_worker_tells_a_newer_clients_fields_from_typos_by_saying_both() -> No
     with pytest.raises(InputError, match=f"zmq-ik {__version__}.*client may be newer") as err:
         ops.read_solve_request({"ik": {"seeds": 2, "retry_misses": True}}, arrays)
     assert err.value.field == "ik" and "'retry_misses'" in err.value.message
+    preset = ops.read_solve_request({"ik": {"preset": "tatbot", "seeds": 2}}, arrays)[4]
+    assert preset == IKSettings.preset("tatbot", seeds=2)  # a key this worker knows
     with pytest.raises(InputError) as err:  # a bad value is still named by its setting
         ops.read_solve_request({"ik": {"seeds": 0}}, arrays)
     assert err.value.field == "seeds" and "newer" not in err.value.message
