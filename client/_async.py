@@ -31,7 +31,16 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import EEPoses, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
+    EEPoses,
+    IKSettings,
+    IKSolution,
+    Scene,
+    StrokeBatch,
+    StrokeList,
+)
 from zmq_ik.protocol import Payload
 
 logger = logging.getLogger(__name__)
@@ -326,14 +335,19 @@ class AsyncIKClient:
         *,
         ik: IKSettings | None = None,
         timeout: float | None = None,
+        pos_tol: float = POS_TOL,
+        ori_tol: float = ORI_TOL,
+        strict: bool = False,
     ) -> IKSolution:
-        call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
+        call, judging = calls.solve_call(
+            robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict
+        )
         bounds = self._bounds.get(robot, ee_links)
         if bounds is None:  # once per robot: what its answers are checked against
             bounds = self._bounds.put(
                 robot, ee_links, await self.describe(robot, ee_links, timeout=timeout)
             )
-        return calls.read_solve(await self.request(*call, timeout=timeout), call, bounds)
+        return calls.read_solve(await self.request(*call, timeout=timeout), call, bounds, judging)
 
     @calls.doc_from(IKClient.fk, "As `IKClient.fk`, awaited.")
     async def fk(

@@ -33,7 +33,16 @@ from zmq_ik.client._exchange import (
     StrokeJob,
 )
 from zmq_ik.errors import InputError
-from zmq_ik.model import EEPoses, IKSettings, IKSolution, Scene, StrokeBatch, StrokeList
+from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
+    EEPoses,
+    IKSettings,
+    IKSolution,
+    Scene,
+    StrokeBatch,
+    StrokeList,
+)
 from zmq_ik.protocol import (
     LIMITS,
     Payload,
@@ -337,6 +346,9 @@ class IKClient:
         *,
         ik: IKSettings | None = None,
         timeout: float | None = None,
+        pos_tol: float = POS_TOL,
+        ori_tol: float = ORI_TOL,
+        strict: bool = False,
     ) -> IKSolution:
         """Joint angles that put ``robot``'s end effectors at the target poses.
 
@@ -348,20 +360,28 @@ class IKClient:
         - ``ik``: `IKSettings`; None: tatbot's defaults.
         - ``timeout``: seconds per attempt (None: the client's), retried ``retries`` times
           with the same request id.
+        - ``pos_tol`` (metres, <= 1 cm), ``ori_tol`` (radians, <= 0.5): what counts as
+          reached (defaults `zmq_ik.model.POS_TOL`, `ORI_TOL`, as ``compute``'s); judged
+          here, from the errors the worker returns.
+        - ``strict``: raise `IKError` (as ``compute --strict``) naming how many of the N
+          poses missed and the worst errors, instead of returning them.
 
         Returns an `IKSolution`: ``joints`` (N, n_joints) float32, ``pos_err`` (metres) and
-        ``ori_err`` (radians) per pose; compare them with `zmq_ik.model.POS_TOL` /
-        `zmq_ik.model.ORI_TOL` before commanding a robot. Raises `InputError` (bad input,
-        before anything is sent), `IKTimeout` (no answer) or `RemoteError` (the broker's or
-        worker's error, with ``.code``).
+        ``ori_err`` (radians) per pose and end effector, ``reached`` (N,) per pose and
+        ``n_over``, the poses not reached: check them before commanding a robot. An
+        unreachable target is not an error (unless ``strict``): it gets the best answer
+        found. Raises `InputError` (bad input, before anything is sent), `IKTimeout` (no
+        answer) or `RemoteError` (the broker's or worker's error, with ``.code``).
         """
-        call = calls.solve_call(robot, target_wxyz, target_pos, rest, ee_links, ik)
+        call, judging = calls.solve_call(
+            robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict
+        )
         bounds = self._bounds.get(robot, ee_links)
         if bounds is None:  # once per robot: what its answers are checked against
             bounds = self._bounds.put(
                 robot, ee_links, self.describe(robot, ee_links, timeout=timeout)
             )
-        return calls.read_solve(self.request(*call, timeout=timeout), call, bounds)
+        return calls.read_solve(self.request(*call, timeout=timeout), call, bounds, judging)
 
     def fk(
         self,

@@ -14,10 +14,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from zmq_ik import ops
+from zmq_ik._strokebatch import check_judging
 from zmq_ik.client._checks import check_count, check_timeout
 from zmq_ik.client._core import FAILED, PARTIAL, Call, ClientCore, Event
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
     EEPoses,
     IKSettings,
     IKSolution,
@@ -44,6 +47,9 @@ Progress = Callable[[int, int], None]
 Request = tuple[str, str, Mapping[str, Any], Mapping[str, np.ndarray]]
 """A call's ``request`` arguments: service, operation, header, arrays."""
 
+Judging = tuple[float, float, bool]
+"""A solve's ``(pos_tol, ori_tol, strict)``, checked (`check_judging`)."""
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -66,18 +72,33 @@ def solve_call(
     rest: Any,
     ee_links: Sequence[str] | None,
     ik: IKSettings | None,
-) -> Request:
-    """`solve`'s request (its inputs checked here, before anything is sent)."""
+    pos_tol: Any = POS_TOL,
+    ori_tol: Any = ORI_TOL,
+    strict: Any = False,
+) -> tuple[Request, Judging]:
+    """`solve`'s request and how its answer is judged (its inputs checked here, before
+    anything is sent)."""
+    judging = check_judging(pos_tol, ori_tol, strict)
     header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
-    return robot, ops.SOLVE, header, arrays
+    return (robot, ops.SOLVE, header, arrays), judging
 
 
-def read_solve(payload: Payload, call: Request, bounds: ops.JointBounds) -> IKSolution:
+def read_solve(
+    payload: Payload, call: Request, bounds: ops.JointBounds, judging: Judging
+) -> IKSolution:
     """`solve`'s answer to ``call``, checked (`ops.check_solve_reply`) against the robot's
-    joints (``bounds``, from `BoundsCache`) and the targets sent."""
+    joints (``bounds``, from `BoundsCache`) and the targets sent, its ``reached`` judged here
+    by the call's tolerances (a worker never sees them); ``strict``:
+    `IKSolution.require_reached`."""
     n_poses, n_ee = call[3]["target_wxyz"].shape[:2]
     precise = bool(call[2].get("ik", {}).get("precise", False))
-    return ops.check_solve_reply(payload.arrays, n_poses, n_ee, bounds, precise)
+    pos_tol, ori_tol, strict = judging
+    solution = ops.check_solve_reply(
+        payload.arrays, n_poses, n_ee, bounds, precise, pos_tol, ori_tol
+    )
+    if strict:
+        solution.require_reached()
+    return solution
 
 
 class BoundsCache:

@@ -2,7 +2,8 @@
 
 The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`` takes
 (one pose or N, ``rest=None`` for the robot's default, ``ik=`` :class:`IKSettings`,
-``timeout=`` seconds) and returns the same :class:`~zmq_ik.model.IKSolution`;
+``timeout=`` seconds, ``pos_tol``/``ori_tol``/``strict``) and returns the same
+:class:`~zmq_ik.model.IKSolution` (``reached`` per pose);
 :func:`strokebatch_from_strokes` is ``IKClient.compute``.
 
 - :class:`Robot` — end-effector chains from a URDF; ``fk`` → ``T_world_ee`` (jaxlie SE3);

@@ -14,8 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from zmq_ik._checks import SMALL, as_float, check_rest_shape, check_targets
+from zmq_ik._strokebatch import check_judging
 from zmq_ik.errors import IKTimeout, InputError
-from zmq_ik.model import IKSettings, IKSolution
+from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution
 
 from ._joints import check_rest, default_rest
 from ._lm import solver_params
@@ -109,6 +110,9 @@ def solve_ik(
     ik: IKSettings | None = None,
     timeout: float | None = None,
     buckets: Sequence[int] | None = None,
+    pos_tol: float = POS_TOL,
+    ori_tol: float = ORI_TOL,
+    strict: bool = False,
 ) -> IKSolution:
     """Solve IK for ``N`` target poses, in process: ``IKClient.solve`` without the network.
 
@@ -117,13 +121,17 @@ def solve_ik(
     ``rest`` (n_joints,) is the starting point and the pose the redundancy is pulled to;
     None: the robot's default (:func:`default_rest`). ``ik``: solver settings (default
     tatbot's). ``timeout`` (seconds): past it, `IKTimeout` (checked between chunks).
+    ``pos_tol``/``ori_tol`` (metres, radians; defaults ``POS_TOL``/``ORI_TOL``) judge
+    ``reached``; ``strict``: raise `IKError` unless every pose reached (as the client's).
 
-    Returns joints (N, n_joints) and the achieved ``pos_err`` (m) and ``ori_err`` (rad),
-    (N, n_ee): FK of the answer against the target. Batches are padded to a bucket (or split
-    into chunks, see :func:`chunk_size`), so only ``buckets`` (default ``BUCKETS``: pass the
-    list given to :func:`warmup`) ever compile.
+    Returns joints (N, n_joints), the achieved ``pos_err`` (m) and ``ori_err`` (rad),
+    (N, n_ee): FK of the answer against the target, and per pose ``reached`` (``n_over``:
+    how many did not). Batches are padded to a bucket (or split into chunks, see
+    :func:`chunk_size`), so only ``buckets`` (default ``BUCKETS``: pass the list given to
+    :func:`warmup`) ever compile.
     """
-    return solve_until(
+    pos_tol, ori_tol, strict = check_judging(pos_tol, ori_tol, strict)
+    solution = solve_until(
         robot,
         target_wxyz,
         target_pos,
@@ -132,6 +140,12 @@ def solve_ik(
         deadline=deadline_after(timeout),
         buckets=buckets,
     )
+    judged = IKSolution.trusted(
+        solution.joints, solution.pos_err, solution.ori_err, pos_tol, ori_tol
+    )
+    if strict:
+        judged.require_reached()
+    return judged
 
 
 def solve_until(

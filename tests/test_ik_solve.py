@@ -118,6 +118,48 @@ def test_in_process_api_takes_what_the_client_takes(tatbot):
     assert info.value.field == "timeout"
 
 
+def test_misses_are_flagged_with_the_best_answer_and_strict_raises(tatbot):
+    """#23.2: an unreachable target is no exception: it gets its best answer, errors and
+    ``reached`` False (every arm within ``pos_tol`` and ``ori_tol``, defaults POS_TOL and
+    ORI_TOL), counted in ``n_over``; ``strict=True`` raises `IKError` naming the misses."""
+    from zmq_ik.errors import IKError
+    from zmq_ik.model import ORI_TOL, POS_TOL
+
+    wxyz, pos = stroke_like(4, seed=21)
+    pos = pos.copy()
+    pos[2, 1] += (0.0, 0.0, 2.0)  # the right needle 2 m up: out of reach
+    sol = ik.solve_ik(tatbot, wxyz, pos, buckets=(16,))
+    judged = (sol.pos_err <= POS_TOL).all(1) & (sol.ori_err <= ORI_TOL).all(1)
+    assert sol.reached.tolist() == judged.tolist() == [True, True, False, True]
+    assert (
+        sol.n_over == 1
+        and sol.pos_err[2, 1] > 0.1
+        and (sol.pos_tol, sol.ori_tol)
+        == (
+            POS_TOL,
+            ORI_TOL,
+        )
+    )
+    with pytest.raises(IKError, match="1 of 4 poses miss tolerance: worst pos_err") as info:
+        ik.solve_ik(tatbot, wxyz, pos, buckets=(16,), strict=True)
+    assert type(info.value) is IKError and "(strict)" in str(info.value)
+    worst = int(sol.pos_err[:2].max(axis=1).argmax())  # the reached pose furthest off
+    pos_tol = float(sol.pos_err[worst].max()) / 2
+    assert pos_tol > 0
+    tight = ik.solve_ik(tatbot, wxyz[:2], pos[:2], buckets=(16,), pos_tol=pos_tol)
+    np.testing.assert_array_equal(tight.joints, sol.joints[:2])  # judged, not solved, apart
+    assert not tight.reached[worst] and tight.pos_tol == pos_tol
+    assert (
+        tight.reached.tolist()
+        == ((tight.pos_err <= pos_tol).all(1) & (tight.ori_err <= ORI_TOL).all(1)).tolist()
+    )
+    with pytest.raises(IKError, match=f"{tight.n_over} of 2 poses"):
+        ik.solve_ik(tatbot, wxyz[:2], pos[:2], buckets=(16,), pos_tol=pos_tol, strict=True)
+    with pytest.raises(InputError, match="metres") as bad:
+        ik.solve_ik(tatbot, wxyz, pos, buckets=(16,), pos_tol=0.1)
+    assert bad.value.field == "pos_tol"
+
+
 @pytest.mark.parametrize(
     ("buckets", "seeds", "chunk"),
     [

@@ -396,6 +396,61 @@ def test_tolerances_belong_to_the_scene_in_metres_and_radians() -> None:
     assert Scene(ori_tol=0.5).ori_tol == 0.5
 
 
+def test_settings_added_after_the_first_release_travel_only_when_set(monkeypatch) -> None:
+    """#23.5: requests carry `IKSettings.to_wire`: a field listed in `ADDED_SETTINGS` is left
+    out while it holds its default (an older worker, which refuses unknown keys, still
+    serves every request that does not use it), sent when set. No field is listed yet."""
+    from zmq_ik import _ik_settings, ops
+    from zmq_ik.model import ADDED_SETTINGS, PackedStrokes
+
+    assert ADDED_SETTINGS == {}  # every field shipped with ZIK/1's first release
+    assert IKSettings(seeds=4).to_wire() == IKSettings(seeds=4).to_dict()
+    one_pose = np.array([[1.0, 0, 0, 0]]), np.array([[0.1, 0.0, 0.2]])
+    packed = PackedStrokes(
+        np.zeros((1, 2, 16, 3), np.float32), np.zeros((1, 2), bool), np.zeros((1, 2), bool)
+    )
+    monkeypatch.setitem(_ik_settings.ADDED_SETTINGS, "continuous", "0.2.0")  # as if added
+    assert "continuous" not in IKSettings().to_wire()
+    assert IKSettings(continuous=True).to_wire()["continuous"] is True
+    assert IKSettings.from_dict(IKSettings().to_wire()) == IKSettings()  # read as the default
+    header, _ = ops.solve_request(*one_pose, ik=IKSettings(seeds=2))
+    assert "continuous" not in header["ik"] and header["ik"]["seeds"] == 2
+    scene = Scene().replace(ik=IKSettings(max_iterations=5))
+    header, _ = ops.strokebatch_request(scene, packed)
+    assert "continuous" not in header["scene"]["ik"] and "pos_tol" not in header["scene"]
+    assert header["scene"] == scene.to_wire()
+    assert ops.read_strokebatch_request(header, ops.strokebatch_request(scene, packed)[1])[0] == (
+        scene
+    )
+
+
+def test_a_worker_tells_a_newer_clients_fields_from_typos_by_saying_both() -> None:
+    """#23.5: what a worker reads (`ops.read_*_request`) refuses unknown keys naming its
+    own zmq-ik version and that the client may be newer; tatbot's spellings still pass."""
+    from zmq_ik import ops
+    from zmq_ik._version import __version__
+
+    one_pose = np.array([[[1.0, 0, 0, 0]]], np.float32), np.array([[[0.1, 0.0, 0.2]]], np.float32)
+    arrays = {"target_wxyz": one_pose[0], "target_pos": one_pose[1]}
+    with pytest.raises(InputError, match=f"zmq-ik {__version__}.*client may be newer") as err:
+        ops.read_solve_request({"ik": {"seeds": 2, "retry_misses": True}}, arrays)
+    assert err.value.field == "ik" and "'retry_misses'" in err.value.message
+    preset = ops.read_solve_request({"ik": {"preset": "tatbot", "seeds": 2}}, arrays)[4]
+    assert preset == IKSettings.preset("tatbot", seeds=2)  # a key this worker knows
+    with pytest.raises(InputError) as err:  # a bad value is still named by its setting
+        ops.read_solve_request({"ik": {"seeds": 0}}, arrays)
+    assert err.value.field == "seeds" and "newer" not in err.value.message
+    packed = {"coords": np.zeros((1, 2, 16, 3), np.float32)}
+    packed |= {"is_inkdip": np.zeros((1, 2), bool), "is_rest": np.zeros((1, 2), bool)}
+    for scene, field in (({"reach": 1}, "reach"), ({"ik": {"reach": 1}}, "ik")):
+        with pytest.raises(InputError, match="client may be newer") as err:
+            ops.read_strokebatch_request({"scene": scene}, packed)
+        assert err.value.field == field
+    tatbot_like = {"ready_pos_l": [0.0] * 7, "lasercross_pose": {"pos": [0, 0, 0]}}
+    scene, _ = ops.read_strokebatch_request({"scene": {**tatbot_like, "yaml_dir": "x"}}, packed)
+    assert scene.ready_l.tolist() == [0.0] * 7
+
+
 def test_yaml_goes_through_libyaml_and_big_files_are_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ import safetensors.numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zmq_ik.errors import InputError
+from zmq_ik.errors import IKError, InputError
 from zmq_ik.model import ERROR_TENSORS, TATBOT_TENSORS, IKSolution, StrokeBatch
 
 FAST = settings(
@@ -276,6 +276,82 @@ def test_ik_solution_validation(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InputError) as err:
         IKSolution(**base)
     assert err.value.field == field
+
+
+# ---------------------------------------------------------------------------------------------
+# #23.2 misses are explicit: reached, n_over, strict
+# ---------------------------------------------------------------------------------------------
+
+
+def _judged_errors(n: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """(n >= 6, 2) errors and whether each pose is reached: 0 and 1 within, 2 position over
+    on one arm, 3 orientation over, 4 position unknown, 5 orientation unknown, 6+ within."""
+    from zmq_ik.model import ORI_TOL, POS_TOL
+
+    pos = np.full((n, 2), POS_TOL / 2, np.float32)
+    ori = np.full((n, 2), ORI_TOL / 2, np.float32)
+    pos[2, 1] = 2e-4
+    ori[3, 0] = 0.3
+    pos[4, 0] = np.nan
+    ori[5, 1] = np.nan
+    return pos, ori, [True, True] + [False] * 4 + [True] * (n - 6)
+
+
+@pytest.mark.parametrize("n", [8, 200])  # 8 x 2 errors: judged in Python; 200 x 2: numpy
+def test_reached_is_every_error_within_its_tolerance_and_nan_is_a_miss(n: int) -> None:
+    from zmq_ik._checks import SMALL
+
+    pos, ori, expected = _judged_errors(n)
+    assert (pos.size <= SMALL) == (n == 8)
+    sol = IKSolution(np.zeros((n, 14)), pos, ori)
+    assert sol.reached.dtype == np.bool_ and sol.reached.shape == (n,)
+    assert sol.reached.tolist() == expected
+    assert sol.n_over == expected.count(False) and isinstance(sol.n_over, int)
+    assert not sol.reached.flags.writeable
+    assert f"n_over={sol.n_over}" in repr(sol)
+    trusted = IKSolution.trusted(sol.joints, sol.pos_err, sol.ori_err)
+    assert trusted.reached.tolist() == expected and trusted == sol
+    with pytest.raises(IKError, match=f"{sol.n_over} of {n} poses miss tolerance") as info:
+        sol.require_reached()
+    assert "worst pos_err 0.0002 m (pos_tol 0.0001)" in str(info.value)
+    assert "ori_err 0.3 rad (ori_tol 0.05), 2 with an unknown (NaN) error" in str(info.value)
+
+
+def test_tolerances_judge_reached_and_are_checked_as_compute_checks_them() -> None:
+    pos, ori, _ = _judged_errors(8)
+    loose = IKSolution(np.zeros((8, 14)), pos, ori, pos_tol=1e-3, ori_tol=0.5)
+    assert loose.reached.tolist() == [True] * 4 + [False, False] + [True] * 2
+    assert loose.n_over == 2 and loose != IKSolution(loose.joints, pos, ori)
+    at = IKSolution(np.zeros((3, 14)), np.zeros((3, 2)), np.zeros((3, 2)), pos_tol=0.0)
+    at.require_reached()  # every error at its tolerance (0 <= 0): reached, nothing raised
+    assert at.n_over == 0 and "n_over=0" in repr(at)
+    empty = IKSolution(np.zeros((0, 7)), np.zeros((0, 1)), np.zeros((0, 1)))
+    assert empty.reached.shape == (0,) and empty.n_over == 0
+    for kwargs, field, words in (
+        ({"pos_tol": 0.1}, "pos_tol", "metres"),  # 0.1 "mm" typed as metres
+        ({"pos_tol": -1e-4}, "pos_tol", ">= 0"),
+        ({"ori_tol": float("nan")}, "ori_tol", "finite"),
+        ({"ori_tol": 4.0}, "ori_tol", "radians"),
+        ({"ori_tol": True}, "ori_tol", "number"),
+    ):
+        with pytest.raises(InputError, match=words) as info:
+            IKSolution(np.zeros((1, 7)), np.zeros((1, 1)), np.zeros((1, 1)), **kwargs)
+        assert info.value.field == field
+        with pytest.raises(InputError, match=words) as info:
+            StrokeBatch(**arrays(1, 1, 1)).summary(**kwargs)  # the very same check
+        assert info.value.field == field
+
+
+def test_check_judging_refuses_what_compute_refuses_and_keeps_the_defaults() -> None:
+    from zmq_ik._strokebatch import check_judging
+    from zmq_ik.model import ORI_TOL, POS_TOL
+
+    assert check_judging(POS_TOL, ORI_TOL, False) == (POS_TOL, ORI_TOL, False)
+    assert check_judging(1e-3, 0.5, True) == (1e-3, 0.5, True)
+    for args, field in (((0.1, 0.05, False), "pos_tol"), ((1e-4, 0.05, "yes"), "strict")):
+        with pytest.raises(InputError) as info:
+            check_judging(*args)
+        assert info.value.field == field
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,12 +3,17 @@ input gets errors naming the field, and steady state compiles nothing."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
+import zmq
+from conftest import KINDS, run_with, wait_for_workers
 
 from zmq_ik.client import IKClient
-from zmq_ik.errors import RemoteError
-from zmq_ik.model import IKSettings
+from zmq_ik.errors import IKError, RemoteError
+from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution
 from zmq_ik.robots import BUNDLED
 from zmq_ik.worker import ServiceCall
 
@@ -419,3 +424,210 @@ def test_client_side_checks_name_the_argument():
         with pytest.raises(InputError, match=needle) as info:
             ops.solve_request(*args)
         assert info.value.field == field
+
+
+# --------------------------------------------------------------------------- #23.2 misses
+
+
+def far_target(robot, n: int):
+    """``n`` reachable targets with the middle one's left arm 2 m above: out of reach."""
+    wxyz, pos = reachable_targets(robot, n, seed=7)
+    pos = pos.copy()
+    pos[n // 2, 0, 2] += 2.0
+    return wxyz, pos
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_miss_is_flagged_not_raised_and_strict_raises_as_compute_does(ik_endpoint, robot, kind):
+    """`reached` per pose from the worker's errors and the call's tolerances (judged by the
+    client: the reply carries no flag), the count in `n_over`; ``strict`` raises `IKError`
+    (what ``compute --strict`` raises) naming the misses of N and the worst errors."""
+    wxyz, pos = far_target(robot, 3)
+
+    async def both(client):  # the async client: the same calls, awaited
+        return (
+            await client.solve("tatbot", wxyz, pos),
+            await client.solve("tatbot", wxyz, pos, pos_tol=0.01, ori_tol=0.5),
+        )
+
+    def sync_both(client):
+        return client.solve("tatbot", wxyz, pos), client.solve(
+            "tatbot", wxyz, pos, pos_tol=0.01, ori_tol=0.5
+        )
+
+    sol, loose = run_with(kind, ik_endpoint, both if kind == "async" else sync_both, timeout=60)
+    judged = (sol.pos_err <= POS_TOL).all(1) & (sol.ori_err <= ORI_TOL).all(1)
+    assert sol.reached.tolist() == judged.tolist() and not sol.reached[1]
+    assert sol.n_over == 3 - int(judged.sum()) >= 1 and sol.pos_err[1, 0] > 0.1
+    assert (loose.pos_tol, loose.ori_tol) == (0.01, 0.5) and not loose.reached[1]
+    assert f"n_over={sol.n_over}" in repr(sol)
+    np.testing.assert_array_equal(loose.joints, sol.joints)
+
+    async def strict(client):
+        return await client.solve("tatbot", wxyz, pos, strict=True)
+
+    def sync_strict(client):
+        return client.solve("tatbot", wxyz, pos, strict=True)
+
+    with pytest.raises(IKError) as info:
+        run_with(kind, ik_endpoint, strict if kind == "async" else sync_strict, timeout=60)
+    assert type(info.value) is IKError  # not a RemoteError: the worker answered
+    text = str(info.value)
+    assert f"{sol.n_over} of 3 poses miss tolerance" in text and "worst pos_err" in text
+    assert f"pos_tol {POS_TOL:g}" in text
+
+
+def test_in_process_solve_flags_the_same_misses(ik_endpoint, robot):
+    wxyz, pos = far_target(robot, 3)
+    local = ik.solve_ik(robot, wxyz, pos, np.asarray(TATBOT.rest, np.float32), buckets=(16,))
+    with IKClient(ik_endpoint, timeout=60) as client:
+        remote = client.solve("tatbot", wxyz, pos)
+    assert local.reached.tolist() == remote.reached.tolist() and local.n_over == remote.n_over
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "words"),
+    [
+        ({"pos_tol": 0.1}, "pos_tol", "metres"),  # millimetres typed as metres
+        ({"pos_tol": -1.0}, "pos_tol", ">= 0"),
+        ({"ori_tol": 7.0}, "ori_tol", "radians"),
+        ({"ori_tol": "0.05"}, "ori_tol", "number"),
+        ({"strict": 1}, "strict", "true or false"),
+    ],
+)
+def test_bad_tolerances_are_refused_before_anything_is_sent(nowhere, zctx, kwargs, field, words):
+    """Checked as `compute` checks them (`check_tolerance`), before a request leaves: no
+    broker listens at ``nowhere``, so a request would wait out its timeout."""
+    from zmq_ik.errors import InputError
+
+    wxyz, pos = np.array([[1.0, 0, 0, 0]]), np.array([[0.1, 0.0, 0.2]])
+    with IKClient(nowhere, timeout=30, retries=0, context=zctx) as client:
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=words) as info:
+            client.solve("tatbot", wxyz, pos, **kwargs)
+        assert info.value.field == field and time.monotonic() - t0 < 1
+    with pytest.raises(InputError, match=words) as info:
+        ik.solve_ik(ik.Robot.bundled("tatbot"), wxyz, pos, **kwargs)
+    assert info.value.field == field
+
+
+# --------------------------------------------------------------------------- #23.5 versions
+
+
+def test_an_unknown_setting_names_the_workers_version_and_a_newer_client(ik_endpoint, robot):
+    """A setting this worker does not know (a newer client's, in a rolling upgrade) fails at
+    once, saying so with the worker's version, in `solve` and `strokebatch` alike."""
+    from zmq_ik import ops
+    from zmq_ik._version import __version__
+    from zmq_ik.model import PackedStrokes, Scene
+
+    wxyz, pos = reachable_targets(robot, 1)
+    scene = Scene(stroke_length=4, offset_num=1)
+    coords = np.random.default_rng(3).uniform(-0.01, 0.01, (1, 2, 4, 3)).astype(np.float32)
+    no = np.zeros((1, 2), bool)
+    _, arrays = ops.strokebatch_request(scene, PackedStrokes(coords, no, no))
+    cases = [
+        ("solve", {"ik": {"pos_weight": 3, "retry_misses": True}}, None, "ik"),
+        ("strokebatch", {"scene": {**scene.to_wire(), "ik": {"retry_misses": 1}}}, arrays, "ik"),
+        ("strokebatch", {"scene": {**scene.to_wire(), "reach_mode": "new"}}, arrays, "reach_mode"),
+    ]
+    with IKClient(ik_endpoint, timeout=60, retries=0) as client:
+        for operation, header, payload, field in cases:
+            payload = payload or {"target_wxyz": wxyz, "target_pos": pos}
+            t0 = time.monotonic()
+            with pytest.raises(RemoteError) as info:
+                client.request("tatbot", operation, header, payload)
+            assert time.monotonic() - t0 < 5
+            assert info.value.code == "bad_request" and info.value.field == field
+            assert f"zmq-ik {__version__}" in info.value.message
+            assert "client may be newer" in info.value.message
+        assert client.solve("tatbot", wxyz, pos).joints.shape == (1, 14)  # and it carries on
+
+
+class NewerWorker(threading.Thread):
+    """A worker from the future, on real sockets: its READY, its solve and describe replies
+    each carry a field and an array this version has never heard of."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from zmq_ik import ops
+        from zmq_ik.protocol import (
+            Command,
+            Request,
+            decode_payload,
+            encode_payload,
+            heartbeat_frames,
+            parse_message,
+            ready_frames,
+            reply_frames,
+        )
+
+        future = {"future_field": {"nested": [1, 2]}}
+        extra = {"future_array": np.arange(3, dtype=np.float32)}
+        info = {"robots": ["newer"], "device": "cpu", "versions": {"zmq-ik": "9.0.0"}}
+        try:
+            self.sock.send_multipart(ready_frames({**info, **future, "next_gen": True}))
+            last = 0.0
+            while not self.stop.is_set():
+                if time.monotonic() - last > 0.1:
+                    self.sock.send_multipart(heartbeat_frames())
+                    last = time.monotonic()
+                if not self.sock.poll(20):
+                    continue
+                msg = parse_message(self.sock.recv_multipart())
+                if not isinstance(msg, Request):
+                    continue
+                if msg.operation == "solve":  # pose 1: an unknown (NaN) error
+                    n = decode_payload(msg.payload).arrays["target_pos"].shape[0]
+                    pos_err = np.full((n, 1), 1e-5, np.float32)
+                    pos_err[1] = np.nan
+                    header, arrays = ops.solve_reply(
+                        IKSolution(np.zeros((n, 3)), pos_err, np.zeros((n, 1)))
+                    )
+                else:
+                    header, arrays = ops.describe_reply(
+                        ["tool"],
+                        ["a", "b", "c"],
+                        -np.ones(3),
+                        np.ones(3),
+                        np.ones(3, bool),
+                        np.zeros(3),
+                    )
+                payload = encode_payload({**header, **future}, {**arrays, **extra})
+                self.sock.send_multipart(reply_frames(Command.FINAL, msg.request_id, payload))
+        finally:
+            self.sock.close(0)
+
+    def __enter__(self) -> NewerWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.join(5)
+
+
+def test_a_newer_workers_extra_fields_and_arrays_are_ignored(endpoint, zctx):
+    """A real broker registers a READY with fields it does not know (keeping what it knows),
+    and a real client reads solve and describe replies with an extra header field and an
+    extra array: nothing new breaks the old peer. Its NaN error reads as not reached."""
+    with NewerWorker(zctx, endpoint):
+        wait_for_workers(endpoint, 1, robot="newer", timeout=30)
+        with IKClient(endpoint, timeout=10, context=zctx) as client:
+            listed = client.ping()["workers"]
+            assert [w["versions"] for w in listed] == [{"zmq-ik": "9.0.0"}]
+            wxyz, pos = np.tile([1.0, 0, 0, 0], (3, 1, 1)), np.full((3, 1, 3), 0.1)
+            sol = client.solve("newer", wxyz, pos)
+            assert sol.joints.shape == (3, 3) and sol.reached.tolist() == [True, False, True]
+            assert sol.n_over == 1 and not hasattr(sol, "future_array")
+            with pytest.raises(IKError, match="1 of 3 poses miss tolerance"):
+                client.solve("newer", wxyz, pos, strict=True)
+            info = client.describe("newer")
+            assert set(info) == {"ee_links", "joint_names", "lower", "upper", "limited", "rest"}
+            assert info["joint_names"] == ["a", "b", "c"]

@@ -41,9 +41,10 @@ MAX_ORI_TOL = 0.5
 would otherwise pass every answer."""
 
 _TOLERANCE_RANGES = {
-    # name: (largest, unit hint, the likely mistaken unit in SI units, its symbol, SI symbol)
-    "pos_tol": (MAX_POS_TOL, "metres: 0.0001 is 0.1 mm", 1e-3, " mm", "m"),
-    "ori_tol": (MAX_ORI_TOL, "radians: 0.05 is 2.9°", math.pi / 180, "°", "rad"),
+    # name: (largest, unit hint, the likely mistaken unit in SI units, its symbol, SI symbol,
+    # the default: taken as it is, unchecked, on every default solve call)
+    "pos_tol": (MAX_POS_TOL, "metres: 0.0001 is 0.1 mm", 1e-3, " mm", "m", POS_TOL),
+    "ori_tol": (MAX_ORI_TOL, "radians: 0.05 is 2.9°", math.pi / 180, "°", "rad", ORI_TOL),
 }
 
 
@@ -51,7 +52,9 @@ def check_tolerance(value: Any, name: str) -> float:
     """``value`` as tolerance ``name`` (``"pos_tol"``, metres, <= `MAX_POS_TOL`; ``"ori_tol"``,
     radians, <= `MAX_ORI_TOL`): a tolerance typed in millimetres or degrees is refused with
     what it would be in metres or radians, not taken as such."""
-    hi, unit, scale, symbol, si = _TOLERANCE_RANGES[name]
+    hi, unit, scale, symbol, si, default = _TOLERANCE_RANGES[name]
+    if value is default:  # the default itself (every default solve call): good as it is
+        return default
     try:
         return as_float(value, name, 0.0, hi=hi)
     except InputError as exc:
@@ -135,6 +138,16 @@ class IKSettings:
         """Plain dict (JSON/msgpack/YAML friendly)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def to_wire(self) -> dict[str, Any]:
+        """:meth:`to_dict` as requests carry it: a field of `ADDED_SETTINGS` is left out while
+        it holds its default, so a worker that predates it (and refuses unknown keys) still
+        serves every request that does not use it."""
+        out = self.to_dict()
+        for name in ADDED_SETTINGS:
+            if out[name] == _DEFAULTS[name]:
+                del out[name]
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IKSettings:
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys are refused.
@@ -145,7 +158,7 @@ class IKSettings:
             raise InputError(f"ik: must be a mapping, got {type(data).__name__}", field="ik")
         known = {f.name for f in fields(cls)}
         for key in data:
-            if key not in known and key != "preset":
+            if key not in SETTING_KEYS:
                 raise InputError(
                     f"{key}: unknown IK setting {key!r}; known: {sorted(known)}", field=str(key)
                 )
@@ -181,3 +194,18 @@ PRESETS: dict[str, IKSettings] = {
 weights, a rest pull, soft limits, 32 iterations): answers comparable to tatbot's, close to
 its ready pose, within ~0.06 mm and ~0.02 rad of the bundled example's targets rather than
 on them."""
+
+SETTING_KEYS = frozenset({f.name for f in fields(IKSettings)} | {"preset"})
+"""Every key `IKSettings.from_dict` takes: the fields and ``preset``."""
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(IKSettings)}
+
+ADDED_SETTINGS: dict[str, str] = {}
+"""IKSettings fields added after ZIK/1's first release, each with the zmq-ik version that
+added it: ``{"name": "0.2.0"}``. `IKSettings.to_wire` leaves such a field out of a request
+while it holds its default, so a client upgraded first still works with the older workers of
+a rolling upgrade; set to anything else, an older worker refuses the request with a message
+naming its version (`zmq_ik.ops.ik_settings_from_header`) rather than compute something
+else. So a new field goes here, and its default must compute what the workers without it
+compute (today's behaviour), or the old and new workers of one fleet answer differently.
+Every field here is also read with its default when a request leaves it out (`from_dict`).
+Empty: every field so far shipped with the first release."""

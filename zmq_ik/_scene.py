@@ -170,6 +170,8 @@ _SCENE_ALIASES: dict[str, str] = {
     "design_rot": "design_wxyz",
     "robot_name": "robot",
 }
+_POSE_KEYS = ("lasercross_pose", "design_pose")
+"""tatbot-style keys holding the design pose as ``{pos: {xyz}, rot: {wxyz}}``."""
 # tatbot scene keys that name other config files; accepted and ignored.
 _TATBOT_IGNORED = frozenset(
     {
@@ -322,6 +324,11 @@ class Scene(ValueEq):
 
     # -- dict / YAML ----------------------------------------------------------------------------
 
+    def to_wire(self) -> dict[str, Any]:
+        """:meth:`to_dict` as a ``strokebatch`` request carries it: without `TOLERANCES` (they
+        judge answers, on the client) and with ``ik`` as `IKSettings.to_wire` writes it."""
+        return {**self.to_dict(tolerances=False), "ik": self.ik.to_wire()}
+
     def to_dict(self, *, tolerances: bool = True) -> dict[str, Any]:
         """Plain nested dict of lists, floats, ints, bools and strings (JSON/msgpack/YAML).
         ``tolerances=False`` leaves out `TOLERANCES` (the wire: a worker does not judge)."""
@@ -360,7 +367,7 @@ class Scene(ValueEq):
             if key in _TATBOT_IGNORED:
                 logger.debug("scene: ignoring tatbot key %r", key)
                 continue
-            if key in ("lasercross_pose", "design_pose"):
+            if key in _POSE_KEYS:
                 if not isinstance(value, Mapping) or set(value) - {"pos", "rot"}:
                     raise InputError(f"{key}: must be a mapping with 'pos' and 'rot'", field=key)
                 if "pos" in value:
@@ -428,3 +435,10 @@ class Scene(ValueEq):
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
+
+
+SCENE_KEYS = frozenset(
+    {f.name for f in fields(Scene)} | set(_SCENE_ALIASES) | _TATBOT_IGNORED | set(_POSE_KEYS)
+)
+"""Every top-level key `Scene.from_dict` takes (fields, tatbot's spellings and ignored keys):
+a worker tells a key outside it, a newer client's field, apart (`zmq_ik.ops`)."""

@@ -6,6 +6,7 @@ Import these names from :mod:`zmq_ik.model`; this module is an implementation de
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -18,10 +19,10 @@ import numpy as np
 import numpy.typing as npt
 import safetensors.numpy
 
-from zmq_ik._checks import SMALL, as_array
+from zmq_ik._checks import SMALL, as_array, as_bool
 from zmq_ik._docs import documented
 from zmq_ik._scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance
-from zmq_ik.errors import InputError
+from zmq_ik.errors import IKError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -284,14 +285,44 @@ class StrokeBatch(ValueEq):
         return cls._from_tensors(tensors, "<bytes>")
 
 
+def verdict(summary: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether every pose of a summary (``n_poses``, ``n_over``, ``n_unknown``) is known to be
+    within tolerance, and one line saying so (`compute`'s verdict, `IKSolution`'s strict)."""
+    n, over, unknown = summary["n_poses"], summary["n_over"], summary["n_unknown"]
+    if over:
+        return False, f"{over} of {n} poses miss tolerance"
+    if unknown:
+        return False, f"{unknown} of {n} poses have no known error: cannot tell"
+    return True, f"all {n} poses within tolerance"
+
+
+def check_judging(pos_tol: Any, ori_tol: Any, strict: Any) -> tuple[float, float, bool]:
+    """A solve's judging arguments, checked as ``compute`` checks them (`check_tolerance`;
+    ``strict`` a real bool), before any work: (pos_tol, ori_tol, strict)."""
+    return (
+        check_tolerance(pos_tol, "pos_tol"),
+        check_tolerance(ori_tol, "ori_tol"),
+        as_bool(strict, "strict"),
+    )
+
+
+def _worst(arr: npt.NDArray[np.float32]) -> str:
+    """The largest known (not NaN) value of ``arr``, for messages: ``"unknown"`` if none."""
+    known = arr[~np.isnan(arr)]
+    return f"{known.max():.3g}" if known.size else "unknown"
+
+
 @documented
 @dataclass(frozen=True, eq=False)
 class IKSolution(ValueEq):
     """Result of a plain IK solve of ``N`` targets for a robot with ``n_ee`` end effectors.
 
-    float32 arrays, not copied when already float32 (read-only views). Compare the errors
-    with your tolerances (`zmq_ik.model.POS_TOL`, `ORI_TOL`: a default Scene's) before
-    commanding ``joints``.
+    float32 arrays, not copied when already float32 (read-only views). ``reached`` says per
+    pose whether every end effector is within ``pos_tol`` and ``ori_tol`` of its target (the
+    tolerances ``solve`` was given; defaults `zmq_ik.model.POS_TOL`, `ORI_TOL`: a default
+    Scene's), ``n_over`` how many poses are not: check it before commanding ``joints``. An
+    unreachable target still gets the best answer found; ``solve(strict=True)`` raises
+    `IKError` instead (`require_reached`).
     """
 
     joints: npt.NDArray[Any]
@@ -300,6 +331,12 @@ class IKSolution(ValueEq):
     """(N, n_ee) achieved position error per end effector, metres; NaN = unknown."""
     ori_err: npt.NDArray[Any]
     """(N, n_ee) achieved orientation error per end effector, radians; NaN = unknown."""
+    pos_tol: float = POS_TOL
+    """Position tolerance that judges ``reached``, metres (<= `MAX_POS_TOL`; default
+    `POS_TOL`)."""
+    ori_tol: float = ORI_TOL
+    """Orientation tolerance that judges ``reached``, radians (<= `MAX_ORI_TOL`; default
+    `ORI_TOL`)."""
 
     def __post_init__(self) -> None:
         joints = as_array(self.joints, "joints", (None, None), np.float32, copy=False)
@@ -313,6 +350,8 @@ class IKSolution(ValueEq):
         _check_errors(ori, "ori_err")
         object.__setattr__(self, "pos_err", pos)
         object.__setattr__(self, "ori_err", ori)
+        object.__setattr__(self, "pos_tol", check_tolerance(self.pos_tol, "pos_tol"))
+        object.__setattr__(self, "ori_tol", check_tolerance(self.ori_tol, "ori_tol"))
 
     @classmethod
     def trusted(
@@ -320,27 +359,72 @@ class IKSolution(ValueEq):
         joints: npt.NDArray[np.float32],
         pos_err: npt.NDArray[np.float32],
         ori_err: npt.NDArray[np.float32],
+        pos_tol: float = POS_TOL,
+        ori_tol: float = ORI_TOL,
     ) -> IKSolution:
         """An IKSolution of arrays the IK engine has just made (float32, consistent shapes,
-        errors >= 0 or NaN), without the constructor's checks (~15 µs a solve): made
-        read-only, not copied. Never for arrays that came from a peer or a caller."""
+        errors >= 0 or NaN) and of tolerances already checked (`check_judging`), without the
+        constructor's checks (~15 µs a solve): made read-only, not copied. Never for arrays
+        that came from a peer or a caller."""
         sol = object.__new__(cls)
-        for name, arr in (("joints", joints), ("pos_err", pos_err), ("ori_err", ori_err)):
-            arr.flags.writeable = False
-            object.__setattr__(sol, name, arr)
+        joints.flags.writeable = pos_err.flags.writeable = ori_err.flags.writeable = False
+        sol.__dict__.update(
+            joints=joints, pos_err=pos_err, ori_err=ori_err, pos_tol=pos_tol, ori_tol=ori_tol
+        )
         return sol
+
+    # -- judged ---------------------------------------------------------------------------------
+    # Computed on first use, both at once, and kept in the instance dict (a frozen dataclass
+    # has no slots; a cached_property is found there first): a solve nobody asks pays nothing.
+
+    @functools.cached_property
+    def reached(self) -> npt.NDArray[np.bool_]:
+        """(N,) bool, read-only: every end effector's ``pos_err <= pos_tol`` and ``ori_err <=
+        ori_tol``. An unknown (NaN) error is not reached."""
+        pos, ori, pos_tol, ori_tol = self.pos_err, self.ori_err, self.pos_tol, self.ori_tol
+        if pos.size <= SMALL:  # a control loop's pose: a few floats in Python (see SMALL)
+            flags = [
+                all(p <= pos_tol for p in prow) and all(o <= ori_tol for o in orow)
+                for prow, orow in zip(pos.tolist(), ori.tolist(), strict=True)
+            ]
+            out = np.array(flags, dtype=np.bool_)
+            n_reached = sum(flags)
+        else:  # NaN compares False: not reached
+            out = np.asarray(((pos <= pos_tol) & (ori <= ori_tol)).all(axis=1))
+            n_reached = int(np.count_nonzero(out))
+        out.flags.writeable = False
+        self.__dict__["n_over"] = len(out) - n_reached
+        return out
+
+    @functools.cached_property
+    def n_over(self) -> int:
+        """Poses not ``reached``: an error over its tolerance, or unknown (NaN). The name is
+        the ``n_over`` of ``StrokeBatch.summary()`` and ``compute``'s verdict (which counts
+        unknown errors apart, as ``n_unknown``: an arm that rests has none)."""
+        self.reached  # noqa: B018 (sets n_over too)
+        return int(self.__dict__["n_over"])
+
+    def require_reached(self) -> None:
+        """Raise `IKError` unless every pose is ``reached`` (``solve(..., strict=True)``), naming
+        how many of N missed and the worst errors against the tolerances."""
+        if self.n_over:
+            _, line = verdict({"n_poses": len(self), "n_over": self.n_over, "n_unknown": 0})
+            unknown = int((np.isnan(self.pos_err) | np.isnan(self.ori_err)).any(axis=1).sum())
+            raise IKError(
+                f"{line}: worst pos_err {_worst(self.pos_err)} m (pos_tol {self.pos_tol:g}), "
+                f"ori_err {_worst(self.ori_err)} rad (ori_tol {self.ori_tol:g})"
+                + (f", {unknown} with an unknown (NaN) error" if unknown else "")
+                + " (strict)"
+            )
 
     def __len__(self) -> int:
         return int(self.joints.shape[0])
 
     def __repr__(self) -> str:
-        def worst(arr: npt.NDArray[np.float32]) -> str:
-            known = arr[~np.isnan(arr)]
-            return f"{known.max():.3g}" if known.size else "unknown"
-
         return (
             f"IKSolution(N={len(self)}, n_joints={self.n_joints}, n_ee={self.n_ee}, "
-            f"worst pos_err {worst(self.pos_err)} m, ori_err {worst(self.ori_err)} rad)"
+            f"n_over={self.n_over}, worst pos_err {_worst(self.pos_err)} m, "
+            f"ori_err {_worst(self.ori_err)} rad)"
         )
 
     n_joints = Dim("joints", 1, "Joints per configuration.")

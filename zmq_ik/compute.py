@@ -25,6 +25,7 @@ import numpy as np
 from zmq_ik._docs import documented
 from zmq_ik._scene import check_tolerance
 from zmq_ik._settings import setting
+from zmq_ik._strokebatch import verdict
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, InputError
 from zmq_ik.model import ORI_TOL, POS_TOL, Scene, StrokeBatch, StrokeList
@@ -388,16 +389,6 @@ def run(
         endpoint, scene, strokes, settings, progress=progress, curve=curve, on_slice=on_slice
     )
     return save_result(result, settings)
-
-
-def verdict(summary: dict[str, Any]) -> tuple[bool, str]:
-    """Whether every pose is known to be within tolerance, and one line saying so."""
-    n, over, unknown = summary["n_poses"], summary["n_over"], summary["n_unknown"]
-    if over:
-        return False, f"{over} of {n} poses miss tolerance"
-    if unknown:
-        return False, f"{unknown} of {n} poses have no known error: cannot tell"
-    return True, f"all {n} poses within tolerance"
 
 
 def check_strict(summary: dict[str, Any]) -> None:

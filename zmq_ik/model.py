@@ -5,7 +5,7 @@ Frozen dataclasses, validated at construction; every validation failure raises
 ``"strokes[3].left.meter_coords"``...) and, for files, whose message names the file.
 
 - :class:`IKSettings`, :class:`Scene` — solve settings; defaults = the bundled tatbot robot.
-  ``to_dict``/``from_dict`` (wire), ``to_yaml``/``from_yaml``. A scene's ``pos_tol`` /
+  ``to_dict``/``from_dict``, ``to_wire`` (requests: `ADDED_SETTINGS`), ``to_yaml``/``from_yaml``. A scene's ``pos_tol`` /
   ``ori_tol`` (metres, radians; defaults :data:`POS_TOL`, :data:`ORI_TOL`) judge answers.
 - :class:`Stroke`, :class:`StrokeList` — (left, right) stroke pairs; YAML in our format
   (inline arrays or ``.npy`` sidecars) and in tatbot's on-disk format.
@@ -13,11 +13,13 @@ Frozen dataclasses, validated at construction; every validation failure raises
   :func:`apply_first_last_rest` — tatbot's first/last rest as its flags.
 - :class:`StrokeBatch` — stroke-batch IK results; safetensors with exactly tatbot's tensors
   (``errors=True`` adds the achieved errors).
-- :class:`IKSolution` — plain IK results; :class:`EEPoses` — end-effector poses (FK).
+- :class:`IKSolution` — plain IK results, each pose judged ``reached`` or not;
+  :class:`EEPoses` — end-effector poses (FK).
 """
 
 from __future__ import annotations
 
+from zmq_ik._ik_settings import ADDED_SETTINGS as ADDED_SETTINGS
 from zmq_ik._scene import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
 from zmq_ik._scene import MAX_IK_LAMBDA as MAX_IK_LAMBDA
 from zmq_ik._scene import MAX_IK_WEIGHT as MAX_IK_WEIGHT
@@ -38,6 +40,7 @@ from zmq_ik._strokes import StrokeList as StrokeList
 from zmq_ik._strokes import apply_first_last_rest as apply_first_last_rest
 
 __all__ = [
+    "ADDED_SETTINGS",
     "ARMS",
     "ERROR_TENSORS",
     "MAX_IK_ITERATIONS",

@@ -17,8 +17,13 @@ from typing import Any
 import numpy as np
 
 from zmq_ik._checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
+from zmq_ik._ik_settings import SETTING_KEYS
+from zmq_ik._scene import SCENE_KEYS
+from zmq_ik._version import __version__
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
+    ORI_TOL,
+    POS_TOL,
     EEPoses,
     IKSettings,
     IKSolution,
@@ -76,12 +81,31 @@ def _required(arrays: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return arrays[name]
 
 
+def _refuse_unknown(data: Any, known: frozenset[str], what: str, field: str | None) -> None:
+    """`InputError` for the first key of the map ``data`` not in ``known`` (``what``: "IK
+    setting", "scene field"), named ``field`` (else the key); anything but a map is left to
+    the parser. Such a key is a typo or, in a rolling upgrade, a newer client's field: the
+    message says the latter with this worker's version (docs/protocol.md 4.8)."""
+    if not isinstance(data, Mapping):
+        return
+    for key in data:
+        if key not in known:
+            text = (
+                f"unknown {what} {key!r} for this worker (zmq-ik {__version__}): the client may "
+                "be newer than the worker; upgrade the worker, or leave that setting at its "
+                "default"
+            )
+            raise InputError(f"{field}: {text}" if field else text, field or str(key))
+
+
 def ik_settings_from_header(value: Any) -> IKSettings | None:
     """IK settings sent as a map (`IKSettings.from_dict`: unknown keys refused, so typos do
-    not pass silently). A bad value is named by its setting; a map that is not one, or an
-    unknown key, by the header's ``ik``."""
+    not pass silently, nor settings this worker cannot honour: see
+    `zmq_ik.model.ADDED_SETTINGS`). A bad value is named by its setting; a map that is not
+    one, or an unknown key (`_refuse_unknown`), by the header's ``ik``."""
     if value is None:
         return None
+    _refuse_unknown(value, SETTING_KEYS, "IK setting", "ik")
     try:
         return IKSettings.from_dict(value)
     except InputError as e:
@@ -107,7 +131,7 @@ def solve_request(
     if ee_links is not None:
         header["ee_links"] = [ee_links] if isinstance(ee_links, str) else list(ee_links)
     if ik is not None:
-        header["ik"] = ik.to_dict()
+        header["ik"] = ik.to_wire()
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
     if rest is not None:
         arrays["rest"] = check_rest_shape(rest)
@@ -151,13 +175,23 @@ def read_ee_links(header: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def solve_reply(solution: IKSolution) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A solve's reply: its arrays only. The tolerances stay with the client, which judges
+    ``reached`` from the errors itself (so any worker serves any client's tolerances)."""
     return {}, {"joints": solution.joints, "pos_err": solution.pos_err, "ori_err": solution.ori_err}
 
 
-def read_solve_reply(arrays: Mapping[str, np.ndarray]) -> IKSolution:
+def read_solve_reply(
+    arrays: Mapping[str, np.ndarray], pos_tol: float = POS_TOL, ori_tol: float = ORI_TOL
+) -> IKSolution:
+    """The `IKSolution` of a solve reply, judged by ``pos_tol``/``ori_tol``. Arrays this
+    version does not know (a newer worker's) are ignored."""
     try:
         return IKSolution(
-            joints=arrays["joints"], pos_err=arrays["pos_err"], ori_err=arrays["ori_err"]
+            joints=arrays["joints"],
+            pos_err=arrays["pos_err"],
+            ori_err=arrays["ori_err"],
+            pos_tol=pos_tol,
+            ori_tol=ori_tol,
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
@@ -210,16 +244,22 @@ class JointBounds:
 
 
 def check_solve_reply(
-    arrays: Mapping[str, np.ndarray], n_poses: int, n_ee: int, bounds: JointBounds, precise: bool
+    arrays: Mapping[str, np.ndarray],
+    n_poses: int,
+    n_ee: int,
+    bounds: JointBounds,
+    precise: bool,
+    pos_tol: float = POS_TOL,
+    ori_tol: float = ORI_TOL,
 ) -> IKSolution:
     """A worker's `solve` answer to ``n_poses`` targets of ``n_ee`` end effectors, checked
     before a robot is commanded with it: ``joints`` (n_poses, n_joints) finite, within the
     robot's limits (``bounds``: ``hard`` for ``precise``, else ``soft``); ``pos_err`` and
     ``ori_err`` (n_poses, n_ee), >= 0 or NaN (unknown). A bad answer is the worker's fault:
     `ProtocolError` naming what is wrong. A few µs on top of reading it (`IKSolution` checks
-    finiteness and the errors' signs)."""
+    finiteness and the errors' signs). ``pos_tol``/``ori_tol`` judge its ``reached``."""
     try:
-        sol = read_solve_reply(arrays)
+        sol = read_solve_reply(arrays, pos_tol, ori_tol)
     except InputError as e:
         raise ProtocolError(f"bad solve reply from the worker: {e.message}", field=e.field) from e
     joints, err = sol.joints, sol.pos_err
@@ -383,7 +423,7 @@ def strokebatch_request(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a `strokebatch` request (first/last rest already applied)."""
     return (
-        {"scene": scene.to_dict(tolerances=False)},  # tolerances judge answers, on the client
+        {"scene": scene.to_wire()},
         {"coords": packed.coords, "is_inkdip": packed.is_inkdip, "is_rest": packed.is_rest},
     )
 
@@ -394,6 +434,8 @@ def read_strokebatch_request(
     raw_scene = header.get("scene")
     if not isinstance(raw_scene, dict):
         raise InputError("strokebatch needs a 'scene' map in the header", "scene")
+    _refuse_unknown(raw_scene, SCENE_KEYS, "scene field", None)
+    _refuse_unknown(raw_scene.get("ik"), SETTING_KEYS, "IK setting", "ik")
     scene = Scene.from_dict(raw_scene)
     coords, is_inkdip, is_rest = check_packed(
         _required(arrays, "coords"),
