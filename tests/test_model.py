@@ -67,12 +67,12 @@ def test_design_origin_is_lasercross_link() -> None:
 
 
 def test_ik_settings_defaults() -> None:
-    ik = IKSettings()
-    assert (ik.pos_weight, ik.ori_weight, ik.rest_weight, ik.limit_weight) == (32, 1, 0.1, 32)
+    ik = IKSettings()  # the reaching mode (#23); tatbot's solver is a preset
+    assert (ik.pos_weight, ik.ori_weight, ik.rest_weight, ik.limit_weight) == (10, 1, 0.1, 32)
     assert (ik.lambda_initial, ik.max_iterations, ik.precise, ik.seeds, ik.continuous) == (
-        1.0,
-        32,
-        False,
+        0.3,
+        16,
+        True,
         1,
         False,
     )

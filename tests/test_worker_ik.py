@@ -153,20 +153,24 @@ def test_steady_state_compiles_nothing(ik_endpoint, robot):
 
 
 def test_warm_settings_compile_their_program_before_ready(robot):
-    """In process: ``warm`` programs (here precise) compile at warm-up, not on first use."""
+    """In process: ``warm`` programs (here tatbot's mode) compile at warm-up, not on first
+    use; settings that pick the same program as another (the default with seeds) add none."""
     from conftest import JAX_CACHE
 
     from zmq_ik.worker.ik_service import IKService
 
     wxyz, pos = reachable_targets(robot, 5, seed=9)  # before READY: FK compiles too
     service = IKService(
-        buckets=(16,), cache_dir=JAX_CACHE, warm=[IKSettings(precise=True)], warmup_threads=2
+        buckets=(16,),
+        cache_dir=JAX_CACHE,
+        warm=[IKSettings.preset("tatbot"), IKSettings(seeds=4)],
+        warmup_threads=2,
     )
     info = service.warmup()
     assert info["buckets"] == [16]
-    assert info["programs"] == [{"precise": False, "seeds": 1}, {"precise": True, "seeds": 1}]
+    assert info["programs"] == [{"precise": True, "seeds": 1}, {"precise": False, "seeds": 1}]
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
-    for header in ({"ik": {"precise": True, "pos_weight": 4.0}}, {}):
+    for header in ({"ik": {"preset": "tatbot", "pos_weight": 4.0}}, {"ik": {"seeds": 4}}, {}):
         reply, out = service.handle(ServiceCall("tatbot", "solve", header, arrays))
         assert reply["compiles_since_ready"] == 0
         assert out["joints"].shape == (5, 14)
@@ -183,12 +187,14 @@ def test_warmup_reports_each_compiled_bucket_over_every_program():
     service = IKService(
         buckets=(1, 16),
         cache_dir=JAX_CACHE,
-        warm=[IKSettings(precise=True)],
+        warm=[IKSettings.preset("tatbot")],
         warmup_progress=lambda done, total: calls.append((done, total)),
     )
     service.warmup()
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert ik.warmup_buckets(IKSettings(seeds=16), (1, 16, 64)) == (1,)  # 16 x 16 > 64
+    # tatbot's mode solves seeds in its program: 16 x 16 > 64; the reaching mode outside it
+    assert ik.warmup_buckets(IKSettings.preset("tatbot", seeds=16), (1, 16, 64)) == (1,)
+    assert ik.warmup_buckets(IKSettings(seeds=16), (1, 16, 64)) == (1, 16, 64)
     assert ik.warmup_buckets(None, (1, 16, 64)) == (1, 16, 64)
 
 
@@ -215,12 +221,12 @@ def test_programs_compiled_on_demand_are_bounded(robot):
     first = solve({"ee_links": ["left/tattoo_needle"]}, left)  # a second solver: compiles
     assert first > 0 and len(service._solvers) == 2
     service.max_extra_compiles = first  # the next compile goes over the bound
-    second = solve({"ik": {"seeds": 2}})  # a second program for the default solver
+    second = solve({"ik": {"precise": False}})  # a second program for the default solver
     assert second > first
     assert list(service._solvers) == [default_key]  # everything on demand dropped...
     assert ik.programs_of(service._solvers[default_key]).keys() == warm_programs  # ...warm kept
     assert solve({}) == second  # the warm program still compiles nothing
-    assert solve({"ik": {"seeds": 2}}) > second  # a dropped one is built again on use
+    assert solve({"ik": {"precise": False}}) > second  # a dropped one is built again on use
 
 
 def test_service_defaults_deadline_and_solver_bound(robot):
