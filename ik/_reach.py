@@ -89,6 +89,8 @@ def solve_reaching(
     )
     for index, (starts, iterations) in enumerate(RESOLVE_ROUNDS):
         miss = np.flatnonzero(~reached(pos_err, ori_err))
+        if index == 0 and miss.size:  # answers are written over from here on
+            q, pos_err, ori_err = q.copy(), pos_err.copy(), ori_err.copy()
         logger.debug("round %d: %d of %d targets missed", index + 1, miss.size, q.shape[1])
         if miss.size == 0:
             break
@@ -133,8 +135,7 @@ def _best_of(
     the one with the lowest pose cost."""
     m = start.shape[1]
     if len(points) == 0:
-        q, pos_err, ori_err = run(target_wxyz, target_pos, start, iterations)
-        return np.array(q), np.array(pos_err), np.array(ori_err)
+        return run(target_wxyz, target_pos, start, iterations)  # type: ignore[no-any-return]
     tries = 1 + len(points)
     starts = np.repeat(start[:, None, :], tries, axis=1)  # (n, tries, m)
     for e, chain in enumerate(robot.chains):
@@ -182,8 +183,10 @@ def _wrap_continuous(
 ) -> npt.NDArray[np.float32]:
     """Continuous joints (no limits) within half a turn of the rest pose: the same pose, and
     no full turns a start far from the rest pose may have added."""
+    if robot.limited.all():
+        return q
     free = ~robot.limited
-    if free.any():
-        r = rest[free, None]
-        q[free] = r + np.mod(q[free] - r + np.pi, 2 * np.pi) - np.pi
+    r = rest[free, None]
+    q = q.copy()
+    q[free] = r + np.mod(q[free] - r + np.pi, 2 * np.pi) - np.pi
     return q

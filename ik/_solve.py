@@ -80,6 +80,15 @@ def unit_quaternions(wxyz: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return unit.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=256)
+def round_params(settings: IKSettings, iterations: int) -> jax.Array:
+    """`device_params` of ``settings`` with ``iterations`` instead of its own: one re-solve
+    round's (`_reach.RESOLVE_ROUNDS`)."""
+    params = solver_params(settings)
+    params[-1] = iterations
+    return jax.device_put(params)
+
+
 @functools.lru_cache(maxsize=64)
 def device_params(settings: IKSettings) -> jax.Array:
     """:func:`solver_params` of ``settings`` on the device, made once per settings (a few
@@ -206,13 +215,16 @@ def _solve_reaching(
     """The reaching mode (`_reach`): its rounds' problems solved in chunks of the largest
     bucket, each padded to a bucket; the deadline is checked before every chunk."""
     fn = solve_program(robot, True, 1)
-    params = solver_params(settings)
     chunk = sizes[-1]
     n_targets = wxyz.shape[0]
 
     def run(target_wxyz: Any, target_pos: Any, starts: Any, iterations: int) -> Any:
-        params[-1] = iterations
+        params = round_params(settings, iterations)
         n = starts.shape[1]
+        if n <= chunk and bucket_for(n, sizes) == n:  # one call, no padding (a control loop)
+            check_deadline(deadline, 0, n_targets)
+            out = fn(target_wxyz, target_pos, starts, rest, params)
+            return tuple(np.asarray(a) for a in out)
         out_q = np.empty((robot.n_joints, n), np.float32)
         out_pe = np.empty((robot.n_ee, n), np.float32)
         out_oe = np.empty((robot.n_ee, n), np.float32)
@@ -238,7 +250,13 @@ def _solve_reaching(
 
     starts = np.repeat(rest[:, None], n_targets, axis=1)
     q, pos_err, ori_err = solve_reaching(
-        robot, run, wxyz.transpose(1, 2, 0), pos.transpose(1, 2, 0), starts, rest, settings
+        robot,
+        run,
+        np.ascontiguousarray(wxyz.transpose(1, 2, 0)),
+        np.ascontiguousarray(pos.transpose(1, 2, 0)),
+        starts,
+        rest,
+        settings,
     )
     return IKSolution.trusted(
         np.ascontiguousarray(q.T), np.ascontiguousarray(pos_err.T), np.ascontiguousarray(ori_err.T)
