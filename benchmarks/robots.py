@@ -43,7 +43,8 @@ import numpy as np
 from benchmarks._common import Table, fmt, median
 from benchmarks._procs import JAX_CACHE, ROOT
 
-ROBOT_DIR = ROOT / "tests" / "robots"
+HERE = Path(__file__).resolve().parent
+ROBOT_DIR = HERE.parent / "tests" / "robots"
 ROBOTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "panda": ("panda.urdf", ("panda_hand",)),
     "ur5": ("ur5.urdf", ("tool0",)),
@@ -284,11 +285,11 @@ def _child(args: argparse.Namespace) -> None:
 def _run_child(
     tree: Path, kind: str, robot: str, targets: Path, singles: int, settings: dict
 ) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{ROOT}", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE.parent}", "JAX_PLATFORMS": "cpu"}
+    # This file as a script, so every tree runs the same measuring code with its own zmq_ik.
     cmd = [
         sys.executable,
-        "-m",
-        "benchmarks.robots",
+        str(HERE / "robots.py"),
         "--child",
         kind,
         "--robot",
@@ -301,6 +302,8 @@ def _run_child(
         json.dumps(settings),
     ]
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and "--child" in cmd:
+        print(proc.stderr[-2000:], file=sys.stderr)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " / ".join(tail)}
