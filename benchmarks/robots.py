@@ -50,8 +50,11 @@ ROBOTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "ur5": ("ur5.urdf", ("tool0",)),
     "so100": ("so100.urdf", ("gripper",)),
     "tatbot": (None, ("left/tattoo_needle", "right/tattoo_needle")),
+    "tiago-left": ("tiago_dual.urdf", ("arm_left_tool_link",)),
 }
-"""name → (URDF in tests/robots, None: the bundled tatbot; end-effector links)."""
+"""name → (URDF in tests/robots, None: the bundled tatbot; end-effector links). TIAGo++ with
+one arm: its torso lift and left arm as one 8-joint chain (both arms at once share the lift:
+issue #24)."""
 POS_TOL, ORI_TOL = 1e-5, 1e-4
 """What "reached" means here (the Reach issue's goal): 0.01 mm and 1e-4 rad."""
 BUCKETS = (1, 16, 64, 256, 1024)
