@@ -169,7 +169,9 @@ def _rates(solve: Any, t: dict[str, np.ndarray], singles: int) -> dict[str, floa
     }
 
 
-def _measure_jax(name: str, targets: Path, settings: dict[str, Any], singles: int) -> dict:
+def _measure_jax(
+    name: str, targets: Path, settings: dict[str, Any], singles: int, buckets: tuple[int, ...]
+) -> dict:
     """One robot with this process's ``zmq_ik`` (this tree or ``--base``'s): first call,
     accuracy and rates."""
     from zmq_ik import IKSettings, ik
@@ -180,7 +182,7 @@ def _measure_jax(name: str, targets: Path, settings: dict[str, Any], singles: in
     cfg = IKSettings(**settings)
 
     def solve(w: np.ndarray, p: np.ndarray) -> Any:
-        return ik.solve_ik(robot, w, p, ik=cfg, buckets=BUCKETS)
+        return ik.solve_ik(robot, w, p, ik=cfg, buckets=buckets)
 
     t0 = time.perf_counter()
     sol = solve(t["wxyz"], t["pos"])
@@ -281,12 +283,19 @@ def _child(args: argparse.Namespace) -> None:
         result = _measure_pinocchio(args.robot, Path(args.targets_file), args.singles)
     else:
         settings = json.loads(args.settings)
-        result = _measure_jax(args.robot, Path(args.targets_file), settings, args.singles)
+        buckets = tuple(int(b) for b in args.buckets.split(","))
+        result = _measure_jax(args.robot, Path(args.targets_file), settings, args.singles, buckets)
     print(json.dumps(result), flush=True)
 
 
 def _run_child(
-    tree: Path, kind: str, robot: str, targets: Path, singles: int, settings: dict
+    tree: Path,
+    kind: str,
+    robot: str,
+    targets: Path,
+    singles: int,
+    settings: dict,
+    buckets: tuple[int, ...] = BUCKETS,
 ) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE.parent}", "JAX_PLATFORMS": "cpu"}
     # This file as a script, so every tree runs the same measuring code with its own zmq_ik.
@@ -303,6 +312,8 @@ def _run_child(
         str(singles),
         "--settings",
         json.dumps(settings),
+        "--buckets",
+        ",".join(map(str, buckets)),
     ]
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
     if proc.returncode != 0 and "--child" in cmd:
@@ -318,6 +329,7 @@ def run(
     n_targets: int,
     base: Path | None = None,
     singles: int = 64,
+    buckets: tuple[int, ...] = BUCKETS,
     verbose: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of the table (one per robot and method) and notes (what was skipped and why)."""
@@ -343,7 +355,7 @@ def run(
                 if verbose:
                     print(f"{name}: {label} ...", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
-                result = _run_child(tree, kind, name, path, singles, settings)
+                result = _run_child(tree, kind, name, path, singles, settings, buckets)
                 if verbose:
                     print(
                         f"{name}: {label} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr
@@ -374,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--singles", type=int, default=64, help="single-pose calls timed")
     parser.add_argument("--base", type=Path, help="another tree (git archive) for the old mode")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--buckets", default=",".join(map(str, BUCKETS)), help="the engine's batch buckets"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--targets-file", help=argparse.SUPPRESS)
     parser.add_argument("--robot", help=argparse.SUPPRESS)
@@ -386,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in ROBOTS]
     if unknown:
         parser.error(f"unknown robot(s) {unknown}; known: {list(ROBOTS)}")
-    rows, notes = run(names, args.targets, args.base, args.singles)
+    buckets = tuple(int(b) for b in args.buckets.split(","))
+    rows, notes = run(names, args.targets, args.base, args.singles, buckets=buckets)
     print(table(rows).markdown())
     ours = [
         r["poses/s @1,024"] for r in rows if r["method"] == "zmq-ik default" and "error" not in r

@@ -121,6 +121,21 @@ def test_gpu_check_dry_run_runs(tmp_path):
         assert row in text
 
 
+@pytest.mark.timeout(300)
+def test_robot_reach_benchmark_runs():
+    """benchmarks/robots.py, one small arm, one bucket: the table's columns are filled."""
+    if _data.ik_missing():
+        pytest.skip("needs the worker extra")
+    from benchmarks import robots
+
+    rows, _ = robots.run(["so100"], 16, singles=2, buckets=(16,), verbose=False)
+    ours = next(r for r in rows if r["method"] == "zmq-ik default")
+    assert "error" not in ours, ours
+    assert ours["reached %"] == 100 and ours["outside limits %"] == 0
+    assert ours["poses/s @1,024"] > 0
+    assert "so100" in robots.table(rows).markdown()
+
+
 def test_control_loop_section_runs():
     """benchmarks/control_loop.py: all three systems, both rest modes, the goal ratios."""
     section = control_loop.run(TINY)

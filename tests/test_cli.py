@@ -425,7 +425,10 @@ def test_strict_needs_every_pose_known_and_within_tolerance():
     check_strict(good)
     text = summary_table(good)
     assert "OK: all 8 poses within tolerance" in text and "0.0001 m (= 0.1 mm)" in text
-    assert "poses with unknown error" in text and "note: the default solve pulls" in text
+    assert (
+        "poses with unknown error" in text
+        and "note: tatbot's mode (ik.precise false) pulls" in text
+    )
     assert "note:" not in summary_table({**good, "precise": True})
     for bad, words in (
         ({"n_over": 2, "n_ori_over": 2}, "2 of 8 poses miss"),

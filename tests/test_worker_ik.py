@@ -142,6 +142,9 @@ def test_steady_state_compiles_nothing(ik_endpoint, robot):
     rng = np.random.default_rng(7)
     wxyz, pos = reachable_targets(robot, 64, seed=11)
     with IKClient(ik_endpoint, timeout=60) as client:
+        # The session's worker may have compiled for other tests (other end effectors, FK
+        # shapes, settings): steady state is no compile from here on.
+        before = client.request("tatbot", "describe", {}, {}).header["compiles_since_ready"]
         compiles = []
         for _ in range(200):
             n = int(rng.integers(1, 65))
@@ -149,7 +152,7 @@ def test_steady_state_compiles_nothing(ik_endpoint, robot):
                 "tatbot", "solve", {}, {"target_wxyz": wxyz[:n], "target_pos": pos[:n]}
             )
             compiles.append(payload.header["compiles_since_ready"])
-    assert compiles[-1] == 0, f"{compiles[-1]} compilations after READY"
+    assert compiles[-1] == before, f"{compiles[-1] - before} compilations in steady state"
 
 
 def test_warm_settings_compile_their_program_before_ready(robot):
