@@ -48,7 +48,9 @@ class Forwarder(threading.Thread):
 
     def cut(self) -> None:
         self._cutting.set()
+        deadline = time.monotonic() + 5.0
         while self._cutting.is_set():  # taken by the relay loop: every byte after this is dropped
+            assert self.is_alive() and time.monotonic() < deadline, "the relay loop is stuck"
             time.sleep(0.001)
 
     def stop(self) -> None:
