@@ -16,7 +16,7 @@ import zmq
 
 from zmq_ik._memory import malloc_trim
 from zmq_ik.broker._core import BrokerCore, BrokerSettings, peer_label
-from zmq_ik.protocol import recv_frames, send_frames
+from zmq_ik.protocol import recv_frames, send_frames, set_link_heartbeats
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ class Broker:
       it then fail with EAGAIN and are counted as dropped);
     * MAXMSGSIZE = the protocol's message limit, so an oversized frame is refused by libzmq
       before it is buffered;
-    * LINGER 0: on exit, undeliverable replies are not worth waiting for.
+    * LINGER 0: on exit, undeliverable replies are not worth waiting for;
+    * ZMTP heartbeats (`protocol.set_link_heartbeats`): a half-open connection is dropped
+      before its client reconnects with the same routing id.
     """
 
     def __init__(self, settings: BrokerSettings | None = None, context: zmq.Context | None = None):
@@ -100,6 +102,7 @@ class Broker:
         sock.setsockopt(zmq.SNDHWM, self.settings.sndhwm)
         sock.setsockopt(zmq.RCVHWM, self.settings.rcvhwm)
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.limits.max_message_bytes)
+        set_link_heartbeats(sock, "broker")
         if self.settings.curve_secret_key:
             from zmq_ik.security import configure_curve_server
 

@@ -49,6 +49,7 @@ from zmq_ik.protocol import (
     new_routing_id,
     recv_frames,
     send_frames,
+    set_link_heartbeats,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def open_dealer(
         sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, LIMITS.max_message_bytes)
+        set_link_heartbeats(sock, "client")  # a half-open link is dropped and reconnected
         if curve is not None:
             curve.apply(sock)
         if handshakes is not None:

@@ -77,7 +77,8 @@ class BrokerView:
     first_probe: bool = False
     """The probe sent when the client started is unanswered (it counts as waiting)."""
     epoch: int = 0
-    """How many times it went down: a request sent in an earlier epoch was lost with it."""
+    """Bumped when it goes down and when it comes back: a request sent in an earlier epoch
+    may have been lost with it."""
     waiting_since: float = -math.inf
     """When ``waiting`` last went from 0 to more: silence counts from then at the earliest."""
     probed: float = -math.inf
@@ -153,13 +154,16 @@ class Brokers:
         v.waiting = max(0, v.waiting - 1)
 
     def heard(self, i: int, now: float) -> None:
-        """Any message from broker ``i``: it is alive."""
+        """Any message from broker ``i``: it is alive. Back from down, it starts a new epoch:
+        what was sent to it while it was down may have been lost too (a half-open link that
+        libzmq since replaced, `protocol.set_link_heartbeats`), so it goes again, same id."""
         v = self.views[i]
         v.last_heard = now
         v.unheard_bytes = 0
         v.first_probe = False
         if not v.up:
             v.up = True
+            v.epoch += 1
             self.changed = True
 
     def probe_answer(self, i: int, header: dict[str, Any]) -> None:

@@ -52,6 +52,35 @@ def new_routing_id() -> bytes:
     return bytes([1 + os.urandom(1)[0] % 255]) + os.urandom(7)
 
 
+LINK_HEARTBEATS = {"client": (1000, 5500), "broker": (1000, 3000)}
+"""ZMTP heartbeats (libzmq's PING/PONG, answered inside libzmq by any peer) on the sockets
+of each side of a client's link to its broker: (``HEARTBEAT_IVL``, ``HEARTBEAT_TIMEOUT``)
+in ms. A side that hears nothing (no message, no PONG) for the timeout after a PING drops
+the connection; a client's DEALER then reconnects by itself. Why (issue 25.4): a link that
+goes half-open (a lost NAT entry, Wi-Fi) sends no FIN, so without them neither side ever
+learns, and every request of the client is lost on it.
+
+Why these numbers. A client is answered again about its timeout + one interval after its
+link died (5.5-6.5 s, plus a reconnect and a probe; the goal is 10 s). The broker must drop
+its end *first* (within its interval + timeout, 4 s): the client reconnects with the same
+routing id, and a ROUTER ignores a new connection whose id an old one still holds (no
+ROUTER_HANDOVER: `status` shows worker ids, and handover would let any peer take one).
+The cost: a frame that takes longer than the timeout to arrive (3 s at the broker, 5.5 s at
+a client: 30 MB at 10 MB/s) ends the connection, as the PONG waits behind it. Workers need
+none of this: their own HEARTBEATs and new socket per reconnect (`worker._link`) cover it;
+the broker's pings to them cost a few bytes a second. TCP keepalive is not used: it cannot
+see a relay or proxy that still acknowledges bytes, and its first probe comes after
+minutes by default."""
+
+
+def set_link_heartbeats(sock: zmq.Socket, side: str) -> None:
+    """Set `LINK_HEARTBEATS` of ``side`` (``client`` or ``broker``) on ``sock``, before it
+    connects or binds."""
+    interval, timeout = LINK_HEARTBEATS[side]
+    sock.setsockopt(zmq.HEARTBEAT_IVL, interval)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
+
+
 _SNDMORE = int(zmq.SNDMORE)
 
 

@@ -41,6 +41,7 @@ from zmq_ik._sockets import endpoints_setting as endpoints_setting
 from zmq_ik._sockets import new_routing_id as new_routing_id
 from zmq_ik._sockets import recv_frames as recv_frames
 from zmq_ik._sockets import send_frames as send_frames
+from zmq_ik._sockets import set_link_heartbeats as set_link_heartbeats
 from zmq_ik._sockets import split_endpoints as split_endpoints
 from zmq_ik.errors import ErrorCode, ProtocolError
 
