@@ -25,7 +25,7 @@ from ._reach import solve_reaching
 from ._robot import Robot
 
 Targets = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
-_TATBOT_SETTINGS = IKSettings()
+_DEFAULT_SETTINGS = IKSettings()
 
 
 def solver_inputs(
@@ -171,93 +171,66 @@ def solve_until(
     """:func:`solve_ik` with a ``time.monotonic()`` ``deadline`` instead of a timeout: what a
     worker calls with the deadline its request carries. ``checked``: see
     :func:`solver_inputs`."""
-    settings = ik or _TATBOT_SETTINGS
+    settings = ik or _DEFAULT_SETTINGS
     sizes = check_buckets(buckets)
     wxyz, pos, rest32 = solver_inputs(robot, target_wxyz, target_pos, rest, checked=checked)
     n_targets = wxyz.shape[0]
-    joints = np.empty((n_targets, robot.n_joints), np.float32)
-    pos_err = np.empty((n_targets, robot.n_ee), np.float32)
-    ori_err = np.empty((n_targets, robot.n_ee), np.float32)
     if n_targets == 0:
-        return IKSolution.trusted(joints, pos_err, ori_err)
+        empty = np.empty((0, robot.n_joints), np.float32), np.empty((0, robot.n_ee), np.float32)
+        return IKSolution.trusted(empty[0], empty[1], empty[1].copy())
+    # Batch last from here on: the programs' layout.
+    target_wxyz = np.ascontiguousarray(wxyz.transpose(1, 2, 0))
+    target_pos = np.ascontiguousarray(pos.transpose(1, 2, 0))
     if settings.precise:
-        return _solve_reaching(robot, wxyz, pos, rest32, settings, sizes, deadline)
-    fn = solve_program(robot, settings.precise, settings.seeds)
-    params = device_params(settings)
-    chunk = chunk_size(sizes, settings.seeds)
-    for start in range(0, n_targets, chunk):
-        check_deadline(deadline, start, n_targets)
-        stop = min(start + chunk, n_targets)
-        m = stop - start
-        bucket = bucket_for(m, sizes)
-        if m == bucket:
-            idx: Any = slice(start, stop)
-        else:  # pad with copies of the first target (a valid problem; results are discarded)
-            idx = np.concatenate([np.arange(start, stop), np.full(bucket - m, start)])
-        chunk_wxyz = np.ascontiguousarray(wxyz[idx].transpose(1, 2, 0))
-        chunk_pos = np.ascontiguousarray(pos[idx].transpose(1, 2, 0))
-        q, pe, oe = fn(chunk_wxyz, chunk_pos, rest32, params)
-        joints[start:stop] = np.asarray(q).T[:m]
-        pos_err[start:stop] = np.asarray(pe).T[:m]
-        ori_err[start:stop] = np.asarray(oe).T[:m]
-    return IKSolution.trusted(joints, pos_err, ori_err)  # made here: no checks needed
+        fn = solve_program(robot, True, 1)
 
+        def run(w: Any, p: Any, starts: Any, iterations: int) -> Any:
+            params = round_params(settings, iterations)
+            return in_buckets(fn, (w, p, starts), (rest32, params), sizes, sizes[-1], deadline)
 
-def _solve_reaching(
-    robot: Robot,
-    wxyz: npt.NDArray[np.float32],
-    pos: npt.NDArray[np.float32],
-    rest: npt.NDArray[np.float32],
-    settings: IKSettings,
-    sizes: tuple[int, ...],
-    deadline: float | None,
-) -> IKSolution:
-    """The reaching mode (`_reach`): its rounds' problems solved in chunks of the largest
-    bucket, each padded to a bucket; the deadline is checked before every chunk."""
-    fn = solve_program(robot, True, 1)
-    chunk = sizes[-1]
-    n_targets = wxyz.shape[0]
-
-    def run(target_wxyz: Any, target_pos: Any, starts: Any, iterations: int) -> Any:
-        params = round_params(settings, iterations)
-        n = starts.shape[1]
-        if n <= chunk and bucket_for(n, sizes) == n:  # one call, no padding (a control loop)
-            check_deadline(deadline, 0, n_targets)
-            out = fn(target_wxyz, target_pos, starts, rest, params)
-            return tuple(np.asarray(a) for a in out)
-        out_q = np.empty((robot.n_joints, n), np.float32)
-        out_pe = np.empty((robot.n_ee, n), np.float32)
-        out_oe = np.empty((robot.n_ee, n), np.float32)
-        for start in range(0, n, chunk):
-            check_deadline(deadline, 0, n_targets)
-            stop = min(start + chunk, n)
-            m = stop - start
-            bucket = bucket_for(m, sizes)
-            idx: Any = slice(start, stop)
-            if m != bucket:  # pad with copies of the first problem (results discarded)
-                idx = np.concatenate([np.arange(start, stop), np.full(bucket - m, start)])
-            q, pe, oe = fn(
-                np.ascontiguousarray(target_wxyz[..., idx]),
-                np.ascontiguousarray(target_pos[..., idx]),
-                np.ascontiguousarray(starts[:, idx]),
-                rest,
-                params,
-            )
-            out_q[:, start:stop] = np.asarray(q)[:, :m]
-            out_pe[:, start:stop] = np.asarray(pe)[:, :m]
-            out_oe[:, start:stop] = np.asarray(oe)[:, :m]
-        return out_q, out_pe, out_oe
-
-    starts = np.repeat(rest[:, None], n_targets, axis=1)
-    q, pos_err, ori_err = solve_reaching(
-        robot,
-        run,
-        np.ascontiguousarray(wxyz.transpose(1, 2, 0)),
-        np.ascontiguousarray(pos.transpose(1, 2, 0)),
-        starts,
-        rest,
-        settings,
-    )
-    return IKSolution.trusted(
+        starts = np.repeat(rest32[:, None], n_targets, axis=1)
+        q, pos_err, ori_err = solve_reaching(
+            robot, run, target_wxyz, target_pos, starts, rest32, settings
+        )
+    else:
+        fn = solve_program(robot, False, settings.seeds)
+        chunk = chunk_size(sizes, settings.seeds)
+        q, pos_err, ori_err = in_buckets(
+            fn, (target_wxyz, target_pos), (rest32, device_params(settings)), sizes, chunk, deadline
+        )
+    return IKSolution.trusted(  # made here: no checks needed
         np.ascontiguousarray(q.T), np.ascontiguousarray(pos_err.T), np.ascontiguousarray(ori_err.T)
     )
+
+
+def in_buckets(
+    fn: Any,
+    batched: tuple[npt.NDArray[Any], ...],
+    fixed: tuple[Any, ...],
+    sizes: tuple[int, ...],
+    chunk: int,
+    deadline: float | None,
+) -> tuple[npt.NDArray[np.float32], ...]:
+    """``fn(*batched, *fixed)`` on problems batched on the last axis, in chunks of at most
+    ``chunk``, each padded to a bucket of ``sizes`` (with copies of its first problem, whose
+    answers are dropped), so only those buckets ever compile; the deadline is checked before
+    every call. One call without copies when the problems fill a bucket (a control loop)."""
+    n = batched[0].shape[-1]
+    if n <= chunk and bucket_for(n, sizes) == n:
+        check_deadline(deadline, 0, n)
+        return tuple(np.asarray(a) for a in fn(*batched, *fixed))
+    outs: list[npt.NDArray[np.float32]] = []
+    for start in range(0, n, chunk):
+        check_deadline(deadline, start, n)
+        stop = min(start + chunk, n)
+        m = stop - start
+        bucket = bucket_for(m, sizes)
+        idx: Any = slice(start, stop)
+        if m != bucket:
+            idx = np.concatenate([np.arange(start, stop), np.full(bucket - m, start)])
+        results = fn(*(np.ascontiguousarray(a[..., idx]) for a in batched), *fixed)
+        if not outs:
+            outs = [np.empty((*r.shape[:-1], n), np.float32) for r in results]
+        for out, r in zip(outs, results, strict=True):
+            out[..., start:stop] = np.asarray(r)[..., :m]
+    return tuple(outs)

@@ -36,9 +36,9 @@ from zmq_ik.model import (
 
 from ._kin import quat_to_mat
 from ._lm import solver_params
-from ._programs import bucket_for, check_buckets, continuous_program
+from ._programs import check_buckets, continuous_program
 from ._robot import Robot
-from ._solve import check_deadline, deadline_after, solve_until, solver_inputs
+from ._solve import deadline_after, in_buckets, solve_until, solver_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -176,25 +176,22 @@ def _solve_continuous(
     # (M, l, n_ee, k) with M = b·o sequences.
     seq_pos = checked_pos.reshape(b * o, length, 2, 3)
     seq_wxyz = checked_wxyz.reshape(b * o, length, 2, 4)
-    n_seq = b * o
     fn = continuous_program(robot, settings.precise)
     params = solver_params(settings)
-    q_out = np.empty((n_seq, length, robot.n_joints), np.float32)
-    pe_out = np.empty((n_seq, length, 2), np.float32)
-    oe_out = np.empty((n_seq, length, 2), np.float32)
     sizes = check_buckets(buckets)
-    for start in range(0, n_seq, sizes[-1]):
-        check_deadline(deadline, start * length, n_seq * length)
-        stop = min(start + sizes[-1], n_seq)
-        m = stop - start
-        bucket = bucket_for(m, sizes)
-        idx = np.concatenate([np.arange(start, stop), np.full(bucket - m, start)])
-        chunk_wxyz = np.ascontiguousarray(seq_wxyz[idx].transpose(2, 3, 1, 0))
-        chunk_pos = np.ascontiguousarray(seq_pos[idx].transpose(2, 3, 1, 0))
-        q, pe, oe = fn(chunk_wxyz, chunk_pos, rest32, params)
-        q_out[start:stop] = np.asarray(q).transpose(2, 0, 1)[:m]
-        pe_out[start:stop] = np.asarray(pe).transpose(2, 0, 1)[:m]
-        oe_out[start:stop] = np.asarray(oe).transpose(2, 0, 1)[:m]
+    # Batch (sequences) last: (n_ee, k, l, M) in, (l, k, M) out.
+    q, pe, oe = in_buckets(
+        fn,
+        (
+            np.ascontiguousarray(seq_wxyz.transpose(2, 3, 1, 0)),
+            np.ascontiguousarray(seq_pos.transpose(2, 3, 1, 0)),
+        ),
+        (rest32, params),
+        sizes,
+        sizes[-1],
+        deadline,
+    )
+    q_out, pe_out, oe_out = (a.transpose(2, 0, 1) for a in (q, pe, oe))  # (M, l, k)
 
     def back(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         # (b·o, l, k) → (b, l, o, k)
