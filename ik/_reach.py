@@ -5,7 +5,7 @@ in another basin (an elbow the other way, a wrist past a limit) or converge slow
 than starting every target from many points (``seeds`` × the work on every target), the
 misses alone are solved again, in smaller batches, alternating two kinds of rounds
 (`RESOLVE_ROUNDS`): a *spread* round starts each miss from its best answer so far and from
-fresh Halton points across the joint ranges, with few iterations; a *continue* round runs
+fresh points spread over the joint ranges, with few iterations; a *continue* round runs
 the best of those further. The cost of many starting points thus falls on the few targets
 that need them, and an unreachable target costs ~1,400 iterations instead of at most 16.
 
@@ -40,9 +40,10 @@ RESOLVE_ROUNDS: tuple[tuple[int, int], ...] = (
 )
 """``(starts, iterations)`` of each round after the first, for the targets still missed:
 the best answer so far plus ``starts - 1`` new points, each run for ``iterations`` (a
-round of one start continues the best answer). Measured on Panda, UR5 and SO-ARM100
-(FK of random joints, 1,024 targets): 75-85% are reached in the first round, ~99% after
-the second, all after the fourth."""
+round of one start continues the best answer). Measured (FK of random joints, 1,024
+targets, from mid-range; `benchmarks/robots.py`): Panda, UR5 and SO-ARM100 reach 75-90% in
+the first round and all by the fourth; tatbot, both arms at once, ~30% and 99.8% after the
+sixth."""
 _ROUND_SEED = 23
 """Seeds the generator of the rounds' starting points (any constant: answers must only be
 the same from run to run)."""
