@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         result["vs_cpu"] = compare_with_cpu(log_dir)
         _log("[6/6] reach over the robots (benchmarks/robots.py), large batches")
         if args.dry_run:
-            result["robots"] = robots.large_batches(["so100"], 16, buckets=(16,))
+            result["robots"] = robots.large_batches(["so100"], 16, buckets=(64,))
         else:
             result["robots"] = robots.large_batches(list(robots.ROBOTS), ROBOT_TARGETS)
     finally:
