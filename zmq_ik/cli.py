@@ -52,6 +52,8 @@ EXAMPLES = {
 """One example per command, shown in its --help (and checked against the CLI by
 tests/test_docs.py)."""
 _LEVEL = "zmq_ik.log_level"
+_NO_DEFAULT = (None, getattr(click.core, "UNSET", None))
+"""An option's default when it has none (click 8.3+ says `UNSET`)."""
 JAX_BACKENDS_LOG = "jax._src.xla_bridge"
 """The logger of JAX's backend probing (quiet unless -v)."""
 _FLAGS = {"robots": "--robot", "gpus": "--gpu", "heartbeat_interval": "--heartbeat"}
@@ -74,7 +76,8 @@ def _verbosity(ctx: click.Context, param: click.Parameter | None, value: Any) ->
     logging.basicConfig(format=fmt, stream=sys.stderr)
     level = ctx.meta.get(_LEVEL, logging.INFO)
     logging.getLogger().setLevel(level)
-    logging.getLogger(JAX_BACKENDS_LOG).setLevel(max(level, logging.WARNING))
+    jax_level = logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING)
+    logging.getLogger(JAX_BACKENDS_LOG).setLevel(jax_level)
 
 
 class _Verbosity(click.Command):
@@ -87,10 +90,12 @@ class _Verbosity(click.Command):
         if self.name in EXAMPLES:
             self.epilog = f"\b\nExample:\n  {EXAMPLES[self.name]}"
         for p in self.params:
-            if isinstance(p, click.Option) and not p.is_flag and not p.show_default:
-                none = p.default is None or p.default == ()
-                named = "default" in (p.help or "").lower()
-                p.show_default = "none" if none and not named else not none
+            if not isinstance(p, click.Option) or p.is_flag or p.count:
+                continue
+            if any(p.default is no or p.default == () for no in _NO_DEFAULT):
+                p.show_default = "default" not in (p.help or "").lower() and "none"
+            elif not isinstance(p.show_default, str):
+                p.show_default = True
         log: dict[str, Any] = {"expose_value": False, "callback": _verbosity}
         verbose = "Debug log (JAX's too)."
         self.params.append(click.Option(["-v", "--verbose"], count=True, help=verbose, **log))
@@ -166,8 +171,17 @@ def _options(cls: Any, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
     return decorate
 
 
+def _checked_endpoints(value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """An endpoint option's value (None: not given) or a repeatable one's (its entries split
+    at commas), each checked by `protocol.check_endpoint` (the ``tcp://host:port`` hint)."""
+    if isinstance(value, tuple):
+        return endpoints_setting(value, "endpoint")
+    return None if value is None else check_endpoint(value)
+
+
 def _endpoint(*flags: str, help: str = "Broker endpoint.", **kw: Any) -> Any:
     kw = {"default": BrokerSettings.bind, "show_default": True, "help": help, **kw}
+    kw.setdefault("callback", _parsed(_checked_endpoints))
     return click.option(*(flags or ("--endpoint",)), envvar=ENDPOINT_ENV, show_envvar=True, **kw)
 
 
@@ -175,7 +189,7 @@ def _endpoints(**kw: Any) -> Any:
     """``--endpoint``, repeatable or comma-separated: one broker or several (a tuple)."""
     many = "Broker endpoint; repeat it (or comma-separate) for several brokers."
     kw = {"multiple": True, "default": (BrokerSettings.bind,), "help": many, **kw}
-    return _endpoint(callback=_parsed(partial(endpoints_setting, name="endpoint")), **kw)
+    return _endpoint(**kw)
 
 
 def _curve_options(f: Any) -> Any:
@@ -386,16 +400,8 @@ def compute(
     _compute(where, opts, json_, scene_file, strokes_file, curve=curve)
 
 
-def _optional_endpoint(value: str | None) -> str | None:
-    return None if value is None else check_endpoint(value)
-
-
 @main.command()
-@_endpoint(
-    default=None,
-    help="Use a running broker instead of starting one.",
-    callback=_parsed(_optional_endpoint),
-)
+@_endpoint(default=None, help="Use a running broker instead of starting one.")
 @_computing
 @click.option(
     "--startup-timeout",

@@ -337,8 +337,10 @@ def local_cluster(
         if not wait_ready(endpoint, 1, startup_timeout, sup):
             if sup.failed:
                 raise ConfigError(sup.failed)
-            raise IKTimeout(
-                f"the local worker was not ready within {startup_timeout:g}s (-v shows its log)"
+            raise IKTimeout(  # (a reason: not the "is a broker running there?" hint)
+                f"the local worker was not ready within {startup_timeout:g}s (-v shows its "
+                f"log; a cold cache compiles for minutes on a busy CPU: --startup-timeout)",
+                "the local worker did not say READY",
             )
         yield endpoint
 
