@@ -92,8 +92,9 @@ class _Verbosity(click.Command):
         for p in self.params:
             if not isinstance(p, click.Option) or p.is_flag or p.count:
                 continue
-            if any(p.default is no or p.default == () for no in _NO_DEFAULT):
-                p.show_default = "default" not in (p.help or "").lower() and "none"
+            if p.default == () or any(p.default is none for none in _NO_DEFAULT):
+                named = "default" in (p.help or "").lower()  # "(default: the CPU)"
+                p.show_default = False if named else "none"
             elif not isinstance(p.show_default, str):
                 p.show_default = True
         log: dict[str, Any] = {"expose_value": False, "callback": _verbosity}
