@@ -696,4 +696,4 @@ def test_every_option_shows_its_default_and_every_number_its_unit():
     assert "as text" in worker and "file" in worker
     ping = run("ping", "--help").output
     assert "Pings per broker.  [default: 1" in ping
-    assert "[default: 300" in run("demo", "--help").output
+    assert "[default: 900" in run("demo", "--help").output
