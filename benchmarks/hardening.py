@@ -23,11 +23,11 @@ Not part of ``python -m benchmarks``: each run prints a markdown table and exits
 * ``memory``: one echo worker kept busy by a long ``sleep``; a raw DEALER sends
   ``--count`` requests of ``--mib`` MiB with long deadlines; broker RSS (VmRSS) is sampled
   after they arrived, after the sender left, and after their deadlines passed.
-* ``unread`` (#25.3): one echo worker; a raw DEALER that never reads (RCVHWM 1, 64 KiB
-  RCVBUF: its own process takes almost nothing off the broker) sends ``--count`` echo
-  requests of ``--mib`` MiB, one every ``--pace`` s, while an `IKClient` that reads makes
-  echo calls; broker RSS is sampled throughout (peak), then 1 s and 3 s after the slow
-  client closed its socket. Prints what the slow client was answered, the reader's calls
+* ``unread`` (#25.3): one echo worker; ``--clients`` raw DEALERs that never read (RCVHWM 1,
+  64 KiB RCVBUF: their own process takes almost nothing off the broker) send ``--count``
+  echo requests of ``--mib`` MiB in turn, one every ``--pace`` s, while an `IKClient` that
+  reads makes echo calls; broker RSS is sampled throughout (peak), then 1 s and 3 s after
+  the slow clients closed their sockets. Prints what the slow client was answered, the reader's calls
   and the broker's ``unread_bytes`` / ``replies_dropped_unread``.
 """
 
@@ -384,12 +384,13 @@ def unread(args: argparse.Namespace) -> None:
         pid = broker.pid
         rows.append(["idle", f"{rss_mib(pid):,.0f}"])
         ctx = zmq.Context()
-        slow = ctx.socket(zmq.DEALER)
-        slow.setsockopt(zmq.LINGER, 0)
-        slow.setsockopt(zmq.SNDHWM, 0)
-        slow.setsockopt(zmq.RCVHWM, 1)
-        slow.setsockopt(zmq.RCVBUF, 64 * 1024)
-        slow.connect(endpoint)
+        slows = [ctx.socket(zmq.DEALER) for _ in range(args.clients)]
+        for slow in slows:
+            slow.setsockopt(zmq.LINGER, 0)
+            slow.setsockopt(zmq.SNDHWM, 0)
+            slow.setsockopt(zmq.RCVHWM, 1)
+            slow.setsockopt(zmq.RCVBUF, 64 * 1024)
+            slow.connect(endpoint)
         payload = encode_payload({}, {"blob": np.zeros(args.mib * 1024 * 1024, np.uint8)})
         peak = rss_mib(pid)
         calls: Counter[str] = Counter()
@@ -397,7 +398,7 @@ def unread(args: argparse.Namespace) -> None:
             next_call = time.monotonic()
             for i in range(args.count):
                 frames = request_frames(i.to_bytes(4, "big"), "echo", "echo", 60_000, payload)
-                slow.send_multipart(frames, copy=False)
+                slows[i % args.clients].send_multipart(frames, copy=False)
                 time.sleep(args.pace)
                 peak = max(peak, rss_mib(pid))
                 if time.monotonic() >= next_call:  # a client that reads, meanwhile
@@ -406,7 +407,8 @@ def unread(args: argparse.Namespace) -> None:
                         calls["answered" if reader.request("echo", "echo", {}) else "?"] += 1
                     except IKError as e:
                         calls[type(e).__name__] += 1
-            stable_since, last = time.monotonic(), rss_mib(pid)
+            stable_since = time.monotonic()
+            last = peak = max(peak, rss_mib(pid))
             while time.monotonic() - stable_since < 2.0:  # until the broker read it all
                 time.sleep(0.05)
                 now_rss = rss_mib(pid)
@@ -425,7 +427,8 @@ def unread(args: argparse.Namespace) -> None:
                     f"{rss_mib(pid):,.0f} (peak {peak:,.0f})",
                 ]
             )
-            slow.close(0)
+            for slow in slows:
+                slow.close(0)
             time.sleep(1.0)
             rows.append(["1 s after it left", f"{rss_mib(pid):,.0f}"])
             time.sleep(2.0)
@@ -433,8 +436,9 @@ def unread(args: argparse.Namespace) -> None:
             calls["answered after"] += reader.request("echo", "echo", {}) is not None
         ctx.destroy(linger=0)
     print(
-        f"\nbroker RSS (MiB), one echo worker, a client that never reads {args.count} x "
-        f"{args.mib} MiB echoes (one per {args.pace * 1000:.0f} ms); broker args "
+        f"\nbroker RSS (MiB), one echo worker, {args.clients} client(s) that never read "
+        f"{args.count} x {args.mib} MiB echoes in all (one per {args.pace * 1000:.0f} ms); "
+        f"broker args "
         f"{args.broker_arg or 'default'}; a reading client meanwhile: {dict(calls)}\n"
     )
     print(_table(["when", "broker RSS MiB"], rows))
@@ -489,7 +493,7 @@ RUNS: dict[str, tuple[Callable[[argparse.Namespace], None], dict[str, Any]]] = {
     "stall": (stall, {"stall": 5.0, "after": 4.0, "clients": 4}),
     "rogue": (rogue, {"rogues": 10, "names": 100_000, "clients": 4, "seconds": 5.0}),
     "memory": (memory, {"count": 30, "mib": 64, "deadline": 20.0}),
-    "unread": (unread, {"count": 2000, "mib": 1, "pace": 0.002}),
+    "unread": (unread, {"count": 2000, "mib": 1, "pace": 0.002, "clients": 1}),
     "rolling": (rolling, {"rounds": 6, "clients": 4, "gap": 1.0}),
 }
 """Each run and its options, ``--name`` with this default (and the default's type)."""
