@@ -19,7 +19,6 @@ from typing import Any
 from zmq_ik.broker._jobs import (
     BREAKER_PAUSE_MAX,
     KEPT_INFO,
-    MIB,
     AnsweredMemory,
     BrokerSettings,
     ClientAccount,
@@ -799,7 +798,7 @@ class BrokerCore:
         ``request`` bytes, still held, make room for it): see `BrokerSettings.bytes_refusal`."""
         account = self._account(client)
         return self.settings.bytes_refusal(
-            f"a reply of {nbytes / MIB:.1f} MiB to it (dropped)",
+            "a reply to it (dropped)",
             self.held_bytes - request,
             nbytes,
             account.requests - request,

@@ -132,26 +132,25 @@ class BrokerSettings:
             return f"queue for robot {robot!r} is full ({self.max_queue} waiting)"
         if open_jobs >= self.max_open_jobs:
             return f"the broker holds {open_jobs} open jobs (max_open_jobs {self.max_open_jobs})"
-        what = f"this request ({nbytes / MIB:.1f} MiB)"
-        return self.bytes_refusal(what, held, nbytes, client.requests, client.unread)
+        return self.bytes_refusal("this request", held, nbytes, client.requests, client.unread)
 
     def bytes_refusal(
         self, what: str, held: int, nbytes: int, requests: int, unread: int
     ) -> str | None:
-        """Why ``what`` (a request or a reply of ``nbytes``) does not fit the byte budgets
+        """Why ``what`` (a request, or a reply, of ``nbytes``) does not fit the byte budgets
         when the broker holds ``held`` bytes, of them ``requests`` (open requests) and
         ``unread`` (replies it has not read) for its client; None when it fits."""
         if requests + unread + nbytes > self.max_client_bytes:
             return (
                 f"this client has {requests / MIB:.1f} MiB of requests open and "
-                f"{unread / MIB:.1f} MiB of replies it has not read; {what} would pass its "
-                f"share, max_client_bytes {self.max_client_bytes / MIB:.0f} MiB"
-                + (": read your replies" if unread else "")
+                f"{unread / MIB:.1f} MiB of replies it has not read; {what} "
+                f"({nbytes / MIB:.1f} MiB) would pass its share, max_client_bytes "
+                f"{self.max_client_bytes / MIB:.0f} MiB" + (": read your replies" if unread else "")
             )
         if held + nbytes > self.max_queued_bytes:
             return (
                 f"the broker holds {held / MIB:.1f} MiB of requests and unread replies; "
-                f"{what} would pass its budget, max_queued_bytes "
+                f"{what} ({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
                 f"{self.max_queued_bytes / MIB:.0f} MiB"
             )
         return None
@@ -532,9 +531,9 @@ class ClientBytes:
         return freed
 
     def settle_all(self) -> int:
-        """`settle` every account, and forget the accounts of clients the broker holds
-        nothing for (with their uncounted residue only while there are many: a client that
-        comes back cannot so shed more than `TRACKED_BYTES` at a time). The bytes freed."""
+        """`settle` every account, and forget those of clients the broker holds nothing for.
+        One with an uncounted residue is kept (so the residue stays below `TRACKED_BYTES` per
+        client) while at most `ACCOUNTS_KEPT` accounts exist. The bytes freed."""
         freed = 0
         idle = []
         for client, account in self.accounts.items():
