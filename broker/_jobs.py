@@ -20,6 +20,7 @@ from zmq_ik.protocol import (
     Command,
     Frame,
     Limits,
+    check_endpoint,
     decode_error,
 )
 
@@ -179,13 +180,17 @@ class BrokerSettings:
 def check_bind_endpoint(endpoint: str | None, name: str = "bind") -> None:
     """A broker binds one endpoint per option: a comma list (as ``ZMQ_IK_ENDPOINT`` may hold
     for clients and workers, docs/protocol.md 4.10) is refused saying so, not as libzmq's
-    'No such device'."""
-    if endpoint is not None and "," in endpoint:
+    'No such device'; a bare port or host gets `protocol.check_endpoint`'s ``tcp://host:port``
+    hint, not libzmq's 'Invalid argument'."""
+    if endpoint is None:
+        return
+    if "," in endpoint:
         raise InputError(
             f"a broker binds one endpoint, got several: {endpoint!r:.120} (one broker per "
             f"endpoint; the list is for clients and workers)",
             name,
         )
+    check_endpoint(endpoint, name)
 
 
 def peer_label(identity: bytes) -> str:

@@ -11,6 +11,37 @@ import zmq
 
 from zmq_ik.errors import InputError
 
+TRANSPORTS = frozenset({"tcp", "ipc", "inproc", "pgm", "epgm", "vmci", "ws", "wss"})
+"""ZeroMQ transports an endpoint may name (``tcp://host:port`` for a remote broker)."""
+
+
+def check_endpoint(value: object, name: str = "endpoint") -> str:
+    """A ZeroMQ endpoint with its transport (``tcp://host:port``), for clients, workers and
+    brokers alike (its `InputError` names the setting ``name``): ``gpu-host:5555``, a bare
+    port or host used to fail deep in libzmq with a bare 'Invalid argument'; it is refused
+    here, saying what to write."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"endpoint must be a string like tcp://host:port, got {value!r:.60}", name)
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        example = f"127.0.0.1:{value}" if value.isdigit() else value
+        example += "" if ":" in example else ":5555"
+        raise InputError(
+            f"endpoint {value!r:.80} names no transport: use tcp://host:port "
+            f"(e.g. tcp://{example:.60})",
+            name,
+        )
+    if scheme not in TRANSPORTS or not rest:
+        raise InputError(
+            f"endpoint {value!r:.80} is not a ZeroMQ endpoint: use tcp://host:port", name
+        )
+    host, colon, port = rest.rpartition(":")
+    if scheme == "tcp" and not (host and colon and port):
+        raise InputError(
+            f"endpoint {value!r:.80} needs a host and a port: use tcp://host:port", name
+        )
+    return value
+
 
 def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
     """Broker endpoints from one string with commas (``"tcp://a:5555,tcp://b:5555"``, as in
@@ -33,11 +64,13 @@ def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def endpoints_setting(value: str | Iterable[str], name: str) -> tuple[str, ...]:
-    """`split_endpoints` for a settings field: its `InputError` names the field ``name``."""
+    """`split_endpoints` for a settings field, each checked by `check_endpoint`: its
+    `InputError` names the field ``name``."""
     try:
-        return split_endpoints(value)
+        endpoints = split_endpoints(value)
     except InputError as e:
         raise InputError(e.message, name) from e
+    return tuple(check_endpoint(e, name) for e in endpoints)
 
 
 def new_routing_id() -> bytes:

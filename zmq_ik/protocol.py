@@ -37,6 +37,8 @@ from zmq_ik._payload import frame_bytes as frame_bytes
 from zmq_ik._payload import frame_len as frame_len
 from zmq_ik._payload import pack_header as pack_header
 from zmq_ik._payload import unpack_header as unpack_header
+from zmq_ik._sockets import TRANSPORTS as TRANSPORTS
+from zmq_ik._sockets import check_endpoint as check_endpoint
 from zmq_ik._sockets import endpoints_setting as endpoints_setting
 from zmq_ik._sockets import new_routing_id as new_routing_id
 from zmq_ik._sockets import recv_frames as recv_frames
