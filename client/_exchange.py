@@ -338,8 +338,15 @@ class StrokeJob:
         self._strokes: StrokeList | None = None
         self._packed: PackedStrokes | None = None
         if isinstance(strokes, StrokeList):
+            strokes.check_arms(scene.arms)
             self._strokes = strokes
         elif isinstance(strokes, PackedStrokes):
+            if len(strokes) and strokes.n_ee != scene.n_ee:
+                raise InputError(
+                    f"strokes: {strokes.n_ee} stroke(s) per group for a scene of "
+                    f"{scene.n_ee} end effector(s)",
+                    "strokes",
+                )
             self._packed = ops.apply_first_last_rest(strokes, scene)
         else:
             raise InputError(
