@@ -225,9 +225,7 @@ def _two_arm_values(values: dict[str, Any]) -> dict[str, Any]:
         if not halves:
             continue
         if target in values:
-            raise InputError(
-                f"{halves[0]}: given with {target}; give one of them", field=halves[0]
-            )
+            raise InputError(f"{halves[0]}: given with {target}; give one of them", field=halves[0])
         base = _two_arm_defaults()[target]
         rows: list[Any] = []
         for suffix, k in (("_l", 0), ("_r", 1)):
@@ -475,7 +473,8 @@ class Scene(ValueEq):
                 continue
             value = getattr(self, f.name)
             two_arm = self.n_ee == 2 and (
-                f.name in _ARM_ARRAYS or (f.name == "ready" and value is not None and len(value) % 2 == 0)
+                f.name in _ARM_ARRAYS
+                or (f.name == "ready" and value is not None and len(value) % 2 == 0)
             )
             if two_arm:  # as tatbot (and older workers) spell it
                 for suffix in ("_l", "_r"):
@@ -584,18 +583,20 @@ class Scene(ValueEq):
         return text
 
 
-def _init_with_two_arms() -> None:
-    """`Scene`'s constructor takes the two-arm spellings too (``Scene(ready_l=...)``)."""
-    init = Scene.__init__
+def init_with(cls: type, fold: Any) -> None:
+    """Let ``cls``'s constructor take the two-arm spellings that ``fold`` turns into its
+    fields (``Scene(ready_l=...)``, ``StrokeBatch(ee_pos_l=...)``): code written for two arms
+    keeps working."""
+    init = vars(cls)["__init__"]  # the dataclass's own
 
     @functools.wraps(init)
-    def __init__(self: Scene, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **_two_arm_values(kwargs))
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **fold(kwargs))
 
-    Scene.__init__ = __init__  # type: ignore[method-assign]
+    cls.__init__ = __init__  # type: ignore[misc]
 
 
-_init_with_two_arms()
+init_with(Scene, _two_arm_values)
 
 SCENE_KEYS = frozenset(
     {f.name for f in fields(Scene)}

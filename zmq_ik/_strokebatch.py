@@ -21,7 +21,7 @@ import safetensors.numpy
 
 from zmq_ik._checks import SMALL, as_array, as_bool
 from zmq_ik._docs import documented
-from zmq_ik._scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance
+from zmq_ik._scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance, init_with
 from zmq_ik.errors import IKError, InputError
 
 logger = logging.getLogger(__name__)
@@ -534,17 +534,4 @@ class EEPoses(ValueEq):
     n_ee = Dim("pos", 1, "End effectors per pose.")
 
 
-def _init_with(cls: type, fold: Any) -> None:
-    """Let ``cls``'s constructor take the two-arm spellings that ``fold`` turns into its
-    fields (tatbot's ``ee_pos_l``..., ``ready_l``...): code and files written for two arms
-    keep working."""
-    init = cls.__init__
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **fold(kwargs))
-
-    cls.__init__ = __init__  # type: ignore[misc]
-
-
-_init_with(StrokeBatch, _fold_arms)
+init_with(StrokeBatch, _fold_arms)

@@ -369,7 +369,9 @@ def describe_reply(
     upper: np.ndarray,
     limited: np.ndarray,
     rest: np.ndarray,
+    prismatic: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``prismatic`` (per joint: limits in metres, not radians) lets a client say units."""
     header = {"ee_links": list(ee_links), "joint_names": list(joint_names)}
     arrays = {
         "lower": np.asarray(lower, np.float32),
@@ -377,13 +379,16 @@ def describe_reply(
         "limited": np.asarray(limited, np.bool_),
         "rest": np.asarray(rest, np.float32),
     }
+    if prismatic is not None:
+        arrays["prismatic"] = np.asarray(prismatic, np.bool_)
     return header, arrays
 
 
 def read_describe_reply(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
-    """``{ee_links, joint_names, lower, upper, limited, rest}`` (numpy arrays per joint)."""
+    """``{ee_links, joint_names, lower, upper, limited, rest}`` (numpy arrays per joint), and
+    ``prismatic`` when the worker says it (older ones do not)."""
     try:
         info: dict[str, Any] = {
             "ee_links": list(header["ee_links"]),
@@ -391,12 +396,15 @@ def read_describe_reply(
         }
         for name in ("lower", "upper", "limited", "rest"):
             info[name] = np.asarray(arrays[name])
+        if "prismatic" in arrays:
+            info["prismatic"] = np.asarray(arrays["prismatic"])
     except KeyError as e:
         raise InputError(f"describe reply lacks {e}", str(e)) from e
     return info
 
 
 # --------------------------------------------------------------------------- strokebatch
+
 
 def slice_packed(packed: PackedStrokes, start: int, stop: int) -> PackedStrokes:
     """Stroke pairs ``start:stop`` of a packed job (views, no copy)."""
