@@ -418,8 +418,9 @@ def check_strict(summary: dict[str, Any]) -> None:
     """`IKError` unless the summary's verdict is OK (``compute --strict``), saying where the
     file went instead of the output."""
     if not summary["ok"]:
-        where = f"; not written to the output: kept as {summary['rejected']}"
-        raise IKError(f"{summary['verdict']} (--strict){where if 'rejected' in summary else ''}")
+        rejected = summary.get("rejected")
+        where = f"; not written to the output: kept as {rejected}" if rejected else ""
+        raise IKError(f"{summary['verdict']} (--strict){where}")
 
 
 def _past_text(summary: dict[str, Any]) -> str:
@@ -442,8 +443,8 @@ def summary_table(summary: dict[str, Any]) -> str:
     solve, the trade-off it made."""
     pos_tol, ori_tol = summary["pos_tol"], summary["ori_tol"]
     rows: list[list[Any]] = [
-        ["stroke pairs", summary.get("stroke_pairs")],
-        ["poses (pairs × length × offsets)", summary.get("n_poses")],
+        ["stroke groups (pairs: one stroke per arm)", summary.get("stroke_pairs")],
+        ["poses (groups × length × offsets)", summary.get("n_poses")],
         ["wall time", f"{summary['wall_s']:.3f} s"],
         ["poses / s", f"{summary['poses_per_s']:,.0f}" if summary.get("poses_per_s") else "-"],
         [
