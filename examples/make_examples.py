@@ -191,10 +191,7 @@ def panda() -> tuple[Scene, StrokeList]:
     )
     side = 0.03
     corners = [(-side, -side), (side, -side), (side, side), (-side, side), (-side, -side)]
-    strokes = [
-        (f"square side {k}", line(corners[k], corners[k + 1]))
-        for k in range(4)
-    ]
+    strokes = [(f"square side {k}", line(corners[k], corners[k + 1])) for k in range(4)]
     strokes.append(("circle, first half", arc((0.0, 0.0), 0.02, 0.0, math.pi)))
     strokes.append(("circle, second half", arc((0.0, 0.0), 0.02, math.pi, 2 * math.pi)))
     groups = tuple(
