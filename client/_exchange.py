@@ -423,11 +423,12 @@ class StrokeJob:
             batch = ops.read_strokebatch_reply(payload.arrays)
         except InputError as e:
             raise ProtocolError(f"strokebatch reply for pairs {start}:{stop}: {e}") from e
-        want = (stop - start, self.scene.stroke_length, self.scene.offset_num)
-        if batch.joints.shape[:3] != want:
+        want = (stop - start, self.scene.stroke_length, self.scene.offset_num, self.scene.n_ee)
+        got = (*batch.joints.shape[:3], batch.n_ee)
+        if got != want:
             raise ProtocolError(
-                f"strokebatch reply for pairs {start}:{stop} has shape "
-                f"{batch.joints.shape[:3]}, expected (pairs, stroke_length, offsets) = {want}",
+                f"strokebatch reply for pairs {start}:{stop} has shape {got}, expected "
+                f"(pairs, stroke_length, offsets, end effectors) = {want}",
                 field="joints",
             )
         return start, batch

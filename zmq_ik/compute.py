@@ -390,7 +390,7 @@ def save_result(result: ComputeResult, settings: ComputeSettings) -> dict[str, A
         title = f"{output.name} (scene {result.scene.name!r})"
         plot_strokebatch(result.batch, settings.plot, verdict, arms=result.scene.arms, title=title)
         summary["plot"] = str(settings.plot)
-        summary["report"] = verdict.lines(summary["pos_tol"], summary["ori_tol"])[:-1]
+        summary["report"] = verdict.lines()[:-1]
     return summary
 
 

@@ -24,7 +24,7 @@ from zmq_ik._settings import setting
 from zmq_ik._strokebatch import StrokeBatch
 from zmq_ik.errors import ConfigError, InputError
 from zmq_ik.robots import BUNDLED
-from zmq_ik.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge, worst_per_group
+from zmq_ik.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +61,9 @@ def plot_strokebatch(
     fig = Figure(figsize=(13, 8 + 3.5 * len(panels)), layout="constrained")
     axes = fig.subplots(3 + len(panels), 1, height_ratios=[1, 1, 1.3] + [1.4] * len(panels))
     x = np.arange(batch.b)
-    pos_worst, ori_worst = worst_per_group((batch.pos_err, batch.ori_err))
     for ax, worst, tol, unit, scale, what in (
-        (axes[0], pos_worst, pos_tol, "mm", 1e3, "position"),
-        (axes[1], ori_worst, ori_tol, "rad", 1.0, "orientation"),
+        (axes[0], verdict.pos_worst, pos_tol, "mm", 1e3, "position"),
+        (axes[1], verdict.ori_worst, ori_tol, "rad", 1.0, "orientation"),
     ):
         _error_bars(ax, x, worst * scale, tol * scale, unit, what)
     if limits is None or verdict.margin is None:
@@ -236,4 +235,4 @@ def report(path: str | os.PathLike[str], settings: ReportSettings) -> str:
     verdict = judge(batch, pos_tol, ori_tol, limits, soft=not scene.ik.precise)
     arms = scene.arms if scene.n_ee == batch.n_ee else tuple(map(str, range(batch.n_ee)))
     plot_strokebatch(batch, settings.output, verdict, arms=arms, title=Path(path).name)
-    return "\n".join([*verdict.lines(pos_tol, ori_tol), f"written to {settings.output}"])
+    return "\n".join([*verdict.lines(), f"written to {settings.output}"])

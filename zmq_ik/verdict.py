@@ -171,8 +171,10 @@ class Verdict:
     margin: npt.NDArray[np.float64] | None = field(default=None, repr=False)
     """(b, n_joints) closest approach to a limit per stroke group, as a fraction of the
     joint's range (< 0: past it by more than `JOINT_TOL`; the plot's margin map)."""
-    batch_errors: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None = field(default=None, repr=False)
-    """The batch's (pos_err, ori_err), for `lines`."""
+    pos_worst: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0), repr=False)
+    """(b,) worst position error per stroke group, metres (NaN: none known)."""
+    ori_worst: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0), repr=False)
+    """(b,) worst orientation error per stroke group, radians (NaN: none known)."""
 
     @property
     def ok(self) -> bool:
@@ -211,14 +213,13 @@ class Verdict:
         ]
         return out
 
-    def lines(self, pos_tol: float, ori_tol: float, top: int = 5) -> list[str]:
+    def lines(self, top: int = 5) -> list[str]:
         """Per stroke group: over tolerance, marginal, near or past a joint limit (`report`,
         ``compute --plot``), then the verdict line."""
-        pos_worst, ori_worst = worst_per_group(self.batch_errors)
         out = []
         for what, worst, tol, unit, scale in (
-            ("position", pos_worst, pos_tol, "mm", 1e3),
-            ("orientation", ori_worst, ori_tol, "rad", 1.0),
+            ("position", self.pos_worst, self.summary["pos_tol"], "mm", 1e3),
+            ("orientation", self.ori_worst, self.summary["ori_tol"], "rad", 1.0),
         ):
             if np.isnan(worst).all():
                 out.append(f"{what} error: unknown (the file has no pos_err/ori_err tensors)")
@@ -247,20 +248,12 @@ class Verdict:
         return out
 
 
-def worst_per_group(
-    errors: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """(b,) worst position and orientation error per stroke group (NaN: none known)."""
-    if errors is None:
-        return np.zeros(0), np.zeros(0)
-
-    def worst(err: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        flat = err.reshape(err.shape[0], -1).astype(np.float64)
-        known = ~np.isnan(flat)
-        out = np.where(known, flat, -np.inf).max(axis=1, initial=-np.inf)
-        return np.where(known.any(axis=1), out, np.nan)
-
-    return worst(errors[0]), worst(errors[1])
+def _worst_per_group(err: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """(b,) the worst known error of each stroke group of ``err`` (b, ...); NaN: none known."""
+    flat = err.reshape(err.shape[0], -1).astype(np.float64)
+    known = ~np.isnan(flat)
+    out = np.where(known, flat, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(known.any(axis=1), out, np.nan)
 
 
 def judge(
@@ -277,9 +270,9 @@ def judge(
     pos_tol = check_tolerance(pos_tol, "pos_tol")
     ori_tol = check_tolerance(ori_tol, "ori_tol")
     summary = batch.summary(pos_tol, ori_tol)
-    errors = (batch.pos_err, batch.ori_err)
+    pos_worst, ori_worst = _worst_per_group(batch.pos_err), _worst_per_group(batch.ori_err)
     if limits is None:
-        return Verdict(summary, None, soft=soft, batch_errors=errors)
+        return Verdict(summary, None, soft=soft, pos_worst=pos_worst, ori_worst=ori_worst)
     limits.check(batch)
     q = batch.joints.reshape(batch.b, -1, batch.n_joints).astype(np.float64)  # (b, l*o, j)
     over = limits.overshoot(q)
@@ -315,5 +308,6 @@ def judge(
         tuple(np.flatnonzero(np.any(any_past, axis=1)).tolist()),
         soft,
         margin,
-        errors,
+        pos_worst,
+        ori_worst,
     )
