@@ -11,7 +11,8 @@ For ``b`` stroke groups of ``l`` points and ``o`` depth offsets, per arm:
 4. the orientation is the arm's fixed ``ee_rot``;
 5. IK on all ``b·l·o`` targets (every arm at once) with rest = the scene's ready pose (None:
    the robot's default rest pose);
-6. an arm whose stroke ``is_rest`` holds its ready pose (its errors are NaN: no IK target);
+6. an arm whose stroke ``is_rest`` holds its ready pose (its errors are NaN: no IK target;
+   a joint it shares with an arm that draws, a torso's, moves with that arm);
    with ``first_last_rest`` the right arm rests during the first pair, the left during the
    last (:func:`~zmq_ik.model.apply_first_last_rest`, applied to the whole job's flags).
 """
@@ -152,15 +153,17 @@ def strokebatch_from_packed(
         joints = sol.joints.reshape(*shape, robot.n_joints)
         pos_err = sol.pos_err.reshape(*shape, n_ee)
         ori_err = sol.ori_err.reshape(*shape, n_ee)
-    joints = joints.copy()
-    pos_err = pos_err.copy()
-    ori_err = ori_err.copy()
+    # A joint is held at rest in a group where every arm it moves rests (a joint shared with
+    # an arm that draws, a torso's, moves with it).
+    member = np.zeros((n_ee, robot.n_joints), np.bool_)
     for arm, info in enumerate(robot.chains):
-        idx = np.asarray(info.joint_index)
-        rows = is_rest[:, arm]
-        joints[np.ix_(rows, np.arange(length), np.arange(o), idx)] = rest[idx]
-        pos_err[rows, :, :, arm] = np.nan
-        ori_err[rows, :, :, arm] = np.nan
+        member[arm, list(info.joint_index)] = True
+    resting = is_rest[:, :, None] & member  # (b, n_ee, n_joints)
+    moving = ~is_rest[:, :, None] & member
+    held = resting.any(axis=1) & ~moving.any(axis=1)  # (b, n_joints)
+    joints = np.where(held[:, None, None, :], rest, joints)
+    pos_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), pos_err)  # no target
+    ori_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), ori_err)
     ee_rot = np.broadcast_to(wxyz, (*shape, n_ee, 4)).astype(np.float32)
     return StrokeBatch(
         ee_pos=pos.transpose(0, 2, 3, 1, 4).astype(np.float32),
