@@ -78,8 +78,9 @@ class ComputeSettings:
     )
     plot: str | None = setting(
         None,
-        doc="Also write a PNG report: per-stroke errors against the tolerances, joints "
-        f"against their limits (needs matplotlib: {PLOT_INSTALL}).",
+        doc="Also write a PNG report (per-stroke errors against the tolerances, joints "
+        "against their limits, the verdict) and print the strokes to look at, as `zmq-ik "
+        f"report` does (needs matplotlib: {PLOT_INSTALL}).",
         metavar="PNG",
     )
 
