@@ -161,7 +161,9 @@ def test_one_arm_example_end_to_end_through_the_cli(panda_endpoint, tmp_path):
     np.testing.assert_allclose(batch.ee_pos[2, 5, 1, 0], tip + np.array([0, 0, 0.1034]), atol=1e-6)
     np.testing.assert_allclose(batch.ee_rot[0, 0, 0, 0], [0, 1, 0, 0])
 
-    report = cli("report", str(out), "--scene", scene_file, "--robot", str(PANDA_URDF))
+    report = cli(
+        "report", str(out), "--scene", scene_file, "--robot", str(PANDA_URDF), "-o", str(png)
+    )
     assert report.returncode == 0, report.stderr
     assert summary["verdict"] in report.stdout.splitlines()
 
