@@ -21,8 +21,11 @@ from zmq_ik.broker._jobs import (
     KEPT_INFO,
     AnsweredMemory,
     BrokerSettings,
+    ClientAccount,
+    ClientBytes,
     Deadlines,
     Job,
+    Tracked,
     WorkerState,
     peer_label,
 )
@@ -93,7 +96,10 @@ class BrokerCore:
         self._deadlines = Deadlines()
         self._next_scan = self.started
         self.queued_bytes = 0
-        """Payload bytes of open jobs (the `max_queued_bytes` budget)."""
+        """Payload bytes of open jobs (with `ClientBytes.unread`: the `max_queued_bytes`
+        budget)."""
+        self.clients = ClientBytes()
+        """Bytes held per client: open requests, replies it has not read."""
         self.freed_bytes = 0
         """Payload bytes released since the loop last reset this (it trims the heap)."""
         self._answered = AnsweredMemory(self.settings.answered_memory)
@@ -199,9 +205,10 @@ class BrokerCore:
         nbytes = frames_nbytes(req.payload)
         queued = len(self.queues.get(req.service, ()))
         refusal = self.settings.refusal(
-            req.service, queued, len(self.jobs), self.queued_bytes, nbytes
+            req.service, queued, len(self.jobs), self.held_bytes, nbytes, self._account(client)
         )
         if refusal is not None:
+            self.freed_bytes += nbytes  # (it goes now: the heap may be trimmed)
             self._error_to(client, req.request_id, ErrorCode.OVERLOADED, refusal)
             return
         job = Job(
@@ -218,6 +225,7 @@ class BrokerCore:
         self.jobs[job.job_id] = job
         self.by_client[key] = job
         self.queued_bytes += nbytes
+        self.clients.opened(client, nbytes)
         self._deadlines.push(job, self.jobs)
         queue = self.queues.setdefault(req.service, deque())
         queue.append(job)
@@ -340,8 +348,7 @@ class BrokerCore:
                 job.attempts -= 1
                 self._requeue(job, now)
             return
-        self._deliver(job, msg.command, msg.payload)
-        if final:
+        if self._deliver(job, msg.command, msg.payload) and final:
             self.close_job(job, answered=True)
 
     def _job_ended(
@@ -460,7 +467,12 @@ class BrokerCore:
         except ProtocolError as e:  # unknown, or a status too large for one header: never crash
             self._error_to(client, req.request_id, e.code, e.message, e.field)
             return
-        self._send(client, reply_frames(Command.FINAL, req.request_id, payload))
+        nbytes = frames_nbytes(payload)
+        refusal = self._reply_refusal(client, nbytes, 0)
+        if refusal is not None:
+            self._error_to(client, req.request_id, ErrorCode.OVERLOADED, refusal)
+            return
+        self._to_client(client, reply_frames(Command.FINAL, req.request_id, payload), nbytes)
 
     # ------------------------------------------------------------------ timers
 
@@ -473,6 +485,7 @@ class BrokerCore:
         scan = now >= self._next_scan
         if scan:
             self._scan_workers(now)
+            self.freed_bytes += self.clients.settle_all()
         expire = bool(self._deadlines) and self._deadlines.next() <= now and now >= self._hold_until
         if expire:
             self._expire_jobs(now)
@@ -748,14 +761,55 @@ class BrokerCore:
         self.queues.setdefault(job.service, deque()).appendleft(job)
         self._dispatch(job.service, now)
 
-    def _deliver(self, job: Job, command: Command, payload: list[Frame]) -> None:
+    def _deliver(self, job: Job, command: Command, payload: list[Frame]) -> bool:
+        """Forward a worker's reply to the job's client; unless it does not fit the client's
+        byte share or the broker's (the client does not read its replies): then the job is
+        answered `overloaded` and closed instead (counter `replies_dropped_unread`). Whether
+        it was forwarded."""
+        nbytes = frames_nbytes(payload)
+        refusal = self._reply_refusal(job.client, nbytes, job.nbytes)
+        if refusal is not None:
+            self.counters["replies_dropped_unread"] += 1
+            self._error_job(job, ErrorCode.OVERLOADED, refusal)
+            return False
         if command is Command.ERROR:
             self.counters["worker_errors"] += 1
         elif command is Command.FINAL:
             self.counters["replies"] += 1
         else:
             self.counters["partials"] += 1
-        self._send(job.client, reply_frames(command, job.request_id, payload))
+        self._to_client(job.client, reply_frames(command, job.request_id, payload), nbytes)
+        return True
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held for clients: open jobs' payloads and unread replies (`max_queued_bytes`)."""
+        return self.queued_bytes + self.clients.unread
+
+    def _account(self, client: bytes) -> ClientAccount:
+        """``client``'s `ClientAccount`, with the replies ZeroMQ let go of since taken off."""
+        before = self.clients.unread
+        account = self.clients.get(client)
+        self.freed_bytes += before - self.clients.unread
+        return account
+
+    def _reply_refusal(self, client: bytes, nbytes: int, request: int) -> str | None:
+        """Why a reply of ``nbytes`` to ``client`` may not be queued (its request's
+        ``request`` bytes, still held, make room for it): see `BrokerSettings.bytes_refusal`."""
+        account = self._account(client)
+        return self.settings.bytes_refusal(
+            "a reply to it (dropped)",
+            self.held_bytes - request,
+            nbytes,
+            account.requests - request,
+            account.unread,
+        )
+
+    def _to_client(self, client: bytes, frames: list[Any], nbytes: int) -> None:
+        """Queue a reply of ``nbytes`` payload to ``client``, counted until ZeroMQ lets go
+        of it (`ClientBytes`)."""
+        receipt = self.clients.handed(client, nbytes)
+        self.outbox.append((client, frames if receipt is None else Tracked(frames, receipt)))
 
     def _error_job(self, job: Job, code: ErrorCode, message: str) -> None:
         self._error_to(job.client, job.request_id, code, message)
@@ -773,6 +827,7 @@ class BrokerCore:
             horizon = min(ANSWER_HORIZON_MAX, max(1.0, job.deadline - job.received))
             self._answered.remember(key, self._now + horizon, self._now)
         self.queued_bytes -= job.nbytes
+        self.clients.closed(job.client, job.nbytes)
         self.freed_bytes += job.nbytes
         job.payload = []  # the frames go now, not when the last reference to the job does
         if job.worker is None:  # still queued
@@ -792,7 +847,8 @@ class BrokerCore:
         field: str | None = None,
     ) -> None:
         self.errors_sent[code.value] += 1
-        self._send(client, error_frames(request_id, code, message, field))
+        frames = error_frames(request_id, code, message, field)
+        self._to_client(client, frames, frames_nbytes(frames))
 
     def undelivered(self, identity: bytes, frames: list[Any], now: float) -> None:
         """The loop could not send ``frames`` to ``identity``: the peer's connection is gone
@@ -800,6 +856,8 @@ class BrokerCore:
         at once (its job re-queued; a dispatch that never left costs no attempt); an answer
         that never left is forgotten, so the client's retry runs."""
         self.counters["unroutable"] += 1
+        if type(frames) is Tracked:
+            self.clients.failed(identity, frames.receipt)
         worker = self.workers.get(identity)
         command, ident = (frames[1], frames[2]) if len(frames) > 2 else (b"", b"")
         if worker is not None:

@@ -509,6 +509,146 @@ def test_byte_budget_refuses_at_once_and_frees_when_jobs_leave():
     assert jobs_sent(h.drain())
 
 
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class Tracker:
+    """What the loop puts on a `Receipt`: pyzmq's MessageTracker, ``done`` once libzmq let go
+    of the message (here set by the test, as the client reads or leaves)."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+def hand_over(h: Harness, client: bytes) -> list[Tracker]:
+    """What the loop does with the tracked messages to ``client`` in the outbox: a tracker
+    each (not done: the client has not read them)."""
+    trackers = []
+    for receipt in h.core.clients.accounts[client].receipts:
+        if receipt.tracker is None:
+            receipt.tracker = Tracker()
+            trackers.append(receipt.tracker)
+    return trackers
+
+
+def echo_reply(rid: bytes, nbytes: int) -> list:
+    return proto.reply_frames(
+        proto.Command.FINAL, rid, proto.encode_payload({}, {"x": np.zeros(nbytes, np.uint8)})
+    )
+
+
+def serve(h: Harness, client: bytes, rid: bytes, reply_bytes: int, request_bytes: int = 0):
+    """``client`` asks for ``rid``; the worker W1 answers ``reply_bytes``; what ``client``
+    was sent."""
+    blob = proto.encode_payload({}, {"x": np.zeros(request_bytes, np.uint8)})
+    h.send(client, proto.request_frames(rid, "tatbot", "solve", 10_000, blob))
+    msgs = h.drain()
+    for _, job in jobs_sent(msgs):
+        h.send(b"W1", echo_reply(job.request_id, reply_bytes))
+        msgs += h.drain()
+    return [(to, m) for to, m in msgs if to == client]
+
+
+def test_unread_replies_count_per_client_until_zeromq_lets_go():
+    """#25.3: a client that does not read its replies is refused new requests once its
+    share is held (`overloaded`, saying why); another client is served meanwhile; once
+    ZeroMQ let go of the replies (read, or dropped with the client) it is served again."""
+    h = Harness(max_client_bytes=1 * MIB)
+    h.ready(b"W1")
+    for i in range(3):  # 3 x 300 KiB replies: 900 KiB unread of its 1 MiB share
+        [(_, reply)] = serve(h, b"slow", b"r%d" % i, 300 * KIB)
+        assert reply.command is proto.Command.FINAL
+    trackers = hand_over(h, b"slow")
+    assert len(trackers) == 3 and h.core.clients.unread > 900 * KIB
+    assert h.core.status(h.now)["unread_bytes"] == h.core.clients.unread
+    msgs = serve(h, b"slow", b"r3", 300 * KIB, request_bytes=200 * KIB)
+    [(to, rid, code)] = errors(msgs)
+    assert (to, rid, code) == (b"slow", b"r3", "overloaded")
+    text = proto.decode_error(msgs[0][1].payload)[1]
+    assert "replies it has not read" in text and "max_client_bytes" in text, text
+    [(_, other)] = serve(h, b"fast", b"r", 300 * KIB)  # another client: its own share
+    assert other.command is proto.Command.FINAL
+    freed = h.core.freed_bytes
+    for t in trackers:
+        t.done = True  # the slow client read them (or left: libzmq dropped them)
+    h.tick(1.0)
+    assert h.core.clients.unread < 400 * KIB  # (the fast client's reply is still out)
+    assert h.core.freed_bytes - freed >= 900 * KIB  # the loop trims the heap on this
+    [(_, again)] = serve(h, b"slow", b"r4", 300 * KIB)
+    assert again.command is proto.Command.FINAL
+
+
+def test_a_reply_past_the_share_is_dropped_and_the_request_answered_overloaded():
+    """A reply that would pass its client's share (here: far larger than its request) is
+    not queued: the client gets `overloaded` for that request, counted."""
+    h = Harness(max_client_bytes=1 * MIB)
+    h.ready(b"W1")
+    [(_, ok)] = serve(h, b"C", b"a", 600 * KIB)
+    assert ok.command is proto.Command.FINAL
+    hand_over(h, b"C")
+    msgs = serve(h, b"C", b"b", 600 * KIB)
+    assert errors(msgs) == [(b"C", b"b", "overloaded")]
+    assert "(dropped)" in proto.decode_error(msgs[0][1].payload)[1]
+    assert h.core.counters["replies_dropped_unread"] == 1
+    assert h.core.jobs == {} and h.core.queued_bytes == 0
+    h.send(b"C", proto.request_frames(b"b", "tatbot", "solve", 10_000, proto.encode_payload({})))
+    assert h.drain() == []  # answered (overloaded): its retry is a duplicate, not run again
+
+
+def test_unread_replies_share_the_broker_budget_with_queued_requests():
+    """`max_queued_bytes` counts unread replies with open requests: what one client leaves
+    unread is room another's requests do not get."""
+    h = Harness(max_queued_bytes=1 * MIB, max_client_bytes=1 * MIB)
+    h.ready(b"W1")
+    for i in range(3):
+        serve(h, b"slow", b"r%d" % i, 300 * KIB)
+    hand_over(h, b"slow")
+    msgs = serve(h, b"other", b"r", 0, request_bytes=200 * KIB)
+    [(_, _, code)] = errors(msgs)
+    assert code == "overloaded"
+    assert "requests and unread replies" in proto.decode_error(msgs[0][1].payload)[1]
+
+
+def test_small_replies_are_tracked_one_in_64_kib_and_a_failed_send_is_not_held():
+    """Tracking a message costs tens of µs, so small replies are tracked together: one
+    message per 64 KiB handed, covering those before it. A tracked message the loop could
+    not send is not held; the bytes before it wait for the next tracked one."""
+    from zmq_ik.broker._jobs import TRACKED_BYTES, Tracked
+
+    h = Harness()
+    h.ready(b"W1")
+    for i in range(40):  # 40 x 5 KiB: 200 KiB, three tracked messages
+        [(_, reply)] = serve(h, b"C", b"r%d" % i, 5 * KIB)
+        assert reply.command is proto.Command.FINAL
+    account = h.core.clients.accounts[b"C"]
+    tracked = len(account.receipts)
+    assert tracked == 3 and account.residue < TRACKED_BYTES
+    assert account.unread + account.residue >= 200 * KIB
+    h.send(b"C", proto.request_frames(b"x", "tatbot", "solve", 10_000, proto.encode_payload({})))
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", echo_reply(job.request_id, 100 * KIB))
+    [(to, frames)] = list(h.core.outbox)
+    assert type(frames) is Tracked
+    h.core.outbox.clear()
+    before = account.unread
+    h.core.undelivered(to, frames, h.now)  # EHOSTUNREACH/EAGAIN: never reached ZeroMQ
+    assert account.unread == before - frames.receipt.own - frames.receipt.folded
+    assert account.residue == frames.receipt.folded
+
+
+def test_client_accounts_are_forgotten_once_nothing_is_held():
+    h = Harness()
+    h.ready(b"W1")
+    for c in range(50):
+        serve(h, b"C%d" % c, b"r", 100 * KIB)
+    for c in range(50):
+        for t in hand_over(h, b"C%d" % c):
+            t.done = True
+    h.tick(1.0)
+    assert h.core.clients.accounts == {} and h.core.clients.unread == 0
+
+
 def test_open_jobs_are_capped_over_all_robots():
     h = Harness(max_open_jobs=3)
     for i in range(4):  # made-up robots: every queue is short, the total is not
