@@ -56,7 +56,8 @@ class JointLimits:
         cls, urdf: str | Any, ee_links: Sequence[str], source: str | None = None
     ) -> JointLimits:
         """From a URDF file (no JAX): the actuated joints of the chains to ``ee_links``, in
-        the order a worker solves them (chain after chain; a joint two chains share, once)."""
+        the order a worker solves them (chain after chain; a joint two chains share, once; a
+        mimic joint is the joint it follows)."""
         from zmq_ik._urdf import parse_urdf
 
         model = parse_urdf(urdf)
@@ -66,8 +67,9 @@ class JointLimits:
         seen: dict[str, Any] = {}
         for link in ee_links:
             for j in model.path_to(link):
-                if j.type != "fixed" and j.name not in seen:
-                    seen[j.name] = j
+                driver = j if j.mimic is None else model.joints[j.mimic.joint]
+                if j.type != "fixed" and driver.name not in seen:
+                    seen[driver.name] = driver
         joints = list(seen.values())
         return cls(
             tuple(j.name for j in joints),
