@@ -160,7 +160,7 @@ def strokebatch_from_packed(
         member[arm, list(info.joint_index)] = True
     resting = is_rest[:, :, None] & member  # (b, n_ee, n_joints)
     moving = ~is_rest[:, :, None] & member
-    held = resting.any(axis=1) & ~moving.any(axis=1)  # (b, n_joints)
+    held: npt.NDArray[np.bool_] = np.any(resting, axis=1) & ~np.any(moving, axis=1)
     joints = np.where(held[:, None, None, :], rest, joints)
     pos_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), pos_err)  # no target
     ori_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), ori_err)
