@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -404,50 +405,55 @@ def test_tolerances_are_metres_and_a_millimetre_habit_is_refused_before_any_work
     assert "metres" in run("compute", "--help").output and "radians" in run("demo", "--help").output
 
 
-def test_strict_needs_every_pose_known_and_within_tolerance():
+def test_strict_needs_every_pose_known_within_tolerance_and_limits():
+    """#27.2: one verdict (`zmq_ik.verdict.judge`): errors against the tolerances, joints
+    against the limits with the amount and its unit; `--strict` fails on any of them."""
     from zmq_ik.compute import check_strict, summary_table
     from zmq_ik.errors import IKError
+    from zmq_ik.verdict import JointLimits, judge
 
-    good = {
-        "n_poses": 8,
-        "n_over": 0,
-        "n_pos_over": 0,
-        "n_ori_over": 0,
-        "n_unknown": 0,
-        "pos_err_median": 5e-5,
-        "pos_err_max": 6e-5,
-        "ori_err_median": 0.01,
-        "ori_err_max": 0.02,
-        "pos_tol": 1e-4,
-        "ori_tol": 0.05,
-        "wall_s": 1.0,
-        "poses_per_s": 8.0,
-        "stroke_pairs": 1,
-        "precise": False,
-    }
+    limits = JointLimits.bundled()
+
+    def summary(batch: StrokeBatch, soft: bool = False, judged: bool = True) -> dict:
+        v = judge(batch, 1e-4, 0.05, limits if judged else None, soft=soft)
+        timing = {"wall_s": 1.0, "poses_per_s": 8.0, "stroke_pairs": batch.b}
+        return {**v.to_dict(), **timing, "precise": not soft}
+
+    good_batch = _limits_batch(pairs=slice(0, 2))  # pair 1: marginal, within tolerance
+    good = summary(good_batch)
     check_strict(good)
     text = summary_table(good)
-    assert "OK: all 8 poses within tolerance" in text and "0.0001 m (= 0.1 mm)" in text
-    assert (
-        "poses with unknown error" in text
-        and "note: tatbot's mode (ik.precise false) pulls" in text
+    assert "OK: all 12 poses within tolerance and joint limits" in text
+    assert "0.0001 m (= 0.1 mm)" in text and "poses with unknown error" in text
+    assert "note: tatbot's mode (ik.precise false) pulls" in summary_table(
+        {**good, "precise": False}
     )
-    assert "note:" not in summary_table({**good, "precise": True})
-    for bad, words in (
-        ({"n_over": 2, "n_ori_over": 2}, "2 of 8 poses miss"),
-        ({"n_unknown": 8}, "8 of 8 poses have no known error"),
+    assert "note:" not in text
+    assert "(joint limits not checked)" in summary_table(summary(good_batch, judged=False))
+    past = "left/joint_1 up to 0.01 rad past its lower limit"
+    for batch, soft, words in (
+        (_limits_batch(pairs=slice(2, 3)), False, "1 of 6 poses miss tolerance"),
+        (_limits_batch(errors=False, pairs=slice(0, 1)), False, "6 of 6 poses have no known"),
+        (
+            _limits_batch(pairs=slice(3, 4)),
+            False,
+            f"1 of 6 poses have a joint past its limit: {past}",
+        ),
+        (_limits_batch(pairs=slice(3, 4)), True, "(soft limits: ik.precise false lets a joint"),
     ):
-        assert f"NOT OK: {words}" in summary_table({**good, **bad})
-        with pytest.raises(IKError, match=words):
-            check_strict({**good, **bad})
+        bad = summary(batch, soft)
+        assert f"NOT OK: {words}" in summary_table(bad) if not soft else words in summary_table(bad)
+        with pytest.raises(IKError, match=re.escape(words)):
+            check_strict(bad)
 
 
 # --------------------------------------------------------------------------- report / --plot
 
 
-def _limits_batch(errors: bool = True) -> StrokeBatch:
+def _limits_batch(errors: bool = True, pairs: slice = slice(None)) -> StrokeBatch:
     """4 stroke pairs of the bundled robot near its rest pose: pair 1 marginal in position,
-    pair 2 over in orientation, pair 3 with left/joint_1 past its lower limit (0)."""
+    pair 2 over in orientation, pair 3 with left/joint_1 past its lower limit (0); ``pairs``
+    of them."""
     from zmq_ik.robots import BUNDLED
 
     shape = (4, 3, 2)
@@ -466,7 +472,7 @@ def _limits_batch(errors: bool = True) -> StrokeBatch:
         joints=joints,
         pos_err=pos_err if errors else nan,
         ori_err=ori_err if errors else nan,
-    )
+    )[pairs]
 
 
 def test_report_writes_a_png_and_names_the_marginal_strokes(tmp_path):
@@ -481,7 +487,12 @@ def test_report_writes_a_png_and_names_the_marginal_strokes(tmp_path):
         "position error: worst 0.09 mm (tolerance 0.1 mm); over: none; marginal (> 80%): 1" in out
     )
     assert "orientation error: worst 0.07 rad (tolerance 0.05 rad); over: 2;" in out
-    assert "strokes beyond a joint limit: 3 (left/joint_1 by <= 0.01)" in out
+    assert (
+        "strokes past a joint limit (by more than 1e-05 rad or m): 3 (left/joint_1 up to "
+        "0.01 rad past its lower limit)" in out
+    )
+    # the verdict, as compute says it (test_strict_needs_every_pose_known_within_...)
+    assert "NOT OK: 1 of 24 poses miss tolerance; 1 of 24 poses have a joint past its" in out
     # a tatbot file (no error tensors): said, not guessed
     _limits_batch(errors=False).save(sb)
     result = run("report", str(sb), "-o", str(png), "--pos-tol", "0.0002")
