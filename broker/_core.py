@@ -32,6 +32,7 @@ from zmq_ik.errors import BROKER_ONLY, WORKER_FAULTS, ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     BROKER_SERVICE,
     FEATURE_DECLINE,
+    FEATURE_LINK_TTL,
     FLAG_BUSY,
     FLAG_IDLE,
     Command,
@@ -274,6 +275,7 @@ class BrokerCore:
             last_seen=now,
             last_sent=now,
             declines=FEATURE_DECLINE in msg.info.get("features", ()),
+            watched=FEATURE_LINK_TTL in msg.info.get("features", ()),
             unconfirmed_since=since,
         )
         self._unconfirmed[identity] = None
@@ -509,8 +511,10 @@ class BrokerCore:
             self.counters["warming_expired"] += 1
             logger.warning("warming worker %s went silent: forgotten", peer_label(gone.identity))
         judge = now >= self._hold_until  # (after a stall: answers queued meanwhile first)
+        watched = max(expiry, self.settings.watched_silence)
         for worker in list(self.workers.values()):
-            if now - worker.last_seen > expiry:
+            silence = watched if worker.watched else expiry
+            if now - worker.last_seen > silence:
                 logger.warning(
                     "worker %s missed heartbeats for %.2fs: declared dead",
                     peer_label(worker.identity),
@@ -539,7 +543,7 @@ class BrokerCore:
                 beat = _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT
                 self._send(worker.identity, beat)
             # last_sent/last_seen only move forward, so this is never later than needed.
-            next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + expiry)
+            next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + silence)
             if since is not None:
                 next_scan = min(next_scan, since + expiry)
             if worker.job is not None:

@@ -32,9 +32,10 @@ class Harness:
             out.append((identity, proto.parse_message(wire(frames))))
         return out
 
-    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True) -> None:
+    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True, features=()) -> None:
         """READY, and (``confirm``) the HEARTBEAT a real worker answers its ack with."""
-        self.send(worker, proto.ready_frames({"robots": list(robots), "device": "cpu"}))
+        info = {"robots": list(robots), "device": "cpu", "features": list(features)}
+        self.send(worker, proto.ready_frames(info))
         # A READY is acknowledged at once with a HEARTBEAT (the worker's backoff resets on it).
         acks = [m for m in self.core.outbox if m[0] == worker and m[1][1] == b"HEARTBEAT"]
         assert len(acks) == 1, acks
@@ -210,6 +211,45 @@ def test_heartbeats_sent_and_unknown_heartbeat_gets_disconnect():
     h.send(b"STRANGER", proto.heartbeat_frames())
     [(to, msg)] = h.drain()
     assert to == b"STRANGER" and type(msg).__name__ == "Disconnect"
+
+
+def test_a_silent_worker_whose_link_libzmq_watches_is_slow_not_dead_until_watched_silence():
+    """Issue 27.1: a worker whose connection carries ZMTP heartbeats with a TTL (its death
+    drops the connection, and the next HEARTBEAT to it is undelivered) is not declared dead
+    for Python's silence alone (a starved host) until `watched_silence`; one without it
+    still is after the liveness window (1 s)."""
+    h = Harness(watched_silence=5.0)
+    h.ready(b"OLD")
+    h.ready(b"NEW", features=[proto.FEATURE_LINK_TTL])
+    for _ in range(12):  # 3 s of silence from both, the broker heartbeating every 0.25 s
+        h.tick(0.25)
+    beats = [i for i, m in h.drain() if isinstance(m, proto.Heartbeat)]
+    assert set(h.core.workers) == {b"NEW"} and h.core.counters["workers_lost"] == 1
+    assert beats.count(b"NEW") >= 11  # each one a chance to find its connection gone
+    h.send(b"NEW", proto.heartbeat_frames())  # late, but alive: it gets jobs
+    h.request(b"C", b"r")
+    [(to, job)] = jobs_sent(h.drain())
+    assert to == b"NEW"
+    h.send(b"NEW", final(job.request_id))
+    for _ in range(19):  # now silent for good, link up (hung): dead after 5 s
+        h.tick(0.25)
+    assert b"NEW" in h.core.workers
+    h.tick(0.5)
+    assert not h.core.workers and h.core.counters["workers_lost"] == 2
+
+
+def test_a_watched_worker_killed_or_stopped_is_forgotten_at_the_first_undelivered_heartbeat():
+    h = Harness()
+    h.ready(b"W", features=[proto.FEATURE_LINK_TTL])
+    h.request(b"C", b"r", timeout_ms=10_000)
+    h.drain()
+    h.tick(0.25)
+    [(to, frames)] = [(i, f) for i, f in h.core.outbox if i == b"W"]
+    h.core.outbox.clear()
+    h.core.undelivered(to, frames, h.now)  # libzmq dropped its connection (TTL, or TCP closed)
+    assert not h.core.workers and h.core.counters["workers_unreachable"] == 1
+    h.ready(b"W2")
+    assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]  # its job runs elsewhere at once
 
 
 def test_malformed_messages_are_rejected_and_counted():

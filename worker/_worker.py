@@ -35,6 +35,7 @@ from zmq_ik._os import EXIT_CONFIG, exit_now, raise_fd_limit_logged
 from zmq_ik.errors import ConfigError, ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     FEATURE_DECLINE,
+    FEATURE_LINK_TTL,
     FLAG_BUSY,
     FLAG_IDLE,
     Command,
@@ -52,6 +53,7 @@ from zmq_ik.protocol import (
     ready_frames,
     recv_frames,
     send_frames,
+    set_worker_link_heartbeats,
 )
 from zmq_ik.worker._job import Job, run_job
 from zmq_ik.worker._link import Link, WorkerSettings, final_refusal
@@ -228,7 +230,7 @@ class Worker:
         self.info = {**base, **warm, "robots": robots}
         self.info["warmup_s"] = round(time.monotonic() - t0, 3)
         self.info["heartbeat_ms"] = int(self.settings.heartbeat_interval * 1000)
-        self.info["features"] = [FEATURE_DECLINE]
+        self.info["features"] = [FEATURE_DECLINE, FEATURE_LINK_TTL]
         now = time.monotonic()
         for link in self._links:
             if link.refused is not None:  # it refused our WARMING for good (`Announcer`)
@@ -340,6 +342,8 @@ class Worker:
         # stopped reading) ends this connection as 'silent' -> new socket, backoff; the
         # other brokers are served meanwhile.
         sock.setsockopt(zmq.RCVTIMEO, int(self.settings.heartbeat_interval * 500) + 1)
+        interval = self.settings.heartbeat_interval
+        set_worker_link_heartbeats(sock, interval, interval * self.settings.liveness)
         if self.settings.curve is not None:
             self.settings.curve.apply(sock)
         link.close()  # (none open: `_drop` closed it; its handshake monitor goes too)

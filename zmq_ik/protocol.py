@@ -42,6 +42,7 @@ from zmq_ik._sockets import new_routing_id as new_routing_id
 from zmq_ik._sockets import recv_frames as recv_frames
 from zmq_ik._sockets import send_frames as send_frames
 from zmq_ik._sockets import set_link_heartbeats as set_link_heartbeats
+from zmq_ik._sockets import set_worker_link_heartbeats as set_worker_link_heartbeats
 from zmq_ik._sockets import split_endpoints as split_endpoints
 from zmq_ik.errors import ErrorCode, ProtocolError
 
@@ -72,6 +73,13 @@ FEATURE_DECLINE = "decline"
 ``features``; a broker that implements it flags its HEARTBEATs to that worker with it. Only
 then may the worker send that broker DECLINE and HEARTBEAT state flags (`FLAG_IDLE`,
 `FLAG_BUSY`): peers that never showed the feature never see either."""
+FEATURE_LINK_TTL = "link_ttl"
+"""A worker lists it in READY's ``features`` when its connection carries ZMTP heartbeats
+with a TTL of its liveness window (`set_worker_link_heartbeats`): libzmq at the broker then
+drops the connection of a worker that is killed (TCP closes) or stopped (no PINGs) within
+that window, whatever either side's Python is doing, and the broker's next HEARTBEAT to it
+finds it unreachable. The broker then tells a slow worker from a dead one: silence alone
+(a starved host, issue 27.1) is tolerated for `BrokerSettings.watched_silence`."""
 FLAG_IDLE = "idle"
 """HEARTBEAT flag, worker → broker: free for this broker's jobs again."""
 FLAG_BUSY = "busy"
