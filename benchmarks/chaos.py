@@ -216,8 +216,11 @@ def run(
         "p50_ms": pct(lat, 50),
         "p99_ms": pct(lat, 99),
         "worst_sent_s": round(worst[0] - t0, 2) if worst else None,
-        "faults": Counter(e.split(" ", 2)[0] + " " + e.split(" ", 2)[1] for _, e in chaos.events
-                          if not e.endswith("done")),
+        "faults": Counter(
+            e.split(" ", 2)[0] + " " + e.split(" ", 2)[1]
+            for _, e in chaos.events
+            if not e.endswith("done")
+        ),
         "events": [(round(t - t0, 2), e) for t, e in chaos.events],
         "problems": wrong[:10] + tally.lost[:10] + tally.errors[:10],
     }
