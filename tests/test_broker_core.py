@@ -213,43 +213,70 @@ def test_heartbeats_sent_and_unknown_heartbeat_gets_disconnect():
     assert to == b"STRANGER" and type(msg).__name__ == "Disconnect"
 
 
-def test_a_silent_worker_whose_link_libzmq_watches_is_slow_not_dead_until_watched_silence():
-    """Issue 27.1: a worker whose connection carries ZMTP heartbeats with a TTL (its death
-    drops the connection, and the next HEARTBEAT to it is undelivered) is not declared dead
-    for Python's silence alone (a starved host) until `watched_silence`; one without it
-    still is after the liveness window (1 s)."""
+WORD = proto.WATCH + "0123456789abcdef"
+
+
+def watched(h: Harness, worker: bytes, watch: bytes) -> None:
+    """READY listing a watch word, then the watch connection saying it (`protocol.WATCH`)."""
+    h.ready(worker, features=[WORD])
+    h.send(watch, proto.heartbeat_frames(WORD))
+    assert h.core.watches == {watch: worker}
+
+
+def test_a_silent_watched_worker_is_slow_not_dead_until_watched_silence():
+    """Issue 27.1: a worker whose watch stands (its death would drop it, and the next
+    HEARTBEAT sent there would be undeliverable) is not declared dead for its own silence
+    (a starved host) until `watched_silence`; one without a watch still is after the
+    liveness window (1 s). Only while silent is its watch sent anything."""
     h = Harness(watched_silence=5.0)
     h.ready(b"OLD")
-    h.ready(b"NEW", features=[proto.FEATURE_LINK_TTL])
+    watched(h, b"NEW", b"WATCH")
+    assert not h.drain()  # (the watch is not answered: it only ever gets heartbeats)
     for _ in range(12):  # 3 s of silence from both, the broker heartbeating every 0.25 s
         h.tick(0.25)
-    beats = [i for i, m in h.drain() if isinstance(m, proto.Heartbeat)]
+    to = [i for i, m in h.drain() if isinstance(m, proto.Heartbeat)]
     assert set(h.core.workers) == {b"NEW"} and h.core.counters["workers_lost"] == 1
-    assert beats.count(b"NEW") >= 11  # each one a chance to find its connection gone
+    assert to.count(b"NEW") == 12 and 7 <= to.count(b"WATCH") <= 9  # silent > 1 s: asked
     h.send(b"NEW", proto.heartbeat_frames())  # late, but alive: it gets jobs
     h.request(b"C", b"r")
-    [(to, job)] = jobs_sent(h.drain())
-    assert to == b"NEW"
+    [(to_w, job)] = jobs_sent(h.drain())
+    assert to_w == b"NEW"
     h.send(b"NEW", final(job.request_id))
-    for _ in range(19):  # now silent for good, link up (hung): dead after 5 s
+    for _ in range(19):  # now silent for good, watch up (hung): dead after 5 s
         h.tick(0.25)
     assert b"NEW" in h.core.workers
     h.tick(0.5)
-    assert not h.core.workers and h.core.counters["workers_lost"] == 2
+    assert not h.core.workers and not h.core.watches
+    assert h.core.counters["workers_lost"] == 2
 
 
-def test_a_watched_worker_killed_or_stopped_is_forgotten_at_the_first_undelivered_heartbeat():
+def test_a_watched_worker_whose_watch_drops_is_forgotten_and_its_job_runs_elsewhere():
     h = Harness()
-    h.ready(b"W", features=[proto.FEATURE_LINK_TTL])
+    watched(h, b"W", b"WATCH")
     h.request(b"C", b"r", timeout_ms=10_000)
     h.drain()
-    h.tick(0.25)
-    [(to, frames)] = [(i, f) for i, f in h.core.outbox if i == b"W"]
+    for _ in range(5):  # stopped: silent, and its watch asked
+        h.tick(0.25)
+    [(to, frames)] = [(i, f) for i, f in h.core.outbox if i == b"WATCH"]
     h.core.outbox.clear()
-    h.core.undelivered(to, frames, h.now)  # libzmq dropped its connection (TTL, or TCP closed)
-    assert not h.core.workers and h.core.counters["workers_unreachable"] == 1
+    h.core.undelivered(to, frames, h.now)  # libzmq dropped it (TTL, or TCP closed)
+    assert not h.core.workers and not h.core.watches
+    assert h.core.counters["workers_unreachable"] == 1
     h.ready(b"W2")
     assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]  # its job runs elsewhere at once
+
+
+def test_a_watch_word_nobody_registered_or_already_watched_gets_nothing():
+    h = Harness()
+    h.send(b"X", proto.heartbeat_frames(WORD))  # nobody listed it: a stranger, told to register
+    [(to, msg)] = h.drain()
+    assert to == b"X" and isinstance(msg, proto.Disconnect)
+    watched(h, b"W", b"WATCH")
+    h.send(b"THIEF", proto.heartbeat_frames(WORD))  # a second claim changes nothing
+    assert h.core.watches == {b"WATCH": b"W"}
+    h.ready(b"W3", features=[WORD])  # nor does another READY with the same word
+    h.send(b"W3-WATCH", proto.heartbeat_frames(WORD))
+    assert h.core.watches == {b"WATCH": b"W"} and h.core.workers[b"W3"].watch_word is None
 
 
 def test_malformed_messages_are_rejected_and_counted():

@@ -73,13 +73,17 @@ FEATURE_DECLINE = "decline"
 ``features``; a broker that implements it flags its HEARTBEATs to that worker with it. Only
 then may the worker send that broker DECLINE and HEARTBEAT state flags (`FLAG_IDLE`,
 `FLAG_BUSY`): peers that never showed the feature never see either."""
-FEATURE_LINK_TTL = "link_ttl"
-"""A worker lists it in READY's ``features`` when its connection carries ZMTP heartbeats
-with a TTL of its liveness window (`set_worker_link_heartbeats`): libzmq at the broker then
-drops the connection of a worker that is killed (TCP closes) or stopped (no PINGs) within
-that window, whatever either side's Python is doing, and the broker's next HEARTBEAT to it
-finds it unreachable. The broker then tells a slow worker from a dead one: silence alone
-(a starved host, issue 27.1) is tolerated for `BrokerSettings.watched_silence`."""
+WATCH = "watch-"
+"""Liveness extension (issue 27.1): a worker lists ``watch-<token>`` (16 hex digits, random)
+in READY's ``features``, and once the broker answered opens a second connection, its *watch*,
+that sends one HEARTBEAT flagged with the same word and then nothing but ZMTP PINGs
+carrying a TTL of the liveness window (`set_worker_link_heartbeats`). Only PINGs on it keep
+libzmq's TTL timer armed, so the broker's libzmq drops the watch of a worker that is killed
+or stopped within that window, whatever either side's Python is doing, and the broker's
+next HEARTBEAT to it is undeliverable: the worker is dead. Silence on the worker's own
+connection (a starved host) is tolerated for `BrokerSettings.watched_silence` meanwhile.
+On the worker's main connection app messages would cancel that timer (libzmq re-arms it
+only at a PING), hence the second connection."""
 FLAG_IDLE = "idle"
 """HEARTBEAT flag, worker → broker: free for this broker's jobs again."""
 FLAG_BUSY = "busy"
