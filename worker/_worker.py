@@ -330,10 +330,10 @@ class Worker:
                     continue
                 if now - link.last_sent >= interval:
                     self._send(link, self._idle_beat(link))
+                    if link.watch is not None:  # what the broker sent it while we were silent
+                        _discard(link.watch)
                 if link.watch is None and link.answered:
                     self._open_watch(link)
-                elif link.watch is not None:  # what the broker sent it while we were silent
-                    _discard(link.watch)
 
     def _idle_beat(self, link: Link) -> list[bytes]:
         if link.declines:
