@@ -79,6 +79,11 @@ broker's TTL timer at each PING and disarms it at any other message, such as the
 broker's own PING (every second): a worker stopped between that PONG and its next PING is
 found by the broker's own ZMTP timeout instead (up to 4 s). Frequent PINGs make that rare
 (a 50 ms window a second: about 1 stop in 40) and cost a few hundred bytes a second."""
+WATCH_TTL = 0.6
+"""A watch's TTL as a share of the liveness window (0.6 s of 1 s): the broker looks at a
+watch only once the worker was silent for the whole window, so a watch dropped by then makes
+a stopped worker's verdict as quick as before (measured 1.72 s on a loaded host with the
+whole window as TTL); the native I/O thread that PINGs may stall for 0.55 s meanwhile."""
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _ABSENT = object()
@@ -377,7 +382,7 @@ class Worker:
         sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
         sock.setsockopt(zmq.LINGER, 0)
         window = self.settings.heartbeat_interval * self.settings.liveness
-        set_worker_link_heartbeats(sock, WATCH_PING, window)
+        set_worker_link_heartbeats(sock, WATCH_PING, window * WATCH_TTL)
         if self.settings.curve is not None:
             self.settings.curve.apply(sock)
         sock.connect(link.endpoint)
