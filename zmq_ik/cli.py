@@ -189,7 +189,7 @@ def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
 @_o(B, "worker_bind", help="Optional separate endpoint for workers.")
 @_o(B, "heartbeat_interval", help="Heartbeat interval (s).")
 @_o(B, "liveness", help="Missed heartbeats before a worker is dead.")
-@_o(B, "watched_silence", help="Silence (s) before a worker whose link libzmq watches is dead.")
+@_o(B, "watched_silence", help="Silence (s) before a worker with a watch connection is dead.")
 @_o(B, "max_queue", help="Waiting requests per robot before 'overloaded'.")
 @_o(B, "max_open_jobs", help="Open requests over all robots before 'overloaded'.")
 @_o(B, "max_queued_bytes", help="Payload bytes of open requests before 'overloaded'.")
