@@ -244,7 +244,7 @@ class Broker:
                     core.freed_bytes = 0
                     malloc_trim()
                 if len(route) > 4 * (len(core.workers) + len(core.by_client)) + 10_000:
-                    live = set(core.workers) | {c for c, _ in core.by_client}
+                    live = set(core.workers) | set(core.watches) | {c for c, _ in core.by_client}
                     self._route = route = {k: v for k, v in route.items() if k in live}
         finally:
             self.close()

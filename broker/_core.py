@@ -37,6 +37,7 @@ from zmq_ik.protocol import (
     FEATURE_DECLINE,
     FLAG_BUSY,
     FLAG_IDLE,
+    WATCH,
     Command,
     Decline,
     Disconnect,
@@ -109,6 +110,10 @@ class BrokerCore:
         self._stall_gap = self.settings.heartbeat_interval * self.settings.liveness / 2
         self._hold_until = self.started
         self._unconfirmed: OrderedDict[bytes, None] = OrderedDict()
+        self.watches: dict[bytes, bytes] = {}
+        """Routing id of a worker's watch connection -> the worker's (`protocol.WATCH`)."""
+        self._watch_words: dict[str, bytes] = {}
+        """``watch-<token>`` a registered worker listed -> the worker's routing id."""
         """Registered workers that sent nothing since READY, oldest first (`_on_ready`)."""
         self._succeeded: dict[str, tuple[float, bytes]] = {}
         """Robot → when, and which worker, last answered one of its jobs FINAL (breaker)."""
@@ -160,6 +165,8 @@ class BrokerCore:
             else:
                 self._on_warming(identity, msg, now)
         elif isinstance(msg, Heartbeat):
+            if worker is None and self._on_watch(identity, msg):
+                return
             if worker is None:  # a worker we forgot (or a restarted broker): ask it to re-register
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
             elif msg.flags and worker.job is None:  # (with one of our jobs its state is known)
@@ -260,6 +267,20 @@ class BrokerCore:
             robots = ",".join(sorted(msg.robots))
             logger.info("worker %s warming up: robots=%s", peer_label(identity), robots)
 
+    def _on_watch(self, identity: bytes, msg: Heartbeat) -> bool:
+        """A HEARTBEAT from a worker's watch connection (`protocol.WATCH`), naming the word
+        its READY listed: from now on that worker's death is its watch's loss. Whether it
+        was one (a word nobody registered is not: that peer is told to register)."""
+        word = next((f for f in msg.flags if f.startswith(WATCH)), None)
+        owner = self._watch_words.get(word) if word is not None else None
+        worker = self.workers.get(owner) if owner is not None else None
+        if worker is None or worker.watch is not None:
+            return False
+        worker.watch = identity
+        self.watches[identity] = worker.identity
+        self.counters["workers_watched"] += 1
+        return True
+
     def _on_ready(self, identity: bytes, msg: Ready, now: float) -> None:
         old = self.workers.get(identity)
         since = now
@@ -285,6 +306,10 @@ class BrokerCore:
             unconfirmed_since=since,
         )
         self._unconfirmed[identity] = None
+        word = next((f for f in msg.info.get("features", ()) if f.startswith(WATCH)), None)
+        if word is not None and word not in self._watch_words:  # (taken: no watch for it)
+            worker.watch_word = word
+            self._watch_words[word] = identity
         if old is not None:  # a READY again does not wipe its record (circuit breaker, overruns)
             for name in ("failures", "failing_since", "paused_until", "pauses", "overruns"):
                 setattr(worker, name, getattr(old, name))
@@ -522,8 +547,10 @@ class BrokerCore:
             self.counters["warming_expired"] += 1
             logger.warning("warming worker %s went silent: forgotten", peer_label(gone.identity))
         judge = now >= self._hold_until  # (after a stall: answers queued meanwhile first)
+        watched = max(expiry, self.settings.watched_silence)
         for worker in list(self.workers.values()):
-            if now - worker.last_seen > expiry:
+            silence = expiry if worker.watch is None else watched
+            if now - worker.last_seen > silence:
                 logger.warning(
                     "worker %s missed heartbeats for %.2fs: declared dead",
                     peer_label(worker.identity),
@@ -551,8 +578,11 @@ class BrokerCore:
             if now - worker.last_sent >= interval:
                 beat = _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT
                 self._send(worker.identity, beat)
+                if worker.watch is not None and now - worker.last_seen > expiry:
+                    # Silent: is its watch still there? Undeliverable once libzmq dropped it.
+                    self.outbox.append((worker.watch, _HEARTBEAT))
             # last_sent/last_seen only move forward, so this is never later than needed.
-            next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + expiry)
+            next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + silence)
             if since is not None:
                 next_scan = min(next_scan, since + expiry)
             if worker.job is not None:
@@ -714,6 +744,12 @@ class BrokerCore:
                     self._succeeded.pop(robot, None)
         self.idle.pop(worker.identity, None)
         self._unconfirmed.pop(worker.identity, None)
+        if worker.watch_word is not None and self._watch_words.get(worker.watch_word) == (
+            worker.identity
+        ):
+            del self._watch_words[worker.watch_word]
+        if worker.watch is not None:
+            self.watches.pop(worker.watch, None)
         job = worker.job
         worker.job = None
         if job is None or job.closed or job.worker != worker.identity:
@@ -858,6 +894,9 @@ class BrokerCore:
         self.counters["unroutable"] += 1
         if type(frames) is Tracked:
             self.clients.failed(identity, frames.receipt)
+        watched = self.watches.get(identity)
+        if watched is not None:  # its watch is gone: killed or stopped (`protocol.WATCH`)
+            identity, frames = watched, []
         worker = self.workers.get(identity)
         command, ident = (frames[1], frames[2]) if len(frames) > 2 else (b"", b"")
         if worker is not None:

@@ -42,7 +42,15 @@ class BrokerSettings:
     heartbeat_interval: float = 0.25
     """Seconds between heartbeats to each worker."""
     liveness: int = 4
-    """Heartbeat intervals of silence after which a worker is dead."""
+    """Heartbeat intervals of silence after which a worker is dead (one without a watch:
+    see `watched_silence`)."""
+    watched_silence: float = 10.0
+    """Seconds of silence after which a *watched* worker is dead (`protocol.WATCH`: its
+    watch connection carries only ZMTP PINGs with a TTL of its liveness window). Killed or
+    stopped, such a worker loses its watch within that window and is forgotten at the next
+    HEARTBEAT sent there (unreachable); silence while the watch stands means a starved host,
+    not a dead worker (issue 27.1). One silent this long (hung in native code) is dead all
+    the same."""
     max_queue: int = 1024
     """Requests waiting per robot before new ones get `overloaded` at once."""
     max_open_jobs: int = 16 * 1024
@@ -275,6 +283,11 @@ class WorkerState:
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     listing_bytes: int = 0
     """An upper bound on the encoded size of `describe` (for summarising `ping`)."""
+    watch_word: str | None = None
+    """``watch-<token>`` from its READY's features (`protocol.WATCH`), if it listed one."""
+    watch: bytes | None = None
+    """Routing id of its watch connection, once that said the word: silence is then
+    tolerated for `BrokerSettings.watched_silence`, and a lost watch is its death."""
     declines: bool = False
     """Its READY listed `protocol.FEATURE_DECLINE`: it may serve other brokers too, so it
     gets flagged HEARTBEATs and may send DECLINE and state flags."""

@@ -32,9 +32,10 @@ class Harness:
             out.append((identity, proto.parse_message(wire(frames))))
         return out
 
-    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True) -> None:
+    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True, features=()) -> None:
         """READY, and (``confirm``) the HEARTBEAT a real worker answers its ack with."""
-        self.send(worker, proto.ready_frames({"robots": list(robots), "device": "cpu"}))
+        info = {"robots": list(robots), "device": "cpu", "features": list(features)}
+        self.send(worker, proto.ready_frames(info))
         # A READY is acknowledged at once with a HEARTBEAT (the worker's backoff resets on it).
         acks = [m for m in self.core.outbox if m[0] == worker and m[1][1] == b"HEARTBEAT"]
         assert len(acks) == 1, acks
@@ -210,6 +211,72 @@ def test_heartbeats_sent_and_unknown_heartbeat_gets_disconnect():
     h.send(b"STRANGER", proto.heartbeat_frames())
     [(to, msg)] = h.drain()
     assert to == b"STRANGER" and type(msg).__name__ == "Disconnect"
+
+
+WORD = proto.WATCH + "0123456789abcdef"
+
+
+def watched(h: Harness, worker: bytes, watch: bytes) -> None:
+    """READY listing a watch word, then the watch connection saying it (`protocol.WATCH`)."""
+    h.ready(worker, features=[WORD])
+    h.send(watch, proto.heartbeat_frames(WORD))
+    assert h.core.watches == {watch: worker}
+
+
+def test_a_silent_watched_worker_is_slow_not_dead_until_watched_silence():
+    """Issue 27.1: a worker whose watch stands (its death would drop it, and the next
+    HEARTBEAT sent there would be undeliverable) is not declared dead for its own silence
+    (a starved host) until `watched_silence`; one without a watch still is after the
+    liveness window (1 s). Only while silent is its watch sent anything."""
+    h = Harness(watched_silence=5.0)
+    h.ready(b"OLD")
+    watched(h, b"NEW", b"WATCH")
+    assert not h.drain()  # (the watch is not answered: it only ever gets heartbeats)
+    for _ in range(12):  # 3 s of silence from both, the broker heartbeating every 0.25 s
+        h.tick(0.25)
+    to = [i for i, m in h.drain() if isinstance(m, proto.Heartbeat)]
+    assert set(h.core.workers) == {b"NEW"} and h.core.counters["workers_lost"] == 1
+    assert to.count(b"NEW") == 12 and 7 <= to.count(b"WATCH") <= 9  # silent > 1 s: asked
+    h.send(b"NEW", proto.heartbeat_frames())  # late, but alive: it gets jobs
+    h.request(b"C", b"r")
+    [(to_w, job)] = jobs_sent(h.drain())
+    assert to_w == b"NEW"
+    h.send(b"NEW", final(job.request_id))
+    for _ in range(19):  # now silent for good, watch up (hung): dead after 5 s
+        h.tick(0.25)
+    assert b"NEW" in h.core.workers
+    h.tick(0.5)
+    assert not h.core.workers and not h.core.watches
+    assert h.core.counters["workers_lost"] == 2
+
+
+def test_a_watched_worker_whose_watch_drops_is_forgotten_and_its_job_runs_elsewhere():
+    h = Harness()
+    watched(h, b"W", b"WATCH")
+    h.request(b"C", b"r", timeout_ms=10_000)
+    h.drain()
+    for _ in range(5):  # stopped: silent, and its watch asked
+        h.tick(0.25)
+    [(to, frames)] = [(i, f) for i, f in h.core.outbox if i == b"WATCH"]
+    h.core.outbox.clear()
+    h.core.undelivered(to, frames, h.now)  # libzmq dropped it (TTL, or TCP closed)
+    assert not h.core.workers and not h.core.watches
+    assert h.core.counters["workers_unreachable"] == 1
+    h.ready(b"W2")
+    assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]  # its job runs elsewhere at once
+
+
+def test_a_watch_word_nobody_registered_or_already_watched_gets_nothing():
+    h = Harness()
+    h.send(b"X", proto.heartbeat_frames(WORD))  # nobody listed it: a stranger, told to register
+    [(to, msg)] = h.drain()
+    assert to == b"X" and isinstance(msg, proto.Disconnect)
+    watched(h, b"W", b"WATCH")
+    h.send(b"THIEF", proto.heartbeat_frames(WORD))  # a second claim changes nothing
+    assert h.core.watches == {b"WATCH": b"W"}
+    h.ready(b"W3", features=[WORD])  # nor does another READY with the same word
+    h.send(b"W3-WATCH", proto.heartbeat_frames(WORD))
+    assert h.core.watches == {b"WATCH": b"W"} and h.core.workers[b"W3"].watch_word is None
 
 
 def test_malformed_messages_are_rejected_and_counted():

@@ -100,8 +100,8 @@ routing id, and a ROUTER ignores a new connection whose id an old one still hold
 ROUTER_HANDOVER: `status` shows worker ids, and handover would let any peer take one).
 The cost: a frame that takes longer than the timeout to arrive (3 s at the broker, 5.5 s at
 a client: 30 MB at 10 MB/s) ends the connection, as the PONG waits behind it. Workers need
-none of this: their own HEARTBEATs and new socket per reconnect (`worker._link`) cover it;
-the broker's pings to them cost a few bytes a second. TCP keepalive is not used: it cannot
+none of this on their own connection: their HEARTBEATs and new socket per reconnect
+(`worker._link`) cover it; their watch has its own (`set_worker_link_heartbeats`). TCP keepalive is not used: it cannot
 see a relay or proxy that still acknowledges bytes, and its first probe comes after
 minutes by default."""
 
@@ -112,6 +112,22 @@ def set_link_heartbeats(sock: zmq.Socket, side: str) -> None:
     interval, timeout = LINK_HEARTBEATS[side]
     sock.setsockopt(zmq.HEARTBEAT_IVL, interval)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
+
+
+def set_worker_link_heartbeats(sock: zmq.Socket, interval: float, window: float) -> None:
+    """ZMTP heartbeats on a worker's *watch* connection (`protocol.WATCH`; before it
+    connects): a PING every ``interval`` seconds from libzmq's I/O thread carrying a TTL of
+    ``window`` seconds, so the broker's libzmq drops the connection when it hears nothing on
+    it for that long (the worker killed or stopped). This side drops it when the broker
+    answers a PING with nothing for the broker side's timeout (`LINK_HEARTBEATS`).
+
+    Why (issue 27.1): the worker's own HEARTBEATs come from Python and wait for the GIL and
+    the interpreter, which a busy host (a compile next door, CPU-bound neighbours) can delay
+    past the liveness window; PINGs come from a native thread that needs microseconds of CPU.
+    The TTL goes over the wire in tenths of a second."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(interval * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(window * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LINK_HEARTBEATS["broker"][1])
 
 
 _SNDMORE = int(zmq.SNDMORE)

@@ -241,6 +241,7 @@ def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
 @_o(B, "worker_bind", help="A separate endpoint for workers (default: they use --bind).")
 @_o(B, "heartbeat_interval", metavar="SECONDS", help="Heartbeat interval, seconds.")
 @_o(B, "liveness", help="Missed heartbeats before a worker is dead.")
+@_o(B, "watched_silence", help="Silence (s) before a worker with a watch connection is dead.")
 @_o(B, "max_queue", help="Waiting requests per robot before 'overloaded'.")
 @_o(B, "max_open_jobs", help="Open requests over all robots before 'overloaded'.")
 @_o(B, "max_queued_bytes", help="Bytes of open requests and unread replies before 'overloaded'.")
