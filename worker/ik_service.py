@@ -21,7 +21,7 @@ import numpy as np
 from zmq_ik import ops
 from zmq_ik._memory import malloc_trim
 from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
-from zmq_ik.errors import ErrorCode, InputError
+from zmq_ik.errors import ErrorCode, IKTimeout, InputError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
 from zmq_ik.worker._service import ServiceCall, ServiceError, ServiceReply, WarmupHook
@@ -449,6 +449,13 @@ class IKService:
         job = _serving.job = _OnDemand(call)
         try:
             header, arrays = self._handle(call, job)
+        except IKTimeout as e:
+            if not job.compiles:
+                raise
+            raise IKTimeout(
+                f"{e} after {job.seconds:.1f}s compiling for {job.what}"
+                + (f" ({job.hint})" if job.hint else "")
+            ) from e
         finally:
             _serving.job = None
             if job.compiles:
