@@ -416,6 +416,8 @@ def _startup_once(tree: Path, name: str, cache: Path, t: dict[str, np.ndarray]) 
                 header = client.request(name, "solve", {}, arrays).header
                 row[column] = time.monotonic() - t1
                 row["compiles since READY"] = header.get("compiles_since_ready")
+        worker.terminate()  # a busy machine may take longer than `Procs` waits
+        worker.wait(120)
     return row
 
 

@@ -34,6 +34,13 @@ CPU_BUCKETS: tuple[int, ...] = (1, 16, 32, 64, 128, 256, 512, 1024)
 each bucket left out saves ~7 s of a cold start and ~0.5 s of a warm one (2 CPUs). GPU keeps
 all of ``ik.BUCKETS`` (bigger batches pay off there; not measured here)."""
 
+FIRST_BUCKET = 16
+"""A warmed program compiles one bucket before READY: the smallest of at least this many
+targets (else its largest), the others after READY. Requests meanwhile go in chunks of it:
+a batch of 16 costs about twice a single pose on a CPU, but a miss's re-solve rounds (8 to
+64 starts each) take 16 times fewer calls than with bucket 1 (1,000 panda targets right
+after READY: 13 s with bucket 1 on the loaded 2-CPU VM; `benchmarks.robots --startup`)."""
+
 DEFAULT_CACHE_DIR = Path(
     os.environ.get("ZMQ_IK_CACHE_DIR") or Path.home() / ".cache" / "zmq-ik" / "jax"
 )
@@ -254,7 +261,7 @@ class IKService:
         """Called ``(buckets done, total)`` over every robot and program as each bucket is
         compiled before READY (the worker logs it and announces it to its brokers)."""
         self.background = background
-        """`warmup` compiles the smallest bucket of each warmed program (and FK's), enough to
+        """`warmup` compiles one bucket of each warmed program (and FK's smallest), enough to
         serve any request, and starts `finish_warmup` in a thread for the other buckets
         (False: the caller runs it, e.g. a test)."""
         self._solvers: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -290,9 +297,10 @@ class IKService:
     # ------------------------------------------------------------------ start-up
 
     def warmup(self) -> dict[str, Any]:
-        """Load every robot with its default end effectors and compile, for each warmed
-        program and FK, the smallest bucket: any request can then be served (in chunks)
-        without compiling. The other buckets compile after READY (`finish_warmup`)."""
+        """Load every robot with its default end effectors and compile one bucket of each
+        warmed program (`FIRST_BUCKET`) and FK's smallest: any request can then be served,
+        in chunks, without compiling. The other buckets compile after READY
+        (`finish_warmup`)."""
         import jax
 
         from zmq_ik import ik
@@ -306,7 +314,7 @@ class IKService:
         dev = jax.devices()[0]
         if self.buckets is None:
             self.buckets = CPU_BUCKETS if dev.platform == "cpu" else tuple(ik.BUCKETS)
-        first = self.buckets[:1]
+        fk_first = self.buckets[:1]  # FK's shapes are the smallest and the largest bucket
         # One settings per program: only precise and seeds pick one.
         program_settings = [IKSettings()]
         for settings in self.warm:
@@ -332,32 +340,34 @@ class IKService:
                 key = (entry.name, entry.ee_links)
                 t1 = time.monotonic()
                 # FK compiles beside the solver's tracing (which holds the GIL).
-                fk = fk_pool.submit(ik.warmup_fk, robot, first)
+                fk = fk_pool.submit(ik.warmup_fk, robot, fk_first)
                 later: list[tuple[tuple[Any, ...], Any, IKSettings | None, tuple[int, ...]]] = []
                 for settings in program_settings:
+                    sizes = ik.warmup_buckets(settings, self.buckets)
+                    first = next((b for b in sizes if b >= FIRST_BUCKET), sizes[-1])
                     ik.warmup(
                         robot,
                         settings,
-                        buckets=first,
+                        buckets=(first,),
                         threads=self.warmup_threads,
                         progress=compiled,
                     )
                     done += 1
-                    rest = [b for b in ik.warmup_buckets(settings, self.buckets) if b not in first]
+                    rest = [b for b in sizes if b != first]
                     if rest:  # the largest first: the chunk size of big batches
                         program = (*key, ik.program_key(settings))
-                        self._ready[program] = first
+                        self._ready[program] = (first,)
                         later.append((program, robot, settings, (rest[-1], *rest[:-1])))
                 fk.result()
                 if len(self.buckets) > 1:  # FK's other shape: the largest bucket
                     fk_key = (*key, "fk")
-                    self._ready[fk_key] = first
+                    self._ready[fk_key] = fk_first
                     later.insert(1, (fk_key, robot, None, self.buckets[-1:]))
                 self._later += later
                 logger.info(
-                    "robot %s: compiled bucket %d of %d program(s) and FK in %.2fs",
+                    "robot %s: compiled %d program(s) and FK for READY in %.2fs (their other "
+                    "buckets compile after READY)",
                     entry.name,
-                    first[0],
                     len(program_settings),
                     time.monotonic() - t1,
                 )
