@@ -220,9 +220,9 @@ def _any_batch(fun: Any, robot: Robot, name: str, precise: bool) -> Any:
     Tracing the unrolled solver costs ~0.6 s; with ``jax.jit(fun)`` it is paid again for
     every bucket (shapes are part of the trace). The exported module is only specialised
     per bucket (~0.05 s), and compiles to the same program. With a compilation cache, the
-    exported module is kept there too (`_traced_path`): a restart skips tracing. If the
-    export fails (a shape the symbolic batch cannot express), fall back to tracing per
-    bucket."""
+    exported module is kept there too (`_traced_path`): a restart skips tracing (``name``
+    must tell ``fun`` apart from every other program of ``robot``). If the export fails (a
+    shape the symbolic batch cannot express), fall back to tracing per bucket."""
     path = _traced_path(robot, name)
     if path is not None and path.is_file():
         try:
