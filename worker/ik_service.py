@@ -1,5 +1,7 @@
-"""The IK service a worker runs: robots loaded once, solvers cached, every bucket compiled
-before READY. Imports JAX, so only GPU/worker hosts import this module.
+"""The IK service a worker runs: robots loaded once, solvers cached, one bucket of each
+warmed program compiled before READY and the others right after (requests meanwhile use the
+compiled ones), compiles on demand logged and told. Imports JAX, so only GPU/worker hosts
+import this module.
 """
 
 from __future__ import annotations
