@@ -3,6 +3,7 @@
     python -m benchmarks.hardening stall              # SIGSTOP the broker 5 s under load
     python -m benchmarks.hardening rogue              # echo throughput with rogue READY peers
     python -m benchmarks.hardening memory             # broker RSS with 30 x 64 MiB queued
+    python -m benchmarks.hardening unread             # a client that never reads 2,000 x 1 MiB
     python -m benchmarks.hardening rolling            # restart workers one by one under load
 * ``rolling`` (#25): broker + 2 echo workers, ``--clients`` `EchoLoad` threads
   (``timeout=5``, ``retries=2``); ``--rounds`` times, one worker (in turn) gets SIGTERM, a
@@ -22,6 +23,12 @@ Not part of ``python -m benchmarks``: each run prints a markdown table and exits
 * ``memory``: one echo worker kept busy by a long ``sleep``; a raw DEALER sends
   ``--count`` requests of ``--mib`` MiB with long deadlines; broker RSS (VmRSS) is sampled
   after they arrived, after the sender left, and after their deadlines passed.
+* ``unread`` (#25.3): one echo worker; ``--clients`` raw DEALERs that never read (RCVHWM 1,
+  64 KiB RCVBUF: their own process takes almost nothing off the broker) send ``--count``
+  echo requests of ``--mib`` MiB in turn, one every ``--pace`` s, while an `IKClient` that
+  reads makes echo calls; broker RSS is sampled throughout (peak), then 1 s and 3 s after
+  the slow clients closed their sockets. Prints what the slow client was answered, the reader's calls
+  and the broker's ``unread_bytes`` / ``replies_dropped_unread``.
 """
 
 from __future__ import annotations
@@ -367,6 +374,76 @@ def memory(args: argparse.Namespace) -> None:
     print(_table(["when", "broker RSS MiB"], rows))
 
 
+def unread(args: argparse.Namespace) -> None:
+    rows = []
+    with Procs() as procs:
+        broker = procs.broker(*args.broker_arg)
+        endpoint = broker.endpoint
+        procs.echo_worker(endpoint)
+        procs.wait_workers(endpoint, 1)
+        pid = broker.pid
+        rows.append(["idle", f"{rss_mib(pid):,.0f}"])
+        ctx = zmq.Context()
+        slows = [ctx.socket(zmq.DEALER) for _ in range(args.clients)]
+        for slow in slows:
+            slow.setsockopt(zmq.LINGER, 0)
+            slow.setsockopt(zmq.SNDHWM, 0)
+            slow.setsockopt(zmq.RCVHWM, 1)
+            slow.setsockopt(zmq.RCVBUF, 64 * 1024)
+            slow.connect(endpoint)
+        payload = encode_payload({}, {"blob": np.zeros(args.mib * 1024 * 1024, np.uint8)})
+        peak = rss_mib(pid)
+        calls: Counter[str] = Counter()
+        with IKClient(endpoint, timeout=10.0, retries=0) as reader:
+            next_call = time.monotonic()
+            for i in range(args.count):
+                frames = request_frames(i.to_bytes(4, "big"), "echo", "echo", 60_000, payload)
+                slows[i % args.clients].send_multipart(frames, copy=False)
+                time.sleep(args.pace)
+                peak = max(peak, rss_mib(pid))
+                if time.monotonic() >= next_call:  # a client that reads, meanwhile
+                    next_call += 0.5
+                    try:
+                        calls["answered" if reader.request("echo", "echo", {}) else "?"] += 1
+                    except IKError as e:
+                        calls[type(e).__name__] += 1
+            stable_since = time.monotonic()
+            last = peak = max(peak, rss_mib(pid))
+            while time.monotonic() - stable_since < 2.0:  # until the broker read it all
+                time.sleep(0.05)
+                now_rss = rss_mib(pid)
+                peak = max(peak, now_rss)
+                if abs(now_rss - last) > 1:
+                    stable_since = time.monotonic()
+                last = now_rss
+            st = reader.status()
+            rows.append(
+                [
+                    f"{args.count} x {args.mib} MiB sent, none read (unread "
+                    f"{st.get('unread_bytes', 0) / 2**20:,.0f} MiB, queued "
+                    f"{st['queued_bytes'] / 2**20:,.0f} MiB; errors sent {st['errors']}; "
+                    f"replies_dropped_unread "
+                    f"{st['counters'].get('replies_dropped_unread', 0)})",
+                    f"{rss_mib(pid):,.0f} (peak {peak:,.0f})",
+                ]
+            )
+            for slow in slows:
+                slow.close(0)
+            time.sleep(1.0)
+            rows.append(["1 s after it left", f"{rss_mib(pid):,.0f}"])
+            time.sleep(2.0)
+            rows.append(["3 s after it left", f"{rss_mib(pid):,.0f}"])
+            calls["answered after"] += reader.request("echo", "echo", {}) is not None
+        ctx.destroy(linger=0)
+    print(
+        f"\nbroker RSS (MiB), one echo worker, {args.clients} client(s) that never read "
+        f"{args.count} x {args.mib} MiB echoes in all (one per {args.pace * 1000:.0f} ms); "
+        f"broker args "
+        f"{args.broker_arg or 'default'}; a reading client meanwhile: {dict(calls)}\n"
+    )
+    print(_table(["when", "broker RSS MiB"], rows))
+
+
 # --------------------------------------------------------------------------- rolling
 
 
@@ -416,6 +493,7 @@ RUNS: dict[str, tuple[Callable[[argparse.Namespace], None], dict[str, Any]]] = {
     "stall": (stall, {"stall": 5.0, "after": 4.0, "clients": 4}),
     "rogue": (rogue, {"rogues": 10, "names": 100_000, "clients": 4, "seconds": 5.0}),
     "memory": (memory, {"count": 30, "mib": 64, "deadline": 20.0}),
+    "unread": (unread, {"count": 2000, "mib": 1, "pace": 0.002, "clients": 1}),
     "rolling": (rolling, {"rounds": 6, "clients": 4, "gap": 1.0}),
 }
 """Each run and its options, ``--name`` with this default (and the default's type)."""
@@ -431,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         for option, default in options.items():
             p.add_argument(f"--{option}", type=type(default), default=default)
         p.set_defaults(run=run)
-    sub.choices["memory"].add_argument("--broker-arg", action="append", default=[])
+    for name in ("memory", "unread"):
+        sub.choices[name].add_argument("--broker-arg", action="append", default=[])
     args = parser.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     args.run(args)

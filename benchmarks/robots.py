@@ -57,10 +57,13 @@ ROBOTS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "so100": ("so100.urdf", ("gripper",)),
     "tatbot": (None, ("left/tattoo_needle", "right/tattoo_needle")),
     "tiago-left": ("tiago_dual.urdf", ("arm_left_tool_link",)),
+    "tiago-dual": ("tiago_dual.urdf", ("arm_left_tool_link", "arm_right_tool_link")),
+    "panda-fingers": ("panda.urdf", ("panda_leftfinger", "panda_rightfinger")),
 }
 """name → (URDF in tests/robots, None: the bundled tatbot; end-effector links). TIAGo++ with
-one arm: its torso lift and left arm as one 8-joint chain (both arms at once share the lift:
-issue #24)."""
+one arm: its torso lift and left arm as one 8-joint chain; with both, the two arms share the
+lift: one 15-joint problem, both hands at once. The Panda's two fingers: the second finger's
+joint mimics the first's, so 8 joints move two end effectors that share all of them."""
 POS_TOL, ORI_TOL = 1e-5, 1e-4
 """What "reached" means here (the Reach issue's goal): 0.01 mm and 1e-4 rad."""
 BUCKETS = (1, 16, 64, 256, 1024)
@@ -212,6 +215,8 @@ def _measure_pinocchio(name: str, targets: Path, singles: int) -> dict:
         path = str(bundled_robot_path("tatbot"))
     else:
         path = str(ROBOT_DIR / urdf)
+    if any(j.driver != j.name for c in load_robot(name).chains for j in c.chain.joints):
+        raise RuntimeError("mimic joints: this DLS loop treats them as free joints")
     model = pin.buildModelFromUrdf(path)
     data = model.createData()
     frames = [model.getFrameId(link, pin.BODY) for link in ee]

@@ -16,6 +16,7 @@ import zmq
 
 from zmq_ik._memory import malloc_trim
 from zmq_ik.broker._core import BrokerCore, BrokerSettings, peer_label
+from zmq_ik.broker._jobs import Tracked
 from zmq_ik.protocol import recv_frames, send_frames, set_link_heartbeats
 
 logger = logging.getLogger(__name__)
@@ -67,15 +68,24 @@ def _seed_libzmq_routing_ids() -> None:
     _seeded = True
 
 
+def _send_tracked(sock: zmq.Socket, identity: bytes, frames: list[Any]) -> zmq.MessageTracker:
+    """Send a message like `send_frames`, its last frame tracked: the tracker is done once
+    libzmq let go of the message (written into the kernel, or dropped with its peer)."""
+    send_frames(sock, [identity, *frames[:-1]], _NOBLOCK | zmq.SNDMORE)
+    last = zmq.Frame(frames[-1], copy=False, track=True)
+    tracker: zmq.MessageTracker = sock.send(last, _NOBLOCK, copy=False, track=True)
+    return tracker
+
+
 class Broker:
     """Runs a `BrokerCore` on a ROUTER socket until `stop()` or SIGINT/SIGTERM.
 
     Socket options, chosen on purpose:
     * ROUTER_MANDATORY: a reply to a vanished client raises instead of vanishing silently,
       so it is counted (``unroutable``) and dropped;
-    * SNDHWM/RCVHWM 10,000 messages per peer: far above one robot's in-flight window, low
-      enough that a client that never reads cannot grow the broker without bound (sends to
-      it then fail with EAGAIN and are counted as dropped);
+    * SNDHWM/RCVHWM 10,000 messages per peer: far above one robot's in-flight window (a
+      count, not bytes: the bytes queued for a client that does not read are bounded by the
+      core, `ClientBytes`, from the messages the loop tracks);
     * MAXMSGSIZE = the protocol's message limit, so an oversized frame is refused by libzmq
       before it is buffered;
     * LINGER 0: on exit, undeliverable replies are not worth waiting for;
@@ -234,7 +244,7 @@ class Broker:
                     core.freed_bytes = 0
                     malloc_trim()
                 if len(route) > 4 * (len(core.workers) + len(core.by_client)) + 10_000:
-                    live = set(core.workers) | {c for c, _ in core.by_client}
+                    live = set(core.workers) | set(core.watches) | {c for c, _ in core.by_client}
                     self._route = route = {k: v for k, v in route.items() if k in live}
         finally:
             self.close()
@@ -247,7 +257,12 @@ class Broker:
         while outbox:  # `undelivered` may add messages (a re-dispatched job): sent here too
             identity, frames = outbox.popleft()
             try:
-                send_frames(route.get(identity, default), [identity, *frames], _NOBLOCK)
+                if type(frames) is Tracked:
+                    frames.receipt.tracker = _send_tracked(
+                        route.get(identity, default), identity, frames
+                    )
+                else:
+                    send_frames(route.get(identity, default), [identity, *frames], _NOBLOCK)
             except zmq.ZMQError as e:  # EHOSTUNREACH (peer gone) or EAGAIN (peer not reading)
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("dropped message to %s: %s", peer_label(identity), e)

@@ -21,8 +21,11 @@ from zmq_ik.broker._jobs import (
     KEPT_INFO,
     AnsweredMemory,
     BrokerSettings,
+    ClientAccount,
+    ClientBytes,
     Deadlines,
     Job,
+    Tracked,
     WorkerState,
     peer_label,
 )
@@ -34,6 +37,7 @@ from zmq_ik.protocol import (
     FEATURE_DECLINE,
     FLAG_BUSY,
     FLAG_IDLE,
+    WATCH,
     Command,
     Decline,
     Disconnect,
@@ -93,7 +97,10 @@ class BrokerCore:
         self._deadlines = Deadlines()
         self._next_scan = self.started
         self.queued_bytes = 0
-        """Payload bytes of open jobs (the `max_queued_bytes` budget)."""
+        """Payload bytes of open jobs (with `ClientBytes.unread`: the `max_queued_bytes`
+        budget)."""
+        self.clients = ClientBytes()
+        """Bytes held per client: open requests, replies it has not read."""
         self.freed_bytes = 0
         """Payload bytes released since the loop last reset this (it trims the heap)."""
         self._answered = AnsweredMemory(self.settings.answered_memory)
@@ -103,6 +110,10 @@ class BrokerCore:
         self._stall_gap = self.settings.heartbeat_interval * self.settings.liveness / 2
         self._hold_until = self.started
         self._unconfirmed: OrderedDict[bytes, None] = OrderedDict()
+        self.watches: dict[bytes, bytes] = {}
+        """Routing id of a worker's watch connection -> the worker's (`protocol.WATCH`)."""
+        self._watch_words: dict[str, bytes] = {}
+        """``watch-<token>`` a registered worker listed -> the worker's routing id."""
         """Registered workers that sent nothing since READY, oldest first (`_on_ready`)."""
         self._succeeded: dict[str, tuple[float, bytes]] = {}
         """Robot → when, and which worker, last answered one of its jobs FINAL (breaker)."""
@@ -154,6 +165,8 @@ class BrokerCore:
             else:
                 self._on_warming(identity, msg, now)
         elif isinstance(msg, Heartbeat):
+            if worker is None and self._on_watch(identity, msg):
+                return
             if worker is None:  # a worker we forgot (or a restarted broker): ask it to re-register
                 self._send(identity, disconnect_frames("unknown worker: send READY"))
             elif msg.flags and worker.job is None:  # (with one of our jobs its state is known)
@@ -199,9 +212,10 @@ class BrokerCore:
         nbytes = frames_nbytes(req.payload)
         queued = len(self.queues.get(req.service, ()))
         refusal = self.settings.refusal(
-            req.service, queued, len(self.jobs), self.queued_bytes, nbytes
+            req.service, queued, len(self.jobs), self.held_bytes, nbytes, self._account(client)
         )
         if refusal is not None:
+            self.freed_bytes += nbytes  # (it goes now: the heap may be trimmed)
             self._error_to(client, req.request_id, ErrorCode.OVERLOADED, refusal)
             return
         job = Job(
@@ -218,6 +232,7 @@ class BrokerCore:
         self.jobs[job.job_id] = job
         self.by_client[key] = job
         self.queued_bytes += nbytes
+        self.clients.opened(client, nbytes)
         self._deadlines.push(job, self.jobs)
         queue = self.queues.setdefault(req.service, deque())
         queue.append(job)
@@ -252,6 +267,20 @@ class BrokerCore:
             robots = ",".join(sorted(msg.robots))
             logger.info("worker %s warming up: robots=%s", peer_label(identity), robots)
 
+    def _on_watch(self, identity: bytes, msg: Heartbeat) -> bool:
+        """A HEARTBEAT from a worker's watch connection (`protocol.WATCH`), naming the word
+        its READY listed: from now on that worker's death is its watch's loss. Whether it
+        was one (a word nobody registered is not: that peer is told to register)."""
+        word = next((f for f in msg.flags if f.startswith(WATCH)), None)
+        owner = self._watch_words.get(word) if word is not None else None
+        worker = self.workers.get(owner) if owner is not None else None
+        if worker is None or worker.watch is not None:
+            return False
+        worker.watch = identity
+        self.watches[identity] = worker.identity
+        self.counters["workers_watched"] += 1
+        return True
+
     def _on_ready(self, identity: bytes, msg: Ready, now: float) -> None:
         old = self.workers.get(identity)
         since = now
@@ -277,6 +306,10 @@ class BrokerCore:
             unconfirmed_since=since,
         )
         self._unconfirmed[identity] = None
+        word = next((f for f in msg.info.get("features", ()) if f.startswith(WATCH)), None)
+        if word is not None and word not in self._watch_words:  # (taken: no watch for it)
+            worker.watch_word = word
+            self._watch_words[word] = identity
         if old is not None:  # a READY again does not wipe its record (circuit breaker, overruns)
             for name in ("failures", "failing_since", "paused_until", "pauses", "overruns"):
                 setattr(worker, name, getattr(old, name))
@@ -340,8 +373,7 @@ class BrokerCore:
                 job.attempts -= 1
                 self._requeue(job, now)
             return
-        self._deliver(job, msg.command, msg.payload)
-        if final:
+        if self._deliver(job, msg.command, msg.payload) and final:
             self.close_job(job, answered=True)
 
     def _job_ended(
@@ -460,7 +492,12 @@ class BrokerCore:
         except ProtocolError as e:  # unknown, or a status too large for one header: never crash
             self._error_to(client, req.request_id, e.code, e.message, e.field)
             return
-        self._send(client, reply_frames(Command.FINAL, req.request_id, payload))
+        nbytes = frames_nbytes(payload)
+        refusal = self._reply_refusal(client, nbytes, 0)
+        if refusal is not None:
+            self._error_to(client, req.request_id, ErrorCode.OVERLOADED, refusal)
+            return
+        self._to_client(client, reply_frames(Command.FINAL, req.request_id, payload), nbytes)
 
     # ------------------------------------------------------------------ timers
 
@@ -473,6 +510,7 @@ class BrokerCore:
         scan = now >= self._next_scan
         if scan:
             self._scan_workers(now)
+            self.freed_bytes += self.clients.settle_all()
         expire = bool(self._deadlines) and self._deadlines.next() <= now and now >= self._hold_until
         if expire:
             self._expire_jobs(now)
@@ -509,8 +547,10 @@ class BrokerCore:
             self.counters["warming_expired"] += 1
             logger.warning("warming worker %s went silent: forgotten", peer_label(gone.identity))
         judge = now >= self._hold_until  # (after a stall: answers queued meanwhile first)
+        watched = max(expiry, self.settings.watched_silence)
         for worker in list(self.workers.values()):
-            if now - worker.last_seen > expiry:
+            silence = expiry if worker.watch is None else watched
+            if now - worker.last_seen > silence:
                 logger.warning(
                     "worker %s missed heartbeats for %.2fs: declared dead",
                     peer_label(worker.identity),
@@ -538,8 +578,11 @@ class BrokerCore:
             if now - worker.last_sent >= interval:
                 beat = _FLAGGED_HEARTBEAT if worker.declines else _HEARTBEAT
                 self._send(worker.identity, beat)
+                if worker.watch is not None and now - worker.last_seen > expiry:
+                    # Silent: is its watch still there? Undeliverable once libzmq dropped it.
+                    self.outbox.append((worker.watch, _HEARTBEAT))
             # last_sent/last_seen only move forward, so this is never later than needed.
-            next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + expiry)
+            next_scan = min(next_scan, worker.last_sent + interval, worker.last_seen + silence)
             if since is not None:
                 next_scan = min(next_scan, since + expiry)
             if worker.job is not None:
@@ -701,6 +744,12 @@ class BrokerCore:
                     self._succeeded.pop(robot, None)
         self.idle.pop(worker.identity, None)
         self._unconfirmed.pop(worker.identity, None)
+        if worker.watch_word is not None and self._watch_words.get(worker.watch_word) == (
+            worker.identity
+        ):
+            del self._watch_words[worker.watch_word]
+        if worker.watch is not None:
+            self.watches.pop(worker.watch, None)
         job = worker.job
         worker.job = None
         if job is None or job.closed or job.worker != worker.identity:
@@ -748,14 +797,55 @@ class BrokerCore:
         self.queues.setdefault(job.service, deque()).appendleft(job)
         self._dispatch(job.service, now)
 
-    def _deliver(self, job: Job, command: Command, payload: list[Frame]) -> None:
+    def _deliver(self, job: Job, command: Command, payload: list[Frame]) -> bool:
+        """Forward a worker's reply to the job's client; unless it does not fit the client's
+        byte share or the broker's (the client does not read its replies): then the job is
+        answered `overloaded` and closed instead (counter `replies_dropped_unread`). Whether
+        it was forwarded."""
+        nbytes = frames_nbytes(payload)
+        refusal = self._reply_refusal(job.client, nbytes, job.nbytes)
+        if refusal is not None:
+            self.counters["replies_dropped_unread"] += 1
+            self._error_job(job, ErrorCode.OVERLOADED, refusal)
+            return False
         if command is Command.ERROR:
             self.counters["worker_errors"] += 1
         elif command is Command.FINAL:
             self.counters["replies"] += 1
         else:
             self.counters["partials"] += 1
-        self._send(job.client, reply_frames(command, job.request_id, payload))
+        self._to_client(job.client, reply_frames(command, job.request_id, payload), nbytes)
+        return True
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held for clients: open jobs' payloads and unread replies (`max_queued_bytes`)."""
+        return self.queued_bytes + self.clients.unread
+
+    def _account(self, client: bytes) -> ClientAccount:
+        """``client``'s `ClientAccount`, with the replies ZeroMQ let go of since taken off."""
+        before = self.clients.unread
+        account = self.clients.get(client)
+        self.freed_bytes += before - self.clients.unread
+        return account
+
+    def _reply_refusal(self, client: bytes, nbytes: int, request: int) -> str | None:
+        """Why a reply of ``nbytes`` to ``client`` may not be queued (its request's
+        ``request`` bytes, still held, make room for it): see `BrokerSettings.bytes_refusal`."""
+        account = self._account(client)
+        return self.settings.bytes_refusal(
+            "a reply to it (dropped)",
+            self.held_bytes - request,
+            nbytes,
+            account.requests - request,
+            account.unread,
+        )
+
+    def _to_client(self, client: bytes, frames: list[Any], nbytes: int) -> None:
+        """Queue a reply of ``nbytes`` payload to ``client``, counted until ZeroMQ lets go
+        of it (`ClientBytes`)."""
+        receipt = self.clients.handed(client, nbytes)
+        self.outbox.append((client, frames if receipt is None else Tracked(frames, receipt)))
 
     def _error_job(self, job: Job, code: ErrorCode, message: str) -> None:
         self._error_to(job.client, job.request_id, code, message)
@@ -773,6 +863,7 @@ class BrokerCore:
             horizon = min(ANSWER_HORIZON_MAX, max(1.0, job.deadline - job.received))
             self._answered.remember(key, self._now + horizon, self._now)
         self.queued_bytes -= job.nbytes
+        self.clients.closed(job.client, job.nbytes)
         self.freed_bytes += job.nbytes
         job.payload = []  # the frames go now, not when the last reference to the job does
         if job.worker is None:  # still queued
@@ -792,7 +883,8 @@ class BrokerCore:
         field: str | None = None,
     ) -> None:
         self.errors_sent[code.value] += 1
-        self._send(client, error_frames(request_id, code, message, field))
+        frames = error_frames(request_id, code, message, field)
+        self._to_client(client, frames, frames_nbytes(frames))
 
     def undelivered(self, identity: bytes, frames: list[Any], now: float) -> None:
         """The loop could not send ``frames`` to ``identity``: the peer's connection is gone
@@ -800,6 +892,11 @@ class BrokerCore:
         at once (its job re-queued; a dispatch that never left costs no attempt); an answer
         that never left is forgotten, so the client's retry runs."""
         self.counters["unroutable"] += 1
+        if type(frames) is Tracked:
+            self.clients.failed(identity, frames.receipt)
+        watched = self.watches.get(identity)
+        if watched is not None:  # its watch is gone: killed or stopped (`protocol.WATCH`)
+            identity, frames = watched, []
         worker = self.workers.get(identity)
         command, ident = (frames[1], frames[2]) if len(frames) > 2 else (b"", b"")
         if worker is not None:

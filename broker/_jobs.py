@@ -20,6 +20,7 @@ from zmq_ik.protocol import (
     Command,
     Frame,
     Limits,
+    check_endpoint,
     decode_error,
 )
 
@@ -41,15 +42,30 @@ class BrokerSettings:
     heartbeat_interval: float = 0.25
     """Seconds between heartbeats to each worker."""
     liveness: int = 4
-    """Heartbeat intervals of silence after which a worker is dead."""
+    """Heartbeat intervals of silence after which a worker is dead (one without a watch:
+    see `watched_silence`)."""
+    watched_silence: float = 10.0
+    """Seconds of silence after which a *watched* worker is dead (`protocol.WATCH`: its
+    watch connection carries only ZMTP PINGs with a TTL of its liveness window). Killed or
+    stopped, such a worker loses its watch within that window and is forgotten at the next
+    HEARTBEAT sent there (unreachable); silence while the watch stands means a starved host,
+    not a dead worker (issue 27.1). One silent this long (hung in native code) is dead all
+    the same."""
     max_queue: int = 1024
     """Requests waiting per robot before new ones get `overloaded` at once."""
     max_open_jobs: int = 16 * 1024
     """Open jobs (queued and in flight) over all robots before new ones get `overloaded`:
     requests for many made-up robot names cannot pile up without bound."""
     max_queued_bytes: int = 1024 * MIB
-    """Payload bytes of open jobs before new requests get `overloaded` (a count of requests
-    alone does not bound memory: one may be 256 MiB)."""
+    """Bytes the broker holds for clients, over all of them, before new requests get
+    `overloaded`: the payloads of open jobs plus replies handed to ZeroMQ that their client
+    has not taken yet (`ClientBytes`). A count of requests alone does not bound memory: one
+    may be 256 MiB; nor do requests alone: a client that never reads leaves its replies in
+    the broker."""
+    max_client_bytes: int = 256 * MIB
+    """One client's share of `max_queued_bytes` (the same bytes, counted per client): past
+    it, its new requests get `overloaded`, and a reply that would pass it is dropped and the
+    request answered `overloaded` instead. At least one largest message (256 MiB)."""
     answered_memory: int = 64 * 1024
     """Recently answered (client, request id) pairs remembered, so a retry arriving after
     its answer is dropped rather than run again."""
@@ -116,19 +132,34 @@ class BrokerSettings:
             )
 
     def refusal(
-        self, robot: str, queued: int, open_jobs: int, queued_bytes: int, nbytes: int
+        self, robot: str, queued: int, open_jobs: int, held: int, nbytes: int, client: ClientAccount
     ) -> str | None:
         """Why a new request of ``nbytes`` for ``robot`` must be refused at once
         (`overloaded`) when ``queued`` wait for that robot and the broker holds ``open_jobs``
-        of ``queued_bytes``; None when it fits every budget."""
+        and ``held`` bytes (``client``: its sender's part); None when it fits every budget."""
         if queued >= self.max_queue:
             return f"queue for robot {robot!r} is full ({self.max_queue} waiting)"
         if open_jobs >= self.max_open_jobs:
             return f"the broker holds {open_jobs} open jobs (max_open_jobs {self.max_open_jobs})"
-        if queued_bytes + nbytes > self.max_queued_bytes:
+        return self.bytes_refusal("this request", held, nbytes, client.requests, client.unread)
+
+    def bytes_refusal(
+        self, what: str, held: int, nbytes: int, requests: int, unread: int
+    ) -> str | None:
+        """Why ``what`` (a request, or a reply, of ``nbytes``) does not fit the byte budgets
+        when the broker holds ``held`` bytes, of them ``requests`` (open requests) and
+        ``unread`` (replies it has not read) for its client; None when it fits."""
+        if requests + unread + nbytes > self.max_client_bytes:
             return (
-                f"the broker holds {queued_bytes / MIB:.1f} MiB of requests; this one "
-                f"({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
+                f"this client has {requests / MIB:.1f} MiB of requests open and "
+                f"{unread / MIB:.1f} MiB of replies it has not read; {what} "
+                f"({nbytes / MIB:.1f} MiB) would pass its share, max_client_bytes "
+                f"{self.max_client_bytes / MIB:.0f} MiB" + (": read your replies" if unread else "")
+            )
+        if held + nbytes > self.max_queued_bytes:
+            return (
+                f"the broker holds {held / MIB:.1f} MiB of requests and unread replies; "
+                f"{what} ({nbytes / MIB:.1f} MiB) would pass its budget, max_queued_bytes "
                 f"{self.max_queued_bytes / MIB:.0f} MiB"
             )
         return None
@@ -157,13 +188,17 @@ class BrokerSettings:
 def check_bind_endpoint(endpoint: str | None, name: str = "bind") -> None:
     """A broker binds one endpoint per option: a comma list (as ``ZMQ_IK_ENDPOINT`` may hold
     for clients and workers, docs/protocol.md 4.10) is refused saying so, not as libzmq's
-    'No such device'."""
-    if endpoint is not None and "," in endpoint:
+    'No such device'; a bare port or host gets `protocol.check_endpoint`'s ``tcp://host:port``
+    hint, not libzmq's 'Invalid argument'."""
+    if endpoint is None:
+        return
+    if "," in endpoint:
         raise InputError(
             f"a broker binds one endpoint, got several: {endpoint!r:.120} (one broker per "
             f"endpoint; the list is for clients and workers)",
             name,
         )
+    check_endpoint(endpoint, name)
 
 
 def peer_label(identity: bytes) -> str:
@@ -248,6 +283,11 @@ class WorkerState:
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     listing_bytes: int = 0
     """An upper bound on the encoded size of `describe` (for summarising `ping`)."""
+    watch_word: str | None = None
+    """``watch-<token>`` from its READY's features (`protocol.WATCH`), if it listed one."""
+    watch: bytes | None = None
+    """Routing id of its watch connection, once that said the word: silence is then
+    tolerated for `BrokerSettings.watched_silence`, and a lost watch is its death."""
     declines: bool = False
     """Its READY listed `protocol.FEATURE_DECLINE`: it may serve other brokers too, so it
     gets flagged HEARTBEATs and may send DECLINE and state flags."""
@@ -385,3 +425,146 @@ class AnsweredMemory:
     def extend(self, seconds: float) -> None:
         """Push every horizon out (the broker was not running for ``seconds``)."""
         self._offset += seconds
+
+
+TRACKED_BYTES = 64 * 1024
+"""Reply bytes handed to one client between two tracked messages (`ClientBytes`)."""
+
+
+class Receipt:
+    """Says when ZeroMQ let go of a tracked message to a client: the loop sets ``tracker``
+    (pyzmq's `zmq.MessageTracker`, done once libzmq freed the message: written to the
+    kernel, or dropped with its connection) when it hands the message over."""
+
+    __slots__ = ("folded", "own", "tracker")
+
+    def __init__(self, own: int, folded: int) -> None:
+        self.own = own
+        """Bytes of the tracked message."""
+        self.folded = folded
+        """Bytes of the untracked messages handed to the same client just before it: a pipe
+        is FIFO, so they are gone when it is."""
+        self.tracker: Any = None
+
+    @property
+    def done(self) -> bool:
+        return self.tracker is not None and bool(self.tracker.done)
+
+
+class Tracked(list):  # type: ignore[type-arg]
+    """An outbox message (its frames) whose handing over the loop tracks (`Receipt`)."""
+
+    __slots__ = ("receipt",)
+
+    def __init__(self, frames: list[Any], receipt: Receipt) -> None:
+        super().__init__(frames)
+        self.receipt = receipt
+
+
+@dataclass(slots=True)
+class ClientAccount:
+    """The bytes the broker holds for one client (`BrokerSettings.max_client_bytes`)."""
+
+    requests: int = 0
+    """Payload bytes of its open jobs."""
+    unread: int = 0
+    """Bytes of replies handed to ZeroMQ for it and not known to have left the broker."""
+    residue: int = 0
+    """Bytes handed since its last tracked message: not counted yet, below `TRACKED_BYTES`."""
+    receipts: deque[Receipt] = field(default_factory=deque)
+
+
+class ClientBytes:
+    """What the broker holds for each client, in bytes: its open requests, and replies its
+    ROUTER queued for it that it has not taken (a client that never reads leaves them in the
+    broker: ZeroMQ's send limit is in messages, not bytes, and it never says how much waits).
+
+    A reply is counted from the moment it is queued until libzmq frees it (pyzmq's message
+    tracking, `Receipt`): written into the kernel, or dropped with its client's connection.
+    Tracking a message costs tens of microseconds, so only one in `TRACKED_BYTES` is tracked:
+    a message once the bytes handed since the last tracked one reach it (any reply of 64 KiB
+    or more), counting those before it too (FIFO: they leave first). At most that much per
+    client is not counted."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[bytes, ClientAccount] = {}
+        self.unread = 0
+        """Unread reply bytes over all clients."""
+
+    def get(self, client: bytes) -> ClientAccount:
+        """``client``'s account, settled (a zero one when it has none)."""
+        account = self.accounts.get(client)
+        if account is None:
+            return ClientAccount()
+        self.settle(account)
+        return account
+
+    def opened(self, client: bytes, nbytes: int) -> None:
+        account = self.accounts.get(client)
+        if account is None:
+            account = self.accounts[client] = ClientAccount()
+        account.requests += nbytes
+
+    def closed(self, client: bytes, nbytes: int) -> None:
+        account = self.accounts.get(client)
+        if account is not None:
+            account.requests -= nbytes
+
+    def handed(self, client: bytes, nbytes: int) -> Receipt | None:
+        """A reply of ``nbytes`` is queued for ``client``: the receipt to track it by, when
+        it is to be tracked (`TRACKED_BYTES`)."""
+        account = self.accounts.get(client)
+        if account is None:
+            account = self.accounts[client] = ClientAccount()
+        account.residue += nbytes
+        if account.residue < TRACKED_BYTES:
+            return None
+        receipt = Receipt(nbytes, account.residue - nbytes)
+        account.unread += account.residue
+        self.unread += account.residue
+        account.residue = 0
+        account.receipts.append(receipt)
+        return receipt
+
+    def failed(self, client: bytes, receipt: Receipt) -> None:
+        """A tracked message never reached ZeroMQ (its peer gone, or its queue full): its
+        bytes are not held; those folded into it are still queued, untracked again."""
+        account = self.accounts.get(client)
+        if account is None or receipt not in account.receipts:
+            return
+        account.receipts.remove(receipt)
+        account.unread -= receipt.own + receipt.folded
+        self.unread -= receipt.own + receipt.folded
+        account.residue += receipt.folded
+
+    def settle(self, account: ClientAccount) -> int:
+        """Take the replies ZeroMQ let go of off ``account``; the bytes freed."""
+        receipts = account.receipts
+        freed = 0
+        while receipts and receipts[0].done:
+            receipt = receipts.popleft()
+            freed += receipt.own + receipt.folded
+        account.unread -= freed
+        self.unread -= freed
+        return freed
+
+    def settle_all(self) -> int:
+        """`settle` every account, and forget those of clients the broker holds nothing for.
+        One with an uncounted residue is kept (so the residue stays below `TRACKED_BYTES` per
+        client) while at most `ACCOUNTS_KEPT` accounts exist. The bytes freed."""
+        freed = 0
+        idle = []
+        for client, account in self.accounts.items():
+            if account.receipts:
+                freed += self.settle(account)
+            if not account.requests and not account.unread:
+                idle.append((client, account.residue))
+        crowded = len(self.accounts) > ACCOUNTS_KEPT
+        for client, residue in idle:
+            if crowded or not residue:
+                del self.accounts[client]
+        return freed
+
+
+ACCOUNTS_KEPT = 1024
+"""Client accounts kept with only an uncounted residue (`ClientBytes.settle_all`)."""

@@ -68,6 +68,7 @@ def status(core: BrokerCore, now: float) -> dict[str, Any]:
         in_flight=core.in_flight(),
         open_jobs=len(core.jobs),
         queued_bytes=core.queued_bytes,
+        unread_bytes=core.clients.unread,
         counters=dict(core.counters),
         errors=dict(core.errors_sent),
         rejects=dict(core.rejects),

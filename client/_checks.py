@@ -18,14 +18,13 @@ from zmq_ik.protocol import (
     DEFAULT_ENDPOINT,
     ENDPOINT_ENV,
     MAX_TIMEOUT_MS,
+    TRANSPORTS,
+    check_endpoint,
     check_size,
     encode_payload,
     request_frames,
     split_endpoints,
 )
-
-TRANSPORTS = frozenset({"tcp", "ipc", "inproc", "pgm", "epgm", "vmci", "ws", "wss"})
-"""ZeroMQ transports an endpoint may name (``tcp://host:port`` for a remote broker)."""
 
 MIN_TIMEOUT = 0.001
 """Shortest request timeout (s): deadlines travel in whole milliseconds."""
@@ -36,27 +35,6 @@ MAX_TIMEOUT = MAX_TIMEOUT_MS / 1000
 def default_endpoint() -> str:
     """``$ZMQ_IK_ENDPOINT`` if set and not empty (read now, not at import), else the default."""
     return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
-
-
-def check_endpoint(value: object) -> str:
-    """A ZeroMQ endpoint with its transport (``tcp://host:port``): ``gpu-host:5555`` used to
-    fail deep in libzmq with a bare 'Invalid argument'; it is refused here, saying what to write."""
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(
-            f"endpoint must be a string like tcp://host:port, got {value!r:.60}", "endpoint"
-        )
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        raise InputError(
-            f"endpoint {value!r:.80} names no transport: use tcp://host:port "
-            f"(e.g. tcp://{value:.60})",
-            "endpoint",
-        )
-    if scheme not in TRANSPORTS or not rest:
-        raise InputError(
-            f"endpoint {value!r:.80} is not a ZeroMQ endpoint: use tcp://host:port", "endpoint"
-        )
-    return value
 
 
 def check_timeout(value: object, name: str = "timeout") -> float:

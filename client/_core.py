@@ -430,9 +430,12 @@ class ClientCore:
                 moved[key] = moved.get(key, 0) + 1
                 self._to(p, key[1], now)
         for (src, dst), n in moved.items():
-            logger.info(
-                "broker %s down or restarted: %d request(s) sent again through %s",
+            first = brokers.views[src].first_answer  # it was not up yet: no fault
+            logger.log(
+                logging.DEBUG if first else logging.INFO,
+                "broker %s %s: %d request(s) sent again through %s",
                 self.connections[src].endpoint,
+                "answered for the first time" if first else "down or restarted",
                 n,
                 self.connections[dst].endpoint,
             )

@@ -338,8 +338,15 @@ class StrokeJob:
         self._strokes: StrokeList | None = None
         self._packed: PackedStrokes | None = None
         if isinstance(strokes, StrokeList):
+            strokes.check_arms(scene.arms)
             self._strokes = strokes
         elif isinstance(strokes, PackedStrokes):
+            if len(strokes) and strokes.n_ee != scene.n_ee:
+                raise InputError(
+                    f"strokes: {strokes.n_ee} stroke(s) per group for a scene of "
+                    f"{scene.n_ee} end effector(s)",
+                    "strokes",
+                )
             self._packed = ops.apply_first_last_rest(strokes, scene)
         else:
             raise InputError(
@@ -416,11 +423,12 @@ class StrokeJob:
             batch = ops.read_strokebatch_reply(payload.arrays)
         except InputError as e:
             raise ProtocolError(f"strokebatch reply for pairs {start}:{stop}: {e}") from e
-        want = (stop - start, self.scene.stroke_length, self.scene.offset_num)
-        if batch.joints.shape[:3] != want:
+        want = (stop - start, self.scene.stroke_length, self.scene.offset_num, self.scene.n_ee)
+        got = (*batch.joints.shape[:3], batch.n_ee)
+        if got != want:
             raise ProtocolError(
-                f"strokebatch reply for pairs {start}:{stop} has shape "
-                f"{batch.joints.shape[:3]}, expected (pairs, stroke_length, offsets) = {want}",
+                f"strokebatch reply for pairs {start}:{stop} has shape {got}, expected "
+                f"(pairs, stroke_length, offsets, end effectors) = {want}",
                 field="joints",
             )
         return start, batch

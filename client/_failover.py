@@ -84,6 +84,10 @@ class BrokerView:
     probed: float = -math.inf
     unheard_bytes: int = 0
     """Bytes sent to it since it was last heard (the transit allowance)."""
+    first_answer: bool = False
+    """Its latest message was the first ever heard from it: a broker that was not up yet
+    when the client started (`zmq-ik demo`, `serve` starting) did not go down or restart,
+    so what goes again to it now is no fault (logged at debug level only)."""
 
     def silence(self, now: float) -> float:
         return now - max(self.last_heard, self.waiting_since)
@@ -158,6 +162,7 @@ class Brokers:
         what was sent to it while it was down may have been lost too (a half-open link that
         libzmq since replaced, `protocol.set_link_heartbeats`), so it goes again, same id."""
         v = self.views[i]
+        v.first_answer = v.last_heard == -math.inf
         v.last_heard = now
         v.unheard_bytes = 0
         v.first_probe = False

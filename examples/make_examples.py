@@ -14,6 +14,9 @@ Writes, next to this script:
 - ``tatbot_format/strokes.yaml`` + ``tatbot_format/arrays/*.npy``: the same strokes in
   tatbot's own on-disk layout (one ``.npy`` per array, extra tatbot keys), a fixture for
   ``StrokeList.from_yaml``.
+- ``panda/scene.yaml`` + ``panda/strokes.yaml``: one arm (a Franka Panda,
+  ``tests/robots/panda.urdf``, served as ``panda``) drawing a 6 cm square and a circle on a
+  table with a pen held 10.34 cm below its hand (the fingertips), pointing down.
 """
 
 from __future__ import annotations
@@ -165,6 +168,39 @@ def write_tatbot_format(strokes: StrokeList, root: Path) -> None:
     (root / "strokes.yaml").write_text(text, encoding="utf-8")
 
 
+PANDA_READY = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+"""The Panda's usual ready pose (franka_ros), rad."""
+PANDA_PEN = 0.1034
+"""The pen's tip below the hand's origin (the Panda's fingertips), metres."""
+
+
+def panda() -> tuple[Scene, StrokeList]:
+    """One arm: a Panda draws a square and a circle (design frame: the table at 0.45 m in
+    front of its base, 5 cm up), hand pointing down; one stroke per group."""
+    scene = Scene(
+        robot="panda",
+        ee_links=("panda_hand",),
+        stroke_length=N,
+        offset_num=3,
+        offset_range=(-0.001, 0.001),
+        ready=PANDA_READY,
+        ee_rot=[(0.0, 1.0, 0.0, 0.0)],  # 180 degrees about x: the hand's z axis down
+        ee_offset=[(0.0, 0.0, PANDA_PEN)],  # the hand's origin above the pen's tip
+        design_pos=(0.45, 0.0, 0.05),
+        name="panda square and circle",
+    )
+    side = 0.03
+    corners = [(-side, -side), (side, -side), (side, side), (-side, side), (-side, -side)]
+    strokes = [(f"square side {k}", line(corners[k], corners[k + 1])) for k in range(4)]
+    strokes.append(("circle, first half", arc((0.0, 0.0), 0.02, 0.0, math.pi)))
+    strokes.append(("circle, second half", arc((0.0, 0.0), 0.02, math.pi, 2 * math.pi)))
+    groups = tuple(
+        (Stroke(meter_coords=pts, description=d, arm="panda_hand", color="black"),)
+        for d, pts in strokes
+    )
+    return scene, StrokeList(groups)
+
+
 def main() -> None:
     scene = Scene()
     scene.to_yaml(HERE / "scene.yaml")
@@ -178,9 +214,15 @@ def main() -> None:
     assert StrokeList.from_yaml(HERE / "strokes.yaml", stroke_length=scene.stroke_length) == strokes
     back = StrokeList.from_yaml(HERE / "tatbot_format" / "strokes.yaml", stroke_length=N)
     assert back.pack(N) == strokes.pack(N)
+    one_scene, one_arm = panda()
+    (HERE / "panda").mkdir(exist_ok=True)
+    one_scene.to_yaml(HERE / "panda" / "scene.yaml")
+    one_arm.to_yaml(HERE / "panda" / "strokes.yaml")
+    assert Scene.from_yaml(HERE / "panda" / "scene.yaml") == one_scene
+    assert StrokeList.from_yaml(HERE / "panda" / "strokes.yaml") == one_arm
     print(f"wrote {HERE / 'scene.yaml'}, {HERE / 'strokes.yaml'} ({len(strokes)} pairs) and ")
     print(f"      {HERE / 'tatbot_format'} (tatbot's .npy layout); copied the scene and")
-    print(f"      strokes to {PACKAGE_ROBOTS} (package data)")
+    print(f"      strokes to {PACKAGE_ROBOTS} (package data); {HERE / 'panda'}: one arm")
 
 
 if __name__ == "__main__":

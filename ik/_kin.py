@@ -157,6 +157,11 @@ class ChainJoint:
     lower: float
     upper: float
     limited: bool
+    driver: str
+    """The joint whose value moves this one: itself, or for a mimic joint the joint it
+    follows, at ``multiplier · q[driver] + offset``."""
+    multiplier: float = 1.0
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,11 @@ class Chain:
     @property
     def joint_names(self) -> tuple[str, ...]:
         return tuple(j.name for j in self.joints)
+
+    @property
+    def drivers(self) -> tuple[str, ...]:
+        """The joints that move the chain's joints (`ChainJoint.driver`), one per joint."""
+        return tuple(j.driver for j in self.joints)
 
 
 def _as_tuple(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
@@ -203,6 +213,11 @@ def build_chain(model: URDFModel, link: str) -> Chain:
         if joint.type == "fixed":
             continue
         _check_supported(joint, link)
+        driver, multiplier, offset = joint, 1.0, 0.0
+        if joint.mimic is not None:  # its range: the image of the followed joint's
+            driver = model.joints[joint.mimic.joint]
+            multiplier, offset = joint.mimic.multiplier, joint.mimic.offset
+        ends = sorted((multiplier * driver.lower + offset, multiplier * driver.upper + offset))
         joints.append(
             ChainJoint(
                 name=joint.name,
@@ -210,9 +225,12 @@ def build_chain(model: URDFModel, link: str) -> Chain:
                 R_prev_joint=_as_tuple(acc[:3, :3]),
                 p_prev_joint=tuple(_snap(float(x)) for x in acc[:3, 3]),
                 axis=joint.axis,
-                lower=joint.lower,
-                upper=joint.upper,
-                limited=joint.limited,
+                lower=ends[0],
+                upper=ends[1],
+                limited=driver.limited,
+                driver=driver.name,
+                multiplier=multiplier,
+                offset=offset,
             )
         )
         acc = np.eye(4)
@@ -238,12 +256,6 @@ def _check_supported(joint: Joint, link: str) -> None:
         raise InputError(
             f"joint {joint.name!r} (on the chain to link {link!r}) is {joint.type}, which the "
             "IK engine does not support (revolute, continuous, prismatic and fixed only)",
-            field="urdf",
-        )
-    if joint.mimic:
-        raise InputError(
-            f"joint {joint.name!r} (on the chain to link {link!r}) is a mimic joint, which the "
-            "IK engine does not support",
             field="urdf",
         )
 
@@ -285,6 +297,14 @@ def chain_fk(chain: Chain, q: Sequence[S], with_jacobian: bool = True) -> ChainF
     p = [add(p[i], v) for i, v in enumerate(matvec(R, const_vec(chain.p_last_link)))]
     R = matmul(R, const_mat(chain.R_last_link))
     return ChainFK(R=R, p=p, axes=axes, points=points)
+
+
+def chain_joint_planes(chain: Chain, index: Sequence[int], q: Any) -> list[S]:
+    """The values of ``chain``'s joints from the variables ``q``, ``index[k]`` being the
+    variable that moves joint k (`ChainJoint.driver`): a mimic joint follows its variable."""
+    return [
+        add(mul(j.multiplier, q[i]), j.offset) for j, i in zip(chain.joints, index, strict=True)
+    ]
 
 
 def geometric_jacobian(chain: Chain, fk: ChainFK) -> tuple[list[Vec], list[Vec]]:

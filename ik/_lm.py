@@ -7,9 +7,10 @@ Cost (pyroki/tatbot's, so answers are comparable), per end effector and problem:
 - soft joint limits: ``(max(0, q - upper) + max(0, lower - q)) × limit_weight``;
 - rest: ``(q - rest) × rest_weight``.
 
-The chains of a robot are disjoint, and every cost term belongs to one chain, so the
-bimanual problem is exactly two independent 7-joint problems. Each is solved with LM on the
-exact Jacobian of that residual: the geometric Jacobian (joint axes, ``z × (p_ee - p_joint)``)
+Each joint group (`Robot.groups`: end effectors whose chains share joints) is its own
+problem, since every cost term belongs to one group: tatbot's bimanual problem is exactly
+two independent 7-joint problems, a torso lift carrying two arms one 15-joint problem with
+both hands' pose terms. Each is solved with LM on the exact Jacobian of that residual: the geometric Jacobian (joint axes, ``z × (p_ee - p_joint)``)
 mapped through the derivative of the SE(3) log (``Jl⁻¹`` and the rotation's effect on the
 translation part). Taking that derivative as the identity is only right near the target: far
 from it (rotation errors of a radian or more) the step points the wrong way and is rejected
@@ -37,18 +38,21 @@ from zmq_ik.model import IKSettings
 from ._joints import seed_points
 from ._kin import (
     ChainFK,
+    add,
     chain_fk,
+    chain_joint_planes,
     geometric_jacobian,
     jl_inv_coefs,
     jl_inv_derivative,
     jl_inv_matrix,
     matmul,
     matvec,
+    mul,
     quat_to_mat,
     rotation_log,
 )
 from ._planes import barrier, cholesky_solve, dot3
-from ._robot import ChainInfo, Robot
+from ._robot import ChainInfo, JointGroup, Robot
 
 _REST_DECAY = 0.5
 """``precise=True``: the rest weight is multiplied by this every iteration (tie-break only)."""
@@ -93,34 +97,52 @@ N_PARAMS = len(solver_params(IKSettings()))
 """Length of :func:`solver_params`' vector."""
 
 
-class ChainProblem:
-    """Trace-time description of one chain's problem: targets and constants as planes."""
+class ChainTerm:
+    """Trace-time description of one end effector's pose term in a group's problem."""
 
-    def __init__(
-        self, info: ChainInfo, robot: Robot, R_target: Any, p_target: Any, rest: Any
-    ) -> None:
+    def __init__(self, info: ChainInfo, local: dict[int, int], R_target: Any, p_target: Any):
         self.chain = info.chain
-        self.n = len(info.joint_index)
+        self.index = [local[i] for i in info.joint_index]
+        """Per chain joint, the group variable that moves it."""
         self.R_target = R_target
         self.p_target = p_target
-        self.rest = [rest[i] for i in info.joint_index]
-        self.lower = [float(robot.lower[i]) for i in info.joint_index]
-        self.upper = [float(robot.upper[i]) for i in info.joint_index]
-        self.limited = [bool(robot.limited[i]) for i in info.joint_index]
 
 
-def evaluate(
-    prob: ChainProblem, q: list[Any], weights: dict[str, Any], precise: bool, pred: Any
-) -> dict[str, Any]:
-    """Residual pieces, normal equations (without the rest term) and errors at ``q``.
+class GroupProblem:
+    """Trace-time description of one joint group's problem (`JointGroup`): its end
+    effectors' targets ((R, p) planes, one per end effector) and its joints' constants."""
 
-    Returns ``task`` (pose + limit cost), ``rest_sq`` (|q - rest|²), ``H`` (Gauss–Newton
-    matrix, lower triangle), ``g`` (gradient / 2), ``pos_err`` (m) and ``ori_err`` (rad)."""
-    fk: ChainFK = barrier(chain_fk(prob.chain, q), pred)
-    jv, jw = geometric_jacobian(prob.chain, fk)
-    pos_diff = [fk.p[i] - prob.p_target[i] for i in range(3)]
+    def __init__(
+        self, group: JointGroup, robot: Robot, targets: list[tuple[Any, Any]], rest: Any
+    ) -> None:
+        chains = [robot.chains[e] for e in group.ee_index]
+        shared = {j for j in group.joint_index if sum(j in c.joint_index for c in chains) > 1}
+        self.joints = sorted(group.joint_index, key=lambda j: (j in shared, j))
+        """The group's joints (indices into ``Robot.joint_names``) in the order of this
+        problem's variables: joints shared by several chains last, so the elimination in
+        `cholesky_solve` keeps the arms' blocks apart (no fill-in between two arms)."""
+        local = {j: k for k, j in enumerate(self.joints)}
+        self.terms = [
+            ChainTerm(info, local, R, p) for info, (R, p) in zip(chains, targets, strict=True)
+        ]
+        self.n = len(self.joints)
+        self.rest = [rest[i] for i in self.joints]
+        self.lower = [float(robot.lower[i]) for i in self.joints]
+        self.upper = [float(robot.upper[i]) for i in self.joints]
+        self.limited = [bool(robot.limited[i]) for i in self.joints]
+
+
+def _pose_term(
+    term: ChainTerm, q: list[Any], pred: Any
+) -> tuple[dict[int, list[Any]], dict[int, list[Any]], list[Any], list[Any], Any, Any]:
+    """One end effector's pose residual at the group's variables ``q``: per variable its
+    Jacobian columns (translation part, rotation part of the log), the residual (v, ω), the
+    rotation error θ and the position error (m)."""
+    fk: ChainFK = barrier(chain_fk(term.chain, chain_joint_planes(term.chain, term.index, q)), pred)
+    jv, jw = geometric_jacobian(term.chain, fk)
+    pos_diff = [fk.p[i] - term.p_target[i] for i in range(3)]
     # Pose residual log(T_t⁻¹·T) = (v, ω) in the target frame.
-    R_target_T = [[prob.R_target[k][i] for k in range(3)] for i in range(3)]
+    R_target_T = [[term.R_target[k][i] for k in range(3)] for i in range(3)]
     omega, theta = rotation_log(matmul(R_target_T, fk.R))
     t_err = matvec(R_target_T, pos_diff)
     coef_c, coef_e = jl_inv_coefs(theta)
@@ -134,23 +156,66 @@ def evaluate(
     world_to_log, rot_to_trans, omega, theta, v = barrier(
         (world_to_log, rot_to_trans, omega, theta, v), pred
     )
+    n = len(term.index)
     dv_dq = [
         [
             a + b
             for a, b in zip(matvec(world_to_log, jv[k]), matvec(rot_to_trans, jw[k]), strict=True)
         ]
-        for k in range(prob.n)
+        for k in range(n)
     ]
-    dw_dq = [matvec(world_to_log, jw[k]) for k in range(prob.n)]
+    dw_dq = [matvec(world_to_log, jw[k]) for k in range(n)]
     dv_dq, dw_dq, v = barrier((dv_dq, dw_dq, v), pred)
+    # Columns per variable: a mimic joint's column, times its multiplier, adds to the column
+    # of the joint it follows.
+    cols_v: dict[int, list[Any]] = {}
+    cols_w: dict[int, list[Any]] = {}
+    for k, var in enumerate(term.index):
+        scale = term.chain.joints[k].multiplier
+        dv = [mul(scale, x) for x in dv_dq[k]]
+        dw = [mul(scale, x) for x in dw_dq[k]]
+        if var in cols_v:
+            dv = [add(a, b) for a, b in zip(cols_v[var], dv, strict=True)]
+            dw = [add(a, b) for a, b in zip(cols_w[var], dw, strict=True)]
+        cols_v[var], cols_w[var] = dv, dw
+    pos_err = jnp.sqrt(sum(x * x for x in pos_diff))
+    return cols_v, cols_w, v, omega, theta, pos_err
+
+
+def _accumulate(into: dict[Any, Any], key: Any, value: Any) -> None:
+    into[key] = value if key not in into else into[key] + value
+
+
+def evaluate(
+    prob: GroupProblem, q: list[Any], weights: dict[str, Any], precise: bool, pred: Any
+) -> dict[str, Any]:
+    """Residual pieces, normal equations (without the rest term) and errors at ``q``.
+
+    Returns ``task`` (pose + limit cost), ``rest_sq`` (|q - rest|²), ``H`` (Gauss–Newton
+    matrix, lower triangle; pairs of joints no end effector moves together are absent),
+    ``g`` (gradient / 2), ``pos_err`` (m) and ``ori_err`` (rad), one per end effector."""
     pos_w2, ori_w2 = weights["pos"] * weights["pos"], weights["ori"] * weights["ori"]
-    pose_cost = pos_w2 * sum(x * x for x in v) + ori_w2 * (theta * theta)
-    n = prob.n
     H: dict[tuple[int, int], Any] = {}
-    for i in range(n):
-        for j in range(i + 1):
-            H[i, j] = pos_w2 * dot3(dv_dq[i], dv_dq[j]) + ori_w2 * dot3(dw_dq[i], dw_dq[j])
-    g = [pos_w2 * dot3(dv_dq[i], v) + ori_w2 * dot3(dw_dq[i], omega) for i in range(n)]
+    grad: dict[int, Any] = {}
+    pose_cost: Any = 0.0
+    pos_errs, ori_errs = [], []
+    for term in prob.terms:
+        cols_v, cols_w, v, omega, theta, pos_err = _pose_term(term, q, pred)
+        variables = list(cols_v)
+        for i in variables:
+            for j in variables:
+                if j <= i:
+                    _accumulate(
+                        H,
+                        (i, j),
+                        pos_w2 * dot3(cols_v[i], cols_v[j]) + ori_w2 * dot3(cols_w[i], cols_w[j]),
+                    )
+            _accumulate(grad, i, pos_w2 * dot3(cols_v[i], v) + ori_w2 * dot3(cols_w[i], omega))
+        pose_cost = add(pose_cost, pos_w2 * sum(x * x for x in v) + ori_w2 * (theta * theta))
+        pos_errs.append(pos_err)
+        ori_errs.append(theta)
+    n = prob.n
+    g = [grad[i] for i in range(n)]
     limit_cost: Any = 0.0
     if not precise:
         limit_w2 = weights["limit"] * weights["limit"]
@@ -166,27 +231,26 @@ def evaluate(
             g[i] = g[i] + limit_w2 * viol
         limit_cost = limit_w2 * limit_cost
     rest_sq = sum((q[i] - prob.rest[i]) ** 2 for i in range(n))
-    pos_err = jnp.sqrt(sum(x * x for x in pos_diff))
     return barrier(
         {
             "task": pose_cost + limit_cost,
             "rest_sq": rest_sq,
             "H": H,
             "g": g,
-            "pos_err": pos_err,
-            "ori_err": theta,
+            "pos_err": pos_errs,
+            "ori_err": ori_errs,
         },
         pred,
     )
 
 
 def _lm(
-    probs: list[ChainProblem],
+    probs: list[GroupProblem],
     q0: list[list[Any]],
     params: Any,
     precise: bool,
 ) -> list[dict[str, Any]]:
-    """LM on every chain at once (one loop); returns per chain q, errors, final cost."""
+    """LM on every group at once (one loop); returns per group q, errors, final cost."""
     weights = {"pos": params[0], "ori": params[1], "rest": params[2], "limit": params[3]}
     damping0, max_iters = params[4], params[5].astype(jnp.int32)
 
@@ -195,7 +259,7 @@ def _lm(
             return weights["rest"] * jnp.power(jnp.float32(_REST_DECAY), k.astype(jnp.float32))
         return weights["rest"]
 
-    def init_chain(prob: ChainProblem, q: list[Any]) -> dict[str, Any]:
+    def init_chain(prob: GroupProblem, q: list[Any]) -> dict[str, Any]:
         if precise:
             q = [_clamp(prob, i, qi) for i, qi in enumerate(q)]
         at_q = evaluate(prob, q, weights, precise, damping0 > 0)
@@ -211,7 +275,7 @@ def _lm(
             state["crossed"] = (jnp.full(batch, -1, jnp.int32), jnp.zeros(batch, jnp.float32))
         return state
 
-    def step_chain(prob: ChainProblem, state: dict[str, Any], k: Any) -> dict[str, Any]:
+    def step_chain(prob: GroupProblem, state: dict[str, Any], k: Any) -> dict[str, Any]:
         rest_weight = rest_weight_at(k)
         rest_w2 = rest_weight * rest_weight
         n = prob.n
@@ -273,16 +337,18 @@ def _lm(
             "q": [jnp.where(accept, q_new[i], state["q"][i]) for i in range(n)],
             "damping": damping_new,
         }
-        for key in ("task", "rest_sq", "pos_err", "ori_err"):
-            out[key] = jnp.where(accept, at_new[key], state[key])
-        out["H"] = {ij: jnp.where(accept, at_new["H"][ij], state["H"][ij]) for ij in state["H"]}
-        out["g"] = [jnp.where(accept, at_new["g"][i], state["g"][i]) for i in range(n)]
+        for key in ("task", "rest_sq", "pos_err", "ori_err", "H", "g"):
+            out[key] = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(accept, new, old), at_new[key], state[key]
+            )
         if not precise:
             out["crossed"] = _crossed_limits(prob, state["q"], q_new, ~accept)
         if precise:
             # Met with room to spare: stop here. Further steps would only follow the fading
             # rest pull (a tie-break) while the batch waits for this problem.
-            met = (out["pos_err"] <= _MET_POS) & (out["ori_err"] <= _MET_ORI)
+            met = active
+            for pos_err, ori_err in zip(out["pos_err"], out["ori_err"], strict=True):
+                met = met & (pos_err <= _MET_POS) & (ori_err <= _MET_ORI)
             converged = converged | met
         out["active"] = active & ~converged
         return out
@@ -315,7 +381,7 @@ def _lm(
 
 
 def _model_limits(
-    prob: ChainProblem,
+    prob: GroupProblem,
     q: list[Any],
     crossed: tuple[Any, Any],
     grad: list[Any],
@@ -343,7 +409,7 @@ def _model_limits(
 
 
 def _crossed_limits(
-    prob: ChainProblem, q: list[Any], q_new: list[Any], rejected: Any
+    prob: GroupProblem, q: list[Any], q_new: list[Any], rejected: Any
 ) -> tuple[Any, Any]:
     """The joint a rejected step took across a limit from inside (the last one, if several;
     -1: none; it is still inside, since the step was rejected), and that limit."""
@@ -360,7 +426,7 @@ def _crossed_limits(
     return joint, limit
 
 
-def _clamp(prob: ChainProblem, i: int, q: Any) -> Any:
+def _clamp(prob: GroupProblem, i: int, q: Any) -> Any:
     if not prob.limited[i]:
         return q
     return jnp.clip(q, prob.lower[i], prob.upper[i])
@@ -390,15 +456,17 @@ def solve_planes(
     extra = seed_points(robot, seeds)  # (seeds-1, n)
     probs = []
     q0s = []
-    for e, info in enumerate(robot.chains):
-        chain_wxyz, chain_pos = target_wxyz[e], target_pos[e]
-        if seeds > 1:
-            chain_wxyz = jnp.tile(chain_wxyz, (1, seeds))
-            chain_pos = jnp.tile(chain_pos, (1, seeds))
-        R_target, p_target = target_planes(chain_wxyz, chain_pos)
-        probs.append(ChainProblem(info, robot, R_target, p_target, rest))
+    for group in robot.groups:
+        targets = []
+        for e in group.ee_index:
+            ee_wxyz, ee_pos = target_wxyz[e], target_pos[e]
+            if seeds > 1:
+                ee_wxyz, ee_pos = jnp.tile(ee_wxyz, (1, seeds)), jnp.tile(ee_pos, (1, seeds))
+            targets.append(target_planes(ee_wxyz, ee_pos))
+        prob = GroupProblem(group, robot, targets, rest)
+        probs.append(prob)
         q0 = []
-        for i in info.joint_index:
+        for i in prob.joints:
             base = (
                 q_init[i]
                 if q_init is not None
@@ -410,19 +478,19 @@ def solve_planes(
         q0s.append(q0)
     results = _lm(probs, q0s, params, precise)
     joints: list[Any] = [None] * robot.n_joints
-    pos_err, ori_err = [], []
-    for info, res in zip(robot.chains, results, strict=True):
-        pe, oe = res["pos_err"], res["ori_err"]
-        qs = res["q"]
+    pos_err: list[Any] = [None] * robot.n_ee
+    ori_err: list[Any] = [None] * robot.n_ee
+    for group, prob, res in zip(robot.groups, probs, results, strict=True):
+        pes, oes, qs = res["pos_err"], res["ori_err"], res["q"]
         if seeds > 1:
-            pe, oe = pe.reshape(seeds, batch), oe.reshape(seeds, batch)
-            score = res["cost"].reshape(seeds, batch)
-            best = jnp.argmin(score, axis=0)[None]
-            pe = jnp.take_along_axis(pe, best, axis=0)[0]
-            oe = jnp.take_along_axis(oe, best, axis=0)[0]
-            qs = [jnp.take_along_axis(qi.reshape(seeds, batch), best, axis=0)[0] for qi in qs]
-        for i, qi in zip(info.joint_index, qs, strict=True):
+            best = jnp.argmin(res["cost"].reshape(seeds, batch), axis=0)[None]
+
+            def pick(x: Any, best: Any = best) -> Any:
+                return jnp.take_along_axis(x.reshape(seeds, batch), best, axis=0)[0]
+
+            pes, oes, qs = [pick(x) for x in pes], [pick(x) for x in oes], [pick(x) for x in qs]
+        for i, qi in zip(prob.joints, qs, strict=True):
             joints[i] = qi
-        pos_err.append(pe)
-        ori_err.append(oe)
+        for e, pe, oe in zip(group.ee_index, pes, oes, strict=True):
+            pos_err[e], ori_err[e] = pe, oe
     return jnp.stack(joints), jnp.stack(pos_err), jnp.stack(ori_err)

@@ -10,6 +10,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._kin import mul, sub
+
 
 def barrier(tree: Any, pred: Any) -> Any:
     """Materialise the array planes in ``tree`` (``pred``: a traced True).
@@ -45,7 +47,12 @@ def dot3(a: Sequence[Any], b: Sequence[Any]) -> Any:
 
 
 def cholesky_solve(A: dict[tuple[int, int], Any], b: list[Any]) -> list[Any]:
-    """Solve A x = b for SPD A (lower triangle given), unrolled LDLᵀ on planes."""
+    """Solve A x = b for SPD A (lower triangle given), unrolled LDLᵀ on planes.
+
+    An entry absent from ``A`` is a structural zero (two joints no end effector moves
+    together: the two arms on a torso), and zeros are carried as constants, so they cost
+    nothing where the elimination keeps them zero (joints shared by several chains ordered
+    last: `ik._lm.GroupProblem`)."""
     n = len(b)
     L: dict[tuple[int, int], Any] = {}
     D: list[Any] = []
@@ -53,25 +60,25 @@ def cholesky_solve(A: dict[tuple[int, int], Any], b: list[Any]) -> list[Any]:
     for j in range(n):
         d = A[j, j]
         for k in range(j):
-            d = d - L[j, k] * L[j, k] * D[k]
+            d = sub(d, mul(mul(L[j, k], L[j, k]), D[k]))
         d = jnp.maximum(d, 1e-12)
         D.append(d)
         Dinv.append(1.0 / d)
         for i in range(j + 1, n):
-            s = A[i, j]
+            s = A.get((i, j), 0.0)
             for k in range(j):
-                s = s - L[i, k] * L[j, k] * D[k]
-            L[i, j] = s * Dinv[j]
+                s = sub(s, mul(mul(L[i, k], L[j, k]), D[k]))
+            L[i, j] = mul(s, Dinv[j])
     y: list[Any] = []
     for i in range(n):
         s = b[i]
         for k in range(i):
-            s = s - L[i, k] * y[k]
+            s = sub(s, mul(L[i, k], y[k]))
         y.append(s)
     x: list[Any] = [None] * n
     for i in reversed(range(n)):
         s = y[i] * Dinv[i]
         for k in range(i + 1, n):
-            s = s - L[k, i] * x[k]
+            s = sub(s, mul(L[k, i], x[k]))
         x[i] = s
     return x

@@ -129,20 +129,21 @@ def _best_of(
     settings: IKSettings,
     done: npt.NDArray[np.bool_] | None = None,
 ) -> Solutions:
-    """Each target from its ``start`` (n, M) and from every one of ``points`` (P, n), chain
-    by chain: a chain whose target ``start`` already reaches (``done``, (n_ee, M)) keeps it
-    (it stays put), the others try each point. The best answer per target and chain: of those that reach
-    it, the nearest the rest pose (an arm keeps its elbow where the rest pose has it); else
-    the one with the lowest pose cost."""
+    """Each target from its ``start`` (n, M) and from every one of ``points`` (P, n), joint
+    group by group (`Robot.groups`: one per arm unless arms share joints): a group whose end
+    effectors ``start`` already reaches (``done``, (n_ee, M)) keeps it (it stays put), the
+    others try each point. The best answer per target and group: of those that reach all
+    its end effectors, the nearest the rest pose (an arm keeps its elbow where the rest pose
+    has it); else the one with the lowest pose cost."""
     m = start.shape[1]
     if len(points) == 0:
         return run(target_wxyz, target_pos, start, iterations)  # type: ignore[no-any-return]
     tries = 1 + len(points)
     starts = np.repeat(start[:, None, :], tries, axis=1)  # (n, tries, m)
-    for e, chain in enumerate(robot.chains):
-        joints = np.asarray(chain.joint_index)
+    for group in robot.groups:
+        joints = np.asarray(group.joint_index)
         fresh = np.broadcast_to(points[:, joints].T[:, :, None], (len(joints), tries - 1, m))
-        keep = done[e] if done is not None else np.zeros(m, np.bool_)
+        keep = done[list(group.ee_index)].all(axis=0) if done is not None else np.zeros(m, bool)
         starts[joints, 1:] = np.where(keep, starts[joints, 1:], fresh)
     q, pos_err, ori_err = run(
         np.tile(target_wxyz, tries),
@@ -158,16 +159,16 @@ def _best_of(
     best_pe = np.empty((robot.n_ee, m), np.float32)
     best_oe = np.empty((robot.n_ee, m), np.float32)
     scale = joint_reach(robot).astype(np.float32)
-    for e, chain in enumerate(robot.chains):
-        joints = np.asarray(chain.joint_index)
-        pe, oe, qc = pos_err[e : e + 1], ori_err[e : e + 1], q[joints]
-        ok = reached(pe, oe)  # (tries, m)
+    for group in robot.groups:
+        joints, ees = np.asarray(group.joint_index), np.asarray(group.ee_index)
+        pe, oe, qc = pos_err[ees], ori_err[ees], q[joints]
+        ok = reached(pe, oe)  # (tries, m): every end effector of the group
         from_rest = np.sum(((qc - rest[joints, None, None]) / scale[joints, None, None]) ** 2, 0)
         score = np.where(ok, from_rest, np.inf)
         cost = _pose_cost(settings, pe, oe)
         pick = np.where(ok.any(axis=0), np.argmin(score, axis=0), np.argmin(cost, axis=0))
         best_q[joints] = qc[:, pick, cols]
-        best_pe[e], best_oe[e] = pe[0, pick, cols], oe[0, pick, cols]
+        best_pe[ees], best_oe[ees] = pe[:, pick, cols], oe[:, pick, cols]
     return best_q, best_pe, best_oe
 
 

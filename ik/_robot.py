@@ -24,7 +24,15 @@ from zmq_ik._urdf import URDFModel, parse_urdf
 from zmq_ik.errors import InputError
 
 from ._joints import check_rest
-from ._kin import Chain, build_chain, chain_fk, chain_reach, mat_to_quat
+from ._kin import (
+    MAX_CHAIN_JOINTS,
+    Chain,
+    build_chain,
+    chain_fk,
+    chain_joint_planes,
+    chain_reach,
+    mat_to_quat,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +44,21 @@ class ChainInfo:
     ee_link: str
     chain: Chain
     joint_index: tuple[int, ...]
-    """Indices of the chain's joints (root → tip) in ``Robot.joint_names``."""
+    """Per joint of the chain (root → tip), the index in ``Robot.joint_names`` of the joint
+    that moves it: itself, or for a mimic joint the joint it follows."""
+
+
+@dataclass(frozen=True)
+class JointGroup:
+    """End effectors whose chains share joints (a torso carrying two arms), and those joints:
+    the IK engine solves each group as one problem. Chains that share no joint are groups of
+    their own (tatbot: two groups of one arm each), and solving them apart is exactly the
+    same as together, since every cost term belongs to one group."""
+
+    ee_index: tuple[int, ...]
+    """The group's end effectors, as indices into ``Robot.ee_links`` (ascending)."""
+    joint_index: tuple[int, ...]
+    """The group's joints, as indices into ``Robot.joint_names`` (ascending)."""
 
 
 @documented
@@ -44,14 +66,13 @@ class ChainInfo:
 class Robot:
     """End-effector chains of a URDF robot, ready for FK and IK.
 
-    Build with :meth:`from_urdf`. The actuated joints are each chain's joints from root to
-    tip, chain after chain, in ``ee_links`` order (for tatbot: left 7, then right 7).
+    Build with :meth:`from_urdf`. The joints are each chain's joints from root to tip,
+    chain after chain, in ``ee_links`` order, each joint once: for tatbot left 7 then right 7;
+    for a torso lift carrying two arms, the lift, the left arm's 7, the right arm's 7.
 
-    Chains must be disjoint in their actuated joints (they may share fixed links, e.g. a
-    common base): the IK engine then solves each end effector as its own small problem,
-    which is exactly equivalent for costs that are sums over chains (pose, rest and limit
-    costs are). Chains sharing an actuated joint (a torso joint carrying two arms) are
-    refused with an :class:`InputError` naming the joint.
+    Chains may share joints: end effectors whose chains share any are solved together, as
+    one problem (`groups`). A mimic joint (``<mimic>``, e.g. a gripper's second finger) is
+    not a joint of its own: it follows the joint it mimics, which is.
     """
 
     model: URDFModel
@@ -60,6 +81,8 @@ class Robot:
     """End-effector links, in the order of a solution's ``pos_err``/``ori_err`` columns."""
     chains: tuple[ChainInfo, ...]
     """One chain per end effector, in ``ee_links`` order."""
+    groups: tuple[JointGroup, ...]
+    """End effectors solved together (chains sharing joints), in order of their first."""
     joint_names: tuple[str, ...]
     """Actuated joints, in the order of ``rest`` and a solution's ``joints``."""
     lower: npt.NDArray[np.float32]
@@ -93,8 +116,7 @@ class Robot:
             raise InputError(f"ee_links: repeated link in {list(ee)}", field="ee_links")
         model = parse_urdf(path_or_xml)
         chains: list[ChainInfo] = []
-        names: list[str] = []
-        owner: dict[str, str] = {}
+        index: dict[str, int] = {}
         for link in ee:
             chain = build_chain(model, link)
             if not chain.joints:
@@ -102,27 +124,30 @@ class Robot:
                     f"ee_links: link {link!r} has no actuated joint between it and the root",
                     field="ee_links",
                 )
-            for joint in chain.joints:
-                if joint.name in owner:
-                    raise InputError(
-                        f"ee_links: chains to {owner[joint.name]!r} and {link!r} share actuated "
-                        f"joint {joint.name!r}; only disjoint chains are supported",
-                        field="ee_links",
-                    )
-                owner[joint.name] = link
-            start = len(names)
-            names.extend(chain.joint_names)
-            chains.append(ChainInfo(link, chain, tuple(range(start, len(names)))))
-        joints = [j for c in chains for j in c.chain.joints]
+            for driver in chain.drivers:
+                index.setdefault(driver, len(index))
+            chains.append(ChainInfo(link, chain, tuple(index[d] for d in chain.drivers)))
+        groups = _joint_groups(chains)
+        for group in groups:
+            if len(group.joint_index) > MAX_CHAIN_JOINTS:
+                raise InputError(
+                    f"ee_links: the chains to {[ee[e] for e in group.ee_index]} share joints and "
+                    f"together have {len(group.joint_index)}, more than the {MAX_CHAIN_JOINTS} "
+                    "the IK engine solves as one problem",
+                    field="ee_links",
+                )
+        names = list(index)
+        joints = [model.joints[name] for name in names]
         robot = cls(
             model=model,
             ee_links=ee,
             chains=tuple(chains),
+            groups=groups,
             joint_names=tuple(names),
             lower=np.array([j.lower for j in joints], np.float32),
             upper=np.array([j.upper for j in joints], np.float32),
             limited=np.array([j.limited for j in joints], np.bool_),
-            prismatic=np.array([j.prismatic for j in joints], np.bool_),
+            prismatic=np.array([j.type == "prismatic" for j in joints], np.bool_),
         )
         for arr in (robot.lower, robot.upper, robot.limited, robot.prismatic):
             arr.setflags(write=False)
@@ -132,7 +157,13 @@ class Robot:
             rest32 = rest64.astype(np.float32)
             rest32.setflags(write=False)
             robot = dataclasses.replace(robot, rest=rest32)
-        logger.debug("robot %s: %d joints, chains to %s", model.name, len(names), ee)
+        logger.debug(
+            "robot %s: %d joints, chains to %s, solved in groups %s",
+            model.name,
+            len(names),
+            ee,
+            [g.ee_index for g in groups],
+        )
         return robot
 
     @classmethod
@@ -233,7 +264,8 @@ class Robot:
         qt = q.T
         poses = []
         for info in self.chains:
-            res = chain_fk(info.chain, [qt[i] for i in info.joint_index], with_jacobian=False)
+            q_chain = chain_joint_planes(info.chain, info.joint_index, qt)
+            res = chain_fk(info.chain, q_chain, with_jacobian=False)
             poses.append(_pose_planes(res.R, res.p, qt.shape[1]))
         return jnp.stack(poses, axis=0).transpose(2, 0, 1)
 
@@ -244,7 +276,7 @@ class Robot:
         q = self._check_joints(joints)
         chain = build_chain(self.model, link)
         index = {n: i for i, n in enumerate(self.joint_names)}
-        missing = [j.name for j in chain.joints if j.name not in index]
+        missing = [j.driver for j in chain.joints if j.driver not in index]
         if missing:
             raise InputError(
                 f"link {link!r} moves with joint(s) {missing} that are not among this robot's "
@@ -253,9 +285,27 @@ class Robot:
             )
         lead = q.shape[:-1]
         flat = q.reshape(-1, self.n_joints).T
-        res = chain_fk(chain, [flat[index[j.name]] for j in chain.joints], with_jacobian=False)
+        q_chain = chain_joint_planes(chain, [index[d] for d in chain.drivers], flat)
+        res = chain_fk(chain, q_chain, with_jacobian=False)
         out = _pose_planes(res.R, res.p, flat.shape[1])
         return jaxlie.SE3(out.T.reshape(*lead, 7))
+
+
+def _joint_groups(chains: Sequence[ChainInfo]) -> tuple[JointGroup, ...]:
+    """The end effectors whose chains share joints, directly or through others (a waist
+    shared by two arms, a torso by the waist's chains), grouped: connected components."""
+    groups: list[tuple[list[int], set[int]]] = []
+    for e, info in enumerate(chains):
+        ees, joints = [e], set(info.joint_index)
+        apart = []
+        for g_ees, g_joints in groups:
+            if g_joints & joints:
+                ees, joints = g_ees + ees, g_joints | joints
+            else:
+                apart.append((g_ees, g_joints))
+        groups = [*apart, (ees, joints)]
+    out = [JointGroup(tuple(sorted(e)), tuple(sorted(j))) for e, j in groups]
+    return tuple(sorted(out, key=lambda g: g.ee_index[0]))
 
 
 _BUNDLED_CACHE: dict[tuple[str, tuple[str, ...]], Robot] = {}

@@ -1,6 +1,7 @@
-"""tatbot's strokebatch (its ``gen/batch.py``): stroke pairs → IK targets → joints.
+"""tatbot's strokebatch (its ``gen/batch.py``): stroke groups → IK targets → joints, for any
+number of end effectors (tatbot: (left, right) pairs; a one-arm robot: one stroke a group).
 
-For ``b`` stroke pairs of ``l`` points and ``o`` depth offsets, per arm:
+For ``b`` stroke groups of ``l`` points and ``o`` depth offsets, per arm:
 
 1. a normal stroke's ``meter_coords`` (design frame) go through the design-origin pose into
    the world; an ink dip's ``ee_pos`` is already in the world;
@@ -8,8 +9,10 @@ For ``b`` stroke pairs of ``l`` points and ``o`` depth offsets, per arm:
    and the last pose of every stroke;
 3. offset k adds ``linspace(*offset_range, o)[k]`` times the design frame's +z axis;
 4. the orientation is the arm's fixed ``ee_rot``;
-5. IK on all ``b·l·o`` (left, right) targets with rest = the full ready pose;
-6. an arm whose stroke ``is_rest`` holds its ready pose (its errors are NaN: no IK target);
+5. IK on all ``b·l·o`` targets (every arm at once) with rest = the scene's ready pose (None:
+   the robot's default rest pose);
+6. an arm whose stroke ``is_rest`` holds its ready pose (its errors are NaN: no IK target;
+   a joint it shares with an arm that draws, a torso's, moves with that arm);
    with ``first_last_rest`` the right arm rests during the first pair, the left during the
    last (:func:`~zmq_ik.model.apply_first_last_rest`, applied to the whole job's flags).
 """
@@ -34,6 +37,7 @@ from zmq_ik.model import (
     apply_first_last_rest,
 )
 
+from ._joints import default_rest
 from ._kin import quat_to_mat
 from ._lm import solver_params
 from ._programs import check_buckets, continuous_program
@@ -46,20 +50,20 @@ logger = logging.getLogger(__name__)
 def stroke_targets(
     scene: Scene, coords: npt.NDArray[Any], is_inkdip: npt.NDArray[np.bool_]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """World targets of a stroke batch: positions (b, 2, l, o, 3), orientations (2, 4)."""
+    """World targets of a stroke batch: positions (b, n_ee, l, o, 3), orientations (n_ee, 4)."""
     design_wxyz = np.asarray(scene.design_wxyz, np.float64)
     R_world_design = np.array(quat_to_mat(*(design_wxyz / np.linalg.norm(design_wxyz))))
     design = np.asarray(scene.design_pos, np.float64)
     c = np.asarray(coords, np.float64)
     world = np.where(is_inkdip[:, :, None, None], c, c @ R_world_design.T + design)
-    world = world + np.stack([scene.ee_offset_l, scene.ee_offset_r])[None, :, None, :]
+    world = world + np.asarray(scene.ee_offset, np.float64)[None, :, None, :]
     hover = np.asarray(scene.hover_offset, np.float64)
     world[:, :, 0] += hover
     world[:, :, -1] += hover
     depths = np.linspace(scene.offset_range[0], scene.offset_range[1], scene.offset_num)
     normal = R_world_design[:, 2]
     pos = world[:, :, :, None, :] + depths[None, None, None, :, None] * normal
-    wxyz = np.stack([scene.ee_rot_l, scene.ee_rot_r]).astype(np.float64)
+    wxyz = np.array(scene.ee_rot, np.float64)
     wxyz /= np.linalg.norm(wxyz, axis=-1, keepdims=True)
     return pos, wxyz
 
@@ -79,7 +83,11 @@ def strokebatch_from_strokes(
     ``scene.first_last_rest``. ``timeout`` (seconds): past it, `IKTimeout`."""
     if robot is None:
         robot = Robot.bundled(scene.robot, tuple(scene.ee_links))
-    packed = strokes.pack(scene.stroke_length) if isinstance(strokes, StrokeList) else strokes
+    if isinstance(strokes, StrokeList):
+        strokes.check_arms(scene.arms)
+        packed = strokes.pack(scene.stroke_length)
+    else:
+        packed = strokes
     return strokebatch_from_packed(
         scene,
         apply_first_last_rest(packed, scene),
@@ -103,55 +111,63 @@ def strokebatch_from_packed(
     defaults to ``scene.ik``; ``buckets``: as for :func:`solve_ik`; ``deadline``
     (``time.monotonic()`` seconds): past it, `IKTimeout`."""
     settings = ik or scene.ik
+    n_ee = scene.n_ee
     coords, is_inkdip, is_rest = check_packed(
-        packed.coords, packed.is_inkdip, packed.is_rest, scene.stroke_length
+        packed.coords, packed.is_inkdip, packed.is_rest, scene.stroke_length, n_ee
     )
     b, _, length, _ = coords.shape
-    if robot.n_ee != 2:
-        raise InputError(f"strokebatch needs a robot with 2 end effectors, got {robot.n_ee}")
-    sizes = [len(info.joint_index) for info in robot.chains]
-    if sizes != [len(scene.ready_l), len(scene.ready_r)]:
+    if robot.ee_links != scene.ee_links:
         raise InputError(
-            f"scene ready poses have {len(scene.ready_l)} + {len(scene.ready_r)} joints, the "
-            f"robot's chains {sizes[0]} + {sizes[1]}",
-            field="ready_l",
+            f"ee_links: the scene's {list(scene.ee_links)}, the robot's {list(robot.ee_links)}",
+            field="ee_links",
         )
+    if scene.ready is None:
+        rest = default_rest(robot)
+    elif len(scene.ready) != robot.n_joints:
+        hint = " (ready_l + ready_r)" if n_ee == 2 else ""
+        raise InputError(
+            f"ready: the scene's ready pose{hint} has {len(scene.ready)} joints, the robot's "
+            f"chains to {', '.join(scene.ee_links)} have {robot.n_joints} "
+            f"({', '.join(robot.joint_names)})",
+            field="ready",
+        )
+    else:
+        rest = np.asarray(scene.ready, np.float32)
     o = scene.offset_num
-    pos, wxyz = stroke_targets(scene, coords, is_inkdip)  # (b, 2, l, o, 3), (2, 4)
-    rest = np.asarray(scene.ready, np.float32)
+    pos, wxyz = stroke_targets(scene, coords, is_inkdip)  # (b, n_ee, l, o, 3), (n_ee, 4)
     shape = (b, length, o)
     if b == 0:
         joints = np.zeros((*shape, robot.n_joints), np.float32)
-        pos_err = np.zeros((*shape, 2), np.float32)
-        ori_err = np.zeros((*shape, 2), np.float32)
+        pos_err = np.zeros((*shape, n_ee), np.float32)
+        ori_err = np.zeros((*shape, n_ee), np.float32)
     elif settings.continuous:
         joints, pos_err, ori_err = _solve_continuous(
             robot, pos, wxyz, rest, settings, buckets, deadline
         )
     else:
-        target_pos = pos.transpose(0, 2, 3, 1, 4).reshape(-1, 2, 3)
-        target_wxyz = np.broadcast_to(wxyz, (*target_pos.shape[:1], 2, 4))
+        target_pos = pos.transpose(0, 2, 3, 1, 4).reshape(-1, n_ee, 3)
+        target_wxyz = np.broadcast_to(wxyz, (*target_pos.shape[:1], n_ee, 4))
         sol = solve_until(
             robot, target_wxyz, target_pos, rest, settings, deadline=deadline, buckets=buckets
         )
         joints = sol.joints.reshape(*shape, robot.n_joints)
-        pos_err = sol.pos_err.reshape(*shape, 2)
-        ori_err = sol.ori_err.reshape(*shape, 2)
-    joints = joints.copy()
-    pos_err = pos_err.copy()
-    ori_err = ori_err.copy()
+        pos_err = sol.pos_err.reshape(*shape, n_ee)
+        ori_err = sol.ori_err.reshape(*shape, n_ee)
+    # A joint is held at rest in a group where every arm it moves rests (a joint shared with
+    # an arm that draws, a torso's, moves with it).
+    member = np.zeros((n_ee, robot.n_joints), np.bool_)
     for arm, info in enumerate(robot.chains):
-        idx = np.asarray(info.joint_index)
-        rows = is_rest[:, arm]
-        joints[np.ix_(rows, np.arange(length), np.arange(o), idx)] = rest[idx]
-        pos_err[rows, :, :, arm] = np.nan
-        ori_err[rows, :, :, arm] = np.nan
-    ee_rot = np.broadcast_to(wxyz[:, None, None, None, :], (2, *shape, 4)).astype(np.float32)
+        member[arm, list(info.joint_index)] = True
+    resting = is_rest[:, :, None] & member  # (b, n_ee, n_joints)
+    moving = ~is_rest[:, :, None] & member
+    held: npt.NDArray[np.bool_] = np.any(resting, axis=1) & ~np.any(moving, axis=1)
+    joints = np.where(held[:, None, None, :], rest, joints)
+    pos_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), pos_err)  # no target
+    ori_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), ori_err)
+    ee_rot = np.broadcast_to(wxyz, (*shape, n_ee, 4)).astype(np.float32)
     return StrokeBatch(
-        ee_pos_l=pos[:, 0].astype(np.float32),
-        ee_pos_r=pos[:, 1].astype(np.float32),
-        ee_rot_l=np.ascontiguousarray(ee_rot[0]),
-        ee_rot_r=np.ascontiguousarray(ee_rot[1]),
+        ee_pos=pos.transpose(0, 2, 3, 1, 4).astype(np.float32),
+        ee_rot=ee_rot,
         joints=joints,
         pos_err=pos_err,
         ori_err=ori_err,
@@ -169,13 +185,13 @@ def _solve_continuous(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Each (stroke, offset) sequence solved pose after pose, each from the previous answer
     (``seeds`` is not used here: the previous pose is the seed)."""
-    b, _, length, o, _ = pos.shape
-    flat_pos = pos.transpose(0, 3, 2, 1, 4).reshape(b * o * length, 2, 3)
-    flat_wxyz = np.broadcast_to(wxyz, (flat_pos.shape[0], 2, 4))
+    b, n_ee, length, o, _ = pos.shape
+    flat_pos = pos.transpose(0, 3, 2, 1, 4).reshape(b * o * length, n_ee, 3)
+    flat_wxyz = np.broadcast_to(wxyz, (flat_pos.shape[0], n_ee, 4))
     checked_wxyz, checked_pos, rest32 = solver_inputs(robot, flat_wxyz, flat_pos, rest)
     # (M, l, n_ee, k) with M = b·o sequences.
-    seq_pos = checked_pos.reshape(b * o, length, 2, 3)
-    seq_wxyz = checked_wxyz.reshape(b * o, length, 2, 4)
+    seq_pos = checked_pos.reshape(b * o, length, n_ee, 3)
+    seq_wxyz = checked_wxyz.reshape(b * o, length, n_ee, 4)
     fn = continuous_program(robot, settings.precise)
     params = solver_params(settings)
     sizes = check_buckets(buckets)

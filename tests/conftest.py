@@ -100,10 +100,10 @@ def ctrl_c_reaches() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-LAST = ("test_benchmarks_smoke.py",)
-"""Test files run after all others: each benchmark section starts processes that compile
-the IK programs of the session's test worker (buckets `IK_TEST_BUCKETS`, the shared JAX
-cache) at the same time, which on a fresh clone (an empty cache, as in CI) means several
+LAST = ("test_benchmarks_smoke.py", "test_chaos.py")
+"""Test files run after all others: each benchmark section, and the chaos test, starts
+processes that compile the IK programs of the session's test worker (buckets
+`IK_TEST_BUCKETS`, the shared JAX cache) at the same time, which on a fresh clone (an empty cache, as in CI) means several
 cold compiles of the same programs competing for the CPUs; run last, they load them."""
 
 

@@ -32,9 +32,10 @@ class Harness:
             out.append((identity, proto.parse_message(wire(frames))))
         return out
 
-    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True) -> None:
+    def ready(self, worker: bytes, robots=("tatbot",), confirm: bool = True, features=()) -> None:
         """READY, and (``confirm``) the HEARTBEAT a real worker answers its ack with."""
-        self.send(worker, proto.ready_frames({"robots": list(robots), "device": "cpu"}))
+        info = {"robots": list(robots), "device": "cpu", "features": list(features)}
+        self.send(worker, proto.ready_frames(info))
         # A READY is acknowledged at once with a HEARTBEAT (the worker's backoff resets on it).
         acks = [m for m in self.core.outbox if m[0] == worker and m[1][1] == b"HEARTBEAT"]
         assert len(acks) == 1, acks
@@ -210,6 +211,72 @@ def test_heartbeats_sent_and_unknown_heartbeat_gets_disconnect():
     h.send(b"STRANGER", proto.heartbeat_frames())
     [(to, msg)] = h.drain()
     assert to == b"STRANGER" and type(msg).__name__ == "Disconnect"
+
+
+WORD = proto.WATCH + "0123456789abcdef"
+
+
+def watched(h: Harness, worker: bytes, watch: bytes) -> None:
+    """READY listing a watch word, then the watch connection saying it (`protocol.WATCH`)."""
+    h.ready(worker, features=[WORD])
+    h.send(watch, proto.heartbeat_frames(WORD))
+    assert h.core.watches == {watch: worker}
+
+
+def test_a_silent_watched_worker_is_slow_not_dead_until_watched_silence():
+    """Issue 27.1: a worker whose watch stands (its death would drop it, and the next
+    HEARTBEAT sent there would be undeliverable) is not declared dead for its own silence
+    (a starved host) until `watched_silence`; one without a watch still is after the
+    liveness window (1 s). Only while silent is its watch sent anything."""
+    h = Harness(watched_silence=5.0)
+    h.ready(b"OLD")
+    watched(h, b"NEW", b"WATCH")
+    assert not h.drain()  # (the watch is not answered: it only ever gets heartbeats)
+    for _ in range(12):  # 3 s of silence from both, the broker heartbeating every 0.25 s
+        h.tick(0.25)
+    to = [i for i, m in h.drain() if isinstance(m, proto.Heartbeat)]
+    assert set(h.core.workers) == {b"NEW"} and h.core.counters["workers_lost"] == 1
+    assert to.count(b"NEW") == 12 and 7 <= to.count(b"WATCH") <= 9  # silent > 1 s: asked
+    h.send(b"NEW", proto.heartbeat_frames())  # late, but alive: it gets jobs
+    h.request(b"C", b"r")
+    [(to_w, job)] = jobs_sent(h.drain())
+    assert to_w == b"NEW"
+    h.send(b"NEW", final(job.request_id))
+    for _ in range(19):  # now silent for good, watch up (hung): dead after 5 s
+        h.tick(0.25)
+    assert b"NEW" in h.core.workers
+    h.tick(0.5)
+    assert not h.core.workers and not h.core.watches
+    assert h.core.counters["workers_lost"] == 2
+
+
+def test_a_watched_worker_whose_watch_drops_is_forgotten_and_its_job_runs_elsewhere():
+    h = Harness()
+    watched(h, b"W", b"WATCH")
+    h.request(b"C", b"r", timeout_ms=10_000)
+    h.drain()
+    for _ in range(5):  # stopped: silent, and its watch asked
+        h.tick(0.25)
+    [(to, frames)] = [(i, f) for i, f in h.core.outbox if i == b"WATCH"]
+    h.core.outbox.clear()
+    h.core.undelivered(to, frames, h.now)  # libzmq dropped it (TTL, or TCP closed)
+    assert not h.core.workers and not h.core.watches
+    assert h.core.counters["workers_unreachable"] == 1
+    h.ready(b"W2")
+    assert [to for to, _ in jobs_sent(h.drain())] == [b"W2"]  # its job runs elsewhere at once
+
+
+def test_a_watch_word_nobody_registered_or_already_watched_gets_nothing():
+    h = Harness()
+    h.send(b"X", proto.heartbeat_frames(WORD))  # nobody listed it: a stranger, told to register
+    [(to, msg)] = h.drain()
+    assert to == b"X" and isinstance(msg, proto.Disconnect)
+    watched(h, b"W", b"WATCH")
+    h.send(b"THIEF", proto.heartbeat_frames(WORD))  # a second claim changes nothing
+    assert h.core.watches == {b"WATCH": b"W"}
+    h.ready(b"W3", features=[WORD])  # nor does another READY with the same word
+    h.send(b"W3-WATCH", proto.heartbeat_frames(WORD))
+    assert h.core.watches == {b"WATCH": b"W"} and h.core.workers[b"W3"].watch_word is None
 
 
 def test_malformed_messages_are_rejected_and_counted():
@@ -507,6 +574,146 @@ def test_byte_budget_refuses_at_once_and_frees_when_jobs_leave():
     assert h.core.queued_bytes == 0 and held.payload == [] and h.core.freed_bytes > 6000
     h.send(b"C", proto.request_frames(b"c", "tatbot", "solve", 10_000, blob))
     assert jobs_sent(h.drain())
+
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class Tracker:
+    """What the loop puts on a `Receipt`: pyzmq's MessageTracker, ``done`` once libzmq let go
+    of the message (here set by the test, as the client reads or leaves)."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+def hand_over(h: Harness, client: bytes) -> list[Tracker]:
+    """What the loop does with the tracked messages to ``client`` in the outbox: a tracker
+    each (not done: the client has not read them)."""
+    trackers = []
+    for receipt in h.core.clients.accounts[client].receipts:
+        if receipt.tracker is None:
+            receipt.tracker = Tracker()
+            trackers.append(receipt.tracker)
+    return trackers
+
+
+def echo_reply(rid: bytes, nbytes: int) -> list:
+    return proto.reply_frames(
+        proto.Command.FINAL, rid, proto.encode_payload({}, {"x": np.zeros(nbytes, np.uint8)})
+    )
+
+
+def serve(h: Harness, client: bytes, rid: bytes, reply_bytes: int, request_bytes: int = 0):
+    """``client`` asks for ``rid``; the worker W1 answers ``reply_bytes``; what ``client``
+    was sent."""
+    blob = proto.encode_payload({}, {"x": np.zeros(request_bytes, np.uint8)})
+    h.send(client, proto.request_frames(rid, "tatbot", "solve", 10_000, blob))
+    msgs = h.drain()
+    for _, job in jobs_sent(msgs):
+        h.send(b"W1", echo_reply(job.request_id, reply_bytes))
+        msgs += h.drain()
+    return [(to, m) for to, m in msgs if to == client]
+
+
+def test_unread_replies_count_per_client_until_zeromq_lets_go():
+    """#25.3: a client that does not read its replies is refused new requests once its
+    share is held (`overloaded`, saying why); another client is served meanwhile; once
+    ZeroMQ let go of the replies (read, or dropped with the client) it is served again."""
+    h = Harness(max_client_bytes=1 * MIB)
+    h.ready(b"W1")
+    for i in range(3):  # 3 x 300 KiB replies: 900 KiB unread of its 1 MiB share
+        [(_, reply)] = serve(h, b"slow", b"r%d" % i, 300 * KIB)
+        assert reply.command is proto.Command.FINAL
+    trackers = hand_over(h, b"slow")
+    assert len(trackers) == 3 and h.core.clients.unread > 900 * KIB
+    assert h.core.status(h.now)["unread_bytes"] == h.core.clients.unread
+    msgs = serve(h, b"slow", b"r3", 300 * KIB, request_bytes=200 * KIB)
+    [(to, rid, code)] = errors(msgs)
+    assert (to, rid, code) == (b"slow", b"r3", "overloaded")
+    text = proto.decode_error(msgs[0][1].payload)[1]
+    assert "replies it has not read" in text and "max_client_bytes" in text, text
+    [(_, other)] = serve(h, b"fast", b"r", 300 * KIB)  # another client: its own share
+    assert other.command is proto.Command.FINAL
+    freed = h.core.freed_bytes
+    for t in trackers:
+        t.done = True  # the slow client read them (or left: libzmq dropped them)
+    h.tick(1.0)
+    assert h.core.clients.unread < 400 * KIB  # (the fast client's reply is still out)
+    assert h.core.freed_bytes - freed >= 900 * KIB  # the loop trims the heap on this
+    [(_, again)] = serve(h, b"slow", b"r4", 300 * KIB)
+    assert again.command is proto.Command.FINAL
+
+
+def test_a_reply_past_the_share_is_dropped_and_the_request_answered_overloaded():
+    """A reply that would pass its client's share (here: far larger than its request) is
+    not queued: the client gets `overloaded` for that request, counted."""
+    h = Harness(max_client_bytes=1 * MIB)
+    h.ready(b"W1")
+    [(_, ok)] = serve(h, b"C", b"a", 600 * KIB)
+    assert ok.command is proto.Command.FINAL
+    hand_over(h, b"C")
+    msgs = serve(h, b"C", b"b", 600 * KIB)
+    assert errors(msgs) == [(b"C", b"b", "overloaded")]
+    assert "(dropped)" in proto.decode_error(msgs[0][1].payload)[1]
+    assert h.core.counters["replies_dropped_unread"] == 1
+    assert h.core.jobs == {} and h.core.queued_bytes == 0
+    h.send(b"C", proto.request_frames(b"b", "tatbot", "solve", 10_000, proto.encode_payload({})))
+    assert h.drain() == []  # answered (overloaded): its retry is a duplicate, not run again
+
+
+def test_unread_replies_share_the_broker_budget_with_queued_requests():
+    """`max_queued_bytes` counts unread replies with open requests: what one client leaves
+    unread is room another's requests do not get."""
+    h = Harness(max_queued_bytes=1 * MIB, max_client_bytes=1 * MIB)
+    h.ready(b"W1")
+    for i in range(3):
+        serve(h, b"slow", b"r%d" % i, 300 * KIB)
+    hand_over(h, b"slow")
+    msgs = serve(h, b"other", b"r", 0, request_bytes=200 * KIB)
+    [(_, _, code)] = errors(msgs)
+    assert code == "overloaded"
+    assert "requests and unread replies" in proto.decode_error(msgs[0][1].payload)[1]
+
+
+def test_small_replies_are_tracked_one_in_64_kib_and_a_failed_send_is_not_held():
+    """Tracking a message costs tens of µs, so small replies are tracked together: one
+    message per 64 KiB handed, covering those before it. A tracked message the loop could
+    not send is not held; the bytes before it wait for the next tracked one."""
+    from zmq_ik.broker._jobs import TRACKED_BYTES, Tracked
+
+    h = Harness()
+    h.ready(b"W1")
+    for i in range(40):  # 40 x 5 KiB: 200 KiB, three tracked messages
+        [(_, reply)] = serve(h, b"C", b"r%d" % i, 5 * KIB)
+        assert reply.command is proto.Command.FINAL
+    account = h.core.clients.accounts[b"C"]
+    tracked = len(account.receipts)
+    assert tracked == 3 and account.residue < TRACKED_BYTES
+    assert account.unread + account.residue >= 200 * KIB
+    h.send(b"C", proto.request_frames(b"x", "tatbot", "solve", 10_000, proto.encode_payload({})))
+    [(_, job)] = jobs_sent(h.drain())
+    h.send(b"W1", echo_reply(job.request_id, 100 * KIB))
+    [(to, frames)] = list(h.core.outbox)
+    assert type(frames) is Tracked
+    h.core.outbox.clear()
+    before = account.unread
+    h.core.undelivered(to, frames, h.now)  # EHOSTUNREACH/EAGAIN: never reached ZeroMQ
+    assert account.unread == before - frames.receipt.own - frames.receipt.folded
+    assert account.residue == frames.receipt.folded
+
+
+def test_client_accounts_are_forgotten_once_nothing_is_held():
+    h = Harness()
+    h.ready(b"W1")
+    for c in range(50):
+        serve(h, b"C%d" % c, b"r", 100 * KIB)
+    for c in range(50):
+        for t in hand_over(h, b"C%d" % c):
+            t.done = True
+    h.tick(1.0)
+    assert h.core.clients.accounts == {} and h.core.clients.unread == 0
 
 
 def test_open_jobs_are_capped_over_all_robots():

@@ -308,3 +308,41 @@ def test_byte_budget_refuses_big_requests_at_once(procs, zctx):
     with IKClient(endpoint, timeout=5) as client:
         status = client.status()
     assert status["queued_bytes"] == 0 and status["open_jobs"] == 0
+
+
+def test_a_client_that_never_reads_is_refused_and_another_is_served(procs, zctx):
+    """#25.3: replies a client leaves unread count in its byte share (`--max-client-bytes`,
+    here 4 MiB): past it its requests are answered `overloaded` saying why, the broker holds
+    no more than the share for it, a client that reads is served as usual, and what was
+    held is released once the slow client is gone."""
+    mib = 1024 * 1024
+    endpoint = procs.broker("--max-client-bytes", str(4 * mib)).endpoint
+    procs.echo_worker(endpoint)
+    wait_for_workers(endpoint, 1)
+    slow = zctx.socket(zmq.DEALER)
+    slow.setsockopt(zmq.LINGER, 0)
+    slow.setsockopt(zmq.RCVHWM, 1)  # its own process takes almost nothing off the broker
+    slow.setsockopt(zmq.RCVBUF, 64 * 1024)
+    slow.connect(endpoint)
+    blob = encode_payload({}, {"x": np.zeros(mib // 2, np.uint8)})
+    with IKClient(endpoint, timeout=10) as reader:
+        for i in range(60):  # 30 MiB of echoes, never read
+            slow.send_multipart(request_frames(b"%d" % i, "echo", "echo", 10_000, blob))
+            time.sleep(0.01)
+        assert reader.request("echo", "echo", {"n": 1}).header["n"] == 1
+        status = reader.status()
+        assert 0 < status["unread_bytes"] <= 4 * mib, status
+        assert status["errors"]["overloaded"] > 10, status
+        slow.setsockopt(zmq.RCVHWM, 1000)
+        texts = []
+        while slow.poll(1000):
+            msg = parse_message(slow.recv_multipart())
+            if msg.command.name == "ERROR":
+                texts.append(decode_error(msg.payload)[1])
+        assert texts and all("max_client_bytes" in t for t in texts), texts[:3]
+        assert any("read your replies" in t for t in texts), texts[:3]
+        slow.close(0)
+        deadline = time.monotonic() + 10
+        while (status := reader.status())["unread_bytes"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status["unread_bytes"] == 0 and status["queued_bytes"] == 0, status

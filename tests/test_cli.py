@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import click
 import numpy as np
 import pytest
+import zmq
 from click.testing import CliRunner
 from conftest import ROOT, ctrl_c_reaches, wait_for_workers
 
@@ -401,50 +405,55 @@ def test_tolerances_are_metres_and_a_millimetre_habit_is_refused_before_any_work
     assert "metres" in run("compute", "--help").output and "radians" in run("demo", "--help").output
 
 
-def test_strict_needs_every_pose_known_and_within_tolerance():
+def test_strict_needs_every_pose_known_within_tolerance_and_limits():
+    """#27.2: one verdict (`zmq_ik.verdict.judge`): errors against the tolerances, joints
+    against the limits with the amount and its unit; `--strict` fails on any of them."""
     from zmq_ik.compute import check_strict, summary_table
     from zmq_ik.errors import IKError
+    from zmq_ik.verdict import JointLimits, judge
 
-    good = {
-        "n_poses": 8,
-        "n_over": 0,
-        "n_pos_over": 0,
-        "n_ori_over": 0,
-        "n_unknown": 0,
-        "pos_err_median": 5e-5,
-        "pos_err_max": 6e-5,
-        "ori_err_median": 0.01,
-        "ori_err_max": 0.02,
-        "pos_tol": 1e-4,
-        "ori_tol": 0.05,
-        "wall_s": 1.0,
-        "poses_per_s": 8.0,
-        "stroke_pairs": 1,
-        "precise": False,
-    }
+    limits = JointLimits.bundled()
+
+    def summary(batch: StrokeBatch, soft: bool = False, judged: bool = True) -> dict:
+        v = judge(batch, 1e-4, 0.05, limits if judged else None, soft=soft)
+        timing = {"wall_s": 1.0, "poses_per_s": 8.0, "stroke_pairs": batch.b}
+        return {**v.to_dict(), **timing, "precise": not soft}
+
+    good_batch = _limits_batch(pairs=slice(0, 2))  # pair 1: marginal, within tolerance
+    good = summary(good_batch)
     check_strict(good)
     text = summary_table(good)
-    assert "OK: all 8 poses within tolerance" in text and "0.0001 m (= 0.1 mm)" in text
-    assert (
-        "poses with unknown error" in text
-        and "note: tatbot's mode (ik.precise false) pulls" in text
+    assert "OK: all 12 poses within tolerance and joint limits" in text
+    assert "0.0001 m (= 0.1 mm)" in text and "poses with unknown error" in text
+    assert "note: tatbot's mode (ik.precise false) pulls" in summary_table(
+        {**good, "precise": False}
     )
-    assert "note:" not in summary_table({**good, "precise": True})
-    for bad, words in (
-        ({"n_over": 2, "n_ori_over": 2}, "2 of 8 poses miss"),
-        ({"n_unknown": 8}, "8 of 8 poses have no known error"),
+    assert "note:" not in text
+    assert "(joint limits not checked)" in summary_table(summary(good_batch, judged=False))
+    past = "left/joint_1 up to 0.01 rad past its lower limit"
+    for batch, soft, words in (
+        (_limits_batch(pairs=slice(2, 3)), False, "1 of 6 poses miss tolerance"),
+        (_limits_batch(errors=False, pairs=slice(0, 1)), False, "6 of 6 poses have no known"),
+        (
+            _limits_batch(pairs=slice(3, 4)),
+            False,
+            f"1 of 6 poses have a joint past its limit: {past}",
+        ),
+        (_limits_batch(pairs=slice(3, 4)), True, "(soft limits: ik.precise false lets a joint"),
     ):
-        assert f"NOT OK: {words}" in summary_table({**good, **bad})
-        with pytest.raises(IKError, match=words):
-            check_strict({**good, **bad})
+        bad = summary(batch, soft)
+        assert f"NOT OK: {words}" in summary_table(bad) if not soft else words in summary_table(bad)
+        with pytest.raises(IKError, match=re.escape(words)):
+            check_strict(bad)
 
 
 # --------------------------------------------------------------------------- report / --plot
 
 
-def _limits_batch(errors: bool = True) -> StrokeBatch:
+def _limits_batch(errors: bool = True, pairs: slice = slice(None)) -> StrokeBatch:
     """4 stroke pairs of the bundled robot near its rest pose: pair 1 marginal in position,
-    pair 2 over in orientation, pair 3 with left/joint_1 past its lower limit (0)."""
+    pair 2 over in orientation, pair 3 with left/joint_1 past its lower limit (0); ``pairs``
+    of them."""
     from zmq_ik.robots import BUNDLED
 
     shape = (4, 3, 2)
@@ -463,7 +472,7 @@ def _limits_batch(errors: bool = True) -> StrokeBatch:
         joints=joints,
         pos_err=pos_err if errors else nan,
         ori_err=ori_err if errors else nan,
-    )
+    )[pairs]
 
 
 def test_report_writes_a_png_and_names_the_marginal_strokes(tmp_path):
@@ -478,7 +487,12 @@ def test_report_writes_a_png_and_names_the_marginal_strokes(tmp_path):
         "position error: worst 0.09 mm (tolerance 0.1 mm); over: none; marginal (> 80%): 1" in out
     )
     assert "orientation error: worst 0.07 rad (tolerance 0.05 rad); over: 2;" in out
-    assert "strokes beyond a joint limit: 3 (left/joint_1 by <= 0.01)" in out
+    assert (
+        "strokes past a joint limit (by more than 1e-05 rad or m): 3 (left/joint_1 up to "
+        "0.01 rad past its lower limit)" in out
+    )
+    # the verdict, as compute says it (test_strict_needs_every_pose_known_within_...)
+    assert "NOT OK: 1 of 24 poses miss tolerance; 1 of 24 poses have a joint past its" in out
     # a tatbot file (no error tensors): said, not guessed
     _limits_batch(errors=False).save(sb)
     result = run("report", str(sb), "-o", str(png), "--pos-tol", "0.0002")
@@ -592,3 +606,105 @@ def test_compute_at_a_port_with_no_broker_fails_in_about_2s(tmp_path, nowhere):
     assert "is a broker" in result.output
     assert took < 6.0, took  # 2 s plus loading the example job
     print(f"compute with no broker failed after {took:.2f}s")
+
+
+# --------------------------------------------------------------------------- #27 exits, hints
+
+
+@pytest.mark.parametrize(
+    ("args", "example"),
+    [
+        (["broker", "--bind", "5555"], "tcp://127.0.0.1:5555"),
+        (["broker", "--bind", "localhost"], "tcp://localhost:5555"),
+        (["broker", "--bind", "tcp://127.0.0.1"], "needs a host and a port"),
+        (["broker", "--worker-bind", "5556"], "tcp://127.0.0.1:5556"),
+        (["serve", "--bind", "5555"], "tcp://127.0.0.1:5555"),
+        (["serve", "--connect", "gpu-host:5555"], "tcp://gpu-host:5555"),
+        (["worker", "--connect", "5555", "--echo"], "tcp://127.0.0.1:5555"),
+        (["ping", "--endpoint", "gpu-host:5555"], "tcp://gpu-host:5555"),
+        (["status", "--endpoint", "gpu-host:5555"], "tcp://gpu-host:5555"),
+        (["demo", "--endpoint", "gpu-host:5555"], "tcp://gpu-host:5555"),
+        (["compute", SCENE, STROKES, "--endpoint", "gpu-host:5555"], "tcp://gpu-host:5555"),
+    ],
+)
+def test_a_bare_port_or_host_is_a_usage_error_with_the_endpoint_hint(args, example):
+    """Issue 27.5: `broker --bind 5555` said libzmq's `Invalid argument` (exit 78); the
+    client side explained `tcp://host:port`. One check (`protocol.check_endpoint`) for all."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "use tcp://host:port" in result.output and example in result.output, result.output
+    assert "Invalid argument" not in result.output
+
+
+def test_a_taken_port_is_a_configuration_error_for_broker_and_serve(zctx):
+    """Issue 27.5: configuration errors exit 78 everywhere (systemd's RestartPreventExitStatus,
+    `serve` not restarting it)."""
+    other = zctx.socket(zmq.ROUTER)
+    other.setsockopt(zmq.LINGER, 0)
+    endpoint = f"tcp://127.0.0.1:{other.bind_to_random_port('tcp://127.0.0.1')}"
+    try:
+        broker = run("broker", "--bind", endpoint)
+        assert broker.exit_code == 78 and "cannot bind" in broker.output, broker.output
+        serve = cli("serve", "--bind", endpoint, "--echo", "-q")
+        assert serve.returncode == 78 and "cannot bind" in serve.stderr, serve.stderr
+    finally:
+        other.close(0)
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU may be there")
+def test_serve_require_gpu_without_a_gpu_exits_78(serve_endpoint):
+    """Issue 27.5: its worker exited 78, and `serve` then exited 1."""
+    result = cli("serve", "--bind", serve_endpoint, "--gpu", "0", "--require-gpu", "-q", timeout=90)
+    assert result.returncode == 78, result.stderr
+    assert "no GPU" in result.stderr and "configuration error" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU may be there")
+def test_jax_backend_probing_is_quiet_unless_verbose():
+    """Issue 27.3: every `worker --gpu N` start logged JAX's `Unable to initialize backend
+    'tpu'` (INFO from its backend probing; JAX_PLATFORMS unset, as under systemd)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    args = [sys.executable, "-m", "zmq_ik.cli", "worker", "--gpu", "0", "--require-gpu"]
+    args += ["--connect", "tcp://127.0.0.1:9"]
+    for flags, shown in (([], False), (["-v"], True)):
+        done = subprocess.run([*args, *flags], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT, env=env)  # fmt: skip
+        assert done.returncode == 78, done.stderr
+        assert ("Unable to initialize backend" in done.stderr) is shown, done.stderr
+        if not shown:
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # the error alone
+
+
+def _options(command: click.Command) -> list[click.Option]:
+    return [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
+
+
+def test_every_option_shows_its_default_and_every_number_its_unit():
+    """Issue 27.5: `ping --count`, `demo --startup-timeout` showed no default; `keygen --name`
+    said "Names."; `worker --config JSON` did not say file or text. Every option of every
+    command now shows `[default: ...]` or names its default in its help, a non-integer number
+    names its unit, and each command's help ends with an example."""
+    units = ("second", "(s)", "metres", "radians")
+    for name, command in main.commands.items():
+        ctx = click.Context(command, info_name=name)
+        text = command.get_help(ctx)
+        assert f"Example:\n    zmq-ik {name} " in text, name
+        for option in _options(command):
+            if option.is_flag or option.count:
+                continue
+            record = option.get_help_record(ctx)
+            assert record is not None
+            help_text = " ".join(record[1].split())
+            assert "default" in help_text.lower(), (name, option.opts, help_text)
+            if isinstance(option.type, click.types.FloatParamType):  # (or its metavar)
+                said = f"{record[0]} {help_text}".lower()
+                assert any(u in said for u in units), (name, option.opts, help_text)
+    keygen = main.commands["keygen"].get_help(click.Context(main.commands["keygen"]))
+    assert "NAME.key and NAME.key_secret" in keygen
+    worker = " ".join(
+        main.commands["worker"].get_help(click.Context(main.commands["worker"])).split()
+    )
+    assert "as text" in worker and "file" in worker
+    ping = run("ping", "--help").output
+    assert "Pings per broker.  [default: 1" in ping
+    assert "[default: 900" in run("demo", "--help").output

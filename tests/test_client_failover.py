@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -188,6 +189,28 @@ def test_the_only_broker_restarted_gets_the_lost_request_again_as_soon_as_it_ans
     assert requests(core) == [(0, rid)]  # a is back: sent again at once, same id
     core.handle(final(rid), now=1.1)
     assert box.kinds() == [FINAL]
+
+
+def test_a_broker_that_was_not_up_yet_is_no_fault_in_the_log(caplog):
+    """Issue 27.3: every healthy `zmq-ik demo` logged `broker ... down or restarted: 1
+    request(s) sent again`: its first ping went out before the broker it had just started
+    listened. A broker never heard from did not go down or restart; one heard from did."""
+    caplog.set_level(logging.INFO, "zmq_ik.client")
+    core, box = ClientCore(["tcp://a:1"], retries=0), Box()
+    core.start(0.0)
+    rid = core.submit(echo_call(), 3.0, now=0.0, sink=box)
+    core.tick(DOWN_AFTER + 0.001)  # not listening yet: silent
+    requests(core)
+    core.handle(final(b"alive" + bytes(8)), 1.0, 0)  # its first answer ever
+    assert requests(core) == [(0, rid)]  # what waited goes again all the same, same id
+    assert "down or restarted" not in caplog.text
+    core.handle(final(rid), now=1.1)
+    rid = core.submit(echo_call(), 3.0, now=2.0, sink=box)
+    core.tick(2.0 + DOWN_AFTER + 0.001)  # answered before, silent now: it went away
+    requests(core)
+    core.handle(final(b"alive" + bytes(8)), 3.0, 0)
+    assert requests(core) == [(0, rid)]
+    assert "broker tcp://a:1 down or restarted: 1 request(s) sent again" in caplog.text
 
 
 def test_what_was_sent_while_the_only_broker_was_down_goes_again_when_it_answers():

@@ -168,9 +168,78 @@ def test_bad_urdf_or_links_raise_input_error(urdf, ee, needle):
     assert needle in str(info.value)
 
 
-def test_chains_sharing_a_joint_are_refused():
-    with pytest.raises(InputError, match="share actuated joint 'rev'"):
-        ik.Robot.from_urdf(TINY, ["tip", "l1"])
+def test_chains_sharing_joints_are_one_group_with_each_joint_once():
+    robot = ik.Robot.from_urdf(TINY, ["tip", "l1"])
+    assert robot.joint_names == ("rev", "pri", "cont")
+    assert [c.joint_index for c in robot.chains] == [(0, 1, 2), (0,)]
+    assert [(g.ee_index, g.joint_index) for g in robot.groups] == [((0, 1), (0, 1, 2))]
+    q = np.array([0.7, 0.2, -1.1])
+    T = robot.fk(q)
+    np.testing.assert_allclose(
+        np.asarray(T.translation())[1], [0.0, 0.0, 1.0], atol=1e-6
+    )  # l1 sits at the joint "rev", which moves only its rotation
+    np.testing.assert_allclose(np.asarray(T.rotation().as_matrix())[1], rot("z", 0.7), atol=1e-6)
+    tatbot = ik.Robot.bundled()
+    assert [(g.ee_index, g.joint_index) for g in tatbot.groups] == [
+        ((0,), tuple(range(7))),
+        ((1,), tuple(range(7, 14))),
+    ]
+
+
+# base -(revolute z)-> l1 -(revolute z, mimics "rev" × -2 + 0.1, origin +1 x)-> l2
+#  -(fixed, +0.5 x)-> tip; "grip" (prismatic x) -> finger and its mimic "grip2" -> finger2
+MIMIC = """<robot name="mimic">
+  <link name="base"/><link name="l1"/><link name="l2"/><link name="tip"/>
+  <link name="finger"/><link name="finger2"/>
+  <joint name="rev" type="revolute"><parent link="base"/><child link="l1"/>
+    <axis xyz="0 0 1"/><limit lower="-2" upper="2" effort="1" velocity="1"/></joint>
+  <joint name="twin" type="revolute"><parent link="l1"/><child link="l2"/>
+    <origin xyz="1 0 0"/><axis xyz="0 0 1"/><limit lower="-9" upper="9" effort="1" velocity="1"/>
+    <mimic joint="rev" multiplier="-2" offset="0.1"/></joint>
+  <joint name="tool" type="fixed"><parent link="l2"/><child link="tip"/>
+    <origin xyz="0.5 0 0"/></joint>
+  <joint name="grip" type="prismatic"><parent link="tip"/><child link="finger"/>
+    <axis xyz="1 0 0"/><limit lower="0" upper="0.04" effort="1" velocity="1"/></joint>
+  <joint name="grip2" type="prismatic"><parent link="tip"/><child link="finger2"/>
+    <axis xyz="0 1 0"/><limit lower="0" upper="0.04" effort="1" velocity="1"/>
+    <mimic joint="grip"/></joint>
+</robot>"""
+
+
+def test_mimic_joints_follow_the_joint_they_mimic():
+    robot = ik.Robot.from_urdf(MIMIC, ["finger", "finger2"])
+    assert robot.joint_names == ("rev", "grip")  # a mimic joint is no variable of its own
+    assert (robot.lower[0], robot.upper[0]) == (-2, 2)  # its own limits do not count
+    q, g = 0.4, 0.03
+    T = robot.fk(np.array([q, g], np.float32))
+    tip = np.array([math.cos(q), math.sin(q), 0.0]) + 0.5 * np.array(
+        [math.cos(0.1 - q), math.sin(0.1 - q), 0.0]
+    )
+    yaw = rot("z", 0.1 - q)  # the tip's orientation: q + (-2q + 0.1)
+    np.testing.assert_allclose(
+        np.asarray(T.translation()), [tip + yaw @ [g, 0, 0], tip + yaw @ [0, g, 0]], atol=1e-6
+    )
+    np.testing.assert_allclose(np.asarray(T.rotation().as_matrix())[0], yaw, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(robot.link_pose("l2", np.array([q, g])).translation()),
+        [math.cos(q), math.sin(q), 0],
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ('<mimic joint="rev"', '<mimic joint="nope"', "mimics unknown joint 'nope'"),
+        ('<mimic joint="grip"/>', '<mimic joint="rev"/>', "must be of its joint's kind"),
+        ('multiplier="-2"', 'multiplier="x"', "bad numbers"),
+        ('<mimic joint="rev" multiplier', '<mimic joint="twin" multiplier', "in a cycle"),
+    ],
+)
+def test_bad_mimic_joints_are_refused(old, new, needle):
+    assert old in MIMIC
+    with pytest.raises(InputError, match=needle):
+        ik.Robot.from_urdf(MIMIC.replace(old, new), ["finger"])
 
 
 def test_byte_order_mark_and_bare_axis(tmp_path):

@@ -116,7 +116,9 @@ def test_scene_equality_and_replace() -> None:
 BAD_SCENES: list[tuple[dict[str, Any], str]] = [
     ({"robot": ""}, "robot"),
     ({"robot": 3}, "robot"),
-    ({"ee_links": ("a",)}, "ee_links"),
+    ({"ee_links": ()}, "ee_links"),
+    ({"ee_links": ("a", "a")}, "ee_links"),
+    ({"ee_links": ("a",)}, "ee_rot"),  # one arm: its orientation has no default
     ({"ee_links": "ab"}, "ee_links"),
     ({"ee_links": ("a", "")}, "ee_links[1]"),
     ({"stroke_length": 0}, "stroke_length"),
@@ -126,7 +128,7 @@ BAD_SCENES: list[tuple[dict[str, Any], str]] = [
     ({"offset_range": (0.1, -0.1)}, "offset_range"),
     ({"offset_range": (float("nan"), 0.0)}, "offset_range"),
     ({"offset_range": (0.0,)}, "offset_range"),
-    ({"ready_l": np.zeros(6)}, "ready_l"),
+    ({"ready_l": np.zeros(6)}, "ready"),  # tatbot's chains: 7 + 7
     ({"ready_r": [0, 0, 0, 0, 0, 0, float("nan")]}, "ready_r"),
     ({"ready_r": None}, "ready_r"),
     ({"ee_rot_l": np.zeros(4)}, "ee_rot_l"),
@@ -263,7 +265,7 @@ def scenes(draw: st.DrawFn) -> Scene:
     lo, hi = sorted(draw(st.tuples(small, small)))
     return Scene(
         robot=draw(names),
-        ee_links=(draw(names), draw(names)),
+        ee_links=tuple(draw(st.lists(names, min_size=2, max_size=2, unique=True))),
         stroke_length=draw(st.integers(1, 10_000)),
         offset_num=draw(st.integers(1, 64)),
         offset_range=(lo, hi),
@@ -324,7 +326,7 @@ def test_scene_yaml_files(tmp_path: Path) -> None:
     ("text", "field", "needle"),
     [
         ("stroke_length: 0\n", "stroke_length", "stroke_length"),
-        ("ready_l: [1, 2]\n", "ready_l", "shape (7,)"),
+        ("ready_l: [1, 2]\n", "ready", "which have 14"),
         ("ee_rot_l: [0, 0, 0, 0]\n", "ee_rot_l", "zero norm"),
         ("hover_offset: [0, .nan, 0]\n", "hover_offset", "NaN"),
         ("unknown_key: 1\n", "unknown_key", "unknown"),

@@ -382,7 +382,7 @@ def test_reprs_are_short_and_say_shapes() -> None:
     sb = batch(36, 16, 6)
     text = repr(sb)
     assert len(text.splitlines()) == 1 and len(text) < 150, text
-    assert "b=36, l=16, o=6, n_joints=14" in text and "(36, 16, 6, 14)" in text
+    assert "b=36, l=16, o=6, n_ee=2, n_joints=14" in text and "(36, 16, 6, 14)" in text
     sol = IKSolution(np.zeros((500, 14)), np.full((500, 2), 1e-5), np.full((500, 2), 2e-3))
     text = repr(sol)
     assert len(text) < 150 and "N=500, n_joints=14, n_ee=2" in text and "0.002 rad" in text

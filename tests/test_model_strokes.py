@@ -90,7 +90,7 @@ BAD_STROKES: list[tuple[dict[str, Any], str]] = [
     ({"meter_coords": [["a", "b", "c"]]}, "meter_coords"),
     ({"meter_coords": pts(), "is_rest": "no"}, "is_rest"),
     ({"meter_coords": pts(), "is_inkdip": 0}, "is_inkdip"),
-    ({"meter_coords": pts(), "arm": "middle"}, "arm"),
+    ({"meter_coords": pts(), "arm": ""}, "arm"),
     ({"meter_coords": pts(), "color": 3}, "color"),
     ({"meter_coords": pts(), "description": 3}, "description"),
 ]
@@ -127,8 +127,8 @@ def test_strokelist_sequence() -> None:
 @pytest.mark.parametrize(
     ("pairs", "field"),
     [
-        (((normal(),),), "strokes[0]"),
-        (((normal(), normal(), normal()),), "strokes[0]"),
+        (((),), "strokes[0]"),
+        (((normal(), normal()), (normal(),)), "strokes[1]"),  # one stroke per arm in every group
         (((normal(), normal()), (normal(), "x")), "strokes[1].right"),
         (((normal(arm="right"), normal()),), "strokes[0].left.arm"),
         (((normal(), normal(arm="left")),), "strokes[0].right.arm"),
@@ -206,7 +206,7 @@ def test_packed_accepts_network_buffers_without_copy() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"coords": np.zeros((2, 3, 4, 3), np.float32)}, "coords"),
+        ({"coords": np.zeros((2, 3, 4, 3), np.float32)}, "is_inkdip"),  # 3 arms, flags for 2
         ({"coords": np.zeros((2, 2, 4, 2), np.float32)}, "coords"),
         ({"coords": np.zeros((2, 2, 4), np.float32)}, "coords"),
         ({"coords": np.full((2, 2, 4, 3), np.nan, np.float32)}, "coords"),

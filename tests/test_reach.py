@@ -13,9 +13,11 @@ from conftest import JAX_CACHE
 ik = pytest.importorskip("zmq_ik.ik")
 ROBOTS = Path(__file__).parent / "robots"
 ARMS = {
-    "panda": ("panda.urdf", "panda_hand"),
-    "ur5": ("ur5.urdf", "tool0"),
-    "so100": ("so100.urdf", "gripper"),
+    "panda": ("panda.urdf", ("panda_hand",)),
+    "ur5": ("ur5.urdf", ("tool0",)),
+    "so100": ("so100.urdf", ("gripper",)),
+    # Two 7-joint arms on one prismatic torso lift: one 15-joint problem, both hands at once.
+    "tiago_dual": ("tiago_dual.urdf", ("arm_left_tool_link", "arm_right_tool_link")),
 }
 BUCKETS = (64,)
 GOAL_POS, GOAL_ORI = 1e-5, 1e-4  # 0.01 mm, 1e-4 rad
@@ -28,7 +30,7 @@ def _cache():
 
 def arm(name):
     urdf, ee = ARMS[name]
-    return ik.Robot.from_urdf(str(ROBOTS / urdf), [ee])
+    return ik.Robot.from_urdf(str(ROBOTS / urdf), ee)
 
 
 def random_targets(robot, n, seed):
@@ -51,8 +53,8 @@ def test_default_reaches_random_targets_within_the_limits(name):
     sol = ik.solve_ik(robot, wxyz, pos, buckets=BUCKETS)
     assert reached(sol).all(), (sol.pos_err[~reached(sol)], sol.ori_err[~reached(sol)])
     assert ((sol.joints >= robot.lower) & (sol.joints <= robot.upper)).all()
-    # The errors are FK of the answer against the target.
     T = robot.fk(sol.joints)
+    # The errors are FK of the answer against the target, for every hand.
     np.testing.assert_allclose(
         np.linalg.norm(np.asarray(T.translation()) - pos, axis=-1), sol.pos_err, atol=2e-6
     )
@@ -102,3 +104,16 @@ def test_control_loop_is_continuous_and_never_flips_an_elbow():
         rest = sol.joints[0]
     steps = np.abs(np.diff(np.asarray(answers), axis=0)).max()
     assert steps < 0.05  # targets move ~0.005 rad of joint motion a step; no flips
+
+
+@pytest.mark.timeout(300)
+def test_mimic_joints_are_solved_through_the_joint_they_follow():
+    """Two fingers, one moved by the other's joint (a mimic), each with a target: reached
+    by moving the followed joints alone."""
+    from test_ik_kinematics import MIMIC
+
+    robot = ik.Robot.from_urdf(MIMIC, ["finger", "finger2"])
+    wxyz, pos = random_targets(robot, 16, seed=14)
+    sol = ik.solve_ik(robot, wxyz, pos, buckets=(16,))
+    assert reached(sol).all(), (sol.pos_err, sol.ori_err)
+    assert sol.joints.shape == (16, 2)

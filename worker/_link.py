@@ -73,12 +73,19 @@ class Link:
         self.reconnect_at = 0.0
         self.handshakes: Handshakes | None = None
         """The socket's handshake failures (`zmq_ik._handshakes`): why a broker is silent."""
+        self.watch: zmq.Socket | None = None
+        """The watch connection (`protocol.WATCH`), opened once the broker answered; the
+        main thread alone uses it."""
 
     def close(self, linger: int = 0) -> None:
-        """Close the socket (if any) and its handshake monitor (first: `Handshakes.close`)."""
+        """Close the socket (if any), its handshake monitor (first: `Handshakes.close`) and
+        its watch."""
         if self.handshakes is not None:
             self.handshakes.close()
             self.handshakes = None
+        if self.watch is not None:
+            self.watch.close(0)
+            self.watch = None
         if self.sock is not None:
             self.sock.close(linger)
             self.sock = None

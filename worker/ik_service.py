@@ -572,6 +572,7 @@ class IKService:
                 solver.upper,
                 solver.limited,
                 ik.default_rest(solver),
+                solver.prismatic,
             )
         if operation == ops.STROKEBATCH:
             scene, packed = ops.read_strokebatch_request(header, arrays)

@@ -342,14 +342,19 @@ def check_joints(
 
 
 def check_packed(
-    coords: Any, is_inkdip: Any, is_rest: Any, stroke_length: int | None = None
+    coords: Any,
+    is_inkdip: Any,
+    is_rest: Any,
+    stroke_length: int | None = None,
+    n_ee: int | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Packed stroke pairs as read-only arrays (not copied when already of the right dtype):
-    ``coords`` (b, 2, l, 3) float32 finite, ``is_inkdip`` and ``is_rest`` (b, 2) bool, with
-    ``l == stroke_length`` when given."""
+    """Packed stroke groups as read-only arrays (not copied when already of the right dtype):
+    ``coords`` (b, n_ee, l, 3) float32 finite, ``is_inkdip`` and ``is_rest`` (b, n_ee) bool,
+    with ``l == stroke_length`` and ``n_ee`` (a scene's end effectors) when given."""
     length: int | str = "l" if stroke_length is None else stroke_length
-    c = as_array(coords, "coords", ("b", 2, length, 3), np.float32, copy=False)
-    b = c.shape[0]
-    inkdip = as_bool_array(is_inkdip, "is_inkdip", (b, 2), copy=False)
-    rest = as_bool_array(is_rest, "is_rest", (b, 2), copy=False)
+    arms: int | str = "n_ee" if n_ee is None else n_ee
+    c = as_array(coords, "coords", ("b", arms, length, 3), np.float32, copy=False)
+    b, k = c.shape[:2]
+    inkdip = as_bool_array(is_inkdip, "is_inkdip", (b, k), copy=False)
+    rest = as_bool_array(is_rest, "is_rest", (b, k), copy=False)
     return c, inkdip, rest

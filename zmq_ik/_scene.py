@@ -7,6 +7,7 @@ Import these names from :mod:`zmq_ik.model`; this module is an implementation de
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ from zmq_ik._ik_settings import POS_TOL as POS_TOL
 from zmq_ik._ik_settings import IKSettings as IKSettings
 from zmq_ik._ik_settings import check_tolerance as check_tolerance
 from zmq_ik.errors import InputError
-from zmq_ik.robots import TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
+from zmq_ik.robots import BUNDLED, TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
 
 logger = logging.getLogger(__name__)
 
@@ -132,32 +133,37 @@ def _freeze(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
 # Scene
 # --------------------------------------------------------------------------------------------
 
-_DEFAULT_EE_ROT_L = (0.7071, 0.0, 0.0, -0.7071)
-_DEFAULT_EE_ROT_R = (0.7071, 0.0, 0.0, 0.7071)
-_DEFAULT_EE_OFFSET_L = (-0.0032011130459314863, -0.006146244846220735, 0.0)
-_DEFAULT_EE_OFFSET_R = (0.0003607626669337727, 0.011764407112841976, 0.00529831437515331)
+_DEFAULT_EE_ROT = ((0.7071, 0.0, 0.0, -0.7071), (0.7071, 0.0, 0.0, 0.7071))
+_DEFAULT_EE_OFFSET = (
+    (-0.0032011130459314863, -0.006146244846220735, 0.0),
+    (0.0003607626669337727, 0.011764407112841976, 0.00529831437515331),
+)
 _DEFAULT_DESIGN_POS = (0.25045, 0.0, 0.102)  # tatbot URDF: lasercross, fixed to root
 
+TWO_ARMS: tuple[str, str] = ("left", "right")
+"""The names of a two-end-effector scene's arms, in ``ee_links`` order (tatbot's)."""
 
-def _const(values: tuple[float, ...]) -> npt.NDArray[np.float64]:
+
+def _const(values: Any) -> npt.NDArray[np.float64]:
     return _freeze(np.array(values, dtype=np.float64))
 
 
-# Array fields of Scene and their shapes; quaternions are normalised.
-_SCENE_ARRAYS: dict[str, int] = {
-    "ready_l": 7,
-    "ready_r": 7,
-    "ee_rot_l": 4,
-    "ee_rot_r": 4,
-    "ee_offset_l": 3,
-    "ee_offset_r": 3,
-    "hover_offset": 3,
-    "design_pos": 3,
-    "design_wxyz": 4,
-}
+# Fixed-size array fields of Scene and their shapes; quaternions are normalised.
+_SCENE_ARRAYS: dict[str, int] = {"hover_offset": 3, "design_pos": 3, "design_wxyz": 4}
+# Per-end-effector array fields: one row of this size per end effector.
+_ARM_ARRAYS: dict[str, int] = {"ee_rot": 4, "ee_offset": 3}
 TOLERANCES = ("pos_tol", "ori_tol")
 """Scene fields that judge an answer rather than compute it: not sent to workers."""
-_SCENE_QUATS = frozenset({"ee_rot_l", "ee_rot_r", "design_wxyz"})
+_TWO_ARM_KEYS: dict[str, tuple[str, int]] = {
+    "ready_l": ("ready", 0),
+    "ready_r": ("ready", 1),
+    "ee_rot_l": ("ee_rot", 0),
+    "ee_rot_r": ("ee_rot", 1),
+    "ee_offset_l": ("ee_offset", 0),
+    "ee_offset_r": ("ee_offset", 1),
+}
+"""A two-arm scene's spellings (tatbot's, and this file format's before any number of end
+effectors): ``X_l``/``X_r`` is row 0/1 of ``X`` (of ``ready``: its first/second half)."""
 
 # tatbot-style spellings accepted by Scene.from_dict / from_yaml.
 _SCENE_ALIASES: dict[str, str] = {
@@ -206,10 +212,52 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+def _two_arm_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (constructor arguments) with the two-arm spellings (``ready_l``, ``ee_rot_r``
+    ...: `_TWO_ARM_KEYS`) folded into ``ready``, ``ee_rot`` and ``ee_offset``; each checked
+    under its own name. A spelling beside its field (``ready_l`` and ``ready``) is refused."""
+    given = [k for k in _TWO_ARM_KEYS if k in values]
+    if not given:
+        return values
+    out = {k: v for k, v in values.items() if k not in _TWO_ARM_KEYS}
+    for target in ("ready", "ee_rot", "ee_offset"):
+        halves = [k for k in given if _TWO_ARM_KEYS[k][0] == target]
+        if not halves:
+            continue
+        if target in values:
+            raise InputError(f"{halves[0]}: given with {target}; give one of them", field=halves[0])
+        base = _two_arm_defaults()[target]
+        rows: list[Any] = []
+        for suffix, k in (("_l", 0), ("_r", 1)):
+            key = target + suffix
+            if key not in values:
+                rows.append(base[k])
+            elif target == "ee_rot":
+                rows.append(as_quat(values[key], key))
+            else:
+                rows.append(as_array(values[key], key, (3,) if target == "ee_offset" else (None,)))
+        out[target] = np.concatenate(rows) if target == "ready" else np.stack(rows)
+    return out
+
+
+def _two_arm_defaults() -> dict[str, Any]:
+    """tatbot's per-arm values, as the two halves (``ready``) or rows (the others)."""
+    return {
+        "ready": (TATBOT_READY_L, TATBOT_READY_R),
+        "ee_rot": _DEFAULT_EE_ROT,
+        "ee_offset": _DEFAULT_EE_OFFSET,
+    }
+
+
 @documented
 @dataclass(frozen=True, eq=False)
 class Scene(ValueEq):
     """Everything a stroke-batch solve needs besides the strokes; defaults = bundled tatbot.
+
+    Any number of end effectors (``ee_links``): a Panda drawing with one, tatbot with two.
+    Per-end-effector values (``ee_rot``, ``ee_offset``) have one row per end effector, in
+    ``ee_links`` order; a two-arm scene may spell them as tatbot does (``ready_l``,
+    ``ee_rot_r``...: `from_dict`, `replace`, and read-only properties of those names).
 
     Arrays are float64, copied and read-only. Quaternions are wxyz and normalised on
     construction. Compared by value (``==`` uses ``np.array_equal`` on arrays).
@@ -217,34 +265,37 @@ class Scene(ValueEq):
 
     robot: str = "tatbot"
     """Robot (service) name the broker routes on."""
-    ee_links: tuple[str, str] = TATBOT_EE_LINKS
-    """End-effector link names in the URDF, (left, right)."""
+    ee_links: tuple[str, ...] = TATBOT_EE_LINKS
+    """End-effector link names in the URDF, one or more (tatbot: left, right)."""
     stroke_length: int = 16
     """Poses per stroke (every stroke must have exactly this many points)."""
     offset_num: int = 6
     """Number of depth offsets solved per pose (the ``o`` axis of a StrokeBatch)."""
     offset_range: tuple[float, float] = (-0.002, 0.002)
     """(min, max) depth offset in metres, min <= max."""
-    ready_l: npt.NDArray[Any] = field(default_factory=lambda: _const(TATBOT_READY_L))
-    """Left-arm ready pose, (7,) joint values (rad; the gripper carriage in m)."""
-    ready_r: npt.NDArray[Any] = field(default_factory=lambda: _const(TATBOT_READY_R))
-    """Right-arm ready pose, (7,)."""
-    ee_rot_l: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_ROT_L))
-    """Left end-effector orientation while drawing, (4,) wxyz, world frame (normalised)."""
-    ee_rot_r: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_ROT_R))
-    """Right end-effector orientation while drawing, (4,) wxyz, world frame (normalised)."""
-    ee_offset_l: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_OFFSET_L))
-    """Left end-effector offset added to every target, (3,) metres, world frame."""
-    ee_offset_r: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_EE_OFFSET_R))
-    """Right end-effector offset added to every target, (3,) metres, world frame."""
+    ready: npt.NDArray[Any] | None = None
+    """Ready (rest) pose, (n_joints,) in the robot's joint order (``solve``'s ``rest``; rad,
+    m for prismatic joints): every pose is solved from it, and an arm that rests holds it.
+    Default: tatbot's ready pose for tatbot's ``ee_links``, else None: the robot's default
+    rest pose (its worker's ``--rest``, or mid-range). Two-arm spelling: ``ready_l`` and
+    ``ready_r``, its halves."""
+    ee_rot: npt.NDArray[Any] | None = None
+    """(n_ee, 4) each end effector's orientation while drawing, wxyz, world frame
+    (normalised). Default: tatbot's two needles' for two end effectors; otherwise required.
+    Two-arm spelling: ``ee_rot_l``, ``ee_rot_r``."""
+    ee_offset: npt.NDArray[Any] | None = None
+    """(n_ee, 3) each end effector's offset added to every target, metres, world frame.
+    Default: tatbot's two for two end effectors, else zeros. Two-arm spelling:
+    ``ee_offset_l``, ``ee_offset_r``."""
     hover_offset: npt.NDArray[Any] = field(default_factory=lambda: _const((0.0, 0.0, 0.005)))
     """Offset of the first and last (hover) pose of each stroke, (3,) metres."""
     design_pos: npt.NDArray[Any] = field(default_factory=lambda: _const(_DEFAULT_DESIGN_POS))
     """Design-origin position, (3,) metres, world frame (tatbot: the lasercross link)."""
     design_wxyz: npt.NDArray[Any] = field(default_factory=lambda: _const((1.0, 0.0, 0.0, 0.0)))
     """Design-origin orientation, (4,) wxyz, world frame (normalised)."""
-    first_last_rest: bool = True
-    """Put the first and last pose of each stroke at the hover offset (tatbot's behaviour)."""
+    first_last_rest: bool | None = None
+    """tatbot's hand-over: the right arm rests during the first stroke pair, the left during
+    the last. Default: True with two end effectors; only a two-arm scene may set it."""
     name: str = "default"
     """Free-form scene name (logs, file names)."""
     pos_tol: float = POS_TOL
@@ -261,15 +312,16 @@ class Scene(ValueEq):
         setattr_ = object.__setattr__
         setattr_(self, "robot", as_str(self.robot, "robot", empty=False))
         links = self.ee_links
-        if isinstance(links, str) or not isinstance(links, (tuple, list)) or len(links) != 2:
+        if isinstance(links, str) or not isinstance(links, (tuple, list)) or not links:
             raise InputError(
-                f"ee_links: must be two link names (left, right), got {links!r}", field="ee_links"
+                f"ee_links: must be a list of one or more link names, got {links!r}",
+                field="ee_links",
             )
-        setattr_(
-            self,
-            "ee_links",
-            tuple(as_str(v, f"ee_links[{i}]", empty=False) for i, v in enumerate(links)),
-        )
+        links = tuple(as_str(v, f"ee_links[{i}]", empty=False) for i, v in enumerate(links))
+        if len(set(links)) != len(links):
+            raise InputError(f"ee_links: a link is named twice in {list(links)}", "ee_links")
+        setattr_(self, "ee_links", links)
+        n_ee = len(links)
         setattr_(self, "stroke_length", as_int(self.stroke_length, "stroke_length", 1))
         setattr_(self, "offset_num", as_int(self.offset_num, "offset_num", 1))
         rng = self.offset_range
@@ -284,11 +336,59 @@ class Scene(ValueEq):
                 f"offset_range: min {lo} is greater than max {hi}", field="offset_range"
             )
         setattr_(self, "offset_range", (lo, hi))
+        defaults = _two_arm_defaults()
+        if self.ready is None:
+            if links == TATBOT_EE_LINKS:
+                setattr_(self, "ready", _const(np.concatenate(defaults["ready"])))
+        else:
+            setattr_(self, "ready", as_array(self.ready, "ready", (None,)))
+            bundled = BUNDLED.get(self.robot)
+            if bundled is not None and links == bundled.ee_links:
+                want = len(bundled.rest)  # early, for the usual case: a bundled robot's chains
+                if len(self.ready) != want:
+                    raise InputError(
+                        f"ready: {len(self.ready)} joint values for {self.robot}'s chains to "
+                        f"{', '.join(links)}, which have {want}"
+                        + (" (ready_l, then ready_r)" if n_ee == 2 else ""),
+                        field="ready",
+                    )
+        for name, size in _ARM_ARRAYS.items():
+            value = getattr(self, name)
+            if value is None:
+                if n_ee == 2:
+                    value = defaults[name]
+                elif name == "ee_offset":
+                    value = np.zeros((n_ee, 3))
+                else:
+                    raise InputError(
+                        f"ee_rot: give each end effector's orientation while drawing, "
+                        f"{n_ee} wxyz row(s) in ee_links order (only two-arm scenes default "
+                        "to tatbot's)",
+                        field="ee_rot",
+                    )
+            arr = np.array(as_array(value, name, (None, size)))
+            if arr.shape[0] != n_ee:
+                raise InputError(
+                    f"{name}: has {arr.shape[0]} row(s) for {n_ee} end effector(s) (ee_links "
+                    f"{list(links)}): one per end effector",
+                    field=name,
+                )
+            if name == "ee_rot":
+                arr = np.stack([as_quat(row, f"ee_rot[{k}]") for k, row in enumerate(arr)])
+            setattr_(self, name, _freeze(arr))
         for name, n in _SCENE_ARRAYS.items():
             value = getattr(self, name)
-            arr = as_quat(value, name) if name in _SCENE_QUATS else as_array(value, name, (n,))
+            arr = as_quat(value, name) if name == "design_wxyz" else as_array(value, name, (n,))
             setattr_(self, name, arr)
-        setattr_(self, "first_last_rest", as_bool(self.first_last_rest, "first_last_rest"))
+        flr = self.first_last_rest
+        flr = n_ee == 2 if flr is None else as_bool(flr, "first_last_rest")
+        if flr and n_ee != 2:
+            raise InputError(
+                f"first_last_rest: tatbot's hand-over needs two end effectors, the scene has "
+                f"{n_ee}",
+                field="first_last_rest",
+            )
+        setattr_(self, "first_last_rest", flr)
         setattr_(self, "name", as_str(self.name, "name"))
         for name in TOLERANCES:
             setattr_(self, name, check_tolerance(getattr(self, name), name))
@@ -305,9 +405,33 @@ class Scene(ValueEq):
     # -- derived ------------------------------------------------------------------------------
 
     @property
-    def ready(self) -> npt.NDArray[np.float64]:
-        """Both ready poses, (14,): left 7 then right 7."""
-        return np.concatenate([self.ready_l, self.ready_r])
+    def n_ee(self) -> int:
+        """Number of end effectors (arms)."""
+        return len(self.ee_links)
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The arms' names, in ``ee_links`` order: ``("left", "right")`` for two (tatbot's),
+        else the end-effector links (a stroke's ``arm``, the report's labels)."""
+        return TWO_ARMS if self.n_ee == 2 else self.ee_links
+
+    def _two_arm(self, name: str, k: int) -> npt.NDArray[np.float64]:
+        """Row ``k`` of ``name`` (of ``ready``: half ``k``) of a two-arm scene."""
+        if self.n_ee != 2:
+            raise AttributeError(f"{name}_{'lr'[k]}: a scene with {self.n_ee} end effector(s)")
+        if name != "ready":
+            return getattr(self, name)[k]  # type: ignore[no-any-return]
+        if self.ready is None or len(self.ready) % 2:
+            raise AttributeError(f"ready_{'lr'[k]}: ready is not two equal halves")
+        half = len(self.ready) // 2
+        return self.ready[k * half : (k + 1) * half]
+
+    ready_l = property(lambda self: self._two_arm("ready", 0), doc="``ready``'s first half.")
+    ready_r = property(lambda self: self._two_arm("ready", 1), doc="``ready``'s second half.")
+    ee_rot_l = property(lambda self: self._two_arm("ee_rot", 0), doc="``ee_rot[0]``.")
+    ee_rot_r = property(lambda self: self._two_arm("ee_rot", 1), doc="``ee_rot[1]``.")
+    ee_offset_l = property(lambda self: self._two_arm("ee_offset", 0), doc="``ee_offset[0]``.")
+    ee_offset_r = property(lambda self: self._two_arm("ee_offset", 1), doc="``ee_offset[1]``.")
 
     # -- hash (equality: `ValueEq`) ---------------------------------------------------------------
 
@@ -317,10 +441,19 @@ class Scene(ValueEq):
         )
 
     def replace(self, **changes: Any) -> Scene:
-        """A copy with ``changes`` applied (validated like the constructor)."""
+        """A copy with ``changes`` applied (validated like the constructor; the two-arm
+        spellings ``ready_l``... too). Per-arm values that no longer fit new ``ee_links``
+        are refused: give them too."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for target in ("ready", "ee_rot", "ee_offset"):
+            if any(_TWO_ARM_KEYS.get(k, ("",))[0] == target for k in changes):
+                keep = [k for k, (t, _) in _TWO_ARM_KEYS.items() if t == target]
+                values.pop(target)
+                for k in keep:
+                    if k not in changes:
+                        changes[k] = getattr(self, k)
         values.update(changes)
-        return Scene(**values)
+        return Scene(**_two_arm_values(values))
 
     # -- dict / YAML ----------------------------------------------------------------------------
 
@@ -331,13 +464,22 @@ class Scene(ValueEq):
 
     def to_dict(self, *, tolerances: bool = True) -> dict[str, Any]:
         """Plain nested dict of lists, floats, ints, bools and strings (JSON/msgpack/YAML).
-        ``tolerances=False`` leaves out `TOLERANCES` (the wire: a worker does not judge)."""
+        ``tolerances=False`` leaves out `TOLERANCES` (the wire: a worker does not judge). A
+        two-arm scene's per-arm values are spelt ``ready_l``, ``ee_rot_r``...: the files
+        and requests tatbot and older workers read."""
         out: dict[str, Any] = {}
         for f in fields(self):
             if not tolerances and f.name in TOLERANCES:
                 continue
             value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
+            two_arm = self.n_ee == 2 and (
+                f.name in _ARM_ARRAYS
+                or (f.name == "ready" and value is not None and len(value) % 2 == 0)
+            )
+            if two_arm:  # as tatbot (and older workers) spell it
+                for suffix in ("_l", "_r"):
+                    out[f.name + suffix] = getattr(self, f.name + suffix).tolist()
+            elif isinstance(value, np.ndarray):
                 out[f.name] = value.tolist()
             elif isinstance(value, tuple):
                 out[f.name] = list(value)
@@ -350,6 +492,8 @@ class Scene(ValueEq):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Scene:
         """Inverse of :meth:`to_dict`. Missing keys take tatbot defaults; unknown keys are refused.
+        Per-arm values: ``ready``, ``ee_rot``, ``ee_offset`` (one row per end effector), or
+        for two arms ``ready_l``/``ready_r``, ``ee_rot_l``... (rows 0 and 1).
 
         Also accepts tatbot-style spellings: ``ready_pos_l``/``ready_pos_r`` (optionally
         ``{joints: [...]}``), ``{xyz: [...]}`` / ``{wxyz: [...]}`` wrappers, ``lasercross_pos``,
@@ -360,7 +504,7 @@ class Scene(ValueEq):
             data = {}
         if not isinstance(data, Mapping):
             raise InputError(f"scene: must be a mapping, got {type(data).__name__}", field="scene")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | set(_TWO_ARM_KEYS)
         kwargs: dict[str, Any] = {}
         for raw_key, value in data.items():
             key = str(raw_key)
@@ -385,12 +529,14 @@ class Scene(ValueEq):
                     value = IKSettings.from_dict(value if value is not None else {})
                 except InputError as exc:
                     raise prefixed(exc, "ik") from None
-            elif key in _SCENE_ARRAYS:
+            elif key in _SCENE_ARRAYS or key in _TWO_ARM_KEYS or key in _ARM_ARRAYS:
+                value = _unwrap(value)
+            elif key == "ready":
                 value = _unwrap(value)
             elif key in ("ee_links", "offset_range") and isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value
-        return cls(**kwargs)
+        return cls(**_two_arm_values(kwargs))
 
     @classmethod
     def from_yaml(cls, path_or_text: str | os.PathLike[str]) -> Scene:
@@ -437,8 +583,27 @@ class Scene(ValueEq):
         return text
 
 
+def init_with(cls: type, fold: Any) -> None:
+    """Let ``cls``'s constructor take the two-arm spellings that ``fold`` turns into its
+    fields (``Scene(ready_l=...)``, ``StrokeBatch(ee_pos_l=...)``): code written for two arms
+    keeps working."""
+    init = vars(cls)["__init__"]  # the dataclass's own
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **fold(kwargs))
+
+    cls.__init__ = __init__  # type: ignore[misc]
+
+
+init_with(Scene, _two_arm_values)
+
 SCENE_KEYS = frozenset(
-    {f.name for f in fields(Scene)} | set(_SCENE_ALIASES) | _TATBOT_IGNORED | set(_POSE_KEYS)
+    {f.name for f in fields(Scene)}
+    | set(_TWO_ARM_KEYS)
+    | set(_SCENE_ALIASES)
+    | _TATBOT_IGNORED
+    | set(_POSE_KEYS)
 )
 """Every top-level key `Scene.from_dict` takes (fields, tatbot's spellings and ignored keys):
 a worker tells a key outside it, a newer client's field, apart (`zmq_ik.ops`)."""

@@ -11,6 +11,37 @@ import zmq
 
 from zmq_ik.errors import InputError
 
+TRANSPORTS = frozenset({"tcp", "ipc", "inproc", "pgm", "epgm", "vmci", "ws", "wss"})
+"""ZeroMQ transports an endpoint may name (``tcp://host:port`` for a remote broker)."""
+
+
+def check_endpoint(value: object, name: str = "endpoint") -> str:
+    """A ZeroMQ endpoint with its transport (``tcp://host:port``), for clients, workers and
+    brokers alike (its `InputError` names the setting ``name``): ``gpu-host:5555``, a bare
+    port or host used to fail deep in libzmq with a bare 'Invalid argument'; it is refused
+    here, saying what to write."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"endpoint must be a string like tcp://host:port, got {value!r:.60}", name)
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        example = f"127.0.0.1:{value}" if value.isdigit() else value
+        example += "" if ":" in example else ":5555"
+        raise InputError(
+            f"endpoint {value!r:.80} names no transport: use tcp://host:port "
+            f"(e.g. tcp://{example:.60})",
+            name,
+        )
+    if scheme not in TRANSPORTS or not rest:
+        raise InputError(
+            f"endpoint {value!r:.80} is not a ZeroMQ endpoint: use tcp://host:port", name
+        )
+    host, colon, port = rest.rpartition(":")
+    if scheme == "tcp" and not (host and colon and port):
+        raise InputError(
+            f"endpoint {value!r:.80} needs a host and a port: use tcp://host:port", name
+        )
+    return value
+
 
 def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
     """Broker endpoints from one string with commas (``"tcp://a:5555,tcp://b:5555"``, as in
@@ -33,11 +64,13 @@ def split_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def endpoints_setting(value: str | Iterable[str], name: str) -> tuple[str, ...]:
-    """`split_endpoints` for a settings field: its `InputError` names the field ``name``."""
+    """`split_endpoints` for a settings field, each checked by `check_endpoint`: its
+    `InputError` names the field ``name``."""
     try:
-        return split_endpoints(value)
+        endpoints = split_endpoints(value)
     except InputError as e:
         raise InputError(e.message, name) from e
+    return tuple(check_endpoint(e, name) for e in endpoints)
 
 
 def new_routing_id() -> bytes:
@@ -67,8 +100,8 @@ routing id, and a ROUTER ignores a new connection whose id an old one still hold
 ROUTER_HANDOVER: `status` shows worker ids, and handover would let any peer take one).
 The cost: a frame that takes longer than the timeout to arrive (3 s at the broker, 5.5 s at
 a client: 30 MB at 10 MB/s) ends the connection, as the PONG waits behind it. Workers need
-none of this: their own HEARTBEATs and new socket per reconnect (`worker._link`) cover it;
-the broker's pings to them cost a few bytes a second. TCP keepalive is not used: it cannot
+none of this on their own connection: their HEARTBEATs and new socket per reconnect
+(`worker._link`) cover it; their watch has its own (`set_worker_link_heartbeats`). TCP keepalive is not used: it cannot
 see a relay or proxy that still acknowledges bytes, and its first probe comes after
 minutes by default."""
 
@@ -79,6 +112,22 @@ def set_link_heartbeats(sock: zmq.Socket, side: str) -> None:
     interval, timeout = LINK_HEARTBEATS[side]
     sock.setsockopt(zmq.HEARTBEAT_IVL, interval)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
+
+
+def set_worker_link_heartbeats(sock: zmq.Socket, interval: float, window: float) -> None:
+    """ZMTP heartbeats on a worker's *watch* connection (`protocol.WATCH`; before it
+    connects): a PING every ``interval`` seconds from libzmq's I/O thread carrying a TTL of
+    ``window`` seconds, so the broker's libzmq drops the connection when it hears nothing on
+    it for that long (the worker killed or stopped). This side drops it when the broker
+    answers a PING with nothing for the broker side's timeout (`LINK_HEARTBEATS`).
+
+    Why (issue 27.1): the worker's own HEARTBEATs come from Python and wait for the GIL and
+    the interpreter, which a busy host (a compile next door, CPU-bound neighbours) can delay
+    past the liveness window; PINGs come from a native thread that needs microseconds of CPU.
+    The TTL goes over the wire in tenths of a second."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(interval * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(window * 1000)))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LINK_HEARTBEATS["broker"][1])
 
 
 _SNDMORE = int(zmq.SNDMORE)

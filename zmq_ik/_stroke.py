@@ -19,7 +19,8 @@ from zmq_ik._scene import ValueEq
 from zmq_ik.errors import InputError
 
 ARMS: tuple[str, str] = ("left", "right")
-"""Arm names, in pair order."""
+"""Arm names of a pair (two end effectors), in order. With another number of end effectors,
+an arm is named by its end-effector link (`Scene.arms`)."""
 
 # Array keys of tatbot's stroke mappings that zmq-ik reads (others, e.g. pixel_coords, are ignored).
 USED_ARRAYS = ("meter_coords", "ee_pos")
@@ -65,7 +66,8 @@ class Stroke(ValueEq):
     description: str = ""
     """Free text (tatbot: a natural-language description)."""
     arm: str | None = None
-    """``"left"``, ``"right"`` or ``None`` (then implied by the stroke's place in its pair)."""
+    """The arm's name, or ``None`` (then implied by the stroke's place in its group): in a
+    pair ``"left"`` or ``"right"``, otherwise its end-effector link (`Scene.arms`)."""
     color: str | None = None
     """Ink colour name, if any."""
 
@@ -85,9 +87,7 @@ class Stroke(ValueEq):
             "description",
             "" if self.description is None else as_str(self.description, "description"),
         )
-        arm = as_str(self.arm, "arm", optional=True)
-        if arm is not None and arm not in ARMS:
-            raise InputError(f"arm: must be 'left', 'right' or None, got {arm!r}", field="arm")
+        set_(self, "arm", as_str(self.arm, "arm", optional=True, empty=False))
         set_(self, "color", as_str(self.color, "color", optional=True))
         if self.is_rest and self.is_inkdip:
             raise InputError(

@@ -21,19 +21,56 @@ import safetensors.numpy
 
 from zmq_ik._checks import SMALL, as_array, as_bool
 from zmq_ik._docs import documented
-from zmq_ik._scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance
+from zmq_ik._scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance, init_with
 from zmq_ik.errors import IKError, InputError
 
 logger = logging.getLogger(__name__)
 
 TATBOT_TENSORS: tuple[str, ...] = ("ee_pos_l", "ee_pos_r", "ee_rot_l", "ee_rot_r", "joints")
-"""Tensor names of tatbot's ``StrokeBatch`` safetensors files, exactly what a file written by
-default holds: tatbot's ``StrokeBatch.load`` passes every tensor to its constructor."""
+"""Tensor names of tatbot's ``StrokeBatch`` safetensors files, exactly what a file of two end
+effectors written by default holds: tatbot's ``StrokeBatch.load`` passes every tensor to its
+constructor."""
+ARM_TENSORS: tuple[str, ...] = ("ee_pos", "ee_rot", "joints")
+"""Tensor names of a file of another number of end effectors than two: ``ee_pos`` (b, l, o,
+n_ee, 3) and ``ee_rot`` (b, l, o, n_ee, 4), stacked in ``ee_links`` order."""
 ERROR_TENSORS: tuple[str, ...] = ("pos_err", "ori_err")
 """Tensors written on request (``save(path, errors=True)``, ``compute --errors``): achieved IK
 error per pose and arm. tatbot's loader refuses a file that has them."""
 
-_LAST_DIM = {"ee_pos_l": 3, "ee_pos_r": 3, "ee_rot_l": 4, "ee_rot_r": 4, "pos_err": 2, "ori_err": 2}
+_TWO_ARM = {"ee_pos_l": ("ee_pos", 0), "ee_pos_r": ("ee_pos", 1)} | {
+    "ee_rot_l": ("ee_rot", 0),
+    "ee_rot_r": ("ee_rot", 1),
+}
+"""tatbot's per-arm tensors: row 0 / 1 of the stacked ``ee_pos`` / ``ee_rot``."""
+
+
+def _fold_arms(values: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments with tatbot's per-arm arrays (``ee_pos_l``...: `_TWO_ARM`)
+    stacked into ``ee_pos`` and ``ee_rot``, each checked under its own name; errors NaN
+    (unknown) when not given."""
+    if not any(k in values for k in _TWO_ARM):
+        return values
+    out = {k: v for k, v in values.items() if k not in _TWO_ARM}
+    for name, size in (("ee_pos", 3), ("ee_rot", 4)):
+        if name in values:
+            raise InputError(f"{name}: given with {name}_l/_r; give one of them", field=name)
+        rows = []
+        for s in "lr":
+            key = f"{name}_{s}"
+            if key not in values:
+                raise InputError(f"{key}: missing (given {name}_{'lr'[s == 'l']})", field=key)
+            shape = (None, None, None, size)
+            rows.append(as_array(values[key], key, shape, np.float32, copy=False))
+        if rows[0].shape != rows[1].shape:
+            raise InputError(
+                f"{name}_r: shape {rows[1].shape} differs from {name}_l's {rows[0].shape}",
+                field=f"{name}_r",
+            )
+        out[name] = np.stack(rows, axis=3)
+    for name in ERROR_TENSORS:
+        if out.get(name) is None:
+            out[name] = np.full((*out["ee_pos"].shape[:3], 2), np.nan, np.float32)
+    return out
 
 
 def _check_errors(arr: npt.NDArray[np.float32], name: str) -> None:
@@ -49,59 +86,72 @@ def _check_errors(arr: npt.NDArray[np.float32], name: str) -> None:
 @documented
 @dataclass(frozen=True, eq=False)
 class StrokeBatch(ValueEq):
-    """IK results for a batch of stroke pairs: ``b`` pairs, ``l`` poses, ``o`` depth offsets.
+    """IK results for a batch of stroke groups: ``b`` groups (pairs, for two arms), ``l``
+    poses, ``o`` depth offsets, ``n_ee`` end effectors.
 
     All arrays are float32 with matching leading dims (checked). Arrays already float32
     are not copied; they are stored as read-only views. ``save`` writes tatbot's tensors
-    (``TATBOT_TENSORS``), and ``pos_err``/``ori_err`` too with ``errors=True``; ``load``
-    reads both, files without the error tensors (tatbot's own) with errors NaN (= unknown).
+    (``TATBOT_TENSORS``) for two end effectors, ``ARM_TENSORS`` otherwise, and
+    ``pos_err``/``ori_err`` too with ``errors=True``; ``load`` reads both, files without
+    the error tensors (tatbot's own) with errors NaN (= unknown).
+
+    Two end effectors may be given as tatbot's per-arm arrays instead of ``ee_pos`` and
+    ``ee_rot``: ``StrokeBatch(ee_pos_l=, ee_pos_r=, ee_rot_l=, ee_rot_r=, joints=, ...)``,
+    (b, l, o, 3) / (b, l, o, 4) each, errors then optional (NaN: unknown); properties of
+    those names read them back.
     """
 
-    ee_pos_l: npt.NDArray[Any]
-    """(b, l, o, 3) left end-effector target position, metres, world frame."""
-    ee_pos_r: npt.NDArray[Any]
-    """(b, l, o, 3) right end-effector target position, metres, world frame."""
-    ee_rot_l: npt.NDArray[Any]
-    """(b, l, o, 4) left end-effector target orientation, wxyz, world frame."""
-    ee_rot_r: npt.NDArray[Any]
-    """(b, l, o, 4) right end-effector target orientation, wxyz, world frame."""
+    ee_pos: npt.NDArray[Any]
+    """(b, l, o, n_ee, 3) end-effector target positions, metres, world frame."""
+    ee_rot: npt.NDArray[Any]
+    """(b, l, o, n_ee, 4) end-effector target orientations, wxyz, world frame."""
     joints: npt.NDArray[Any]
     """(b, l, o, n_joints) joint solution in URDF units (14 for tatbot: left 7, right 7)."""
     pos_err: npt.NDArray[Any]
-    """(b, l, o, 2) achieved position error per arm (left, right), metres; NaN: none (the arm
-    rests, or the file has no error tensors)."""
+    """(b, l, o, n_ee) achieved position error per end effector (tatbot: left, right),
+    metres; NaN: none (the arm rests, or the file has no error tensors)."""
     ori_err: npt.NDArray[Any]
-    """(b, l, o, 2) achieved orientation error per arm (left, right), radians; NaN as
+    """(b, l, o, n_ee) achieved orientation error per end effector, radians; NaN as
     ``pos_err``."""
 
     def __post_init__(self) -> None:
-        first = as_array(self.ee_pos_l, "ee_pos_l", (None, None, None, 3), np.float32, copy=False)
-        b, n, o = first.shape[:3]
-        object.__setattr__(self, "ee_pos_l", first)
-        for name in ("ee_pos_r", "ee_rot_l", "ee_rot_r", "pos_err", "ori_err"):
-            is_err = name in ERROR_TENSORS
+        first = as_array(self.ee_pos, "ee_pos", (None, None, None, None, 3), np.float32, copy=False)
+        b, n, o, n_ee = first.shape[:4]
+        if n_ee < 1:
+            raise InputError("ee_pos: needs at least one end effector", field="ee_pos")
+        object.__setattr__(self, "ee_pos", first)
+        rot = as_array(self.ee_rot, "ee_rot", (b, n, o, n_ee, 4), np.float32, copy=False)
+        object.__setattr__(self, "ee_rot", rot)
+        for name in ERROR_TENSORS:
             arr = as_array(
-                getattr(self, name),
-                name,
-                (b, n, o, _LAST_DIM[name]),
-                np.float32,
-                copy=False,
-                finite=not is_err,
+                getattr(self, name), name, (b, n, o, n_ee), np.float32, copy=False, finite=False
             )
-            if is_err:
-                _check_errors(arr, name)
+            _check_errors(arr, name)
             object.__setattr__(self, name, arr)
         joints = as_array(self.joints, "joints", (b, n, o, None), np.float32, copy=False)
         if joints.shape[3] < 1:
             raise InputError("joints: needs at least one joint (last dim >= 1)", field="joints")
         object.__setattr__(self, "joints", joints)
 
+    def _arm(self, name: str) -> npt.NDArray[np.float32]:
+        """tatbot's per-arm tensor ``name`` (``ee_pos_l``...) of a two-arm batch."""
+        stacked, k = _TWO_ARM[name]
+        if self.n_ee != 2:
+            raise AttributeError(f"{name}: a batch of {self.n_ee} end effector(s); use {stacked}")
+        return getattr(self, stacked)[..., k, :]  # type: ignore[no-any-return]
+
+    ee_pos_l = property(lambda self: self._arm("ee_pos_l"), doc="``ee_pos[..., 0, :]``.")
+    ee_pos_r = property(lambda self: self._arm("ee_pos_r"), doc="``ee_pos[..., 1, :]``.")
+    ee_rot_l = property(lambda self: self._arm("ee_rot_l"), doc="``ee_rot[..., 0, :]``.")
+    ee_rot_r = property(lambda self: self._arm("ee_rot_r"), doc="``ee_rot[..., 1, :]``.")
+
     # -- shape ----------------------------------------------------------------------------------
 
-    b = Dim("joints", 0, "Number of stroke pairs.")
+    b = Dim("joints", 0, "Number of stroke groups (pairs, for two arms).")
     l = Dim("joints", 1, "Poses per stroke.")  # noqa: E741
     o = Dim("joints", 2, "Depth offsets per pose.")
     n_joints = Dim("joints", 3, "Joints per configuration (14 for tatbot).")
+    n_ee = Dim("ee_pos", 3, "End effectors (arms) per pose.")
 
     @property
     def n_poses(self) -> int:
@@ -112,7 +162,7 @@ class StrokeBatch(ValueEq):
         return self.b
 
     def judged(self) -> npt.NDArray[np.bool_]:
-        """(b, l, o, 2): both errors known for that pose and arm (NaN: the arm rests, or the
+        """(b, l, o, n_ee): both errors known for that pose and arm (NaN: the arm rests, or the
         file has no error tensors)."""
         return ~np.isnan(self.pos_err) & ~np.isnan(self.ori_err)
 
@@ -120,7 +170,8 @@ class StrokeBatch(ValueEq):
         judged = int(self.judged().any(axis=-1).sum())
         errors = "known" if judged == self.n_poses else "unknown" if not judged else "partly known"
         return (
-            f"StrokeBatch(b={self.b}, l={self.l}, o={self.o}, n_joints={self.n_joints}, "
+            f"StrokeBatch(b={self.b}, l={self.l}, o={self.o}, n_ee={self.n_ee}, "
+            f"n_joints={self.n_joints}, "
             f"joints {tuple(self.joints.shape)} float32, errors {errors})"
         )
 
@@ -133,7 +184,8 @@ class StrokeBatch(ValueEq):
     def offset_joints(
         self, stroke_idx: int, pose_idx: int, offset_idx_l: int, offset_idx_r: int
     ) -> npt.NDArray[np.float32]:
-        """Like tatbot's: left joints from one offset, right joints from another, (n_joints,)."""
+        """Like tatbot's: left joints from one offset, right joints from another, (n_joints,)
+        (two arms of as many joints each)."""
         half = self.n_joints // 2
         left = self.joints[stroke_idx, pose_idx, offset_idx_l][:half]
         right = self.joints[stroke_idx, pose_idx, offset_idx_r][half:]
@@ -157,10 +209,10 @@ class StrokeBatch(ValueEq):
                     f"batches[{i}]: not a StrokeBatch ({type(item).__name__})",
                     field=f"batches[{i}]",
                 )
-            if item.joints.shape[1:] != first.joints.shape[1:]:
+            if (item.joints.shape[1:], item.n_ee) != (first.joints.shape[1:], first.n_ee):
                 raise InputError(
-                    f"batches[{i}]: (l, o, n_joints) = {item.joints.shape[1:]} differs from "
-                    f"batches[0]'s {first.joints.shape[1:]}",
+                    f"batches[{i}]: (l, o, n_joints) = {item.joints.shape[1:]}, n_ee = "
+                    f"{item.n_ee} differ from batches[0]'s {first.joints.shape[1:]}, {first.n_ee}",
                     field=f"batches[{i}]",
                 )
         if len(items) == 1:
@@ -215,45 +267,59 @@ class StrokeBatch(ValueEq):
 
     # -- safetensors ----------------------------------------------------------------------------
 
+    def tensors(self, *, errors: bool) -> dict[str, npt.NDArray[np.float32]]:
+        """The tensors `save` writes (and a ``strokebatch`` reply carries, errors included)."""
+        return self._tensors(errors)
+
     def _tensors(self, errors: bool) -> dict[str, npt.NDArray[np.float32]]:
-        names = TATBOT_TENSORS + (ERROR_TENSORS if errors else ())
-        return {n: np.ascontiguousarray(getattr(self, n)) for n in names}
+        names = (TATBOT_TENSORS if self.n_ee == 2 else ARM_TENSORS) + (
+            ERROR_TENSORS if errors else ()
+        )
+        return {
+            n: np.ascontiguousarray(self._arm(n) if n in _TWO_ARM else getattr(self, n))
+            for n in names
+        }
 
     @classmethod
-    def _from_tensors(cls, tensors: Mapping[str, npt.NDArray[Any]], source: str) -> StrokeBatch:
-        missing = [n for n in TATBOT_TENSORS if n not in tensors]
+    def from_tensors(cls, tensors: Mapping[str, npt.NDArray[Any]], source: str) -> StrokeBatch:
+        """A batch from a file's (or a reply's) tensors: `ARM_TENSORS` when it has
+        ``ee_pos``, else tatbot's; errors NaN when absent."""
+        wanted = ARM_TENSORS if "ee_pos" in tensors else TATBOT_TENSORS
+        missing = [n for n in wanted if n not in tensors]
         if missing:
             raise InputError(
                 f"{source}: missing tensor(s) {', '.join(missing)} (a StrokeBatch file needs "
-                f"{', '.join(TATBOT_TENSORS)})",
+                f"{', '.join(TATBOT_TENSORS)}, or {', '.join(ARM_TENSORS)})",
                 field=missing[0],
             )
-        kwargs: dict[str, Any] = {n: tensors[n] for n in TATBOT_TENSORS}
+        kwargs: dict[str, Any] = {n: tensors[n] for n in wanted}
         for name in kwargs:
             if np.asarray(kwargs[name]).dtype.kind != "f":
                 raise InputError(
                     f"{source}: tensor {name} must be floating point, got {kwargs[name].dtype}",
                     field=name,
                 )
-        shape = np.asarray(kwargs["joints"]).shape
         for name in ERROR_TENSORS:
             if name in tensors:
                 kwargs[name] = tensors[name]
-            elif len(shape) == 4:
-                kwargs[name] = np.full((*shape[:3], 2), np.nan, dtype=np.float32)
-            else:
-                kwargs[name] = np.zeros((0, 0, 0, 2), dtype=np.float32)  # joints error wins
-        ignored = sorted(set(tensors) - set(TATBOT_TENSORS) - set(ERROR_TENSORS))
+        ignored = sorted(set(tensors) - set(wanted) - set(ERROR_TENSORS))
         if ignored:
             logger.debug("%s: ignoring extra tensors %s", source, ignored)
         try:
+            if wanted == TATBOT_TENSORS:
+                return cls(**kwargs)
+            shape = np.asarray(kwargs["ee_pos"]).shape
+            for name in ERROR_TENSORS:
+                if name not in kwargs and len(shape) == 5:
+                    kwargs[name] = np.full(shape[:4], np.nan, dtype=np.float32)
             return cls(**kwargs)
         except InputError as exc:
             raise InputError(f"{source}: {exc.message}", field=exc.field) from None
 
     def save(self, path: str | os.PathLike[str], *, errors: bool = False) -> None:
         """Write a safetensors file that tatbot's ``StrokeBatch.load`` reads: exactly tatbot's
-        tensors (``TATBOT_TENSORS``). ``errors=True`` adds ``pos_err``/``ori_err`` (for
+        tensors (``TATBOT_TENSORS``; `ARM_TENSORS` for another number of end effectors than
+        two, which tatbot has not). ``errors=True`` adds ``pos_err``/``ori_err`` (for
         :meth:`load`, ``zmq-ik report``), which tatbot's loader refuses: it passes every
         tensor in the file to its constructor."""
         safetensors.numpy.save_file(self._tensors(errors), str(Path(path)))
@@ -269,7 +335,7 @@ class StrokeBatch(ValueEq):
             tensors = safetensors.numpy.load_file(str(p))
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise InputError(f"{p}: not a readable safetensors file: {exc}") from None
-        return cls._from_tensors(tensors, str(p))
+        return cls.from_tensors(tensors, str(p))
 
     def to_bytes(self, *, errors: bool = False) -> bytes:
         """The safetensors file content (see :meth:`save`)."""
@@ -282,7 +348,7 @@ class StrokeBatch(ValueEq):
             tensors = safetensors.numpy.load(bytes(data))
         except Exception as exc:  # safetensors raises several types for corrupt data
             raise InputError(f"<bytes>: not readable safetensors data: {exc}") from None
-        return cls._from_tensors(tensors, "<bytes>")
+        return cls.from_tensors(tensors, "<bytes>")
 
 
 def verdict(summary: Mapping[str, Any]) -> tuple[bool, str]:
@@ -466,3 +532,6 @@ class EEPoses(ValueEq):
         return f"EEPoses(N={len(self)}, ee_links={list(self.ee_links)})"
 
     n_ee = Dim("pos", 1, "End effectors per pose.")
+
+
+init_with(StrokeBatch, _fold_arms)

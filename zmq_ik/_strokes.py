@@ -29,7 +29,15 @@ STROKES_FORMAT = "zmq-ik/strokes"
 """Value of the ``format`` key written by :meth:`StrokeList.to_yaml`."""
 
 
-def _stroke_from_mapping(data: Mapping[str, Any], side: str, base_dir: Path | None) -> Stroke:
+def _place(where: str, k: int, n: int) -> str:
+    """Where stroke ``k`` of a group of ``n`` is, in messages and fields: ``strokes[3].left``
+    in a pair (tatbot's), ``strokes[3][0]`` otherwise."""
+    return f"{where}.{ARMS[k]}" if n == len(ARMS) else f"{where}[{k}]"
+
+
+def _stroke_from_mapping(
+    data: Mapping[str, Any], side: str | None, base_dir: Path | None
+) -> Stroke:
     """One stroke from a tatbot-style or zmq-ik mapping. Errors have fields relative to the
     stroke (``meter_coords``, ``ee_pos_file``...)."""
     kwargs: dict[str, Any] = {}
@@ -57,7 +65,7 @@ def _stroke_from_mapping(data: Mapping[str, Any], side: str, base_dir: Path | No
     arm = data.get("arm")
     if arm is not None:
         arm = as_str(arm, "arm")
-        if arm != side:
+        if side is not None and arm != side:
             raise InputError(
                 f"arm: says {arm!r} but the stroke is in the {side} place of its pair",
                 field="arm",
@@ -85,42 +93,81 @@ _KNOWN_STROKE_KEYS = frozenset(
 @documented
 @dataclass(frozen=True, eq=False)
 class StrokeList:
-    """A sequence of (left, right) stroke pairs, executed in order, both arms together.
+    """A sequence of stroke groups, one stroke per end effector, executed in order, all arms
+    together: (left, right) pairs for tatbot, one stroke for a one-arm robot.
 
-    Indexing with an int gives a pair, with a slice a StrokeList. Compared by value.
-    Strokes whose ``arm`` is set must sit in the matching place of their pair.
+    Indexing with an int gives a group, with a slice a StrokeList. Compared by value. Every
+    group has as many strokes. In a pair, a stroke whose ``arm`` is set must sit in the
+    matching place (left, right); a scene's arms are checked by `check_arms`.
     """
 
-    pairs: tuple[tuple[Stroke, Stroke], ...] = ()
-    """The stroke pairs, (left, right)."""
+    pairs: tuple[tuple[Stroke, ...], ...] = ()
+    """The stroke groups, in ``Scene.ee_links`` order ((left, right) pairs for two arms)."""
 
     def __post_init__(self) -> None:
         pairs = self.pairs
         if isinstance(pairs, (str, bytes, Mapping)) or not isinstance(pairs, Sequence):
-            raise InputError("strokes: must be a sequence of (left, right) pairs", field="strokes")
-        out: list[tuple[Stroke, Stroke]] = []
+            raise InputError(
+                "strokes: must be a sequence of stroke groups (pairs: (left, right))",
+                field="strokes",
+            )
+        out: list[tuple[Stroke, ...]] = []
+        size = None
         for i, pair in enumerate(pairs):
             where = f"strokes[{i}]"
-            if (
-                isinstance(pair, (str, bytes))
-                or not isinstance(pair, Sequence)
-                or len(pair) != len(ARMS)
-            ):
-                raise InputError(f"{where}: must be a (left, right) pair of strokes", field=where)
-            for side, stroke in zip(ARMS, pair, strict=True):
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or not pair:
+                raise InputError(
+                    f"{where}: must be a group of strokes, one per arm ((left, right) pairs)",
+                    field=where,
+                )
+            if size is not None and len(pair) != size:
+                raise InputError(
+                    f"{where}: has strokes for {len(pair)} arm(s), the groups before it for "
+                    f"{size}: one stroke per arm in every group",
+                    field=where,
+                )
+            size = len(pair)
+            for k, stroke in enumerate(pair):
+                place = _place(where, k, size)
                 if not isinstance(stroke, Stroke):
                     raise InputError(
-                        f"{where}.{side}: must be a Stroke, got {type(stroke).__name__}",
-                        field=f"{where}.{side}",
+                        f"{place}: must be a Stroke, got {type(stroke).__name__}", field=place
                     )
-                if stroke.arm is not None and stroke.arm != side:
+                if size == len(ARMS) and stroke.arm is not None and stroke.arm != ARMS[k]:
                     raise InputError(
-                        f"{where}.{side}.arm: says {stroke.arm!r} but the stroke is in the "
-                        f"{side} place of its pair",
-                        field=f"{where}.{side}.arm",
+                        f"{place}.arm: says {stroke.arm!r} but the stroke is in the "
+                        f"{ARMS[k]} place of its pair",
+                        field=f"{place}.arm",
                     )
-            out.append((pair[0], pair[1]))
+            out.append(tuple(pair))
         object.__setattr__(self, "pairs", tuple(out))
+
+    @property
+    def n_ee(self) -> int | None:
+        """Strokes per group (arms), or None for an empty list."""
+        return len(self.pairs[0]) if self.pairs else None
+
+    def check_arms(self, arms: Sequence[str]) -> None:
+        """`InputError` unless every group has one stroke per arm of ``arms`` (`Scene.arms`)
+        and every stroke's ``arm``, where set, names its place's arm."""
+        n = len(arms)
+        if self.pairs and len(self.pairs[0]) != n:
+            raise InputError(
+                f"strokes: groups of {len(self.pairs[0])} stroke(s) for a scene of {n} end "
+                f"effector(s) ({', '.join(arms)}): one stroke per end effector",
+                field="strokes",
+            )
+        if n == len(ARMS):
+            return  # checked on construction
+        for i, pair in enumerate(self.pairs):
+            for k, stroke in enumerate(pair):
+                if stroke.arm is not None and stroke.arm != arms[k]:
+                    place = _place(f"strokes[{i}]", k, n)
+                    raise InputError(
+                        f"{place}.arm: says {stroke.arm!r} but the stroke is in the place of "
+                        f"{arms[k]!r}",
+                        field=f"{place}.arm",
+                    )
 
     # -- sequence protocol --------------------------------------------------------------------
 
@@ -137,16 +184,16 @@ class StrokeList:
             f"{sum(s.is_rest for s in strokes)} rest strokes)"
         )
 
-    def __iter__(self) -> Iterator[tuple[Stroke, Stroke]]:
+    def __iter__(self) -> Iterator[tuple[Stroke, ...]]:
         return iter(self.pairs)
 
     @overload
-    def __getitem__(self, index: int) -> tuple[Stroke, Stroke]: ...
+    def __getitem__(self, index: int) -> tuple[Stroke, ...]: ...
 
     @overload
     def __getitem__(self, index: slice) -> StrokeList: ...
 
-    def __getitem__(self, index: int | slice) -> tuple[Stroke, Stroke] | StrokeList:
+    def __getitem__(self, index: int | slice) -> tuple[Stroke, ...] | StrokeList:
         if isinstance(index, slice):
             return StrokeList(self.pairs[index])
         return self.pairs[index]
@@ -172,12 +219,12 @@ class StrokeList:
         out = []
         for i, pair in enumerate(self.pairs):
             new = []
-            for side, stroke in zip(ARMS, pair, strict=True):
+            for k, stroke in enumerate(pair):
                 try:
                     new.append(stroke.resampled(stroke_length))
                 except InputError as exc:
-                    raise prefixed(exc, f"strokes[{i}].{side}") from None
-            out.append((new[0], new[1]))
+                    raise prefixed(exc, _place(f"strokes[{i}]", k, len(pair))) from None
+            out.append(tuple(new))
         return StrokeList(tuple(out))
 
     # -- packing --------------------------------------------------------------------------------
@@ -199,18 +246,19 @@ class StrokeList:
                 )
         n = as_int(stroke_length, "stroke_length", 1)
         b = len(self.pairs)
-        coords = np.zeros((b, 2, n, 3), dtype=np.float32)
-        is_inkdip = np.zeros((b, 2), dtype=np.bool_)
-        is_rest = np.zeros((b, 2), dtype=np.bool_)
+        n_ee = self.n_ee or len(ARMS)  # an empty list: tatbot's two
+        coords = np.zeros((b, n_ee, n, 3), dtype=np.float32)
+        is_inkdip = np.zeros((b, n_ee), dtype=np.bool_)
+        is_rest = np.zeros((b, n_ee), dtype=np.bool_)
         for i, pair in enumerate(self.pairs):
-            for k, (side, stroke) in enumerate(zip(ARMS, pair, strict=True)):
+            for k, stroke in enumerate(pair):
                 is_inkdip[i, k] = stroke.is_inkdip
                 is_rest[i, k] = stroke.is_rest
                 arr = stroke.coords
                 if arr is None:
                     continue
                 if arr.shape[0] != n:
-                    name = f"strokes[{i}].{side}.{stroke.coords_field}"
+                    name = f"{_place(f'strokes[{i}]', k, n_ee)}.{stroke.coords_field}"
                     raise InputError(
                         f"{name}: has {arr.shape[0]} points but stroke_length is {n} "
                         "(resample first: StrokeList.resampled or from_yaml(resample=True))",
@@ -222,7 +270,8 @@ class StrokeList:
     # -- dict / YAML ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Our YAML/JSON layout with inline arrays: ``{format, version, strokes: [[l, r]...]}``."""
+        """Our YAML/JSON layout with inline arrays: ``{format, version, strokes: [[l, r]...]}``
+        (a list per group: one stroke per arm)."""
         return {
             "format": STROKES_FORMAT,
             "version": 1,
@@ -242,7 +291,9 @@ class StrokeList:
         """Strokes from a parsed YAML document in our format or tatbot's.
 
         ``data`` is a mapping with a ``strokes`` list (other top-level keys ignored) or the
-        list itself. Each entry is ``[left, right]`` (or ``{left: .., right: ..}``); each
+        list itself. Each entry is a group, one stroke per arm in ``Scene.ee_links`` order:
+        ``[left, right]`` (or ``{left: .., right: ..}``) for two arms, ``[stroke]`` for one;
+        each
         stroke a mapping with inline arrays (``meter_coords``, ``ee_pos``) or ``.npy`` file
         references (``meter_coords_file``, ``ee_pos_file``) relative to ``base_dir``. Other
         keys (``pixel_coords_file``, ``ee_rot_file``, ``normals_file``, ``gcode_text``,
@@ -268,10 +319,11 @@ class StrokeList:
         if data is None:
             data = []
         if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Sequence):
-            raise fail("'strokes' must be a list of [left, right] pairs", "strokes")
+            raise fail("'strokes' must be a list of stroke groups ([left, right] pairs)", "strokes")
         n = None if stroke_length is None else as_int(stroke_length, "stroke_length", 1)
         resample = as_bool(resample, "resample")
-        pairs: list[tuple[Stroke, Stroke]] = []
+        pairs: list[tuple[Stroke, ...]] = []
+        size = None
         for i, raw in enumerate(data):
             where = f"strokes[{i}]"
             if isinstance(raw, Mapping):
@@ -282,13 +334,21 @@ class StrokeList:
                         where,
                     )
                 raw = [raw["left"], raw["right"]]
-            if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
-                raise fail(f"{where}: must be a [left, right] pair", where)
-            if len(raw) != len(ARMS):
-                raise fail(f"{where}: must be a [left, right] pair, got {len(raw)} arm(s)", where)
+            if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
+                raise fail(
+                    f"{where}: must be a list of strokes, one per arm ([left, right] pairs)", where
+                )
+            if size is not None and len(raw) != size:
+                raise fail(
+                    f"{where}: has strokes for {len(raw)} arm(s), the groups before it for "
+                    f"{size}: one stroke per arm in every group",
+                    where,
+                )
+            size = len(raw)
             pair = []
-            for side, item in zip(ARMS, raw, strict=True):
-                prefix = f"{where}.{side}"
+            for k, item in enumerate(raw):
+                prefix = _place(where, k, size)
+                side = ARMS[k] if size == len(ARMS) else None
                 if not isinstance(item, Mapping):
                     raise fail(
                         f"{prefix}: a stroke must be a mapping, got {type(item).__name__}", prefix
@@ -311,7 +371,7 @@ class StrokeList:
                     except InputError as exc:
                         raise prefixed(exc, prefix, label) from None
                 pair.append(stroke)
-            pairs.append((pair[0], pair[1]))
+            pairs.append(tuple(pair))
         return cls(tuple(pairs))
 
     @classmethod
@@ -347,8 +407,10 @@ class StrokeList:
             arrays_dir = p.parent / "arrays"
             arrays_dir.mkdir(parents=True, exist_ok=True)
             for i, (pair, raw_pair) in enumerate(zip(self.pairs, doc["strokes"], strict=True)):
-                for side, stroke, raw in zip(ARMS, pair, raw_pair, strict=True):
-                    raw.setdefault("arm", side)
+                for k, (stroke, raw) in enumerate(zip(pair, raw_pair, strict=True)):
+                    side = ARMS[k] if len(pair) == len(ARMS) else str(k)
+                    if len(pair) == len(ARMS):
+                        raw.setdefault("arm", side)
                     for name in USED_ARRAYS:
                         arr = getattr(stroke, name)
                         if arr is None:
@@ -357,7 +419,11 @@ class StrokeList:
                         np.save(p.parent / rel, np.ascontiguousarray(arr))
                         del raw[name]
                         raw[f"{name}_file"] = rel
-        text = "# zmq-ik strokes: [left, right] pairs; see zmq_ik.model.StrokeList\n"
+        text = (
+            "# zmq-ik strokes: [left, right] pairs; see zmq_ik.model.StrokeList\n"
+            if self.n_ee in (None, len(ARMS))
+            else "# zmq-ik strokes: one stroke per arm in each group; see zmq_ik.model.StrokeList\n"
+        )
         text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
@@ -367,7 +433,8 @@ class StrokeList:
 @documented
 @dataclass(frozen=True, eq=False)
 class PackedStrokes(ValueEq):
-    """A StrokeList as dense arrays (what travels to workers; ``b`` pairs of ``l`` points).
+    """A StrokeList as dense arrays (what travels to workers; ``b`` groups of ``n_ee``
+    strokes of ``l`` points).
 
     Arrays are not copied when already of the right dtype (they may be read-only network
     buffers); they are stored as read-only views. ``unpack`` is lossy: descriptions and
@@ -376,12 +443,12 @@ class PackedStrokes(ValueEq):
     """
 
     coords: npt.NDArray[Any]
-    """(b, 2, l, 3) float32: ``meter_coords`` (design frame) for normal strokes, ``ee_pos``
+    """(b, n_ee, l, 3) float32: ``meter_coords`` (design frame) for normal strokes, ``ee_pos``
     (world frame) for ink dips, zeros for coordinate-less rest strokes."""
     is_inkdip: npt.NDArray[Any]
-    """(b, 2) bool: stroke is an ink dip."""
+    """(b, n_ee) bool: stroke is an ink dip."""
     is_rest: npt.NDArray[Any]
-    """(b, 2) bool: arm rests during the stroke."""
+    """(b, n_ee) bool: arm rests during the stroke."""
 
     def __post_init__(self) -> None:
         coords, is_inkdip, is_rest = check_packed(self.coords, self.is_inkdip, self.is_rest)
@@ -409,16 +476,20 @@ class PackedStrokes(ValueEq):
             f"{int(self.is_inkdip.sum())} ink dips, {int(self.is_rest.sum())} rest strokes)"
         )
 
-    b = Dim("coords", 0, "Number of stroke pairs.")
+    b = Dim("coords", 0, "Number of stroke groups (pairs, for two arms).")
+    n_ee = Dim("coords", 1, "Strokes per group: end effectors.")
     l = Dim("coords", 2, "Points per stroke.")  # noqa: E741
 
     def unpack(self) -> StrokeList:
-        """Back to a StrokeList (lossy; see the class docstring). ``arm`` is set by place."""
+        """Back to a StrokeList (lossy; see the class docstring). ``arm`` is set by place in
+        a pair."""
         pairs = []
         coords = self.coords.astype(np.float64)
+        n_ee = self.n_ee
         for i in range(self.b):
             pair = []
-            for k, side in enumerate(ARMS):
+            for k in range(n_ee):
+                side = ARMS[k] if n_ee == len(ARMS) else None
                 if self.is_inkdip[i, k]:
                     stroke = Stroke(ee_pos=coords[i, k], is_inkdip=True, arm=side)
                 else:
@@ -426,16 +497,17 @@ class PackedStrokes(ValueEq):
                         meter_coords=coords[i, k], is_rest=bool(self.is_rest[i, k]), arm=side
                     )
                 pair.append(stroke)
-            pairs.append((pair[0], pair[1]))
+            pairs.append(tuple(pair))
         return StrokeList(tuple(pairs))
 
 
 def apply_first_last_rest(packed: PackedStrokes, scene: Scene) -> PackedStrokes:
     """tatbot's ``first_last_rest`` as per-stroke flags, when ``scene.first_last_rest``: the
-    right arm rests during the first pair, the left during the last. Applied to a whole job
+    right arm rests during the first pair, the left during the last (a two-arm scene's:
+    `Scene` refuses it for others). Applied to a whole job
     before it is split (a client's fan-out, or in process), so its chunks are independent."""
-    if not scene.first_last_rest or len(packed) == 0:
-        return packed
+    if not scene.first_last_rest or len(packed) == 0 or packed.n_ee != len(ARMS):
+        return packed  # (a job of another size is refused with the scene: `check_packed`)
     is_rest = packed.is_rest.copy()
     is_rest[0, 1] = True
     is_rest[-1, 0] = True

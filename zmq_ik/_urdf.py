@@ -11,6 +11,7 @@ Part of the base package (numpy only, no JAX): the IK engine builds its chains f
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import math
@@ -60,7 +61,18 @@ class Joint:
     upper: float
     limited: bool
     """False for continuous joints (lower/upper then report one turn, -π..π)."""
-    mimic: bool = False
+    mimic: Mimic | None = None
+    """Set when this joint follows another (``<mimic>``): it is then not a variable of its own."""
+
+
+@dataclass(frozen=True)
+class Mimic:
+    """A ``<mimic>`` element: the joint's value is ``multiplier · q[joint] + offset``."""
+
+    joint: str
+    """The joint followed (after `parse_urdf`: a joint that is not itself a mimic one)."""
+    multiplier: float = 1.0
+    offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -286,7 +298,7 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
             lower=lower,
             upper=upper,
             limited=limited,
-            mimic=el.find("mimic") is not None,
+            mimic=_mimic(el, name, source),
         )
         if child in parent_joint:
             raise InputError(
@@ -316,6 +328,8 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
             walk.append(current)
             current = parent_joint[current].parent
         rooted.update(walk)
+    joints = _resolve_mimics(joints, source)
+    parent_joint = {j.child: j for j in joints.values()}
     if len(roots) > 1:
         logger.warning("URDF %s has several root links %s; using %s", source, roots, roots[0])
     return URDFModel(
@@ -325,6 +339,65 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
         parent_joint=parent_joint,
         root=roots[0],
     )
+
+
+def _mimic(el: ET.Element, name: str, source: str) -> Mimic | None:
+    mimic_el = el.find("mimic")
+    if mimic_el is None:
+        return None
+    master = mimic_el.get("joint") or ""
+    if not master:
+        raise InputError(f"URDF {source}: joint {name!r} has a <mimic> without a joint", "urdf")
+    (multiplier,) = _floats(mimic_el.get("multiplier"), 1, 1.0, f"{name} mimic multiplier")
+    (offset,) = _floats(mimic_el.get("offset"), 1, 0.0, f"{name} mimic offset")
+    return Mimic(master, multiplier, offset)
+
+
+def _resolve_mimics(joints: dict[str, Joint], source: str) -> dict[str, Joint]:
+    """Every mimic joint made to follow a joint that is not a mimic one (a mimic of a mimic
+    composes: ``a·(b·q + c) + d``), checking the joint followed exists, moves, and is of the
+    same kind (a revolute joint cannot follow a prismatic one's metres)."""
+    out = dict(joints)
+    for name, joint in joints.items():
+        if joint.mimic is None:
+            continue
+        if joint.type not in ACTUATED_TYPES:
+            out[name] = dataclasses.replace(joint, mimic=None)  # a fixed joint's mimic: inert
+            continue
+        multiplier, offset, master = joint.mimic.multiplier, joint.mimic.offset, joint.mimic.joint
+        seen = {name}
+        while True:
+            followed = joints.get(master)
+            if followed is None:
+                raise InputError(
+                    f"URDF {source}: joint {name!r} mimics unknown joint {master!r}", "urdf"
+                )
+            if master in seen:
+                raise InputError(
+                    f"URDF {source}: mimic joints {sorted(seen)} follow each other in a cycle",
+                    "urdf",
+                )
+            if followed.type not in ACTUATED_TYPES:
+                raise InputError(
+                    f"URDF {source}: joint {name!r} mimics {master!r}, a {followed.type} joint",
+                    "urdf",
+                )
+            if (followed.type == "prismatic") != (joint.type == "prismatic"):
+                raise InputError(
+                    f"URDF {source}: joint {name!r} ({joint.type}) mimics {master!r} "
+                    f"({followed.type}): a mimic joint must be of its joint's kind",
+                    "urdf",
+                )
+            if followed.mimic is None:
+                break
+            seen.add(master)
+            multiplier, offset = (
+                multiplier * followed.mimic.multiplier,
+                multiplier * followed.mimic.offset + offset,
+            )
+            master = followed.mimic.joint
+        out[name] = dataclasses.replace(joint, mimic=Mimic(master, multiplier, offset))
+    return out
 
 
 def origin_matrix(joint: Joint) -> npt.NDArray[np.float64]:

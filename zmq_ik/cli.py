@@ -24,9 +24,15 @@ from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
 from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError, NoBroker
 from zmq_ik.plot import ReportSettings
 from zmq_ik.plot import report as write_report
-from zmq_ik.protocol import ENDPOINT_ENV, split_endpoints
+from zmq_ik.protocol import ENDPOINT_ENV, check_endpoint, endpoints_setting
 from zmq_ik.report import fk_text, ping_brokers, status_screens
-from zmq_ik.serve import EXIT_CONFIG, ServeSettings, Supervisor, local_cluster
+from zmq_ik.serve import (
+    EXIT_CONFIG,
+    STARTUP_TIMEOUT,
+    ServeSettings,
+    Supervisor,
+    local_cluster,
+)
 from zmq_ik.worker import WorkerSettings
 from zmq_ik.worker.settings import ServiceSettings, build_service
 
@@ -37,7 +43,25 @@ Environment:
 Shell completion (bash; zsh and fish alike):
   eval "$(_ZMQ_IK_COMPLETE=bash_source zmq-ik)"
 """
+EXAMPLES = {
+    "broker": "zmq-ik broker --bind tcp://127.0.0.1:5555",
+    "worker": "zmq-ik worker --connect tcp://127.0.0.1:5555 --gpu 0",
+    "serve": "zmq-ik serve --workers 2 --gpu 0,1",
+    "ping": "zmq-ik ping --endpoint tcp://gpu-host:5555",
+    "status": "zmq-ik status --watch",
+    "fk": "zmq-ik fk tatbot 0,0,0,0,0,0,0,0,0,0,0,0,0,0 --json",
+    "compute": "zmq-ik compute scene.yaml strokes.yaml -o strokebatch.safetensors",
+    "demo": "zmq-ik demo --plot report.png",
+    "report": "zmq-ik report strokebatch.safetensors -o report.png",
+    "keygen": "zmq-ik keygen keys --name broker --name gpu-host1",
+}
+"""One example per command, shown in its --help (and checked against the CLI by
+tests/test_docs.py)."""
 _LEVEL = "zmq_ik.log_level"
+_NO_DEFAULT = (None, getattr(click.core, "UNSET", None))
+"""An option's default when it has none (click 8.3+ says `UNSET`)."""
+JAX_BACKENDS_LOG = "jax._src.xla_bridge"
+"""The logger of JAX's backend probing (quiet unless -v)."""
 _FLAGS = {"robots": "--robot", "gpus": "--gpu", "heartbeat_interval": "--heartbeat"}
 _FLAGS["shutdown_grace"] = "--grace"
 """Options not spelled as their settings field."""
@@ -49,22 +73,41 @@ COMPUTING = ("output", "errors", "pos_tol", "ori_tol", "strict", "plot")  # demo
 
 
 def _verbosity(ctx: click.Context, param: click.Parameter | None, value: Any) -> None:
-    """-v / -q, before or after the command name (the last one wins); None: the default."""
+    """-v / -q, before or after the command name (the last one wins); None: the default.
+    JAX's backend probing logs each platform it does not find at INFO (``Unable to initialize
+    backend 'tpu'`` on every worker start with ``--gpu``): no fault, so shown only with -v."""
     if value:
         ctx.meta[_LEVEL] = logging.WARNING if param and param.name == "quiet" else logging.DEBUG
     fmt = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
     logging.basicConfig(format=fmt, stream=sys.stderr)
-    logging.getLogger().setLevel(ctx.meta.get(_LEVEL, logging.INFO))
+    level = ctx.meta.get(_LEVEL, logging.INFO)
+    logging.getLogger().setLevel(level)
+    jax_level = logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING)
+    logging.getLogger(JAX_BACKENDS_LOG).setLevel(jax_level)
 
 
 class _Verbosity(click.Command):
-    """A command that takes -v/-q (after its name too)."""
+    """A command that takes -v/-q (after its name too), shows every option's default in its
+    help (``[default: none]`` where there is none and the help names none) and its
+    `EXAMPLES` line as its epilog."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.name in EXAMPLES:
+            self.epilog = f"\b\nExample:\n  {EXAMPLES[self.name]}"
+        for p in self.params:
+            if not isinstance(p, click.Option) or p.is_flag or p.count:
+                continue
+            if p.default == () or any(p.default is none for none in _NO_DEFAULT):
+                named = "default" in (p.help or "").lower()  # "(default: the CPU)"
+                p.show_default = False if named else "none"
+            elif not isinstance(p.show_default, str):
+                p.show_default = True
         log: dict[str, Any] = {"expose_value": False, "callback": _verbosity}
-        self.params.append(click.Option(["-v", "--verbose"], count=True, help="Debug log.", **log))
-        self.params.append(click.Option(["-q", "--quiet"], is_flag=True, help="Less log.", **log))
+        verbose = "Debug log (JAX's too)."
+        self.params.append(click.Option(["-v", "--verbose"], count=True, help=verbose, **log))
+        quiet = "Warnings and errors only."
+        self.params.append(click.Option(["-q", "--quiet"], is_flag=True, help=quiet, **log))
 
 
 class _Group(_Verbosity, click.Group):
@@ -135,8 +178,17 @@ def _options(cls: Any, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
     return decorate
 
 
+def _checked_endpoints(value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """An endpoint option's value (None: not given) or a repeatable one's (its entries split
+    at commas), each checked by `protocol.check_endpoint` (the ``tcp://host:port`` hint)."""
+    if isinstance(value, tuple):
+        return endpoints_setting(value, "endpoint")
+    return None if value is None else check_endpoint(value)
+
+
 def _endpoint(*flags: str, help: str = "Broker endpoint.", **kw: Any) -> Any:
     kw = {"default": BrokerSettings.bind, "show_default": True, "help": help, **kw}
+    kw.setdefault("callback", _parsed(_checked_endpoints))
     return click.option(*(flags or ("--endpoint",)), envvar=ENDPOINT_ENV, show_envvar=True, **kw)
 
 
@@ -144,7 +196,7 @@ def _endpoints(**kw: Any) -> Any:
     """``--endpoint``, repeatable or comma-separated: one broker or several (a tuple)."""
     many = "Broker endpoint; repeat it (or comma-separate) for several brokers."
     kw = {"multiple": True, "default": (BrokerSettings.bind,), "help": many, **kw}
-    return _endpoint(callback=_parsed(split_endpoints), **kw)
+    return _endpoint(**kw)
 
 
 def _curve_options(f: Any) -> Any:
@@ -186,15 +238,17 @@ def _settings(make: Callable[..., Any], *args: Any, **values: Any) -> Any:
 
 @main.command()
 @_endpoint("--bind", "bind", help="Endpoint for clients and workers.")
-@_o(B, "worker_bind", help="Optional separate endpoint for workers.")
-@_o(B, "heartbeat_interval", help="Heartbeat interval (s).")
+@_o(B, "worker_bind", help="A separate endpoint for workers (default: they use --bind).")
+@_o(B, "heartbeat_interval", metavar="SECONDS", help="Heartbeat interval, seconds.")
 @_o(B, "liveness", help="Missed heartbeats before a worker is dead.")
+@_o(B, "watched_silence", help="Silence (s) before a worker with a watch connection is dead.")
 @_o(B, "max_queue", help="Waiting requests per robot before 'overloaded'.")
 @_o(B, "max_open_jobs", help="Open requests over all robots before 'overloaded'.")
-@_o(B, "max_queued_bytes", help="Payload bytes of open requests before 'overloaded'.")
+@_o(B, "max_queued_bytes", help="Bytes of open requests and unread replies before 'overloaded'.")
+@_o(B, "max_client_bytes", help="One client's share of --max-queued-bytes.")
 @_o(B, "max_workers", help="Registered workers before a new READY gets 'overloaded'.")
 @_o(B, "max_retries", help="Re-dispatches of a request whose worker died.")
-@_o(B, "shutdown_grace", help="Seconds in-flight work may finish on shutdown.")
+@_o(B, "shutdown_grace", metavar="SECONDS", help="Seconds in-flight work may finish on shutdown.")
 @_broker_curve_options
 def broker(**options: Any) -> None:
     """Run the broker (Ctrl-C or SIGTERM: drain in-flight work, exit 0)."""
@@ -211,9 +265,15 @@ def broker(**options: Any) -> None:
 
 @main.command()
 @_endpoint("--connect", "connect", multiple=True, default=(W.connect,), help=SERVE_SEVERAL)
-@_o(W, "heartbeat_interval", help="Heartbeat interval (s).")
+@_o(W, "heartbeat_interval", metavar="SECONDS", help="Heartbeat interval, seconds.")
 @_o(W, "liveness", help="Missed broker heartbeats before reconnecting.")
-@click.option("--config", metavar="JSON", help="ServiceSettings (`serve`'s); options override.")
+@click.option(
+    "--config",
+    metavar="JSON",
+    help="The worker's settings as a JSON object, given as text ('{\"robots\": ...}', as "
+    "`serve` passes them) or as a file holding it; its keys are the options' names with "
+    "underscores (robots, ee_links, buckets...). Options given as well override it.",
+)
 @_options(S)
 @_curve_options
 @click.pass_context
@@ -241,13 +301,14 @@ def _asking(f: Any, wait: float = 2.0) -> Any:
     default), --json, CURVE."""
     f = _curve_options(click.option("--json", "json_", is_flag=True, help="JSON output.")(f))
     timeout = {"default": wait, "show_default": True, "callback": _parsed(check_timeout)}
+    timeout["metavar"] = "SECONDS"
     f = click.option("--timeout", help="Seconds to wait for an answer.", **timeout)(f)
     return _endpoints()(f)
 
 
 @main.command()
 @_asking
-@click.option("--count", default=1, type=click.IntRange(min=1), help="Number of pings.")
+@click.option("--count", default=1, type=click.IntRange(min=1), help="Pings per broker.")
 def ping(endpoint: tuple[str, ...], timeout: float, json_: bool, count: int, **curve: Any) -> None:
     """Is each broker there, which workers serve what, how fast. Exit 1 if one does not answer."""
     connect = partial(IKClient, timeout=timeout, retries=0, curve=_curve(curve))
@@ -311,8 +372,8 @@ def serve(ctx: click.Context, **options: Any) -> None:
     except OSError as e:  # the port is taken: nothing was started
         raise ConfigError(str(e)) from e
     sup.run()
-    if sup.failed:
-        raise click.ClickException(sup.failed)
+    if sup.failed:  # a child's configuration (or usage) error: ours too
+        raise ConfigError(sup.failed)
 
 
 def _computing(f: Any) -> Any:
@@ -351,7 +412,13 @@ def compute(
 @main.command()
 @_endpoint(default=None, help="Use a running broker instead of starting one.")
 @_computing
-@click.option("--startup-timeout", default=300.0, help="Seconds to wait for the local worker.")
+@click.option(
+    "--startup-timeout",
+    default=STARTUP_TIMEOUT,
+    metavar="SECONDS",
+    help="Seconds to wait for the local worker to say READY (a cold cache compiles: 10 min "
+    "measured on a busy 2-vCPU host).",
+)
 @_o(S, "buckets", help="Batch buckets the local worker compiles (default: 1,16..1024 on a CPU).")
 def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
@@ -369,7 +436,14 @@ def report(strokebatch_file: str, **opts: Any) -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--name", "names", multiple=True, default=KEYPAIRS, show_default=True, help="Names.")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    default=KEYPAIRS,
+    show_default=True,
+    help="A keypair to write, NAME.key and NAME.key_secret (repeatable), e.g. one per host.",
+)
 def keygen(directory: str, names: tuple[str, ...]) -> None:
     """Write CURVE keypairs (NAME.key public, NAME.key_secret secret) into DIRECTORY."""
     from zmq_ik.security import keygen as make_keys

@@ -25,12 +25,12 @@ import numpy as np
 from zmq_ik._docs import documented
 from zmq_ik._scene import check_tolerance
 from zmq_ik._settings import setting
-from zmq_ik._strokebatch import verdict
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, InputError
 from zmq_ik.model import ORI_TOL, POS_TOL, Scene, StrokeBatch, StrokeList
-from zmq_ik.plot import PLOT_INSTALL, JointLimits, plot_strokebatch, require_matplotlib
+from zmq_ik.plot import PLOT_INSTALL, plot_strokebatch, require_matplotlib
 from zmq_ik.report import table
+from zmq_ik.verdict import JointLimits, Verdict, judge
 
 DEMO_TIMEOUT = 60.0
 """Seconds per chunk attempt in `zmq-ik demo` with its embedded worker (its first chunk may
@@ -56,7 +56,10 @@ class ComputeSettings:
         "(tatbot's StrokeBatch.load refuses a file with them).",
     )
     strict: bool = setting(
-        False, doc="Exit 1 unless every pose is within tolerance (unknown errors count as misses)."
+        False,
+        doc="Exit 1 unless every pose is within tolerance (unknown errors count as misses) "
+        "and every joint within its limits; the file is then written to OUTPUT.rejected "
+        "instead, never to OUTPUT.",
     )
     pos_tol: float | None = setting(
         None,
@@ -75,8 +78,9 @@ class ComputeSettings:
     )
     plot: str | None = setting(
         None,
-        doc="Also write a PNG report: per-stroke errors against the tolerances, joints "
-        f"against their limits (needs matplotlib: {PLOT_INSTALL}).",
+        doc="Also write a PNG report (per-stroke errors against the tolerances, joints "
+        "against their limits, the verdict) and print the strokes to look at, as `zmq-ik "
+        f"report` does (needs matplotlib: {PLOT_INSTALL}).",
         metavar="PNG",
     )
 
@@ -234,15 +238,23 @@ class ComputeResult:
     scene: Scene = field(default_factory=Scene)
     """The scene it was computed for (its tolerances judge it)."""
     limits: JointLimits | None = None
-    """The robot's joint limits as its worker describes them (fetched for a plot), or None."""
+    """The robot's joint limits as its worker describes them, or None (not judged)."""
+
+    def verdict(self, pos_tol: float | None = None, ori_tol: float | None = None) -> Verdict:
+        """`zmq_ik.verdict.judge` against the scene's tolerances (or these: metres, radians)
+        and the worker's limits, in the scene's solve mode."""
+        return judge(
+            self.batch,
+            self.scene.pos_tol if pos_tol is None else pos_tol,
+            self.scene.ori_tol if ori_tol is None else ori_tol,
+            self.limits,
+            soft=not self.scene.ik.precise,
+        )
 
     def summary(self, pos_tol: float | None = None, ori_tol: float | None = None) -> dict[str, Any]:
-        """`StrokeBatch.summary` against the scene's tolerances (or these: metres, radians),
-        plus pairs, wall time, rate and ``precise`` (the scene's solve mode)."""
-        s = self.batch.summary(
-            pos_tol=self.scene.pos_tol if pos_tol is None else pos_tol,
-            ori_tol=self.scene.ori_tol if ori_tol is None else ori_tol,
-        )
+        """The verdict's `Verdict.to_dict` (errors, joints past their limits, ``ok``,
+        ``verdict``), plus pairs, wall time, rate and ``precise`` (the scene's solve mode)."""
+        s = self.verdict(pos_tol, ori_tol).to_dict()
         s["stroke_pairs"] = self.batch.b
         s["wall_s"] = round(self.wall_s, 4)
         s["poses_per_s"] = round(self.batch.n_poses / self.wall_s, 1) if self.wall_s > 0 else None
@@ -307,7 +319,8 @@ def compute_strokebatch(
     """Send ``strokes`` through the broker at ``endpoint`` in concurrent chunks. The client
     is closed at once on any exception (Ctrl-C included): its chunks still queued or running
     are then dropped by the broker and workers at their deadline (``settings.timeout``).
-    With ``settings.plot``, the robot's joint limits are asked of its worker too. With
+    The robot's joint limits are asked of its worker too (`describe`: the verdict judges the
+    joints against them). With
     ``settings.stream``, slices are written as they come (`SliceWriter`) and each index entry
     is handed to ``on_slice``."""
     settings = settings or ComputeSettings()
@@ -324,9 +337,8 @@ def compute_strokebatch(
         else:
             batch = _stream_to(client, scene, strokes, settings, progress, on_slice)
         wall_s = time.monotonic() - t0
-        limits = None
-        if settings.plot:
-            limits = JointLimits.from_describe(client.describe(scene.robot, scene.ee_links))
+        info = client.describe(scene.robot, scene.ee_links)
+        limits = JointLimits.from_describe(info, scene.robot)
     return ComputeResult(batch, wall_s, scene, limits)
 
 
@@ -354,21 +366,32 @@ def _stream_to(
     return StrokeBatch.concat(parts)
 
 
+REJECTED_SUFFIX = ".rejected"
+"""What ``--strict`` appends to the output's name when the verdict is NOT OK: the file is
+kept for a look, where no pipeline picks it up as the output."""
+
+
 def save_result(result: ComputeResult, settings: ComputeSettings) -> dict[str, Any]:
-    """Write the strokebatch (atomically) and the plot where ``settings`` say; return the
-    summary."""
+    """Judge the result (`ComputeResult.verdict`), write the strokebatch (atomically: to
+    ``settings.output``, or with ``--strict`` and a NOT OK verdict to the output's name +
+    `REJECTED_SUFFIX`) and the plot; return the summary (``output`` or ``rejected``: where
+    the file went; with a plot, ``report``: its lines, as `zmq-ik report` prints them)."""
+    verdict = result.verdict(settings.pos_tol, settings.ori_tol)
+    output = Path(settings.output)
+    rejected = settings.strict and not verdict.ok
+    if rejected:
+        output = output.with_name(output.name + REJECTED_SUFFIX)
     try:
-        write_atomic(result.batch, settings.output, errors=settings.errors)
+        write_atomic(result.batch, output, errors=settings.errors)
     except OSError as e:  # e.g. the disk filled up: the old file, if any, is left as it was
-        raise InputError(f"cannot write {settings.output}: {e}", "output") from e
+        raise InputError(f"cannot write {output}: {e}", "output") from e
     summary = result.summary(pos_tol=settings.pos_tol, ori_tol=settings.ori_tol)
-    summary["output"] = str(settings.output)
+    summary["rejected" if rejected else "output"] = str(output)
     if settings.plot:
-        limits = result.limits or JointLimits.bundled(result.scene.robot, result.scene.ee_links)
-        title = f"{Path(settings.output).name} (scene {result.scene.name!r})"
-        tols = {"pos_tol": summary["pos_tol"], "ori_tol": summary["ori_tol"]}
-        plot_strokebatch(result.batch, settings.plot, limits, title=title, **tols)
+        title = f"{output.name} (scene {result.scene.name!r})"
+        plot_strokebatch(result.batch, settings.plot, verdict, arms=result.scene.arms, title=title)
         summary["plot"] = str(settings.plot)
+        summary["report"] = verdict.lines()[:-1]
     return summary
 
 
@@ -393,10 +416,27 @@ def run(
 
 
 def check_strict(summary: dict[str, Any]) -> None:
-    """`IKError` unless every pose is known to be within tolerance (``compute --strict``)."""
-    ok, line = verdict(summary)
-    if not ok:
-        raise IKError(f"{line} (--strict)")
+    """`IKError` unless the summary's verdict is OK (``compute --strict``), saying where the
+    file went instead of the output."""
+    if not summary["ok"]:
+        rejected = summary.get("rejected")
+        where = f"; not written to the output: kept as {rejected}" if rejected else ""
+        raise IKError(f"{summary['verdict']} (--strict){where}")
+
+
+def _past_text(summary: dict[str, Any]) -> str:
+    """The summary's joints past a limit: ``0``, or ``12 (left/j7 up to 2.4e-05 m past its
+    lower limit, ...)``; ``not checked`` without the robot's limits."""
+    if not summary.get("limits_checked"):
+        return "not checked"
+    past = summary.get("past_limit", [])
+    worst = ", ".join(
+        f"{p['joint']} up to {p['worst']:.3g} {p['unit']} past its {p['side']} limit"
+        for p in past[:2]
+    )
+    return f"{summary['n_past_limit']}" + (
+        f" ({worst}{', ...' if len(past) > 2 else ''})" if past else ""
+    )
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -404,8 +444,8 @@ def summary_table(summary: dict[str, Any]) -> str:
     solve, the trade-off it made."""
     pos_tol, ori_tol = summary["pos_tol"], summary["ori_tol"]
     rows: list[list[Any]] = [
-        ["stroke pairs", summary.get("stroke_pairs")],
-        ["poses (pairs × length × offsets)", summary.get("n_poses")],
+        ["stroke groups (pairs: one stroke per arm)", summary.get("stroke_pairs")],
+        ["poses (groups × length × offsets)", summary.get("n_poses")],
         ["wall time", f"{summary['wall_s']:.3f} s"],
         ["poses / s", f"{summary['poses_per_s']:,.0f}" if summary.get("poses_per_s") else "-"],
         [
@@ -426,12 +466,16 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"orientation {summary.get('n_ori_over')})",
         ],
         ["poses with unknown error", summary.get("n_unknown")],
+        ["poses with a joint past its limit", _past_text(summary)],
     ]
-    for key, label in (("output", "written to"), ("plot", "report")):
+    for key, label in (
+        ("output", "written to"),
+        ("rejected", "rejected, kept as"),
+        ("plot", "report"),
+    ):
         if summary.get(key):
             rows.append([label, summary[key]])
-    ok, line = verdict(summary)
-    text = table(["", "value"], rows) + f"\n{'OK' if ok else 'NOT OK'}: {line}"
+    text = "\n".join([table(["", "value"], rows), *summary.get("report", []), summary["verdict"]])
     if summary.get("precise") is False:
         text += "\n" + textwrap.fill(f"note: {REST_PULL_NOTE}", 100, subsequent_indent="      ")
     return text

@@ -4,15 +4,17 @@ Frozen dataclasses, validated at construction; every validation failure raises
 :class:`zmq_ik.errors.InputError` whose ``field`` names the culprit (``"ready_l"``,
 ``"strokes[3].left.meter_coords"``...) and, for files, whose message names the file.
 
-- :class:`IKSettings`, :class:`Scene` — solve settings; defaults = the bundled tatbot robot.
+- :class:`IKSettings`, :class:`Scene` — solve settings, 1..N end effectors; defaults = the
+  bundled tatbot robot.
   ``to_dict``/``from_dict``, ``to_wire`` (requests: `ADDED_SETTINGS`), ``to_yaml``/``from_yaml``. A scene's ``pos_tol`` /
   ``ori_tol`` (metres, radians; defaults :data:`POS_TOL`, :data:`ORI_TOL`) judge answers.
-- :class:`Stroke`, :class:`StrokeList` — (left, right) stroke pairs; YAML in our format
+- :class:`Stroke`, :class:`StrokeList` — stroke groups, one stroke per end effector ((left,
+  right) pairs for tatbot); YAML in our format
   (inline arrays or ``.npy`` sidecars) and in tatbot's on-disk format.
 - :class:`PackedStrokes` — a StrokeList as dense arrays for the wire;
   :func:`apply_first_last_rest` — tatbot's first/last rest as its flags.
-- :class:`StrokeBatch` — stroke-batch IK results; safetensors with exactly tatbot's tensors
-  (``errors=True`` adds the achieved errors).
+- :class:`StrokeBatch` — stroke-batch IK results, any number of end effectors; safetensors
+  with exactly tatbot's tensors for two (``errors=True`` adds the achieved errors).
 - :class:`IKSolution` — plain IK results, each pose judged ``reached`` or not;
   :class:`EEPoses` — end-effector poses (FK).
 """
@@ -29,6 +31,7 @@ from zmq_ik._scene import IKSettings as IKSettings
 from zmq_ik._scene import Scene as Scene
 from zmq_ik._stroke import ARMS as ARMS
 from zmq_ik._stroke import Stroke as Stroke
+from zmq_ik._strokebatch import ARM_TENSORS as ARM_TENSORS
 from zmq_ik._strokebatch import ERROR_TENSORS as ERROR_TENSORS
 from zmq_ik._strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
 from zmq_ik._strokebatch import EEPoses as EEPoses
@@ -42,6 +45,7 @@ from zmq_ik._strokes import apply_first_last_rest as apply_first_last_rest
 __all__ = [
     "ADDED_SETTINGS",
     "ARMS",
+    "ARM_TENSORS",
     "ERROR_TENSORS",
     "MAX_IK_ITERATIONS",
     "MAX_IK_LAMBDA",

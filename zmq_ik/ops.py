@@ -22,6 +22,7 @@ from zmq_ik._scene import SCENE_KEYS
 from zmq_ik._version import __version__
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
+    ERROR_TENSORS,
     ORI_TOL,
     POS_TOL,
     EEPoses,
@@ -39,7 +40,6 @@ __all__ = [
     "MAX_POSES_PER_REQUEST",
     "SOLVE",
     "STROKEBATCH",
-    "STROKEBATCH_ARRAYS",
     "JointBounds",
     "apply_first_last_rest",
     "check_solve_reply",
@@ -369,7 +369,9 @@ def describe_reply(
     upper: np.ndarray,
     limited: np.ndarray,
     rest: np.ndarray,
+    prismatic: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``prismatic`` (per joint: limits in metres, not radians) lets a client say units."""
     header = {"ee_links": list(ee_links), "joint_names": list(joint_names)}
     arrays = {
         "lower": np.asarray(lower, np.float32),
@@ -377,13 +379,16 @@ def describe_reply(
         "limited": np.asarray(limited, np.bool_),
         "rest": np.asarray(rest, np.float32),
     }
+    if prismatic is not None:
+        arrays["prismatic"] = np.asarray(prismatic, np.bool_)
     return header, arrays
 
 
 def read_describe_reply(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
-    """``{ee_links, joint_names, lower, upper, limited, rest}`` (numpy arrays per joint)."""
+    """``{ee_links, joint_names, lower, upper, limited, rest}`` (numpy arrays per joint), and
+    ``prismatic`` when the worker says it (older ones do not)."""
     try:
         info: dict[str, Any] = {
             "ee_links": list(header["ee_links"]),
@@ -391,22 +396,14 @@ def read_describe_reply(
         }
         for name in ("lower", "upper", "limited", "rest"):
             info[name] = np.asarray(arrays[name])
+        if "prismatic" in arrays:
+            info["prismatic"] = np.asarray(arrays["prismatic"])
     except KeyError as e:
         raise InputError(f"describe reply lacks {e}", str(e)) from e
     return info
 
 
 # --------------------------------------------------------------------------- strokebatch
-
-STROKEBATCH_ARRAYS = (
-    "ee_pos_l",
-    "ee_pos_r",
-    "ee_rot_l",
-    "ee_rot_r",
-    "joints",
-    "pos_err",
-    "ori_err",
-)
 
 
 def slice_packed(packed: PackedStrokes, start: int, stop: int) -> PackedStrokes:
@@ -442,11 +439,12 @@ def read_strokebatch_request(
         _required(arrays, "is_inkdip"),
         _required(arrays, "is_rest"),
         scene.stroke_length,
+        scene.n_ee,
     )
     b = coords.shape[0]
     if b * scene.stroke_length * scene.offset_num > MAX_POSES_PER_REQUEST:
         raise InputError(
-            f"{b} stroke pairs × {scene.stroke_length} × {scene.offset_num} offsets exceeds "
+            f"{b} stroke groups × {scene.stroke_length} × {scene.offset_num} offsets exceeds "
             f"{MAX_POSES_PER_REQUEST} poses per request; split the job",
             "coords",
         )
@@ -454,11 +452,13 @@ def read_strokebatch_request(
 
 
 def strokebatch_reply(batch: StrokeBatch) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    return {}, {name: getattr(batch, name) for name in STROKEBATCH_ARRAYS}
+    """The batch's tensors with its errors, named as in a file (`StrokeBatch.tensors`:
+    tatbot's for two end effectors, which clients before any number of them read)."""
+    return {}, batch.tensors(errors=True)
 
 
 def read_strokebatch_reply(arrays: Mapping[str, np.ndarray]) -> StrokeBatch:
-    missing = [n for n in STROKEBATCH_ARRAYS if n not in arrays]
+    missing = [n for n in ERROR_TENSORS if n not in arrays]
     if missing:
         raise InputError(f"strokebatch reply lacks arrays {missing}", missing[0])
-    return StrokeBatch(**{n: arrays[n] for n in STROKEBATCH_ARRAYS})
+    return StrokeBatch.from_tensors(arrays, "strokebatch reply")

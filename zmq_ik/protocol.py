@@ -37,11 +37,14 @@ from zmq_ik._payload import frame_bytes as frame_bytes
 from zmq_ik._payload import frame_len as frame_len
 from zmq_ik._payload import pack_header as pack_header
 from zmq_ik._payload import unpack_header as unpack_header
+from zmq_ik._sockets import TRANSPORTS as TRANSPORTS
+from zmq_ik._sockets import check_endpoint as check_endpoint
 from zmq_ik._sockets import endpoints_setting as endpoints_setting
 from zmq_ik._sockets import new_routing_id as new_routing_id
 from zmq_ik._sockets import recv_frames as recv_frames
 from zmq_ik._sockets import send_frames as send_frames
 from zmq_ik._sockets import set_link_heartbeats as set_link_heartbeats
+from zmq_ik._sockets import set_worker_link_heartbeats as set_worker_link_heartbeats
 from zmq_ik._sockets import split_endpoints as split_endpoints
 from zmq_ik.errors import ErrorCode, ProtocolError
 
@@ -72,6 +75,17 @@ FEATURE_DECLINE = "decline"
 ``features``; a broker that implements it flags its HEARTBEATs to that worker with it. Only
 then may the worker send that broker DECLINE and HEARTBEAT state flags (`FLAG_IDLE`,
 `FLAG_BUSY`): peers that never showed the feature never see either."""
+WATCH = "watch-"
+"""Liveness extension (issue 27.1): a worker lists ``watch-<token>`` (16 hex digits, random)
+in READY's ``features``, and once the broker answered opens a second connection, its *watch*,
+that sends one HEARTBEAT flagged with the same word and then nothing but ZMTP PINGs
+carrying a TTL of the liveness window (`set_worker_link_heartbeats`). Only PINGs on it keep
+libzmq's TTL timer armed, so the broker's libzmq drops the watch of a worker that is killed
+or stopped within that window, whatever either side's Python is doing, and the broker's
+next HEARTBEAT to it is undeliverable: the worker is dead. Silence on the worker's own
+connection (a starved host) is tolerated for `BrokerSettings.watched_silence` meanwhile.
+On the worker's main connection app messages would cancel that timer (libzmq re-arms it
+only at a PING), hence the second connection."""
 FLAG_IDLE = "idle"
 """HEARTBEAT flag, worker → broker: free for this broker's jobs again."""
 FLAG_BUSY = "busy"

@@ -325,9 +325,14 @@ def free_endpoint(host: str = "127.0.0.1") -> str:
         return f"tcp://{host}:{s.getsockname()[1]}"
 
 
+STARTUP_TIMEOUT = 900.0
+"""How long `local_cluster` (`zmq-ik demo`) waits for its worker's READY by default, in
+seconds: a cold compilation cache took 587 s on a busy 2-vCPU host (deploy/README.md)."""
+
+
 @contextmanager
 def local_cluster(
-    worker: ServiceSettings | None = None, startup_timeout: float = 300.0
+    worker: ServiceSettings | None = None, startup_timeout: float = STARTUP_TIMEOUT
 ) -> Iterator[str]:
     """A broker and one worker on a free loopback port (`zmq-ik demo`), stopped on exit;
     yields their endpoint once the worker is READY, or raises `IKTimeout` / `ConfigError`."""
@@ -337,8 +342,10 @@ def local_cluster(
         if not wait_ready(endpoint, 1, startup_timeout, sup):
             if sup.failed:
                 raise ConfigError(sup.failed)
-            raise IKTimeout(
-                f"the local worker was not ready within {startup_timeout:g}s (-v shows its log)"
+            raise IKTimeout(  # (a reason: not the "is a broker running there?" hint)
+                f"the local worker was not ready within {startup_timeout:g}s (-v shows its "
+                f"log; a cold cache compiles for minutes on a busy CPU: --startup-timeout)",
+                "the local worker did not say READY",
             )
         yield endpoint
 

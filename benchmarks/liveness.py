@@ -1,0 +1,124 @@
+"""Issue #27.1: false deaths on a busy host, and how fast a killed or stopped worker is found.
+
+    python -m benchmarks.liveness --seconds 90
+
+For each broker rule: ``old`` (``--watched-silence 1``: a worker silent for the liveness
+window, 4 x 0.25 s, is dead, as before) and ``new`` (the default: a worker whose link carries
+ZMTP heartbeats with a TTL is dead when its connection drops; Python silence alone is
+tolerated for 10 s): a broker, a serving IK worker (tatbot, warm cache) under one client's
+back-to-back `solve`, two IK workers warming from a cold cache and ``--hogs`` CPU-bound
+processes, for ``--seconds`` (``--nice``: the serving worker's niceness, to starve it more). Counted: the broker's ``workers_lost`` + ``workers_unreachable``
+(false deaths: nothing was killed) and the client's errors. Then, hogs still running, the
+serving worker is SIGSTOPped, and later SIGKILLed: seconds until the broker stops listing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks._procs import JAX_CACHE, Procs
+from benchmarks.chaos import SolveLoad, reference_targets
+from zmq_ik.client import IKClient
+
+HOG = "while True: pass"
+
+
+DEAD = re.compile(rb"^(\S+ \S+) WARNING .*worker \S+ (is unreachable|missed heartbeats)", re.M)
+
+
+def detection(broker: Any, proc: Any, sig: int) -> float:
+    """Seconds from ``sig`` to ``proc`` until the broker's log says it found the worker dead
+    (its own timestamp: how long a `ping` takes on a loaded host does not count)."""
+    log = Path(broker.log_path)
+    start = log.stat().st_size
+    t0 = time.time()
+    os.kill(proc.pid, sig)
+    while time.time() - t0 < 30:
+        found = DEAD.search(log.read_bytes()[start:])
+        if found:
+            when = datetime.strptime(found.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f")
+            return when.timestamp() - t0
+        time.sleep(0.05)
+    return float("nan")
+
+
+def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[str, Any]:
+    extra = ("--watched-silence", "1") if rule == "old" else ()
+    with Procs() as procs, tempfile.TemporaryDirectory() as empty:
+        ep = procs.broker(*extra).endpoint  # type: ignore[attr-defined]
+        cached = ("--buckets", "16", "--cache-dir", str(JAX_CACHE))
+        cli = ["nice", "-n", str(nice), sys.executable, "-m", "zmq_ik.cli", "-q", "worker"]
+        serving = procs.start("serving", [*cli, "--connect", ep, *cached])
+        procs.wait_workers(ep, 1, timeout=300)
+        targets = reference_targets(ep, 64, 0)
+        for i in range(cold):  # a cache of their own each: they compile, not read
+            cache = os.path.join(empty, str(i))
+            procs.zmq_ik(
+                "cold", "worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache
+            )
+        for _ in range(hogs):
+            procs.start("hog", [sys.executable, "-c", HOG])
+        with SolveLoad([ep], 1, targets, timeout=5.0) as load:
+            time.sleep(seconds)
+        with IKClient(ep, timeout=10) as client:
+            counters = client.status()["counters"]
+        out = {
+            "rule": rule,
+            "answers": len(load.tally.answers),
+            "deaths": counters.get("workers_lost", 0) + counters.get("workers_unreachable", 0),
+            "errors": len(load.tally.errors) + len(load.tally.lost),
+            "retries": counters.get("retries", 0),
+            "load": os.getloadavg()[0],
+        }
+        procs.wait_workers(ep, 1, timeout=60)
+        time.sleep(1.0)  # (its watch is up)
+        broker = procs.procs[0]
+        out["sigstop_s"] = detection(broker, serving, signal.SIGSTOP)
+        serving.send_signal(signal.SIGCONT)
+        procs.wait_workers(ep, 1, timeout=60)
+        time.sleep(1.0)
+        out["sigkill_s"] = detection(broker, serving, signal.SIGKILL)
+        procs.procs.remove(serving)
+        serving.wait(120)  # (a big process, niced, on a loaded host: its exit takes seconds)
+    print(
+        f"| {rule} | {seconds:.0f} | {out['load']:.1f} | {out['answers']:,} | {out['deaths']} "
+        f"| {out['retries']} | {out['errors']} | {out['sigstop_s']:.2f} | {out['sigkill_s']:.2f} |",
+        flush=True,
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.liveness", description=__doc__)
+    ap.add_argument("--seconds", type=float, default=90.0)
+    ap.add_argument("--hogs", type=int, default=4)
+    ap.add_argument("--cold", type=int, default=2, help="workers warming from a cold cache")
+    ap.add_argument("--rules", default="old,new")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--nice", type=int, default=0, help="niceness of the serving worker")
+    args = ap.parse_args(argv)
+    print(
+        f"# liveness on a busy host: {os.cpu_count()} CPUs, {args.hogs} hogs, {args.cold} "
+        f"cold, serving worker at nice {args.nice}"
+    )
+    print(
+        "\n| rule | s | load avg | answers | workers declared dead | retries | client errors "
+        "| SIGSTOP found s | SIGKILL found s |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for _ in range(args.rounds):
+        for rule in args.rules.split(","):
+            trial(rule, args.seconds, args.hogs, args.cold, args.nice)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
