@@ -22,6 +22,12 @@ falls on all alike):
   target after another from the same rest pose, when ``pin`` is installed (the ``pin``
   extra; CI does not install it, and the table says when it is absent).
 
+``--startup``: instead, how soon a new robot is served: seconds from ``zmq-ik worker`` (this
+tree's, and ``--base``'s, interleaved) to READY with an empty compilation cache (cold), then
+again with what it filled (warm), the worker's CPU seconds to READY (less sensitive to a busy
+machine than the wall clock), and right after READY a default solve of 1 and of 1,000 targets:
+their seconds and the worker's ``compiles_since_ready`` (0: nothing waited for a compile).
+
 TRAC-IK's published table (KDL chains, 1e-5 tolerance, one core) is quoted in
 docs/benchmarks.md for reference: 99.3-100 % solved, 0.22-0.67 ms per solve.
 """
@@ -369,6 +375,73 @@ def run(
     return rows, notes
 
 
+STARTUP_COLUMNS = (
+    "robot",
+    "tree",
+    "cache",
+    "READY (s)",
+    "CPU to READY (s)",
+    "solve 1 (s)",
+    "solve 1,000 (s)",
+    "compiles since READY",
+)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _startup_once(tree: Path, name: str, cache: Path, t: dict[str, np.ndarray]) -> dict:
+    """One `zmq-ik` worker of ``tree`` for robot ``name`` with compilation cache ``cache``:
+    seconds and CPU seconds to READY, then a solve of 1 and of 1,000 targets ``t``."""
+    from benchmarks._procs import Procs
+    from zmq_ik.client import IKClient
+
+    urdf, ee = ROBOTS[name]
+    robot = [] if urdf is None else ["--robot", f"{name}={ROBOT_DIR / urdf}"]
+    robot += ["--ee-links", f"{name}={','.join(ee)}"] if urdf is not None else []
+    with Procs() as procs:
+        endpoint = procs.broker().endpoint  # type: ignore[attr-defined]
+        env = {**procs.env, "PYTHONPATH": str(tree)}
+        argv = ["worker", "--connect", endpoint, "--cache-dir", str(cache), *robot]
+        t0 = time.monotonic()
+        worker = procs.start("worker", [sys.executable, "-m", "zmq_ik.cli", *argv], env, tree)
+        row: dict[str, Any] = {}
+        with IKClient(endpoint, timeout=600) as client:
+            while not client.ping()["workers"]:
+                procs.check_alive()
+                time.sleep(0.05)
+            row["READY (s)"] = time.monotonic() - t0
+            row["CPU to READY (s)"] = _cpu_seconds(worker.pid)
+            for n, column in ((1, "solve 1 (s)"), (1000, "solve 1,000 (s)")):
+                arrays = {"target_wxyz": t["wxyz"][:n], "target_pos": t["pos"][:n]}
+                t1 = time.monotonic()
+                header = client.request(name, "solve", {}, arrays).header
+                row[column] = time.monotonic() - t1
+                row["compiles since READY"] = header.get("compiles_since_ready")
+        worker.terminate()  # a busy machine may take longer than `Procs` waits
+        worker.wait(120)
+    return row
+
+
+def startup(robots: list[str], base: Path | None, repeat: int = 1) -> list[dict[str, Any]]:
+    """Rows of the start-up table: per robot, repeat and tree (interleaved), cold then warm."""
+    trees = [("this", ROOT)] + ([("base", base)] if base is not None else [])
+    rows = []
+    for name in robots:
+        t = make_targets(load_robot(name), 1000, seed=3)
+        for _ in range(repeat):
+            for label, tree in trees:
+                with tempfile.TemporaryDirectory() as cache:
+                    for kind in ("cold", "warm"):
+                        row = _startup_once(tree, name, Path(cache), t)
+                        rows.append({"robot": name, "tree": label, "cache": kind, **row})
+                        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def table(rows: list[dict[str, Any]]) -> Table:
     """The rows as a markdown table; a failed method shows its error in place of numbers."""
     out = []
@@ -394,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--buckets", default=",".join(map(str, BUCKETS)), help="the engine's batch buckets"
     )
+    parser.add_argument(
+        "--startup", action="store_true", help="time a worker's start instead (cold, warm cache)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="--startup runs per robot and tree")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--targets-file", help=argparse.SUPPRESS)
     parser.add_argument("--robot", help=argparse.SUPPRESS)
@@ -406,6 +483,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in ROBOTS]
     if unknown:
         parser.error(f"unknown robot(s) {unknown}; known: {list(ROBOTS)}")
+    if args.startup:
+        rows = startup(names, args.base, args.repeat)
+        cells = [
+            [r[c] if c in STARTUP_COLUMNS[:3] else fmt(r.get(c)) for c in STARTUP_COLUMNS]
+            for r in rows
+        ]
+        print(Table("Worker start", list(STARTUP_COLUMNS), cells).markdown())
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=1))
+        return 0
     buckets = tuple(int(b) for b in args.buckets.split(","))
     rows, notes = run(names, args.targets, args.base, args.singles, buckets=buckets)
     print(table(rows).markdown())

@@ -62,6 +62,8 @@ CANCELS_TRACKED = 64
 """Unacknowledged cancels remembered for `CANCEL_WAIT` (oldest forgotten: a broker that
 never answers, an older one, costs nothing)."""
 
+MAX_NOTICE = 500
+"""Characters kept of a worker's compile notice (any peer is untrusted input)."""
 RETRYABLE = frozenset({ErrorCode.WORKER_LOST.value, ErrorCode.SHUTTING_DOWN.value})
 """Error codes after which the same request is worth sending again (same id)."""
 
@@ -137,6 +139,9 @@ class Pending:
     """The broker it was last sent to (-1: not yet)."""
     epoch: int = 0
     """That broker's `BrokerView.epoch` when it was sent: a later one means it was lost."""
+    compiling: str | None = None
+    """The worker's notice that it compiles a program for this request (a PARTIAL
+    ``{"compiling": message}``, docs/protocol.md 4.2): a timeout says it."""
 
 
 class ClientCore:
@@ -244,14 +249,17 @@ class ClientCore:
                 return
             self._finish(p, FINAL, payload)
         elif command is Command.PARTIAL:
-            if p.call.on_partial is None:
-                return
             try:
                 payload = decode_payload(msg.payload)
             except ProtocolError as e:  # a caller reading partials must not miss one silently
-                self._finish(p, FAILED, e)
+                if p.call.on_partial is not None:
+                    self._finish(p, FAILED, e)
                 return
-            p.sink((p.tag, PARTIAL, payload))
+            notice = payload.header.get("compiling")
+            if isinstance(notice, str):
+                p.compiling = notice[:MAX_NOTICE]
+            if p.call.on_partial is not None:
+                p.sink((p.tag, PARTIAL, payload))
         else:
             code, message, fld = decode_error(msg.payload)
             if code == ErrorCode.SHUTTING_DOWN.value and len(self.brokers) > 1:
@@ -264,6 +272,8 @@ class ClientCore:
                 )
                 self._send(p, now)
                 return
+            if code == ErrorCode.TIMEOUT.value and p.compiling:
+                message = f"{message} ({p.compiling})"
             self._finish(p, FAILED, remote_error(code, message, fld))
 
     def tick(self, now: float) -> None:
@@ -286,7 +296,9 @@ class ClientCore:
                     IKTimeout(
                         f"no answer from {self.connections[p.connection].endpoint} for "
                         f"{call.service}/{call.operation} after {p.attempts} attempt(s) of "
-                        f"{p.timeout:.1f}s" + (f": {why}" if why else ""),
+                        f"{p.timeout:.1f}s"
+                        + (f": {why}" if why else "")
+                        + (f" ({p.compiling})" if p.compiling else ""),
                         why,
                     ),
                 )

@@ -7,8 +7,12 @@ parameters (:func:`~zmq_ik.ik._lm.solver_params`), so a warmed-up worker compile
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import logging
 import os
+import pickle
 import time
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -20,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import zmq_ik
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings
 
@@ -83,14 +88,21 @@ def programs_of(robot: Robot) -> ProgramCache:
     return cache
 
 
+_export_dir: Path | None = None
+"""Where traced solve programs are kept (`_any_batch`): beside the compilation cache."""
+
+
 def enable_compilation_cache(path: str | os.PathLike[str]) -> None:
-    """Use JAX's persistent compilation cache in ``path`` for every program (so a restarted
-    worker or test run loads compiled programs instead of compiling them)."""
+    """Use JAX's persistent compilation cache in ``path`` for every program, small ones too
+    (so a restarted worker or test run loads compiled programs instead of compiling them),
+    and keep the traced solve programs there (a restart then skips tracing, ~0.6-2 s)."""
+    global _export_dir
     p = Path(path).expanduser()
     p.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(p))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _export_dir = p / "zmq-ik-traced"
 
 
 def run_inline_on_cpu() -> None:
@@ -207,15 +219,76 @@ def _any_batch(fun: Any, robot: Robot, name: str, precise: bool) -> Any:
 
     Tracing the unrolled solver costs ~0.6 s; with ``jax.jit(fun)`` it is paid again for
     every bucket (shapes are part of the trace). The exported module is only specialised
-    per bucket (~0.05 s), and compiles to the same program. If the export fails (a shape
-    the symbolic batch cannot express), fall back to tracing per bucket."""
+    per bucket (~0.05 s), and compiles to the same program. With a compilation cache, the
+    exported module is kept there too (`_traced_path`): a restart skips tracing (``name``
+    must tell ``fun`` apart from every other program of ``robot``). If the export fails (a
+    shape the symbolic batch cannot express), fall back to tracing per bucket."""
+    path = _traced_path(robot, name)
+    if path is not None and path.is_file():
+        try:
+            return jax.jit(jax.export.deserialize(bytearray(path.read_bytes())).call)
+        except Exception as exc:  # unreadable or from elsewhere: trace it again
+            logger.warning("%s: cannot load the traced program %s (%s)", name, path, exc)
     (batch,) = jax.export.symbolic_shape("batch")
     try:
         exported = jax.export.export(jax.jit(fun))(*program_specs(robot, batch, precise))
     except Exception as exc:  # any tracing error: the plain jit still works
         logger.warning("%s: no batch-polymorphic export (%s); tracing per bucket", name, exc)
         return jax.jit(fun)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(exported.serialize())
+            os.replace(tmp, path)  # whole or absent, whoever reads it meanwhile
+        except (OSError, ImportError) as exc:  # (no flatbuffers) only a restart is slower
+            logger.warning("%s: cannot keep the traced program in %s (%s)", name, path, exc)
     return jax.jit(exported.call)
+
+
+def _traced_path(robot: Robot, name: str) -> Path | None:
+    """Where program ``name`` of ``robot`` is kept traced, named by everything its trace
+    may depend on: every field of the robot, the package's source, JAX's version and
+    backend (None: no compilation cache, or a robot that cannot be fingerprinted)."""
+    if _export_dir is None:
+        return None
+    try:
+        robot_bytes = pickle.dumps(_canonical(robot))
+    except Exception:  # an unpicklable field: trace it every time
+        return None
+    digest = hashlib.sha256(robot_bytes)
+    versions = (jax.__version__, jax.default_backend(), jax.config.read("jax_enable_x64"))
+    digest.update(f"{name}|{versions}".encode())
+    digest.update(_package_source())
+    return _export_dir / f"{digest.hexdigest()[:40]}.jaxexport"
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` as plain tuples, sets sorted: the same robot pickles to the same bytes in
+    every process (string hashes, and so set order, differ from process to process)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = dataclasses.fields(obj)
+        return type(obj).__name__, tuple((f.name, _canonical(getattr(obj, f.name))) for f in fields)
+    if isinstance(obj, set | frozenset):
+        return "set", tuple(sorted((_canonical(x) for x in obj), key=repr))
+    if isinstance(obj, dict):
+        return "dict", tuple((_canonical(k), _canonical(v)) for k, v in obj.items())
+    if isinstance(obj, list | tuple):
+        return tuple(_canonical(x) for x in obj)
+    if isinstance(obj, np.ndarray):
+        return obj.dtype.str, obj.shape, obj.tobytes()
+    return obj
+
+
+@functools.cache
+def _package_source() -> bytes:
+    """The hash of the engine's and the package's source (a change to any file traces the
+    programs afresh: a stale trace would be a wrong answer)."""
+    digest = hashlib.sha256()
+    package = Path(zmq_ik.__file__).resolve().parent
+    for path in sorted([*Path(__file__).resolve().parent.glob("*.py"), *package.glob("*.py")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.digest()
 
 
 def _cpus() -> int:

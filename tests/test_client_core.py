@@ -148,6 +148,27 @@ def test_a_first_request_nobody_ever_answers_fails_in_2s_saying_why():
     assert not box.events  # waited for, as before
 
 
+def test_a_timeout_says_the_worker_was_compiling_for_the_request():
+    """#24.5: a worker compiling a program for a request (a setting it did not warm) says so
+    in a PARTIAL ``{"compiling": ...}``; a call without ``on_partial`` keeps it, and its
+    timeout (the broker's ERROR, or its own) says it rather than timing out silently."""
+    notice = "the worker is compiling ...; start the worker with --warm precise=false"
+    for broker_answers in (True, False):
+        core = ClientCore(["tcp://b:1"], retries=0)
+        core.handle(final(b"start-probe"), now=0.0)
+        box = Box()
+        rid = core.submit(call(), 1.0, now=0.0, sink=box)
+        core.handle(partial(rid, compiling=notice + "x" * 1000), now=0.1)
+        assert not box.events  # no on_partial: nothing delivered, only kept
+        if broker_answers:
+            core.handle(error(rid, "timeout", "deadline passed"), now=1.0)
+        else:
+            core.tick(1.0 + answer_grace(1.0))
+        assert box.kinds() == [FAILED]
+        text = str(box.events[0][2])
+        assert notice in text and "x" * 501 not in text  # bounded: an untrusted peer
+
+
 def test_answer_within_the_grace_after_the_deadline_is_taken():
     core = ClientCore(["tcp://b:1"], retries=0)
     box = Box()

@@ -298,6 +298,7 @@ def test_solver_is_traced_once_for_all_buckets(monkeypatch):
     """Each bucket only specialises one batch-polymorphic export (tracing costs ~0.6 s)."""
     from zmq_ik.ik import _programs
 
+    monkeypatch.setattr(_programs, "_export_dir", None)  # no traced program kept from before
     robot = ik.Robot.from_urdf(TATBOT.urdf_path, TATBOT.ee_links)  # fresh program cache
     traces = []
     real = _programs.solve_planes
@@ -311,6 +312,36 @@ def test_solver_is_traced_once_for_all_buckets(monkeypatch):
     for b in (16, 32, 64):
         fn.lower(*_programs.program_specs(robot, b))
     assert len(traces) == 1
+
+
+def test_a_traced_program_is_kept_and_a_restart_does_not_trace_it_again(monkeypatch, tmp_path):
+    """#24.5: with a compilation cache, each traced solve program is kept there (named by the
+    robot, the package's source and JAX's version), so a restarted worker skips tracing and
+    runs the very same program; another robot gets its own."""
+    from zmq_ik.ik import _programs
+
+    monkeypatch.setattr(_programs, "_export_dir", tmp_path)
+    traces = []
+    real = _programs.solve_planes
+
+    def counting(*args, **kwargs):
+        traces.append(args[0].ee_links)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_programs, "solve_planes", counting)
+
+    def program_text(ee_links):  # a fresh robot: its own (empty) program cache, as a restart
+        robot = ik.Robot.from_urdf(TATBOT.urdf_path, ee_links)
+        lowered = _programs.solve_program(robot, True, 1).lower(
+            *_programs.program_specs(robot, 16, True)
+        )
+        return lowered.as_text()
+
+    first = program_text(TATBOT.ee_links)
+    assert len(traces) == 1 and len(list(tmp_path.glob("*.jaxexport"))) == 1
+    assert program_text(TATBOT.ee_links) == first and len(traces) == 1  # loaded, not traced
+    program_text(TATBOT.ee_links[:1])
+    assert len(traces) == 2 and len(list(tmp_path.glob("*.jaxexport"))) == 2
 
 
 def test_program_falls_back_to_plain_jit_when_export_fails(tatbot):

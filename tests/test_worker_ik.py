@@ -179,9 +179,62 @@ def test_warm_settings_compile_their_program_before_ready(robot):
         assert out["joints"].shape == (5, 14)
 
 
+def test_ready_after_one_bucket_and_no_request_waits_for_the_others(robot):
+    """#24.5: READY once one bucket of each warmed program (and FK's smallest) is compiled;
+    until the others are (`finish_warmup`: a thread after READY in a worker), requests of
+    any size use the compiled ones, in chunks, so none waits for a compile."""
+    from conftest import JAX_CACHE
+
+    from zmq_ik.worker.ik_service import IKService
+
+    service = IKService(buckets=(16, 64), cache_dir=JAX_CACHE, background=False)
+    assert service.warmup()["buckets"] == [16, 64]
+    wxyz, pos = reachable_targets(robot, 100, seed=13)
+    joints = np.repeat(np.asarray(TATBOT.rest, np.float32)[None], 100, axis=0)
+
+    def compiles(operation, arrays):
+        reply, out = service.handle(ServiceCall("tatbot", operation, {}, arrays))
+        assert all(np.isfinite(a).all() for a in out.values())
+        return reply["compiles_since_ready"]
+
+    for _ in ("while the rest compile", "once all are compiled"):
+        for n in (1, 37, 100):  # 37: bucket 64 once compiled; 100: chunks
+            assert compiles("solve", {"target_wxyz": wxyz[:n], "target_pos": pos[:n]}) == 0
+        assert compiles("fk", {"joints": joints}) == 0  # FK's largest shape: 64
+        service.finish_warmup()  # what a worker's thread does after READY
+
+
+def test_an_on_demand_compile_is_logged_and_told_to_the_client(robot, caplog):
+    """#24.5: a request for a program not warmed waits for its compile: the client is told
+    at once (a PARTIAL ``{"compiling": ...}`` naming the ``--warm`` that avoids it) and the
+    log says the setting, the time and the same ``--warm``."""
+    from conftest import JAX_CACHE
+
+    from zmq_ik.worker.ik_service import IKService
+
+    service = IKService(buckets=(16,), cache_dir=JAX_CACHE)
+    service.warmup()
+    wxyz, pos = reachable_targets(robot, 3, seed=14)
+    arrays = {"target_wxyz": wxyz, "target_pos": pos}
+    told: list[dict] = []
+
+    def solve(header):
+        call = ServiceCall("tatbot", "solve", header, arrays, lambda h, a: told.append(dict(h)))
+        return service.handle(call)[0]["compiles_since_ready"]
+
+    assert solve({}) == 0 and told == []  # the default: nothing compiled, nothing said
+    with caplog.at_level("INFO", logger="zmq_ik.worker.ik_service"):
+        assert solve({"ik": {"precise": False}}) >= 1
+    hint = "--warm precise=false,seeds=1"
+    assert len(told) == 1 and hint in told[0]["compiling"]
+    (logged,) = [r.getMessage() for r in caplog.records if "on demand in" in r.getMessage()]
+    assert "solve precise=False seeds=1 compiled" in logged and hint in logged
+
+
 def test_warmup_reports_each_compiled_bucket_over_every_program():
     """#18.9: the warm-up tells ``warmup_progress(done, total)`` as each bucket is compiled,
-    counted over every program it compiles (the worker logs it and announces it, WARMING)."""
+    counted over every program it compiles before READY (the worker logs it and announces
+    it, WARMING): the smallest bucket of each (#24.5; the others compile after READY)."""
     from conftest import JAX_CACHE
 
     from zmq_ik.worker.ik_service import IKService
@@ -192,9 +245,10 @@ def test_warmup_reports_each_compiled_bucket_over_every_program():
         cache_dir=JAX_CACHE,
         warm=[IKSettings.preset("tatbot")],
         warmup_progress=lambda done, total: calls.append((done, total)),
+        background=False,
     )
     service.warmup()
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls == [(1, 2), (2, 2)]
     # tatbot's mode solves seeds in its program: 16 x 16 > 64; the reaching mode outside it
     assert ik.warmup_buckets(IKSettings.preset("tatbot", seeds=16), (1, 16, 64)) == (1,)
     assert ik.warmup_buckets(IKSettings(seeds=16), (1, 16, 64)) == (1, 16, 64)

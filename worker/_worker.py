@@ -656,7 +656,8 @@ def run_as_process(w: Worker) -> int:
     SIGTERM/SIGINT, serve; the exit code (130 after SIGINT). Left during its warm-up (a
     signal, or `ConfigError`: every broker refused it, 78), the process ends at once
     (`exit_now`): the bucket compiles the warm-up started cannot be interrupted and would
-    hold a normal exit for as long as they take."""
+    hold a normal exit for as long as they take; so does a process whose buckets still
+    compile after READY."""
     raise_fd_limit_logged()
     w.install_signal_handlers()
     try:
@@ -666,6 +667,12 @@ def run_as_process(w: Worker) -> int:
             raise
         logger.error("%s", e)
         exit_now(EXIT_CONFIG)
-    if w.warmup_abandoned:
+    if w.warmup_abandoned or _compiling_after_ready():
         exit_now(w.exit_code)
     return w.exit_code
+
+
+def _compiling_after_ready() -> bool:
+    """A thread of the service's warm-up still compiles (`IKService.finish_warmup`, its
+    ``zmq-ik-warmup*`` threads): a normal exit would wait for it, or abort when it ends."""
+    return any(t.name.startswith("zmq-ik-warmup") and t.is_alive() for t in threading.enumerate())

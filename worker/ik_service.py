@@ -1,5 +1,7 @@
-"""The IK service a worker runs: robots loaded once, solvers cached, every bucket compiled
-before READY. Imports JAX, so only GPU/worker hosts import this module.
+"""The IK service a worker runs: robots loaded once, solvers cached, one bucket of each
+warmed program compiled before READY and the others right after (requests meanwhile use the
+compiled ones), compiles on demand logged and told. Imports JAX, so only GPU/worker hosts
+import this module.
 """
 
 from __future__ import annotations
@@ -8,8 +10,10 @@ import gc
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import numpy as np
 from zmq_ik import ops
 from zmq_ik._memory import malloc_trim
 from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
-from zmq_ik.errors import ErrorCode, InputError
+from zmq_ik.errors import ErrorCode, IKTimeout, InputError
 from zmq_ik.model import IKSettings
 from zmq_ik.robots import BUNDLED
 from zmq_ik.worker._service import ServiceCall, ServiceError, ServiceReply, WarmupHook
@@ -31,6 +35,13 @@ CPU_BUCKETS: tuple[int, ...] = (1, 16, 32, 64, 128, 256, 512, 1024)
 (~35 µs) in batches of 1024 as of 16,384, so bigger batches are solved in chunks of 1024;
 each bucket left out saves ~7 s of a cold start and ~0.5 s of a warm one (2 CPUs). GPU keeps
 all of ``ik.BUCKETS`` (bigger batches pay off there; not measured here)."""
+
+FIRST_BUCKET = 16
+"""A warmed program compiles one bucket before READY: the smallest of at least this many
+targets (else its largest), the others after READY. Requests meanwhile go in chunks of it:
+a batch of 16 costs about twice a single pose on a CPU, but a miss's re-solve rounds (8 to
+64 starts each) take 16 times fewer calls than with bucket 1 (1,000 panda targets right
+after READY: 13 s with bucket 1 on the loaded 2-CPU VM; `benchmarks.robots --startup`)."""
 
 DEFAULT_CACHE_DIR = Path(
     os.environ.get("ZMQ_IK_CACHE_DIR") or Path.home() / ".cache" / "zmq-ik" / "jax"
@@ -142,14 +153,67 @@ def _bundled_defaults(name: str, urdf: str) -> tuple[tuple[str, ...], np.ndarray
 
 
 _compiles = 0
-"""XLA compilations in this process since `_listen_for_compiles` (one counter: compiles are
-a process-wide event, and a listener per service would never be unregistered)."""
+"""XLA compilations (or loads from the persistent cache) in this process since
+`_listen_for_compiles`, on every thread (one counter: compiles are a process-wide event, and
+a listener per service would never be unregistered)."""
+_COMPILED = "/jax/core/compile/backend_compile_duration"
+"""JAX's event after each compile, or load from the persistent cache (its duration)."""
+_COMPILING = "/jax/compilation_cache/compile_requests_use_cache"
+"""JAX's event before each compile (only while the persistent cache is on: without one, a
+client is not told before, only the log after)."""
+
+
+class _OnDemand:
+    """What one request compiled on the thread serving it (`IKService.handle`): counted and
+    timed for the log and ``compiles_since_ready``; the client is told at the first compile
+    (a PARTIAL ``{"compiling": message}``), so that a timeout is not silent."""
+
+    def __init__(self, call: ServiceCall) -> None:
+        self.call = call
+        self.what = call.operation
+        """The request's setting, for the log and the notice (`IKService._explain`)."""
+        self.hint = ""
+        """What would have compiled it before READY (a ``--warm`` or ``--ee-links``)."""
+        self.compiles = 0
+        self.seconds = 0.0
+        self.told = False
+
+    def starting(self) -> None:
+        if self.told:
+            return
+        self.told = True
+        message = (
+            f"the worker is compiling a program for this request ({self.call.robot} "
+            f"{self.what}), once: seconds to minutes on a CPU"
+            + (f"; {self.hint}" if self.hint else "")
+        )
+        logger.info("robot %s: compiling on demand for %s", self.call.robot, self.what)
+        try:
+            self.call.progress({"compiling": message}, None)
+        except Exception:  # telling is best effort: the compile and the answer go on
+            logger.debug("compile notice not sent", exc_info=True)
+
+
+_serving = threading.local()
+"""``.job``: the `_OnDemand` of the request this thread serves (None: not serving, e.g. the
+warm-up threads, whose compiles are expected)."""
 
 
 def _count_compile(event: str, duration_secs: float, **kwargs: str | int) -> None:
     global _compiles
-    if event == "/jax/core/compile/backend_compile_duration":
+    if event == _COMPILED:
         _compiles += 1
+        job: _OnDemand | None = getattr(_serving, "job", None)
+        if job is not None:
+            job.compiles += 1
+            job.seconds += duration_secs
+
+
+def _compile_starts(event: str, **kwargs: str | int) -> None:
+    if event == _COMPILING:
+        job: _OnDemand | None = getattr(_serving, "job", None)
+        if job is not None:
+            job.starting()
 
 
 _listening = False
@@ -162,6 +226,7 @@ def _listen_for_compiles() -> None:
         import jax
 
         jax.monitoring.register_event_duration_secs_listener(_count_compile)
+        jax.monitoring.register_event_listener(_compile_starts)
         _listening = True
 
 
@@ -181,6 +246,7 @@ class IKService:
         warmup_threads: int | None = None,
         max_extra_compiles: int = 32,
         warmup_progress: WarmupHook | None = None,
+        background: bool = True,
     ) -> None:
         self.entries = {e.name: e for e in robot_entries(robots, ee_links, rest)}
         self.robots = list(self.entries)
@@ -188,17 +254,20 @@ class IKService:
         self.buckets = tuple(buckets) if buckets else None
         """Buckets to compile (None: ``CPU_BUCKETS`` on a CPU, else all; set at warm-up)."""
         self.warm = tuple(warm)
-        """Settings whose solve programs are compiled before READY besides the default one
-        (``precise`` / ``seeds`` pick the program; weights never matter). Each costs about as
-        much as the default program; any other program compiles on its first request."""
+        """Settings whose solve programs are warmed up besides the default one (``precise``
+        / ``seeds`` pick the program; weights never matter). Each costs about as much as
+        the default program; any other program compiles on its first request."""
         self.warmup_threads = warmup_threads
-        """Threads compiling buckets at warm-up (None: one per CPU, at most 4)."""
+        """Threads compiling buckets before READY (None: one per CPU, at most 4)."""
         self.warmup_progress = warmup_progress
         """Called ``(buckets done, total)`` over every robot and program as each bucket is
-        compiled at warm-up (the worker logs it and announces it to its brokers)."""
+        compiled before READY (the worker logs it and announces it to its brokers)."""
+        self.background = background
+        """`warmup` compiles one bucket of each warmed program (and FK's smallest), enough to
+        serve any request, and starts `finish_warmup` in a thread for the other buckets
+        (False: the caller runs it, e.g. a test)."""
         self._solvers: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._urdf_text: dict[str, str] = {}
-        self.compiles_at_ready = 0
         self.max_extra_compiles = max_extra_compiles
         """Programs compiled on demand after READY (other settings, end effectors, stroke
         lengths: all chosen by clients) that may pile up before they are all dropped. Each
@@ -208,18 +277,32 @@ class IKService:
         even before they compile anything."""
         self._warm: dict[tuple[str, tuple[str, ...]], frozenset[Any]] = {}
         """Solvers built at warm-up and the program keys they held then: never dropped."""
+        self.compiles_on_demand = 0
+        """Compiles requests waited for since READY (replies carry it as
+        ``compiles_since_ready``): none for the warmed programs, whatever the batch size."""
         self._compiles_at_trim = 0
+        self._ready: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        """Buckets compiled so far of each warmed program still being compiled after READY,
+        by (solver key, program key, or ``"fk"``): requests use only these meanwhile (a
+        bigger batch goes in chunks). A program not listed is complete, or not warmed."""
+        self._later: list[tuple[tuple[Any, ...], Any, IKSettings | None, tuple[int, ...]]] = []
+        """What `finish_warmup` compiles: (key as in ``_ready``, solver, settings or None for
+        FK, buckets in order)."""
+        self._stop_background = threading.Event()
+        self.background_thread: threading.Thread | None = None
 
     @property
     def compiles(self) -> int:
-        """XLA compilations in this process so far; after warm-up it should never move
-        (replies carry it)."""
+        """XLA compilations in this process so far, on any thread (the warm-up's included)."""
         return _compiles
 
     # ------------------------------------------------------------------ start-up
 
     def warmup(self) -> dict[str, Any]:
-        """Load every robot with its default end effectors and compile every bucket."""
+        """Load every robot with its default end effectors and compile one bucket of each
+        warmed program (`FIRST_BUCKET`) and FK's smallest: any request can then be served,
+        in chunks, without compiling. The other buckets compile after READY
+        (`finish_warmup`)."""
         import jax
 
         from zmq_ik import ik
@@ -233,6 +316,7 @@ class IKService:
         dev = jax.devices()[0]
         if self.buckets is None:
             self.buckets = CPU_BUCKETS if dev.platform == "cpu" else tuple(ik.BUCKETS)
+        fk_first = self.buckets[:1]  # FK's shapes are the smallest and the largest bucket
         # One settings per program: only precise and seeds pick one.
         program_settings = [IKSettings()]
         for settings in self.warm:
@@ -240,39 +324,57 @@ class IKService:
             if ik.program_key(settings) not in picked:
                 program_settings.append(settings)
         # Robots without default end effectors compile nothing here.
-        per_robot = sum(len(ik.warmup_buckets(p, self.buckets)) for p in program_settings)
-        total = per_robot * sum(1 for e in self.entries.values() if e.ee_links is not None)
+        total = len(program_settings) * sum(
+            1 for e in self.entries.values() if e.ee_links is not None
+        )
         done = 0
 
         def compiled(n: int, _: int) -> None:
             if self.warmup_progress is not None:
                 self.warmup_progress(done + n, total)
 
-        for entry in self.entries.values():
-            robot = self._load(entry)
-            if robot is None:
-                continue
-            t1 = time.monotonic()
-            ik.warmup_fk(robot, self.buckets)
-            logger.info("robot %s: compiled FK in %.2fs", entry.name, time.monotonic() - t1)
-            for settings in program_settings:
+        fk_pool = ThreadPoolExecutor(1, thread_name_prefix="zmq-ik-warmup-fk")
+        try:
+            for entry in self.entries.values():
+                robot = self._load(entry)
+                if robot is None:
+                    continue
+                key = (entry.name, entry.ee_links)
                 t1 = time.monotonic()
-                ik.warmup(
-                    robot,
-                    settings,
-                    buckets=self.buckets,
-                    threads=self.warmup_threads,
-                    progress=compiled,
-                )
-                done += len(ik.warmup_buckets(settings, self.buckets))
+                # FK compiles beside the solver's tracing (which holds the GIL).
+                fk = fk_pool.submit(ik.warmup_fk, robot, fk_first)
+                later: list[tuple[tuple[Any, ...], Any, IKSettings | None, tuple[int, ...]]] = []
+                for settings in program_settings:
+                    sizes = ik.warmup_buckets(settings, self.buckets)
+                    first = next((b for b in sizes if b >= FIRST_BUCKET), sizes[-1])
+                    ik.warmup(
+                        robot,
+                        settings,
+                        buckets=(first,),
+                        threads=self.warmup_threads,
+                        progress=compiled,
+                    )
+                    done += 1
+                    rest = [b for b in sizes if b != first]
+                    if rest:  # the largest first: the chunk size of big batches
+                        program = (*key, ik.program_key(settings))
+                        self._ready[program] = (first,)
+                        later.append((program, robot, settings, (rest[-1], *rest[:-1])))
+                fk.result()
+                if len(self.buckets) > 1:  # FK's other shape: the largest bucket
+                    fk_key = (*key, "fk")
+                    self._ready[fk_key] = fk_first
+                    later.insert(1, (fk_key, robot, None, self.buckets[-1:]))
+                self._later += later
                 logger.info(
-                    "robot %s: compiled buckets %s (precise=%s, seeds=%d) in %.2fs",
+                    "robot %s: compiled %d program(s) and FK for READY in %.2fs (their other "
+                    "buckets compile after READY)",
                     entry.name,
-                    ",".join(map(str, self.buckets)),
-                    settings.precise,
-                    settings.seeds,
+                    len(program_settings),
                     time.monotonic() - t1,
                 )
+        finally:
+            fk_pool.shutdown(wait=False)
         device = (
             "cpu"
             if dev.platform == "cpu"
@@ -280,8 +382,12 @@ class IKService:
         )
         if dev.platform == "cpu":
             logger.info("running on the CPU (no --gpu given, or no GPU visible to JAX)")
-        self.compiles_at_ready = self._compiles_at_trim = self.compiles
         self._warm = {key: ik.programs_of(solver).keys() for key, solver in self._solvers.items()}
+        if self.background and self._later:
+            self.background_thread = threading.Thread(
+                target=self.finish_warmup, name="zmq-ik-warmup-later", daemon=True
+            )
+            self.background_thread.start()
         return {
             "device": device,
             "operations": [ops.SOLVE, ops.FK, ops.STROKEBATCH, ops.DESCRIBE, "echo"],
@@ -290,6 +396,42 @@ class IKService:
             "compile_s": round(time.monotonic() - t0, 3),
             "versions": {"jax": jax.__version__},
         }
+
+    def finish_warmup(self) -> None:
+        """Compile the warmed programs' other buckets, one at a time (the other CPUs serve
+        requests meanwhile), each used as soon as it is compiled; `warmup` starts this in a
+        thread. A failure is logged: requests go on in the buckets compiled."""
+        from zmq_ik import ik
+
+        t0 = time.monotonic()
+        try:
+            while self._later and not self._stop_background.is_set():
+                program, robot, settings, buckets = self._later[0]
+                for bucket in buckets:
+                    if self._stop_background.is_set():
+                        return
+                    if settings is None:
+                        ik.warmup_fk(robot, self.buckets)
+                    else:
+                        ik.warmup(robot, settings, buckets=(bucket,), threads=1)
+                    self._ready[program] = tuple(sorted({*self._ready[program], bucket}))
+                del self._ready[program]  # complete: requests use every bucket
+                self._later.pop(0)
+        except Exception:
+            logger.exception("compiling after READY failed; serving the buckets compiled")
+            return
+        if not self._stop_background.is_set():
+            logger.info("every bucket compiled, %.1fs after READY", time.monotonic() - t0)
+
+    def stop_background(self) -> None:
+        """Start no other bucket after the one compiling now (XLA cannot be interrupted)."""
+        self._stop_background.set()
+
+    def _buckets(self, key: tuple[Any, ...], program: Any) -> tuple[int, ...]:
+        """The buckets a request for ``program`` (a program key, ``"fk"``) of the solver
+        ``key`` may use now: those compiled, while the rest compile after READY."""
+        assert self.buckets is not None
+        return self._ready.get((*key, program), self.buckets)
 
     def _load(self, entry: RobotEntry) -> Any:
         """Read and check a robot's URDF (and default end effectors and rest pose) at start-up,
@@ -316,17 +458,36 @@ class IKService:
     # ------------------------------------------------------------------ requests
 
     def handle(self, call: ServiceCall) -> ServiceReply:
+        job = _serving.job = _OnDemand(call)
         try:
-            header, arrays = self._handle(call)
+            header, arrays = self._handle(call, job)
+        except IKTimeout as e:
+            if not job.compiles:
+                raise
+            raise IKTimeout(
+                f"{e} after {job.seconds:.1f}s compiling for {job.what}"
+                + (f" ({job.hint})" if job.hint else "")
+            ) from e
         finally:
+            _serving.job = None
+            if job.compiles:
+                self.compiles_on_demand += job.compiles
+                logger.warning(
+                    "robot %s: %s compiled %d program(s) on demand in %.1fs%s",
+                    call.robot,
+                    job.what,
+                    job.compiles,
+                    job.seconds,
+                    f"; {job.hint}" if job.hint else "",
+                )
             extra_solvers = len(self._solvers) - len(self._warm)
             if (
-                self.compiles - self._compiles_at_trim > self.max_extra_compiles
+                self.compiles_on_demand - self._compiles_at_trim > self.max_extra_compiles
                 or extra_solvers > self.max_extra_compiles
             ):
                 self._drop_extra_programs()
         # Steady state compiles nothing; if it ever does, every reply says so.
-        return {**header, "compiles_since_ready": self.compiles - self.compiles_at_ready}, arrays
+        return {**header, "compiles_since_ready": self.compiles_on_demand}, arrays
 
     def _drop_extra_programs(self) -> None:
         """Forget every solver and program not built at warm-up (a bound on memory)."""
@@ -344,12 +505,12 @@ class IKService:
         malloc_trim()  # dropped executables otherwise stay in RSS
         logger.info(
             "%d programs compiled on demand since the last trim: dropped %d solver(s)/program(s)",
-            self.compiles - self._compiles_at_trim,
+            self.compiles_on_demand - self._compiles_at_trim,
             dropped,
         )
-        self._compiles_at_trim = self.compiles
+        self._compiles_at_trim = self.compiles_on_demand
 
-    def _handle(self, call: ServiceCall) -> ServiceReply:
+    def _handle(self, call: ServiceCall, job: _OnDemand) -> ServiceReply:
         from zmq_ik import ik
 
         robot, operation, header, arrays = call.robot, call.operation, call.header, call.arrays
@@ -365,6 +526,8 @@ class IKService:
         if operation == ops.SOLVE:
             wxyz, pos, rest, ee_links, settings = ops.read_solve_request(header, arrays)
             ee = self._ee_links(entry, ee_links)
+            settings = settings or IKSettings()
+            self._explain(job, entry, ee, settings)
             solver = self._robot(robot, ee)
             if wxyz.shape[1] != len(ee):
                 raise InputError(
@@ -381,15 +544,21 @@ class IKService:
                     rest,
                     settings,
                     deadline=deadline,
-                    buckets=self.buckets,
+                    buckets=self._buckets((robot, ee), ik.program_key(settings)),
                     checked=True,
                 )
             )
         if operation == ops.FK:
             joints, ee_links = ops.read_fk_request(header, arrays)
-            solver = self._robot(robot, self._ee_links(entry, ee_links))
+            ee = self._ee_links(entry, ee_links)
+            self._explain(job, entry, ee, None)
+            solver = self._robot(robot, ee)
             poses = ik.fk_poses(
-                solver, joints, buckets=self.buckets, deadline=deadline, checked=True
+                solver,
+                joints,
+                buckets=self._buckets((robot, ee), "fk"),
+                deadline=deadline,
+                checked=True,
             )
             return ops.fk_reply(poses)
         if operation == ops.DESCRIBE:
@@ -407,10 +576,17 @@ class IKService:
             )
         if operation == ops.STROKEBATCH:
             scene, packed = ops.read_strokebatch_request(header, arrays)
-            solver = self._robot(robot, tuple(scene.ee_links))
+            ee = tuple(scene.ee_links)
+            self._explain(job, entry, ee, scene.ik)
+            solver = self._robot(robot, ee)
             # First/last rest is in the flags already: the client applied it before splitting.
+            program = None if scene.ik.continuous else ik.program_key(scene.ik)
             batch = ik.strokebatch_from_packed(
-                scene, packed, solver, buckets=self.buckets, deadline=deadline
+                scene,
+                packed,
+                solver,
+                buckets=self._buckets((robot, ee), program),
+                deadline=deadline,
             )
             return ops.strokebatch_reply(batch)
         raise ServiceError(
@@ -419,6 +595,34 @@ class IKService:
             "describe, echo",
             "operation",
         )
+
+    def _explain(
+        self, job: _OnDemand, entry: RobotEntry, ee: tuple[str, ...], settings: IKSettings | None
+    ) -> None:
+        """Say in ``job`` what the request asks for and what would have compiled its programs
+        before READY, in case it compiles any (the log and the client's notice)."""
+        what = [job.call.operation]
+        if ee != entry.ee_links:
+            what.append(f"ee_links={','.join(ee)}")
+            job.hint = (
+                f"only the default end effectors are compiled before READY (--ee-links "
+                f"{entry.name}={','.join(ee)} to make these the default)"
+            )
+        if settings is not None:
+            what.append(f"precise={settings.precise}")
+            if not settings.precise:
+                what.append(f"seeds={settings.seeds}")
+            if settings.continuous:
+                what.append("continuous=True")
+                job.hint = job.hint or "continuous stroke programs compile on first use"
+            else:
+                warm = f"precise={str(settings.precise).lower()}"
+                if not settings.precise:
+                    warm += f",seeds={settings.seeds}"
+                job.hint = (
+                    job.hint or f"start the worker with --warm {warm} to compile it before READY"
+                )
+        job.what = " ".join(what)
 
     def _ee_links(self, entry: RobotEntry, requested: tuple[str, ...] | None) -> tuple[str, ...]:
         if requested is not None:

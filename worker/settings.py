@@ -215,9 +215,10 @@ class ServiceSettings:
         metavar="SETTINGS",
         parse=parse_warm,
         repeat=True,
-        doc="IK settings whose programs compile before READY besides the default one, e.g. "
-        "'preset=tatbot' (tatbot's own mode) or 'precise=false,seeds=8' (repeatable; only "
-        "precise and, without it, seeds pick a program). Others compile on first use.",
+        doc="IK settings whose programs are warmed up besides the default one (one bucket "
+        "before READY, the others right after), e.g. 'preset=tatbot' (tatbot's own mode) or "
+        "'precise=false,seeds=8' (repeatable; only precise and, without it, seeds pick a "
+        "program). Others compile on first use (logged, and the client is told).",
     )
     max_extra_compiles: int = setting(
         32,
