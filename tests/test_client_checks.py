@@ -559,4 +559,6 @@ def test_checking_a_solve_answer_costs_microseconds():
         whole = best(lambda a=arrays, n=n: ops.check_solve_reply(a, n, 2, bounds, False))
         before = best(lambda a=arrays: ops.read_solve_reply(a))
         print(f"MEASURED check_solve_reply N={n}: {whole:.1f} us (reading it: {before:.1f} us)")
-        assert whole - before < 50  # generous on a loaded machine; a few µs measured
+        # A few µs measured (docs/reliability.md); the bound only catches a check that went
+        # quadratic or started copying arrays: 50 µs failed under load average ~15 (137 µs).
+        assert whole - before < 500
