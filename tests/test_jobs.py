@@ -104,7 +104,8 @@ def test_compute_cli_judges_against_the_scene_and_plots(ik_endpoint, tmp_path, j
     strokes.to_yaml(tmp_path / "strokes.yaml")
     out, png = tmp_path / "sb.safetensors", tmp_path / "report.png"
     args = ["compute", str(tmp_path / "scene.yaml"), str(tmp_path / "strokes.yaml"), "-o", str(out)]
-    args += ["--endpoint", ik_endpoint, "--strict"]
+    # --timeout: tatbot's mode below compiles on demand (up to ~85 s on a loaded 2-vCPU host)
+    args += ["--endpoint", ik_endpoint, "--strict", "--timeout", "240"]
     result = CliRunner().invoke(main, [*args, "--errors", "--plot", str(png)])
     assert result.exit_code == 0, result.output
     n = 6 * scene.stroke_length * scene.offset_num
