@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks import e2e, ik_engine, report, transport, vs_http
 from benchmarks._common import Config, Section
-from benchmarks._procs import ROOT
+from benchmarks._harness import ROOT
 
 SECTIONS: dict[str, Callable[[Config], Section]] = {
     "transport": transport.run,

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._procs import JAX_CACHE, ROOT
+from benchmarks._harness import JAX_CACHE, ROOT
 
 MEASURES = (
     ("stroke-like, batch 1,024: ms per call", "stroke_ms"),

@@ -327,7 +327,7 @@ def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
 def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[str, Any]:
     """Run the benchmark. ``quick``: fewer runs, smaller accuracy sets; ``tiny`` (smoke
     tests): batches 1 and 16, one run, no fresh compiles, no seeds=16, seconds in all."""
-    from benchmarks._procs import JAX_CACHE
+    from benchmarks._harness import JAX_CACHE
     from zmq_ik import ik
 
     ik.run_inline_on_cpu()  # as a worker runs it

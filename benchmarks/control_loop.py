@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import Config, Section, Table, log, median, pct, ratio
-from benchmarks._procs import JAX_CACHE, Procs
+from benchmarks._harness import JAX_CACHE, Procs
 from zmq_ik.serve import free_endpoint
 
 MODES = ("warm", "ready")
@@ -201,10 +201,10 @@ class BaseTree:
         self.endpoint = free_endpoint()
         env = {**procs.env, "PYTHONPATH": str(tree)}
         cli = [sys.executable, "-m", "zmq_ik.cli", "-q"]
-        self.broker = procs.start(
+        self.broker = procs.spawn(
             "base-broker", [*cli, "broker", "--bind", self.endpoint], env=env, cwd=tree
         )
-        self.worker = procs.start(
+        self.worker = procs.spawn(
             "base-ik-worker",
             [
                 *cli,

@@ -34,8 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._clients import EchoLoad, Tally
-from benchmarks._procs import JAX_CACHE, Procs
+from benchmarks._harness import JAX_CACHE, EchoLoad, Procs, Tally
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError
 
@@ -55,9 +54,9 @@ def start(procs: Procs, brokers: int, workers: int = 2, worker: str = "--echo") 
     connect = [a for ep in endpoints for a in ("--connect", ep)]
     for _ in range(workers):
         if worker == "--echo":
-            procs.zmq_ik("echo-worker", "worker", "--echo", *connect)
+            procs.start("worker", "--echo", *connect)
         else:
-            procs.zmq_ik("ik-worker", "worker", *connect, *worker.split())
+            procs.start("worker", *connect, *worker.split())
     for ep in endpoints:
         procs.wait_workers(ep, workers)
     return endpoints

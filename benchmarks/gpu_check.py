@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import robots
-from benchmarks._procs import ROOT, Procs
+from benchmarks._harness import ROOT, Procs
 from zmq_ik.serve import free_endpoint
 
 BATCHES = (1, 1024, 16384, 131072)
@@ -195,7 +195,7 @@ def serve_end_to_end(
 
 def solve_to(path: Path, n: int) -> None:
     """Solve ``n`` fixed stroke-like targets in-process and save the joints (``--solve-to``)."""
-    from benchmarks._procs import JAX_CACHE
+    from benchmarks._harness import JAX_CACHE
     from benchmarks.bench_ik import _robot, stroke_targets
     from zmq_ik import ik
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         buckets = ["--buckets", DRY_BUCKETS]
     else:
         gpu_args, buckets = ["--gpu", "0"], []
-    from benchmarks._procs import JAX_CACHE
+    from benchmarks._harness import JAX_CACHE
     from zmq_ik import ik
 
     ik.run_inline_on_cpu()

@@ -45,8 +45,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from benchmarks._clients import CountingClient, EchoLoad
-from benchmarks._procs import Procs
+from benchmarks._harness import CountingClient, EchoLoad, Procs
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, ProtocolError, RemoteError
 from zmq_ik.protocol import (

@@ -51,7 +51,7 @@ def _from_bench_ik(cfg: Config) -> tuple[list[tuple[int, float]], list[Table]] |
 
 
 def _measure(cfg: Config) -> list[tuple[int, float]]:
-    from benchmarks._procs import JAX_CACHE
+    from benchmarks._harness import JAX_CACHE
     from zmq_ik import ik
     from zmq_ik.model import IKSettings
     from zmq_ik.robots import BUNDLED

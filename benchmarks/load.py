@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._procs import ROOT, Procs
+from benchmarks._harness import ROOT, Procs
 
 # --------------------------------------------------------------------------- processes
 
@@ -64,9 +64,7 @@ class Cluster:
         self.endpoint: str = self.broker.endpoint  # type: ignore[attr-defined]
         kind = () if ik else ("--echo",)
         self.workers = [
-            self.procs.zmq_ik(
-                f"worker{i}", "worker", *kind, "--connect", self.endpoint, *worker_args
-            )
+            self.procs.start("worker", *kind, "--connect", self.endpoint, *worker_args)
             for i in range(workers)
         ]
 

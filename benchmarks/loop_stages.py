@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(args_in)
 
     from benchmarks import control_loop
-    from benchmarks._procs import JAX_CACHE, Procs, free_endpoint
+    from benchmarks._harness import JAX_CACHE, Procs, free_endpoint
 
     ep = free_endpoint()
     wxyz, pos = control_loop.path(args.poses * (args.rounds + 1))

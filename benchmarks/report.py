@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import Section, Table, fmt
-from benchmarks._procs import ROOT
+from benchmarks._harness import ROOT
 
 
 def _version(dist: str) -> str:

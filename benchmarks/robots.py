@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import Table, fmt, median
-from benchmarks._procs import JAX_CACHE, ROOT
+from benchmarks._harness import JAX_CACHE, ROOT
 
 HERE = Path(__file__).resolve().parent
 ROBOT_DIR = HERE.parent / "tests" / "robots"

@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median
-from benchmarks._procs import ROOT, Procs
+from benchmarks._harness import ROOT, Procs
 
 SLEEP_PER_PAIR = 0.010
 """The consumer's pace in the memory runs (s per stroke pair): slower than one CPU worker."""
@@ -116,7 +116,7 @@ def run(cfg: Config, sizes: list[int] | None = None) -> Section:
     mem: list[list[Any]] = []
     with Procs() as procs:
         ep = procs.broker().endpoint
-        procs.ik_worker(ep, buckets)
+        procs.ik_worker(ep, buckets=buckets)
         log(cfg, "  waiting for the IK worker")
         procs.wait_workers(ep, 1, robot="tatbot")
         with IKClient(ep, timeout=600.0) as client:
