@@ -1,12 +1,8 @@
-"""The one harness of the tests and the benchmarks: start brokers, workers, `serve` and any
-other party as real subprocesses on loopback, wait for them, always reap them; and the load
-clients both drive them with.
-
-Every process logs to a file of its own (``Proc.log_path``). A broker binds a port it picks
-itself (ZeroMQ's ``:*`` wildcard) and the endpoint it got is read back from its log
-(`bound_endpoint`): a port chosen here and handed over could be taken by another process in
-between. Sockets opened here have LINGER 0 (their context is destroyed so); every wait has a
-timeout and fails early when a process it waits for has exited."""
+"""The one harness of the tests and the benchmarks: brokers, workers, `serve` and any other
+party as real subprocesses on loopback, each logging to its own file, waited for (with
+timeouts) and always reaped; and the load clients both drive them with. A broker binds a
+port it picks (``:*``) and says which in its log (`bound_endpoint`): a port chosen here and
+handed over could be taken by another process in between."""
 
 from __future__ import annotations
 
@@ -90,32 +86,45 @@ def wait_for_workers(
 ) -> dict:
     """Poll the broker until ``n`` workers (serving ``robot``) are registered: its last ping.
     ``alive`` is called between polls (to fail as soon as a process it waits for died)."""
-    deadline = time.monotonic() + timeout
     with IKClient(endpoint, timeout=0.5, retries=0, context=zmq.Context.instance()) as client:
-        while time.monotonic() < deadline:
-            if alive is not None:
-                alive()
-            try:
-                info = client.ping()
-            except IKError:
-                time.sleep(0.1)
-                continue
-            workers = [w for w in info["workers"] if robot is None or robot in w["robots"]]
-            if len(workers) >= n:
-                return info
+        return poll_workers(client.ping, n, robot, timeout, alive, where=f" at {endpoint}")
+
+
+def poll_workers(
+    ping: Callable[[], dict],
+    n: int,
+    robot: str | None = None,
+    timeout: float = 60.0,
+    alive: Callable[[], None] | None = None,
+    where: str = "",
+) -> dict:
+    """`wait_for_workers` with a ``ping`` of the caller's (e.g. a CURVE client's)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        try:
+            info = ping()
+        except IKError:
             time.sleep(0.1)
-    raise TimeoutError(f"{n} worker(s) not registered at {endpoint} within {timeout}s")
+            continue
+        if len([w for w in info["workers"] if robot is None or robot in w["robots"]]) >= n:
+            return info
+        time.sleep(0.1)
+    raise TimeoutError(f"{n} worker(s) not registered{where} within {timeout}s")
 
 
-def rss_mib(pid: int) -> float | None:
-    """Resident memory (``VmRSS``) of process ``pid`` in MiB; None once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+def tree_env(tree: Path = ROOT) -> dict[str, str]:
+    """The environment of a process that runs source tree ``tree``'s ``zmq_ik`` (this one, or
+    another for an A/B of two trees, e.g. ``git archive SHA | tar -x -C /tmp/base``): its
+    directory first on ``PYTHONPATH``, then this tree's (for ``benchmarks``); JAX on the CPU
+    unless ``JAX_PLATFORMS`` says otherwise."""
+    path = [str(tree), str(ROOT), os.environ.get("PYTHONPATH")]
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys(filter(None, path))),
+    }
 
 
 class Proc(subprocess.Popen):
@@ -139,11 +148,7 @@ class Procs:
         self._own_dir = log_dir is None
         self.log_dir = Path(tempfile.mkdtemp(prefix="zmq-ik-")) if log_dir is None else log_dir
         self.quiet, self._kill = quiet, kill
-        self.env = {
-            **os.environ,
-            "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
+        self.env = tree_env()
 
     def __enter__(self) -> Procs:
         return self
@@ -175,11 +180,11 @@ class Procs:
         """``python -m module args...``"""
         return self.spawn(name, [sys.executable, "-m", module, *args])
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Proc:
+    def start(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
         """``zmq-ik args...`` (``-q`` first when `quiet`); ``env`` is added to `env`."""
         quiet = ["-q"] if self.quiet and args[0] != "broker" else []
         argv = [sys.executable, "-m", "zmq_ik.cli", *quiet, *args]
-        return self.spawn(args[0], argv, {**self.env, **(env or {})})
+        return self.spawn(args[0], argv, {**self.env, **(env or {})}, cwd)
 
     def broker(self, *extra: str, endpoint: str = ANY_PORT, wait: bool = True) -> Proc:
         """Start a broker on ``endpoint`` (default: a loopback port it picks; pass a restarted
@@ -259,16 +264,6 @@ class Procs:
         proc.send_signal(sig)
         proc.wait(timeout)
         self.procs.remove(proc)
-
-    def stop(self, proc: Proc) -> None:
-        """SIGTERM, then SIGKILL after 5 s."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
     def close(self) -> None:
         if self._kill:
