@@ -4,6 +4,11 @@
     python -m benchmarks --quick          # small sizes, no 10,000-pair job
     python -m benchmarks --only transport # one section: transport, http, ik, e2e
     python -m benchmarks --runs 9 --no-write
+    python -m benchmarks --also all       # + the control loop, robots, liveness and chaos
+    python -m benchmarks --quick --only transport --also chaos
+
+``--also NAME`` then runs ``python -m benchmarks.NAME`` (shorter with ``--quick``), which
+prints its tables. The GPU check (``python -m benchmarks.gpu_check``) needs a GPU: run alone.
 
 Needs the ``bench`` extra (fastapi, uvicorn, python-multipart, requests, matplotlib; flask
 for the Flask rows). Sections needing the IK engine skip with a message when it is missing.
@@ -12,6 +17,7 @@ for the Flask rows). Sections needing the IK engine skip with a message when it 
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 import time
@@ -20,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import e2e, ik_engine, report, transport, vs_http
 from benchmarks._common import Config, Section
-from benchmarks._procs import ROOT
+from benchmarks._harness import ROOT
 
 SECTIONS: dict[str, Callable[[Config], Section]] = {
     "transport": transport.run,
@@ -28,6 +34,13 @@ SECTIONS: dict[str, Callable[[Config], Section]] = {
     "ik": ik_engine.run,
     "e2e": e2e.run,
 }
+
+ALSO: dict[str, tuple[str, list[str]]] = {
+    "loop": ("control_loop", ["--rounds", "3", "--poses", "200"]),
+    "robots": ("robots", ["--targets", "256", "--singles", "16"]),
+    "liveness": ("liveness", ["--seconds", "30"]),
+    "chaos": ("chaos", ["--minutes", "1"]),
+}  # (module, its arguments with --quick; without, its defaults)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only", choices=list(SECTIONS), action="append", help="run only this section (repeatable)"
+    )
+    parser.add_argument(
+        "--also",
+        choices=[*ALSO, "all"],
+        action="append",
+        default=[],
+        help="then run this benchmark with its own command (repeatable; all: every one)",
     )
     parser.add_argument(
         "--runs", type=int, default=None, help="measured runs per cell (default 5, --quick 3)"
@@ -69,12 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         args.docs.mkdir(parents=True, exist_ok=True)
         pngs = report.plots(sections, args.docs)
-        text = report.markdown(sections, info, command, pngs)
-        (args.docs / "benchmarks.md").write_text(text, encoding="utf-8")
+        path = args.docs / "benchmarks.md"
+        text = report.markdown(sections, info, command, pngs, report.kept(path, sections))
+        path.write_text(text, encoding="utf-8")
         print(
             f"wrote {args.docs / 'benchmarks.md'}" + "".join(f", {p}" for p in pngs),
             file=sys.stderr,
         )
+    for name in list(ALSO) if "all" in args.also else dict.fromkeys(args.also):
+        module, quick = ALSO[name]
+        print(f"== {name}: python -m benchmarks.{module}", file=sys.stderr, flush=True)
+        done = importlib.import_module(f"benchmarks.{module}").main(quick if args.quick else [])
+        if done:
+            return int(done)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -125,8 +126,11 @@ def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def log(cfg: Config, *parts: Any) -> None:
-    if cfg.verbose:
-        import sys
-
+def say(verbose: bool, *parts: Any) -> None:
+    """Progress, to stderr (stdout has the tables)."""
+    if verbose:
         print(*parts, file=sys.stderr, flush=True)
+
+
+def log(cfg: Config, *parts: Any) -> None:
+    say(cfg.verbose, *parts)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from benchmarks._procs import JAX_CACHE
+from benchmarks._harness import JAX_CACHE
 
 TINY = safetensors.numpy.save({"ok": np.ones(1, np.float32)})
 

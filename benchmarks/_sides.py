@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _data
+from benchmarks._common import time_calls
 
 
 class ZikSide:
@@ -134,11 +135,7 @@ def _concurrent_client(
         fn()  # warm-up (connection, first request)
         barrier.wait()
         t0 = time.monotonic()
-        lat = []
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            lat.append((time.perf_counter() - t) * 1000)
+        lat = time_calls(fn, n)
         out.put((t0, time.monotonic(), lat))
     except BaseException as e:
         out.put(e)

@@ -1,7 +1,5 @@
-"""The IK engine's own benchmark: throughput, compile time, accuracy, continuity (CPU, tatbot).
-
-    python -m benchmarks.bench_ik            # full (a few minutes)
-    python -m benchmarks.bench_ik --quick    # fewer runs and smaller accuracy sets (~1-2 min)
+"""The IK engine's own benchmark: throughput, compile time, accuracy, continuity (CPU, tatbot),
+run as the report's ``ik`` section (`benchmarks.ik_engine`: ``python -m benchmarks --only ik``).
 
 Everything runs in-process on the bundled tatbot robot with tatbot's weights (the
 ``IKSettings`` defaults), rest = the ready pose. Tables:
@@ -20,12 +18,13 @@ Progress goes to stderr; :func:`run` returns the numbers (``rows``: the throughp
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._common import say
 
 BATCHES = (1, 16, 96, 1024, 16384)
 GPU_BATCHES = (*BATCHES, 32768, 65536, 131072)
@@ -35,11 +34,6 @@ TATBOT_REFERENCE = (
     "0.050 mm, p99 0.055 mm, median 0.014 rad, p99 0.0168 rad; FK-of-random-joints targets "
     "median 2.9 mm, 0.54 rad, half its answers outside the (soft) joint limits."
 )
-
-
-def _log(verbose: bool, *parts: Any) -> None:
-    if verbose:
-        print(*parts, file=sys.stderr, flush=True)
 
 
 def _robot() -> tuple[Any, np.ndarray]:
@@ -150,7 +144,7 @@ def throughput(
                 "runs": len(times),
             }
         )
-        _log(
+        say(
             verbose,
             f"  batch {batch:>6}: {rate:>9,.0f} poses/s  ({len(times)} runs; "
             f"bucket {bucket} compile {compile_s:.1f}s)",
@@ -194,7 +188,7 @@ def accuracy(
             sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, ik=config)
             row = {"config": name, "targets": kind, **_errors(sol, robot)}
             rows.append(row)
-            _log(
+            say(
                 verbose,
                 f"  {name} / {kind} ({m}): median {row['pos_median_mm']:.4f} mm "
                 f"{row['ori_median_rad']:.4f} rad, within {row['within']:.1%} "
@@ -229,7 +223,7 @@ def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
                 "ori_p99_rad": float(np.percentile(oe, 99)),
             }
         )
-        _log(
+        say(
             verbose,
             f"  continuous={continuous}: largest jump {jump.max():.3f} "
             f"({time.perf_counter() - t0:.1f}s)",
@@ -327,7 +321,7 @@ def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
 def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[str, Any]:
     """Run the benchmark. ``quick``: fewer runs, smaller accuracy sets; ``tiny`` (smoke
     tests): batches 1 and 16, one run, no fresh compiles, no seeds=16, seconds in all."""
-    from benchmarks._procs import JAX_CACHE
+    from benchmarks._harness import JAX_CACHE
     from zmq_ik import ik
 
     ik.run_inline_on_cpu()  # as a worker runs it
@@ -335,18 +329,18 @@ def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[s
     ik.enable_compilation_cache(JAX_CACHE)
     robot, rest = _robot()
     device = device_name()
-    _log(verbose, f"IK device: {device}")
+    say(verbose, f"IK device: {device}")
     batches = BATCHES[:2] if tiny else BATCHES if device == "cpu" else GPU_BATCHES
     runs = 1 if tiny else 5
     big_runs = 2 if quick else 5
     fresh = not tiny
-    _log(verbose, "IK throughput (tatbot, stroke-like targets):")
+    say(verbose, "IK throughput (tatbot, stroke-like targets):")
     rows = throughput(robot, rest, batches, runs, big_runs, fresh_compile=fresh, verbose=verbose)
     n = 16 if tiny else 1024
     n_seeds = 256 if quick or tiny else 1024
-    _log(verbose, "IK accuracy:")
+    say(verbose, "IK accuracy:")
     acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose)
-    _log(verbose, "IK continuity (example job):")
+    say(verbose, "IK continuity (example job):")
     cont = continuity(robot, 2 if tiny else 36, verbose)
     result: dict[str, Any] = {
         "rows": rows,
@@ -359,24 +353,3 @@ def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[s
     }
     result["tables"] = tables(result)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from benchmarks._common import Table
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ik", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer runs, smaller sets")
-    parser.add_argument("--tiny", action="store_true", help="smoke-test size (seconds)")
-    args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    result = run(quick=args.quick, tiny=args.tiny)
-    for t in result["tables"]:
-        print(Table(t["title"], t["headers"], t["rows"], note=t["note"]).markdown())
-    _log(True, f"bench_ik: {time.perf_counter() - t0:.0f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 import zmq
 
-from benchmarks._clients import ClientThreads
-from benchmarks._procs import JAX_CACHE, Procs
-from benchmarks.failover import kill, pct, start
-from benchmarks.load import IK_ROBOT
+from benchmarks._common import pct
+from benchmarks._harness import ClientThreads, Procs
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, IKTimeout
 
+IK_ROBOT = "tatbot"
 FAULTS = ("worker SIGKILL", "worker SIGTERM", "broker SIGKILL", "worker SIGSTOP", "broker SIGSTOP")
 
 
@@ -92,12 +91,12 @@ class SolveLoad(ClientThreads):
 
 
 class Chaos:
-    """The cluster (`failover.start`) and the faults, one at a time."""
+    """The cluster (`Procs.cluster`) and the faults, one at a time."""
 
     def __init__(self, procs: Procs, buckets: str, rng: random.Random) -> None:
         self.procs, self.rng = procs, rng
-        self.worker_args = f"--buckets {buckets} --cache-dir {JAX_CACHE}"
-        self.endpoints = start(procs, 2, workers=2, worker=self.worker_args)
+        self.buckets = buckets
+        self.endpoints = procs.cluster(2, workers=2, buckets=buckets)
         self.brokers = procs.procs[:2]
         self.workers = procs.procs[2:4]
         self.events: list[tuple[float, str]] = []
@@ -135,15 +134,12 @@ class Chaos:
             time.sleep(3.0)
             proc.send_signal(signal.SIGCONT)
         elif who == "broker":
-            kill(self.procs, proc)
+            self.procs.kill(proc)
             time.sleep(self.rng.uniform(1.0, 3.0))
-            group[i] = self.procs.broker(endpoint=self.endpoints[i])
+            group[i] = self.procs.broker(endpoint=self.endpoints[i], wait=False)
         else:
-            proc.send_signal(signal.SIGKILL if how == "SIGKILL" else signal.SIGTERM)
-            proc.wait(30)
-            self.procs.procs.remove(proc)
-            connect = [a for ep in self.endpoints for a in ("--connect", ep)]
-            group[i] = self.procs.zmq_ik("ik-worker", "worker", *connect, *self.worker_args.split())
+            self.procs.kill(proc, signal.SIGKILL if how == "SIGKILL" else signal.SIGTERM, 30)
+            group[i] = self.procs.ik_worker(*self.endpoints, buckets=self.buckets)
         self.events.append((time.monotonic(), f"{kind} {who} {i} done"))
 
     def run(self, seconds: float) -> None:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import Config, Section, Table, log, median, pct, ratio
-from benchmarks._procs import JAX_CACHE, Procs
+from benchmarks._harness import JAX_CACHE, Procs, tree_env
 from zmq_ik.serve import free_endpoint
 
 MODES = ("warm", "ready")
@@ -199,26 +199,10 @@ class BaseTree:
         import subprocess
 
         self.endpoint = free_endpoint()
-        env = {**procs.env, "PYTHONPATH": str(tree)}
-        cli = [sys.executable, "-m", "zmq_ik.cli", "-q"]
-        self.broker = procs.start(
-            "base-broker", [*cli, "broker", "--bind", self.endpoint], env=env, cwd=tree
-        )
-        self.worker = procs.start(
-            "base-ik-worker",
-            [
-                *cli,
-                "worker",
-                "--connect",
-                self.endpoint,
-                "--cache-dir",
-                str(JAX_CACHE),
-                "--buckets",
-                "1",
-            ],
-            env=env,
-            cwd=tree,
-        )
+        env = tree_env(tree)
+        self.broker = procs.start("broker", "--bind", self.endpoint, env=env, cwd=tree)
+        cache = ("--cache-dir", str(JAX_CACHE), "--buckets", "1")
+        self.worker = procs.start("worker", "--connect", self.endpoint, *cache, env=env, cwd=tree)
         self.targets = procs.log_dir / "targets.npz"
         np.savez(self.targets, wxyz=wxyz, pos=pos)
         self.env, self.tree = env, tree

@@ -14,7 +14,7 @@ import time
 
 from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median, ratio
-from benchmarks._procs import Procs
+from benchmarks._harness import Procs
 
 
 def run(cfg: Config) -> Section:
@@ -37,7 +37,7 @@ def run(cfg: Config) -> Section:
         with IKClient(ep, timeout=600.0) as client:
             for workers in worker_counts:
                 while started < workers:
-                    procs.ik_worker(ep, buckets)
+                    procs.ik_worker(ep, buckets=buckets)
                     started += 1
                 log(cfg, f"  waiting for {workers} IK worker(s)")
                 procs.wait_workers(ep, workers, robot="tatbot")

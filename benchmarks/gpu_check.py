@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import robots
-from benchmarks._procs import ROOT, Procs
+from benchmarks._common import pct, say
+from benchmarks._harness import ROOT, Procs
 from zmq_ik.serve import free_endpoint
 
 BATCHES = (1, 1024, 16384, 131072)
@@ -51,14 +52,6 @@ COMPARE_TARGETS = 1024
 ROBOT_TARGETS = 16384
 """Targets per robot in the reach table (FK of random joints; one call each)."""
 DRY_COMPARE_TARGETS = 16
-
-
-def _log(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def _zmq_ik(*args: str) -> list[str]:
-    return [sys.executable, "-m", "zmq_ik.cli", *args]
 
 
 def _env(platform: str | None) -> dict[str, str]:
@@ -94,46 +87,21 @@ def engine(batches: tuple[int, ...], runs: int, fresh_compile: bool) -> list[dic
     return throughput(robot, rest, batches, runs, runs, fresh_compile=fresh_compile, verbose=True)
 
 
-def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes], timeout: float) -> float:
-    from zmq_ik.client import IKClient
-    from zmq_ik.errors import IKError
-
-    t0 = time.monotonic()
-    with IKClient(endpoint, timeout=0.5, retries=0) as client:
-        while time.monotonic() - t0 < timeout:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode} before READY")
-            try:
-                if client.ping()["workers"]:
-                    return time.monotonic() - t0
-            except IKError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"no worker READY within {timeout:.0f}s")
-
-
 def worker_start(gpu_args: list[str], buckets: list[str], cache: Path) -> dict[str, float]:
     """Seconds from `zmq-ik worker` start to READY with compilation cache ``cache`` (empty
     the first time for a real cold start), then again with what it filled (warm)."""
-    log_dir = Path(tempfile.mkdtemp(prefix="zmq-ik-worker-start-"))
     times: dict[str, float] = {}
     for kind in ("cold", "warm"):
-        with Procs() as procs, open(log_dir / f"worker-{kind}.log", "wb") as log:
+        with Procs() as procs:
+            procs.env = _env(None)  # the device JAX finds, not the harness's CPU default
             endpoint = procs.broker().endpoint
-            worker = subprocess.Popen(
-                _zmq_ik(
-                    "worker", "--connect", endpoint, *gpu_args, *buckets, "--cache-dir", str(cache)
-                ),
-                env=_env(None),
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            t0 = time.monotonic()
+            procs.start(
+                "worker", "--connect", endpoint, *gpu_args, *buckets, "--cache-dir", str(cache)
             )
-            try:
-                times[kind] = _wait_ready(endpoint, worker, timeout=900)
-                _log(f"  worker READY ({kind} cache): {times[kind]:.1f}s")
-            finally:
-                worker.terminate()
-                worker.wait(30)
+            procs.wait_workers(endpoint, 1, timeout=900)
+            times[kind] = time.monotonic() - t0
+            say(True, f"  worker READY ({kind} cache): {times[kind]:.1f}s")
     return times
 
 
@@ -146,22 +114,10 @@ def serve_end_to_end(
     from zmq_ik.client import IKClient
 
     endpoint = free_endpoint()
-    serve = subprocess.Popen(
-        _zmq_ik(
-            "serve",
-            "--bind",
-            endpoint,
-            "--workers",
-            "1",
-            *gpu_args,
-            *buckets,
-            "--cache-dir",
-            str(cache),
-        ),
-        env=_env(None),
-    )
-    try:
-        _wait_ready(endpoint, serve, timeout=900)
+    with Procs() as procs:
+        procs.env = _env(None)
+        procs.serve(endpoint, "--workers", "1", *gpu_args, *buckets, "--cache-dir", str(cache))
+        procs.wait_workers(endpoint, 1, timeout=900)
         scene, _ = _data.example()
         strokes = _data.strokes(pairs)
         poses = pairs * scene.stroke_length * scene.offset_num
@@ -171,7 +127,7 @@ def serve_end_to_end(
             batch = client.compute(scene, strokes)
             seconds = time.perf_counter() - t0
             assert len(batch.joints) == pairs
-            _log(f"  compute {pairs} pairs: {seconds:.2f}s ({poses / seconds:,.0f} poses/s)")
+            say(True, f"  compute {pairs} pairs: {seconds:.2f}s ({poses / seconds:,.0f} poses/s)")
             wxyz, pos = stroke_targets(loop, seed=7)
             rest = None
             rtts = []
@@ -185,17 +141,14 @@ def serve_end_to_end(
             "pairs": pairs,
             "compute_s": seconds,
             "compute_poses_per_s": poses / seconds,
-            "loop_p50_ms": float(np.percentile(ms, 50)),
-            "loop_p99_ms": float(np.percentile(ms, 99)),
+            "loop_p50_ms": pct(ms, 50),
+            "loop_p99_ms": pct(ms, 99),
         }
-    finally:
-        serve.terminate()
-        serve.wait(60)
 
 
 def solve_to(path: Path, n: int) -> None:
     """Solve ``n`` fixed stroke-like targets in-process and save the joints (``--solve-to``)."""
-    from benchmarks._procs import JAX_CACHE
+    from benchmarks._harness import JAX_CACHE
     from benchmarks.bench_ik import _robot, stroke_targets
     from zmq_ik import ik
 
@@ -302,18 +255,18 @@ def main(argv: list[str] | None = None) -> int:
         buckets = ["--buckets", DRY_BUCKETS]
     else:
         gpu_args, buckets = ["--gpu", "0"], []
-    from benchmarks._procs import JAX_CACHE
+    from benchmarks._harness import JAX_CACHE
     from zmq_ik import ik
 
     ik.run_inline_on_cpu()
     ik.enable_compilation_cache(JAX_CACHE)
     result: dict[str, Any] = {}
     result["smi"], result["device"] = gpu_names()
-    _log(f"[1/5] device: {result['device']} (nvidia-smi: {result['smi']})")
+    say(True, f"[1/5] device: {result['device']} (nvidia-smi: {result['smi']})")
     if not args.dry_run and result["device"] == "cpu":
-        _log("JAX sees no GPU: install the CUDA wheels (benchmarks/gpu_check.sh) and rerun")
+        say(True, "JAX sees no GPU: install the CUDA wheels (benchmarks/gpu_check.sh) and rerun")
         return 1
-    _log("[2/6] IK engine in-process")
+    say(True, "[2/6] IK engine in-process")
     if args.dry_run:  # no fresh compiles: the dry run checks the path, not the numbers
         result["engine"] = engine(DRY_BATCHES, runs=1, fresh_compile=False)
     else:
@@ -322,15 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The dry run reuses the shared cache: it checks the path, not a cold start.
         cache = JAX_CACHE if args.dry_run else log_dir / "jax-cache"
-        _log("[3/6] worker start, cold and warm compilation cache")
+        say(True, "[3/6] worker start, cold and warm compilation cache")
         result["start"] = worker_start(gpu_args, buckets, cache)
-        _log("[4/6] zmq-ik serve end to end")
+        say(True, "[4/6] zmq-ik serve end to end")
         pairs, loop = (2, 20) if args.dry_run else (10_000, 300)
         result["serve"] = serve_end_to_end(gpu_args, buckets, cache, pairs, loop)
-        _log("[5/6] answers vs the CPU")
+        say(True, "[5/6] answers vs the CPU")
         result["compared"] = DRY_COMPARE_TARGETS if args.dry_run else COMPARE_TARGETS
         result["vs_cpu"] = compare_with_cpu(log_dir)
-        _log("[6/6] reach over the robots (benchmarks/robots.py), large batches")
+        say(True, "[6/6] reach over the robots (benchmarks/robots.py), large batches")
         if args.dry_run:
             result["robots"] = robots.large_batches(["so100"], 16, buckets=(64,))
         else:

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._procs import JAX_CACHE, Procs
+from benchmarks._harness import JAX_CACHE, Procs
 from benchmarks.chaos import SolveLoad, reference_targets
 from zmq_ik.client import IKClient
 
@@ -54,19 +54,17 @@ def detection(broker: Any, proc: Any, sig: int) -> float:
 def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[str, Any]:
     extra = ("--watched-silence", "1") if rule == "old" else ()
     with Procs() as procs, tempfile.TemporaryDirectory() as empty:
-        ep = procs.broker(*extra).endpoint  # type: ignore[attr-defined]
+        ep = procs.broker(*extra).endpoint
         cached = ("--buckets", "16", "--cache-dir", str(JAX_CACHE))
         cli = ["nice", "-n", str(nice), sys.executable, "-m", "zmq_ik.cli", "-q", "worker"]
-        serving = procs.start("serving", [*cli, "--connect", ep, *cached])
+        serving = procs.spawn("serving", [*cli, "--connect", ep, *cached])
         procs.wait_workers(ep, 1, timeout=300)
         targets = reference_targets(ep, 64, 0)
         for i in range(cold):  # a cache of their own each: they compile, not read
             cache = os.path.join(empty, str(i))
-            procs.zmq_ik(
-                "cold", "worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache
-            )
+            procs.start("worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache)
         for _ in range(hogs):
-            procs.start("hog", [sys.executable, "-c", HOG])
+            procs.spawn("hog", [sys.executable, "-c", HOG])
         with SolveLoad([ep], 1, targets, timeout=5.0) as load:
             time.sleep(seconds)
         with IKClient(ep, timeout=10) as client:

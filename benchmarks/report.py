@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import Section, Table, fmt
-from benchmarks._procs import ROOT
+from benchmarks._harness import ROOT
 
 
 def _version(dist: str) -> str:
@@ -178,8 +178,20 @@ def _size(n: int) -> str:
     return size_label(int(n))
 
 
+def kept(path: Path, sections: dict[str, Section]) -> list[str]:
+    """The ``## `` sections of the report at ``path`` that this run does not write (other
+    sections; tables from the ``--also`` benchmarks, added by hand): kept when rewritten."""
+    old = path.read_text(encoding="utf-8").split("\n## ")[1:] if path.exists() else []
+    titles = {s.title for s in sections.values()}
+    return ["## " + part.rstrip() + "\n" for part in old if part.split("\n")[0] not in titles]
+
+
 def markdown(
-    sections: dict[str, Section], info: dict[str, str], command: str, plots: list[str]
+    sections: dict[str, Section],
+    info: dict[str, str],
+    command: str,
+    plots: list[str],
+    keep: tuple[str, ...] | list[str] = (),
 ) -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [
@@ -205,8 +217,7 @@ def markdown(
     for plot in plots:
         name = Path(plot).name
         out.append(f"![{name}]({name})\n")
-    for sec in sections.values():
-        out.append(sec.markdown())
+    out += [*(sec.markdown() for sec in sections.values()), *keep]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -36,18 +36,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import Table, fmt, median
-from benchmarks._procs import JAX_CACHE, ROOT
+from benchmarks._common import Table, fmt, median, time_calls
+from benchmarks._harness import JAX_CACHE, ROOT, tree_env
 
 HERE = Path(__file__).resolve().parent
 ROBOT_DIR = HERE.parent / "tests" / "robots"
@@ -141,14 +141,10 @@ def large_batches(
         t0 = time.perf_counter()
         sol = ik.solve_ik(robot, t["wxyz"], t["pos"], buckets=buckets)
         first = time.perf_counter() - t0
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            ik.solve_ik(robot, t["wxyz"], t["pos"], buckets=buckets)
-            times.append(time.perf_counter() - t0)
+        ms = time_calls(partial(ik.solve_ik, robot, t["wxyz"], t["pos"], buckets=buckets), 3)
         row = {"robot": name, "joints": robot.n_joints, "targets": n}
         row.update(judge(t, sol.joints, sol.pos_err, sol.ori_err))
-        row.update({"poses/s": n / median(times), "first call (s)": first})
+        row.update({"poses/s": 1000 * n / median(ms), "first call (s)": first})
         rows.append(row)
     return rows
 
@@ -308,7 +304,7 @@ def _run_child(
     settings: dict,
     buckets: tuple[int, ...] = BUCKETS,
 ) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE.parent}", "JAX_PLATFORMS": "cpu"}
+    env = {**tree_env(tree), "JAX_PLATFORMS": "cpu"}
     # This file as a script, so every tree runs the same measuring code with its own zmq_ik.
     cmd = [
         sys.executable,

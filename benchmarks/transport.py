@@ -27,7 +27,7 @@ from benchmarks._common import (
     size_label,
     time_calls,
 )
-from benchmarks._procs import Procs
+from benchmarks._harness import Procs
 from zmq_ik.serve import free_endpoint
 
 SIZES = [64, 64 << 10, 1 << 20, 8 << 20]

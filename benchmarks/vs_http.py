@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median, pct, ratio
-from benchmarks._procs import Procs, free_port
+from benchmarks._harness import Procs, free_port
 from benchmarks._sides import HttpSide, ZikSide, concurrent
 
 OPS = {
@@ -66,7 +66,7 @@ def run(cfg: Config) -> Section:
         procs.echo_worker(ep)
         ik_args = ["--no-ik"] if ik_reason else (["--buckets", buckets] if buckets else [])
         if not ik_reason:
-            procs.ik_worker(ep, buckets)
+            procs.ik_worker(ep, buckets=buckets)
         procs.module(
             "fastapi",
             "benchmarks._http_server",

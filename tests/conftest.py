@@ -10,8 +10,6 @@ import heapq
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,73 +22,27 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from benchmarks._procs import ANY_PORT, bound_endpoint
+from benchmarks._harness import (  # noqa: F401  (re-exported to the test modules)
+    ANY_PORT,
+    JAX_CACHE,
+    ROOT,
+    Proc,
+    Procs,
+    bound_endpoint,
+    wait_for_broker,
+    wait_for_workers,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-JAX_CACHE = ROOT / ".jax_cache"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-class Proc(subprocess.Popen):
-    """A `zmq-ik` subprocess: its log file, and for a broker the endpoint it bound."""
-
-    log_path: Path
-    endpoint: str = ""
-
-
-class Processes:
-    """Starts `zmq-ik` subprocesses and kills whatever is left at teardown."""
+class Processes(Procs):
+    """`Procs` as the tests use it: logs in the test's ``tmp_path``, `zmq-ik` processes with
+    their INFO logs (tests read them), and SIGKILL for whatever is left at teardown."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
+        super().__init__(tmp_path, quiet=False, kill=True)
         self.tmp_path = tmp_path
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Proc:
-        log_path = self.tmp_path / f"proc{len(self.procs)}.log"
-        full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-        with open(log_path, "wb") as log:
-            proc = Proc(
-                [sys.executable, "-m", "zmq_ik.cli", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=full_env,
-                cwd=ROOT,
-            )
-        proc.log_path = log_path
-        self.procs.append(proc)
-        return proc
-
-    def broker(self, *extra: str, endpoint: str = ANY_PORT, wait: bool = True) -> Proc:
-        """Start a broker on ``endpoint`` (default: a loopback port it picks; pass a restarted
-        broker its predecessor's ``.endpoint``). ``.endpoint`` is where it listens; with
-        ``wait``, it is returned once it answers a ping (so a test's own deadlines do not
-        include the broker's start-up)."""
-        proc = self.start("broker", "--bind", endpoint, *extra)
-        wildcard = endpoint.endswith(":*")
-        proc.endpoint = bound_endpoint(proc, proc.log_path) if wildcard else endpoint
-        if wait:
-            wait_for_broker(proc.endpoint, proc)
-        return proc
-
-    def serve(self, endpoint: str, *extra: str, env: dict[str, str] | None = None) -> Proc:
-        """`zmq-ik serve` bound to ``endpoint`` (a `serve_endpoint`: serve takes no wildcard)."""
-        return self.start("serve", "--bind", endpoint, *extra, env=env)
-
-    def echo_worker(self, endpoint: str, *extra: str) -> Proc:
-        return self.start("worker", "--echo", "--connect", endpoint, *extra)
-
-    def log(self, proc: Proc) -> str:
-        return proc.log_path.read_text(errors="replace")
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                pass
 
 
 def ctrl_c_reaches() -> None:
@@ -160,46 +112,6 @@ def zctx() -> Iterator[zmq.Context]:
         yield ctx
     finally:
         ctx.destroy(linger=0)
-
-
-def wait_for_broker(endpoint: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Ping until the broker at ``endpoint`` answers (or its process exits)."""
-    from zmq_ik.client import IKClient
-    from zmq_ik.errors import IKError
-
-    deadline = time.monotonic() + timeout
-    with IKClient(endpoint, timeout=0.3, retries=0, context=zmq.Context.instance()) as client:
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                client.ping()
-                return
-            except IKError:
-                continue
-    if proc.poll() is not None:
-        raise RuntimeError(f"broker at {endpoint} exited with {proc.returncode} before answering")
-    raise TimeoutError(f"broker at {endpoint} did not answer within {timeout}s")
-
-
-def wait_for_workers(
-    endpoint: str, n: int, robot: str | None = None, timeout: float = 60.0
-) -> dict:
-    """Poll the broker until ``n`` workers (serving ``robot``) are registered."""
-    from zmq_ik.client import IKClient
-    from zmq_ik.errors import IKError
-
-    deadline = time.monotonic() + timeout
-    with IKClient(endpoint, timeout=0.5, retries=0, context=zmq.Context.instance()) as client:
-        while time.monotonic() < deadline:
-            try:
-                info = client.ping()
-            except IKError:
-                time.sleep(0.1)
-                continue
-            workers = [w for w in info["workers"] if robot is None or robot in w["robots"]]
-            if len(workers) >= n:
-                return info
-            time.sleep(0.1)
-    raise TimeoutError(f"{n} worker(s) not registered at {endpoint} within {timeout}s")
 
 
 SLOW = os.environ.get("ZMQ_IK_SLOW", "") not in ("", "0")

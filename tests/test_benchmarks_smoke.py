@@ -59,49 +59,6 @@ def test_report_renders(tmp_path):
     assert report.machine()["pyzmq / libzmq"]
 
 
-def _script(*argv: str, timeout: float = 150) -> str:
-    """Run a standalone benchmark script as its own process; its markdown output."""
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("|") > 10, done.stdout
-    return done.stdout
-
-
-def test_load_script_runs():
-    _script("benchmarks.load", "--seconds", "2", "--overload-seconds", "1", "--clients", "4")
-
-
-def test_soak_script_runs():
-    # Six seconds cannot tell creep from warm-up (the broker's memory of answered requests
-    # fills for up to a minute), so this only checks that the script runs: no growth target.
-    _script(
-        "benchmarks.soak",
-        *("--minutes", "0.1", "--warmup", "1", "--sample", "1", "--window", "1"),
-        *("--target", "1000"),
-    )
-
-
-def test_control_loop_profiling_scripts_run():
-    """benchmarks/loop_stages.py (timestamps per stage in all three processes) and
-    path_work.py (each process's Python work per request) patch the code they time by
-    name: a rename must break here, not in the next person's hands."""
-    if _data.ik_missing():
-        pytest.skip(_data.ik_missing() or "")
-    assert "whole call" in _script("benchmarks.loop_stages", "--rounds", "1", "--poses", "5")
-    assert "total" in _script("benchmarks.path_work")
-
-
-def test_program_bound_script_runs():
-    if _data.ik_missing():
-        pytest.skip(_data.ik_missing() or "")
-    out = _script("benchmarks.program_bound", "--programs", "2", "--bound", "1", "--no-unbounded")
-    assert "max_extra_compiles=1" in out
-
-
 def test_gpu_check_dry_run_runs(tmp_path):
     """The GPU check's CPU dry run: every step runs and the summary table comes out."""
     pytest.importorskip("jax")

@@ -20,7 +20,7 @@ import pytest
 import zmq
 from conftest import ROOT, wait_for_workers
 
-from benchmarks._clients import EchoLoad
+from benchmarks._harness import EchoLoad
 from zmq_ik.client import AsyncIKClient, IKClient
 from zmq_ik.protocol import (
     Command,

@@ -31,8 +31,8 @@ import pytest
 import zmq
 from conftest import ANY_PORT, FORMS, Processes, full_form, wait_for_workers
 
-from benchmarks._clients import ClientThreads
-from benchmarks._clients import CountingClient as TallyClient
+from benchmarks._harness import ClientThreads
+from benchmarks._harness import CountingClient as TallyClient
 from zmq_ik.client import AsyncIKClient, IKClient
 from zmq_ik.errors import IKError, IKTimeout, ProtocolError, RemoteError
 from zmq_ik.protocol import (

@@ -12,11 +12,12 @@ import zmq
 import zmq.auth
 from click.testing import CliRunner
 
+from benchmarks._harness import poll_workers
 from zmq_ik.broker import Broker, BrokerSettings
 from zmq_ik.broker._broker import is_local_endpoint
 from zmq_ik.cli import main
 from zmq_ik.client import IKClient
-from zmq_ik.errors import IKError, IKTimeout, InputError, NoBroker
+from zmq_ik.errors import IKTimeout, InputError, NoBroker
 from zmq_ik.protocol import (
     Command,
     Reply,
@@ -97,16 +98,7 @@ def test_curve_client_keys_and_repr_hides_them(keys) -> None:
 
 
 def _wait_workers(client: IKClient, n: int, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            info = client.ping(timeout=1.0)
-        except IKError:
-            continue
-        if len(info["workers"]) >= n:
-            return info
-        time.sleep(0.1)
-    raise TimeoutError(f"{n} worker(s) not registered within {timeout}s")
+    return poll_workers(lambda: client.ping(timeout=1.0), n, timeout=timeout)
 
 
 def test_curve_admits_allowed_peers_only_and_keeps_keys_out_of_logs(procs, keys, tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 import zmq
 from conftest import wait_for_workers
 
-from benchmarks._clients import EchoLoad
+from benchmarks._harness import EchoLoad
 from zmq_ik.client import IKClient
 from zmq_ik.errors import ErrorCode, RemoteError
 from zmq_ik.protocol import (
