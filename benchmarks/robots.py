@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import Table, fmt, median, time_calls
-from benchmarks._harness import JAX_CACHE, ROOT, tree_env
+from benchmarks._harness import JAX_CACHE, ROOT, Procs, tree_env
 
 HERE = Path(__file__).resolve().parent
 ROBOT_DIR = HERE.parent / "tests" / "robots"
@@ -392,18 +393,16 @@ def _cpu_seconds(pid: int) -> float:
 def _startup_once(tree: Path, name: str, cache: Path, t: dict[str, np.ndarray]) -> dict:
     """One `zmq-ik` worker of ``tree`` for robot ``name`` with compilation cache ``cache``:
     seconds and CPU seconds to READY, then a solve of 1 and of 1,000 targets ``t``."""
-    from benchmarks._procs import Procs
     from zmq_ik.client import IKClient
 
     urdf, ee = ROBOTS[name]
     robot = [] if urdf is None else ["--robot", f"{name}={ROBOT_DIR / urdf}"]
     robot += ["--ee-links", f"{name}={','.join(ee)}"] if urdf is not None else []
     with Procs() as procs:
-        endpoint = procs.broker().endpoint  # type: ignore[attr-defined]
-        env = {**procs.env, "PYTHONPATH": str(tree)}
+        endpoint = procs.broker().endpoint
         argv = ["worker", "--connect", endpoint, "--cache-dir", str(cache), *robot]
         t0 = time.monotonic()
-        worker = procs.start("worker", [sys.executable, "-m", "zmq_ik.cli", *argv], env, tree)
+        worker = procs.spawn("worker", [sys.executable, "-m", "zmq_ik.cli", *argv], tree_env(tree))
         row: dict[str, Any] = {}
         with IKClient(endpoint, timeout=600) as client:
             while not client.ping()["workers"]:
