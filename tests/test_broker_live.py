@@ -139,6 +139,10 @@ def test_rogue_peer_does_not_stop_good_client(procs, endpoint, zctx):
             rogue.send_multipart(frames)
             if i % 100 == 0:
                 assert client.request("echo", "echo", {"i": i}).header["i"] == i
+        # The broker reads the rogue's frames beside the client's: wait until it has.
+        deadline = time.monotonic() + 10
+        while sum(client.status()["rejects"].values()) < 900 and time.monotonic() < deadline:
+            time.sleep(0.05)
         status = client.status()
     assert sum(status["rejects"].values()) >= 900
     # The rogue got an ERROR per bad message, not silence.
