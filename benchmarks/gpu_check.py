@@ -227,22 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (for CI)")
     parser.add_argument("--out", type=Path, default=None, help="also write the summary here")
     parser.add_argument("--solve-to", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--start-only",
-        choices=("cpu", "gpu"),
-        help="only step 3 (a tatbot worker's READY, cold then warm cache) on that device",
-    )
     args = parser.parse_args(argv)
-    if args.start_only:  # (deploy/README.md's start-up times)
-        gpu = ["--gpu", "0"] if args.start_only == "gpu" else []
-        cache = Path(tempfile.mkdtemp(prefix="zmq-ik-start-cache-"))
-        try:
-            start = worker_start(gpu, [], cache)
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
-        print(f"worker READY on the {args.start_only}: cold {start['cold']:.1f} s, "
-              f"warm {start['warm']:.1f} s (load average {os.getloadavg()[0]:.1f})")  # fmt: skip
-        return 0
     if args.solve_to is not None:
         dry = os.environ.get("ZMQ_IK_GPU_CHECK_DRY")
         solve_to(args.solve_to, DRY_COMPARE_TARGETS if dry else COMPARE_TARGETS)
