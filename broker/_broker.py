@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from zmq_ik._memory import malloc_trim
+from zmq_ik.base.memory import malloc_trim
 from zmq_ik.broker._core import BrokerCore, BrokerSettings, peer_label
 from zmq_ik.broker._jobs import Tracked
 from zmq_ik.protocol import recv_frames, send_frames, set_link_heartbeats

@@ -78,7 +78,7 @@ def test_single_pose_is_batched_for_you(ik_endpoint, robot):
     ],
 )
 def test_bad_targets_get_bad_request_naming_the_field(ik_endpoint, robot, mutate, field):
-    from zmq_ik import ops
+    from zmq_ik.model import ops
     from zmq_ik.protocol import encode_payload  # noqa: F401  (frames built by the client)
 
     wxyz, pos = reachable_targets(robot, 2)
@@ -473,8 +473,8 @@ def test_worker_cli_refuses_robots_it_cannot_load(tmp_path, monkeypatch, args, m
 
 def test_client_side_checks_name_the_argument():
     """Before any round trip: what a caller gets wrong is an `InputError` naming it."""
-    from zmq_ik import ops
     from zmq_ik.errors import InputError
+    from zmq_ik.model import ops
 
     one_pose = np.array([[1.0, 0, 0, 0]]), np.array([[0.1, 0.0, 0.2]])
     header, _ = ops.solve_request(*one_pose, ee_links="tool0")  # one link, as a string
@@ -580,9 +580,8 @@ def test_bad_tolerances_are_refused_before_anything_is_sent(nowhere, zctx, kwarg
 def test_an_unknown_setting_names_the_workers_version_and_a_newer_client(ik_endpoint, robot):
     """A setting this worker does not know (a newer client's, in a rolling upgrade) fails at
     once, saying so with the worker's version, in `solve` and `strokebatch` alike."""
-    from zmq_ik import ops
     from zmq_ik._version import __version__
-    from zmq_ik.model import PackedStrokes, Scene
+    from zmq_ik.model import PackedStrokes, Scene, ops
 
     wxyz, pos = reachable_targets(robot, 1)
     scene = Scene(stroke_length=4, offset_num=1)
@@ -619,7 +618,7 @@ class NewerWorker(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from zmq_ik import ops
+        from zmq_ik.model import ops
         from zmq_ik.protocol import (
             Command,
             Request,

@@ -9,9 +9,9 @@ from typing import Any
 
 import zmq
 
-from zmq_ik._handshakes import Handshakes
 from zmq_ik.errors import ErrorCode
 from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Limits, endpoints_setting
+from zmq_ik.protocol.handshakes import Handshakes
 from zmq_ik.worker._job import Job
 
 
@@ -72,7 +72,7 @@ class Link:
         self.delay = reconnect_min
         self.reconnect_at = 0.0
         self.handshakes: Handshakes | None = None
-        """The socket's handshake failures (`zmq_ik._handshakes`): why a broker is silent."""
+        """The socket's handshake failures (`zmq_ik.protocol.handshakes`): why a broker is silent."""
         self.watch: zmq.Socket | None = None
         """The watch connection (`protocol.WATCH`), opened once the broker answered; the
         main thread alone uses it."""

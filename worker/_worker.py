@@ -31,8 +31,7 @@ from typing import Any
 
 import zmq
 
-from zmq_ik._handshakes import Handshakes
-from zmq_ik._os import EXIT_CONFIG, exit_now, raise_fd_limit_logged
+from zmq_ik.base.process import EXIT_CONFIG, exit_now, raise_fd_limit_logged
 from zmq_ik.errors import ConfigError, ErrorCode, ProtocolError
 from zmq_ik.protocol import (
     FEATURE_DECLINE,
@@ -56,6 +55,7 @@ from zmq_ik.protocol import (
     send_frames,
     set_worker_link_heartbeats,
 )
+from zmq_ik.protocol.handshakes import Handshakes
 from zmq_ik.worker._job import Job, run_job
 from zmq_ik.worker._link import Link, WorkerSettings, final_refusal
 from zmq_ik.worker._service import Service, base_info

@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from zmq_ik._checks import as_bool, as_float, as_int, as_str
-from zmq_ik._settings import setting
-from zmq_ik._urdf import check_urdf_file, read_regular_file
+from zmq_ik.base.checks import as_bool, as_float, as_int, as_str
 from zmq_ik.errors import ConfigError, InputError, ProtocolError
 from zmq_ik.model import IKSettings
 from zmq_ik.protocol import BROKER_SERVICE, LIMITS, check_text
+from zmq_ik.robots.urdf import check_urdf_file, read_regular_file
+from zmq_ik.settings import setting
 from zmq_ik.worker._service import EchoService, Service, ServiceCall, ServiceReply, WarmupHook
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def parse_buckets(text: str | None) -> tuple[int, ...] | None:
 def parse_warm(values: Iterable[str]) -> tuple[IKSettings, ...]:
     """``preset=tatbot`` or ``precise=false,seeds=8`` options → IKSettings (values read as
     YAML scalars)."""
-    from zmq_ik._scene import load_yaml_text
+    from zmq_ik.model.scene import load_yaml_text
 
     settings = []
     for value in values:

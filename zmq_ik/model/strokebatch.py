@@ -19,10 +19,10 @@ import numpy as np
 import numpy.typing as npt
 import safetensors.numpy
 
-from zmq_ik._checks import SMALL, as_array, as_bool
-from zmq_ik._docs import documented
-from zmq_ik._scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance, init_with
+from zmq_ik.base.checks import SMALL, as_array, as_bool
+from zmq_ik.base.docs import documented
 from zmq_ik.errors import IKError, InputError
+from zmq_ik.model.scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance, init_with
 
 logger = logging.getLogger(__name__)
 

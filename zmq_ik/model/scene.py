@@ -1,6 +1,6 @@
 """The scene (numpy only), plus the YAML and equality helpers shared by the data model (IK
-settings live in :mod:`zmq_ik._ik_settings`, re-exported here; input checks in
-:mod:`zmq_ik._checks`).
+settings live in :mod:`zmq_ik.settings.ik`, re-exported here; input checks in
+:mod:`zmq_ik.base.checks`).
 
 Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
 """
@@ -20,17 +20,17 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from zmq_ik._checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
-from zmq_ik._docs import documented
-from zmq_ik._ik_settings import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
-from zmq_ik._ik_settings import MAX_IK_LAMBDA as MAX_IK_LAMBDA
-from zmq_ik._ik_settings import MAX_IK_WEIGHT as MAX_IK_WEIGHT
-from zmq_ik._ik_settings import ORI_TOL as ORI_TOL
-from zmq_ik._ik_settings import POS_TOL as POS_TOL
-from zmq_ik._ik_settings import IKSettings as IKSettings
-from zmq_ik._ik_settings import check_tolerance as check_tolerance
+from zmq_ik.base.checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
+from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
 from zmq_ik.robots import BUNDLED, TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
+from zmq_ik.settings.ik import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
+from zmq_ik.settings.ik import MAX_IK_LAMBDA as MAX_IK_LAMBDA
+from zmq_ik.settings.ik import MAX_IK_WEIGHT as MAX_IK_WEIGHT
+from zmq_ik.settings.ik import ORI_TOL as ORI_TOL
+from zmq_ik.settings.ik import POS_TOL as POS_TOL
+from zmq_ik.settings.ik import IKSettings as IKSettings
+from zmq_ik.settings.ik import check_tolerance as check_tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -606,4 +606,4 @@ SCENE_KEYS = frozenset(
     | set(_POSE_KEYS)
 )
 """Every top-level key `Scene.from_dict` takes (fields, tatbot's spellings and ignored keys):
-a worker tells a key outside it, a newer client's field, apart (`zmq_ik.ops`)."""
+a worker tells a key outside it, a newer client's field, apart (`zmq_ik.model.ops`)."""

@@ -9,8 +9,8 @@ Two layers, so that each party decodes only what it needs:
   ``np.frombuffer`` on the received frame, so they are read without a copy.
 
 Every malformed input raises `ProtocolError` with a specific `ErrorCode`; nothing here
-raises anything else on bad network input. The payload codec lives in `zmq_ik._payload` and
-the socket helpers in `zmq_ik._sockets`; both are re-exported here, the one import path.
+raises anything else on bad network input. The payload codec lives in `zmq_ik.protocol.payload` and
+the socket helpers in `zmq_ik.protocol.sockets`; both are re-exported here, the one import path.
 """
 
 from __future__ import annotations
@@ -24,29 +24,29 @@ from typing import Any
 import numpy as np
 import zmq
 
-from zmq_ik._payload import ALLOWED_DTYPES as ALLOWED_DTYPES
-from zmq_ik._payload import LIMITS as LIMITS
-from zmq_ik._payload import Frame as Frame
-from zmq_ik._payload import Limits as Limits
-from zmq_ik._payload import OutFrame as OutFrame
-from zmq_ik._payload import Payload as Payload
-from zmq_ik._payload import decode_payload as decode_payload
-from zmq_ik._payload import encode_payload as encode_payload
-from zmq_ik._payload import frame_buffer as frame_buffer
-from zmq_ik._payload import frame_bytes as frame_bytes
-from zmq_ik._payload import frame_len as frame_len
-from zmq_ik._payload import pack_header as pack_header
-from zmq_ik._payload import unpack_header as unpack_header
-from zmq_ik._sockets import TRANSPORTS as TRANSPORTS
-from zmq_ik._sockets import check_endpoint as check_endpoint
-from zmq_ik._sockets import endpoints_setting as endpoints_setting
-from zmq_ik._sockets import new_routing_id as new_routing_id
-from zmq_ik._sockets import recv_frames as recv_frames
-from zmq_ik._sockets import send_frames as send_frames
-from zmq_ik._sockets import set_link_heartbeats as set_link_heartbeats
-from zmq_ik._sockets import set_worker_link_heartbeats as set_worker_link_heartbeats
-from zmq_ik._sockets import split_endpoints as split_endpoints
 from zmq_ik.errors import ErrorCode, ProtocolError
+from zmq_ik.protocol.payload import ALLOWED_DTYPES as ALLOWED_DTYPES
+from zmq_ik.protocol.payload import LIMITS as LIMITS
+from zmq_ik.protocol.payload import Frame as Frame
+from zmq_ik.protocol.payload import Limits as Limits
+from zmq_ik.protocol.payload import OutFrame as OutFrame
+from zmq_ik.protocol.payload import Payload as Payload
+from zmq_ik.protocol.payload import decode_payload as decode_payload
+from zmq_ik.protocol.payload import encode_payload as encode_payload
+from zmq_ik.protocol.payload import frame_buffer as frame_buffer
+from zmq_ik.protocol.payload import frame_bytes as frame_bytes
+from zmq_ik.protocol.payload import frame_len as frame_len
+from zmq_ik.protocol.payload import pack_header as pack_header
+from zmq_ik.protocol.payload import unpack_header as unpack_header
+from zmq_ik.protocol.sockets import TRANSPORTS as TRANSPORTS
+from zmq_ik.protocol.sockets import check_endpoint as check_endpoint
+from zmq_ik.protocol.sockets import endpoints_setting as endpoints_setting
+from zmq_ik.protocol.sockets import new_routing_id as new_routing_id
+from zmq_ik.protocol.sockets import recv_frames as recv_frames
+from zmq_ik.protocol.sockets import send_frames as send_frames
+from zmq_ik.protocol.sockets import set_link_heartbeats as set_link_heartbeats
+from zmq_ik.protocol.sockets import set_worker_link_heartbeats as set_worker_link_heartbeats
+from zmq_ik.protocol.sockets import split_endpoints as split_endpoints
 
 PROTOCOL = b"ZIK/1"
 """Frame 0 of every message: protocol name and version."""

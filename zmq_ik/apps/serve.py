@@ -6,7 +6,7 @@ runtime and can be pinned to its own GPU); each worker gets its `ServiceSettings
 restarted with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
 stragglers, so no child outlives the supervisor. A supervisor that is itself killed outright
 takes its children with it: each child learns its supervisor's pid (``PARENT_ENV``) and asks
-the kernel for SIGKILL when it exits (`zmq_ik._os.die_with_parent`), so no orphaned broker
+the kernel for SIGKILL when it exits (`zmq_ik.base.process.die_with_parent`), so no orphaned broker
 keeps the port and no orphaned worker serves a broker nobody supervises.
 """
 
@@ -24,13 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from zmq_ik._os import EXIT_CONFIG, PARENT_ENV
-from zmq_ik._scene import as_int
-from zmq_ik._settings import setting
+from zmq_ik.base.process import EXIT_CONFIG, PARENT_ENV
 from zmq_ik.broker import BrokerSettings
 from zmq_ik.broker._jobs import check_bind_endpoint
 from zmq_ik.errors import ConfigError, IKTimeout, InputError
+from zmq_ik.model.scene import as_int
 from zmq_ik.protocol import endpoints_setting
+from zmq_ik.settings import setting
 from zmq_ik.worker.settings import ServiceSettings, parse_gpus
 
 logger = logging.getLogger(__name__)

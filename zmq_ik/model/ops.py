@@ -3,7 +3,7 @@ in one place.
 
 Clients build requests and read replies with these functions; workers read requests and
 build replies with them. Only numpy here, so the robot side needs no JAX. Input checks are
-`zmq_ik._checks`' (the IK engine uses the same ones); what is checked here is only what the
+`zmq_ik.base.checks`' (the IK engine uses the same ones); what is checked here is only what the
 wire limits.
 """
 
@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik._checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
-from zmq_ik._ik_settings import SETTING_KEYS
-from zmq_ik._scene import SCENE_KEYS
 from zmq_ik._version import __version__
+from zmq_ik.base.checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
     ERROR_TENSORS,
@@ -33,6 +31,8 @@ from zmq_ik.model import (
     StrokeBatch,
     apply_first_last_rest,
 )
+from zmq_ik.model.scene import SCENE_KEYS
+from zmq_ik.settings.ik import SETTING_KEYS
 
 __all__ = [
     "DESCRIBE",

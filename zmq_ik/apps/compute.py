@@ -22,15 +22,15 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from zmq_ik._docs import documented
-from zmq_ik._scene import check_tolerance
-from zmq_ik._settings import setting
+from zmq_ik.apps.plot import PLOT_INSTALL, plot_strokebatch, require_matplotlib
+from zmq_ik.apps.report import table
+from zmq_ik.base.docs import documented
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, InputError
 from zmq_ik.model import ORI_TOL, POS_TOL, Scene, StrokeBatch, StrokeList
-from zmq_ik.plot import PLOT_INSTALL, plot_strokebatch, require_matplotlib
-from zmq_ik.report import table
-from zmq_ik.verdict import JointLimits, Verdict, judge
+from zmq_ik.model.scene import check_tolerance
+from zmq_ik.model.verdict import JointLimits, Verdict, judge
+from zmq_ik.settings import setting
 
 DEMO_TIMEOUT = 60.0
 """Seconds per chunk attempt in `zmq-ik demo` with its embedded worker (its first chunk may
@@ -85,8 +85,8 @@ class ComputeSettings:
     )
 
     def __post_init__(self) -> None:
-        from zmq_ik._scene import as_bool, as_int
         from zmq_ik.client import check_timeout
+        from zmq_ik.model.scene import as_bool, as_int
 
         put = object.__setattr__
         put(self, "timeout", check_timeout(self.timeout))
@@ -176,7 +176,7 @@ def write_atomic(batch: StrokeBatch, path: str | os.PathLike[str], *, errors: bo
 
 
 def _looks_like_strokes(path: str | os.PathLike[str]) -> bool:
-    from zmq_ik._scene import read_yaml_file
+    from zmq_ik.model.scene import read_yaml_file
 
     try:
         data = read_yaml_file(path)
@@ -241,7 +241,7 @@ class ComputeResult:
     """The robot's joint limits as its worker describes them, or None (not judged)."""
 
     def verdict(self, pos_tol: float | None = None, ori_tol: float | None = None) -> Verdict:
-        """`zmq_ik.verdict.judge` against the scene's tolerances (or these: metres, radians)
+        """`zmq_ik.model.verdict.judge` against the scene's tolerances (or these: metres, radians)
         and the worker's limits, in the scene's solve mode."""
         return judge(
             self.batch,

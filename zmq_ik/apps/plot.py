@@ -3,7 +3,7 @@
 One PNG (`plot_strokebatch`, `zmq-ik report`, `zmq-ik compute --plot`): per stroke group, the
 worst achieved position and orientation error against the tolerances, each joint's margin to
 its limits, and the joint paths against the limits, under the verdict's line. The numbers
-and the verdict are `zmq_ik.verdict`'s (numpy only), which `compute`'s summary says too.
+and the verdict are `zmq_ik.model.verdict`'s (numpy only), which `compute`'s summary says too.
 matplotlib is optional (the ``plot`` extra) and imported only when a figure is drawn.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik._scene import ORI_TOL, POS_TOL, Scene, check_tolerance
-from zmq_ik._settings import setting
-from zmq_ik._strokebatch import StrokeBatch
 from zmq_ik.errors import ConfigError, InputError
+from zmq_ik.model.scene import ORI_TOL, POS_TOL, Scene, check_tolerance
+from zmq_ik.model.strokebatch import StrokeBatch
+from zmq_ik.model.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge
 from zmq_ik.robots import BUNDLED
-from zmq_ik.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge
+from zmq_ik.settings import setting
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def plot_strokebatch(
     arms: Sequence[str] = ("left", "right"),
     title: str = "",
 ) -> None:
-    """Write the report PNG of ``batch`` and its ``verdict`` (`zmq_ik.verdict.judge`) to
+    """Write the report PNG of ``batch`` and its ``verdict`` (`zmq_ik.model.verdict.judge`) to
     ``path``; ``arms``: the end effectors' names (`Scene.arms`), one joint panel each.
     Needs matplotlib."""
     Figure = require_matplotlib()
@@ -193,7 +193,7 @@ class ReportSettings:
     )
 
     def __post_init__(self) -> None:
-        from zmq_ik.compute import check_output
+        from zmq_ik.apps.compute import check_output
 
         for name in ("pos_tol", "ori_tol"):
             if getattr(self, name) is not None:
@@ -225,7 +225,7 @@ def report_limits(scene: Scene, robot: str | None, scene_given: bool) -> JointLi
 
 def report(path: str | os.PathLike[str], settings: ReportSettings) -> str:
     """`zmq-ik report`: read a StrokeBatch file, write its PNG report, return the text (the
-    strokes to look at, then the verdict: `zmq_ik.verdict`'s, as `compute` says it)."""
+    strokes to look at, then the verdict: `zmq_ik.model.verdict`'s, as `compute` says it)."""
     require_matplotlib()  # before reading anything (``settings`` checked its output)
     scene = Scene.from_yaml(Path(settings.scene)) if settings.scene else Scene()
     batch = StrokeBatch.load(path)

@@ -1,4 +1,4 @@
-"""Input checks shared by the wire (:mod:`zmq_ik.ops`), the data model and the IK engine.
+"""Input checks shared by the wire (:mod:`zmq_ik.model.ops`), the data model and the IK engine.
 
 numpy only (no JAX), so a robot checks its own input before a round trip with the same code
 a worker uses. Every failure is an :class:`~zmq_ik.errors.InputError` whose ``field`` names

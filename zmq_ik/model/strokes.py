@@ -1,4 +1,4 @@
-"""Strokes: :class:`StrokeList` (pairs of :class:`~zmq_ik._stroke.Stroke`, YAML in our format
+"""Strokes: :class:`StrokeList` (pairs of :class:`~zmq_ik.model.stroke.Stroke`, YAML in our format
 and tatbot's) and :class:`PackedStrokes` (the dense arrays sent to workers).
 
 Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
@@ -17,11 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from zmq_ik._checks import as_bool, as_int, as_str, check_packed, prefixed
-from zmq_ik._docs import documented
-from zmq_ik._scene import Dim, Scene, ValueEq, read_yaml_file
-from zmq_ik._stroke import ARMS, USED_ARRAYS, Stroke, load_npy
+from zmq_ik.base.checks import as_bool, as_int, as_str, check_packed, prefixed
+from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
+from zmq_ik.model.scene import Dim, Scene, ValueEq, read_yaml_file
+from zmq_ik.model.stroke import ARMS, USED_ARRAYS, Stroke, load_npy
 
 logger = logging.getLogger(__name__)
 
