@@ -24,6 +24,7 @@ import numpy as np
 
 from zmq_ik.apps.plot import PLOT_INSTALL, plot_strokebatch, require_matplotlib
 from zmq_ik.apps.report import table
+from zmq_ik.base.checks import check_output
 from zmq_ik.base.docs import documented
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, InputError
@@ -126,27 +127,6 @@ class ProgressBar:
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()
-
-
-def check_output(
-    output: str | os.PathLike[str], field: str = "output", example: str | None = None
-) -> Path:
-    """``output`` if a file can be written there, else `InputError` (field ``field``; a
-    directory is told a file name in it, ``example``): checked before any work, so a typo
-    does not cost the whole computation."""
-    p = Path(output).expanduser()
-    if p.is_dir():
-        name = example or ("report.png" if field == "plot" else "strokebatch.safetensors")
-        raise InputError(f"{p} is a directory; give a file name, e.g. {p / name}", field)
-    parent = p.parent
-    if not parent.is_dir():
-        raise InputError(f"{p}: directory {parent} does not exist", field)
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise InputError(f"{p}: cannot write in {parent}: {e.strerror or e}", field) from e
-    return p
 
 
 def check_outputs(output: str | os.PathLike[str], plot: str | os.PathLike[str] | None) -> None:

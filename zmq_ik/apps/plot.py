@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from zmq_ik.base.checks import check_output
 from zmq_ik.errors import ConfigError, InputError
 from zmq_ik.model.scene import ORI_TOL, POS_TOL, Scene, check_tolerance
 from zmq_ik.model.strokebatch import StrokeBatch
@@ -193,8 +194,6 @@ class ReportSettings:
     )
 
     def __post_init__(self) -> None:
-        from zmq_ik.apps.compute import check_output
-
         for name in ("pos_tol", "ori_tol"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_tolerance(getattr(self, name), name))
