@@ -363,7 +363,7 @@ def test_example_scene_is_default() -> None:
 
 
 def test_all_fields_documented() -> None:
-    src = (ROOT / "zmq_ik" / "_scene.py").read_text()
+    src = (ROOT / "zmq_ik" / "model" / "scene.py").read_text()
     for f in fields(Scene):
         assert f"    {f.name}:" in src
 
@@ -402,8 +402,8 @@ def test_settings_added_after_the_first_release_travel_only_when_set(monkeypatch
     """#23.5: requests carry `IKSettings.to_wire`: a field listed in `ADDED_SETTINGS` is left
     out while it holds its default (an older worker, which refuses unknown keys, still
     serves every request that does not use it), sent when set. No field is listed yet."""
-    from zmq_ik import _ik_settings, ops
-    from zmq_ik.model import ADDED_SETTINGS, PackedStrokes
+    from zmq_ik.model import ADDED_SETTINGS, PackedStrokes, ops
+    from zmq_ik.settings import ik as _ik_settings
 
     assert ADDED_SETTINGS == {}  # every field shipped with ZIK/1's first release
     assert IKSettings(seeds=4).to_wire() == IKSettings(seeds=4).to_dict()
@@ -462,8 +462,7 @@ def test_yaml_goes_through_libyaml_and_big_files_are_logged(
 
     import yaml
 
-    from zmq_ik import _scene
-    from zmq_ik.model import StrokeList
+    from zmq_ik.model import StrokeList, common
 
     used: list[Any] = []
     real = yaml.load
@@ -477,8 +476,8 @@ def test_yaml_goes_through_libyaml_and_big_files_are_logged(
     assert used == [expected, expected]
     if hasattr(yaml, "CSafeLoader"):  # libyaml is installed with PyYAML's wheels
         assert expected is yaml.CSafeLoader
-    monkeypatch.setattr(_scene, "BIG_YAML_BYTES", 1000)
-    with caplog.at_level(logging.INFO, logger="zmq_ik.model.scene"):
+    monkeypatch.setattr(common, "BIG_YAML_BYTES", 1000)
+    with caplog.at_level(logging.INFO, logger="zmq_ik.model.common"):
         StrokeList.from_yaml(strokes_path)
     lines = [r.getMessage() for r in caplog.records]
     assert any("MB of YAML" in line and str(strokes_path) in line for line in lines), lines

@@ -29,9 +29,9 @@ from zmq_ik.base.docs import documented
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, InputError
 from zmq_ik.model import ORI_TOL, POS_TOL, Scene, StrokeBatch, StrokeList
-from zmq_ik.model.scene import check_tolerance
 from zmq_ik.model.verdict import JointLimits, Verdict, judge
 from zmq_ik.settings import setting
+from zmq_ik.settings.ik import check_tolerance
 
 DEMO_TIMEOUT = 60.0
 """Seconds per chunk attempt in `zmq-ik demo` with its embedded worker (its first chunk may
@@ -86,8 +86,8 @@ class ComputeSettings:
     )
 
     def __post_init__(self) -> None:
+        from zmq_ik.base.checks import as_bool, as_int
         from zmq_ik.client import check_timeout
-        from zmq_ik.model.scene import as_bool, as_int
 
         put = object.__setattr__
         put(self, "timeout", check_timeout(self.timeout))
@@ -156,7 +156,7 @@ def write_atomic(batch: StrokeBatch, path: str | os.PathLike[str], *, errors: bo
 
 
 def _looks_like_strokes(path: str | os.PathLike[str]) -> bool:
-    from zmq_ik.model.scene import read_yaml_file
+    from zmq_ik.model.common import read_yaml_file
 
     try:
         data = read_yaml_file(path)

@@ -21,11 +21,12 @@ import numpy as np
 
 from zmq_ik.base.checks import check_output
 from zmq_ik.errors import ConfigError, InputError
-from zmq_ik.model.scene import ORI_TOL, POS_TOL, Scene, check_tolerance
+from zmq_ik.model.scene import Scene
 from zmq_ik.model.strokebatch import StrokeBatch
 from zmq_ik.model.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge
 from zmq_ik.robots import BUNDLED
 from zmq_ik.settings import setting
+from zmq_ik.settings.ik import ORI_TOL, POS_TOL, check_tolerance
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from zmq_ik.base.checks import as_int
 from zmq_ik.base.process import EXIT_CONFIG, PARENT_ENV
 from zmq_ik.broker import BrokerSettings
 from zmq_ik.broker._jobs import check_bind_endpoint
 from zmq_ik.errors import ConfigError, IKTimeout, InputError
-from zmq_ik.model.scene import as_int
 from zmq_ik.protocol import endpoints_setting
 from zmq_ik.settings import setting
 from zmq_ik.worker.settings import ServiceSettings, parse_gpus

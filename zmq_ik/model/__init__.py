@@ -21,12 +21,6 @@ Frozen dataclasses, validated at construction; every validation failure raises
 
 from __future__ import annotations
 
-from zmq_ik.model.scene import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
-from zmq_ik.model.scene import MAX_IK_LAMBDA as MAX_IK_LAMBDA
-from zmq_ik.model.scene import MAX_IK_WEIGHT as MAX_IK_WEIGHT
-from zmq_ik.model.scene import ORI_TOL as ORI_TOL
-from zmq_ik.model.scene import POS_TOL as POS_TOL
-from zmq_ik.model.scene import IKSettings as IKSettings
 from zmq_ik.model.scene import Scene as Scene
 from zmq_ik.model.stroke import ARMS as ARMS
 from zmq_ik.model.stroke import Stroke as Stroke
@@ -41,6 +35,12 @@ from zmq_ik.model.strokes import PackedStrokes as PackedStrokes
 from zmq_ik.model.strokes import StrokeList as StrokeList
 from zmq_ik.model.strokes import apply_first_last_rest as apply_first_last_rest
 from zmq_ik.settings.ik import ADDED_SETTINGS as ADDED_SETTINGS
+from zmq_ik.settings.ik import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
+from zmq_ik.settings.ik import MAX_IK_LAMBDA as MAX_IK_LAMBDA
+from zmq_ik.settings.ik import MAX_IK_WEIGHT as MAX_IK_WEIGHT
+from zmq_ik.settings.ik import ORI_TOL as ORI_TOL
+from zmq_ik.settings.ik import POS_TOL as POS_TOL
+from zmq_ik.settings.ik import IKSettings as IKSettings
 
 __all__ = [
     "ADDED_SETTINGS",

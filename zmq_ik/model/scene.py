@@ -1,20 +1,18 @@
-"""The scene (numpy only), plus the YAML and equality helpers shared by the data model (IK
-settings live in :mod:`zmq_ik.settings.ik`, re-exported here; input checks in
-:mod:`zmq_ik.base.checks`).
+"""The scene (numpy only): the robot, its end effectors, the design frame and the IK
+settings a stroke file is solved with (IK settings live in :mod:`zmq_ik.settings.ik`, shared
+helpers in :mod:`zmq_ik.model.common`, input checks in :mod:`zmq_ik.base.checks`).
 
 Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,105 +21,11 @@ import yaml
 from zmq_ik.base.checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
 from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
+from zmq_ik.model.common import ValueEq, init_with, load_yaml_text, read_yaml_file
 from zmq_ik.robots import BUNDLED, TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
-from zmq_ik.settings.ik import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
-from zmq_ik.settings.ik import MAX_IK_LAMBDA as MAX_IK_LAMBDA
-from zmq_ik.settings.ik import MAX_IK_WEIGHT as MAX_IK_WEIGHT
-from zmq_ik.settings.ik import ORI_TOL as ORI_TOL
-from zmq_ik.settings.ik import POS_TOL as POS_TOL
-from zmq_ik.settings.ik import IKSettings as IKSettings
-from zmq_ik.settings.ik import check_tolerance as check_tolerance
+from zmq_ik.settings.ik import ORI_TOL, POS_TOL, IKSettings, check_tolerance
 
 logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------------------
-# YAML and equality helpers (shared with _strokes and _strokebatch)
-# --------------------------------------------------------------------------------------------
-
-
-YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""The safe loader every YAML input goes through: libyaml's C one when PyYAML has it (about
-4x faster on a big strokes file), else the pure-Python one; both build the same objects."""
-BIG_YAML_BYTES = 1 << 20
-"""Files at least this big are logged (size, then seconds) at INFO: loading takes seconds."""
-
-
-def read_yaml_file(path: str | os.PathLike[str]) -> Any:
-    """A YAML file's document (`YAML_LOADER`); missing/unreadable/invalid files raise
-    InputError naming it. A big file is logged before and after (size, seconds)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read file: {exc}") from None
-    size = len(text)
-    if size < BIG_YAML_BYTES:
-        return load_yaml_text(text, str(p))
-    logger.info("reading %s (%.1f MB of YAML)...", p, size / 1e6)
-    t0 = time.monotonic()
-    data = load_yaml_text(text, str(p))
-    logger.info("read %s in %.1f s", p, time.monotonic() - t0)
-    return data
-
-
-def load_yaml_text(text: str, source: str) -> Any:
-    """``text``'s YAML document (`YAML_LOADER`); invalid YAML raises InputError naming
-    ``source``."""
-    try:
-        return yaml.load(text, Loader=YAML_LOADER)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{source}: not valid YAML: {exc}") from None
-
-
-def arrays_equal(a: npt.NDArray[Any] | None, b: npt.NDArray[Any] | None) -> bool:
-    """Equal shapes and values (NaN == NaN); two ``None`` are equal."""
-    if a is None or b is None:
-        return a is None and b is None
-    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
-
-
-class ValueEq:
-    """Equality of a data-model dataclass by value: fields equal, an array field by
-    `arrays_equal` (shape and values, NaN == NaN). Unhashable (numpy arrays are mutable)
-    unless the class defines ``__hash__`` itself."""
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, type(self)):
-            return NotImplemented
-        for f in fields(self):  # type: ignore[arg-type]
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                if not arrays_equal(a, b):
-                    return False
-            elif a != b:
-                return False
-        return True
-
-    # Defining __eq__ leaves __hash__ None here, and in subclasses that do not define one.
-
-
-class Dim:
-    """A read-only ``int`` attribute: the length of axis ``axis`` of the array field
-    ``array`` (a batch's pairs, poses per stroke, ...), with ``doc`` as its docstring."""
-
-    def __init__(self, array: str, axis: int, doc: str) -> None:
-        self.array = array
-        self.axis = axis
-        self.__doc__ = doc
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> Dim: ...
-    @overload
-    def __get__(self, obj: object, owner: type | None = None) -> int: ...
-    def __get__(self, obj: object, owner: type | None = None) -> int | Dim:
-        if obj is None:
-            return self
-        return int(getattr(obj, self.array).shape[self.axis])
-
-    def __set__(self, obj: object, value: object) -> None:
-        raise AttributeError("read-only: it follows the array's shape")
 
 
 def _freeze(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -581,19 +485,6 @@ class Scene(ValueEq):
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
-
-
-def init_with(cls: type, fold: Any) -> None:
-    """Let ``cls``'s constructor take the two-arm spellings that ``fold`` turns into its
-    fields (``Scene(ready_l=...)``, ``StrokeBatch(ee_pos_l=...)``): code written for two arms
-    keeps working."""
-    init = vars(cls)["__init__"]  # the dataclass's own
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **fold(kwargs))
-
-    cls.__init__ = __init__  # type: ignore[misc]
 
 
 init_with(Scene, _two_arm_values)

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from zmq_ik.base.checks import as_array, as_bool, as_int, as_str
 from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
-from zmq_ik.model.scene import ValueEq
+from zmq_ik.model.common import ValueEq
 
 ARMS: tuple[str, str] = ("left", "right")
 """Arm names of a pair (two end effectors), in order. With another number of end effectors,

@@ -22,7 +22,8 @@ import safetensors.numpy
 from zmq_ik.base.checks import SMALL, as_array, as_bool
 from zmq_ik.base.docs import documented
 from zmq_ik.errors import IKError, InputError
-from zmq_ik.model.scene import ORI_TOL, POS_TOL, Dim, ValueEq, check_tolerance, init_with
+from zmq_ik.model.common import Dim, ValueEq, init_with
+from zmq_ik.settings.ik import ORI_TOL, POS_TOL, check_tolerance
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import yaml
 from zmq_ik.base.checks import as_bool, as_int, as_str, check_packed, prefixed
 from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
-from zmq_ik.model.scene import Dim, Scene, ValueEq, read_yaml_file
+from zmq_ik.model.common import Dim, ValueEq, read_yaml_file
+from zmq_ik.model.scene import Scene
 from zmq_ik.model.stroke import ARMS, USED_ARRAYS, Stroke, load_npy
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import numpy.typing as npt
 
 from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
-from zmq_ik.model.scene import check_tolerance
 from zmq_ik.model.strokebatch import StrokeBatch, verdict
+from zmq_ik.settings.ik import check_tolerance
 
 JOINT_TOL = 1e-5
 """How far past a limit (rad, or m for a prismatic joint) a joint may be and still count as
