@@ -28,7 +28,7 @@ from zmq_ik.model import (
     StrokeList,
     ops,
 )
-from zmq_ik.model.strokebatch import check_judging
+from zmq_ik.model.solution import check_judging
 from zmq_ik.protocol import BROKER_SERVICE, Payload
 
 DEFAULT_MAX_IN_FLIGHT = 8

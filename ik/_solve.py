@@ -16,7 +16,7 @@ import numpy.typing as npt
 from zmq_ik.base.checks import SMALL, as_float, check_rest_shape, check_targets
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution
-from zmq_ik.model.strokebatch import check_judging
+from zmq_ik.model.solution import check_judging
 
 from ._joints import check_rest, default_rest
 from ._lm import solver_params

@@ -344,7 +344,7 @@ def test_tolerances_judge_reached_and_are_checked_as_compute_checks_them() -> No
 
 def test_check_judging_refuses_what_compute_refuses_and_keeps_the_defaults() -> None:
     from zmq_ik.model import ORI_TOL, POS_TOL
-    from zmq_ik.model.strokebatch import check_judging
+    from zmq_ik.model.solution import check_judging
 
     assert check_judging(POS_TOL, ORI_TOL, False) == (POS_TOL, ORI_TOL, False)
     assert check_judging(1e-3, 0.5, True) == (1e-3, 0.5, True)

@@ -22,13 +22,13 @@ Frozen dataclasses, validated at construction; every validation failure raises
 from __future__ import annotations
 
 from zmq_ik.model.scene import Scene as Scene
+from zmq_ik.model.solution import EEPoses as EEPoses
+from zmq_ik.model.solution import IKSolution as IKSolution
 from zmq_ik.model.stroke import ARMS as ARMS
 from zmq_ik.model.stroke import Stroke as Stroke
 from zmq_ik.model.strokebatch import ARM_TENSORS as ARM_TENSORS
 from zmq_ik.model.strokebatch import ERROR_TENSORS as ERROR_TENSORS
 from zmq_ik.model.strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
-from zmq_ik.model.strokebatch import EEPoses as EEPoses
-from zmq_ik.model.strokebatch import IKSolution as IKSolution
 from zmq_ik.model.strokebatch import StrokeBatch as StrokeBatch
 from zmq_ik.model.strokes import STROKES_FORMAT as STROKES_FORMAT
 from zmq_ik.model.strokes import PackedStrokes as PackedStrokes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from dataclasses import fields
@@ -16,14 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from zmq_ik.base.checks import SMALL
 from zmq_ik.errors import InputError
-from zmq_ik.settings.ik import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
-from zmq_ik.settings.ik import MAX_IK_LAMBDA as MAX_IK_LAMBDA
-from zmq_ik.settings.ik import MAX_IK_WEIGHT as MAX_IK_WEIGHT
-from zmq_ik.settings.ik import ORI_TOL as ORI_TOL
-from zmq_ik.settings.ik import POS_TOL as POS_TOL
-from zmq_ik.settings.ik import IKSettings as IKSettings
-from zmq_ik.settings.ik import check_tolerance as check_tolerance
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +119,13 @@ def init_with(cls: type, fold: Any) -> None:
         init(self, *args, **fold(kwargs))
 
     cls.__init__ = __init__  # type: ignore[misc]
+
+
+def check_errors(arr: npt.NDArray[np.float32], name: str) -> None:
+    """IK errors are >= 0, or NaN where unknown (never inf)."""
+    if arr.size <= SMALL:  # NaN compares False: allowed
+        bad = any(v < 0 or v == math.inf for v in arr.ravel().tolist())
+    else:
+        bad = bool(np.isinf(arr).any() or (arr < 0).any())
+    if bad:
+        raise InputError(f"{name}: must be >= 0 or NaN (unknown), never inf", field=name)

@@ -15,7 +15,8 @@ import numpy.typing as npt
 
 from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
-from zmq_ik.model.strokebatch import StrokeBatch, verdict
+from zmq_ik.model.solution import verdict
+from zmq_ik.model.strokebatch import StrokeBatch
 from zmq_ik.settings.ik import check_tolerance
 
 JOINT_TOL = 1e-5
@@ -185,7 +186,7 @@ class Verdict:
 
     def line(self) -> str:
         """``OK: ...`` or ``NOT OK: ...``: the verdict in one line, as every output says it
-        (the errors' part in `zmq_ik.model.strokebatch.verdict`'s words, as a solve's)."""
+        (the errors' part in `zmq_ik.model.solution.verdict`'s words, as a solve's)."""
         errors_ok, errors = verdict(self.summary)
         n = self.summary["n_poses"]
         if self.n_past:
