@@ -332,10 +332,11 @@ def test_strokes_of_another_length_suggest_resample(tmp_path, nowhere):
 
 
 def test_service_settings_travel_as_json_and_are_checked(tmp_path):
-    from zmq_ik.apps.serve import ServeSettings, Supervisor
+    from zmq_ik.apps.serve import Supervisor
     from zmq_ik.errors import InputError
     from zmq_ik.model import IKSettings
-    from zmq_ik.worker.settings import ServiceSettings
+    from zmq_ik.settings.apps import ServeSettings
+    from zmq_ik.settings.worker import ServiceSettings
 
     settings = ServiceSettings(
         robots={"tatbot": SCENE},
@@ -386,7 +387,7 @@ def test_worker_config_json_with_options_overriding_it(procs, endpoint, tmp_path
 
 
 def test_demo_and_compute_settings_defaults_are_the_dataclass_ones():
-    from zmq_ik.apps.compute import ComputeSettings
+    from zmq_ik.settings.apps import ComputeSettings
 
     ctx = main.commands["compute"].make_context("compute", [SCENE, STROKES])
     options = {k: v for k, v in ctx.params.items() if k in ComputeSettings.__dataclass_fields__}

@@ -301,8 +301,9 @@ def test_serve_stops_when_its_broker_cannot_bind_on_first_start(
 ):
     """A bind error that slips past serve's own check (here: the broker's second endpoint is
     busy) is fatal on the broker's first start, never a restart loop."""
-    from zmq_ik.apps.serve import ServeSettings, Supervisor
-    from zmq_ik.worker.settings import ServiceSettings
+    from zmq_ik.apps.serve import Supervisor
+    from zmq_ik.settings.apps import ServeSettings
+    from zmq_ik.settings.worker import ServiceSettings
 
     other = zctx.socket(zmq.ROUTER)
     other.setsockopt(zmq.LINGER, 0)

@@ -360,7 +360,7 @@ def test_worker_cli_refuses_bad_warm_settings_before_compiling(warm, message):
 
 
 def test_warm_settings_parse_as_ik_settings():
-    from zmq_ik.worker.settings import parse_warm
+    from zmq_ik.settings.worker import parse_warm
 
     assert parse_warm(("precise=true, seeds=16", "seeds=4")) == (
         IKSettings(precise=True, seeds=16),

@@ -13,25 +13,19 @@ import logging
 import os
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zmq_ik.base.checks import check_output
 from zmq_ik.errors import ConfigError, InputError
 from zmq_ik.model.scene import Scene
 from zmq_ik.model.strokebatch import StrokeBatch
 from zmq_ik.model.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge
 from zmq_ik.robots import BUNDLED
-from zmq_ik.settings import setting
-from zmq_ik.settings.ik import ORI_TOL, POS_TOL, check_tolerance
+from zmq_ik.settings.apps import PLOT_INSTALL, ReportSettings
 
 logger = logging.getLogger(__name__)
-
-PLOT_INSTALL = 'pip install matplotlib (in a checkout: pip install -e ".[plot]")'
-"""How to get matplotlib, the one optional dependency of plots."""
 
 
 def require_matplotlib() -> Any:
@@ -168,37 +162,6 @@ def _joint_paths(ax: Any, batch: StrokeBatch, limits: JointLimits, cols: slice, 
 
 
 # --------------------------------------------------------------------------- zmq-ik report
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """Everything `zmq-ik report` takes besides the file; each default is here once."""
-
-    output: str = setting("report.png", doc="Where to write the PNG report.")
-    scene: str | None = setting(
-        None,
-        doc="The scene the file was computed for: its robot, end effectors, tolerances and "
-        "solve mode.",
-        metavar="YAML",
-    )
-    robot: str | None = setting(
-        None,
-        doc="Where the joint limits come from: a bundled robot's name or a URDF file, with "
-        "the scene's end effectors (default: the scene's robot, which must then be bundled).",
-        metavar="NAME|URDF",
-    )
-    pos_tol: float | None = setting(
-        None, doc=f"Position tolerance, metres (default: the scene's; {POS_TOL:g} = 0.1 mm)."
-    )
-    ori_tol: float | None = setting(
-        None, doc=f"Orientation tolerance, radians (default: the scene's; {ORI_TOL:g})."
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("pos_tol", "ori_tol"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, check_tolerance(getattr(self, name), name))
-        check_output(self.output, example="report.png")  # before any work: a typo costs none
 
 
 def report_limits(scene: Scene, robot: str | None, scene_given: bool) -> JointLimits:

@@ -61,7 +61,7 @@ FLAG_BUSY = "busy"
 RECONNECT_MAX = 5.0
 """Longest a worker waits between reconnects to a silent broker (seconds; its backoff doubles
 from 0.25 s up to this). A restarted broker sees its workers again within this plus one
-liveness window (`broker._jobs.BrokerSettings.rejoin_grace`)."""
+liveness window (`zmq_ik.settings.broker.BrokerSettings.rejoin_grace`)."""
 WARMING_INTERVAL = 1.0
 """Longest a warming worker waits between two WARMING messages (seconds, docs/protocol.md
 4.11); it also sends one as each bucket compiles."""
