@@ -462,7 +462,8 @@ def test_yaml_goes_through_libyaml_and_big_files_are_logged(
 
     import yaml
 
-    from zmq_ik.model import StrokeList, common
+    from zmq_ik.base import yaml_files
+    from zmq_ik.model import StrokeList
 
     used: list[Any] = []
     real = yaml.load
@@ -476,8 +477,8 @@ def test_yaml_goes_through_libyaml_and_big_files_are_logged(
     assert used == [expected, expected]
     if hasattr(yaml, "CSafeLoader"):  # libyaml is installed with PyYAML's wheels
         assert expected is yaml.CSafeLoader
-    monkeypatch.setattr(common, "BIG_YAML_BYTES", 1000)
-    with caplog.at_level(logging.INFO, logger="zmq_ik.model.common"):
+    monkeypatch.setattr(yaml_files, "BIG_YAML_BYTES", 1000)
+    with caplog.at_level(logging.INFO, logger="zmq_ik.base.yaml_files"):
         StrokeList.from_yaml(strokes_path)
     lines = [r.getMessage() for r in caplog.records]
     assert any("MB of YAML" in line and str(strokes_path) in line for line in lines), lines

@@ -93,7 +93,7 @@ def write_atomic(batch: StrokeBatch, path: str | os.PathLike[str], *, errors: bo
 
 
 def _looks_like_strokes(path: str | os.PathLike[str]) -> bool:
-    from zmq_ik.model.common import read_yaml_file
+    from zmq_ik.base.yaml_files import read_yaml_file
 
     try:
         data = read_yaml_file(path)

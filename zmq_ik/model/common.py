@@ -1,62 +1,19 @@
-"""What the data model's classes share: YAML reading (size-checked, timed), value equality
-for classes holding arrays (`ValueEq`), named dimensions (`Dim`), frozen arrays, and
-`init_with` (constructors that also take the two-arm spellings)."""
+"""What the data model's classes share: value equality for classes holding arrays
+(`ValueEq`), named dimensions (`Dim`), `init_with` (constructors that also take the two-arm
+spellings) and the check of IK errors (YAML reading: `zmq_ik.base.yaml_files`)."""
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
-import os
-import time
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
 from zmq_ik.base.checks import SMALL
 from zmq_ik.errors import InputError
-
-logger = logging.getLogger(__name__)
-
-
-YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""The safe loader every YAML input goes through: libyaml's C one when PyYAML has it (about
-4x faster on a big strokes file), else the pure-Python one; both build the same objects."""
-BIG_YAML_BYTES = 1 << 20
-"""Files at least this big are logged (size, then seconds) at INFO: loading takes seconds."""
-
-
-def read_yaml_file(path: str | os.PathLike[str]) -> Any:
-    """A YAML file's document (`YAML_LOADER`); missing/unreadable/invalid files raise
-    InputError naming it. A big file is logged before and after (size, seconds)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read file: {exc}") from None
-    size = len(text)
-    if size < BIG_YAML_BYTES:
-        return load_yaml_text(text, str(p))
-    logger.info("reading %s (%.1f MB of YAML)...", p, size / 1e6)
-    t0 = time.monotonic()
-    data = load_yaml_text(text, str(p))
-    logger.info("read %s in %.1f s", p, time.monotonic() - t0)
-    return data
-
-
-def load_yaml_text(text: str, source: str) -> Any:
-    """``text``'s YAML document (`YAML_LOADER`); invalid YAML raises InputError naming
-    ``source``."""
-    try:
-        return yaml.load(text, Loader=YAML_LOADER)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{source}: not valid YAML: {exc}") from None
 
 
 def arrays_equal(a: npt.NDArray[Any] | None, b: npt.NDArray[Any] | None) -> bool:

@@ -20,8 +20,16 @@ import yaml
 
 from zmq_ik.base.checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
 from zmq_ik.base.docs import documented
+from zmq_ik.base.yaml_files import load_yaml_text, read_yaml_file
 from zmq_ik.errors import InputError
-from zmq_ik.model.common import ValueEq, init_with, load_yaml_text, read_yaml_file
+from zmq_ik.model.common import ValueEq, init_with
+from zmq_ik.model.spellings import (
+    POSE_KEYS,
+    SCENE_ALIASES,
+    TATBOT_IGNORED,
+    TWO_ARM_KEYS,
+    unwrap,
+)
 from zmq_ik.robots import BUNDLED, TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
 from zmq_ik.settings.ik import ORI_TOL, POS_TOL, IKSettings, check_tolerance
 
@@ -58,74 +66,18 @@ _SCENE_ARRAYS: dict[str, int] = {"hover_offset": 3, "design_pos": 3, "design_wxy
 _ARM_ARRAYS: dict[str, int] = {"ee_rot": 4, "ee_offset": 3}
 TOLERANCES = ("pos_tol", "ori_tol")
 """Scene fields that judge an answer rather than compute it: not sent to workers."""
-_TWO_ARM_KEYS: dict[str, tuple[str, int]] = {
-    "ready_l": ("ready", 0),
-    "ready_r": ("ready", 1),
-    "ee_rot_l": ("ee_rot", 0),
-    "ee_rot_r": ("ee_rot", 1),
-    "ee_offset_l": ("ee_offset", 0),
-    "ee_offset_r": ("ee_offset", 1),
-}
-"""A two-arm scene's spellings (tatbot's, and this file format's before any number of end
-effectors): ``X_l``/``X_r`` is row 0/1 of ``X`` (of ``ready``: its first/second half)."""
-
-# tatbot-style spellings accepted by Scene.from_dict / from_yaml.
-_SCENE_ALIASES: dict[str, str] = {
-    "ready_pos_l": "ready_l",
-    "ready_pos_r": "ready_r",
-    "ee_link_names": "ee_links",
-    "lasercross_pos": "design_pos",
-    "lasercross_wxyz": "design_wxyz",
-    "lasercross_rot": "design_wxyz",
-    "design_rot": "design_wxyz",
-    "robot_name": "robot",
-}
-_POSE_KEYS = ("lasercross_pose", "design_pose")
-"""tatbot-style keys holding the design pose as ``{pos: {xyz}, rot: {wxyz}}``."""
-# tatbot scene keys that name other config files; accepted and ignored.
-_TATBOT_IGNORED = frozenset(
-    {
-        "arms_config_name",
-        "cams_config_name",
-        "urdf_config_name",
-        "skin_config_name",
-        "inks_config_name",
-        "tags_config_name",
-        "sleep_pos_l_name",
-        "sleep_pos_r_name",
-        "ready_pos_l_name",
-        "ready_pos_r_name",
-        "inkready_pos_l_name",
-        "inkready_pos_r_name",
-        "pen_names_l",
-        "pen_names_r",
-        "pens_config_path",
-        "design_dir_path",
-        "design_img_path",
-        "yaml_dir",
-    }
-)
-
-
-def _unwrap(value: Any) -> Any:
-    """tatbot wraps arrays as ``{xyz: ...}``, ``{wxyz: ...}``, ``{joints: ...}`` or ``{data: ...}``."""
-    if isinstance(value, Mapping) and len(value) == 1:
-        (key,) = value
-        if key in ("xyz", "wxyz", "joints", "data"):
-            return _unwrap(value[key])
-    return value
 
 
 def _two_arm_values(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (constructor arguments) with the two-arm spellings (``ready_l``, ``ee_rot_r``
-    ...: `_TWO_ARM_KEYS`) folded into ``ready``, ``ee_rot`` and ``ee_offset``; each checked
+    ...: `TWO_ARM_KEYS`) folded into ``ready``, ``ee_rot`` and ``ee_offset``; each checked
     under its own name. A spelling beside its field (``ready_l`` and ``ready``) is refused."""
-    given = [k for k in _TWO_ARM_KEYS if k in values]
+    given = [k for k in TWO_ARM_KEYS if k in values]
     if not given:
         return values
-    out = {k: v for k, v in values.items() if k not in _TWO_ARM_KEYS}
+    out = {k: v for k, v in values.items() if k not in TWO_ARM_KEYS}
     for target in ("ready", "ee_rot", "ee_offset"):
-        halves = [k for k in given if _TWO_ARM_KEYS[k][0] == target]
+        halves = [k for k in given if TWO_ARM_KEYS[k][0] == target]
         if not halves:
             continue
         if target in values:
@@ -350,8 +302,8 @@ class Scene(ValueEq):
         are refused: give them too."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for target in ("ready", "ee_rot", "ee_offset"):
-            if any(_TWO_ARM_KEYS.get(k, ("",))[0] == target for k in changes):
-                keep = [k for k, (t, _) in _TWO_ARM_KEYS.items() if t == target]
+            if any(TWO_ARM_KEYS.get(k, ("",))[0] == target for k in changes):
+                keep = [k for k, (t, _) in TWO_ARM_KEYS.items() if t == target]
                 values.pop(target)
                 for k in keep:
                     if k not in changes:
@@ -408,22 +360,22 @@ class Scene(ValueEq):
             data = {}
         if not isinstance(data, Mapping):
             raise InputError(f"scene: must be a mapping, got {type(data).__name__}", field="scene")
-        known = {f.name for f in fields(cls)} | set(_TWO_ARM_KEYS)
+        known = {f.name for f in fields(cls)} | set(TWO_ARM_KEYS)
         kwargs: dict[str, Any] = {}
         for raw_key, value in data.items():
             key = str(raw_key)
-            if key in _TATBOT_IGNORED:
+            if key in TATBOT_IGNORED:
                 logger.debug("scene: ignoring tatbot key %r", key)
                 continue
-            if key in _POSE_KEYS:
+            if key in POSE_KEYS:
                 if not isinstance(value, Mapping) or set(value) - {"pos", "rot"}:
                     raise InputError(f"{key}: must be a mapping with 'pos' and 'rot'", field=key)
                 if "pos" in value:
-                    kwargs["design_pos"] = _unwrap(value["pos"])
+                    kwargs["design_pos"] = unwrap(value["pos"])
                 if "rot" in value:
-                    kwargs["design_wxyz"] = _unwrap(value["rot"])
+                    kwargs["design_wxyz"] = unwrap(value["rot"])
                 continue
-            key = _SCENE_ALIASES.get(key, key)
+            key = SCENE_ALIASES.get(key, key)
             if key not in known:
                 raise InputError(f"{key}: unknown scene field {key!r}", field=key)
             if key in kwargs:
@@ -433,10 +385,10 @@ class Scene(ValueEq):
                     value = IKSettings.from_dict(value if value is not None else {})
                 except InputError as exc:
                     raise prefixed(exc, "ik") from None
-            elif key in _SCENE_ARRAYS or key in _TWO_ARM_KEYS or key in _ARM_ARRAYS:
-                value = _unwrap(value)
+            elif key in _SCENE_ARRAYS or key in TWO_ARM_KEYS or key in _ARM_ARRAYS:
+                value = unwrap(value)
             elif key == "ready":
-                value = _unwrap(value)
+                value = unwrap(value)
             elif key in ("ee_links", "offset_range") and isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value
@@ -491,10 +443,10 @@ init_with(Scene, _two_arm_values)
 
 SCENE_KEYS = frozenset(
     {f.name for f in fields(Scene)}
-    | set(_TWO_ARM_KEYS)
-    | set(_SCENE_ALIASES)
-    | _TATBOT_IGNORED
-    | set(_POSE_KEYS)
+    | set(TWO_ARM_KEYS)
+    | set(SCENE_ALIASES)
+    | TATBOT_IGNORED
+    | set(POSE_KEYS)
 )
 """Every top-level key `Scene.from_dict` takes (fields, tatbot's spellings and ignored keys):
 a worker tells a key outside it, a newer client's field, apart (`zmq_ik.model.ops`)."""

@@ -19,8 +19,9 @@ import yaml
 
 from zmq_ik.base.checks import as_bool, as_int, check_packed, prefixed
 from zmq_ik.base.docs import documented
+from zmq_ik.base.yaml_files import read_yaml_file
 from zmq_ik.errors import InputError
-from zmq_ik.model.common import Dim, ValueEq, read_yaml_file
+from zmq_ik.model.common import Dim, ValueEq
 from zmq_ik.model.scene import Scene
 from zmq_ik.model.stroke import ARMS, USED_ARRAYS, Stroke, stroke_from_mapping, stroke_place
 

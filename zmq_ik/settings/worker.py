@@ -121,7 +121,7 @@ def parse_buckets(text: str | None) -> tuple[int, ...] | None:
 def parse_warm(values: Iterable[str]) -> tuple[IKSettings, ...]:
     """``preset=tatbot`` or ``precise=false,seeds=8`` options → IKSettings (values read as
     YAML scalars)."""
-    from zmq_ik.model.common import load_yaml_text
+    from zmq_ik.base.yaml_files import load_yaml_text
 
     settings = []
     for value in values:
