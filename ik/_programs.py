@@ -286,7 +286,7 @@ def _package_source() -> bytes:
     programs afresh: a stale trace would be a wrong answer)."""
     digest = hashlib.sha256()
     package = Path(zmq_ik.__file__).resolve().parent
-    for path in sorted([*Path(__file__).resolve().parent.glob("*.py"), *package.glob("*.py")]):
+    for path in sorted([*Path(__file__).resolve().parent.glob("*.py"), *package.rglob("*.py")]):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.digest()
 
