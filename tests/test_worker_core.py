@@ -409,7 +409,7 @@ def test_the_services_refusals_are_error_replies():
     back as an ERROR naming the problem (`run_job`)."""
     service = EchoService()
 
-    def answer(job: Job, limits: Limits = Limits()) -> tuple[str, str | None]:
+    def answer(job: Job, limits: Limits = proto.LIMITS) -> tuple[str, str | None]:
         frames = run_job(service, job, limits, lambda frames: None)
         msg = proto.parse_message(wire(frames))
         assert isinstance(msg, proto.Reply) and msg.command is proto.Command.ERROR
