@@ -7,14 +7,14 @@ no thread hand-off on the way (each one costs a thread wake-up and a GIL switch,
 microseconds on a busy machine, more than an echo costs). While a job runs, a small keeper
 thread takes over the sockets: it sends HEARTBEATs every interval, so they keep flowing
 through a long solve (JAX releases the GIL while XLA computes; pure Python is preempted
-every few milliseconds). A lock hands the sockets between the two threads (a full memory
-barrier, as ZeroMQ requires), so none is ever used by both at once.
+every few milliseconds). A lock hands the sockets and the core between the two threads (a
+full memory barrier, as ZeroMQ requires), so none is ever used by both at once.
 
 Several brokers (no single point of failure, docs/protocol.md 4.10): one DEALER each, every
 one registered and heartbeated on its own, each reconnecting on its own. The worker still
 runs one job at a time, whichever broker sent it. A job that arrives from another broker
 while one runs is, once the running job is older than `CLAIM_AFTER`, read by the keeper and
-declined at once (DECLINE: that broker gives it to another worker, no attempt counted, and
+(the core decides) declined at once (DECLINE: that broker gives it to another worker, no attempt counted, and
 leaves this one alone until its heartbeats say ``idle``); a broker that does not know DECLINE
 (it never flagged the feature) gets its job run right after the current one instead.
 """
