@@ -30,15 +30,10 @@ from typing import Any
 
 import zmq
 
-from zmq_ik._handshakes import Handshakes
 from zmq_ik._os import EXIT_CONFIG, exit_now, raise_fd_limit_logged
 from zmq_ik.errors import ConfigError
-from zmq_ik.protocol import (
-    new_routing_id,
-    recv_burst,
-    send_frames,
-    set_worker_link_heartbeats,
-)
+from zmq_ik.protocol import recv_burst, send_frames
+from zmq_ik.worker._connections import Connections, discard
 from zmq_ik.worker._core import Op, WorkerCore
 from zmq_ik.worker._job import Job, run_job
 from zmq_ik.worker._link import WorkerSettings
@@ -57,18 +52,6 @@ broker: a quarter heartbeat). A job that another broker sends while a long one s
 declined within about this long; waking more often cost the jobs themselves (each wake-up
 contends for the GIL: 200 a second measured ~5 % of echo throughput)."""
 
-WATCH_PING = 0.05
-"""Seconds between the ZMTP PINGs of a watch connection (`protocol.WATCH`). libzmq arms the
-broker's TTL timer at each PING and disarms it at any other message, such as the PONG to the
-broker's own PING (every second): a worker stopped between that PONG and its next PING is
-found by the broker's own ZMTP timeout instead (up to 4 s). Frequent PINGs make that rare
-(a 50 ms window a second: about 1 stop in 40) and cost a few hundred bytes a second."""
-WATCH_TTL = 0.6
-"""A watch's TTL as a share of the liveness window (0.6 s of 1 s): the broker looks at a
-watch only once the worker was silent for the whole window, so a watch dropped by then makes
-a stopped worker's verdict as quick as before (measured 1.72 s on a loaded host with the
-whole window as TTL); the native I/O thread that PINGs may stall for 0.55 s meanwhile."""
-
 _NOBLOCK = int(zmq.NOBLOCK)
 _ABSENT = object()
 _BURST = 100
@@ -78,30 +61,6 @@ _BURST = 100
 class WarmupStopped(BaseException):
     """SIGTERM/SIGINT (or `Worker.stop`) during the warm-up: it is abandoned at once (a
     BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it)."""
-
-
-class _Connection:
-    """The sockets of one broker's link (`_link.Link` is its state, in the core)."""
-
-    def __init__(self) -> None:
-        self.sock: zmq.Socket | None = None
-        self.handshakes: Handshakes | None = None
-        """The socket's handshake failures (`zmq_ik._handshakes`): why a broker is silent."""
-        self.watch: zmq.Socket | None = None
-        """The watch connection (`protocol.WATCH`); the main thread alone uses it."""
-
-    def close(self, linger: int = 0) -> None:
-        """Close the socket (if any), its handshake monitor (first: `Handshakes.close`) and
-        its watch."""
-        if self.handshakes is not None:
-            self.handshakes.close()
-            self.handshakes = None
-        if self.watch is not None:
-            self.watch.close(0)
-            self.watch = None
-        if self.sock is not None:
-            self.sock.close(linger)
-            self.sock = None
 
 
 class Worker:
@@ -116,13 +75,10 @@ class Worker:
         self.service = service
         self.settings = settings or WorkerSettings()
         self.core = WorkerCore(self.settings)
-        self.core.explain = self._explain
-        self._conns = [_Connection() for _ in self.core.links]
-        self._poller = zmq.Poller()
-        self._by_socket: dict[zmq.Socket, int] = {}
-        """The open brokers' sockets -> their link index (the main loop's poller)."""
         self._own_context = context is None
         self.context = context or zmq.Context()
+        self._conns = Connections(self.context, self.settings, self.settings.endpoints)
+        self.core.explain = self._conns.explain
         self._stop = threading.Event()
         self._lock = threading.Lock()
         """Held by whichever thread uses the core or a broker socket while a job runs."""
@@ -188,8 +144,7 @@ class Worker:
             stopped = isinstance(e, WarmupStopped)  # forget us at once
             self.core.leave("worker stopping" if stopped else "warm-up failed", time.monotonic())
             self._flush()
-            for conn in self._conns:
-                conn.close(100)  # (ms) time for the DISCONNECT to leave
+            self._conns.close_all(100)  # (ms) time for the DISCONNECT to leave
             if self._own_context:
                 self.context.term()
             if not stopped:
@@ -215,9 +170,8 @@ class Worker:
         finally:
             done.set()
             keeper.join(timeout=5)
-            for conn in self._conns:
-                # (ms) time for a DISCONNECT to leave, so the broker re-queues at once
-                conn.close(100 if self._stop.is_set() else 0)
+            # (ms) time for a DISCONNECT to leave, so the broker re-queues at once
+            self._conns.close_all(100 if self._stop.is_set() else 0)
             self._wake_keeper.close(0)
             self._keeper_wake.close(0)
             if self._own_context:
@@ -233,7 +187,7 @@ class Worker:
         announced = {"robots": robots, "host": base["host"], "pid": base["pid"]}
         self.core.start(announced, t0)
         self._flush()  # (the connections)
-        announcer = Announcer(self.core, [c.sock for c in self._conns], self._flush)
+        announcer = Announcer(self.core, list(self._conns.socks), self._flush)
         logger.info("warming up %s; announcing it to %s", ",".join(robots), self._endpoints())
         service: Any = self.service  # `warmup_progress` is optional (_service.WarmupHook)
         own: Any = getattr(service, "warmup_progress", _ABSENT)
@@ -287,25 +241,26 @@ class Worker:
     def _serve(self) -> None:
         core = self.core
         clock = time.monotonic
-        single = len(self._conns) == 1
+        conns = self._conns
+        single = len(conns.socks) == 1
         while True:
             if self._stop.is_set():
                 core.leave("worker stopping", clock())
                 self._flush()
                 return
-            sock = self._conns[0].sock if single else None
+            sock = conns.socks[0] if single else None
             if sock is not None:
                 # One broker: a blocking receive with a timeout, not poll + non-blocking
                 # receives: one system call, and a queued message costs none (zmq_poll several).
                 for frames in recv_burst(sock, 1, block=True):  # (RCVTIMEO, set at connect)
                     self._on_message(0, frames)
-            elif not self._by_socket:  # every broker is between connections: sleep till the next
+            elif not conns.by_socket:  # every broker is between connections: sleep till the next
                 self._stop.wait(core.next_wait(clock()))
             else:
                 # Read: one message per ready broker per round, so none starves the others.
-                for ready, _ in self._poller.poll(int(core.next_wait(clock()) * 1000) + 1):
+                for ready, _ in conns.poller.poll(int(core.next_wait(clock()) * 1000) + 1):
                     for frames in recv_burst(ready, 1):
-                        self._on_message(self._by_socket[ready], frames)
+                        self._on_message(conns.by_socket[ready], frames)
             core.tick(clock())
             self._flush()
 
@@ -323,75 +278,20 @@ class Worker:
         proceed is the core's to judge: `WorkerCore.send_failed`), open and close
         connections."""
         outbox = self.core.outbox
+        conns = self._conns
         while outbox:
             i, what = outbox.popleft()
-            conn = self._conns[i]
             if not isinstance(what, Op):
-                if conn.sock is not None:
-                    try:
-                        send_frames(conn.sock, what, _NOBLOCK)
-                    except zmq.ZMQError:
-                        self.core.send_failed(i)
+                if not conns.send(i, what):
+                    self.core.send_failed(i)
             elif what is Op.OPEN:
-                self._open(i)
+                conns.open(i)
             elif what is Op.CLOSE:
-                self._close(i)
+                conns.close(i)
             elif what is Op.WATCH:
-                self._open_watch(i)
-            elif conn.watch is not None:  # Op.DISCARD
-                _discard(conn.watch)
-
-    def _explain(self, i: int) -> str | None:
-        handshakes = self._conns[i].handshakes
-        return handshakes.explain(0) if handshakes is not None else None
-
-    def _open(self, i: int) -> None:
-        self._close(i)
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.limits.max_message_bytes)
-        # Sends never block (NOBLOCK): one that cannot proceed (no usable connection, e.g. a
-        # refused CURVE handshake after which libzmq never reconnects, or a broker that
-        # stopped reading) ends this connection as 'silent' -> new socket, backoff; the
-        # other brokers are served meanwhile.
-        sock.setsockopt(zmq.RCVTIMEO, int(self.settings.heartbeat_interval * 500) + 1)
-        if self.settings.curve is not None:
-            self.settings.curve.apply(sock)
-        conn = self._conns[i]
-        conn.handshakes = Handshakes(self.settings.curve, "worker")
-        conn.handshakes.watch(sock)
-        sock.connect(self.core.links[i].endpoint)
-        conn.sock = sock
-        self._poller.register(sock, zmq.POLLIN)
-        self._by_socket[sock] = i
-
-    def _close(self, i: int) -> None:
-        conn = self._conns[i]
-        if conn.sock is not None:
-            self._poller.unregister(conn.sock)
-            del self._by_socket[conn.sock]
-        conn.close()
-
-    def _open_watch(self, i: int) -> None:
-        """The watch connection to link ``i``'s broker (`protocol.WATCH`): one HEARTBEAT
-        naming our word, then only libzmq's PINGs, so that the broker can tell a starved
-        worker (watch up) from a killed or stopped one (watch dropped within the liveness
-        window)."""
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
-        sock.setsockopt(zmq.LINGER, 0)
-        window = self.settings.heartbeat_interval * self.settings.liveness
-        set_worker_link_heartbeats(sock, WATCH_PING, window * WATCH_TTL)
-        if self.settings.curve is not None:
-            self.settings.curve.apply(sock)
-        endpoint = self.core.links[i].endpoint
-        sock.connect(endpoint)
-        self._conns[i].watch = sock
-        try:
-            send_frames(sock, self.core.watch_frames, _NOBLOCK)
-        except zmq.ZMQError:  # (not connected yet: the broker just does not watch us)
-            logger.debug("watch of broker %s not announced", endpoint)
+                conns.watch(i, self.core.watch_frames)
+            else:
+                conns.discard_watch(i)
 
     # ------------------------------------------------------------------ jobs
 
@@ -423,7 +323,8 @@ class Worker:
         """HEARTBEATs while a job runs (the main thread sends them otherwise), and, once the
         job is older than `CLAIM_AFTER`, the other brokers' sockets until it ends."""
         interval = self.settings.heartbeat_interval
-        tick = interval / 4 if len(self._conns) == 1 else min(interval / 4, KEEPER_TICK)
+        socks = self._conns.socks
+        tick = interval / 4 if len(socks) == 1 else min(interval / 4, KEEPER_TICK)
         while not done.wait(tick):
             with self._lock:
                 i = self._job_link
@@ -432,7 +333,7 @@ class Worker:
                 now = time.monotonic()
                 self.core.busy_tick(now, others=False)
                 self._flush()
-                others = [j for j, c in enumerate(self._conns) if j != i and c.sock is not None]
+                others = [j for j, sock in enumerate(socks) if j != i and sock is not None]
                 if not others or now - self.core.started_at < CLAIM_AFTER:
                     continue
                 self._claimed = True
@@ -446,7 +347,7 @@ class Worker:
         poller.register(self._keeper_wake, zmq.POLLIN)
         by_socket = {}
         for j in others:
-            sock = self._conns[j].sock
+            sock = self._conns.socks[j]
             assert sock is not None
             poller.register(sock, zmq.POLLIN)
             by_socket[sock] = j
@@ -456,7 +357,7 @@ class Worker:
                 now = time.monotonic()
                 for sock, _ in events:
                     if sock is self._keeper_wake:
-                        _discard(sock)
+                        discard(sock)
                         continue
                     for frames in recv_burst(sock, _BURST):
                         self.core.handle(by_socket[sock], frames, now)
@@ -472,7 +373,7 @@ class Worker:
 
     def _run_job(self, job: Job, i: int) -> list[Any]:
         """`run_job`, with PARTIAL replies sent on link ``i`` as the service reports them."""
-        sock = self._conns[i].sock
+        sock = self._conns.socks[i]
         assert sock is not None
 
         def send_partial(frames: list[Any]) -> None:
@@ -485,12 +386,6 @@ class Worker:
                 self.core.sent(i, time.monotonic())
 
         return run_job(self.service, job, self.settings.limits, send_partial)
-
-
-def _discard(sock: zmq.Socket) -> None:
-    """Read and drop whatever waits on ``sock``."""
-    for _ in recv_burst(sock, 100):
-        pass
 
 
 def run_as_process(w: Worker) -> int:
