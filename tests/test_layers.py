@@ -14,13 +14,7 @@ MAX_LINES = 500
 MAX_TOP_MODULES = 8
 LONG_ALLOWED = {
     "broker/_core.py": "the broker core: one socket-free state machine, read as a whole",
-    # TODO(#26): remove once the worker core (helper `core`) and the warm-start work (helper
-    # `startup`) are merged: worker/_worker.py, worker/_link.py, worker/_warming.py and
-    # worker/_job.py are being rewritten; worker/ik_service.py is being edited.
-    "worker/_worker.py": "being rewritten (worker core)",
-    "worker/_link.py": "being rewritten (worker core)",
-    "worker/_warming.py": "being rewritten (worker core)",
-    "worker/_job.py": "being rewritten (worker core)",
+    # TODO(#26): remove once the warm-start work (helper `startup`) is merged.
     "worker/ik_service.py": "being edited (warm start)",
 }
 

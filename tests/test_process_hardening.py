@@ -8,7 +8,6 @@ docs/reliability.md.
 from __future__ import annotations
 
 import os
-import re
 import resource
 import signal
 import subprocess
@@ -23,7 +22,6 @@ from test_serve import alive, children_of
 
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError
-from zmq_ik.worker import WorkerSettings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -100,11 +98,9 @@ def test_worker_reregisters_fast_after_each_of_five_broker_restarts(procs: Proce
         "worker registered after each broker restart (from its start / from its first answer)",
         ", ".join(f"{a:.2f}/{b:.2f}s" for a, b in times),
     )
-    # Timings are printed, not asserted (a loaded host stretches them); the backoff itself is
-    # read from the worker's log: every outage must start again from the shortest delay.
-    delays = re.findall(r"reconnecting in ([0-9.]+)s", procs.log(worker))
-    first = f"{WorkerSettings.reconnect_min:.2f}"
-    assert delays.count(first) >= 5, delays
+    # Timings are printed, not asserted (a loaded host stretches them); the backoff decision
+    # itself (each outage starts again from the shortest delay) is checked exactly, with
+    # synthetic time, in tests/test_worker_core.py.
     assert worker.poll() is None
 
 
