@@ -40,8 +40,9 @@ from zmq_ik.protocol import (
     ready_frames,
     warming_frames,
 )
+from zmq_ik.settings.worker import WorkerSettings
 from zmq_ik.worker._job import Job
-from zmq_ik.worker._link import Link, WorkerSettings, final_refusal
+from zmq_ik.worker._link import Link, final_refusal
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,7 @@ from zmq_ik.protocol import ENDPOINT_ENV, check_endpoint, endpoints_setting
 from zmq_ik.settings import option_spec, setting_names
 from zmq_ik.settings.apps import ComputeSettings, ReportSettings, ServeSettings
 from zmq_ik.settings.broker import BrokerSettings
-from zmq_ik.settings.worker import ServiceSettings
-from zmq_ik.worker import WorkerSettings
+from zmq_ik.settings.worker import ServiceSettings, WorkerSettings
 from zmq_ik.worker.settings import build_service
 
 EPILOG = f"""\b

@@ -1,10 +1,9 @@
-"""What a worker serves and where it computes: `ServiceSettings` and the text forms the CLI
-takes for it. Imports no JAX.
+"""What tunes a worker: `WorkerSettings` (how it connects to its brokers) and `ServiceSettings`
+(what it serves and where it computes), with the text forms the CLI takes. Imports no JAX.
 
-`zmq-ik worker` builds a `ServiceSettings` from its options (its connection is
-`WorkerSettings`); `zmq-ik serve` builds one and hands it to every worker as JSON
-(``worker --config``) instead of rebuilding their command lines. The service itself is built
-by `zmq_ik.worker.settings.build_service`."""
+`zmq-ik worker` builds both from its options; `zmq-ik serve` builds a `ServiceSettings` and
+hands it to every worker as JSON (``worker --config``) instead of rebuilding their command
+lines. The service itself is built by `zmq_ik.worker.settings.build_service`."""
 
 from __future__ import annotations
 
@@ -12,12 +11,20 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from zmq_ik.base.checks import as_bool, as_float, as_int, as_str
 from zmq_ik.errors import InputError, ProtocolError
-from zmq_ik.protocol import BROKER_SERVICE, LIMITS, check_text
+from zmq_ik.protocol import (
+    BROKER_SERVICE,
+    DEFAULT_ENDPOINT,
+    LIMITS,
+    RECONNECT_MAX,
+    Limits,
+    check_text,
+    endpoints_setting,
+)
 from zmq_ik.robots.urdf import check_urdf_file, read_regular_file
 from zmq_ik.settings import setting
 from zmq_ik.settings.ik import IKSettings
@@ -292,3 +299,33 @@ class ServiceSettings:
         if unknown:
             raise InputError(f"{source}: unknown setting(s) {', '.join(unknown)}", "config")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything that tunes a worker's connections; the CLI builds one from its flags."""
+
+    connect: str | Sequence[str] = DEFAULT_ENDPOINT
+    """Broker endpoint, or several (a sequence, or one string with commas): the worker
+    registers with each and serves them all, one job at a time."""
+    heartbeat_interval: float = 0.25
+    """Seconds between heartbeats to each broker."""
+    liveness: int = 4
+    """Heartbeat intervals of silence from a broker before reconnecting to it."""
+    reconnect_min: float = 0.25
+    """First reconnect delay (seconds); doubles while the broker stays silent, and starts
+    afresh once a broker has answered (each outage backs off from the start)."""
+    reconnect_max: float = RECONNECT_MAX
+    """Cap on the reconnect delay."""
+    limits: Limits = field(default_factory=Limits)
+    """Protocol limits enforced on requests."""
+    curve: Any = None
+    """`zmq_ik.security.CurveClient` keys, or None for plaintext."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The brokers to serve, from ``connect`` (`protocol.split_endpoints`)."""
+        return tuple(self.connect)
