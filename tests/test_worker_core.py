@@ -241,6 +241,20 @@ def test_the_backoff_doubles_while_a_broker_stays_silent_up_to_its_cap():
     assert reconnect_delays(h, 5, answer=False) == [0.5, 1.0, 2.0, 2.0, 2.0]
 
 
+def test_a_broker_that_refuses_our_handshake_is_backed_off_like_a_silent_one():
+    """Before: the handshake's explanation changed the outcome's text, and a broker refusing
+    our CURVE key was retried at the shortest delay forever."""
+    h = Harness(reconnect_max=2.0)
+    h.core.explain = lambda i: "its CURVE handshake failed (wrong server key?)"
+    h.serve()
+    h.core.links[0].answered = False
+    h.tick(EXPIRY + 0.001)
+    h.drain()
+    h.tick(h.core.links[0].reconnect_at - h.now)
+    h.drain()
+    assert reconnect_delays(h, 4, answer=False) == [0.5, 1.0, 2.0, 2.0]
+
+
 def test_each_outage_after_an_answer_backs_off_from_the_start():
     """Before: the delay kept growing over separate outages (0.25 -> 5 s)."""
     h = Harness()

@@ -419,9 +419,8 @@ class WorkerCore:
             # We were registered: this is a new outage, not the same one going on, so back
             # off from the start (without this the delay kept growing over separate outages).
             link.delay = self.settings.reconnect_min
-        if why is not None:  # silent because it refused our handshake: say so
-            outcome = f"{outcome}: {why}"
-        logger.warning("broker %s: %s; reconnecting in %.2fs", link.endpoint, outcome, link.delay)
+        said = outcome if why is None else f"{outcome}: {why}"  # it refused our handshake
+        logger.warning("broker %s: %s; reconnecting in %.2fs", link.endpoint, said, link.delay)
         link.reconnect_at = now + link.delay
         link.delay = (
             min(link.delay * 2, self.settings.reconnect_max)
