@@ -93,14 +93,9 @@ def worker_start(gpu_args: list[str], buckets: list[str], cache: Path) -> dict[s
     times: dict[str, float] = {}
     for kind in ("cold", "warm"):
         with Procs() as procs:
-            procs.env = _env(None)  # the device JAX finds, not the harness's CPU default
-            endpoint = procs.broker().endpoint
-            t0 = time.monotonic()
-            procs.start(
-                "worker", "--connect", endpoint, *gpu_args, *buckets, "--cache-dir", str(cache)
-            )
-            procs.wait_workers(endpoint, 1, timeout=900)
-            times[kind] = time.monotonic() - t0
+            args = [*gpu_args, *buckets, "--cache-dir", str(cache)]
+            # _env: the device JAX finds, not the harness's CPU default
+            _, times[kind] = procs.timed_worker(procs.broker().endpoint, *args, env=_env(None))
             say(True, f"  worker READY ({kind} cache): {times[kind]:.1f}s")
     return times
 

@@ -247,13 +247,8 @@ def plots(sections: dict[str, Section], docs: Path) -> list[str]:
         ax.set_xlabel("payload (echoed back)")
         ax.set_ylabel("round trip, ms")
         ax.set_title("Round-trip latency vs payload size (loopback)")
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = docs / "bench_latency.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(plt, fig, ax, docs / "bench_latency.png"))
     ik = sections.get("ik")
     if ik and ik.data.get("rows"):
         rows = sorted(ik.data["rows"])
@@ -264,13 +259,17 @@ def plots(sections: dict[str, Section], docs: Path) -> list[str]:
         ax.set_xlabel("batch size (bimanual poses per call)")
         ax.set_ylabel("poses / s")
         ax.set_title("IK throughput vs batch size (CPU, tatbot)")
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        path = docs / "bench_ik.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(plt, fig, ax, docs / "bench_ik.png"))
     return written
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path) -> str:
+    """Grid, layout, write the PNG and close the figure: its path."""
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
 
 
 __all__ = ["fmt", "machine", "markdown", "plots", "targets"]

@@ -400,16 +400,10 @@ def _startup_once(tree: Path, name: str, cache: Path, t: dict[str, np.ndarray]) 
     robot += ["--ee-links", f"{name}={','.join(ee)}"] if urdf is not None else []
     with Procs() as procs:
         endpoint = procs.broker().endpoint
-        argv = ["worker", "--connect", endpoint, "--cache-dir", str(cache), *robot]
-        t0 = time.monotonic()
-        worker = procs.spawn("worker", [sys.executable, "-m", "zmq_ik.cli", *argv], tree_env(tree))
-        row: dict[str, Any] = {}
+        args = ["--cache-dir", str(cache), *robot]
+        worker, ready = procs.timed_worker(endpoint, *args, env=tree_env(tree))
+        row: dict[str, Any] = {"READY (s)": ready, "CPU to READY (s)": _cpu_seconds(worker.pid)}
         with IKClient(endpoint, timeout=600) as client:
-            while not client.ping()["workers"]:
-                procs.check_alive()
-                time.sleep(0.05)
-            row["READY (s)"] = time.monotonic() - t0
-            row["CPU to READY (s)"] = _cpu_seconds(worker.pid)
             for n, column in ((1, "solve 1 (s)"), (1000, "solve 1,000 (s)")):
                 arrays = {"target_wxyz": t["wxyz"][:n], "target_pos": t["pos"][:n]}
                 t1 = time.monotonic()
