@@ -383,16 +383,10 @@ def table(data: dict[str, Any]) -> Table:
     s = summary(data)
     t = Table(
         "Control loop: one bimanual pose per call along a smooth path (ms)",
-        [
-            "rest",
-            "in-process p50",
-            "two-hop floor p50",
-            "broker + worker p50",
-            "broker p99",
-            "worker compute_ms p50",
-            "broker ÷ (in-process + floor)",
-            "broker p99 ÷ p50",
-        ],
+        (
+            "rest|in-process p50|two-hop floor p50|broker + worker p50|broker p99|"
+            "worker compute_ms p50|broker ÷ (in-process + floor)|broker p99 ÷ p50"
+        ).split("|"),
         note=(
             f"Median over {data['rounds']} rounds of {data['poses']} calls per system and rest "
             "mode (systems interleaved, order rotating); ratios are taken within each round. "

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import robots
-from benchmarks._common import pct, say
+from benchmarks._common import nvidia_smi, pct, say
 from benchmarks._harness import ROOT, Procs
 from zmq_ik.serve import free_endpoint
 
@@ -65,18 +65,7 @@ def gpu_names() -> tuple[str, str]:
     """(what nvidia-smi calls the GPUs or why not, the device JAX computes on)."""
     from benchmarks.bench_ik import device_name
 
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        name = "no nvidia-smi"
-    else:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        name = out.stdout.strip().replace("\n", "; ") or out.stderr.strip()
-    return name, device_name()
+    return nvidia_smi(), device_name()
 
 
 def engine(batches: tuple[int, ...], runs: int, fresh_compile: bool) -> list[dict[str, Any]]:

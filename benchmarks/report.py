@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Section, Table, fmt
+from benchmarks._common import Section, Table, fmt, nvidia_smi
 from benchmarks._harness import ROOT
 
 
@@ -46,15 +45,6 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
-    gpu = "none"
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-            gpu = "; ".join(out.splitlines()) or "none"
-        except (OSError, subprocess.SubprocessError):
-            pass
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -75,7 +65,7 @@ def machine() -> dict[str, str]:
     return {
         "CPU": cpu,
         "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
-        "GPU": gpu,
+        "GPU": nvidia_smi(),
         "JAX device": _jax_device(),
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
