@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -145,18 +144,17 @@ def solve_to(path: Path, n: int) -> None:
 
 
 def compare_with_cpu(log_dir: Path) -> float:
-    """Largest |joint difference| (rad or m) between this device and the CPU, same targets."""
-    paths = {}
-    for platform in ("", "cpu"):
-        paths[platform] = log_dir / f"joints-{platform or 'device'}.npy"
-        subprocess.run(
-            [sys.executable, "-m", "benchmarks.gpu_check", "--solve-to", str(paths[platform])],
-            env=_env(platform or None),
-            check=True,
-            cwd=ROOT,
-            timeout=900,
-        )
-    a, b = (np.load(p) for p in paths.values())
+    """Largest |joint difference| (rad or m) between this device and the CPU, same targets,
+    each solved in a process of its own, both at once."""
+    paths = [log_dir / "joints-device.npy", log_dir / "joints-cpu.npy"]
+    with Procs() as procs:
+        for path, platform in zip(paths, (None, "cpu"), strict=True):
+            argv = [sys.executable, "-m", "benchmarks.gpu_check", "--solve-to", str(path)]
+            procs.spawn(f"solve-{platform or 'device'}", argv, _env(platform))
+        for run in list(procs.procs):
+            if run.wait(900) != 0:
+                raise RuntimeError(f"{run.args} exited {run.returncode}:\n{procs.log(run)[-2000:]}")
+    a, b = (np.load(p) for p in paths)
     return float(np.max(np.abs(a - b)))
 
 
