@@ -241,7 +241,7 @@ def test_three_chain_robot():
     q = near_rest(robot, rest, 16, 0.4, seed=3)
     wxyz, pos = fk_targets(robot, q)
     assert wxyz.shape == (16, 3, 4)
-    sol = ik.solve_ik(robot, wxyz, pos, rest, ik=ik.IKConfig(precise=True), buckets=(16,))
+    sol = ik.solve_ik(robot, wxyz, pos, rest, ik=ik.IKConfig(precise=True))
     assert sol.pos_err.shape == (16, 3)
     assert np.mean((sol.pos_err < 1e-4) & (sol.ori_err < 1e-3)) >= 0.95
     assert np.median(sol.pos_err) < 1e-5
