@@ -360,10 +360,18 @@ def test_serve_with_cache_dir_on_a_regular_file_runs_without_the_cache(
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("x")
     endpoint = serve_endpoint
+    # The 5-joint SO-100 arm, one bucket: the smallest program set to compile without a cache.
+    so100 = ("--robot", f"so100={ROOT / 'tests/robots/so100.urdf'}", "--ee-links", "so100=gripper")
     serve = procs.serve(
-        endpoint, "--workers", "1", "--buckets", "1", env={"ZMQ_IK_CACHE_DIR": str(blocker)}
+        endpoint,
+        "--workers",
+        "1",
+        "--buckets",
+        "1",
+        *so100,
+        env={"ZMQ_IK_CACHE_DIR": str(blocker)},
     )
-    # Compiling bucket 1 without the cache takes ~10 s here; a worker that died would be
+    # Compiling bucket 1 without the cache takes seconds; a worker that died would be
     # restarted meanwhile (first restart after 0.5 s).
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and registered(endpoint, 1, timeout=0.5) is None:
