@@ -278,6 +278,21 @@ def check_targets(
     return wxyz, pos
 
 
+def check_active(active: Any, n_poses: int, n_ee: int) -> npt.NDArray[np.bool_]:
+    """Which end effectors of each of ``n_poses`` targets have one: (N, n_ee) bool, or
+    (n_ee,) for every pose; returned (N, n_ee), read-only."""
+    try:
+        ndim = np.ndim(active)
+    except (TypeError, ValueError):
+        ndim = -1  # as_bool_array names the problem
+    if ndim == 1:
+        row = as_bool_array(active, "active", (n_ee,), copy=False)
+        out = np.broadcast_to(row, (n_poses, n_ee))
+        out.setflags(write=False)
+        return out
+    return as_bool_array(active, "active", (n_poses, n_ee), copy=False)
+
+
 def _zero_quaternion(wxyz: npt.NDArray[Any]) -> bool:
     """Whether a (..., 4) array holds a quaternion of norm < 1e-6."""
     if wxyz.size <= SMALL:
