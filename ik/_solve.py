@@ -29,7 +29,13 @@ _DEFAULT_SETTINGS = IKSettings()
 
 
 def solver_inputs(
-    robot: Robot, target_wxyz: Any, target_pos: Any, rest: Any, *, checked: bool = False
+    robot: Robot,
+    target_wxyz: Any,
+    target_pos: Any,
+    rest: Any,
+    *,
+    checked: bool = False,
+    active: Any = None,
 ) -> Targets:
     """Checked solver input: (N, n_ee, 4) unit quaternions and (N, n_ee, 3) positions, and
     the rest pose (``None``: :func:`default_rest`), all float32. One pose, (n_ee, 4) and
@@ -37,7 +43,8 @@ def solver_inputs(
 
     ``checked``: the targets and the rest pose come from `zmq_ik._checks.check_targets` and
     `check_rest_shape` already (a worker's `ops.read_solve_request`), so only what needs the
-    robot is checked here (~30 µs less per single-pose request)."""
+    robot is checked here (~30 µs less per single-pose request). ``active``: see
+    `check_targets` (the placeholders of end effectors without a target)."""
     if checked:
         wxyz, pos = np.asarray(target_wxyz), np.asarray(target_pos)
         if wxyz.shape[1:] != (robot.n_ee, 4) or pos.shape != (*wxyz.shape[:2], 3):
@@ -48,7 +55,12 @@ def solver_inputs(
             )
     else:
         wxyz, pos = check_targets(
-            target_wxyz, target_pos, n_ee=robot.n_ee, dtype=np.float64, one_pose=True
+            target_wxyz,
+            target_pos,
+            n_ee=robot.n_ee,
+            dtype=np.float64,
+            one_pose=True,
+            active=active,
         )
     robot.check_reach(pos)  # a target in millimetres is refused, not solved as a miss
     if rest is None:
@@ -134,8 +146,8 @@ def solve_ik(
     ``pos_tol``/``ori_tol`` (metres, radians; defaults ``POS_TOL``/``ORI_TOL``) judge
     ``reached``; ``strict``: raise `IKError` unless every pose reached (as the client's).
     ``active`` (N, n_ee) bool, or (n_ee,) for every pose: which end effectors have a target
-    (None: all). One without weighs nothing: its target (any valid pose) is ignored, its
-    errors are NaN, ``reached`` judges the others, and a joint that no end effector with a
+    (None: all). One without weighs nothing: its target (any pose, NaN included) is
+    ignored, its errors are NaN, ``reached`` judges the others, and a joint that no end effector with a
     target moves keeps ``rest`` (a resting arm; a torso it shares moves with the other arm).
 
     Returns joints (N, n_joints), the achieved ``pos_err`` (m) and ``ori_err`` (rad),
@@ -180,7 +192,9 @@ def solve_until(
     :func:`solver_inputs`; ``active``: see :func:`solve_ik`."""
     settings = ik or _DEFAULT_SETTINGS
     sizes = check_buckets(buckets)
-    wxyz, pos, rest32 = solver_inputs(robot, target_wxyz, target_pos, rest, checked=checked)
+    wxyz, pos, rest32 = solver_inputs(
+        robot, target_wxyz, target_pos, rest, checked=checked, active=active
+    )
     n_targets = wxyz.shape[0]
     on = None if active is None else check_active(active, n_targets, robot.n_ee)
     if n_targets == 0:
