@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik._checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
+from zmq_ik._checks import (
+    SMALL,
+    check_active,
+    check_joints,
+    check_packed,
+    check_rest_shape,
+    check_targets,
+)
 from zmq_ik._ik_settings import SETTING_KEYS
 from zmq_ik._scene import SCENE_KEYS
 from zmq_ik._version import __version__
@@ -123,16 +130,26 @@ def solve_request(
     rest: Any = None,
     ee_links: Sequence[str] | None = None,
     ik: IKSettings | None = None,
+    active: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a `solve` request. Single poses (n_ee, 4)/(n_ee, 3) are batched.
-    Checked as a worker checks them, so a robot sees its own mistake without a round trip."""
-    wxyz, pos = check_targets(target_wxyz, target_pos, one_pose=True)
+    Checked as a worker checks them, so a robot sees its own mistake without a round trip.
+    ``active`` (`check_active`): an end effector without a target is sent as NaN, with the
+    ``active`` array (a worker older than it refuses the NaN rather than solve it)."""
+    wxyz, pos = check_targets(target_wxyz, target_pos, one_pose=True, active=active)
     header: dict[str, Any] = {}
     if ee_links is not None:
         header["ee_links"] = [ee_links] if isinstance(ee_links, str) else list(ee_links)
     if ik is not None:
         header["ik"] = ik.to_wire()
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
+    if active is not None:
+        on = check_active(active, *wxyz.shape[:2])
+        if not on.all():
+            nan = np.float32(np.nan)
+            arrays["target_wxyz"] = np.where(on[..., None], wxyz, nan)
+            arrays["target_pos"] = np.where(on[..., None], pos, nan)
+            arrays["active"] = np.ascontiguousarray(on)
     if rest is not None:
         arrays["rest"] = check_rest_shape(rest)
     _check_solve_size(wxyz, read_ee_links(header))
@@ -141,13 +158,26 @@ def solve_request(
 
 def read_solve_request(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[str, ...] | None, IKSettings | None]:
-    """Validate a `solve` request: (target_wxyz, target_pos, rest, ee_links, settings)."""
-    wxyz, pos = check_targets(_required(arrays, "target_wxyz"), _required(arrays, "target_pos"))
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray | None,
+    tuple[str, ...] | None,
+    IKSettings | None,
+    np.ndarray | None,
+]:
+    """Validate a `solve` request: (target_wxyz, target_pos, rest, ee_links, settings,
+    active); ``active`` (N, n_ee) bool or None (every end effector has a target), the
+    targets of those without one replaced by a placeholder (`check_targets`)."""
+    active = arrays.get("active")
+    wxyz, pos = check_targets(
+        _required(arrays, "target_wxyz"), _required(arrays, "target_pos"), active=active
+    )
+    on = None if active is None else check_active(active, *wxyz.shape[:2])
     rest = check_rest_shape(arrays["rest"]) if "rest" in arrays else None
     ee_links = read_ee_links(header)
     _check_solve_size(wxyz, ee_links)
-    return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik"))
+    return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik")), on
 
 
 def _check_solve_size(wxyz: np.ndarray, ee_links: tuple[str, ...] | None) -> None:
@@ -181,10 +211,14 @@ def solve_reply(solution: IKSolution) -> tuple[dict[str, Any], dict[str, np.ndar
 
 
 def read_solve_reply(
-    arrays: Mapping[str, np.ndarray], pos_tol: float = POS_TOL, ori_tol: float = ORI_TOL
+    arrays: Mapping[str, np.ndarray],
+    pos_tol: float = POS_TOL,
+    ori_tol: float = ORI_TOL,
+    active: np.ndarray | None = None,
 ) -> IKSolution:
-    """The `IKSolution` of a solve reply, judged by ``pos_tol``/``ori_tol``. Arrays this
-    version does not know (a newer worker's) are ignored."""
+    """The `IKSolution` of a solve reply, judged by ``pos_tol``/``ori_tol`` (of the end
+    effectors ``active`` in the request: its ``active`` array). Arrays this version does not
+    know (a newer worker's) are ignored."""
     try:
         return IKSolution(
             joints=arrays["joints"],
@@ -192,6 +226,7 @@ def read_solve_reply(
             ori_err=arrays["ori_err"],
             pos_tol=pos_tol,
             ori_tol=ori_tol,
+            active=active,
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
@@ -251,15 +286,17 @@ def check_solve_reply(
     precise: bool,
     pos_tol: float = POS_TOL,
     ori_tol: float = ORI_TOL,
+    active: np.ndarray | None = None,
 ) -> IKSolution:
     """A worker's `solve` answer to ``n_poses`` targets of ``n_ee`` end effectors, checked
     before a robot is commanded with it: ``joints`` (n_poses, n_joints) finite, within the
     robot's limits (``bounds``: ``hard`` for ``precise``, else ``soft``); ``pos_err`` and
     ``ori_err`` (n_poses, n_ee), >= 0 or NaN (unknown). A bad answer is the worker's fault:
     `ProtocolError` naming what is wrong. A few µs on top of reading it (`IKSolution` checks
-    finiteness and the errors' signs). ``pos_tol``/``ori_tol`` judge its ``reached``."""
+    finiteness and the errors' signs). ``pos_tol``/``ori_tol`` judge its ``reached``, of the
+    end effectors ``active`` in the request (its ``active`` array; None: all)."""
     try:
-        sol = read_solve_reply(arrays, pos_tol, ori_tol)
+        sol = read_solve_reply(arrays, pos_tol, ori_tol, active)
     except InputError as e:
         raise ProtocolError(f"bad solve reply from the worker: {e.message}", field=e.field) from e
     joints, err = sol.joints, sol.pos_err
