@@ -338,9 +338,10 @@ class AsyncIKClient:
         pos_tol: float = POS_TOL,
         ori_tol: float = ORI_TOL,
         strict: bool = False,
+        active: Any = None,
     ) -> IKSolution:
         call, judging = calls.solve_call(
-            robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict
+            robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict, active
         )
         bounds = self._bounds.get(robot, ee_links)
         if bounds is None:  # once per robot: what its answers are checked against

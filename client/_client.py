@@ -337,6 +337,7 @@ class IKClient:
         pos_tol: float = POS_TOL,
         ori_tol: float = ORI_TOL,
         strict: bool = False,
+        active: Any = None,
     ) -> IKSolution:
         """Joint angles that put ``robot``'s end effectors at the target poses.
 
@@ -353,6 +354,11 @@ class IKClient:
           here, from the errors the worker returns.
         - ``strict``: raise `IKError` (as ``compute --strict``) naming how many of the N
           poses missed and the worst errors, instead of returning them.
+        - ``active``: (N, n_ee) or (n_ee,) bool, which end effectors have a target (None:
+          all). One without (a resting arm) weighs nothing: its target is ignored (any
+          values, NaN included), the joints only it moves keep ``rest``, its errors are NaN
+          and ``reached`` judges the others. A worker older than this argument refuses
+          such a request (its targets are sent as NaN).
 
         Returns an `IKSolution`: ``joints`` (N, n_joints) float32, ``pos_err`` (metres) and
         ``ori_err`` (radians) per pose and end effector, ``reached`` (N,) per pose and
@@ -362,7 +368,7 @@ class IKClient:
         answer) or `RemoteError` (the broker's or worker's error, with ``.code``).
         """
         call, judging = calls.solve_call(
-            robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict
+            robot, target_wxyz, target_pos, rest, ee_links, ik, pos_tol, ori_tol, strict, active
         )
         bounds = self._bounds.get(robot, ee_links)
         if bounds is None:  # once per robot: what its answers are checked against

@@ -75,11 +75,12 @@ def solve_call(
     pos_tol: Any = POS_TOL,
     ori_tol: Any = ORI_TOL,
     strict: Any = False,
+    active: Any = None,
 ) -> tuple[Request, Judging]:
     """`solve`'s request and how its answer is judged (its inputs checked here, before
     anything is sent)."""
     judging = check_judging(pos_tol, ori_tol, strict)
-    header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik)
+    header, arrays = ops.solve_request(target_wxyz, target_pos, rest, ee_links, ik, active)
     return (robot, ops.SOLVE, header, arrays), judging
 
 
@@ -89,12 +90,13 @@ def read_solve(
     """`solve`'s answer to ``call``, checked (`ops.check_solve_reply`) against the robot's
     joints (``bounds``, from `BoundsCache`) and the targets sent, its ``reached`` judged here
     by the call's tolerances (a worker never sees them); ``strict``:
-    `IKSolution.require_reached`."""
+    `IKSolution.require_reached` (of the end effectors with a target: the call's
+    ``active``)."""
     n_poses, n_ee = call[3]["target_wxyz"].shape[:2]
     precise = bool(call[2].get("ik", {}).get("precise", False))
     pos_tol, ori_tol, strict = judging
     solution = ops.check_solve_reply(
-        payload.arrays, n_poses, n_ee, bounds, precise, pos_tol, ori_tol
+        payload.arrays, n_poses, n_ee, bounds, precise, pos_tol, ori_tol, call[3].get("active")
     )
     if strict:
         solution.require_reached()

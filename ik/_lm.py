@@ -100,12 +100,22 @@ N_PARAMS = len(solver_params(IKSettings()))
 class ChainTerm:
     """Trace-time description of one end effector's pose term in a group's problem."""
 
-    def __init__(self, info: ChainInfo, local: dict[int, int], R_target: Any, p_target: Any):
+    def __init__(
+        self,
+        info: ChainInfo,
+        local: dict[int, int],
+        R_target: Any,
+        p_target: Any,
+        active: Any | None = None,
+    ):
         self.chain = info.chain
         self.index = [local[i] for i in info.joint_index]
         """Per chain joint, the group variable that moves it."""
         self.R_target = R_target
         self.p_target = p_target
+        self.active = active
+        """Per problem, whether this end effector has a target (a bool plane; None: always).
+        Without one its term weighs nothing: zero residual, zero Jacobian, zero errors."""
 
 
 class GroupProblem:
@@ -113,7 +123,12 @@ class GroupProblem:
     effectors' targets ((R, p) planes, one per end effector) and its joints' constants."""
 
     def __init__(
-        self, group: JointGroup, robot: Robot, targets: list[tuple[Any, Any]], rest: Any
+        self,
+        group: JointGroup,
+        robot: Robot,
+        targets: list[tuple[Any, Any]],
+        rest: Any,
+        active: list[Any] | None = None,
     ) -> None:
         chains = [robot.chains[e] for e in group.ee_index]
         shared = {j for j in group.joint_index if sum(j in c.joint_index for c in chains) > 1}
@@ -122,8 +137,10 @@ class GroupProblem:
         problem's variables: joints shared by several chains last, so the elimination in
         `cholesky_solve` keeps the arms' blocks apart (no fill-in between two arms)."""
         local = {j: k for k, j in enumerate(self.joints)}
+        actives = active if active is not None else [None] * len(chains)
         self.terms = [
-            ChainTerm(info, local, R, p) for info, (R, p) in zip(chains, targets, strict=True)
+            ChainTerm(info, local, R, p, on)
+            for info, (R, p), on in zip(chains, targets, actives, strict=True)
         ]
         self.n = len(self.joints)
         self.rest = [rest[i] for i in self.joints]
@@ -153,6 +170,12 @@ def _pose_term(
     # the target (large rotation errors) the identity in its place points the wrong way.
     world_to_log = matmul(jl_inv, R_target_T)
     rot_to_trans = matmul(jl_inv_derivative(omega, coef_c, coef_e, t_err), world_to_log)
+    if term.active is not None:
+        # No target: every piece of the term is zero (a `where`, not a product: a placeholder
+        # target may be anything), so the Jacobian columns below are zero too.
+        world_to_log, rot_to_trans, omega, theta, v = _where_active(
+            term.active, (world_to_log, rot_to_trans, omega, theta, v)
+        )
     world_to_log, rot_to_trans, omega, theta, v = barrier(
         (world_to_log, rot_to_trans, omega, theta, v), pred
     )
@@ -179,7 +202,14 @@ def _pose_term(
             dw = [add(a, b) for a, b in zip(cols_w[var], dw, strict=True)]
         cols_v[var], cols_w[var] = dv, dw
     pos_err = jnp.sqrt(sum(x * x for x in pos_diff))
+    if term.active is not None:
+        pos_err = jnp.where(term.active, pos_err, 0.0)
     return cols_v, cols_w, v, omega, theta, pos_err
+
+
+def _where_active(active: Any, tree: Any) -> Any:
+    """Every plane of ``tree`` where ``active``, else zero."""
+    return jax.tree_util.tree_map(lambda x: jnp.where(active, x, 0.0), tree)
 
 
 def _accumulate(into: dict[Any, Any], key: Any, value: Any) -> None:
@@ -438,6 +468,15 @@ def target_planes(wxyz: Any, pos: Any) -> tuple[Any, Any]:
     return R, [pos[0], pos[1], pos[2]]
 
 
+def takes_mask(robot: Robot) -> bool:
+    """Whether ``robot``'s solve programs take an ``active`` mask (n_ee, B): when a group
+    has several end effectors (a torso carrying two arms), a hand without a target must
+    weigh nothing in its group's problem. Groups of one end effector (tatbot's arms) need
+    no mask in the program: a group with no target keeps its start, on the host
+    (`ik._solve.hold_idle`), so their programs stay what they were."""
+    return any(len(group.ee_index) > 1 for group in robot.groups)
+
+
 def solve_planes(
     robot: Robot,
     precise: bool,
@@ -447,23 +486,31 @@ def solve_planes(
     rest: Any,
     params: Any,
     q_init: Any | None = None,
+    active: Any | None = None,
 ) -> tuple[Any, Any, Any]:
     """The whole solve on planes (traced): targets (n_ee, 4|3, B), rest (n,), ``params`` from
-    :func:`solver_params`, optional starting points ``q_init`` (n, B) instead of ``rest``.
+    :func:`solver_params`, optional starting points ``q_init`` (n, B) instead of ``rest``,
+    optional ``active`` (n_ee, B) bool: which end effectors have a target (see `ChainTerm`;
+    a joint only inactive ones move keeps its start, every seed of it).
 
-    Returns joints (n, B), pos_err (n_ee, B), ori_err (n_ee, B)."""
+    Returns joints (n, B), pos_err (n_ee, B), ori_err (n_ee, B) (zero where inactive)."""
     batch = target_wxyz.shape[-1]
     extra = seed_points(robot, seeds)  # (seeds-1, n)
     probs = []
     q0s = []
     for group in robot.groups:
         targets = []
+        actives: list[Any] | None = None if active is None else []
         for e in group.ee_index:
             ee_wxyz, ee_pos = target_wxyz[e], target_pos[e]
+            ee_active = None if active is None else active[e]
             if seeds > 1:
                 ee_wxyz, ee_pos = jnp.tile(ee_wxyz, (1, seeds)), jnp.tile(ee_pos, (1, seeds))
+                ee_active = None if active is None else jnp.tile(active[e], seeds)
             targets.append(target_planes(ee_wxyz, ee_pos))
-        prob = GroupProblem(group, robot, targets, rest)
+            if actives is not None:
+                actives.append(ee_active)
+        prob = GroupProblem(group, robot, targets, rest, actives)
         probs.append(prob)
         q0 = []
         for i in prob.joints:
@@ -473,7 +520,16 @@ def solve_planes(
                 else jnp.broadcast_to(rest[i], (batch,)).astype(jnp.float32)
             )
             if seeds > 1:
-                base = jnp.concatenate([base, jnp.repeat(jnp.asarray(extra[:, i]), batch)], axis=0)
+                seeded = jnp.repeat(jnp.asarray(extra[:, i]), batch)
+                if active is not None:
+                    moved = jnp.zeros((batch,), jnp.bool_)
+                    for e in group.ee_index:
+                        if i in robot.chains[e].joint_index:
+                            moved = moved | active[e]
+                    seeded = jnp.where(
+                        jnp.tile(moved, seeds - 1), seeded, jnp.tile(base, seeds - 1)
+                    )
+                base = jnp.concatenate([base, seeded], axis=0)
             q0.append(base)
         q0s.append(q0)
     results = _lm(probs, q0s, params, precise)

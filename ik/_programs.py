@@ -28,7 +28,7 @@ import zmq_ik
 from zmq_ik.errors import InputError
 from zmq_ik.model import IKSettings
 
-from ._lm import N_PARAMS, solve_planes
+from ._lm import N_PARAMS, solve_planes, takes_mask
 from ._robot import Robot
 
 logger = logging.getLogger(__name__)
@@ -143,16 +143,19 @@ def program_specs(
     robot: Robot, batch: Any, precise: bool = False
 ) -> tuple[jax.ShapeDtypeStruct, ...]:
     """Argument shapes of a solve program for ``batch`` targets (an int or a symbol); the
-    reaching program (``precise``) takes each problem's starting point too."""
+    reaching program (``precise``) takes each problem's starting point too, and a robot
+    whose end effectors share joints (`takes_mask`) which end effectors have a target."""
     f32 = np.float32
     targets = (
         jax.ShapeDtypeStruct((robot.n_ee, 4, batch), f32),
         jax.ShapeDtypeStruct((robot.n_ee, 3, batch), f32),
     )
     starts = (jax.ShapeDtypeStruct((robot.n_joints, batch), f32),) if precise else ()
+    active = (jax.ShapeDtypeStruct((robot.n_ee, batch), np.bool_),) if takes_mask(robot) else ()
     return (
         *targets,
         *starts,
+        *active,
         jax.ShapeDtypeStruct((robot.n_joints,), f32),
         jax.ShapeDtypeStruct((N_PARAMS,), f32),
     )
@@ -169,21 +172,23 @@ def solve_program(robot: Robot, precise: bool, seeds: int) -> Any:
     ``(target_wxyz (n_ee, 4, B), target_pos (n_ee, 3, B), rest (n,), params) → (joints (n,
     B), pos_err, ori_err (n_ee, B))``, from the rest pose. Reaching mode (``precise``; seeds
     do not matter): ``(target_wxyz, target_pos, starts (n, B), rest, params)``, each problem
-    from its own start (see ``_reach``)."""
+    from its own start (see ``_reach``). A robot whose end effectors share joints
+    (`takes_mask`) takes ``active`` (n_ee, B) bool before ``rest``: which have a target."""
     key = program_key(IKSettings(precise=precise, seeds=seeds))
 
     def build() -> Any:
+        solve: Callable[..., Any]
         if precise:
 
-            def solve(
-                target_wxyz: Any, target_pos: Any, starts: Any, rest: Any, params: Any
-            ) -> Any:
-                return solve_planes(robot, True, 1, target_wxyz, target_pos, rest, params, starts)
+            def solve(w: Any, p: Any, starts: Any, *rest_params: Any) -> Any:
+                *active, rest, params = rest_params
+                return solve_planes(robot, True, 1, w, p, rest, params, starts, *active)
 
         else:
 
-            def solve(target_wxyz: Any, target_pos: Any, rest: Any, params: Any) -> Any:  # type: ignore[misc]
-                return solve_planes(robot, False, seeds, target_wxyz, target_pos, rest, params)
+            def solve(w: Any, p: Any, *rest_params: Any) -> Any:
+                *active, rest, params = rest_params
+                return solve_planes(robot, False, seeds, w, p, rest, params, None, *active)
 
         return _any_batch(solve, robot, f"solve{key[1:]}", precise)
 
@@ -193,19 +198,24 @@ def solve_program(robot: Robot, precise: bool, seeds: int) -> Any:
 def continuous_program(robot: Robot, precise: bool) -> Any:
     """The jitted solve of pose sequences, each pose warm-started from the previous answer:
     ``(target_wxyz (n_ee, 4, l, M), target_pos (n_ee, 3, l, M), rest, params) → (joints
-    (l, n, M), pos_err, ori_err (l, n_ee, M))``."""
+    (l, n, M), pos_err, ori_err (l, n_ee, M))``; as `solve_program`, ``active`` (n_ee, l, M)
+    before ``rest`` for a robot that `takes_mask`."""
 
     def build() -> Any:
-        def run(target_wxyz: Any, target_pos: Any, rest: Any, params: Any) -> Any:
+        def run(target_wxyz: Any, target_pos: Any, *rest_params: Any) -> Any:
+            *active, rest, params = rest_params
             m = target_wxyz.shape[-1]
             q0 = jnp.broadcast_to(rest[:, None], (robot.n_joints, m))
 
             def step(q: Any, target: Any) -> Any:
-                wxyz, pos = target
-                out = solve_planes(robot, precise, 1, wxyz, pos, rest, params, q_init=q)
+                wxyz, pos, *on = target
+                out = solve_planes(robot, precise, 1, wxyz, pos, rest, params, q, *on)
                 return out[0], out
 
-            xs = (jnp.moveaxis(target_wxyz, 2, 0), jnp.moveaxis(target_pos, 2, 0))
+            xs = tuple(
+                jnp.moveaxis(a, 2 if a.ndim == 4 else 1, 0)
+                for a in (target_wxyz, target_pos, *active)
+            )
             _, (q, pos_err, ori_err) = jax.lax.scan(step, q0, xs)
             return q, pos_err, ori_err
 

@@ -49,9 +49,37 @@ _ROUND_SEED = 23
 the same from run to run)."""
 
 Solutions = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
-Run = Callable[[Any, Any, Any, Any], Solutions]
-"""``run(target_wxyz (n_ee, 4, M), target_pos (n_ee, 3, M), starts (n, M), iterations)`` →
-joints (n, M), pos_err and ori_err (n_ee, M): M problems, any M (the caller chunks them)."""
+Run = Callable[[Any, Any, Any, Any, Any], Solutions]
+"""``run(target_wxyz (n_ee, 4, M), target_pos (n_ee, 3, M), starts (n, M), iterations,
+active (n_ee, M) | None)`` → joints (n, M), pos_err and ori_err (n_ee, M): M problems, any M
+(the caller chunks them), with `hold_idle`'s rule for end effectors without a target."""
+
+
+def moved_joints(robot: Robot, active: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """(n_ee, M) which end effectors have a target → (n_joints, M) which joints one of them
+    moves (a torso's with either arm's)."""
+    member = np.zeros((robot.n_ee, robot.n_joints), np.bool_)
+    for e, info in enumerate(robot.chains):
+        member[e, list(info.joint_index)] = True
+    return np.any(member[:, :, None] & active[:, None, :], axis=0)
+
+
+def hold_idle(
+    robot: Robot,
+    active: npt.NDArray[np.bool_],
+    starts: npt.NDArray[np.float32],
+    q: npt.NDArray[np.float32],
+    pos_err: npt.NDArray[np.float32],
+    ori_err: npt.NDArray[np.float32],
+) -> Solutions:
+    """The one rule for end effectors without a target (``active`` (n_ee, M) false): a joint
+    no end effector with a target moves keeps its start (``starts``, (n, M) or (n, 1)), and
+    their errors count as met (zero; the caller reports NaN). In a group of several end
+    effectors the program already weighs such a hand at nothing (`ik._lm.ChainTerm`); a group
+    of one (tatbot's arm) is solved towards its placeholder target, and put back here."""
+    q = np.where(moved_joints(robot, active), q, starts).astype(np.float32, copy=False)
+    zero = np.float32(0.0)
+    return q, np.where(active, pos_err, zero), np.where(active, ori_err, zero)
 
 
 def round_points(robot: Robot, index: int, count: int) -> npt.NDArray[np.float32]:
@@ -80,13 +108,24 @@ def solve_reaching(
     start: npt.NDArray[np.float32],
     rest: npt.NDArray[np.float32],
     settings: IKSettings,
+    active: npt.NDArray[np.bool_] | None = None,
 ) -> Solutions:
     """Targets (n_ee, 4|3, N) from ``start`` (n, N) (and ``settings.seeds - 1`` more points
     each), then `RESOLVE_ROUNDS` for the misses; returns the best answers (n, N) and their
-    errors (n_ee, N). ``run`` solves problems (see `Run`)."""
+    errors (n_ee, N). ``run`` solves problems (see `Run`). ``active`` (n_ee, N): which end
+    effectors have a target (None: all); only those are judged (`hold_idle`)."""
     first = seed_points(robot, settings.seeds)
     q, pos_err, ori_err = _best_of(
-        robot, run, target_wxyz, target_pos, start, first, settings.max_iterations, rest, settings
+        robot,
+        run,
+        target_wxyz,
+        target_pos,
+        start,
+        first,
+        settings.max_iterations,
+        rest,
+        settings,
+        active=active,
     )
     for index, (starts, iterations) in enumerate(RESOLVE_ROUNDS):
         miss = np.flatnonzero(~reached(pos_err, ori_err))
@@ -106,6 +145,7 @@ def solve_reaching(
             rest,
             settings,
             (pos_err[:, miss] <= REACH_POS_TOL) & (ori_err[:, miss] <= REACH_ORI_TOL),
+            None if active is None else active[:, miss],
         )
         # A round keeps a target's earlier answer unless it does better (its cost is not
         # monotone across rounds: each one starts with the rest pull at full weight).
@@ -128,28 +168,34 @@ def _best_of(
     rest: npt.NDArray[np.float32],
     settings: IKSettings,
     done: npt.NDArray[np.bool_] | None = None,
+    active: npt.NDArray[np.bool_] | None = None,
 ) -> Solutions:
     """Each target from its ``start`` (n, M) and from every one of ``points`` (P, n), joint
     group by group (`Robot.groups`: one per arm unless arms share joints): a group whose end
     effectors ``start`` already reaches (``done``, (n_ee, M)) keeps it (it stays put), the
     others try each point. The best answer per target and group: of those that reach all
     its end effectors, the nearest the rest pose (an arm keeps its elbow where the rest pose
-    has it); else the one with the lowest pose cost."""
+    has it); else the one with the lowest pose cost. A joint no end effector with a target
+    moves (``active``, (n_ee, M); None: all have one) keeps its start in every try."""
     m = start.shape[1]
     if len(points) == 0:
-        return run(target_wxyz, target_pos, start, iterations)  # type: ignore[no-any-return]
+        return run(target_wxyz, target_pos, start, iterations, active)
     tries = 1 + len(points)
     starts = np.repeat(start[:, None, :], tries, axis=1)  # (n, tries, m)
+    moved = moved_joints(robot, active) if active is not None else None
     for group in robot.groups:
         joints = np.asarray(group.joint_index)
         fresh = np.broadcast_to(points[:, joints].T[:, :, None], (len(joints), tries - 1, m))
         keep = done[list(group.ee_index)].all(axis=0) if done is not None else np.zeros(m, bool)
+        if moved is not None:
+            keep = keep | ~moved[joints, None, :]
         starts[joints, 1:] = np.where(keep, starts[joints, 1:], fresh)
     q, pos_err, ori_err = run(
         np.tile(target_wxyz, tries),
         np.tile(target_pos, tries),
         starts.reshape(-1, tries * m),
         iterations,
+        None if active is None else np.tile(active, tries),
     )
     q = np.asarray(q).reshape(robot.n_joints, tries, m)
     pos_err = np.asarray(pos_err).reshape(-1, tries, m)

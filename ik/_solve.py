@@ -13,15 +13,15 @@ import jax
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik.base.checks import SMALL, as_float, check_rest_shape, check_targets
+from zmq_ik.base.checks import SMALL, as_float, check_active, check_rest_shape, check_targets
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution
 from zmq_ik.model.solution import check_judging
 
 from ._joints import check_rest, default_rest
-from ._lm import solver_params
+from ._lm import solver_params, takes_mask
 from ._programs import bucket_for, check_buckets, chunk_size, solve_program
-from ._reach import solve_reaching
+from ._reach import hold_idle, solve_reaching
 from ._robot import Robot
 
 Targets = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
@@ -29,7 +29,13 @@ _DEFAULT_SETTINGS = IKSettings()
 
 
 def solver_inputs(
-    robot: Robot, target_wxyz: Any, target_pos: Any, rest: Any, *, checked: bool = False
+    robot: Robot,
+    target_wxyz: Any,
+    target_pos: Any,
+    rest: Any,
+    *,
+    checked: bool = False,
+    active: Any = None,
 ) -> Targets:
     """Checked solver input: (N, n_ee, 4) unit quaternions and (N, n_ee, 3) positions, and
     the rest pose (``None``: :func:`default_rest`), all float32. One pose, (n_ee, 4) and
@@ -37,7 +43,8 @@ def solver_inputs(
 
     ``checked``: the targets and the rest pose come from `zmq_ik.base.checks.check_targets` and
     `check_rest_shape` already (a worker's `ops.read_solve_request`), so only what needs the
-    robot is checked here (~30 µs less per single-pose request)."""
+    robot is checked here (~30 µs less per single-pose request). ``active``: see
+    `check_targets` (the placeholders of end effectors without a target)."""
     if checked:
         wxyz, pos = np.asarray(target_wxyz), np.asarray(target_pos)
         if wxyz.shape[1:] != (robot.n_ee, 4) or pos.shape != (*wxyz.shape[:2], 3):
@@ -48,7 +55,12 @@ def solver_inputs(
             )
     else:
         wxyz, pos = check_targets(
-            target_wxyz, target_pos, n_ee=robot.n_ee, dtype=np.float64, one_pose=True
+            target_wxyz,
+            target_pos,
+            n_ee=robot.n_ee,
+            dtype=np.float64,
+            one_pose=True,
+            active=active,
         )
     robot.check_reach(pos)  # a target in millimetres is refused, not solved as a miss
     if rest is None:
@@ -122,6 +134,7 @@ def solve_ik(
     pos_tol: float = POS_TOL,
     ori_tol: float = ORI_TOL,
     strict: bool = False,
+    active: Any = None,
 ) -> IKSolution:
     """Solve IK for ``N`` target poses, in process: ``IKClient.solve`` without the network.
 
@@ -132,6 +145,10 @@ def solve_ik(
     tatbot's). ``timeout`` (seconds): past it, `IKTimeout` (checked between chunks).
     ``pos_tol``/``ori_tol`` (metres, radians; defaults ``POS_TOL``/``ORI_TOL``) judge
     ``reached``; ``strict``: raise `IKError` unless every pose reached (as the client's).
+    ``active`` (N, n_ee) bool, or (n_ee,) for every pose: which end effectors have a target
+    (None: all). One without weighs nothing: its target (any pose, NaN included) is
+    ignored, its errors are NaN, ``reached`` judges the others, and a joint that no end effector with a
+    target moves keeps ``rest`` (a resting arm; a torso it shares moves with the other arm).
 
     Returns joints (N, n_joints), the achieved ``pos_err`` (m) and ``ori_err`` (rad),
     (N, n_ee): FK of the answer against the target, and per pose ``reached`` (``n_over``:
@@ -148,9 +165,10 @@ def solve_ik(
         ik,
         deadline=deadline_after(timeout),
         buckets=buckets,
+        active=active,
     )
     judged = IKSolution.trusted(
-        solution.joints, solution.pos_err, solution.ori_err, pos_tol, ori_tol
+        solution.joints, solution.pos_err, solution.ori_err, pos_tol, ori_tol, solution.active
     )
     if strict:
         judged.require_reached()
@@ -167,40 +185,64 @@ def solve_until(
     deadline: float | None,
     buckets: Sequence[int] | None = None,
     checked: bool = False,
+    active: Any = None,
 ) -> IKSolution:
     """:func:`solve_ik` with a ``time.monotonic()`` ``deadline`` instead of a timeout: what a
     worker calls with the deadline its request carries. ``checked``: see
-    :func:`solver_inputs`."""
+    :func:`solver_inputs`; ``active``: see :func:`solve_ik`."""
     settings = ik or _DEFAULT_SETTINGS
     sizes = check_buckets(buckets)
-    wxyz, pos, rest32 = solver_inputs(robot, target_wxyz, target_pos, rest, checked=checked)
+    wxyz, pos, rest32 = solver_inputs(
+        robot, target_wxyz, target_pos, rest, checked=checked, active=active
+    )
     n_targets = wxyz.shape[0]
+    on = None if active is None else check_active(active, n_targets, robot.n_ee)
     if n_targets == 0:
         empty = np.empty((0, robot.n_joints), np.float32), np.empty((0, robot.n_ee), np.float32)
         return IKSolution.trusted(empty[0], empty[1], empty[1].copy())
-    # Batch last from here on: the programs' layout.
+    # Batch last from here on: the programs' layout. ``mask``: which end effectors have a
+    # target, None when all have one (then nothing below differs from a solve without).
     target_wxyz = np.ascontiguousarray(wxyz.transpose(1, 2, 0))
     target_pos = np.ascontiguousarray(pos.transpose(1, 2, 0))
+    mask = None if on is None or on.all() else np.ascontiguousarray(on.T)
     if settings.precise:
         fn = solve_program(robot, True, 1)
 
-        def run(w: Any, p: Any, starts: Any, iterations: int) -> Any:
+        def run(w: Any, p: Any, starts: Any, iterations: int, act: Any) -> Any:
             params = round_params(settings, iterations)
-            return in_buckets(fn, (w, p, starts), (rest32, params), sizes, sizes[-1], deadline)
+            batched = (w, p, starts, *_program_mask(robot, act, w.shape[-1]))
+            out = in_buckets(fn, batched, (rest32, params), sizes, sizes[-1], deadline)
+            return out if act is None else hold_idle(robot, act, starts, *out)
 
         starts = np.repeat(rest32[:, None], n_targets, axis=1)
         q, pos_err, ori_err = solve_reaching(
-            robot, run, target_wxyz, target_pos, starts, rest32, settings
+            robot, run, target_wxyz, target_pos, starts, rest32, settings, mask
         )
     else:
         fn = solve_program(robot, False, settings.seeds)
         chunk = chunk_size(sizes, settings.seeds)
-        q, pos_err, ori_err = in_buckets(
-            fn, (target_wxyz, target_pos), (rest32, device_params(settings)), sizes, chunk, deadline
-        )
+        batched = (target_wxyz, target_pos, *_program_mask(robot, mask, n_targets))
+        fixed = (rest32, device_params(settings))
+        q, pos_err, ori_err = in_buckets(fn, batched, fixed, sizes, chunk, deadline)
+        if mask is not None:
+            q, pos_err, ori_err = hold_idle(robot, mask, rest32[:, None], q, pos_err, ori_err)
+    if mask is not None:  # no target, no error
+        pos_err = np.where(mask, pos_err, np.float32(np.nan))
+        ori_err = np.where(mask, ori_err, np.float32(np.nan))
     return IKSolution.trusted(  # made here: no checks needed
-        np.ascontiguousarray(q.T), np.ascontiguousarray(pos_err.T), np.ascontiguousarray(ori_err.T)
+        np.ascontiguousarray(q.T),
+        np.ascontiguousarray(pos_err.T),
+        np.ascontiguousarray(ori_err.T),
+        active=None if mask is None else on,
     )
+
+
+def _program_mask(robot: Robot, mask: Any, n: int) -> tuple[npt.NDArray[np.bool_], ...]:
+    """The ``active`` argument of ``robot``'s solve programs for ``n`` problems: none for a
+    robot whose programs take none (`takes_mask`), else ``mask`` (None: all active)."""
+    if not takes_mask(robot):
+        return ()
+    return (np.ones((robot.n_ee, n), np.bool_) if mask is None else mask,)
 
 
 def in_buckets(

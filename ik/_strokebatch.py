@@ -11,8 +11,9 @@ For ``b`` stroke groups of ``l`` points and ``o`` depth offsets, per arm:
 4. the orientation is the arm's fixed ``ee_rot``;
 5. IK on all ``b·l·o`` targets (every arm at once) with rest = the scene's ready pose (None:
    the robot's default rest pose);
-6. an arm whose stroke ``is_rest`` holds its ready pose (its errors are NaN: no IK target;
-   a joint it shares with an arm that draws, a torso's, moves with that arm);
+6. an arm whose stroke ``is_rest`` has no IK target (``active`` false in the solve): it holds
+   its ready pose and its errors are NaN; a joint it shares with an arm that draws, a
+   torso's, moves as that arm needs, as if the resting arm were not there;
    with ``first_last_rest`` the right arm rests during the first pair, the left during the
    last (:func:`~zmq_ik.model.apply_first_last_rest`, applied to the whole job's flags).
 """
@@ -39,8 +40,9 @@ from zmq_ik.model import (
 
 from ._joints import default_rest
 from ._kin import quat_to_mat
-from ._lm import solver_params
+from ._lm import solver_params, takes_mask
 from ._programs import check_buckets, continuous_program
+from ._reach import hold_idle
 from ._robot import Robot
 from ._solve import deadline_after, in_buckets, solve_until, solver_inputs
 
@@ -142,28 +144,25 @@ def strokebatch_from_packed(
         ori_err = np.zeros((*shape, n_ee), np.float32)
     elif settings.continuous:
         joints, pos_err, ori_err = _solve_continuous(
-            robot, pos, wxyz, rest, settings, buckets, deadline
+            robot, pos, wxyz, ~is_rest, rest, settings, buckets, deadline
         )
     else:
         target_pos = pos.transpose(0, 2, 3, 1, 4).reshape(-1, n_ee, 3)
         target_wxyz = np.broadcast_to(wxyz, (*target_pos.shape[:1], n_ee, 4))
+        active = np.broadcast_to(~is_rest[:, None, None, :], (*shape, n_ee)).reshape(-1, n_ee)
         sol = solve_until(
-            robot, target_wxyz, target_pos, rest, settings, deadline=deadline, buckets=buckets
+            robot,
+            target_wxyz,
+            target_pos,
+            rest,
+            settings,
+            deadline=deadline,
+            buckets=buckets,
+            active=active,
         )
         joints = sol.joints.reshape(*shape, robot.n_joints)
         pos_err = sol.pos_err.reshape(*shape, n_ee)
         ori_err = sol.ori_err.reshape(*shape, n_ee)
-    # A joint is held at rest in a group where every arm it moves rests (a joint shared with
-    # an arm that draws, a torso's, moves with it).
-    member = np.zeros((n_ee, robot.n_joints), np.bool_)
-    for arm, info in enumerate(robot.chains):
-        member[arm, list(info.joint_index)] = True
-    resting = is_rest[:, :, None] & member  # (b, n_ee, n_joints)
-    moving = ~is_rest[:, :, None] & member
-    held: npt.NDArray[np.bool_] = np.any(resting, axis=1) & ~np.any(moving, axis=1)
-    joints = np.where(held[:, None, None, :], rest, joints)
-    pos_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), pos_err)  # no target
-    ori_err = np.where(is_rest[:, None, None, :], np.float32(np.nan), ori_err)
     ee_rot = np.broadcast_to(wxyz, (*shape, n_ee, 4)).astype(np.float32)
     return StrokeBatch(
         ee_pos=pos.transpose(0, 2, 3, 1, 4).astype(np.float32),
@@ -178,13 +177,15 @@ def _solve_continuous(
     robot: Robot,
     pos: npt.NDArray[np.float64],
     wxyz: npt.NDArray[np.float64],
+    active: npt.NDArray[np.bool_],
     rest: npt.NDArray[np.float32],
     settings: IKSettings,
     buckets: Sequence[int] | None,
     deadline: float | None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Each (stroke, offset) sequence solved pose after pose, each from the previous answer
-    (``seeds`` is not used here: the previous pose is the seed)."""
+    (``seeds`` is not used here: the previous pose is the seed); ``active`` (b, n_ee): which
+    arms have targets (`ik._reach.hold_idle` for the others)."""
     b, n_ee, length, o, _ = pos.shape
     flat_pos = pos.transpose(0, 3, 2, 1, 4).reshape(b * o * length, n_ee, 3)
     flat_wxyz = np.broadcast_to(wxyz, (flat_pos.shape[0], n_ee, 4))
@@ -192,21 +193,27 @@ def _solve_continuous(
     # (M, l, n_ee, k) with M = b·o sequences.
     seq_pos = checked_pos.reshape(b * o, length, n_ee, 3)
     seq_wxyz = checked_wxyz.reshape(b * o, length, n_ee, 4)
+    # (n_ee, l, M): which arm has a target, per pose.
+    seq_active = np.broadcast_to(np.repeat(active, o, axis=0).T[:, None, :], (n_ee, length, b * o))
     fn = continuous_program(robot, settings.precise)
     params = solver_params(settings)
     sizes = check_buckets(buckets)
     # Batch (sequences) last: (n_ee, k, l, M) in, (l, k, M) out.
-    q, pe, oe = in_buckets(
-        fn,
-        (
-            np.ascontiguousarray(seq_wxyz.transpose(2, 3, 1, 0)),
-            np.ascontiguousarray(seq_pos.transpose(2, 3, 1, 0)),
-        ),
-        (rest32, params),
-        sizes,
-        sizes[-1],
-        deadline,
+    batched: tuple[npt.NDArray[Any], ...] = (
+        np.ascontiguousarray(seq_wxyz.transpose(2, 3, 1, 0)),
+        np.ascontiguousarray(seq_pos.transpose(2, 3, 1, 0)),
     )
+    if takes_mask(robot):
+        batched = (*batched, np.ascontiguousarray(seq_active))
+    q, pe, oe = in_buckets(fn, batched, (rest32, params), sizes, sizes[-1], deadline)
+    if not active.all():
+        # (l, k, M) → (k, l·M) and back.
+        flat = [a.transpose(1, 0, 2).reshape(a.shape[1], -1) for a in (q, pe, oe)]
+        on = seq_active.reshape(n_ee, -1)
+        q_h, pe_h, oe_h = hold_idle(robot, on, rest32[:, None], *flat)
+        nan = np.float32(np.nan)
+        pe_h, oe_h = np.where(on, pe_h, nan), np.where(on, oe_h, nan)
+        q, pe, oe = (a.reshape(-1, length, b * o).transpose(1, 0, 2) for a in (q_h, pe_h, oe_h))
     q_out, pe_out, oe_out = (a.transpose(2, 0, 1) for a in (q, pe, oe))  # (M, l, k)
 
     def back(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -117,3 +117,97 @@ def test_mimic_joints_are_solved_through_the_joint_they_follow():
     sol = ik.solve_ik(robot, wxyz, pos, buckets=(16,))
     assert reached(sol).all(), (sol.pos_err, sol.ori_err)
     assert sol.joints.shape == (16, 2)
+
+
+@pytest.mark.timeout(400)
+def test_a_hand_without_a_target_weighs_nothing_and_keeps_its_joints():
+    """TIAGo++'s two arms on one torso lift, some poses with one hand only (``active``):
+    that hand's placeholder target is ignored (any placeholder, the same bits), its arm's
+    joints stay at rest, the torso moves as the other hand needs, and only the hands with a
+    target are judged (the others' errors are NaN)."""
+    robot = arm("tiago_dual")
+    rest = ik.default_rest(robot)
+    wxyz, pos = random_targets(robot, 12, seed=15)
+    active = np.ones((12, 2), bool)
+    active[0::3, 1] = False  # the left hand alone
+    active[1::3, 0] = False  # the right hand alone
+    sol = ik.solve_ik(robot, wxyz, pos, buckets=BUCKETS, active=active)
+    assert sol.reached.all() and sol.n_over == 0
+    np.testing.assert_array_equal(np.isnan(sol.pos_err), ~active)
+    np.testing.assert_array_equal(np.isnan(sol.ori_err), ~active)
+    assert (sol.pos_err[active] <= GOAL_POS).all() and (sol.ori_err[active] <= GOAL_ORI).all()
+    arms = [
+        np.array([n.startswith(f"arm_{side}_") for n in robot.joint_names])
+        for side in ("left", "right")
+    ]
+    for hand, joints in enumerate(arms):
+        idle = ~active[:, hand]
+        np.testing.assert_array_equal(sol.joints[idle][:, joints], np.tile(rest[joints], (4, 1)))
+    assert (sol.joints[~active.all(axis=1), 0] != rest[0]).any()  # the torso serves the other
+    # Another placeholder (the right hand's target far off, an unreachable orientation): the
+    # same answer, bit for bit.
+    moved_pos, moved_wxyz = pos.copy(), wxyz.copy()
+    moved_pos[~active] = moved_pos[~active] * 1.5
+    moved_wxyz[~active] = moved_wxyz[~active][:, [0, 2, 1, 3]]
+    again = ik.solve_ik(robot, moved_wxyz, moved_pos, buckets=BUCKETS, active=active)
+    np.testing.assert_array_equal(again.joints, sol.joints)
+    # No mask and an all-true one: the same solve.
+    full = ik.solve_ik(robot, wxyz[2::3], pos[2::3], buckets=BUCKETS)
+    np.testing.assert_array_equal(full.joints, sol.joints[2::3])
+    from zmq_ik.errors import InputError
+
+    with pytest.raises(InputError, match=r"active: must have shape \(12, 2\)") as err:
+        ik.solve_ik(robot, wxyz, pos, buckets=BUCKETS, active=active[:, :1])
+    assert err.value.field == "active"
+    with pytest.raises(InputError, match="dtype bool"):
+        ik.solve_ik(robot, wxyz, pos, buckets=BUCKETS, active=active.astype(int))
+
+
+@pytest.mark.timeout(400)
+def test_strokebatch_rests_an_arm_by_its_mask():
+    """A stroke batch on TIAGo++: in the first pair the right arm rests, in the second the
+    left. The resting arm holds its ready pose, the drawing hand reaches every target, and
+    the answer is the masked solve's (the torso moves for the drawing hand only)."""
+    from zmq_ik.model import PackedStrokes, Scene
+
+    robot = arm("tiago_dual")
+    ready = ik.default_rest(robot)
+    T = robot.fk(ready[None])
+    hand_wxyz, hand_pos = np.asarray(T.rotation().wxyz)[0], np.asarray(T.translation())[0]
+    scene = Scene(
+        robot="tiago_dual",
+        ee_links=robot.ee_links,
+        stroke_length=4,
+        offset_num=2,
+        ready=ready,
+        ee_rot=hand_wxyz,
+        ee_offset=hand_pos,  # strokes drawn around each hand's ready position
+        design_pos=(0.0, 0.0, 0.0),
+        first_last_rest=False,
+    )
+    rng = np.random.default_rng(16)
+    coords = rng.uniform(-0.03, 0.03, (2, 2, 4, 3)).astype(np.float32)
+    is_rest = np.array([[False, True], [True, False]])
+    packed = PackedStrokes(coords, np.zeros((2, 2), bool), is_rest)
+    batch = ik.strokebatch_from_packed(scene, packed, robot, buckets=BUCKETS)
+    assert batch.joints.shape == (2, 4, 2, robot.n_joints)
+    errors = np.stack([batch.pos_err, batch.ori_err])  # (2, b, l, o, n_ee)
+    np.testing.assert_array_equal(
+        np.isnan(errors), np.broadcast_to(is_rest[:, None, None], errors.shape)
+    )
+    assert (batch.pos_err[~np.isnan(batch.pos_err)] <= GOAL_POS).all()
+    assert (batch.ori_err[~np.isnan(batch.ori_err)] <= GOAL_ORI).all()
+    right = np.array([n.startswith("arm_right_") for n in robot.joint_names])
+    left = np.array([n.startswith("arm_left_") for n in robot.joint_names])
+    np.testing.assert_array_equal(
+        batch.joints[0][..., right], np.broadcast_to(ready[right], (4, 2, 7))
+    )
+    np.testing.assert_array_equal(
+        batch.joints[1][..., left], np.broadcast_to(ready[left], (4, 2, 7))
+    )
+    # The same as solving the drawing hand's targets with the other hand inactive.
+    pos = batch.ee_pos.reshape(-1, 2, 3)
+    wxyz = batch.ee_rot.reshape(-1, 2, 4)
+    active = np.repeat(~is_rest, 8, axis=0)
+    sol = ik.solve_ik(robot, wxyz, pos, ready, buckets=BUCKETS, active=active)
+    np.testing.assert_array_equal(sol.joints, batch.joints.reshape(-1, robot.n_joints))

@@ -59,6 +59,33 @@ def test_in_process_solve_is_the_clients_with_the_same_default_rest(ik_endpoint,
     np.testing.assert_allclose(local.joints, remote.joints, atol=1e-5)
 
 
+def test_a_hand_may_be_left_without_a_target(ik_endpoint, robot):
+    """``active``: the right hand omitted (its target NaN) in the first two poses. It holds
+    the rest pose, its errors are NaN, ``reached`` judges the left hand; the wire carries
+    NaN for it, so a worker that predates ``active`` refuses it instead of solving it."""
+    from zmq_ik.errors import InputError
+    from zmq_ik.model import ops
+
+    wxyz, pos = (np.array(a) for a in reachable_targets(robot, 3, seed=5))
+    wxyz[:2, 1], pos[:2, 1] = np.nan, np.nan
+    active = np.array([[True, False], [True, False], [True, True]])
+    rest = np.asarray(TATBOT.rest, np.float32)
+    with IKClient(ik_endpoint, timeout=60) as client:
+        remote = client.solve("tatbot", wxyz, pos, active=active)
+    assert remote.reached.all() and remote.n_over == 0
+    np.testing.assert_array_equal(np.isnan(remote.pos_err), ~active)
+    np.testing.assert_array_equal(remote.joints[:2, 7:], np.tile(rest[7:], (2, 1)))
+    local = ik.solve_ik(ik.Robot.bundled("tatbot"), wxyz, pos, rest, active=active, buckets=(16,))
+    np.testing.assert_allclose(remote.joints, local.joints, atol=1e-5)
+    header, arrays = ops.solve_request(wxyz, pos, active=active)
+    assert np.isnan(arrays["target_pos"][:2, 1]).all() and arrays["active"].dtype == np.bool_
+    with pytest.raises(InputError, match="contains NaN") as err:  # as an older worker reads it
+        ops.read_solve_request(header, {k: v for k, v in arrays.items() if k != "active"})
+    assert err.value.field == "target_wxyz"
+    all_on = ops.solve_request(wxyz[2:], pos[2:], active=[True, True])
+    assert "active" not in all_on[1]  # nothing omitted: the request of old
+
+
 def test_single_pose_is_batched_for_you(ik_endpoint, robot):
     wxyz, pos = reachable_targets(robot, 1, seed=3)
     with IKClient(ik_endpoint, timeout=60) as client:

@@ -523,7 +523,7 @@ class IKService:
         if operation == "echo":
             return dict(header), dict(arrays)
         if operation == ops.SOLVE:
-            wxyz, pos, rest, ee_links, settings = ops.read_solve_request(header, arrays)
+            wxyz, pos, rest, ee_links, settings, active = ops.read_solve_request(header, arrays)
             ee = self._ee_links(entry, ee_links)
             settings = settings or IKSettings()
             self._explain(job, entry, ee, settings)
@@ -545,6 +545,7 @@ class IKService:
                     deadline=deadline,
                     buckets=self._buckets((robot, ee), ik.program_key(settings)),
                     checked=True,
+                    active=active,
                 )
             )
         if operation == ops.FK:

@@ -242,7 +242,13 @@ def check_coordinates(pos: npt.NDArray[Any]) -> None:
 
 
 def _poses(
-    value: Any, name: str, width: int, n_ee: int | None, dtype: Any, one_pose: bool
+    value: Any,
+    name: str,
+    width: int,
+    n_ee: int | None,
+    dtype: Any,
+    one_pose: bool,
+    finite: bool = True,
 ) -> npt.NDArray[Any]:
     if one_pose:
         try:
@@ -251,7 +257,8 @@ def _poses(
             ndim = -1  # as_array names the problem
         if ndim == 2:
             value = np.asarray(value)[None]
-    return as_array(value, name, ("N", "n_ee" if n_ee is None else n_ee, width), dtype, copy=False)
+    shape = ("N", "n_ee" if n_ee is None else n_ee, width)
+    return as_array(value, name, shape, dtype, copy=False, finite=finite)
 
 
 def check_targets(
@@ -261,23 +268,56 @@ def check_targets(
     n_ee: int | None = None,
     dtype: type[np.floating[Any]] = np.float32,
     one_pose: bool = False,
+    active: Any = None,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Target poses as read-only ``dtype`` arrays: ``target_wxyz`` (N, n_ee, 4) quaternions
     (any non-zero norm) and ``target_pos`` (N, n_ee, 3) metres, finite, within
     ``MAX_COORDINATE``. ``n_ee``: the end effectors the robot has (None: any, but the same in
-    both). ``one_pose``: also accept one pose, (n_ee, 4) and (n_ee, 3), returned as N = 1."""
-    wxyz = _poses(target_wxyz, "target_wxyz", 4, n_ee, dtype, one_pose)
-    pos = _poses(target_pos, "target_pos", 3, n_ee, dtype, one_pose)
+    both). ``one_pose``: also accept one pose, (n_ee, 4) and (n_ee, 3), returned as N = 1.
+    ``active`` (`check_active`): an end effector without a target may have any pose there,
+    NaN included, returned as `PLACEHOLDER_WXYZ` at the origin."""
+    finite = active is None
+    wxyz = _poses(target_wxyz, "target_wxyz", 4, n_ee, dtype, one_pose, finite)
+    pos = _poses(target_pos, "target_pos", 3, n_ee, dtype, one_pose, finite)
     if wxyz.shape[:2] != pos.shape[:2]:
         raise InputError(
             f"target_pos: target_wxyz {wxyz.shape} and target_pos {pos.shape} disagree on "
             "(N, n_ee)",
             "target_pos",
         )
+    if active is not None:
+        on = check_active(active, *wxyz.shape[:2])[..., None]
+        if not on.all():
+            wxyz = np.where(on, wxyz, np.asarray(PLACEHOLDER_WXYZ, wxyz.dtype))
+            pos = np.where(on, pos, pos.dtype.type(0.0))
+            wxyz.flags.writeable = pos.flags.writeable = False
+        for arr, name in ((wxyz, "target_wxyz"), (pos, "target_pos")):
+            if not all_finite(arr):
+                raise InputError(f"{name}: contains NaN or inf", field=name)
     check_coordinates(pos)
     if _zero_quaternion(wxyz):
         raise InputError("target_wxyz: holds a zero quaternion", "target_wxyz")
     return wxyz, pos
+
+
+PLACEHOLDER_WXYZ = (1.0, 0.0, 0.0, 0.0)
+"""The orientation an end effector without a target gets (`check_targets`): any valid pose
+would do, since it is ignored."""
+
+
+def check_active(active: Any, n_poses: int, n_ee: int) -> npt.NDArray[np.bool_]:
+    """Which end effectors of each of ``n_poses`` targets have one (``solve``'s
+    ``active``): (N, n_ee) bool, or (n_ee,) for every pose; returned (N, n_ee), read-only."""
+    try:
+        ndim = np.ndim(active)
+    except (TypeError, ValueError):
+        ndim = -1  # as_bool_array names the problem
+    if ndim == 1:
+        row = as_bool_array(active, "active", (n_ee,), copy=False)
+        out = np.broadcast_to(row, (n_poses, n_ee))
+        out.setflags(write=False)
+        return out
+    return as_bool_array(active, "active", (n_poses, n_ee), copy=False)
 
 
 def _zero_quaternion(wxyz: npt.NDArray[Any]) -> bool:

@@ -9,15 +9,21 @@ wire limits.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
 from zmq_ik._version import __version__
-from zmq_ik.base.checks import SMALL, check_joints, check_packed, check_rest_shape, check_targets
+from zmq_ik.base.checks import (
+    SMALL,
+    check_active,
+    check_joints,
+    check_packed,
+    check_rest_shape,
+    check_targets,
+)
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
     ERROR_TENSORS,
@@ -31,6 +37,7 @@ from zmq_ik.model import (
     StrokeBatch,
     apply_first_last_rest,
 )
+from zmq_ik.model.joint_bounds import JointBounds as JointBounds
 from zmq_ik.model.scene import SCENE_KEYS
 from zmq_ik.settings.ik import SETTING_KEYS
 
@@ -123,16 +130,26 @@ def solve_request(
     rest: Any = None,
     ee_links: Sequence[str] | None = None,
     ik: IKSettings | None = None,
+    active: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header and arrays of a `solve` request. Single poses (n_ee, 4)/(n_ee, 3) are batched.
-    Checked as a worker checks them, so a robot sees its own mistake without a round trip."""
-    wxyz, pos = check_targets(target_wxyz, target_pos, one_pose=True)
+    Checked as a worker checks them, so a robot sees its own mistake without a round trip.
+    ``active`` (`check_active`): an end effector without a target is sent as NaN, with the
+    ``active`` array (a worker older than it refuses the NaN rather than solve it)."""
+    wxyz, pos = check_targets(target_wxyz, target_pos, one_pose=True, active=active)
     header: dict[str, Any] = {}
     if ee_links is not None:
         header["ee_links"] = [ee_links] if isinstance(ee_links, str) else list(ee_links)
     if ik is not None:
         header["ik"] = ik.to_wire()
     arrays = {"target_wxyz": wxyz, "target_pos": pos}
+    if active is not None:
+        on = check_active(active, *wxyz.shape[:2])
+        if not on.all():
+            nan = np.float32(np.nan)
+            arrays["target_wxyz"] = np.where(on[..., None], wxyz, nan)
+            arrays["target_pos"] = np.where(on[..., None], pos, nan)
+            arrays["active"] = np.ascontiguousarray(on)
     if rest is not None:
         arrays["rest"] = check_rest_shape(rest)
     _check_solve_size(wxyz, read_ee_links(header))
@@ -141,13 +158,26 @@ def solve_request(
 
 def read_solve_request(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[str, ...] | None, IKSettings | None]:
-    """Validate a `solve` request: (target_wxyz, target_pos, rest, ee_links, settings)."""
-    wxyz, pos = check_targets(_required(arrays, "target_wxyz"), _required(arrays, "target_pos"))
+) -> tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray | None,
+    tuple[str, ...] | None,
+    IKSettings | None,
+    np.ndarray | None,
+]:
+    """Validate a `solve` request: (target_wxyz, target_pos, rest, ee_links, settings,
+    active); ``active`` (N, n_ee) bool or None (every end effector has a target), the
+    targets of those without one replaced by a placeholder (`check_targets`)."""
+    active = arrays.get("active")
+    wxyz, pos = check_targets(
+        _required(arrays, "target_wxyz"), _required(arrays, "target_pos"), active=active
+    )
+    on = None if active is None else check_active(active, *wxyz.shape[:2])
     rest = check_rest_shape(arrays["rest"]) if "rest" in arrays else None
     ee_links = read_ee_links(header)
     _check_solve_size(wxyz, ee_links)
-    return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik"))
+    return wxyz, pos, rest, ee_links, ik_settings_from_header(header.get("ik")), on
 
 
 def _check_solve_size(wxyz: np.ndarray, ee_links: tuple[str, ...] | None) -> None:
@@ -181,10 +211,14 @@ def solve_reply(solution: IKSolution) -> tuple[dict[str, Any], dict[str, np.ndar
 
 
 def read_solve_reply(
-    arrays: Mapping[str, np.ndarray], pos_tol: float = POS_TOL, ori_tol: float = ORI_TOL
+    arrays: Mapping[str, np.ndarray],
+    pos_tol: float = POS_TOL,
+    ori_tol: float = ORI_TOL,
+    active: np.ndarray | None = None,
 ) -> IKSolution:
-    """The `IKSolution` of a solve reply, judged by ``pos_tol``/``ori_tol``. Arrays this
-    version does not know (a newer worker's) are ignored."""
+    """The `IKSolution` of a solve reply, judged by ``pos_tol``/``ori_tol`` (of the end
+    effectors ``active`` in the request: its ``active`` array). Arrays this version does not
+    know (a newer worker's) are ignored."""
     try:
         return IKSolution(
             joints=arrays["joints"],
@@ -192,55 +226,10 @@ def read_solve_reply(
             ori_err=arrays["ori_err"],
             pos_tol=pos_tol,
             ori_tol=ori_tol,
+            active=active,
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
-
-
-PRECISE_TOL = 1e-3
-"""How far past a limit (rad or m) a ``precise`` answer's joint may be (its steps are clamped
-to the limits; float32 rounding and the client's float64 limits differ by far less)."""
-SOFT_SLACK_MIN = math.pi
-"""Least allowance past a limit for a soft-limit answer (``precise`` false): the joint-limit
-residual is a penalty, so a hard-to-reach target may pull a joint past its limit. Allowed: a
-whole joint range, at least this (half a turn; as much, in metres, for a prismatic joint,
-which the client cannot tell apart), as for a ``rest`` pose (`ik._joints.check_rest`)."""
-UNLIMITED = 1e3
-"""Bound on any joint of an answer, limited or not (rad or m): as for a ``rest`` pose."""
-
-
-@dataclass(frozen=True)
-class JointBounds:
-    """Where the joints of a robot's `solve` answer may lie, from its `describe` (a client
-    fetches it once per robot and end effectors): per joint, ``soft`` (settings with soft
-    limits) and ``hard`` (``precise``) intervals."""
-
-    names: tuple[str, ...]
-    lower: np.ndarray
-    upper: np.ndarray
-    soft: tuple[np.ndarray, np.ndarray]
-    hard: tuple[np.ndarray, np.ndarray]
-    lists: tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]
-    """``soft`` and ``hard`` as lists: small answers are checked in Python (`SMALL`)."""
-
-    @classmethod
-    def from_describe(cls, info: Mapping[str, Any]) -> JointBounds:
-        lower = np.asarray(info["lower"], np.float64)
-        upper = np.asarray(info["upper"], np.float64)
-        limited = np.asarray(info["limited"], bool)
-        names = tuple(info["joint_names"])
-        if not lower.shape == upper.shape == limited.shape == (len(names),):
-            raise ProtocolError("describe reply: lower, upper, limited and joint_names differ")
-
-        def window(slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            lo = np.where(limited, np.maximum(lower - slack, -UNLIMITED), -UNLIMITED)
-            hi = np.where(limited, np.minimum(upper + slack, UNLIMITED), UNLIMITED)
-            return lo.astype(np.float32), hi.astype(np.float32)
-
-        soft = window(np.maximum(upper - lower, SOFT_SLACK_MIN))
-        hard = window(np.full_like(lower, PRECISE_TOL))
-        lists = tuple((lo.tolist(), hi.tolist()) for lo, hi in (soft, hard))
-        return cls(names, lower, upper, soft, hard, lists)  # type: ignore[arg-type]
 
 
 def check_solve_reply(
@@ -251,15 +240,17 @@ def check_solve_reply(
     precise: bool,
     pos_tol: float = POS_TOL,
     ori_tol: float = ORI_TOL,
+    active: np.ndarray | None = None,
 ) -> IKSolution:
     """A worker's `solve` answer to ``n_poses`` targets of ``n_ee`` end effectors, checked
     before a robot is commanded with it: ``joints`` (n_poses, n_joints) finite, within the
     robot's limits (``bounds``: ``hard`` for ``precise``, else ``soft``); ``pos_err`` and
     ``ori_err`` (n_poses, n_ee), >= 0 or NaN (unknown). A bad answer is the worker's fault:
     `ProtocolError` naming what is wrong. A few µs on top of reading it (`IKSolution` checks
-    finiteness and the errors' signs). ``pos_tol``/``ori_tol`` judge its ``reached``."""
+    finiteness and the errors' signs). ``pos_tol``/``ori_tol`` judge its ``reached``, of the
+    end effectors ``active`` in the request (its ``active`` array; None: all)."""
     try:
-        sol = read_solve_reply(arrays, pos_tol, ori_tol)
+        sol = read_solve_reply(arrays, pos_tol, ori_tol, active)
     except InputError as e:
         raise ProtocolError(f"bad solve reply from the worker: {e.message}", field=e.field) from e
     joints, err = sol.joints, sol.pos_err

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik.base.checks import SMALL, as_array, as_bool
+from zmq_ik.base.checks import SMALL, as_array, as_bool, as_bool_array
 from zmq_ik.base.docs import documented
 from zmq_ik.errors import IKError, InputError
 from zmq_ik.model.common import Dim, ValueEq, check_errors
@@ -74,6 +74,9 @@ class IKSolution(ValueEq):
     ori_tol: float = ORI_TOL
     """Orientation tolerance that judges ``reached``, radians (<= `MAX_ORI_TOL`; default
     `ORI_TOL`)."""
+    active: npt.NDArray[Any] | None = None
+    """(N, n_ee) bool: which end effectors had a target (``solve(..., active=...)``; None:
+    all). ``reached`` judges only those; the others' errors are NaN (no target)."""
 
     def __post_init__(self) -> None:
         joints = as_array(self.joints, "joints", (None, None), np.float32, copy=False)
@@ -89,6 +92,9 @@ class IKSolution(ValueEq):
         object.__setattr__(self, "ori_err", ori)
         object.__setattr__(self, "pos_tol", check_tolerance(self.pos_tol, "pos_tol"))
         object.__setattr__(self, "ori_tol", check_tolerance(self.ori_tol, "ori_tol"))
+        if self.active is not None:
+            active = as_bool_array(self.active, "active", pos.shape, copy=False)
+            object.__setattr__(self, "active", active)
 
     @classmethod
     def trusted(
@@ -98,15 +104,21 @@ class IKSolution(ValueEq):
         ori_err: npt.NDArray[np.float32],
         pos_tol: float = POS_TOL,
         ori_tol: float = ORI_TOL,
+        active: npt.NDArray[np.bool_] | None = None,
     ) -> IKSolution:
         """An IKSolution of arrays the IK engine has just made (float32, consistent shapes,
-        errors >= 0 or NaN) and of tolerances already checked (`check_judging`), without the
-        constructor's checks (~15 µs a solve): made read-only, not copied. Never for arrays
-        that came from a peer or a caller."""
+        errors >= 0 or NaN; ``active`` read-only bool) and of tolerances already checked
+        (`check_judging`), without the constructor's checks (~15 µs a solve): made
+        read-only, not copied. Never for arrays that came from a peer or a caller."""
         sol = object.__new__(cls)
         joints.flags.writeable = pos_err.flags.writeable = ori_err.flags.writeable = False
         sol.__dict__.update(
-            joints=joints, pos_err=pos_err, ori_err=ori_err, pos_tol=pos_tol, ori_tol=ori_tol
+            joints=joints,
+            pos_err=pos_err,
+            ori_err=ori_err,
+            pos_tol=pos_tol,
+            ori_tol=ori_tol,
+            active=active,
         )
         return sol
 
@@ -117,9 +129,13 @@ class IKSolution(ValueEq):
     @functools.cached_property
     def reached(self) -> npt.NDArray[np.bool_]:
         """(N,) bool, read-only: every end effector's ``pos_err <= pos_tol`` and ``ori_err <=
-        ori_tol``. An unknown (NaN) error is not reached."""
+        ori_tol`` (of those with a target: ``active``). An unknown (NaN) error is not
+        reached."""
         pos, ori, pos_tol, ori_tol = self.pos_err, self.ori_err, self.pos_tol, self.ori_tol
-        if pos.size <= SMALL:  # a control loop's pose: a few floats in Python (see SMALL)
+        if self.active is not None:  # no target: nothing to miss
+            out = np.asarray((((pos <= pos_tol) & (ori <= ori_tol)) | ~self.active).all(axis=1))
+            n_reached = int(np.count_nonzero(out))
+        elif pos.size <= SMALL:  # a control loop's pose: a few floats in Python (see SMALL)
             flags = [
                 all(p <= pos_tol for p in prow) and all(o <= ori_tol for o in orow)
                 for prow, orow in zip(pos.tolist(), ori.tolist(), strict=True)
@@ -146,7 +162,10 @@ class IKSolution(ValueEq):
         how many of N missed and the worst errors against the tolerances."""
         if self.n_over:
             _, line = verdict({"n_poses": len(self), "n_over": self.n_over, "n_unknown": 0})
-            unknown = int((np.isnan(self.pos_err) | np.isnan(self.ori_err)).any(axis=1).sum())
+            nan = np.isnan(self.pos_err) | np.isnan(self.ori_err)
+            if self.active is not None:
+                nan &= self.active
+            unknown = int(nan.any(axis=1).sum())
             raise IKError(
                 f"{line}: worst pos_err {_worst(self.pos_err)} m (pos_tol {self.pos_tol:g}), "
                 f"ori_err {_worst(self.ori_err)} rad (ori_tol {self.ori_tol:g})"
