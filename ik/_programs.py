@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import zmq_ik
-from zmq_ik.errors import InputError
+from zmq_ik._ik_settings import BUCKETS as BUCKETS
+from zmq_ik._ik_settings import check_buckets as check_buckets
 from zmq_ik.model import IKSettings
 
 from ._lm import N_PARAMS, solve_planes
@@ -34,11 +35,6 @@ from ._robot import Robot
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-BUCKETS: tuple[int, ...] = (1, *(2**k for k in range(4, 15)))
-"""Batch sizes programs are compiled for (1, then 16 … 16,384). Smaller batches are padded up
-to the next bucket; larger ones are solved in chunks of the largest. Bucket 1 is for control
-loops: one pose solves in about half the time of a padded batch of 16 on a CPU."""
 
 
 class ProgramCache:
@@ -111,16 +107,6 @@ def run_inline_on_cpu() -> None:
     thread hand-off per call (single-pose solves take ~0.8× the time without it on a 2-CPU
     VM). No effect on GPUs."""
     jax.config.update("jax_cpu_enable_async_dispatch", False)
-
-
-def check_buckets(buckets: Sequence[int] | None) -> tuple[int, ...]:
-    """``buckets`` sorted and checked against ``BUCKETS`` (None: all of them)."""
-    if not buckets:
-        return BUCKETS
-    for b in buckets:
-        if b not in BUCKETS:
-            raise InputError(f"buckets: {b} is not one of {BUCKETS}", field="buckets")
-    return tuple(sorted(set(buckets)))
 
 
 def chunk_size(buckets: Sequence[int], seeds: int = 1) -> int:
