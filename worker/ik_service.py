@@ -349,7 +349,9 @@ class IKService:
             if self.warmup_progress is not None:
                 self.warmup_progress(done + n, total)
 
-        fk_pool = ThreadPoolExecutor(1, thread_name_prefix="zmq-ik-warmup-fk")
+        fk_pool = ThreadPoolExecutor(
+            1, thread_name_prefix="zmq-ik-warmup-fk", initializer=ik.lower_thread_priority
+        )
         try:
             for entry in self.entries.values():
                 robot = self._load(entry)
@@ -401,7 +403,7 @@ class IKService:
         self._warm = {key: ik.programs_of(solver).keys() for key, solver in self._solvers.items()}
         if self.background and self._later:
             self.background_thread = threading.Thread(
-                target=self.finish_warmup, name="zmq-ik-warmup-later", daemon=True
+                target=self._finish_warmup_in_background, name="zmq-ik-warmup-later", daemon=True
             )
             self.background_thread.start()
         return {
@@ -438,6 +440,14 @@ class IKService:
             return
         if not self._stop_background.is_set():
             logger.info("every bucket compiled, %.1fs after READY", time.monotonic() - t0)
+
+    def _finish_warmup_in_background(self) -> None:
+        """`finish_warmup` at `ik.COMPILE_NICE`: this worker's own requests (and heartbeats)
+        and any other worker's on the host go first."""
+        from zmq_ik import ik
+
+        ik.lower_thread_priority()
+        self.finish_warmup()
 
     def stop_background(self) -> None:
         """Start no other bucket after the one compiling now (XLA cannot be interrupted)."""
