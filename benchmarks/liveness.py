@@ -10,6 +10,8 @@ back-to-back `solve`, two IK workers warming from a cold cache and ``--hogs`` CP
 processes, for ``--seconds`` (``--nice``: the serving worker's niceness, to starve it more). Counted: the broker's ``workers_lost`` + ``workers_unreachable``
 (false deaths: nothing was killed) and the client's errors. Then, hogs still running, the
 serving worker is SIGSTOPped, and later SIGKILLed: seconds until the broker stops listing it.
+``--base DIR``: the warming workers run that source tree instead (an A/B of how a warming
+worker treats its neighbours, e.g. its compile threads' priority), in alternate trials.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import JAX_CACHE, Procs
+from benchmarks._harness import JAX_CACHE, ROOT, Procs, tree_env
 from benchmarks.chaos import SolveLoad, reference_targets
 from zmq_ik.client import IKClient
 
@@ -51,7 +53,9 @@ def detection(broker: Any, proc: Any, sig: int) -> float:
     return float("nan")
 
 
-def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[str, Any]:
+def trial(
+    rule: str, seconds: float, hogs: int, cold: int, nice: int, tree: Path = ROOT
+) -> dict[str, Any]:
     extra = ("--watched-silence", "1") if rule == "old" else ()
     with Procs() as procs, tempfile.TemporaryDirectory() as empty:
         ep = procs.broker(*extra).endpoint
@@ -62,7 +66,8 @@ def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[st
         targets = reference_targets(ep, 64, 0)
         for i in range(cold):  # a cache of their own each: they compile, not read
             cache = os.path.join(empty, str(i))
-            procs.start("worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache)
+            argv = ["worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache]
+            procs.start(*argv, env=tree_env(tree))
         for _ in range(hogs):
             procs.spawn("hog", [sys.executable, "-c", HOG])
         with SolveLoad([ep], 1, targets, timeout=5.0) as load:
@@ -75,6 +80,7 @@ def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[st
             "deaths": counters.get("workers_lost", 0) + counters.get("workers_unreachable", 0),
             "errors": len(load.tally.errors) + len(load.tally.lost),
             "retries": counters.get("retries", 0),
+            "max_ms": max(((b - a) * 1000 for a, b, *_ in load.tally.answers), default=0.0),
             "load": os.getloadavg()[0],
         }
         procs.wait_workers(ep, 1, timeout=60)
@@ -88,7 +94,8 @@ def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[st
         procs.procs.remove(serving)
         serving.wait(120)  # (a big process, niced, on a loaded host: its exit takes seconds)
     print(
-        f"| {rule} | {seconds:.0f} | {out['load']:.1f} | {out['answers']:,} | {out['deaths']} "
+        f"| {rule} | {tree.name} | {seconds:.0f} | {out['load']:.1f} | {out['answers']:,} "
+        f"| {out['max_ms']:,.0f} | {out['deaths']} "
         f"| {out['retries']} | {out['errors']} | {out['sigstop_s']:.2f} | {out['sigkill_s']:.2f} |",
         flush=True,
     )
@@ -103,18 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", default="old,new")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--nice", type=int, default=0, help="niceness of the serving worker")
+    ap.add_argument("--base", type=Path, help="source tree the warming workers run, in turns")
     args = ap.parse_args(argv)
     print(
         f"# liveness on a busy host: {os.cpu_count()} CPUs, {args.hogs} hogs, {args.cold} "
         f"cold, serving worker at nice {args.nice}"
     )
     print(
-        "\n| rule | s | load avg | answers | workers declared dead | retries | client errors "
-        "| SIGSTOP found s | SIGKILL found s |\n|---|---|---|---|---|---|---|---|---|"
+        "\n| rule | warming tree | s | load avg | answers | max latency ms | workers declared "
+        "dead | retries | client errors | SIGSTOP found s | SIGKILL found s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
+    trees = [ROOT] + ([args.base] if args.base else [])
     for _ in range(args.rounds):
         for rule in args.rules.split(","):
-            trial(rule, args.seconds, args.hogs, args.cold, args.nice)
+            for tree in trees:
+                trial(rule, args.seconds, args.hogs, args.cold, args.nice, tree)
     return 0
 
 
