@@ -16,8 +16,7 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
 - :func:`default_rest`, :func:`working_range`, :func:`seed_points`, :func:`check_rest` —
   joint-space helpers.
 - :data:`BUCKETS`, :func:`check_buckets`, :func:`chunk_size`, :func:`warmup`, :func:`warmup_buckets`, :func:`enable_compilation_cache`,
-  :func:`run_inline_on_cpu` — a fixed set of compiled programs per worker, compiled ahead of
-  need at :data:`COMPILE_NICE` (:func:`lower_thread_priority`).
+  :func:`run_inline_on_cpu` — a fixed set of compiled programs per worker.
 
 ``IKConfig`` is another name for :class:`zmq_ik.IKSettings` (one settings class everywhere).
 """
@@ -34,12 +33,10 @@ from ._lm import REACH_ORI_TOL as REACH_ORI_TOL
 from ._lm import REACH_POS_TOL as REACH_POS_TOL
 from ._lm import solver_params as solver_params
 from ._programs import BUCKETS as BUCKETS
-from ._programs import COMPILE_NICE as COMPILE_NICE
 from ._programs import ProgramCache as ProgramCache
 from ._programs import check_buckets as check_buckets
 from ._programs import chunk_size as chunk_size
 from ._programs import enable_compilation_cache as enable_compilation_cache
-from ._programs import lower_thread_priority as lower_thread_priority
 from ._programs import program_key as program_key
 from ._programs import programs_of as programs_of
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
@@ -57,7 +54,6 @@ IKConfig = IKSettings
 
 __all__ = [
     "BUCKETS",
-    "COMPILE_NICE",
     "REACH_ORI_TOL",
     "REACH_POS_TOL",
     "RESOLVE_ROUNDS",
@@ -71,7 +67,6 @@ __all__ = [
     "default_rest",
     "enable_compilation_cache",
     "fk_poses",
-    "lower_thread_priority",
     "program_key",
     "programs_of",
     "run_inline_on_cpu",

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import pickle
-import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import zmq_ik
 from zmq_ik._ik_settings import BUCKETS as BUCKETS
 from zmq_ik._ik_settings import check_buckets as check_buckets
+from zmq_ik._os import lower_thread_priority
 from zmq_ik.model import IKSettings
 
 from ._lm import N_PARAMS, solve_planes
@@ -278,27 +278,6 @@ def _package_source() -> bytes:
     return digest.digest()
 
 
-COMPILE_NICE = 10
-"""Niceness of the threads that compile ahead of need (`warmup`'s, a worker's warm-up and
-its compiles after READY): they yield the CPU to a serving worker on the same host, whose
-heartbeats would otherwise wait behind them (a serving worker declared dead while two others
-compiled beside it; docs/reliability.md). At nice 10 a thread gets ~1/10 of a nice-0
-thread's share of a busy CPU, and all of an idle one."""
-
-
-def lower_thread_priority() -> None:
-    """Give the calling thread (alone: on Linux niceness is per thread, and threads it
-    starts inherit it) at least `COMPILE_NICE`. Raising niceness needs no privilege, but
-    lowering it again would, so only threads that do nothing else call this. Best effort:
-    where threads cannot be reniced (not Linux) compiles simply keep their priority."""
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < COMPILE_NICE:
-            os.setpriority(os.PRIO_PROCESS, tid, COMPILE_NICE)
-    except (AttributeError, OSError) as exc:
-        logger.debug("compile thread keeps its priority (%s)", exc)
-
-
 def _cpus() -> int:
     """CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -329,7 +308,7 @@ def warmup(
     any weights compile nothing.
 
     Buckets are lowered here and compiled (or loaded from the persistent cache) by
-    ``threads`` threads (default: one per CPU, at most 4) at `COMPILE_NICE`: XLA releases
+    ``threads`` threads (default: one per CPU, at most 4) at `_os.COMPILE_NICE`: XLA releases
     the GIL, so they overlap. Nothing is run: compiling fills the same cache a call would. ``progress(done,
     total)`` is called on this thread as each bucket is ready, in `warmup_buckets` order
     (bucket ``done`` is ``warmup_buckets(ik, buckets)[done - 1]``): compiling can take
