@@ -67,7 +67,7 @@ def trial(
         for i in range(cold):  # a cache of their own each: they compile, not read
             cache = os.path.join(empty, str(i))
             argv = ["worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache]
-            procs.start(*argv, env=tree_env(tree))
+            procs.start(*argv, env=tree_env(tree), cwd=tree)  # (`-m` puts the cwd first)
         for _ in range(hogs):
             procs.spawn("hog", [sys.executable, "-c", HOG])
         with SolveLoad([ep], 1, targets, timeout=5.0) as load:

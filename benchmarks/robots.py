@@ -402,7 +402,8 @@ def _startup_once(tree: Path, name: str, cache: Path, t: dict[str, np.ndarray]) 
         endpoint = procs.broker().endpoint
         argv = ["worker", "--connect", endpoint, "--cache-dir", str(cache), *robot]
         t0 = time.monotonic()
-        worker = procs.spawn("worker", [sys.executable, "-m", "zmq_ik.cli", *argv], tree_env(tree))
+        cli = [sys.executable, "-m", "zmq_ik.cli", *argv]  # `-m`: the cwd's zmq_ik comes first
+        worker = procs.spawn("worker", cli, tree_env(tree), cwd=tree)
         row: dict[str, Any] = {}
         with IKClient(endpoint, timeout=600) as client:
             while not client.ping()["workers"]:
