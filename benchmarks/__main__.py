@@ -24,14 +24,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import e2e, ik_engine, report, transport, vs_http
+from benchmarks import bench_ik, e2e, report, transport, vs_http
 from benchmarks._common import Config, Section
 from benchmarks._harness import ROOT
 
 SECTIONS: dict[str, Callable[[Config], Section]] = {
     "transport": transport.run,
     "http": vs_http.run,
-    "ik": ik_engine.run,
+    "ik": bench_ik.run,
     "e2e": e2e.run,
 }
 

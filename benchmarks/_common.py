@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -134,3 +136,16 @@ def say(verbose: bool, *parts: Any) -> None:
 
 def log(cfg: Config, *parts: Any) -> None:
     say(cfg.verbose, *parts)
+
+
+def nvidia_smi() -> str:
+    """What ``nvidia-smi`` calls this machine's GPUs (name, memory), or why it cannot say."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "no nvidia-smi"
+    query = [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"nvidia-smi failed: {e}"
+    return out.stdout.strip().replace("\n", "; ") or out.stderr.strip()

@@ -205,11 +205,31 @@ class Procs:
     def echo_worker(self, endpoint: str, *extra: str) -> Proc:
         return self.start("worker", "--echo", "--connect", endpoint, *extra)
 
-    def ik_worker(self, *connect: str, buckets: str | None = None, cache: Path = JAX_CACHE) -> Proc:
-        """An IK worker connected to each endpoint in ``connect``, on the shared JAX cache."""
-        extra = ["--buckets", buckets] if buckets else []
+    def ik_worker(
+        self,
+        *connect: str,
+        buckets: str | None = None,
+        cache: Path = JAX_CACHE,
+        extra: tuple[str, ...] = (),
+    ) -> Proc:
+        """An IK worker connected to each endpoint in ``connect``, on the shared JAX cache;
+        ``extra``: more worker options (``--robot``, ``--ee-links``...)."""
         eps = [a for ep in connect for a in ("--connect", ep)]
-        return self.start("worker", *eps, "--cache-dir", str(cache), *extra)
+        sizes = ["--buckets", buckets] if buckets else []
+        return self.start("worker", *eps, "--cache-dir", str(cache), *sizes, *extra)
+
+    def timed_worker(
+        self, endpoint: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> tuple[Proc, float]:
+        """Start ``zmq-ik worker --connect endpoint args...`` (``env``: its whole environment,
+        default `env`; ``cwd``: another tree's root to run that tree, `-m` puts it first) as
+        the only worker of that broker: the process and its seconds to READY (registered),
+        the one start-up timer of the benchmarks."""
+        argv = [sys.executable, "-m", "zmq_ik.cli", "worker", "--connect", endpoint, *args]
+        t0 = time.monotonic()
+        worker = self.spawn("worker", argv, env, cwd)
+        self.wait_workers(endpoint, 1, timeout=900)
+        return worker, time.monotonic() - t0
 
     def cluster(self, brokers: int, workers: int = 2, buckets: str | None = None) -> list[str]:
         """``brokers`` brokers and ``workers`` workers connected to all of them (echo workers,

@@ -1,5 +1,5 @@
 """The IK engine's own benchmark: throughput, compile time, accuracy, continuity (CPU, tatbot),
-run as the report's ``ik`` section (`benchmarks.ik_engine`: ``python -m benchmarks --only ik``).
+the report's ``ik`` section (`run`: ``python -m benchmarks --only ik``).
 
 Everything runs in-process on the bundled tatbot robot with tatbot's weights (the
 ``IKSettings`` defaults), rest = the ready pose. Tables:
@@ -13,7 +13,7 @@ Everything runs in-process on the bundled tatbot robot with tatbot's weights (th
 - continuity: the largest joint jump between consecutive poses of a stroke of the bundled
   example job, ``continuous=False`` vs ``continuous=True``.
 
-Progress goes to stderr; :func:`run` returns the numbers (``rows``: the throughput table).
+Progress goes to stderr; :func:`measure` returns the numbers (``rows``: the throughput table).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import say
+from benchmarks._common import Config, Section, Table, say
 
 BATCHES = (1, 16, 96, 1024, 16384)
 GPU_BATCHES = (*BATCHES, 32768, 65536, 131072)
@@ -231,94 +231,77 @@ def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
     return rows
 
 
-ACCURACY_COLUMNS = (
-    [
-        "config",
-        "targets",
-        "n",
-        "pos median (mm)",
-        "pos p99 (mm)",
-        "pos max (mm)",
-        "ori median (rad)",
-        "ori p99 (rad)",
-        "ori max (rad)",
-        "within 0.1 mm & 1e-3 rad",
-        "limit violations",
-    ],
+ACCURACY = (
+    "config|targets|n|pos median (mm)|pos p99 (mm)|pos max (mm)|ori median (rad)|ori p99 (rad)|"
+    "ori max (rad)|within 0.1 mm & 1e-3 rad|limit violations",
     "config targets n pos_median_mm:.4f pos_p99_mm:.4f pos_max_mm:.4f ori_median_rad:.5f "
     "ori_p99_rad:.5f ori_max_rad:.5f within:.2% limit_violations",
 )
-CONTINUITY_COLUMNS = (
-    [
-        "continuous",
-        "poses",
-        "largest joint jump",
-        "p99 jump",
-        "median jump",
-        "pos p99 (mm)",
-        "ori p99 (rad)",
-    ],
+CONTINUITY = (
+    "continuous|poses|largest joint jump|p99 jump|median jump|pos p99 (mm)|ori p99 (rad)",
     "continuous poses jump_max:.4f jump_p99:.4f jump_median:.5f pos_p99_mm:.4f ori_p99_rad:.5f",
 )
-"""A table's headers, and per column the result row's key with its format spec (``key:spec``;
-a bare key: the value as is)."""
+"""A table's headers (``|``-separated), and per column the result row's key with its format
+spec (``key:spec``; a bare key: the value as is)."""
 
 
-def _table(
-    title: str, columns: tuple[list[str], str], rows: list[dict[str, Any]], note: str
-) -> dict[str, Any]:
+def _table(title: str, columns: tuple[str, str], rows: list[dict[str, Any]], note: str) -> Table:
     headers, spec = columns
     keys = [item.partition(":") for item in spec.split()]
-    return {
-        "title": title,
-        "headers": headers,
-        "rows": [[format(r[k], f) if f else r[k] for k, _, f in keys] for r in rows],
-        "note": note,
-    }
+    cells = [[format(r[k], f) if f else r[k] for k, _, f in keys] for r in rows]
+    return Table(title, headers.split("|"), cells, note)
 
 
-def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The result as tables: ``{"title", "headers", "rows", "note"}`` each."""
-    out = [
-        {
-            "title": "IK throughput vs batch size",
-            "headers": ["batch (bimanual poses)", "bucket", "poses/s", "ms/call", "compile (s)"],
-            "rows": [
+def run(cfg: Config) -> Section:
+    """The report's ``ik`` section (``python -m benchmarks --only ik``): every table of
+    `measure`, the IK engine's own benchmark."""
+    from benchmarks import _data
+
+    section = _data.ik_section(
+        "ik", "IK engine (in-process, CPU): throughput, accuracy, continuity"
+    )
+    if section.skipped:
+        return section
+    result = measure(quick=cfg.quick or cfg.tiny, tiny=cfg.tiny, verbose=cfg.verbose)
+    compile_note = (
+        "a fresh compile of the batch's bucket (persistent cache off)."
+        if result["fresh_compile"]
+        else "the warm-up call (may load from the persistent cache)."
+    )
+    throughput_note = (
+        f"tatbot robot and weights, stroke-like targets, device {result['device']}; median of "
+        f"{result['runs']} runs after a warm-up call ({result['big_runs']} above batch 4,096). "
+        f"Compile: {compile_note} Source: `benchmarks.bench_ik.run()`."
+    )
+    accuracy_note = (
+        "Errors of each end effector (FK of the answer vs the target); limit violations: "
+        "answers with any joint outside its limits (the default config's limits are soft). "
+        + TATBOT_REFERENCE
+    )
+    continuity_note = (
+        "The bundled example job (examples/scene.yaml, strokes.yaml) through "
+        "strokebatch_from_strokes; jump: max over joints of |q[t+1] - q[t]| "
+        "between consecutive poses of a stroke (rad; m for the carriage)."
+    )
+    rows = result["rows"]
+    section.tables = [
+        Table(
+            "IK throughput vs batch size",
+            ["batch (bimanual poses)", "bucket", "poses/s", "ms/call", "compile (s)"],
+            [
                 [r["batch"], r["bucket"], r["poses_per_s"], r["ms_per_call"], r["compile_s"]]
-                for r in result["rows"]
+                for r in rows
             ],
-            "note": (
-                f"tatbot robot and weights, stroke-like targets, device {result['device']}; "
-                f"median of {result['runs']} runs after a warm-up call "
-                f"({result['big_runs']} above batch 4,096). Compile: "
-                + (
-                    "a fresh compile of the batch's bucket (persistent cache off)."
-                    if result["fresh_compile"]
-                    else "the warm-up call (may load from the persistent cache)."
-                )
-            ),
-        }
+            throughput_note,
+        ),
+        _table("IK accuracy", ACCURACY, result["accuracy"], accuracy_note),
+        _table("IK continuity along strokes", CONTINUITY, result["continuity"], continuity_note),
     ]
-    if result.get("accuracy"):
-        note = (
-            "Errors of each end effector (FK of the answer vs the target); limit violations: "
-            "answers with any joint outside its limits (the default config's limits are soft). "
-            + TATBOT_REFERENCE
-        )
-        out.append(_table("IK accuracy", ACCURACY_COLUMNS, result["accuracy"], note))
-    if result.get("continuity"):
-        note = (
-            "The bundled example job (examples/scene.yaml, strokes.yaml) through "
-            "strokebatch_from_strokes; jump: max over joints of |q[t+1] - q[t]| "
-            "between consecutive poses of a stroke (rad; m for the carriage)."
-        )
-        out.append(
-            _table("IK continuity along strokes", CONTINUITY_COLUMNS, result["continuity"], note)
-        )
-    return out
+    section.data["rows"] = [[r["batch"], float(r["poses_per_s"])] for r in rows]
+    return section
 
 
-def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[str, Any]:
+def measure(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[str, Any]:
     """Run the benchmark. ``quick``: fewer runs, smaller accuracy sets; ``tiny`` (smoke
     tests): batches 1 and 16, one run, no fresh compiles, no seeds=16, seconds in all."""
     from benchmarks._harness import JAX_CACHE
@@ -342,7 +325,7 @@ def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[s
     acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose)
     say(verbose, "IK continuity (example job):")
     cont = continuity(robot, 2 if tiny else 36, verbose)
-    result: dict[str, Any] = {
+    return {
         "rows": rows,
         "accuracy": acc,
         "continuity": cont,
@@ -351,5 +334,3 @@ def run(quick: bool = False, tiny: bool = False, verbose: bool = True) -> dict[s
         "fresh_compile": fresh,
         "device": device,
     }
-    result["tables"] = tables(result)
-    return result

@@ -383,16 +383,10 @@ def table(data: dict[str, Any]) -> Table:
     s = summary(data)
     t = Table(
         "Control loop: one bimanual pose per call along a smooth path (ms)",
-        [
-            "rest",
-            "in-process p50",
-            "two-hop floor p50",
-            "broker + worker p50",
-            "broker p99",
-            "worker compute_ms p50",
-            "broker ÷ (in-process + floor)",
-            "broker p99 ÷ p50",
-        ],
+        (
+            "rest|in-process p50|two-hop floor p50|broker + worker p50|broker p99|"
+            "worker compute_ms p50|broker ÷ (in-process + floor)|broker p99 ÷ p50"
+        ).split("|"),
         note=(
             f"Median over {data['rounds']} rounds of {data['poses']} calls per system and rest "
             "mode (systems interleaved, order rotating); ratios are taken within each round. "
@@ -448,16 +442,17 @@ def cpu_table(data: dict[str, Any]) -> Table | None:
     return t
 
 
-def run(cfg: Config) -> Section:
-    """The control-loop section (``python -m benchmarks --only`` does not include it: it is
-    run on its own, ``python -m benchmarks.control_loop``)."""
+def run(cfg: Config, size: tuple[int, int] | None = None, base: Path | None = None) -> Section:
+    """The control-loop section: ``size`` (rounds, poses; default by ``cfg``), ``base``:
+    another tree beside (``python -m benchmarks --only`` does not include it: it is run on
+    its own, ``python -m benchmarks.control_loop``)."""
     from benchmarks import _data
 
     section = _data.ik_section("control_loop", "Control loop through the broker")
     if section.skipped:
         return section
-    rounds, poses = cfg.pick((9, 400), (3, 200), (1, 20))
-    data = measure(cfg, rounds, poses)
+    rounds, poses = size or cfg.pick((9, 400), (3, 200), (1, 20))
+    data = measure(cfg, rounds, poses, base)
     section.tables.append(table(data))
     extra = cpu_table(data)
     if extra is not None:
@@ -479,15 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be >= 1 and --poses >= 2")
     cfg = Config(tiny=args.tiny)
     t0 = time.perf_counter()
-    if args.tiny:
-        section = run(cfg)
-    else:
-        section = Section("control_loop", "Control loop through the broker")
-        data = measure(cfg, args.rounds, args.poses, args.base.resolve() if args.base else None)
-        section.tables.append(table(data))
-        extra = cpu_table(data)
-        if extra is not None:
-            section.tables.append(extra)
+    size = None if args.tiny else (args.rounds, args.poses)
+    section = run(cfg, size, args.base.resolve() if args.base else None)
     print(section.markdown())
     log(cfg, f"control_loop: {time.perf_counter() - t0:.0f}s")
     return 0 if section.tables else 1

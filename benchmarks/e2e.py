@@ -16,6 +16,8 @@ from benchmarks import _data
 from benchmarks._common import Config, Section, Table, log, median, ratio
 from benchmarks._harness import Procs
 
+COLUMNS = "stroke pairs|poses|IK workers|runs|wall s (median)|poses/s|speed-up vs 1 worker"
+
 
 def run(cfg: Config) -> Section:
     section = _data.ik_section("e2e", "3. End to end: stroke jobs through `IKClient.compute`")
@@ -70,15 +72,7 @@ def run(cfg: Config) -> Section:
                     )
     table = Table(
         "Whole jobs through `IKClient.compute` (16 poses × 6 offsets per stroke pair)",
-        [
-            "stroke pairs",
-            "poses",
-            "IK workers",
-            "runs",
-            "wall s (median)",
-            "poses/s",
-            "speed-up vs 1 worker",
-        ],
+        COLUMNS.split("|"),
         note=f"Client-side chunks of {chunk} pairs, 8 in flight; CPU workers (JAX_PLATFORMS=cpu) "
         "on the same 2-core machine as the broker and the client.",
     )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import robots
-from benchmarks._common import pct, say
+from benchmarks._common import nvidia_smi, pct, say
 from benchmarks._harness import ROOT, Procs
 from zmq_ik.serve import free_endpoint
 
@@ -65,18 +64,7 @@ def gpu_names() -> tuple[str, str]:
     """(what nvidia-smi calls the GPUs or why not, the device JAX computes on)."""
     from benchmarks.bench_ik import device_name
 
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        name = "no nvidia-smi"
-    else:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        name = out.stdout.strip().replace("\n", "; ") or out.stderr.strip()
-    return name, device_name()
+    return nvidia_smi(), device_name()
 
 
 def engine(batches: tuple[int, ...], runs: int, fresh_compile: bool) -> list[dict[str, Any]]:
@@ -93,14 +81,9 @@ def worker_start(gpu_args: list[str], buckets: list[str], cache: Path) -> dict[s
     times: dict[str, float] = {}
     for kind in ("cold", "warm"):
         with Procs() as procs:
-            procs.env = _env(None)  # the device JAX finds, not the harness's CPU default
-            endpoint = procs.broker().endpoint
-            t0 = time.monotonic()
-            procs.start(
-                "worker", "--connect", endpoint, *gpu_args, *buckets, "--cache-dir", str(cache)
-            )
-            procs.wait_workers(endpoint, 1, timeout=900)
-            times[kind] = time.monotonic() - t0
+            args = [*gpu_args, *buckets, "--cache-dir", str(cache)]
+            # _env: the device JAX finds, not the harness's CPU default
+            _, times[kind] = procs.timed_worker(procs.broker().endpoint, *args, env=_env(None))
             say(True, f"  worker READY ({kind} cache): {times[kind]:.1f}s")
     return times
 
@@ -161,18 +144,17 @@ def solve_to(path: Path, n: int) -> None:
 
 
 def compare_with_cpu(log_dir: Path) -> float:
-    """Largest |joint difference| (rad or m) between this device and the CPU, same targets."""
-    paths = {}
-    for platform in ("", "cpu"):
-        paths[platform] = log_dir / f"joints-{platform or 'device'}.npy"
-        subprocess.run(
-            [sys.executable, "-m", "benchmarks.gpu_check", "--solve-to", str(paths[platform])],
-            env=_env(platform or None),
-            check=True,
-            cwd=ROOT,
-            timeout=900,
-        )
-    a, b = (np.load(p) for p in paths.values())
+    """Largest |joint difference| (rad or m) between this device and the CPU, same targets,
+    each solved in a process of its own, both at once."""
+    paths = [log_dir / "joints-device.npy", log_dir / "joints-cpu.npy"]
+    with Procs() as procs:
+        for path, platform in zip(paths, (None, "cpu"), strict=True):
+            argv = [sys.executable, "-m", "benchmarks.gpu_check", "--solve-to", str(path)]
+            procs.spawn(f"solve-{platform or 'device'}", argv, _env(platform))
+        for run in list(procs.procs):
+            if run.wait(900) != 0:
+                raise RuntimeError(f"{run.args} exited {run.returncode}:\n{procs.log(run)[-2000:]}")
+    a, b = (np.load(p) for p in paths)
     return float(np.max(np.abs(a - b)))
 
 

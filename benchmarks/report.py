@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Section, Table, fmt
+from benchmarks._common import Section, Table, fmt, nvidia_smi
 from benchmarks._harness import ROOT
 
 
@@ -46,15 +45,6 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
-    gpu = "none"
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-            gpu = "; ".join(out.splitlines()) or "none"
-        except (OSError, subprocess.SubprocessError):
-            pass
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -75,7 +65,7 @@ def machine() -> dict[str, str]:
     return {
         "CPU": cpu,
         "cores": f"{os.cpu_count()} logical ({len(os.sched_getaffinity(0))} usable)",
-        "GPU": gpu,
+        "GPU": nvidia_smi(),
         "JAX device": _jax_device(),
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
@@ -247,13 +237,8 @@ def plots(sections: dict[str, Section], docs: Path) -> list[str]:
         ax.set_xlabel("payload (echoed back)")
         ax.set_ylabel("round trip, ms")
         ax.set_title("Round-trip latency vs payload size (loopback)")
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = docs / "bench_latency.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(plt, fig, ax, docs / "bench_latency.png"))
     ik = sections.get("ik")
     if ik and ik.data.get("rows"):
         rows = sorted(ik.data["rows"])
@@ -264,13 +249,17 @@ def plots(sections: dict[str, Section], docs: Path) -> list[str]:
         ax.set_xlabel("batch size (bimanual poses per call)")
         ax.set_ylabel("poses / s")
         ax.set_title("IK throughput vs batch size (CPU, tatbot)")
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        path = docs / "bench_ik.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(plt, fig, ax, docs / "bench_ik.png"))
     return written
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path) -> str:
+    """Grid, layout, write the PNG and close the figure: its path."""
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
 
 
 __all__ = ["fmt", "machine", "markdown", "plots", "targets"]

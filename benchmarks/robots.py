@@ -68,31 +68,27 @@ joint mimics the first's, so 8 joints move two end effectors that share all of t
 POS_TOL, ORI_TOL = 1e-5, 1e-4
 """What "reached" means here (the Reach issue's goal): 0.01 mm and 1e-4 rad."""
 BUCKETS = (1, 16, 64, 256, 1024)
-COLUMNS = (
-    "robot",
-    "joints",
-    "method",
-    "reached %",
-    "pos p50 (mm)",
-    "pos p99 (mm)",
-    "ori p50 (rad)",
-    "ori p99 (rad)",
-    "outside limits %",
-    "poses/s @1",
-    "poses/s @16",
-    "poses/s @1,024",
-    "first call (s)",
+COLUMNS = tuple(
+    (
+        "robot|joints|method|reached %|pos p50 (mm)|pos p99 (mm)|ori p50 (rad)|ori p99 (rad)|"
+        "outside limits %|poses/s @1|poses/s @16|poses/s @1,024|first call (s)"
+    ).split("|")
 )
+
+
+def robot_path(name: str) -> str:
+    """The URDF of the benchmark's robot ``name``."""
+    from zmq_ik.robots import bundled_robot_path
+
+    urdf = ROBOTS[name][0]
+    return str(bundled_robot_path("tatbot") if urdf is None else ROBOT_DIR / urdf)
 
 
 def load_robot(name: str) -> Any:
     """The benchmark's robot ``name`` (no rest pose: mid-range, as a new user's arm)."""
     from zmq_ik import ik
-    from zmq_ik.robots import bundled_robot_path
 
-    urdf, ee = ROBOTS[name]
-    path = bundled_robot_path("tatbot") if urdf is None else ROBOT_DIR / urdf
-    return ik.Robot.from_urdf(str(path), ee)
+    return ik.Robot.from_urdf(robot_path(name), ROBOTS[name][1])
 
 
 def make_targets(robot: Any, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -205,13 +201,7 @@ def _measure_pinocchio(name: str, targets: Path, singles: int) -> dict:
     """Pinocchio's damped least squares (its documented IK loop), target after target."""
     import pinocchio as pin
 
-    urdf, ee = ROBOTS[name]
-    if urdf is None:
-        from zmq_ik.robots import bundled_robot_path
-
-        path = str(bundled_robot_path("tatbot"))
-    else:
-        path = str(ROBOT_DIR / urdf)
+    path, ee = robot_path(name), ROBOTS[name][1]
     if any(j.driver != j.name for c in load_robot(name).chains for j in c.chain.joints):
         raise RuntimeError("mimic joints: this DLS loop treats them as free joints")
     model = pin.buildModelFromUrdf(path)
@@ -220,7 +210,6 @@ def _measure_pinocchio(name: str, targets: Path, singles: int) -> dict:
     robot = load_robot(name)  # for the joint order of the answer (zmq-ik's)
     index = [model.getJointId(j) for j in robot.joint_names]
     idx_q = [model.joints[i].idx_q for i in index]
-    idx_v = [model.joints[i].idx_v for i in index]
     t = dict(np.load(targets))
     lo, hi = t["lower"].astype(float), t["upper"].astype(float)
     rest = (np.where(t["limited"], lo, -np.pi) + np.where(t["limited"], hi, np.pi)) / 2
@@ -268,7 +257,6 @@ def _measure_pinocchio(name: str, targets: Path, singles: int) -> dict:
     def solve(w: np.ndarray, p: np.ndarray) -> Any:
         return [one(w[i], p[i]) for i in range(len(w))]
 
-    del idx_v
     n = min(len(t["wxyz"]), 256)  # a Python loop: the first 256 targets are plenty
     t_small = {k: (v[:n] if k in ("wxyz", "pos") else v) for k, v in t.items()}
     t0 = time.perf_counter()
@@ -324,9 +312,8 @@ def _run_child(
         ",".join(map(str, buckets)),
     ]
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
-    if proc.returncode != 0 and "--child" in cmd:
-        print(proc.stderr[-2000:], file=sys.stderr)
     if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": " / ".join(tail)}
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -372,15 +359,10 @@ def run(
     return rows, notes
 
 
-STARTUP_COLUMNS = (
-    "robot",
-    "tree",
-    "cache",
-    "READY (s)",
-    "CPU to READY (s)",
-    "solve 1 (s)",
-    "solve 1,000 (s)",
-    "compiles since READY",
+STARTUP_COLUMNS = tuple(
+    "robot|tree|cache|READY (s)|CPU to READY (s)|solve 1 (s)|solve 1,000 (s)|compiles since READY".split(
+        "|"
+    )
 )
 
 
@@ -400,17 +382,10 @@ def _startup_once(tree: Path, name: str, cache: Path, t: dict[str, np.ndarray]) 
     robot += ["--ee-links", f"{name}={','.join(ee)}"] if urdf is not None else []
     with Procs() as procs:
         endpoint = procs.broker().endpoint
-        argv = ["worker", "--connect", endpoint, "--cache-dir", str(cache), *robot]
-        t0 = time.monotonic()
-        cli = [sys.executable, "-m", "zmq_ik.cli", *argv]  # `-m`: the cwd's zmq_ik comes first
-        worker = procs.spawn("worker", cli, tree_env(tree), cwd=tree)
-        row: dict[str, Any] = {}
+        args = ["--cache-dir", str(cache), *robot]
+        worker, ready = procs.timed_worker(endpoint, *args, env=tree_env(tree), cwd=tree)
+        row: dict[str, Any] = {"READY (s)": ready, "CPU to READY (s)": _cpu_seconds(worker.pid)}
         with IKClient(endpoint, timeout=600) as client:
-            while not client.ping()["workers"]:
-                procs.check_alive()
-                time.sleep(0.05)
-            row["READY (s)"] = time.monotonic() - t0
-            row["CPU to READY (s)"] = _cpu_seconds(worker.pid)
             for n, column in ((1, "solve 1 (s)"), (1000, "solve 1,000 (s)")):
                 arrays = {"target_wxyz": t["wxyz"][:n], "target_pos": t["pos"][:n]}
                 t1 = time.monotonic()

@@ -211,15 +211,7 @@ def _latency_table(
     summary = _summary(results)
     table = Table(
         "Round-trip latency and throughput by payload (echo of the payload)",
-        [
-            "payload",
-            "path",
-            "p50 ms",
-            "p99 ms",
-            "req/s (window)",
-            "MiB/s both ways",
-            "p50 ÷ two-hop p50",
-        ],
+        "payload|path|p50 ms|p99 ms|req/s (window)|MiB/s both ways|p50 ÷ two-hop p50".split("|"),
         note=f"Median over {cfg.runs} runs of each run's p50/p99/throughput; the ratio is taken "
         "within each run, then the median. Throughput keeps a window of requests in flight "
         "(32 for 64 B, 16 for 64 KiB, 4 for 1 and 8 MiB).",

@@ -17,7 +17,7 @@ import zmq
 from zmq_ik._memory import malloc_trim
 from zmq_ik.broker._core import BrokerCore, BrokerSettings, peer_label
 from zmq_ik.broker._jobs import Tracked
-from zmq_ik.protocol import recv_frames, send_frames, set_link_heartbeats
+from zmq_ik.protocol import recv_burst, send_frames, set_link_heartbeats
 
 logger = logging.getLogger(__name__)
 
@@ -208,30 +208,17 @@ class Broker:
                     if timeout_ms != rcvtimeo:
                         only.setsockopt(zmq.RCVTIMEO, timeout_ms)
                         rcvtimeo = timeout_ms
-                    try:
-                        frames = recv_frames(only)
-                    except zmq.Again:  # timed out: timers are due
-                        pass
-                    else:
-                        for _ in range(_BURST):  # what else is queued, then timers
-                            identity = frames[0].bytes
-                            route[identity] = only
-                            handle(identity, frames[1:], clock())
-                            if outbox:
-                                self._flush()
-                            try:
-                                frames = recv_frames(only, _NOBLOCK)
-                            except zmq.Again:
-                                break
+                    for frames in recv_burst(only, _BURST, block=True):  # then timers
+                        identity = frames[0].bytes
+                        route[identity] = only
+                        handle(identity, frames[1:], clock())
+                        if outbox:
+                            self._flush()
                     events = []
                 else:
                     events = poll(timeout_ms)
                 for sock, _ in events:
-                    for _ in range(_BURST):  # bounded burst, then timers get their turn
-                        try:
-                            frames = recv_frames(sock, _NOBLOCK)
-                        except zmq.Again:
-                            break
+                    for frames in recv_burst(sock, _BURST):  # bounded, then timers get a turn
                         identity = frames[0].bytes
                         route[identity] = sock
                         handle(identity, frames[1:], clock())

@@ -47,7 +47,7 @@ from zmq_ik.protocol import (
     LIMITS,
     Payload,
     new_routing_id,
-    recv_frames,
+    recv_burst,
     send_frames,
     set_link_heartbeats,
 )
@@ -180,11 +180,8 @@ class IKClient:
         deadline = time.monotonic() + CANCEL_WAIT
         while core.cancelling and (left := deadline - time.monotonic()) > 0:
             for sock, _ in self._poller.poll(max(1, int(left * 1000))):
-                try:
-                    frames = recv_frames(sock, _NOBLOCK)
-                except zmq.Again:
-                    continue
-                core.handle(frames, time.monotonic(), self._index[sock])
+                for frames in recv_burst(sock, 1):
+                    core.handle(frames, time.monotonic(), self._index[sock])
 
     def _cancelled(self) -> None:
         """Send the cancel that leaving a call put in the outbox (unless the client closed)."""
@@ -228,11 +225,8 @@ class IKClient:
             if i is None:  # several brokers waited on: poll them all, one message each
                 events = self._poller.poll(min(max(1, int(wait * 1000)), _MAX_RCVTIMEO))
                 for sock, _ in events:
-                    try:
-                        frames = recv_frames(sock, _NOBLOCK)
-                    except zmq.Again:
-                        continue
-                    self._on_frames(frames, time.monotonic(), self._index[sock])
+                    for frames in recv_burst(sock, 1):
+                        self._on_frames(frames, time.monotonic(), self._index[sock])
                 if events:
                     if core.outbox:
                         self._flush()
@@ -245,11 +239,7 @@ class IKClient:
                 if wait_ms != self._rcvtimeo[i]:
                     sock.setsockopt(zmq.RCVTIMEO, wait_ms)
                     self._rcvtimeo[i] = wait_ms
-                try:
-                    frames = recv_frames(sock)
-                except zmq.Again:
-                    pass
-                else:
+                for frames in recv_burst(sock, 1, block=True):
                     self._on_frames(frames, time.monotonic(), i)
                     if core.outbox:  # a retry (a retryable error), a failover
                         self._flush()
@@ -258,11 +248,7 @@ class IKClient:
         # arrived while nobody read (a stream's consumer was busy, or they came from a broker
         # not listened to) are read first: they must not be taken for silence and sent again.
         for i, sock in enumerate(self.sockets):
-            for _ in range(_DRAIN):
-                try:
-                    frames = recv_frames(sock, _NOBLOCK)
-                except zmq.Again:
-                    break
+            for frames in recv_burst(sock, _DRAIN):
                 self._on_frames(frames, time.monotonic(), i)
         core.tick(time.monotonic())
         self._flush()

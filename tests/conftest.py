@@ -200,26 +200,31 @@ IK_TEST_BUCKETS = "16,64"
 """Small shape buckets for IK workers in tests: quick to compile, still exercising padding."""
 
 
-@pytest.fixture(scope="session")
-def ik_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One broker + one real IK worker (tatbot, small buckets, shared JAX cache) per session."""
+@contextmanager
+def ik_service(
+    tmp_path_factory: pytest.TempPathFactory,
+    robot: str = "tatbot",
+    buckets: str = IK_TEST_BUCKETS,
+    extra: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """A broker and one real IK worker serving ``robot`` (shared JAX cache; ``extra``: more
+    worker options, e.g. ``--robot``): the broker's endpoint, once the worker is READY."""
     pytest.importorskip("jax")
-    procs = Processes(tmp_path_factory.mktemp("ikworker"))
+    procs = Processes(tmp_path_factory.mktemp(f"ikworker-{robot}"))
     try:
         endpoint = procs.broker().endpoint
-        procs.start(
-            "worker",
-            "--connect",
-            endpoint,
-            "--buckets",
-            IK_TEST_BUCKETS,
-            "--cache-dir",
-            str(JAX_CACHE),
-        )
-        wait_for_workers(endpoint, 1, robot="tatbot", timeout=300)
+        procs.ik_worker(endpoint, buckets=buckets, extra=extra)
+        procs.wait_workers(endpoint, 1, robot=robot, timeout=400)
         yield endpoint
     finally:
         procs.close()
+
+
+@pytest.fixture(scope="session")
+def ik_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One broker + one real IK worker (tatbot, small buckets, shared JAX cache) per session."""
+    with ik_service(tmp_path_factory) as endpoint:
+        yield endpoint
 
 
 def stroke_like(n, seed=0):

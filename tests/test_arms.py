@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import JAX_CACHE, ROOT, Processes, wait_for_workers
+from conftest import ROOT, ik_service
 
 from zmq_ik.errors import InputError
 from zmq_ik.model import ARM_TENSORS, TATBOT_TENSORS, Scene, Stroke, StrokeBatch, StrokeList
@@ -105,27 +105,9 @@ def _saved(batch: StrokeBatch, tmp_path: Path) -> Path:
 def panda_endpoint(tmp_path_factory: pytest.TempPathFactory):
     """A broker and a real IK worker serving the Panda (one bucket, 64: the one
     tests/test_reach.py compiles for it, so the compile cache may already hold it)."""
-    pytest.importorskip("jax")
-    procs = Processes(tmp_path_factory.mktemp("panda"))
-    try:
-        endpoint = procs.broker().endpoint
-        procs.start(
-            "worker",
-            "--connect",
-            endpoint,
-            "--robot",
-            f"panda={PANDA_URDF}",
-            "--ee-links",
-            "panda=panda_hand",
-            "--buckets",
-            "64",
-            "--cache-dir",
-            str(JAX_CACHE),
-        )
-        wait_for_workers(endpoint, 1, robot="panda", timeout=400)
+    extra = ("--robot", f"panda={PANDA_URDF}", "--ee-links", "panda=panda_hand")
+    with ik_service(tmp_path_factory, "panda", "64", extra) as endpoint:
         yield endpoint
-    finally:
-        procs.close()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from benchmarks import _data, control_loop, e2e, ik_engine, report, transport
+from benchmarks import _data, bench_ik, control_loop, e2e, report, transport
 from benchmarks._common import Config
 
 TINY = Config(runs=1, tiny=True, verbose=False)
@@ -43,7 +43,7 @@ def test_http_section_runs():
     assert section.data["concurrent"]["zmq-ik"] > 0
 
 
-@pytest.mark.parametrize("module", [ik_engine, e2e], ids=["ik", "e2e"])
+@pytest.mark.parametrize("module", [bench_ik, e2e], ids=["ik", "e2e"])
 def test_ik_sections_run_or_say_why_not(module):
     section = module.run(TINY)
     if _data.ik_missing():

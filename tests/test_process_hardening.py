@@ -8,7 +8,6 @@ docs/reliability.md.
 from __future__ import annotations
 
 import os
-import re
 import resource
 import signal
 import subprocess
@@ -23,7 +22,6 @@ from test_serve import alive, children_of
 
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError
-from zmq_ik.worker import WorkerSettings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -100,11 +98,9 @@ def test_worker_reregisters_fast_after_each_of_five_broker_restarts(procs: Proce
         "worker registered after each broker restart (from its start / from its first answer)",
         ", ".join(f"{a:.2f}/{b:.2f}s" for a, b in times),
     )
-    # Timings are printed, not asserted (a loaded host stretches them); the backoff itself is
-    # read from the worker's log: every outage must start again from the shortest delay.
-    delays = re.findall(r"reconnecting in ([0-9.]+)s", procs.log(worker))
-    first = f"{WorkerSettings.reconnect_min:.2f}"
-    assert delays.count(first) >= 5, delays
+    # Timings are printed, not asserted (a loaded host stretches them); the backoff decision
+    # itself (each outage starts again from the shortest delay) is checked exactly, with
+    # synthetic time, in tests/test_worker_core.py.
     assert worker.poll() is None
 
 
@@ -363,10 +359,18 @@ def test_serve_with_cache_dir_on_a_regular_file_runs_without_the_cache(
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("x")
     endpoint = serve_endpoint
+    # The 5-joint SO-100 arm, one bucket: the smallest program set to compile without a cache.
+    so100 = ("--robot", f"so100={ROOT / 'tests/robots/so100.urdf'}", "--ee-links", "so100=gripper")
     serve = procs.serve(
-        endpoint, "--workers", "1", "--buckets", "1", env={"ZMQ_IK_CACHE_DIR": str(blocker)}
+        endpoint,
+        "--workers",
+        "1",
+        "--buckets",
+        "1",
+        *so100,
+        env={"ZMQ_IK_CACHE_DIR": str(blocker)},
     )
-    # Compiling bucket 1 without the cache takes ~10 s here; a worker that died would be
+    # Compiling bucket 1 without the cache takes seconds; a worker that died would be
     # restarted meanwhile (first restart after 0.5 s).
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and registered(endpoint, 1, timeout=0.5) is None:

@@ -302,3 +302,31 @@ def test_random_frames_never_raise_anything_but_protocol_error(frames, seed):
 def test_deadline_is_network_order_uint32():
     frames = request_frames(b"i", "r", "op", 1234, [pack_header({})])
     assert frames[5] == struct.pack("!I", 1234)
+
+
+def test_recv_burst_reads_at_most_its_limit_whole_messages_and_ends_when_none_wait(zctx):
+    """The one receive loop (`recv_burst`): bounded, multipart messages whole, never blocking
+    past the first receive (which waits as RCVTIMEO says only with ``block``)."""
+    import zmq
+
+    from zmq_ik.protocol import recv_burst
+
+    a, b = zctx.socket(zmq.PAIR), zctx.socket(zmq.PAIR)
+    for s in (a, b):
+        s.setsockopt(zmq.LINGER, 0)
+    b.bind("inproc://recv-burst")  # (inproc: what was sent is there to read, no network)
+    a.connect("inproc://recv-burst")
+    b.setsockopt(zmq.RCVTIMEO, 2000)
+    try:
+        assert list(recv_burst(b, 10)) == []  # nothing waits: no blocking
+        for i in range(5):
+            a.send_multipart([b"m", bytes([i])])
+        first = list(recv_burst(b, 3, block=True))
+        assert [[f.bytes for f in m] for m in first] == [[b"m", bytes([i])] for i in range(3)]
+        rest = list(recv_burst(b, 10))
+        assert [m[1].bytes for m in rest] == [b"\x03", b"\x04"]
+        b.setsockopt(zmq.RCVTIMEO, 10)
+        assert list(recv_burst(b, 10, block=True)) == []  # timed out: an empty burst
+    finally:
+        a.close(0)
+        b.close(0)

@@ -4,7 +4,6 @@ and a SIGTERM/SIGINT during its warm-up (it leaves at once, not after compiling)
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import time
@@ -97,12 +96,14 @@ def test_a_worker_past_max_workers_retries_with_backoff_and_gets_in_when_room_is
     first = procs.echo_worker(broker.endpoint)
     wait_for_workers(broker.endpoint, 1, timeout=15)
     second = procs.echo_worker(broker.endpoint)
-    time.sleep(4)
+    # Its retries back off (each delay longer): checked exactly in tests/test_worker_core.py.
+    deadline = time.monotonic() + 15
+    while procs.log(second).count("refused this worker for now") < 2:
+        assert time.monotonic() < deadline, procs.log(second)
+        time.sleep(0.05)
     log = procs.log(second)
     assert second.poll() is None, log  # `overloaded` is not for good
     assert "refused this worker for now: [overloaded]" in log and "max_workers 1" in log
-    delays = [float(d) for d in re.findall(r"reconnecting in ([0-9.]+)s", log)]
-    assert len(delays) >= 2 and delays == sorted(delays) and delays[-1] > delays[0], log
     with IKClient(broker.endpoint, timeout=2, retries=0) as client:
         assert len(client.ping()["workers"]) == 1
     first.send_signal(signal.SIGTERM)
@@ -110,7 +111,7 @@ def test_a_worker_past_max_workers_retries_with_backoff_and_gets_in_when_room_is
     t0 = time.monotonic()
     info = wait_for_workers(broker.endpoint, 1, timeout=15)
     assert info["workers"][0]["pid"] == second.pid
-    print(f"\nMEASURED retry delays {delays}; in {time.monotonic() - t0:.2f}s after room was made")
+    print(f"\nMEASURED in {time.monotonic() - t0:.2f}s after room was made")
 
 
 # --------------------------------------------------------------------------- stopped warming

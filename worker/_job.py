@@ -42,9 +42,9 @@ class Job:
     payload: list[Any]
 
     @classmethod
-    def from_request(cls, msg: Request) -> Job:
-        """A job from a broker's REQUEST, its deadline on our clock."""
-        deadline = time.monotonic() + msg.timeout_ms / 1000
+    def from_request(cls, msg: Request, now: float) -> Job:
+        """A job from a broker's REQUEST received at ``now``, its deadline on our clock."""
+        deadline = now + msg.timeout_ms / 1000
         return cls(msg.request_id, msg.service, msg.operation, deadline, msg.payload)
 
 

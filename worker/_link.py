@@ -1,5 +1,5 @@
 """The brokers a worker serves: `WorkerSettings` (how it connects) and `Link` (one broker's
-connection state: socket, timers, what the broker was told and owes)."""
+connection state: timers, what the broker was told and owes)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
-
-from zmq_ik._handshakes import Handshakes
 from zmq_ik.errors import ErrorCode
 from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Limits, endpoints_setting
 from zmq_ik.worker._job import Job
@@ -46,11 +43,13 @@ class WorkerSettings:
 
 
 class Link:
-    """One broker this worker serves: its socket (None between connections) and timers."""
+    """One broker this worker serves, as `_core.WorkerCore` sees it: no socket (the loop,
+    `_worker.py`, holds those), only what was said, when, and what is owed."""
 
     def __init__(self, endpoint: str, reconnect_min: float) -> None:
         self.endpoint = endpoint
-        self.sock: zmq.Socket | None = None
+        self.connected = False
+        """A connection is open (the loop holds its socket); False between connections."""
         self.last_recv = 0.0
         self.last_sent = 0.0
         self.answered = False
@@ -63,32 +62,29 @@ class Link:
         self.deferred: Job | None = None
         """Its job that arrived during another broker's job (it cannot be declined): run next."""
         self.broken: str | None = None
-        """Why the keeper found the connection unusable; the main thread drops it."""
+        """Why the connection is unusable ('silent', 'disconnected', 'refused'): it is dropped
+        at the next `WorkerCore.tick` that is not during a job."""
         self.refused: str | None = None
         """The broker's message when it refused this worker for good (`final_refusal`): it is
         no longer served."""
         self.held_off = False
         """It refused our READY for now (``overloaded``): the reconnect that follows backs off."""
+        self.quiet = False
+        """It refused our WARMING: no more WARMING to it (READY only)."""
+        self.watching = False
+        """The watch connection (`protocol.WATCH`) is open; opened once the broker answered."""
         self.delay = reconnect_min
         self.reconnect_at = 0.0
-        self.handshakes: Handshakes | None = None
-        """The socket's handshake failures (`zmq_ik._handshakes`): why a broker is silent."""
-        self.watch: zmq.Socket | None = None
-        """The watch connection (`protocol.WATCH`), opened once the broker answered; the
-        main thread alone uses it."""
 
-    def close(self, linger: int = 0) -> None:
-        """Close the socket (if any), its handshake monitor (first: `Handshakes.close`) and
-        its watch."""
-        if self.handshakes is not None:
-            self.handshakes.close()
-            self.handshakes = None
-        if self.watch is not None:
-            self.watch.close(0)
-            self.watch = None
-        if self.sock is not None:
-            self.sock.close(linger)
-            self.sock = None
+    @property
+    def state(self) -> str:
+        """``refused`` (for good), ``backoff`` (between connections), ``connecting`` (READY
+        or WARMING sent, not answered yet) or ``ready`` (registered)."""
+        if self.refused is not None and not self.connected:
+            return "refused"
+        if not self.connected:
+            return "backoff"
+        return "ready" if self.answered else "connecting"
 
 
 _NOT_OURS = ("command", "progress")

@@ -4,7 +4,7 @@ cheap multipart send/receive. Import these names from `zmq_ik.protocol`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import zmq
@@ -166,3 +166,22 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
         frame = recv(flags, copy=False)
         frames.append(frame)
     return frames
+
+
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def recv_burst(sock: zmq.Socket, limit: int, block: bool = False) -> Iterator[list[zmq.Frame]]:
+    """The messages waiting on ``sock``, at most ``limit`` of them (`recv_frames` each), so
+    that one busy socket cannot starve the others or the timers: every loop that reads
+    (broker, worker, client) reads through this. ``block``: the first receive waits as the
+    socket's ``RCVTIMEO`` says (one system call to sleep, none when a message is already
+    queued); the rest never wait. Ends at the first ``zmq.Again``; a consumer may stop early."""
+    flags = 0 if block else _NOBLOCK
+    for _ in range(limit):
+        try:
+            frames = recv_frames(sock, flags)
+        except zmq.Again:
+            return
+        yield frames
+        flags = _NOBLOCK

@@ -41,6 +41,7 @@ from zmq_ik._sockets import TRANSPORTS as TRANSPORTS
 from zmq_ik._sockets import check_endpoint as check_endpoint
 from zmq_ik._sockets import endpoints_setting as endpoints_setting
 from zmq_ik._sockets import new_routing_id as new_routing_id
+from zmq_ik._sockets import recv_burst as recv_burst
 from zmq_ik._sockets import recv_frames as recv_frames
 from zmq_ik._sockets import send_frames as send_frames
 from zmq_ik._sockets import set_link_heartbeats as set_link_heartbeats
