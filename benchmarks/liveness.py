@@ -7,11 +7,10 @@ window, 4 x 0.25 s, is dead, as before) and ``new`` (the default: a worker whose
 ZMTP heartbeats with a TTL is dead when its connection drops; Python silence alone is
 tolerated for 10 s): a broker, a serving IK worker (tatbot, warm cache) under one client's
 back-to-back `solve`, two IK workers warming from a cold cache and ``--hogs`` CPU-bound
-processes, for ``--seconds`` (``--nice``: the serving worker's niceness, to starve it more). Counted: the broker's ``workers_lost`` + ``workers_unreachable``
-(false deaths: nothing was killed) and the client's errors. Then, hogs still running, the
-serving worker is SIGSTOPped, and later SIGKILLed: seconds until the broker stops listing it.
-``--base DIR``: the warming workers run that source tree instead (an A/B of how a warming
-worker treats its neighbours, e.g. its compile threads' priority), in alternate trials.
+processes, for ``--seconds`` (``--nice``: the serving worker's niceness; ``--base DIR``: the
+warming workers also from that tree, in turns). Counted: the broker's ``workers_lost`` +
+``workers_unreachable`` (false deaths: nothing was killed), the client's errors. Then, hogs
+still running, the serving worker is SIGSTOPped, later SIGKILLed: seconds until it is dead.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,6 @@ from benchmarks.chaos import SolveLoad, reference_targets
 from zmq_ik.client import IKClient
 
 HOG = "while True: pass"
-
-
 DEAD = re.compile(rb"^(\S+ \S+) WARNING .*worker \S+ (is unreachable|missed heartbeats)", re.M)
 
 
@@ -53,9 +51,7 @@ def detection(broker: Any, proc: Any, sig: int) -> float:
     return float("nan")
 
 
-def trial(
-    rule: str, seconds: float, hogs: int, cold: int, nice: int, tree: Path = ROOT
-) -> dict[str, Any]:
+def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int, tree: Path) -> dict:
     extra = ("--watched-silence", "1") if rule == "old" else ()
     with Procs() as procs, tempfile.TemporaryDirectory() as empty:
         ep = procs.broker(*extra).endpoint
@@ -66,7 +62,7 @@ def trial(
         targets = reference_targets(ep, 64, 0)
         for i in range(cold):  # a cache of their own each: they compile, not read
             cache = os.path.join(empty, str(i))
-            argv = ["worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache]
+            argv = ("worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache)
             procs.start(*argv, env=tree_env(tree), cwd=tree)  # (`-m` puts the cwd first)
         for _ in range(hogs):
             procs.spawn("hog", [sys.executable, "-c", HOG])
@@ -85,20 +81,16 @@ def trial(
         }
         procs.wait_workers(ep, 1, timeout=60)
         time.sleep(1.0)  # (its watch is up)
-        broker = procs.procs[0]
-        out["sigstop_s"] = detection(broker, serving, signal.SIGSTOP)
+        out["sigstop_s"] = detection(procs.procs[0], serving, signal.SIGSTOP)
         serving.send_signal(signal.SIGCONT)
         procs.wait_workers(ep, 1, timeout=60)
         time.sleep(1.0)
-        out["sigkill_s"] = detection(broker, serving, signal.SIGKILL)
+        out["sigkill_s"] = detection(procs.procs[0], serving, signal.SIGKILL)
         procs.procs.remove(serving)
         serving.wait(120)  # (a big process, niced, on a loaded host: its exit takes seconds)
-    print(
-        f"| {rule} | {tree.name} | {seconds:.0f} | {out['load']:.1f} | {out['answers']:,} "
-        f"| {out['max_ms']:,.0f} | {out['deaths']} "
-        f"| {out['retries']} | {out['errors']} | {out['sigstop_s']:.2f} | {out['sigkill_s']:.2f} |",
-        flush=True,
-    )
+    cells = (rule, tree.name, f"{seconds:.0f}", f"{out['load']:.1f}", f"{out['answers']:,}")
+    cells += (f"{out['max_ms']:,.0f}", *(str(out[k]) for k in ("deaths", "retries", "errors")))
+    print("| " + " | ".join(cells) + f" | {out['sigstop_s']:.2f} | {out['sigkill_s']:.2f} |")
     return out
 
 
@@ -121,11 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         "dead | retries | client errors | SIGSTOP found s | SIGKILL found s |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|"
     )
-    trees = [ROOT] + ([args.base] if args.base else [])
-    for _ in range(args.rounds):
-        for rule in args.rules.split(","):
-            for tree in trees:
-                trial(rule, args.seconds, args.hogs, args.cold, args.nice, tree)
+    for _, rule, tree in product(range(args.rounds), args.rules.split(","), [ROOT, args.base]):
+        if tree is not None:
+            trial(rule, args.seconds, args.hogs, args.cold, args.nice, tree)
     return 0
 
 
