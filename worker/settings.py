@@ -1,5 +1,6 @@
 """What a worker serves and where it computes: `ServiceSettings`, the text forms the CLI takes
-for it, and `build_service`. Imports no JAX (`build_service` does, after choosing the device).
+for it, and `build_service`. Imports no JAX (the service does, in its warm-up, once the worker
+has connected to its brokers: they list it as warming while JAX loads).
 
 `zmq-ik worker` builds a `ServiceSettings` from its options (its connection is the
 `WorkerSettings` of `_worker.py`); `zmq-ik serve` builds one and hands it to every worker
@@ -311,12 +312,11 @@ def build_service(settings: ServiceSettings, progress_interval: float = 10.0) ->
         return WarmupProgress(echo, progress_interval)
     if settings.require_gpu and settings.gpu is None:
         raise InputError("require_gpu needs a GPU index (--gpu N)", "require_gpu")
+    from zmq_ik._ik_settings import check_buckets
     from zmq_ik.worker.ik_service import IKService, pin_device
 
     pin_device(settings.gpu)  # before JAX is imported
-    check_gpu(settings.gpu, settings.require_gpu)
-    from zmq_ik.ik import check_buckets  # the engine's own rule (imports JAX)
-
+    check_gpu(settings.gpu, settings.require_gpu)  # imports JAX only for a GPU
     service = IKService(
         settings.robots or None,
         ee_links=settings.ee_links,
