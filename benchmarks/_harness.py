@@ -219,14 +219,14 @@ class Procs:
         return self.start("worker", *eps, "--cache-dir", str(cache), *sizes, *extra)
 
     def timed_worker(
-        self, endpoint: str, *args: str, env: dict[str, str] | None = None
+        self, endpoint: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> tuple[Proc, float]:
-        """Start ``zmq-ik worker --connect endpoint args...`` (``env``: its whole environment,
-        default `env`) as the only worker of that broker: the process and its seconds to READY
-        (registered), the one start-up timer of the benchmarks."""
+        """Start ``zmq-ik worker --connect endpoint args...`` (``env``: its whole environment;
+        ``cwd``: a tree's root, to run that tree) as the only worker of that broker: the
+        process and its seconds to READY (registered), the benchmarks' one start-up timer."""
         argv = [sys.executable, "-m", "zmq_ik.cli", "worker", "--connect", endpoint, *args]
         t0 = time.monotonic()
-        worker = self.spawn("worker", argv, env)
+        worker = self.spawn("worker", argv, env, cwd)
         self.wait_workers(endpoint, 1, timeout=900)
         return worker, time.monotonic() - t0
 

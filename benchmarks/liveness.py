@@ -7,9 +7,10 @@ window, 4 x 0.25 s, is dead, as before) and ``new`` (the default: a worker whose
 ZMTP heartbeats with a TTL is dead when its connection drops; Python silence alone is
 tolerated for 10 s): a broker, a serving IK worker (tatbot, warm cache) under one client's
 back-to-back `solve`, two IK workers warming from a cold cache and ``--hogs`` CPU-bound
-processes, for ``--seconds`` (``--nice``: the serving worker's niceness, to starve it more). Counted: the broker's ``workers_lost`` + ``workers_unreachable``
-(false deaths: nothing was killed) and the client's errors. Then, hogs still running, the
-serving worker is SIGSTOPped, and later SIGKILLed: seconds until the broker stops listing it.
+processes, for ``--seconds`` (``--nice``: the serving worker's niceness; ``--base DIR``: the
+warming workers also from that tree, in turns). Counted: the broker's ``workers_lost`` +
+``workers_unreachable`` (false deaths: nothing was killed), the client's errors. Then, hogs
+still running, the serving worker is SIGSTOPped, later SIGKILLed: seconds until it is dead.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from itertools import product
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import JAX_CACHE, Procs
+from benchmarks._harness import JAX_CACHE, ROOT, Procs, tree_env
 from benchmarks.chaos import SolveLoad, reference_targets
 from zmq_ik.client import IKClient
 
 HOG = "while True: pass"
-
-
 DEAD = re.compile(rb"^(\S+ \S+) WARNING .*worker \S+ (is unreachable|missed heartbeats)", re.M)
 
 
@@ -51,7 +51,7 @@ def detection(broker: Any, proc: Any, sig: int) -> float:
     return float("nan")
 
 
-def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[str, Any]:
+def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int, tree: Path) -> dict:
     extra = ("--watched-silence", "1") if rule == "old" else ()
     with Procs() as procs, tempfile.TemporaryDirectory() as empty:
         ep = procs.broker(*extra).endpoint
@@ -62,7 +62,8 @@ def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[st
         targets = reference_targets(ep, 64, 0)
         for i in range(cold):  # a cache of their own each: they compile, not read
             cache = os.path.join(empty, str(i))
-            procs.start("worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache)
+            argv = ("worker", "--connect", ep, "--buckets", "16,64", "--cache-dir", cache)
+            procs.start(*argv, env=tree_env(tree), cwd=tree)  # (`-m` puts the cwd first)
         for _ in range(hogs):
             procs.spawn("hog", [sys.executable, "-c", HOG])
         with SolveLoad([ep], 1, targets, timeout=5.0) as load:
@@ -75,23 +76,21 @@ def trial(rule: str, seconds: float, hogs: int, cold: int, nice: int) -> dict[st
             "deaths": counters.get("workers_lost", 0) + counters.get("workers_unreachable", 0),
             "errors": len(load.tally.errors) + len(load.tally.lost),
             "retries": counters.get("retries", 0),
+            "max_ms": max(((b - a) * 1000 for a, b, *_ in load.tally.answers), default=0.0),
             "load": os.getloadavg()[0],
         }
         procs.wait_workers(ep, 1, timeout=60)
         time.sleep(1.0)  # (its watch is up)
-        broker = procs.procs[0]
-        out["sigstop_s"] = detection(broker, serving, signal.SIGSTOP)
+        out["sigstop_s"] = detection(procs.procs[0], serving, signal.SIGSTOP)
         serving.send_signal(signal.SIGCONT)
         procs.wait_workers(ep, 1, timeout=60)
         time.sleep(1.0)
-        out["sigkill_s"] = detection(broker, serving, signal.SIGKILL)
+        out["sigkill_s"] = detection(procs.procs[0], serving, signal.SIGKILL)
         procs.procs.remove(serving)
         serving.wait(120)  # (a big process, niced, on a loaded host: its exit takes seconds)
-    print(
-        f"| {rule} | {seconds:.0f} | {out['load']:.1f} | {out['answers']:,} | {out['deaths']} "
-        f"| {out['retries']} | {out['errors']} | {out['sigstop_s']:.2f} | {out['sigkill_s']:.2f} |",
-        flush=True,
-    )
+    cells = (rule, tree.name, f"{seconds:.0f}", f"{out['load']:.1f}", f"{out['answers']:,}")
+    cells += (f"{out['max_ms']:,.0f}", *(str(out[k]) for k in ("deaths", "retries", "errors")))
+    print("| " + " | ".join(cells) + f" | {out['sigstop_s']:.2f} | {out['sigkill_s']:.2f} |")
     return out
 
 
@@ -103,18 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", default="old,new")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--nice", type=int, default=0, help="niceness of the serving worker")
+    ap.add_argument("--base", type=Path, help="source tree the warming workers run, in turns")
     args = ap.parse_args(argv)
     print(
         f"# liveness on a busy host: {os.cpu_count()} CPUs, {args.hogs} hogs, {args.cold} "
         f"cold, serving worker at nice {args.nice}"
     )
     print(
-        "\n| rule | s | load avg | answers | workers declared dead | retries | client errors "
-        "| SIGSTOP found s | SIGKILL found s |\n|---|---|---|---|---|---|---|---|---|"
+        "\n| rule | warming tree | s | load avg | answers | max latency ms | workers declared "
+        "dead | retries | client errors | SIGSTOP found s | SIGKILL found s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
-    for _ in range(args.rounds):
-        for rule in args.rules.split(","):
-            trial(rule, args.seconds, args.hogs, args.cold, args.nice)
+    for _, rule, tree in product(range(args.rounds), args.rules.split(","), [ROOT, args.base]):
+        if tree is not None:
+            trial(rule, args.seconds, args.hogs, args.cold, args.nice, tree)
     return 0
 
 

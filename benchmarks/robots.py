@@ -383,7 +383,7 @@ def _startup_once(tree: Path, name: str, cache: Path, t: dict[str, np.ndarray]) 
     with Procs() as procs:
         endpoint = procs.broker().endpoint
         args = ["--cache-dir", str(cache), *robot]
-        worker, ready = procs.timed_worker(endpoint, *args, env=tree_env(tree))
+        worker, ready = procs.timed_worker(endpoint, *args, env=tree_env(tree), cwd=tree)
         row: dict[str, Any] = {"READY (s)": ready, "CPU to READY (s)": _cpu_seconds(worker.pid)}
         with IKClient(endpoint, timeout=600) as client:
             for n, column in ((1, "solve 1 (s)"), (1000, "solve 1,000 (s)")):

@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import zmq_ik
-from zmq_ik.errors import InputError
+from zmq_ik.base.process import lower_thread_priority
 from zmq_ik.model import IKSettings
+from zmq_ik.settings.ik import BUCKETS as BUCKETS
+from zmq_ik.settings.ik import check_buckets as check_buckets
 
 from ._lm import N_PARAMS, solve_planes, takes_mask
 from ._robot import Robot
@@ -34,11 +36,6 @@ from ._robot import Robot
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-BUCKETS: tuple[int, ...] = (1, *(2**k for k in range(4, 15)))
-"""Batch sizes programs are compiled for (1, then 16 … 16,384). Smaller batches are padded up
-to the next bucket; larger ones are solved in chunks of the largest. Bucket 1 is for control
-loops: one pose solves in about half the time of a padded batch of 16 on a CPU."""
 
 
 class ProgramCache:
@@ -111,16 +108,6 @@ def run_inline_on_cpu() -> None:
     thread hand-off per call (single-pose solves take ~0.8× the time without it on a 2-CPU
     VM). No effect on GPUs."""
     jax.config.update("jax_cpu_enable_async_dispatch", False)
-
-
-def check_buckets(buckets: Sequence[int] | None) -> tuple[int, ...]:
-    """``buckets`` sorted and checked against ``BUCKETS`` (None: all of them)."""
-    if not buckets:
-        return BUCKETS
-    for b in buckets:
-        if b not in BUCKETS:
-            raise InputError(f"buckets: {b} is not one of {BUCKETS}", field="buckets")
-    return tuple(sorted(set(buckets)))
 
 
 def chunk_size(buckets: Sequence[int], seeds: int = 1) -> int:
@@ -331,8 +318,8 @@ def warmup(
     any weights compile nothing.
 
     Buckets are lowered here and compiled (or loaded from the persistent cache) by
-    ``threads`` threads (default: one per CPU, at most 4): XLA releases the GIL, so they
-    overlap. Nothing is run: compiling fills the same cache a call would. ``progress(done,
+    ``threads`` threads (default: one per CPU, at most 4) at `_os.COMPILE_NICE`: XLA releases
+    the GIL, so they overlap. Nothing is run: compiling fills the same cache a call would. ``progress(done,
     total)`` is called on this thread as each bucket is ready, in `warmup_buckets` order
     (bucket ``done`` is ``warmup_buckets(ik, buckets)[done - 1]``): compiling can take
     minutes. An exception here (from ``progress``, or a signal handler's) returns at once."""
@@ -348,7 +335,9 @@ def warmup(
         lowered.compile()
         logger.debug("bucket %d (%s) ready in %.2fs", bucket, name, time.monotonic() - t0)
 
-    pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="zmq-ik-warmup")
+    pool = ThreadPoolExecutor(
+        max(1, threads), thread_name_prefix="zmq-ik-warmup", initializer=lower_thread_priority
+    )
     try:
         # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
         specs = [program_specs(robot, b, settings.precise) for b in sizes]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from zmq_ik.base.memory import malloc_trim
+from zmq_ik.base.process import lower_thread_priority
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError
 from zmq_ik.model import IKSettings, ops
 from zmq_ik.robots import BUNDLED
@@ -301,7 +302,33 @@ class IKService:
         """Load every robot with its default end effectors and compile one bucket of each
         warmed program (`FIRST_BUCKET`) and FK's smallest: any request can then be served,
         in chunks, without compiling. The other buckets compile after READY
-        (`finish_warmup`)."""
+        (`finish_warmup`).
+
+        All of it (importing JAX, tracing, compiling) runs on a thread of its own at
+        `_os.COMPILE_NICE`, so that serving workers on the host keep their CPU (and their
+        heartbeats); this thread only waits, and keeps its priority for serving (a
+        thread's niceness cannot be lowered back without privilege). A signal's exception
+        here returns at once (the compiles finish in their threads; `exit_now`).
+
+        Python's garbage collector is paused meanwhile: importing JAX and loading programs
+        make millions of objects that live as long as the process, and collecting them over
+        and over cost ~0.2 s of a warm restart's ~3 s of CPU. They are then frozen (never
+        scanned again), so that no collection while serving walks them either."""
+        collecting = gc.isenabled()
+        gc.disable()
+        pool = ThreadPoolExecutor(
+            1, thread_name_prefix="zmq-ik-warmup-ready", initializer=lower_thread_priority
+        )
+        try:
+            info = pool.submit(self._warmup).result()
+            gc.freeze()
+        finally:
+            pool.shutdown(wait=False)
+            if collecting:
+                gc.enable()
+        return info
+
+    def _warmup(self) -> dict[str, Any]:
         import jax
 
         from zmq_ik import ik
@@ -384,7 +411,7 @@ class IKService:
         self._warm = {key: ik.programs_of(solver).keys() for key, solver in self._solvers.items()}
         if self.background and self._later:
             self.background_thread = threading.Thread(
-                target=self.finish_warmup, name="zmq-ik-warmup-later", daemon=True
+                target=self._finish_warmup_in_background, name="zmq-ik-warmup-later", daemon=True
             )
             self.background_thread.start()
         return {
@@ -421,6 +448,12 @@ class IKService:
             return
         if not self._stop_background.is_set():
             logger.info("every bucket compiled, %.1fs after READY", time.monotonic() - t0)
+
+    def _finish_warmup_in_background(self) -> None:
+        """`finish_warmup` at `_os.COMPILE_NICE`: this worker's own requests (and heartbeats)
+        and any other worker's on the host go first."""
+        lower_thread_priority()
+        self.finish_warmup()
 
     def stop_background(self) -> None:
         """Start no other bucket after the one compiling now (XLA cannot be interrupted)."""

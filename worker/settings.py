@@ -1,5 +1,7 @@
 """The service a worker's `ServiceSettings` (`zmq_ik.settings.worker`) describe:
-`build_service` chooses the device, then imports JAX; `check_gpu`; `WarmupProgress`.
+`build_service` chooses the device (the service imports JAX in its warm-up, once the worker
+has connected to its brokers: they list it as warming while JAX loads); `check_gpu`;
+`WarmupProgress`.
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ def build_service(settings: ServiceSettings, progress_interval: float = 10.0) ->
         return WarmupProgress(echo, progress_interval)
     if settings.require_gpu and settings.gpu is None:
         raise InputError("require_gpu needs a GPU index (--gpu N)", "require_gpu")
+    from zmq_ik.settings.ik import check_buckets
     from zmq_ik.worker.ik_service import IKService, pin_device
 
     pin_device(settings.gpu)  # before JAX is imported
-    check_gpu(settings.gpu, settings.require_gpu)
-    from zmq_ik.ik import check_buckets  # the engine's own rule (imports JAX)
-
+    check_gpu(settings.gpu, settings.require_gpu)  # imports JAX only for a GPU
     service = IKService(
         settings.robots or None,
         ee_links=settings.ee_links,

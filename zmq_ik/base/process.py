@@ -9,6 +9,7 @@
   must not leave its broker holding the port, nor workers serving a broker nobody watches.
 * A worker stopped during its warm-up exits without waiting for the compiles it abandoned
   (`exit_now`).
+* Compiling threads yield the CPU to serving ones (`lower_thread_priority`).
 """
 
 from __future__ import annotations
@@ -160,3 +161,24 @@ def exit_now(code: int) -> NoReturn:
         except (OSError, ValueError):  # closed, or a broken pipe: nothing to lose
             pass
     os._exit(code)
+
+
+COMPILE_NICE = 10
+"""Niceness of the threads that compile ahead of need (a worker's warm-up, its compiles after
+READY, `ik.warmup`'s): they yield the CPU to a serving worker on the same host, whose
+heartbeats would otherwise wait behind them (a serving worker declared dead while two others
+compiled beside it; docs/reliability.md). At nice 10 a thread gets ~1/10 of a nice-0
+thread's share of a busy CPU, and all of an idle one."""
+
+
+def lower_thread_priority() -> None:
+    """Give the calling thread (alone: on Linux niceness is per thread, and threads it
+    starts inherit it) at least `COMPILE_NICE`. Raising niceness needs no privilege, but
+    lowering it again would, so only threads that do nothing else call this. Best effort:
+    where threads cannot be reniced (not Linux) compiles simply keep their priority."""
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < COMPILE_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, COMPILE_NICE)
+    except (AttributeError, OSError) as exc:
+        logger.debug("compile thread keeps its priority (%s)", exc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -69,6 +69,22 @@ MAX_IK_ITERATIONS = 1000
 """Largest ``max_iterations`` accepted. A deadline is only checked between the solver's
 program calls, so this bounds how long one call can run past it: 1000 iterations of a CPU
 chunk of 1,024 unreachable targets take ~0.5 s (32, the default: ~0.05 s)."""
+
+BUCKETS: tuple[int, ...] = (1, *(2**k for k in range(4, 15)))
+"""Batch sizes programs are compiled for (1, then 16 … 16,384). Smaller batches are padded up
+to the next bucket; larger ones are solved in chunks of the largest. Bucket 1 is for control
+loops: one pose solves in about half the time of a padded batch of 16 on a CPU. Here, not in
+the engine, so that a worker checks ``--buckets`` before it imports JAX."""
+
+
+def check_buckets(buckets: Sequence[int] | None) -> tuple[int, ...]:
+    """``buckets`` sorted and checked against ``BUCKETS`` (None: all of them)."""
+    if not buckets:
+        return BUCKETS
+    for b in buckets:
+        if b not in BUCKETS:
+            raise InputError(f"buckets: {b} is not one of {BUCKETS}", field="buckets")
+    return tuple(sorted(set(buckets)))
 
 
 @documented
