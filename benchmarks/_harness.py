@@ -25,12 +25,12 @@ from typing import Any, TypeVar
 import numpy as np
 import zmq
 
+from zmq_ik.apps.serve import free_endpoint
 from zmq_ik.broker import LISTENING
 from zmq_ik.client import IKClient
 from zmq_ik.client._failover import is_probe
 from zmq_ik.errors import IKError, ProtocolError
 from zmq_ik.protocol import Command, Reply, parse_message
-from zmq_ik.serve import free_endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 JAX_CACHE = ROOT / ".jax_cache"

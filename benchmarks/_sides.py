@@ -22,8 +22,8 @@ class ZikSide:
     name = "zmq-ik"
 
     def __init__(self, endpoint: str, pairs: int = 100) -> None:
-        from zmq_ik import ops
         from zmq_ik.client import IKClient
+        from zmq_ik.model import ops
 
         self.ops = ops
         self.client = IKClient(endpoint, timeout=600.0)

@@ -47,7 +47,7 @@ import numpy as np
 
 from benchmarks._common import Config, Section, Table, log, median, pct, ratio
 from benchmarks._harness import JAX_CACHE, Procs, tree_env
-from zmq_ik.serve import free_endpoint
+from zmq_ik.apps.serve import free_endpoint
 
 MODES = ("warm", "ready")
 SYSTEMS = ("in-process", "two-hop floor", "broker + worker")
@@ -141,8 +141,8 @@ class Broker:
     """``IKClient.solve``'s steps, keeping the reply header for ``compute_ms``."""
 
     def __init__(self, endpoint: str) -> None:
-        from zmq_ik import ops
         from zmq_ik.client import IKClient
+        from zmq_ik.model import ops
 
         self.ops = ops
         self.client = IKClient(endpoint, timeout=5.0, retries=0)
@@ -165,7 +165,7 @@ class Broker:
 
 BASE_CLIENT = """
 import sys, time, numpy as np
-from zmq_ik import ops
+from zmq_ik.model import ops
 from zmq_ik.client import IKClient
 data = np.load(sys.argv[1])
 wxyz, pos = data["wxyz"], data["pos"]
@@ -265,7 +265,7 @@ ROLES = ("client", "broker", "worker")
 
 def request_bytes() -> int:
     """Bytes of a single-pose ``solve`` request's frames (the floor echoes as many)."""
-    from zmq_ik import ops
+    from zmq_ik.model import ops
     from zmq_ik.protocol import encode_payload
 
     wxyz, pos = path(1)

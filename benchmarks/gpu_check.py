@@ -39,7 +39,7 @@ import numpy as np
 from benchmarks import robots
 from benchmarks._common import nvidia_smi, pct, say
 from benchmarks._harness import ROOT, Procs
-from zmq_ik.serve import free_endpoint
+from zmq_ik.apps.serve import free_endpoint
 
 BATCHES = (1, 1024, 16384, 131072)
 DRY_BATCHES = (16, 64)

@@ -28,7 +28,7 @@ from benchmarks._common import (
     time_calls,
 )
 from benchmarks._harness import Procs
-from zmq_ik.serve import free_endpoint
+from zmq_ik.apps.serve import free_endpoint
 
 SIZES = [64, 64 << 10, 1 << 20, 8 << 20]
 SYSTEMS = ["one hop (raw)", "two hops (raw proxy)", "zmq-ik broker"]

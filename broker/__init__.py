@@ -3,6 +3,6 @@
 from zmq_ik.broker._broker import LISTENING as LISTENING
 from zmq_ik.broker._broker import Broker as Broker
 from zmq_ik.broker._core import BrokerCore as BrokerCore
-from zmq_ik.broker._core import BrokerSettings as BrokerSettings
+from zmq_ik.settings.broker import BrokerSettings as BrokerSettings
 
 __all__ = ["LISTENING", "Broker", "BrokerCore", "BrokerSettings"]

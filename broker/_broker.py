@@ -14,10 +14,11 @@ from typing import Any
 
 import zmq
 
-from zmq_ik._memory import malloc_trim
-from zmq_ik.broker._core import BrokerCore, BrokerSettings, peer_label
+from zmq_ik.base.memory import malloc_trim
+from zmq_ik.broker._core import BrokerCore, peer_label
 from zmq_ik.broker._jobs import Tracked
 from zmq_ik.protocol import recv_burst, send_frames, set_link_heartbeats
+from zmq_ik.settings.broker import BrokerSettings
 
 logger = logging.getLogger(__name__)
 

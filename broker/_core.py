@@ -20,7 +20,6 @@ from zmq_ik.broker._jobs import (
     BREAKER_PAUSE_MAX,
     KEPT_INFO,
     AnsweredMemory,
-    BrokerSettings,
     ClientAccount,
     ClientBytes,
     Deadlines,
@@ -58,6 +57,7 @@ from zmq_ik.protocol import (
     request_frames,
 )
 from zmq_ik.security import KeyNotices, held_back
+from zmq_ik.settings.broker import BrokerSettings
 
 __all__ = ["BrokerCore", "BrokerSettings", "Job", "WorkerState", "peer_label"]
 

@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zmq_ik.broker._jobs import KEPT_INFO, BrokerSettings, peer_label
+from zmq_ik.broker._jobs import KEPT_INFO, peer_label
 from zmq_ik.protocol import WARMING_TTL, pack_header
+from zmq_ik.settings.broker import BrokerSettings
 
 NAMED = 16
 """Most robot names an `unknown_robot` message lists (the rest are counted)."""

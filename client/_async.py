@@ -18,7 +18,6 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client
 from zmq_ik.client._client import IKClient, open_dealers
@@ -42,6 +41,7 @@ from zmq_ik.model import (
     StrokeList,
 )
 from zmq_ik.protocol import Payload
+from zmq_ik.protocol.handshakes import Handshakes
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import zmq
 
-from zmq_ik._handshakes import Handshakes
 from zmq_ik.client import _exchange as calls
 from zmq_ik.client._checks import call_timeout, check_client, check_endpoint
 from zmq_ik.client._core import CANCEL_WAIT, Call, ClientCore, Event, settle
@@ -51,6 +50,7 @@ from zmq_ik.protocol import (
     send_frames,
     set_link_heartbeats,
 )
+from zmq_ik.protocol.handshakes import Handshakes
 
 logger = logging.getLogger(__name__)
 

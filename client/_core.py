@@ -180,10 +180,10 @@ class ClientCore:
         self._timers: list[tuple[float, bytes]] = []
         self.explain: Callable[[int], str | None] = _unexplained
         """Why broker ``i`` may have refused this client, for no-answer errors (the loop
-        sets it: `zmq_ik._handshakes.Handshakes.explain`)."""
+        sets it: `zmq_ik.protocol.handshakes.Handshakes.explain`)."""
         self.reached: Callable[[int], bool] = _unreached
         """Whether broker ``i``'s socket completed a handshake (a peer listens there; the
-        loop sets it: `zmq_ik._handshakes.Handshakes.reached`)."""
+        loop sets it: `zmq_ik.protocol.handshakes.Handshakes.reached`)."""
         self._unheard_since: float | None = None
         """When the first request went out while no broker had ever answered (`NoBroker`)."""
 

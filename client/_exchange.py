@@ -13,8 +13,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from zmq_ik import ops
-from zmq_ik._strokebatch import check_judging
 from zmq_ik.client._checks import check_count, check_timeout
 from zmq_ik.client._core import FAILED, PARTIAL, Call, ClientCore, Event
 from zmq_ik.errors import InputError, ProtocolError
@@ -28,7 +26,9 @@ from zmq_ik.model import (
     Scene,
     StrokeBatch,
     StrokeList,
+    ops,
 )
+from zmq_ik.model.solution import check_judging
 from zmq_ik.protocol import BROKER_SERVICE, Payload
 
 DEFAULT_MAX_IN_FLIGHT = 8

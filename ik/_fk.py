@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik._checks import check_joints
+from zmq_ik.base.checks import check_joints
 from zmq_ik.errors import InputError
 from zmq_ik.model import EEPoses
 
@@ -41,7 +41,7 @@ def fk_poses(
 ) -> EEPoses:
     """Each end effector's pose for joint vectors (N, n_joints) (or one, (n_joints,)):
     `Robot.fk` in batches padded to `fk_buckets` of ``buckets``. ``checked``: ``joints``
-    come from `zmq_ik._checks.check_joints` already (a worker's `ops.read_fk_request`);
+    come from `zmq_ik.base.checks.check_joints` already (a worker's `ops.read_fk_request`);
     their count per vector is checked here against the robot's."""
     q = joints if checked else check_joints(joints, one_pose=True)
     if q.shape[1] != robot.n_joints:

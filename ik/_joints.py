@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import SMALL
+from zmq_ik.base.checks import SMALL
 from zmq_ik.errors import InputError
 
 

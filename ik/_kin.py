@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zmq_ik._urdf import Joint, URDFModel, rpy_matrix
 from zmq_ik.errors import InputError
+from zmq_ik.robots.urdf import Joint, URDFModel, rpy_matrix
 
 S = float | Any
 """A scalar plane: a Python float (trace-time constant) or a jax array of shape (B,)."""

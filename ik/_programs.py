@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import zmq_ik
-from zmq_ik._ik_settings import BUCKETS as BUCKETS
-from zmq_ik._ik_settings import check_buckets as check_buckets
-from zmq_ik._os import lower_thread_priority
+from zmq_ik.base.process import lower_thread_priority
 from zmq_ik.model import IKSettings
+from zmq_ik.settings.ik import BUCKETS as BUCKETS
+from zmq_ik.settings.ik import check_buckets as check_buckets
 
 from ._lm import N_PARAMS, solve_planes, takes_mask
 from ._robot import Robot
@@ -283,7 +283,7 @@ def _package_source() -> bytes:
     programs afresh: a stale trace would be a wrong answer)."""
     digest = hashlib.sha256()
     package = Path(zmq_ik.__file__).resolve().parent
-    for path in sorted([*Path(__file__).resolve().parent.glob("*.py"), *package.glob("*.py")]):
+    for path in sorted([*Path(__file__).resolve().parent.glob("*.py"), *package.rglob("*.py")]):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.digest()
 

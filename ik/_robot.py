@@ -18,10 +18,10 @@ import jaxlie
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import SMALL, check_rest_shape
-from zmq_ik._docs import documented
-from zmq_ik._urdf import URDFModel, parse_urdf
+from zmq_ik.base.checks import SMALL, check_rest_shape
+from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
+from zmq_ik.robots.urdf import URDFModel, parse_urdf
 
 from ._joints import check_rest
 from ._kin import (

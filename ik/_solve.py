@@ -13,10 +13,10 @@ import jax
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import SMALL, as_float, check_active, check_rest_shape, check_targets
-from zmq_ik._strokebatch import check_judging
+from zmq_ik.base.checks import SMALL, as_float, check_active, check_rest_shape, check_targets
 from zmq_ik.errors import IKTimeout, InputError
 from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution
+from zmq_ik.model.solution import check_judging
 
 from ._joints import check_rest, default_rest
 from ._lm import solver_params, takes_mask
@@ -41,7 +41,7 @@ def solver_inputs(
     the rest pose (``None``: :func:`default_rest`), all float32. One pose, (n_ee, 4) and
     (n_ee, 3), is N = 1. Quaternions are normalised in float64.
 
-    ``checked``: the targets and the rest pose come from `zmq_ik._checks.check_targets` and
+    ``checked``: the targets and the rest pose come from `zmq_ik.base.checks.check_targets` and
     `check_rest_shape` already (a worker's `ops.read_solve_request`), so only what needs the
     robot is checked here (~30 µs less per single-pose request). ``active``: see
     `check_targets` (the placeholders of end effectors without a target)."""
@@ -77,7 +77,7 @@ def solver_inputs(
 
 def unit_quaternions(wxyz: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """(..., 4) quaternions divided by their norms, computed in float64, as float32. A few
-    (`zmq_ik._checks.SMALL`: a control loop's pose) in Python, the same operations in the
+    (`zmq_ik.base.checks.SMALL`: a control loop's pose) in Python, the same operations in the
     same order, so the same bits."""
     if wxyz.size <= SMALL:
         v = wxyz.ravel().tolist()

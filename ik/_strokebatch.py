@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import check_packed
+from zmq_ik.base.checks import check_packed
 from zmq_ik.errors import InputError
 from zmq_ik.model import (
     IKSettings,

@@ -83,7 +83,7 @@ def serve_endpoint() -> str:
     """A loopback endpoint free now, for `zmq-ik serve`: its workers must know the port before
     its broker binds it, so serve cannot take a wildcard port (the one place a test still
     chooses a port for another process to bind)."""
-    from zmq_ik.serve import free_endpoint
+    from zmq_ik.apps.serve import free_endpoint
 
     return free_endpoint()
 

@@ -83,7 +83,7 @@ def _batch(value: float) -> StrokeBatch:
 
 def test_output_is_written_atomically(tmp_path, monkeypatch):
     """A write that fails leaves the old file as it was and no temporary file behind."""
-    from zmq_ik.compute import write_atomic
+    from zmq_ik.apps.compute import write_atomic
 
     out = tmp_path / "sb.safetensors"
     write_atomic(_batch(1.0), out, errors=False)
@@ -332,10 +332,11 @@ def test_strokes_of_another_length_suggest_resample(tmp_path, nowhere):
 
 
 def test_service_settings_travel_as_json_and_are_checked(tmp_path):
+    from zmq_ik.apps.serve import Supervisor
     from zmq_ik.errors import InputError
     from zmq_ik.model import IKSettings
-    from zmq_ik.serve import ServeSettings, Supervisor
-    from zmq_ik.worker.settings import ServiceSettings
+    from zmq_ik.settings.apps import ServeSettings
+    from zmq_ik.settings.worker import ServiceSettings
 
     settings = ServiceSettings(
         robots={"tatbot": SCENE},
@@ -386,7 +387,7 @@ def test_worker_config_json_with_options_overriding_it(procs, endpoint, tmp_path
 
 
 def test_demo_and_compute_settings_defaults_are_the_dataclass_ones():
-    from zmq_ik.compute import ComputeSettings
+    from zmq_ik.settings.apps import ComputeSettings
 
     ctx = main.commands["compute"].make_context("compute", [SCENE, STROKES])
     options = {k: v for k, v in ctx.params.items() if k in ComputeSettings.__dataclass_fields__}
@@ -406,11 +407,11 @@ def test_tolerances_are_metres_and_a_millimetre_habit_is_refused_before_any_work
 
 
 def test_strict_needs_every_pose_known_within_tolerance_and_limits():
-    """#27.2: one verdict (`zmq_ik.verdict.judge`): errors against the tolerances, joints
+    """#27.2: one verdict (`zmq_ik.model.verdict.judge`): errors against the tolerances, joints
     against the limits with the amount and its unit; `--strict` fails on any of them."""
-    from zmq_ik.compute import check_strict, summary_table
+    from zmq_ik.apps.compute import check_strict, summary_table
     from zmq_ik.errors import IKError
-    from zmq_ik.verdict import JointLimits, judge
+    from zmq_ik.model.verdict import JointLimits, judge
 
     limits = JointLimits.bundled()
 

@@ -26,11 +26,10 @@ import zmq
 import zmq.asyncio
 from conftest import KINDS, FakeBroker, run_with
 
-from zmq_ik import ops
 from zmq_ik.client import AsyncIKClient, Call, IKClient
 from zmq_ik.client._checks import MAX_TIMEOUT, request_message
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError, ProtocolError, RemoteError
-from zmq_ik.model import IKSettings
+from zmq_ik.model import IKSettings, ops
 from zmq_ik.protocol import (
     ALIVE,
     BROKER_SERVICE,

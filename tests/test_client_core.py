@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from conftest import Box, final, outbox
 
-from zmq_ik import ops
 from zmq_ik.client._checks import check_count, check_endpoint, default_endpoint
 from zmq_ik.client._core import (
     FAILED,
@@ -38,7 +37,7 @@ from zmq_ik.errors import (
     ProtocolError,
     RemoteError,
 )
-from zmq_ik.model import Scene, StrokeBatch, StrokeList
+from zmq_ik.model import Scene, StrokeBatch, StrokeList, ops
 from zmq_ik.protocol import (
     BROKER_SERVICE,
     CANCEL,

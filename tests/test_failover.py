@@ -21,6 +21,7 @@ import zmq
 from conftest import ROOT, wait_for_workers
 
 from benchmarks._harness import EchoLoad
+from zmq_ik.apps.serve import free_endpoint
 from zmq_ik.client import AsyncIKClient, IKClient
 from zmq_ik.protocol import (
     Command,
@@ -35,7 +36,6 @@ from zmq_ik.protocol import (
     parse_message,
     request_frames,
 )
-from zmq_ik.serve import free_endpoint
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from zmq_ik import ops
+from zmq_ik.apps.report import parse_joint_vectors
 from zmq_ik.client import AsyncIKClient, IKClient
 from zmq_ik.errors import InputError, RemoteError
-from zmq_ik.model import EEPoses
-from zmq_ik.report import parse_joint_vectors
+from zmq_ik.model import EEPoses, ops
 from zmq_ik.robots import BUNDLED
 
 ik = pytest.importorskip("zmq_ik.ik")

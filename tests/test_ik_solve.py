@@ -457,7 +457,7 @@ def test_rest_far_outside_the_limits_and_huge_targets_are_refused(tatbot):
 def test_quaternions_are_normalised_to_the_same_bits_in_python_and_numpy():
     """A few quaternions (a control loop's pose) are normalised in Python (#17), many with
     numpy: float64 arithmetic in the same order either way, so the same float32 bits."""
-    from zmq_ik._checks import SMALL
+    from zmq_ik.base.checks import SMALL
     from zmq_ik.ik._solve import unit_quaternions
 
     rng = np.random.default_rng(7)

@@ -363,7 +363,7 @@ def test_example_scene_is_default() -> None:
 
 
 def test_all_fields_documented() -> None:
-    src = (ROOT / "zmq_ik" / "_scene.py").read_text()
+    src = (ROOT / "zmq_ik" / "model" / "scene.py").read_text()
     for f in fields(Scene):
         assert f"    {f.name}:" in src
 
@@ -373,7 +373,7 @@ def test_tolerances_belong_to_the_scene_in_metres_and_radians() -> None:
     judge answers on the client and are not sent to workers (an older worker refuses
     unknown scene fields)."""
     from zmq_ik.model import ORI_TOL, POS_TOL, PackedStrokes
-    from zmq_ik.ops import strokebatch_request
+    from zmq_ik.model.ops import strokebatch_request
 
     s = Scene.from_yaml("pos_tol: 0.0005\nori_tol: 0.1\n")
     assert (s.pos_tol, s.ori_tol) == (5e-4, 0.1) and (Scene().pos_tol, Scene().ori_tol) == (
@@ -402,8 +402,8 @@ def test_settings_added_after_the_first_release_travel_only_when_set(monkeypatch
     """#23.5: requests carry `IKSettings.to_wire`: a field listed in `ADDED_SETTINGS` is left
     out while it holds its default (an older worker, which refuses unknown keys, still
     serves every request that does not use it), sent when set. No field is listed yet."""
-    from zmq_ik import _ik_settings, ops
-    from zmq_ik.model import ADDED_SETTINGS, PackedStrokes
+    from zmq_ik.model import ADDED_SETTINGS, PackedStrokes, ops
+    from zmq_ik.settings import ik as _ik_settings
 
     assert ADDED_SETTINGS == {}  # every field shipped with ZIK/1's first release
     assert IKSettings(seeds=4).to_wire() == IKSettings(seeds=4).to_dict()
@@ -429,8 +429,8 @@ def test_settings_added_after_the_first_release_travel_only_when_set(monkeypatch
 def test_a_worker_tells_a_newer_clients_fields_from_typos_by_saying_both() -> None:
     """#23.5: what a worker reads (`ops.read_*_request`) refuses unknown keys naming its
     own zmq-ik version and that the client may be newer; tatbot's spellings still pass."""
-    from zmq_ik import ops
     from zmq_ik._version import __version__
+    from zmq_ik.model import ops
 
     one_pose = np.array([[[1.0, 0, 0, 0]]], np.float32), np.array([[[0.1, 0.0, 0.2]]], np.float32)
     arrays = {"target_wxyz": one_pose[0], "target_pos": one_pose[1]}
@@ -462,7 +462,7 @@ def test_yaml_goes_through_libyaml_and_big_files_are_logged(
 
     import yaml
 
-    from zmq_ik import _scene
+    from zmq_ik.base import yaml_files
     from zmq_ik.model import StrokeList
 
     used: list[Any] = []
@@ -477,8 +477,8 @@ def test_yaml_goes_through_libyaml_and_big_files_are_logged(
     assert used == [expected, expected]
     if hasattr(yaml, "CSafeLoader"):  # libyaml is installed with PyYAML's wheels
         assert expected is yaml.CSafeLoader
-    monkeypatch.setattr(_scene, "BIG_YAML_BYTES", 1000)
-    with caplog.at_level(logging.INFO, logger="zmq_ik._scene"):
+    monkeypatch.setattr(yaml_files, "BIG_YAML_BYTES", 1000)
+    with caplog.at_level(logging.INFO, logger="zmq_ik.base.yaml_files"):
         StrokeList.from_yaml(strokes_path)
     lines = [r.getMessage() for r in caplog.records]
     assert any("MB of YAML" in line and str(strokes_path) in line for line in lines), lines
@@ -543,7 +543,7 @@ def test_model_import_has_no_jax() -> None:
 def test_tiny_and_large_arrays_are_judged_alike():
     """Arrays up to `_checks.SMALL` elements are checked in Python (#17), larger ones with
     numpy: the same inputs are refused, with the same message and field, either way."""
-    from zmq_ik._checks import SMALL, check_targets
+    from zmq_ik.base.checks import SMALL, check_targets
     from zmq_ik.model import IKSolution
 
     def targets(n: int) -> tuple[np.ndarray, np.ndarray]:

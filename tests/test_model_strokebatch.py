@@ -299,7 +299,7 @@ def _judged_errors(n: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
 
 @pytest.mark.parametrize("n", [8, 200])  # 8 x 2 errors: judged in Python; 200 x 2: numpy
 def test_reached_is_every_error_within_its_tolerance_and_nan_is_a_miss(n: int) -> None:
-    from zmq_ik._checks import SMALL
+    from zmq_ik.base.checks import SMALL
 
     pos, ori, expected = _judged_errors(n)
     assert (pos.size <= SMALL) == (n == 8)
@@ -343,8 +343,8 @@ def test_tolerances_judge_reached_and_are_checked_as_compute_checks_them() -> No
 
 
 def test_check_judging_refuses_what_compute_refuses_and_keeps_the_defaults() -> None:
-    from zmq_ik._strokebatch import check_judging
     from zmq_ik.model import ORI_TOL, POS_TOL
+    from zmq_ik.model.solution import check_judging
 
     assert check_judging(POS_TOL, ORI_TOL, False) == (POS_TOL, ORI_TOL, False)
     assert check_judging(1e-3, 0.5, True) == (1e-3, 0.5, True)

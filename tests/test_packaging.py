@@ -60,7 +60,7 @@ def test_wheel_contents(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for required in (
         "zmq_ik/__init__.py",
-        "zmq_ik/protocol.py",
+        "zmq_ik/protocol/__init__.py",
         "zmq_ik/broker/__init__.py",
         "zmq_ik/worker/__init__.py",
         "zmq_ik/client/__init__.py",

@@ -240,7 +240,7 @@ def test_a_supervised_child_outlives_no_parent_even_without_prctl(tmp_path: Path
             "-c",
             "import os, subprocess, sys, time\n"
             "code = 'import os, time\\n"
-            "from zmq_ik._os import watch_parent\\n"
+            "from zmq_ik.base.process import watch_parent\\n"
             "watch_parent(os.getppid(), interval=0.05)\\n"
             "time.sleep(60)'\n"
             "child = subprocess.Popen([sys.executable, '-c', code])\n"
@@ -297,8 +297,9 @@ def test_serve_stops_when_its_broker_cannot_bind_on_first_start(
 ):
     """A bind error that slips past serve's own check (here: the broker's second endpoint is
     busy) is fatal on the broker's first start, never a restart loop."""
-    from zmq_ik.serve import ServeSettings, Supervisor
-    from zmq_ik.worker.settings import ServiceSettings
+    from zmq_ik.apps.serve import Supervisor
+    from zmq_ik.settings.apps import ServeSettings
+    from zmq_ik.settings.worker import ServiceSettings
 
     other = zctx.socket(zmq.ROUTER)
     other.setsockopt(zmq.LINGER, 0)

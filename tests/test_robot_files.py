@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from zmq_ik import _urdf
 from zmq_ik.errors import InputError
 from zmq_ik.robots import BUNDLED
-from zmq_ik.worker.settings import ServiceSettings, parse_robots
+from zmq_ik.robots import urdf as _urdf
+from zmq_ik.settings.worker import ServiceSettings, parse_robots
 
 pytestmark = pytest.mark.timeout(120)
 

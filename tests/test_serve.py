@@ -141,7 +141,7 @@ def test_sigterm_to_the_whole_process_group_reaches_each_child_once(serve_endpoi
 
 def test_serve_settings_from_flat_options() -> None:
     """`zmq-ik serve`'s flat options: its own fields, the rest the workers' settings."""
-    from zmq_ik.serve import ServeSettings
+    from zmq_ik.settings.apps import ServeSettings
 
     s = ServeSettings.from_options(bind="tcp://127.0.0.1:5999", workers=2, gpus=(), buckets=(1, 8))
     assert (s.bind, s.workers, s.worker.buckets) == ("tcp://127.0.0.1:5999", 2, (1, 8))
@@ -152,7 +152,7 @@ def test_serve_refuses_a_wildcard_port():
     ``tcp://127.0.0.1:*`` started workers connecting to ``tcp://127.0.0.1:127.0.0.1``, silent
     forever."""
     from zmq_ik.errors import InputError
-    from zmq_ik.serve import ServeSettings
+    from zmq_ik.settings.apps import ServeSettings
 
     for bind in ("tcp://127.0.0.1:*", "tcp://*:*", "tcp://127.0.0.1:0", "ipc://*"):
         with pytest.raises(InputError, match="fixed port") as info:

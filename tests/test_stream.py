@@ -22,10 +22,9 @@ import zmq
 import zmq.asyncio
 from conftest import KINDS, FakeBroker, run_with
 
-from zmq_ik import ops
 from zmq_ik.client import AsyncIKClient, IKClient
 from zmq_ik.errors import IKError, IKTimeout, InputError, RemoteError
-from zmq_ik.model import Scene, Stroke, StrokeBatch, StrokeList
+from zmq_ik.model import Scene, Stroke, StrokeBatch, StrokeList, ops
 from zmq_ik.protocol import (
     BROKER_SERVICE,
     CANCEL,

@@ -12,7 +12,7 @@ import pytest
 import zmq
 from conftest import KINDS, run_with, wait_for_workers
 
-from zmq_ik._os import COMPILE_NICE
+from zmq_ik.base.process import COMPILE_NICE
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, RemoteError
 from zmq_ik.model import ORI_TOL, POS_TOL, IKSettings, IKSolution
@@ -66,8 +66,8 @@ def test_a_hand_may_be_left_without_a_target(ik_endpoint, robot):
     """``active``: the right hand omitted (its target NaN) in the first two poses. It holds
     the rest pose, its errors are NaN, ``reached`` judges the left hand; the wire carries
     NaN for it, so a worker that predates ``active`` refuses it instead of solving it."""
-    from zmq_ik import ops
     from zmq_ik.errors import InputError
+    from zmq_ik.model import ops
 
     wxyz, pos = (np.array(a) for a in reachable_targets(robot, 3, seed=5))
     wxyz[:2, 1], pos[:2, 1] = np.nan, np.nan
@@ -108,7 +108,7 @@ def test_single_pose_is_batched_for_you(ik_endpoint, robot):
     ],
 )
 def test_bad_targets_get_bad_request_naming_the_field(ik_endpoint, robot, mutate, field):
-    from zmq_ik import ops
+    from zmq_ik.model import ops
     from zmq_ik.protocol import encode_payload  # noqa: F401  (frames built by the client)
 
     wxyz, pos = reachable_targets(robot, 2)
@@ -406,7 +406,7 @@ def test_worker_cli_refuses_bad_warm_settings_before_compiling(warm, message):
 
 
 def test_warm_settings_parse_as_ik_settings():
-    from zmq_ik.worker.settings import parse_warm
+    from zmq_ik.settings.worker import parse_warm
 
     assert parse_warm(("precise=true, seeds=16", "seeds=4")) == (
         IKSettings(precise=True, seeds=16),
@@ -519,8 +519,8 @@ def test_worker_cli_refuses_robots_it_cannot_load(tmp_path, monkeypatch, args, m
 
 def test_client_side_checks_name_the_argument():
     """Before any round trip: what a caller gets wrong is an `InputError` naming it."""
-    from zmq_ik import ops
     from zmq_ik.errors import InputError
+    from zmq_ik.model import ops
 
     one_pose = np.array([[1.0, 0, 0, 0]]), np.array([[0.1, 0.0, 0.2]])
     header, _ = ops.solve_request(*one_pose, ee_links="tool0")  # one link, as a string
@@ -626,9 +626,8 @@ def test_bad_tolerances_are_refused_before_anything_is_sent(nowhere, zctx, kwarg
 def test_an_unknown_setting_names_the_workers_version_and_a_newer_client(ik_endpoint, robot):
     """A setting this worker does not know (a newer client's, in a rolling upgrade) fails at
     once, saying so with the worker's version, in `solve` and `strokebatch` alike."""
-    from zmq_ik import ops
     from zmq_ik._version import __version__
-    from zmq_ik.model import PackedStrokes, Scene
+    from zmq_ik.model import PackedStrokes, Scene, ops
 
     wxyz, pos = reachable_targets(robot, 1)
     scene = Scene(stroke_length=4, offset_num=1)
@@ -665,7 +664,7 @@ class NewerWorker(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from zmq_ik import ops
+        from zmq_ik.model import ops
         from zmq_ik.protocol import (
             Command,
             Request,

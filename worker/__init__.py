@@ -1,6 +1,6 @@
 """The zmq-ik worker: loads robots once, compiles before READY, heartbeats, serves one job at a time."""
 
-from zmq_ik.worker._link import WorkerSettings as WorkerSettings
+from zmq_ik.settings.worker import WorkerSettings as WorkerSettings
 from zmq_ik.worker._service import EchoService as EchoService
 from zmq_ik.worker._service import Service as Service
 from zmq_ik.worker._service import ServiceCall as ServiceCall

@@ -10,9 +10,9 @@ from typing import Any
 
 import zmq
 
-from zmq_ik._handshakes import Handshakes
 from zmq_ik.protocol import new_routing_id, recv_burst, send_frames, set_worker_link_heartbeats
-from zmq_ik.worker._link import WorkerSettings
+from zmq_ik.protocol.handshakes import Handshakes
+from zmq_ik.settings.worker import WorkerSettings
 
 logger = logging.getLogger(__name__)
 

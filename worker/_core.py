@@ -40,8 +40,9 @@ from zmq_ik.protocol import (
     ready_frames,
     warming_frames,
 )
+from zmq_ik.settings.worker import WorkerSettings
 from zmq_ik.worker._job import Job
-from zmq_ik.worker._link import Link, WorkerSettings, final_refusal
+from zmq_ik.worker._link import Link, final_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class WorkerCore:
         """Named in READY and by each watch connection (`protocol.WATCH`)."""
         self.watch_frames = heartbeat_frames(self.watch_word)
         self.explain: Callable[[int], str | None] | None = None
-        """Why link i's broker is silent, from its handshakes (`zmq_ik._handshakes`), or
+        """Why link i's broker is silent, from its handshakes (`zmq_ik.protocol.handshakes`), or
         None; the loop sets it (it has the sockets)."""
         self._announced: dict[str, Any] = {}
         self._progress = (0, 0)

@@ -1,45 +1,10 @@
-"""The brokers a worker serves: `WorkerSettings` (how it connects) and `Link` (one broker's
-connection state: timers, what the broker was told and owes)."""
+"""The brokers a worker serves: `Link`, one broker's connection state (timers, what the broker
+was told and owes); how a worker connects is `zmq_ik.settings.worker.WorkerSettings`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
 from zmq_ik.errors import ErrorCode
-from zmq_ik.protocol import DEFAULT_ENDPOINT, RECONNECT_MAX, Limits, endpoints_setting
 from zmq_ik.worker._job import Job
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Everything that tunes a worker's connections; the CLI builds one from its flags."""
-
-    connect: str | Sequence[str] = DEFAULT_ENDPOINT
-    """Broker endpoint, or several (a sequence, or one string with commas): the worker
-    registers with each and serves them all, one job at a time."""
-    heartbeat_interval: float = 0.25
-    """Seconds between heartbeats to each broker."""
-    liveness: int = 4
-    """Heartbeat intervals of silence from a broker before reconnecting to it."""
-    reconnect_min: float = 0.25
-    """First reconnect delay (seconds); doubles while the broker stays silent, and starts
-    afresh once a broker has answered (each outage backs off from the start)."""
-    reconnect_max: float = RECONNECT_MAX
-    """Cap on the reconnect delay."""
-    limits: Limits = field(default_factory=Limits)
-    """Protocol limits enforced on requests."""
-    curve: Any = None
-    """`zmq_ik.security.CurveClient` keys, or None for plaintext."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The brokers to serve, from ``connect`` (`protocol.split_endpoints`)."""
-        return tuple(self.connect)
 
 
 class Link:

@@ -30,13 +30,13 @@ from typing import Any
 
 import zmq
 
-from zmq_ik._os import EXIT_CONFIG, exit_now, raise_fd_limit_logged
+from zmq_ik.base.process import EXIT_CONFIG, exit_now, raise_fd_limit_logged
 from zmq_ik.errors import ConfigError
 from zmq_ik.protocol import recv_burst, send_frames
+from zmq_ik.settings.worker import WorkerSettings
 from zmq_ik.worker._connections import Connections, discard
 from zmq_ik.worker._core import Op, WorkerCore
 from zmq_ik.worker._job import Job, run_job
-from zmq_ik.worker._link import WorkerSettings
 from zmq_ik.worker._service import Service, base_info
 from zmq_ik.worker._warming import Announcer
 

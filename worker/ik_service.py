@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from zmq_ik import ops
-from zmq_ik._memory import malloc_trim
-from zmq_ik._os import lower_thread_priority
-from zmq_ik._urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
+from zmq_ik.base.memory import malloc_trim
+from zmq_ik.base.process import lower_thread_priority
 from zmq_ik.errors import ErrorCode, IKTimeout, InputError
-from zmq_ik.model import IKSettings
+from zmq_ik.model import IKSettings, ops
 from zmq_ik.robots import BUNDLED
+from zmq_ik.robots.urdf import ACTUATED_TYPES, parse_urdf, read_urdf_text
 from zmq_ik.worker._service import ServiceCall, ServiceError, ServiceReply, WarmupHook
 
 logger = logging.getLogger(__name__)

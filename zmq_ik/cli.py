@@ -15,26 +15,20 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from zmq_ik._os import die_with_parent_from_env, raise_fd_limit_logged
-from zmq_ik._settings import option_spec, setting_names
 from zmq_ik._version import __version__
-from zmq_ik.broker import BrokerSettings
+from zmq_ik.apps.compute import DEMO_TIMEOUT
+from zmq_ik.apps.plot import report as write_report
+from zmq_ik.apps.report import fk_text, ping_brokers, status_screens
+from zmq_ik.apps.serve import STARTUP_TIMEOUT, Supervisor, local_cluster
+from zmq_ik.base.process import EXIT_CONFIG, die_with_parent_from_env, raise_fd_limit_logged
 from zmq_ik.client import IKClient, check_timeout
-from zmq_ik.compute import DEMO_TIMEOUT, ComputeSettings
 from zmq_ik.errors import ConfigError, IKError, IKTimeout, InputError, NoBroker
-from zmq_ik.plot import ReportSettings
-from zmq_ik.plot import report as write_report
 from zmq_ik.protocol import ENDPOINT_ENV, check_endpoint, endpoints_setting
-from zmq_ik.report import fk_text, ping_brokers, status_screens
-from zmq_ik.serve import (
-    EXIT_CONFIG,
-    STARTUP_TIMEOUT,
-    ServeSettings,
-    Supervisor,
-    local_cluster,
-)
-from zmq_ik.worker import WorkerSettings
-from zmq_ik.worker.settings import ServiceSettings, build_service
+from zmq_ik.settings import option_spec, setting_names
+from zmq_ik.settings.apps import ComputeSettings, ReportSettings, ServeSettings
+from zmq_ik.settings.broker import BrokerSettings
+from zmq_ik.settings.worker import ServiceSettings, WorkerSettings
+from zmq_ik.worker.settings import build_service
 
 EPILOG = f"""\b
 Environment:
@@ -386,7 +380,7 @@ def _computing(f: Any) -> Any:
 
 def _compute(where: Any, opts: dict[str, Any], json_: bool, *inputs: Any, **kw: Any) -> None:
     """Settings and output path checked before ``where`` (the endpoint's context) is entered."""
-    from zmq_ik.compute import check_outputs, run_reported
+    from zmq_ik.apps.compute import check_outputs, run_reported
 
     settings: ComputeSettings = _settings(ComputeSettings, **opts)
     _settings(check_outputs, output=settings.output, plot=settings.plot)

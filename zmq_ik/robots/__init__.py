@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._urdf import origin_matrix, parse_urdf
 from zmq_ik.errors import InputError
+from zmq_ik.robots.urdf import origin_matrix, parse_urdf
 
 logger = logging.getLogger(__name__)
 

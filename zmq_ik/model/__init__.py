@@ -21,26 +21,26 @@ Frozen dataclasses, validated at construction; every validation failure raises
 
 from __future__ import annotations
 
-from zmq_ik._ik_settings import ADDED_SETTINGS as ADDED_SETTINGS
-from zmq_ik._scene import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
-from zmq_ik._scene import MAX_IK_LAMBDA as MAX_IK_LAMBDA
-from zmq_ik._scene import MAX_IK_WEIGHT as MAX_IK_WEIGHT
-from zmq_ik._scene import ORI_TOL as ORI_TOL
-from zmq_ik._scene import POS_TOL as POS_TOL
-from zmq_ik._scene import IKSettings as IKSettings
-from zmq_ik._scene import Scene as Scene
-from zmq_ik._stroke import ARMS as ARMS
-from zmq_ik._stroke import Stroke as Stroke
-from zmq_ik._strokebatch import ARM_TENSORS as ARM_TENSORS
-from zmq_ik._strokebatch import ERROR_TENSORS as ERROR_TENSORS
-from zmq_ik._strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
-from zmq_ik._strokebatch import EEPoses as EEPoses
-from zmq_ik._strokebatch import IKSolution as IKSolution
-from zmq_ik._strokebatch import StrokeBatch as StrokeBatch
-from zmq_ik._strokes import STROKES_FORMAT as STROKES_FORMAT
-from zmq_ik._strokes import PackedStrokes as PackedStrokes
-from zmq_ik._strokes import StrokeList as StrokeList
-from zmq_ik._strokes import apply_first_last_rest as apply_first_last_rest
+from zmq_ik.model.scene import Scene as Scene
+from zmq_ik.model.solution import EEPoses as EEPoses
+from zmq_ik.model.solution import IKSolution as IKSolution
+from zmq_ik.model.stroke import ARMS as ARMS
+from zmq_ik.model.stroke import Stroke as Stroke
+from zmq_ik.model.strokebatch import ARM_TENSORS as ARM_TENSORS
+from zmq_ik.model.strokebatch import ERROR_TENSORS as ERROR_TENSORS
+from zmq_ik.model.strokebatch import TATBOT_TENSORS as TATBOT_TENSORS
+from zmq_ik.model.strokebatch import StrokeBatch as StrokeBatch
+from zmq_ik.model.strokes import STROKES_FORMAT as STROKES_FORMAT
+from zmq_ik.model.strokes import PackedStrokes as PackedStrokes
+from zmq_ik.model.strokes import StrokeList as StrokeList
+from zmq_ik.model.strokes import apply_first_last_rest as apply_first_last_rest
+from zmq_ik.settings.ik import ADDED_SETTINGS as ADDED_SETTINGS
+from zmq_ik.settings.ik import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
+from zmq_ik.settings.ik import MAX_IK_LAMBDA as MAX_IK_LAMBDA
+from zmq_ik.settings.ik import MAX_IK_WEIGHT as MAX_IK_WEIGHT
+from zmq_ik.settings.ik import ORI_TOL as ORI_TOL
+from zmq_ik.settings.ik import POS_TOL as POS_TOL
+from zmq_ik.settings.ik import IKSettings as IKSettings
 
 __all__ = [
     "ADDED_SETTINGS",

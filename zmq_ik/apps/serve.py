@@ -6,7 +6,7 @@ runtime and can be pinned to its own GPU); each worker gets its `ServiceSettings
 restarted with capped exponential backoff; `stop()` sends SIGTERM to all, waits, then SIGKILLs
 stragglers, so no child outlives the supervisor. A supervisor that is itself killed outright
 takes its children with it: each child learns its supervisor's pid (``PARENT_ENV``) and asks
-the kernel for SIGKILL when it exits (`zmq_ik._os.die_with_parent`), so no orphaned broker
+the kernel for SIGKILL when it exits (`zmq_ik.base.process.die_with_parent`), so no orphaned broker
 keeps the port and no orphaned worker serves a broker nobody supervises.
 """
 
@@ -21,17 +21,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
-from zmq_ik._os import EXIT_CONFIG, PARENT_ENV
-from zmq_ik._scene import as_int
-from zmq_ik._settings import setting
-from zmq_ik.broker import BrokerSettings
-from zmq_ik.broker._jobs import check_bind_endpoint
-from zmq_ik.errors import ConfigError, IKTimeout, InputError
-from zmq_ik.protocol import endpoints_setting
-from zmq_ik.worker.settings import ServiceSettings, parse_gpus
+from zmq_ik.base.process import EXIT_CONFIG, PARENT_ENV
+from zmq_ik.errors import ConfigError, IKTimeout
+from zmq_ik.settings.apps import ServeSettings
+from zmq_ik.settings.worker import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -51,93 +46,6 @@ class Child:
     backoff: float = 0.5
     next_start: float = 0.0
     started: float = 0.0
-
-
-def parse_count(value: str | None) -> int | None:
-    """``2`` → 2 (checked by `ServeSettings`)."""
-    try:
-        return None if value is None else int(value)
-    except ValueError as e:
-        raise InputError(f"expected a whole number, got {value!r}", "workers") from e
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Everything `zmq-ik serve` takes: the broker's endpoint, how many workers on which GPUs,
-    and the `ServiceSettings` every worker gets (as JSON, ``worker --config``)."""
-
-    bind: str = setting(BrokerSettings.bind, doc="Broker endpoint; the workers connect to it.")
-    workers: int | None = setting(
-        None, metavar="N", parse=parse_count, doc="Worker processes [default: one per GPU, or 1]."
-    )
-    gpus: tuple[int, ...] = setting(
-        (),
-        metavar="N[,N...]",
-        parse=parse_gpus,
-        repeat=True,
-        doc="GPU indices (repeat or comma-separate); workers are spread over them. "
-        "Default: the CPU.",
-    )
-    connect: tuple[str, ...] = setting(
-        (),
-        metavar="ENDPOINT",
-        repeat=True,
-        doc="Another broker the workers also serve, e.g. the one on a second host "
-        "(repeat or comma-separate).",
-    )
-    curve_secret_key: str | None = setting(
-        None, metavar="FILE", doc="Broker secret key file (enables CURVE)."
-    )
-    allow_keys: str | None = setting(None, metavar="DIR", doc="Public keys of clients.")
-    worker_keys: str | None = setting(None, metavar="DIR", doc="Public keys of workers.")
-    worker_secret_key: str | None = setting(
-        None,
-        metavar="FILE",
-        doc="The local workers' secret key (with CURVE; its NAME.key must be in --worker-keys).",
-    )
-    worker: ServiceSettings = field(default_factory=ServiceSettings)
-    """What every worker serves (its ``gpu`` is set per worker from ``gpus``)."""
-
-    def __post_init__(self) -> None:
-        check_bind_endpoint(self.bind)
-        # The broker's own checks (CURVE options that need each other), before anything starts.
-        BrokerSettings(
-            self.bind,
-            curve_secret_key=self.curve_secret_key,
-            allow_keys=self.allow_keys,
-            worker_keys=self.worker_keys,
-        )
-        if bool(self.curve_secret_key) != bool(self.worker_secret_key):
-            raise InputError(
-                "the local workers' key (--worker-secret-key FILE) goes with the broker's "
-                "(--curve-secret-key FILE): with CURVE, give both; without, neither",
-                "worker_secret_key",
-            )
-        if self.bind.rpartition(":")[2] in ("*", "0") or self.bind == "ipc://*":
-            raise InputError(
-                f"serve needs a fixed port, got {self.bind!r}: its workers connect to it "
-                f"(a wildcard port is for `zmq-ik broker`, which logs the port it got)",
-                "bind",
-            )
-        if self.workers is not None:
-            object.__setattr__(self, "workers", as_int(self.workers, "workers", 1))
-        if self.connect:
-            object.__setattr__(self, "connect", endpoints_setting(self.connect, "connect"))
-        object.__setattr__(self, "gpus", tuple(as_int(g, "gpus", 0) for g in self.gpus))
-        if self.worker.require_gpu and not self.gpus:
-            raise InputError("require_gpu needs GPU indices (--gpu 0,1)", "require_gpu")
-
-    @classmethod
-    def from_options(cls, **options: Any) -> ServeSettings:
-        """Settings from `zmq-ik serve`'s flat options: its own fields, and those of the
-        workers' `ServiceSettings`."""
-        own = {f.name for f in fields(cls)} - {"worker"}
-        worker = ServiceSettings(**{k: v for k, v in options.items() if k not in own})
-        return cls(**{k: v for k, v in options.items() if k in own}, worker=worker)
-
-    @property
-    def worker_count(self) -> int:
-        return self.workers if self.workers is not None else max(1, len(self.gpus))
 
 
 class Supervisor:

@@ -22,81 +22,19 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from zmq_ik._docs import documented
-from zmq_ik._scene import check_tolerance
-from zmq_ik._settings import setting
+from zmq_ik.apps.plot import plot_strokebatch, require_matplotlib
+from zmq_ik.apps.report import table
+from zmq_ik.base.checks import check_output
+from zmq_ik.base.docs import documented
 from zmq_ik.client import IKClient
 from zmq_ik.errors import IKError, InputError
-from zmq_ik.model import ORI_TOL, POS_TOL, Scene, StrokeBatch, StrokeList
-from zmq_ik.plot import PLOT_INSTALL, plot_strokebatch, require_matplotlib
-from zmq_ik.report import table
-from zmq_ik.verdict import JointLimits, Verdict, judge
+from zmq_ik.model import Scene, StrokeBatch, StrokeList
+from zmq_ik.model.verdict import JointLimits, Verdict, judge
+from zmq_ik.settings.apps import ComputeSettings
 
 DEMO_TIMEOUT = 60.0
 """Seconds per chunk attempt in `zmq-ik demo` with its embedded worker (its first chunk may
 still compile the strokebatch program)."""
-
-
-@dataclass(frozen=True)
-class ComputeSettings:
-    """Everything `zmq-ik compute` takes besides its inputs; each default is here once."""
-
-    output: str = setting("strokebatch.safetensors", doc="Where to write the StrokeBatch.")
-    timeout: float = setting(
-        30.0, doc="Seconds per chunk attempt (each request's deadline at the broker and worker)."
-    )
-    chunk_pairs: int = setting(64, doc="Stroke pairs per concurrent chunk request.")
-    max_in_flight: int = setting(8, doc="Chunk requests outstanding at once.")
-    resample: bool = setting(
-        False, doc="Resample strokes of another length to the scene's stroke_length (linear)."
-    )
-    errors: bool = setting(
-        False,
-        doc="Also write the pos_err/ori_err tensors, as StrokeBatch.save(errors=True) "
-        "(tatbot's StrokeBatch.load refuses a file with them).",
-    )
-    strict: bool = setting(
-        False,
-        doc="Exit 1 unless every pose is within tolerance (unknown errors count as misses) "
-        "and every joint within its limits; the file is then written to OUTPUT.rejected "
-        "instead, never to OUTPUT.",
-    )
-    pos_tol: float | None = setting(
-        None,
-        doc=f"Position tolerance, metres (default: the scene's pos_tol, {POS_TOL:g} = 0.1 mm).",
-    )
-    ori_tol: float | None = setting(
-        None, doc=f"Orientation tolerance, radians (default: the scene's ori_tol, {ORI_TOL:g})."
-    )
-    stream: str | None = setting(
-        None,
-        doc="Also write each slice as soon as it and every earlier one are computed, for a "
-        "robot process to execute while the rest computes: DIR/slice-START.safetensors "
-        "(tatbot's tensors, renamed into place whole) and one JSON line per slice appended to "
-        "DIR/slices.jsonl. Chunks then start at one pair and grow to 64.",
-        metavar="DIR",
-    )
-    plot: str | None = setting(
-        None,
-        doc="Also write a PNG report (per-stroke errors against the tolerances, joints "
-        "against their limits, the verdict) and print the strokes to look at, as `zmq-ik "
-        f"report` does (needs matplotlib: {PLOT_INSTALL}).",
-        metavar="PNG",
-    )
-
-    def __post_init__(self) -> None:
-        from zmq_ik._scene import as_bool, as_int
-        from zmq_ik.client import check_timeout
-
-        put = object.__setattr__
-        put(self, "timeout", check_timeout(self.timeout))
-        for name in ("chunk_pairs", "max_in_flight"):
-            put(self, name, as_int(getattr(self, name), name, 1))
-        for name in ("pos_tol", "ori_tol"):
-            if getattr(self, name) is not None:
-                put(self, name, check_tolerance(getattr(self, name), name))
-        for name in ("resample", "errors", "strict"):
-            put(self, name, as_bool(getattr(self, name), name))
 
 
 class ProgressBar:
@@ -128,27 +66,6 @@ class ProgressBar:
         self.stream.flush()
 
 
-def check_output(
-    output: str | os.PathLike[str], field: str = "output", example: str | None = None
-) -> Path:
-    """``output`` if a file can be written there, else `InputError` (field ``field``; a
-    directory is told a file name in it, ``example``): checked before any work, so a typo
-    does not cost the whole computation."""
-    p = Path(output).expanduser()
-    if p.is_dir():
-        name = example or ("report.png" if field == "plot" else "strokebatch.safetensors")
-        raise InputError(f"{p} is a directory; give a file name, e.g. {p / name}", field)
-    parent = p.parent
-    if not parent.is_dir():
-        raise InputError(f"{p}: directory {parent} does not exist", field)
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise InputError(f"{p}: cannot write in {parent}: {e.strerror or e}", field) from e
-    return p
-
-
 def check_outputs(output: str | os.PathLike[str], plot: str | os.PathLike[str] | None) -> None:
     """`check_output` for the file and the plot, and that plots can be drawn (matplotlib)."""
     check_output(output)
@@ -176,7 +93,7 @@ def write_atomic(batch: StrokeBatch, path: str | os.PathLike[str], *, errors: bo
 
 
 def _looks_like_strokes(path: str | os.PathLike[str]) -> bool:
-    from zmq_ik._scene import read_yaml_file
+    from zmq_ik.base.yaml_files import read_yaml_file
 
     try:
         data = read_yaml_file(path)
@@ -241,7 +158,7 @@ class ComputeResult:
     """The robot's joint limits as its worker describes them, or None (not judged)."""
 
     def verdict(self, pos_tol: float | None = None, ori_tol: float | None = None) -> Verdict:
-        """`zmq_ik.verdict.judge` against the scene's tolerances (or these: metres, radians)
+        """`zmq_ik.model.verdict.judge` against the scene's tolerances (or these: metres, radians)
         and the worker's limits, in the scene's solve mode."""
         return judge(
             self.batch,

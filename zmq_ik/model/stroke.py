@@ -6,6 +6,8 @@ Import it from :mod:`zmq_ik.model`; this module is an implementation detail.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._checks import as_array, as_bool, as_int, as_str
-from zmq_ik._docs import documented
-from zmq_ik._scene import ValueEq
+from zmq_ik.base.checks import as_array, as_bool, as_int, as_str
+from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
+from zmq_ik.model.common import ValueEq
+
+logger = logging.getLogger(__name__)
 
 ARMS: tuple[str, str] = ("left", "right")
 """Arm names of a pair (two end effectors), in order. With another number of end effectors,
@@ -195,3 +199,62 @@ def load_npy(path: Path, name: str) -> Any:
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{name}: {path} is not a single .npy array", field=name)
     return arr
+
+
+def stroke_place(where: str, k: int, n: int) -> str:
+    """Where stroke ``k`` of a group of ``n`` is, in messages and fields: ``strokes[3].left``
+    in a pair (tatbot's), ``strokes[3][0]`` otherwise."""
+    return f"{where}.{ARMS[k]}" if n == len(ARMS) else f"{where}[{k}]"
+
+
+def stroke_from_mapping(data: Mapping[str, Any], side: str | None, base_dir: Path | None) -> Stroke:
+    """One stroke from a tatbot-style or zmq-ik mapping. Errors have fields relative to the
+    stroke (``meter_coords``, ``ee_pos_file``...)."""
+    kwargs: dict[str, Any] = {}
+    for name in USED_ARRAYS:
+        inline = data.get(name)
+        ref = data.get(f"{name}_file")
+        if inline is not None and ref is not None:
+            raise InputError(f"{name}: given both inline and as {name}_file; give one", field=name)
+        if ref is not None:
+            ref_name = f"{name}_file"
+            ref = as_str(ref, ref_name, empty=False)
+            path = Path(ref).expanduser()
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            kwargs[name] = load_npy(path, ref_name)
+        elif inline is not None:
+            kwargs[name] = inline
+    for key in ("is_rest", "is_inkdip"):
+        if key in data and data[key] is not None:
+            kwargs[key] = data[key]
+    if data.get("description") is not None:
+        kwargs["description"] = data["description"]
+    if data.get("color") is not None:
+        kwargs["color"] = data["color"]
+    arm = data.get("arm")
+    if arm is not None:
+        arm = as_str(arm, "arm")
+        if side is not None and arm != side:
+            raise InputError(
+                f"arm: says {arm!r} but the stroke is in the {side} place of its pair",
+                field="arm",
+            )
+        kwargs["arm"] = arm
+    unused = [k for k in data if k not in _KNOWN_STROKE_KEYS]
+    if unused:
+        logger.debug("ignoring stroke keys %s", unused)
+    return Stroke(**kwargs)
+
+
+_KNOWN_STROKE_KEYS = frozenset(
+    {
+        *USED_ARRAYS,
+        *(f"{n}_file" for n in USED_ARRAYS),
+        "is_rest",
+        "is_inkdip",
+        "description",
+        "color",
+        "arm",
+    }
+)

@@ -1,127 +1,39 @@
-"""The scene (numpy only), plus the YAML and equality helpers shared by the data model (IK
-settings live in :mod:`zmq_ik._ik_settings`, re-exported here; input checks in
-:mod:`zmq_ik._checks`).
+"""The scene (numpy only): the robot, its end effectors, the design frame and the IK
+settings a stroke file is solved with (IK settings live in :mod:`zmq_ik.settings.ik`, shared
+helpers in :mod:`zmq_ik.model.common`, input checks in :mod:`zmq_ik.base.checks`).
 
 Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import yaml
 
-from zmq_ik._checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
-from zmq_ik._docs import documented
-from zmq_ik._ik_settings import MAX_IK_ITERATIONS as MAX_IK_ITERATIONS
-from zmq_ik._ik_settings import MAX_IK_LAMBDA as MAX_IK_LAMBDA
-from zmq_ik._ik_settings import MAX_IK_WEIGHT as MAX_IK_WEIGHT
-from zmq_ik._ik_settings import ORI_TOL as ORI_TOL
-from zmq_ik._ik_settings import POS_TOL as POS_TOL
-from zmq_ik._ik_settings import IKSettings as IKSettings
-from zmq_ik._ik_settings import check_tolerance as check_tolerance
+from zmq_ik.base.checks import as_array, as_bool, as_float, as_int, as_quat, as_str, prefixed
+from zmq_ik.base.docs import documented
+from zmq_ik.base.yaml_files import load_yaml_text, read_yaml_file
 from zmq_ik.errors import InputError
+from zmq_ik.model.common import ValueEq, init_with
+from zmq_ik.model.spellings import (
+    POSE_KEYS,
+    SCENE_ALIASES,
+    TATBOT_IGNORED,
+    TWO_ARM_KEYS,
+    unwrap,
+)
 from zmq_ik.robots import BUNDLED, TATBOT_EE_LINKS, TATBOT_READY_L, TATBOT_READY_R
+from zmq_ik.settings.ik import ORI_TOL, POS_TOL, IKSettings, check_tolerance
 
 logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------------------
-# YAML and equality helpers (shared with _strokes and _strokebatch)
-# --------------------------------------------------------------------------------------------
-
-
-YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""The safe loader every YAML input goes through: libyaml's C one when PyYAML has it (about
-4x faster on a big strokes file), else the pure-Python one; both build the same objects."""
-BIG_YAML_BYTES = 1 << 20
-"""Files at least this big are logged (size, then seconds) at INFO: loading takes seconds."""
-
-
-def read_yaml_file(path: str | os.PathLike[str]) -> Any:
-    """A YAML file's document (`YAML_LOADER`); missing/unreadable/invalid files raise
-    InputError naming it. A big file is logged before and after (size, seconds)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read file: {exc}") from None
-    size = len(text)
-    if size < BIG_YAML_BYTES:
-        return load_yaml_text(text, str(p))
-    logger.info("reading %s (%.1f MB of YAML)...", p, size / 1e6)
-    t0 = time.monotonic()
-    data = load_yaml_text(text, str(p))
-    logger.info("read %s in %.1f s", p, time.monotonic() - t0)
-    return data
-
-
-def load_yaml_text(text: str, source: str) -> Any:
-    """``text``'s YAML document (`YAML_LOADER`); invalid YAML raises InputError naming
-    ``source``."""
-    try:
-        return yaml.load(text, Loader=YAML_LOADER)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{source}: not valid YAML: {exc}") from None
-
-
-def arrays_equal(a: npt.NDArray[Any] | None, b: npt.NDArray[Any] | None) -> bool:
-    """Equal shapes and values (NaN == NaN); two ``None`` are equal."""
-    if a is None or b is None:
-        return a is None and b is None
-    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
-
-
-class ValueEq:
-    """Equality of a data-model dataclass by value: fields equal, an array field by
-    `arrays_equal` (shape and values, NaN == NaN). Unhashable (numpy arrays are mutable)
-    unless the class defines ``__hash__`` itself."""
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, type(self)):
-            return NotImplemented
-        for f in fields(self):  # type: ignore[arg-type]
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                if not arrays_equal(a, b):
-                    return False
-            elif a != b:
-                return False
-        return True
-
-    # Defining __eq__ leaves __hash__ None here, and in subclasses that do not define one.
-
-
-class Dim:
-    """A read-only ``int`` attribute: the length of axis ``axis`` of the array field
-    ``array`` (a batch's pairs, poses per stroke, ...), with ``doc`` as its docstring."""
-
-    def __init__(self, array: str, axis: int, doc: str) -> None:
-        self.array = array
-        self.axis = axis
-        self.__doc__ = doc
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> Dim: ...
-    @overload
-    def __get__(self, obj: object, owner: type | None = None) -> int: ...
-    def __get__(self, obj: object, owner: type | None = None) -> int | Dim:
-        if obj is None:
-            return self
-        return int(getattr(obj, self.array).shape[self.axis])
-
-    def __set__(self, obj: object, value: object) -> None:
-        raise AttributeError("read-only: it follows the array's shape")
 
 
 def _freeze(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -154,74 +66,18 @@ _SCENE_ARRAYS: dict[str, int] = {"hover_offset": 3, "design_pos": 3, "design_wxy
 _ARM_ARRAYS: dict[str, int] = {"ee_rot": 4, "ee_offset": 3}
 TOLERANCES = ("pos_tol", "ori_tol")
 """Scene fields that judge an answer rather than compute it: not sent to workers."""
-_TWO_ARM_KEYS: dict[str, tuple[str, int]] = {
-    "ready_l": ("ready", 0),
-    "ready_r": ("ready", 1),
-    "ee_rot_l": ("ee_rot", 0),
-    "ee_rot_r": ("ee_rot", 1),
-    "ee_offset_l": ("ee_offset", 0),
-    "ee_offset_r": ("ee_offset", 1),
-}
-"""A two-arm scene's spellings (tatbot's, and this file format's before any number of end
-effectors): ``X_l``/``X_r`` is row 0/1 of ``X`` (of ``ready``: its first/second half)."""
-
-# tatbot-style spellings accepted by Scene.from_dict / from_yaml.
-_SCENE_ALIASES: dict[str, str] = {
-    "ready_pos_l": "ready_l",
-    "ready_pos_r": "ready_r",
-    "ee_link_names": "ee_links",
-    "lasercross_pos": "design_pos",
-    "lasercross_wxyz": "design_wxyz",
-    "lasercross_rot": "design_wxyz",
-    "design_rot": "design_wxyz",
-    "robot_name": "robot",
-}
-_POSE_KEYS = ("lasercross_pose", "design_pose")
-"""tatbot-style keys holding the design pose as ``{pos: {xyz}, rot: {wxyz}}``."""
-# tatbot scene keys that name other config files; accepted and ignored.
-_TATBOT_IGNORED = frozenset(
-    {
-        "arms_config_name",
-        "cams_config_name",
-        "urdf_config_name",
-        "skin_config_name",
-        "inks_config_name",
-        "tags_config_name",
-        "sleep_pos_l_name",
-        "sleep_pos_r_name",
-        "ready_pos_l_name",
-        "ready_pos_r_name",
-        "inkready_pos_l_name",
-        "inkready_pos_r_name",
-        "pen_names_l",
-        "pen_names_r",
-        "pens_config_path",
-        "design_dir_path",
-        "design_img_path",
-        "yaml_dir",
-    }
-)
-
-
-def _unwrap(value: Any) -> Any:
-    """tatbot wraps arrays as ``{xyz: ...}``, ``{wxyz: ...}``, ``{joints: ...}`` or ``{data: ...}``."""
-    if isinstance(value, Mapping) and len(value) == 1:
-        (key,) = value
-        if key in ("xyz", "wxyz", "joints", "data"):
-            return _unwrap(value[key])
-    return value
 
 
 def _two_arm_values(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (constructor arguments) with the two-arm spellings (``ready_l``, ``ee_rot_r``
-    ...: `_TWO_ARM_KEYS`) folded into ``ready``, ``ee_rot`` and ``ee_offset``; each checked
+    ...: `TWO_ARM_KEYS`) folded into ``ready``, ``ee_rot`` and ``ee_offset``; each checked
     under its own name. A spelling beside its field (``ready_l`` and ``ready``) is refused."""
-    given = [k for k in _TWO_ARM_KEYS if k in values]
+    given = [k for k in TWO_ARM_KEYS if k in values]
     if not given:
         return values
-    out = {k: v for k, v in values.items() if k not in _TWO_ARM_KEYS}
+    out = {k: v for k, v in values.items() if k not in TWO_ARM_KEYS}
     for target in ("ready", "ee_rot", "ee_offset"):
-        halves = [k for k in given if _TWO_ARM_KEYS[k][0] == target]
+        halves = [k for k in given if TWO_ARM_KEYS[k][0] == target]
         if not halves:
             continue
         if target in values:
@@ -446,8 +302,8 @@ class Scene(ValueEq):
         are refused: give them too."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for target in ("ready", "ee_rot", "ee_offset"):
-            if any(_TWO_ARM_KEYS.get(k, ("",))[0] == target for k in changes):
-                keep = [k for k, (t, _) in _TWO_ARM_KEYS.items() if t == target]
+            if any(TWO_ARM_KEYS.get(k, ("",))[0] == target for k in changes):
+                keep = [k for k, (t, _) in TWO_ARM_KEYS.items() if t == target]
                 values.pop(target)
                 for k in keep:
                     if k not in changes:
@@ -504,22 +360,22 @@ class Scene(ValueEq):
             data = {}
         if not isinstance(data, Mapping):
             raise InputError(f"scene: must be a mapping, got {type(data).__name__}", field="scene")
-        known = {f.name for f in fields(cls)} | set(_TWO_ARM_KEYS)
+        known = {f.name for f in fields(cls)} | set(TWO_ARM_KEYS)
         kwargs: dict[str, Any] = {}
         for raw_key, value in data.items():
             key = str(raw_key)
-            if key in _TATBOT_IGNORED:
+            if key in TATBOT_IGNORED:
                 logger.debug("scene: ignoring tatbot key %r", key)
                 continue
-            if key in _POSE_KEYS:
+            if key in POSE_KEYS:
                 if not isinstance(value, Mapping) or set(value) - {"pos", "rot"}:
                     raise InputError(f"{key}: must be a mapping with 'pos' and 'rot'", field=key)
                 if "pos" in value:
-                    kwargs["design_pos"] = _unwrap(value["pos"])
+                    kwargs["design_pos"] = unwrap(value["pos"])
                 if "rot" in value:
-                    kwargs["design_wxyz"] = _unwrap(value["rot"])
+                    kwargs["design_wxyz"] = unwrap(value["rot"])
                 continue
-            key = _SCENE_ALIASES.get(key, key)
+            key = SCENE_ALIASES.get(key, key)
             if key not in known:
                 raise InputError(f"{key}: unknown scene field {key!r}", field=key)
             if key in kwargs:
@@ -529,10 +385,10 @@ class Scene(ValueEq):
                     value = IKSettings.from_dict(value if value is not None else {})
                 except InputError as exc:
                     raise prefixed(exc, "ik") from None
-            elif key in _SCENE_ARRAYS or key in _TWO_ARM_KEYS or key in _ARM_ARRAYS:
-                value = _unwrap(value)
+            elif key in _SCENE_ARRAYS or key in TWO_ARM_KEYS or key in _ARM_ARRAYS:
+                value = unwrap(value)
             elif key == "ready":
-                value = _unwrap(value)
+                value = unwrap(value)
             elif key in ("ee_links", "offset_range") and isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value
@@ -583,27 +439,14 @@ class Scene(ValueEq):
         return text
 
 
-def init_with(cls: type, fold: Any) -> None:
-    """Let ``cls``'s constructor take the two-arm spellings that ``fold`` turns into its
-    fields (``Scene(ready_l=...)``, ``StrokeBatch(ee_pos_l=...)``): code written for two arms
-    keeps working."""
-    init = vars(cls)["__init__"]  # the dataclass's own
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **fold(kwargs))
-
-    cls.__init__ = __init__  # type: ignore[misc]
-
-
 init_with(Scene, _two_arm_values)
 
 SCENE_KEYS = frozenset(
     {f.name for f in fields(Scene)}
-    | set(_TWO_ARM_KEYS)
-    | set(_SCENE_ALIASES)
-    | _TATBOT_IGNORED
-    | set(_POSE_KEYS)
+    | set(TWO_ARM_KEYS)
+    | set(SCENE_ALIASES)
+    | TATBOT_IGNORED
+    | set(POSE_KEYS)
 )
 """Every top-level key `Scene.from_dict` takes (fields, tatbot's spellings and ignored keys):
-a worker tells a key outside it, a newer client's field, apart (`zmq_ik.ops`)."""
+a worker tells a key outside it, a newer client's field, apart (`zmq_ik.model.ops`)."""

@@ -1,6 +1,6 @@
 """One verdict on a StrokeBatch, computed here once: its achieved errors against the
 tolerances and its joints against the robot's limits. `zmq-ik compute`'s summary, `zmq-ik
-report` and the PNG report (`zmq_ik.plot`) all say what `judge` finds, in the same words and
+report` and the PNG report (`zmq_ik.apps.plot`) all say what `judge` finds, in the same words and
 units (numpy only; no matplotlib, no JAX).
 """
 
@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from zmq_ik._docs import documented
-from zmq_ik._scene import check_tolerance
-from zmq_ik._strokebatch import StrokeBatch, verdict
+from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
+from zmq_ik.model.solution import verdict
+from zmq_ik.model.strokebatch import StrokeBatch
+from zmq_ik.settings.ik import check_tolerance
 
 JOINT_TOL = 1e-5
 """How far past a limit (rad, or m for a prismatic joint) a joint may be and still count as
@@ -58,7 +59,7 @@ class JointLimits:
         """From a URDF file (no JAX): the actuated joints of the chains to ``ee_links``, in
         the order a worker solves them (chain after chain; a joint two chains share, once; a
         mimic joint is the joint it follows)."""
-        from zmq_ik._urdf import parse_urdf
+        from zmq_ik.robots.urdf import parse_urdf
 
         model = parse_urdf(urdf)
         for link in ee_links:
@@ -185,7 +186,7 @@ class Verdict:
 
     def line(self) -> str:
         """``OK: ...`` or ``NOT OK: ...``: the verdict in one line, as every output says it
-        (the errors' part in `zmq_ik._strokebatch.verdict`'s words, as a solve's)."""
+        (the errors' part in `zmq_ik.model.solution.verdict`'s words, as a solve's)."""
         errors_ok, errors = verdict(self.summary)
         n = self.summary["n_poses"]
         if self.n_past:

@@ -3,7 +3,7 @@
 One PNG (`plot_strokebatch`, `zmq-ik report`, `zmq-ik compute --plot`): per stroke group, the
 worst achieved position and orientation error against the tolerances, each joint's margin to
 its limits, and the joint paths against the limits, under the verdict's line. The numbers
-and the verdict are `zmq_ik.verdict`'s (numpy only), which `compute`'s summary says too.
+and the verdict are `zmq_ik.model.verdict`'s (numpy only), which `compute`'s summary says too.
 matplotlib is optional (the ``plot`` extra) and imported only when a figure is drawn.
 """
 
@@ -13,23 +13,19 @@ import logging
 import os
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zmq_ik._scene import ORI_TOL, POS_TOL, Scene, check_tolerance
-from zmq_ik._settings import setting
-from zmq_ik._strokebatch import StrokeBatch
 from zmq_ik.errors import ConfigError, InputError
+from zmq_ik.model.scene import Scene
+from zmq_ik.model.strokebatch import StrokeBatch
+from zmq_ik.model.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge
 from zmq_ik.robots import BUNDLED
-from zmq_ik.verdict import MARGINAL, NEAR_LIMIT, JointLimits, Verdict, judge
+from zmq_ik.settings.apps import PLOT_INSTALL, ReportSettings
 
 logger = logging.getLogger(__name__)
-
-PLOT_INSTALL = 'pip install matplotlib (in a checkout: pip install -e ".[plot]")'
-"""How to get matplotlib, the one optional dependency of plots."""
 
 
 def require_matplotlib() -> Any:
@@ -49,7 +45,7 @@ def plot_strokebatch(
     arms: Sequence[str] = ("left", "right"),
     title: str = "",
 ) -> None:
-    """Write the report PNG of ``batch`` and its ``verdict`` (`zmq_ik.verdict.judge`) to
+    """Write the report PNG of ``batch`` and its ``verdict`` (`zmq_ik.model.verdict.judge`) to
     ``path``; ``arms``: the end effectors' names (`Scene.arms`), one joint panel each.
     Needs matplotlib."""
     Figure = require_matplotlib()
@@ -168,39 +164,6 @@ def _joint_paths(ax: Any, batch: StrokeBatch, limits: JointLimits, cols: slice, 
 # --------------------------------------------------------------------------- zmq-ik report
 
 
-@dataclass(frozen=True)
-class ReportSettings:
-    """Everything `zmq-ik report` takes besides the file; each default is here once."""
-
-    output: str = setting("report.png", doc="Where to write the PNG report.")
-    scene: str | None = setting(
-        None,
-        doc="The scene the file was computed for: its robot, end effectors, tolerances and "
-        "solve mode.",
-        metavar="YAML",
-    )
-    robot: str | None = setting(
-        None,
-        doc="Where the joint limits come from: a bundled robot's name or a URDF file, with "
-        "the scene's end effectors (default: the scene's robot, which must then be bundled).",
-        metavar="NAME|URDF",
-    )
-    pos_tol: float | None = setting(
-        None, doc=f"Position tolerance, metres (default: the scene's; {POS_TOL:g} = 0.1 mm)."
-    )
-    ori_tol: float | None = setting(
-        None, doc=f"Orientation tolerance, radians (default: the scene's; {ORI_TOL:g})."
-    )
-
-    def __post_init__(self) -> None:
-        from zmq_ik.compute import check_output
-
-        for name in ("pos_tol", "ori_tol"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, check_tolerance(getattr(self, name), name))
-        check_output(self.output, example="report.png")  # before any work: a typo costs none
-
-
 def report_limits(scene: Scene, robot: str | None, scene_given: bool) -> JointLimits:
     """The joint limits `report` judges against: ``robot`` (a bundled name or a URDF file;
     default: the scene's robot) with the scene's end effectors, or the bundled robot's own
@@ -225,7 +188,7 @@ def report_limits(scene: Scene, robot: str | None, scene_given: bool) -> JointLi
 
 def report(path: str | os.PathLike[str], settings: ReportSettings) -> str:
     """`zmq-ik report`: read a StrokeBatch file, write its PNG report, return the text (the
-    strokes to look at, then the verdict: `zmq_ik.verdict`'s, as `compute` says it)."""
+    strokes to look at, then the verdict: `zmq_ik.model.verdict`'s, as `compute` says it)."""
     require_matplotlib()  # before reading anything (``settings`` checked its output)
     scene = Scene.from_yaml(Path(settings.scene)) if settings.scene else Scene()
     batch = StrokeBatch.load(path)

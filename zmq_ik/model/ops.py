@@ -3,20 +3,20 @@ in one place.
 
 Clients build requests and read replies with these functions; workers read requests and
 build replies with them. Only numpy here, so the robot side needs no JAX. Input checks are
-`zmq_ik._checks`' (the IK engine uses the same ones); what is checked here is only what the
+`zmq_ik.base.checks`' (the IK engine uses the same ones); what is checked here is only what the
 wire limits.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
-from zmq_ik._checks import (
+from zmq_ik._version import __version__
+from zmq_ik.base.checks import (
     SMALL,
     check_active,
     check_joints,
@@ -24,9 +24,6 @@ from zmq_ik._checks import (
     check_rest_shape,
     check_targets,
 )
-from zmq_ik._ik_settings import SETTING_KEYS
-from zmq_ik._scene import SCENE_KEYS
-from zmq_ik._version import __version__
 from zmq_ik.errors import InputError, ProtocolError
 from zmq_ik.model import (
     ERROR_TENSORS,
@@ -40,6 +37,9 @@ from zmq_ik.model import (
     StrokeBatch,
     apply_first_last_rest,
 )
+from zmq_ik.model.joint_bounds import JointBounds as JointBounds
+from zmq_ik.model.scene import SCENE_KEYS
+from zmq_ik.settings.ik import SETTING_KEYS
 
 __all__ = [
     "DESCRIBE",
@@ -230,52 +230,6 @@ def read_solve_reply(
         )
     except KeyError as e:
         raise InputError(f"solve reply lacks array {e}", str(e)) from e
-
-
-PRECISE_TOL = 1e-3
-"""How far past a limit (rad or m) a ``precise`` answer's joint may be (its steps are clamped
-to the limits; float32 rounding and the client's float64 limits differ by far less)."""
-SOFT_SLACK_MIN = math.pi
-"""Least allowance past a limit for a soft-limit answer (``precise`` false): the joint-limit
-residual is a penalty, so a hard-to-reach target may pull a joint past its limit. Allowed: a
-whole joint range, at least this (half a turn; as much, in metres, for a prismatic joint,
-which the client cannot tell apart), as for a ``rest`` pose (`ik._joints.check_rest`)."""
-UNLIMITED = 1e3
-"""Bound on any joint of an answer, limited or not (rad or m): as for a ``rest`` pose."""
-
-
-@dataclass(frozen=True)
-class JointBounds:
-    """Where the joints of a robot's `solve` answer may lie, from its `describe` (a client
-    fetches it once per robot and end effectors): per joint, ``soft`` (settings with soft
-    limits) and ``hard`` (``precise``) intervals."""
-
-    names: tuple[str, ...]
-    lower: np.ndarray
-    upper: np.ndarray
-    soft: tuple[np.ndarray, np.ndarray]
-    hard: tuple[np.ndarray, np.ndarray]
-    lists: tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]
-    """``soft`` and ``hard`` as lists: small answers are checked in Python (`SMALL`)."""
-
-    @classmethod
-    def from_describe(cls, info: Mapping[str, Any]) -> JointBounds:
-        lower = np.asarray(info["lower"], np.float64)
-        upper = np.asarray(info["upper"], np.float64)
-        limited = np.asarray(info["limited"], bool)
-        names = tuple(info["joint_names"])
-        if not lower.shape == upper.shape == limited.shape == (len(names),):
-            raise ProtocolError("describe reply: lower, upper, limited and joint_names differ")
-
-        def window(slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            lo = np.where(limited, np.maximum(lower - slack, -UNLIMITED), -UNLIMITED)
-            hi = np.where(limited, np.minimum(upper + slack, UNLIMITED), UNLIMITED)
-            return lo.astype(np.float32), hi.astype(np.float32)
-
-        soft = window(np.maximum(upper - lower, SOFT_SLACK_MIN))
-        hard = window(np.full_like(lower, PRECISE_TOL))
-        lists = tuple((lo.tolist(), hi.tolist()) for lo, hi in (soft, hard))
-        return cls(names, lower, upper, soft, hard, lists)  # type: ignore[arg-type]
 
 
 def check_solve_reply(

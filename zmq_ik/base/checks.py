@@ -1,4 +1,4 @@
-"""Input checks shared by the wire (:mod:`zmq_ik.ops`), the data model and the IK engine.
+"""Input checks shared by the wire (:mod:`zmq_ik.model.ops`), the data model and the IK engine.
 
 numpy only (no JAX), so a robot checks its own input before a round trip with the same code
 a worker uses. Every failure is an :class:`~zmq_ik.errors.InputError` whose ``field`` names
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -398,3 +400,24 @@ def check_packed(
     inkdip = as_bool_array(is_inkdip, "is_inkdip", (b, k), copy=False)
     rest = as_bool_array(is_rest, "is_rest", (b, k), copy=False)
     return c, inkdip, rest
+
+
+def check_output(
+    output: str | os.PathLike[str], field: str = "output", example: str | None = None
+) -> Path:
+    """``output`` if a file can be written there, else `InputError` (field ``field``; a
+    directory is told a file name in it, ``example``): checked before any work, so a typo
+    does not cost the whole computation."""
+    p = Path(output).expanduser()
+    if p.is_dir():
+        name = example or ("report.png" if field == "plot" else "strokebatch.safetensors")
+        raise InputError(f"{p} is a directory; give a file name, e.g. {p / name}", field)
+    parent = p.parent
+    if not parent.is_dir():
+        raise InputError(f"{p}: directory {parent} does not exist", field)
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise InputError(f"{p}: cannot write in {parent}: {e.strerror or e}", field) from e
+    return p

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from zmq_ik._checks import as_bool, as_float, as_int
-from zmq_ik._docs import documented
+from zmq_ik.base.checks import as_bool, as_float, as_int
+from zmq_ik.base.docs import documented
 from zmq_ik.errors import InputError
 
 MAX_IK_WEIGHT = 1e6
@@ -220,7 +220,7 @@ ADDED_SETTINGS: dict[str, str] = {}
 added it: ``{"name": "0.2.0"}``. `IKSettings.to_wire` leaves such a field out of a request
 while it holds its default, so a client upgraded first still works with the older workers of
 a rolling upgrade; set to anything else, an older worker refuses the request with a message
-naming its version (`zmq_ik.ops.ik_settings_from_header`) rather than compute something
+naming its version (`zmq_ik.model.ops.ik_settings_from_header`) rather than compute something
 else. So a new field goes here, and its default must compute what the workers without it
 compute (today's behaviour), or the old and new workers of one fleet answer differently.
 Every field here is also read with its default when a request leaves it out (`from_dict`).

@@ -1,8 +1,15 @@
-"""`setting`: a settings-dataclass field documented once, for the API and the command line.
+"""Every settings class lives here, one module per part, each field documented once for the
+API and the command line:
 
-The CLI builds each option from the field: its default, its ``doc`` as the help text, and
-its text form (``parse``: the option's string(s) → the field's value, raising `InputError`;
-``metavar``; ``repeat``: the option may be given several times).
+- `zmq_ik.settings.ik`: `IKSettings`, how a solve runs (sent with each request);
+- `zmq_ik.settings.broker`: `BrokerSettings`, what tunes a broker;
+- `zmq_ik.settings.worker`: `ServiceSettings`, what a worker serves and where it computes;
+- `zmq_ik.settings.apps`: `ComputeSettings`, `ReportSettings`, `ServeSettings`.
+
+This module holds `setting`, the field helper. The CLI builds each option from the field:
+its default, its ``doc`` as the help text, and its text form (``parse``: the option's
+string(s) → the field's value, raising `InputError`; ``metavar``; ``repeat``: the option may
+be given several times). It imports nothing, so every layer may use it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Strokes: :class:`StrokeList` (pairs of :class:`~zmq_ik._stroke.Stroke`, YAML in our format
+"""Strokes: :class:`StrokeList` (pairs of :class:`~zmq_ik.model.stroke.Stroke`, YAML in our format
 and tatbot's) and :class:`PackedStrokes` (the dense arrays sent to workers).
 
 Import these names from :mod:`zmq_ik.model`; this module is an implementation detail.
@@ -17,77 +17,18 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from zmq_ik._checks import as_bool, as_int, as_str, check_packed, prefixed
-from zmq_ik._docs import documented
-from zmq_ik._scene import Dim, Scene, ValueEq, read_yaml_file
-from zmq_ik._stroke import ARMS, USED_ARRAYS, Stroke, load_npy
+from zmq_ik.base.checks import as_bool, as_int, check_packed, prefixed
+from zmq_ik.base.docs import documented
+from zmq_ik.base.yaml_files import read_yaml_file
 from zmq_ik.errors import InputError
+from zmq_ik.model.common import Dim, ValueEq
+from zmq_ik.model.scene import Scene
+from zmq_ik.model.stroke import ARMS, USED_ARRAYS, Stroke, stroke_from_mapping, stroke_place
 
 logger = logging.getLogger(__name__)
 
 STROKES_FORMAT = "zmq-ik/strokes"
 """Value of the ``format`` key written by :meth:`StrokeList.to_yaml`."""
-
-
-def _place(where: str, k: int, n: int) -> str:
-    """Where stroke ``k`` of a group of ``n`` is, in messages and fields: ``strokes[3].left``
-    in a pair (tatbot's), ``strokes[3][0]`` otherwise."""
-    return f"{where}.{ARMS[k]}" if n == len(ARMS) else f"{where}[{k}]"
-
-
-def _stroke_from_mapping(
-    data: Mapping[str, Any], side: str | None, base_dir: Path | None
-) -> Stroke:
-    """One stroke from a tatbot-style or zmq-ik mapping. Errors have fields relative to the
-    stroke (``meter_coords``, ``ee_pos_file``...)."""
-    kwargs: dict[str, Any] = {}
-    for name in USED_ARRAYS:
-        inline = data.get(name)
-        ref = data.get(f"{name}_file")
-        if inline is not None and ref is not None:
-            raise InputError(f"{name}: given both inline and as {name}_file; give one", field=name)
-        if ref is not None:
-            ref_name = f"{name}_file"
-            ref = as_str(ref, ref_name, empty=False)
-            path = Path(ref).expanduser()
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            kwargs[name] = load_npy(path, ref_name)
-        elif inline is not None:
-            kwargs[name] = inline
-    for key in ("is_rest", "is_inkdip"):
-        if key in data and data[key] is not None:
-            kwargs[key] = data[key]
-    if data.get("description") is not None:
-        kwargs["description"] = data["description"]
-    if data.get("color") is not None:
-        kwargs["color"] = data["color"]
-    arm = data.get("arm")
-    if arm is not None:
-        arm = as_str(arm, "arm")
-        if side is not None and arm != side:
-            raise InputError(
-                f"arm: says {arm!r} but the stroke is in the {side} place of its pair",
-                field="arm",
-            )
-        kwargs["arm"] = arm
-    unused = [k for k in data if k not in _KNOWN_STROKE_KEYS]
-    if unused:
-        logger.debug("ignoring stroke keys %s", unused)
-    return Stroke(**kwargs)
-
-
-_KNOWN_STROKE_KEYS = frozenset(
-    {
-        *USED_ARRAYS,
-        *(f"{n}_file" for n in USED_ARRAYS),
-        "is_rest",
-        "is_inkdip",
-        "description",
-        "color",
-        "arm",
-    }
-)
 
 
 @documented
@@ -128,7 +69,7 @@ class StrokeList:
                 )
             size = len(pair)
             for k, stroke in enumerate(pair):
-                place = _place(where, k, size)
+                place = stroke_place(where, k, size)
                 if not isinstance(stroke, Stroke):
                     raise InputError(
                         f"{place}: must be a Stroke, got {type(stroke).__name__}", field=place
@@ -162,7 +103,7 @@ class StrokeList:
         for i, pair in enumerate(self.pairs):
             for k, stroke in enumerate(pair):
                 if stroke.arm is not None and stroke.arm != arms[k]:
-                    place = _place(f"strokes[{i}]", k, n)
+                    place = stroke_place(f"strokes[{i}]", k, n)
                     raise InputError(
                         f"{place}.arm: says {stroke.arm!r} but the stroke is in the place of "
                         f"{arms[k]!r}",
@@ -223,7 +164,7 @@ class StrokeList:
                 try:
                     new.append(stroke.resampled(stroke_length))
                 except InputError as exc:
-                    raise prefixed(exc, _place(f"strokes[{i}]", k, len(pair))) from None
+                    raise prefixed(exc, stroke_place(f"strokes[{i}]", k, len(pair))) from None
             out.append(tuple(new))
         return StrokeList(tuple(out))
 
@@ -258,7 +199,7 @@ class StrokeList:
                 if arr is None:
                     continue
                 if arr.shape[0] != n:
-                    name = f"{_place(f'strokes[{i}]', k, n_ee)}.{stroke.coords_field}"
+                    name = f"{stroke_place(f'strokes[{i}]', k, n_ee)}.{stroke.coords_field}"
                     raise InputError(
                         f"{name}: has {arr.shape[0]} points but stroke_length is {n} "
                         "(resample first: StrokeList.resampled or from_yaml(resample=True))",
@@ -347,14 +288,14 @@ class StrokeList:
             size = len(raw)
             pair = []
             for k, item in enumerate(raw):
-                prefix = _place(where, k, size)
+                prefix = stroke_place(where, k, size)
                 side = ARMS[k] if size == len(ARMS) else None
                 if not isinstance(item, Mapping):
                     raise fail(
                         f"{prefix}: a stroke must be a mapping, got {type(item).__name__}", prefix
                     )
                 try:
-                    stroke = _stroke_from_mapping(item, side, base)
+                    stroke = stroke_from_mapping(item, side, base)
                 except InputError as exc:
                     raise prefixed(exc, prefix, label) from None
                 got = stroke.num_points
