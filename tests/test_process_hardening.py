@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -242,18 +243,22 @@ def test_a_supervised_child_outlives_no_parent_even_without_prctl(tmp_path: Path
             "code = 'import os, time\\n"
             "from zmq_ik.base.process import watch_parent\\n"
             "watch_parent(os.getppid(), interval=0.05)\\n"
+            "print(\\'watching\\', flush=True)\\n"
             "time.sleep(60)'\n"
             "child = subprocess.Popen([sys.executable, '-c', code])\n"
             "print(child.pid, flush=True)\n"
             "time.sleep(60)\n",
         ],
         stdout=subprocess.PIPE,
+        bufsize=0,  # (unbuffered: `select` sees every line not yet read)
         cwd=ROOT,
     )
     assert middle.stdout is not None
     child = int(middle.stdout.readline())
     try:
-        time.sleep(1.0)  # the child imports zmq_ik and starts watching
+        # The child says when it watches (its zmq_ik import takes 0.3-1 s, more under load).
+        assert select.select([middle.stdout], [], [], 30)[0], "the child never started watching"
+        assert middle.stdout.readline().strip() == b"watching"
         assert alive(child)
         middle.kill()
         middle.wait(5)
