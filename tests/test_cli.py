@@ -161,6 +161,13 @@ def test_gpu_options_are_consistent(monkeypatch):
     assert result.exit_code == 2 and "require_gpu needs GPU" in result.output
 
 
+def test_bad_fk_joints_are_a_usage_error():
+    """Exit 2 before any connection, like every other bad argument (was 1, from the client)."""
+    for joints, message in ((["0,x"], "comma-separated"), (["0,1", "0"], "different lengths")):
+        result = run("fk", "tatbot", *joints, "--endpoint", "tcp://127.0.0.1:9")
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def test_warmup_logs_progress_while_it_compiles(caplog):
     from zmq_ik.errors import ConfigError, InputError
     from zmq_ik.worker import EchoService

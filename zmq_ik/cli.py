@@ -18,7 +18,7 @@ from click.core import ParameterSource
 from zmq_ik._version import __version__
 from zmq_ik.apps.compute import DEMO_TIMEOUT
 from zmq_ik.apps.plot import report as write_report
-from zmq_ik.apps.report import fk_text, ping_brokers, status_screens
+from zmq_ik.apps.report import fk_text, parse_joint_vectors, ping_brokers, status_screens
 from zmq_ik.apps.serve import STARTUP_TIMEOUT, Supervisor, local_cluster
 from zmq_ik.base.process import EXIT_CONFIG, die_with_parent_from_env, raise_fd_limit_logged
 from zmq_ik.client import IKClient, check_timeout
@@ -330,12 +330,12 @@ def status(
 
 @main.command(context_settings={"ignore_unknown_options": True})  # -0.5,... is a vector
 @click.argument("robot")
-@click.argument("joints", nargs=-1, required=True)
+@click.argument("joints", nargs=-1, required=True, callback=_parsed(parse_joint_vectors))
 @click.option("--ee-links", help="End effectors, comma-separated (default: the worker's).")
 @partial(_asking, wait=10.0)  # end effectors not warmed up compile on their first request
 def fk(
     robot: str,
-    joints: tuple[str, ...],
+    joints: list[list[float]],
     ee_links: str | None,
     endpoint: tuple[str, ...],
     timeout: float,

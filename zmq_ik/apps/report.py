@@ -243,11 +243,15 @@ def format_fk(poses: EEPoses) -> str:
 
 
 def fk_text(
-    client: Any, robot: str, texts: Sequence[str], ee_links: Sequence[str] | None, as_json: bool
+    client: Any,
+    robot: str,
+    joints: Sequence[Sequence[float]],
+    ee_links: Sequence[str] | None,
+    as_json: bool,
 ) -> str:
-    """`zmq-ik fk`: the end-effector poses of the joint vectors ``texts`` (`format_fk`'s table,
-    or JSON: ``ee_links``, ``pos`` and ``wxyz`` as nested lists)."""
-    poses = client.fk(robot, parse_joint_vectors(texts), ee_links or None)
+    """`zmq-ik fk`: the end-effector poses of the joint vectors ``joints`` (`format_fk`'s
+    table, or JSON: ``ee_links``, ``pos`` and ``wxyz`` as nested lists)."""
+    poses = client.fk(robot, joints, ee_links or None)
     if not as_json:
         return format_fk(poses)
     doc = {
