@@ -165,7 +165,10 @@ class Broker:
 
 BASE_CLIENT = """
 import sys, time, numpy as np
-from zmq_ik.model import ops
+try:
+    from zmq_ik.model import ops
+except ImportError:  # a tree before the layers (zmq_ik/ops.py)
+    from zmq_ik import ops
 from zmq_ik.client import IKClient
 data = np.load(sys.argv[1])
 wxyz, pos = data["wxyz"], data["pos"]

@@ -304,10 +304,11 @@ class IKService:
         in chunks, without compiling. The other buckets compile after READY
         (`finish_warmup`).
 
-        All of it (importing JAX, tracing, compiling) runs on a thread of its own at
-        `_os.COMPILE_NICE`, so that serving workers on the host keep their CPU (and their
-        heartbeats); this thread only waits, and keeps its priority for serving (a
-        thread's niceness cannot be lowered back without privilege). A signal's exception
+        All of it runs on a thread of its own, which lowers itself to `_os.COMPILE_NICE`
+        once JAX's backend exists (tracing and compiling from then on), so that serving
+        workers on the host keep their CPU (and their heartbeats); this thread only waits,
+        and keeps its priority for serving (a thread's niceness cannot be lowered back
+        without privilege; nor can the backend's threads', which serve every request). A signal's exception
         here returns at once (the compiles finish in their threads; `exit_now`).
 
         Python's garbage collector is paused meanwhile: importing JAX and loading programs
@@ -316,9 +317,7 @@ class IKService:
         scanned again), so that no collection while serving walks them either."""
         collecting = gc.isenabled()
         gc.disable()
-        pool = ThreadPoolExecutor(
-            1, thread_name_prefix="zmq-ik-warmup-ready", initializer=lower_thread_priority
-        )
+        pool = ThreadPoolExecutor(1, thread_name_prefix="zmq-ik-warmup-ready")
         try:
             info = pool.submit(self._warmup).result()
             gc.freeze()
@@ -339,7 +338,11 @@ class IKService:
             ik.enable_compilation_cache(cache_dir)
         _listen_for_compiles()
         t0 = time.monotonic()
+        # The backend and its thread pools, which run every request later, are made at this
+        # thread's priority: threads inherit their creator's niceness, and one made here at
+        # COMPILE_NICE would serve at it for good. Only then is this thread reniced.
         dev = jax.devices()[0]
+        lower_thread_priority()
         if self.buckets is None:
             self.buckets = CPU_BUCKETS if dev.platform == "cpu" else tuple(ik.BUCKETS)
         fk_first = self.buckets[:1]  # FK's shapes are the smallest and the largest bucket
