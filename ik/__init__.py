@@ -9,7 +9,7 @@ The in-process twin of the client: :func:`solve_ik` takes what ``IKClient.solve`
 - :class:`Robot` — end-effector chains from a URDF; ``fk`` → ``T_world_ee`` (jaxlie SE3);
   its compiled programs are :func:`programs_of` (a :class:`ProgramCache`).
 - :func:`solve_ik` (and :func:`solve_until`, the worker's, with a deadline) — batched
-  Levenberg–Marquardt with tatbot's cost (module ``_lm``).
+  Levenberg–Marquardt (module ``_lm``) with tatbot's cost (``_cost``).
 - :func:`fk_poses` (and :func:`warmup_fk`) — ``Robot.fk`` as the worker serves it: an
   :class:`~zmq_ik.model.EEPoses`, batches padded to fixed shapes (``IKClient.fk``'s twin).
 - :func:`strokebatch_from_strokes`, :func:`strokebatch_from_packed` — tatbot's strokebatch.

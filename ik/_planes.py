@@ -52,7 +52,7 @@ def cholesky_solve(A: dict[tuple[int, int], Any], b: list[Any]) -> list[Any]:
     An entry absent from ``A`` is a structural zero (two joints no end effector moves
     together: the two arms on a torso), and zeros are carried as constants, so they cost
     nothing where the elimination keeps them zero (joints shared by several chains ordered
-    last: `ik._lm.GroupProblem`)."""
+    last: `ik._cost.GroupProblem`)."""
     n = len(b)
     L: dict[tuple[int, int], Any] = {}
     D: list[Any] = []

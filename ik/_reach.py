@@ -75,7 +75,7 @@ def hold_idle(
     """The one rule for end effectors without a target (``active`` (n_ee, M) false): a joint
     no end effector with a target moves keeps its start (``starts``, (n, M) or (n, 1)), and
     their errors count as met (zero; the caller reports NaN). In a group of several end
-    effectors the program already weighs such a hand at nothing (`ik._lm.ChainTerm`); a group
+    effectors the program already weighs such a hand at nothing (`ik._cost.ChainTerm`); a group
     of one (tatbot's arm) is solved towards its placeholder target, and put back here."""
     q = np.where(moved_joints(robot, active), q, starts).astype(np.float32, copy=False)
     zero = np.float32(0.0)

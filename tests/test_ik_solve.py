@@ -408,20 +408,20 @@ def test_gradient_is_exact_far_from_the_target(tatbot):
     """The LM gradient (Jᵀr) matches autodiff of the cost even for large rotation errors."""
     import jax.numpy as jnp
 
-    from zmq_ik.ik import _lm
+    from zmq_ik.ik import _cost
 
     rng = np.random.default_rng(9)
     q = rng.uniform(tatbot.lower, tatbot.upper, (16, 14)).astype(np.float32)
     wxyz, pos = fk_targets(tatbot, rng.uniform(tatbot.lower, tatbot.upper, (16, 14)))
-    R_t, p_t = _lm.target_planes(jnp.asarray(wxyz[:, 0].T), jnp.asarray(pos[:, 0].T))
-    prob = _lm.GroupProblem(tatbot.groups[0], tatbot, [(R_t, p_t)], jnp.asarray(REST))
+    R_t, p_t = _cost.target_planes(jnp.asarray(wxyz[:, 0].T), jnp.asarray(pos[:, 0].T))
+    prob = _cost.GroupProblem(tatbot.groups[0], tatbot, [(R_t, p_t)], jnp.asarray(REST))
     w = {"pos": 32.0, "ori": 1.0, "rest": 0.1, "limit": 32.0}
 
     def cost(qq):
-        return jnp.sum(_lm.evaluate(prob, list(qq), w, True, True)["task"])
+        return jnp.sum(_cost.evaluate(prob, list(qq), w, True, True)["task"])
 
     qq = jnp.asarray(q[:, :7].T)
-    g = 2 * jnp.stack(_lm.evaluate(prob, list(qq), w, True, True)["g"])
+    g = 2 * jnp.stack(_cost.evaluate(prob, list(qq), w, True, True)["g"])
     np.testing.assert_allclose(g, jax.grad(cost)(qq), rtol=2e-3, atol=2e-3)
 
 
@@ -506,7 +506,7 @@ def test_gradient_is_exact_for_joint_groups(which):
     import jax.numpy as jnp
     from test_ik_kinematics import MIMIC, TINY
 
-    from zmq_ik.ik import _lm
+    from zmq_ik.ik import _cost
 
     robot = (
         ik.Robot.from_urdf(TINY, ["tip", "l1"])
@@ -519,16 +519,16 @@ def test_gradient_is_exact_for_joint_groups(which):
     q = rng.uniform(lo, hi, (8, robot.n_joints)).astype(np.float32)
     wxyz, pos = fk_targets(robot, rng.uniform(lo, hi, (8, robot.n_joints)))
     targets = [
-        _lm.target_planes(jnp.asarray(wxyz[:, e].T), jnp.asarray(pos[:, e].T))
+        _cost.target_planes(jnp.asarray(wxyz[:, e].T), jnp.asarray(pos[:, e].T))
         for e in group.ee_index
     ]
     rest = jnp.asarray((lo + hi) / 2, jnp.float32)
-    prob = _lm.GroupProblem(group, robot, targets, rest)
+    prob = _cost.GroupProblem(group, robot, targets, rest)
     w = {"pos": 10.0, "ori": 1.0, "rest": 0.1, "limit": 10.0}
 
     def cost(qq):
-        return jnp.sum(_lm.evaluate(prob, list(qq), w, True, True)["task"])
+        return jnp.sum(_cost.evaluate(prob, list(qq), w, True, True)["task"])
 
     qq = jnp.asarray(q[:, prob.joints].T)
-    g = 2 * jnp.stack(_lm.evaluate(prob, list(qq), w, True, True)["g"])
+    g = 2 * jnp.stack(_cost.evaluate(prob, list(qq), w, True, True)["g"])
     np.testing.assert_allclose(g, jax.grad(cost)(qq), rtol=2e-3, atol=2e-3)

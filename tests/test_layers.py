@@ -14,9 +14,6 @@ MAX_LINES = 500
 MAX_TOP_MODULES = 8
 LONG_ALLOWED = {
     "broker/_core.py": "the broker core: one socket-free state machine, read as a whole",
-    # TODO(#26): split this once the helper editing it is merged: ik/_lm.py (the end-effector
-    # mask grew it, helper `mask`).
-    "ik/_lm.py": "being edited (end-effector mask)",
 }
 
 
