@@ -241,6 +241,15 @@ def check_coordinates(pos: npt.NDArray[Any]) -> None:
         )
 
 
+def _ndim(value: Any) -> int:
+    """``np.ndim(value)``, or -1 for what has none (the array check then names the
+    problem): how a check tells one pose (or vector) from a batch."""
+    try:
+        return int(np.ndim(value))
+    except (TypeError, ValueError):
+        return -1
+
+
 def _poses(
     value: Any,
     name: str,
@@ -250,13 +259,8 @@ def _poses(
     one_pose: bool,
     finite: bool = True,
 ) -> npt.NDArray[Any]:
-    if one_pose:
-        try:
-            ndim = np.ndim(value)
-        except (TypeError, ValueError):
-            ndim = -1  # as_array names the problem
-        if ndim == 2:
-            value = np.asarray(value)[None]
+    if one_pose and _ndim(value) == 2:
+        value = np.asarray(value)[None]
     shape = ("N", "n_ee" if n_ee is None else n_ee, width)
     return as_array(value, name, shape, dtype, copy=False, finite=finite)
 
@@ -308,11 +312,7 @@ would do, since it is ignored."""
 def check_active(active: Any, n_poses: int, n_ee: int) -> npt.NDArray[np.bool_]:
     """Which end effectors of each of ``n_poses`` targets have one (``solve``'s
     ``active``): (N, n_ee) bool, or (n_ee,) for every pose; returned (N, n_ee), read-only."""
-    try:
-        ndim = np.ndim(active)
-    except (TypeError, ValueError):
-        ndim = -1  # as_bool_array names the problem
-    if ndim == 1:
+    if _ndim(active) == 1:
         row = as_bool_array(active, "active", (n_ee,), copy=False)
         out = np.broadcast_to(row, (n_poses, n_ee))
         out.setflags(write=False)
@@ -354,13 +354,8 @@ def check_joints(
     ``MAX_JOINT_VALUE`` (None: any number of joints). ``one_pose``: also accept one vector,
     (n_joints,), returned as N = 1. Limits are not checked: FK of any configuration is
     defined (a continuous joint has none)."""
-    if one_pose:
-        try:
-            ndim = np.ndim(joints)
-        except (TypeError, ValueError):
-            ndim = -1  # as_array names the problem
-        if ndim == 1:
-            joints = np.asarray(joints)[None]
+    if one_pose and _ndim(joints) == 1:
+        joints = np.asarray(joints)[None]
     q = as_array(
         joints,
         "joints",
