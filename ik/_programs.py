@@ -7,6 +7,8 @@ parameters (:func:`~zmq_ik.ik._lm.solver_params`), so a warmed-up worker compile
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -15,7 +17,7 @@ import os
 import pickle
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,6 +110,46 @@ def run_inline_on_cpu() -> None:
     thread hand-off per call (single-pose solves take ~0.8× the time without it on a 2-CPU
     VM). No effect on GPUs."""
     jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+_LAPACK_FREE = contextvars.ContextVar("zmq_ik_lapack_free", default=False)
+"""Set while `warmup` lowers a solve program (`_lowering_without_lapack`)."""
+
+
+def _install_lapack_skip() -> bool:
+    """Let `warmup` lower the traced solve programs without JAX's LAPACK set-up.
+
+    Before lowering any exported call on a CPU, JAX registers its LAPACK handlers in case the
+    module calls LAPACK; that imports SciPy: ~0.3 s of a ~2.8 s warm restart, on the path to
+    READY. The solve programs never call LAPACK (their Cholesky is written out; a test checks
+    the exported module), so `warmup` skips it; every other lowering in the process (a
+    user's own exported calls included) keeps JAX's behaviour. A JAX without this private
+    hook is left alone (restarts are only slower). Returns whether the skip is installed."""
+    try:
+        from jax._src.export import _export
+    except ImportError:
+        return False
+    ensure = getattr(_export, "_ensure_backends_initialized", None)
+    if ensure is None or getattr(ensure, "zmq_ik_original", None) is not None:
+        return ensure is not None
+
+    def ensure_unless_lapack_free(platforms: tuple[str, ...]) -> None:
+        if not _LAPACK_FREE.get():
+            ensure(platforms)
+
+    ensure_unless_lapack_free.zmq_ik_original = ensure  # type: ignore[attr-defined]
+    _export._ensure_backends_initialized = ensure_unless_lapack_free
+    return True
+
+
+@contextlib.contextmanager
+def _lowering_without_lapack() -> Iterator[None]:
+    """Lower a solve program (no LAPACK calls) without JAX's LAPACK set-up: `_install_lapack_skip`."""
+    token = _LAPACK_FREE.set(_install_lapack_skip())
+    try:
+        yield
+    finally:
+        _LAPACK_FREE.reset(token)
 
 
 def chunk_size(buckets: Sequence[int], seeds: int = 1) -> int:
@@ -341,10 +383,11 @@ def warmup(
     try:
         # Lowering holds the GIL, so it stays on this thread, overlapping earlier compiles.
         specs = [program_specs(robot, b, settings.precise) for b in sizes]
-        futures = [
-            pool.submit(compile_one, fn.lower(*spec), b)
-            for spec, b in zip(specs, sizes, strict=True)
-        ]
+        with _lowering_without_lapack():
+            futures = [
+                pool.submit(compile_one, fn.lower(*spec), b)
+                for spec, b in zip(specs, sizes, strict=True)
+            ]
         for done, future in enumerate(futures, 1):
             future.result()
             if progress is not None:

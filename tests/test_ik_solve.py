@@ -345,6 +345,28 @@ def test_a_traced_program_is_kept_and_a_restart_does_not_trace_it_again(monkeypa
     assert len(traces) == 2 and len(list(tmp_path.glob("*.jaxexport"))) == 2
 
 
+def test_warmup_lowers_solve_programs_without_lapack_setup(tatbot, monkeypatch):
+    """#24.5: JAX's LAPACK set-up before lowering an exported call imports SciPy (~0.3 s of a
+    warm restart); `warmup` skips it, which is safe only because no solve program calls
+    LAPACK. Every other lowering keeps it."""
+    from jax._src.export import _export
+    from jax._src.lax import linalg
+
+    from zmq_ik.ik import _programs
+
+    for precise in (True, False):
+        specs = _programs.program_specs(tatbot, 16, precise)
+        text = _programs.solve_program(tatbot, precise, 1).lower(*specs).as_text()
+        assert "lapack" not in text.lower()
+    setups = []
+    monkeypatch.setattr(linalg, "initialize_lapack", lambda: setups.append(1))
+    with _programs._lowering_without_lapack():
+        _export._ensure_backends_initialized(("cpu",))
+    assert setups == []
+    _export._ensure_backends_initialized(("cpu",))
+    assert setups == [1]
+
+
 def test_program_falls_back_to_plain_jit_when_export_fails(tatbot):
     from zmq_ik.ik import _programs
 

@@ -137,3 +137,21 @@ def test_no_long_modules():
 def test_few_modules_at_the_top():
     top = sorted(p.name for p in (ROOT / "zmq_ik").glob("*.py"))
     assert len(top) <= MAX_TOP_MODULES, top
+
+
+def test_the_cli_imports_neither_asyncio_nor_jax():
+    """A worker's (and every command's) start: `zmq_ik` imports its clients and model on
+    first use, and nothing the CLI imports up front imports asyncio (the async client,
+    pyzmq's monitor and ZAP helpers) or JAX; the public names still resolve (and an unknown
+    one is an AttributeError)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zmq_ik.cli, zmq_ik\n"
+        "early = [m for m in ('asyncio', 'jax', 'zmq_ik.client._async') if m in sys.modules]\n"
+        "names = [getattr(zmq_ik, n) for n in zmq_ik.__all__]\n"
+        "try:\n    zmq_ik.Nope\nexcept AttributeError:\n    print('ok', early)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok []", out.stdout + out.stderr

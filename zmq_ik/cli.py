@@ -16,8 +16,6 @@ import click
 from click.core import ParameterSource
 
 from zmq_ik._version import __version__
-from zmq_ik.apps.compute import DEMO_TIMEOUT
-from zmq_ik.apps.plot import report as write_report
 from zmq_ik.apps.report import fk_text, parse_joint_vectors, ping_brokers, status_screens
 from zmq_ik.apps.serve import STARTUP_TIMEOUT, Supervisor, local_cluster
 from zmq_ik.base.process import EXIT_CONFIG, die_with_parent_from_env, raise_fd_limit_logged
@@ -416,6 +414,8 @@ def compute(
 @_o(S, "buckets", help="Batch buckets the local worker compiles (default: 1,16..1024 on a CPU).")
 def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any) -> None:
     """Compute the bundled example strokes for the bundled tatbot robot, end to end."""
+    from zmq_ik.apps.compute import DEMO_TIMEOUT
+
     local = local_cluster(S(buckets=opts.pop("buckets")), startup_timeout)  # started if used
     _compute(nullcontext(endpoint) if endpoint else local, {"timeout": DEMO_TIMEOUT, **opts}, json_)
 
@@ -425,6 +425,8 @@ def demo(endpoint: str | None, json_: bool, startup_timeout: float, **opts: Any)
 @_options(R)
 def report(strokebatch_file: str, **opts: Any) -> None:
     """Plot a StrokeBatch file: per-stroke errors against the tolerances, joints against limits."""
+    from zmq_ik.apps.plot import report as write_report
+
     click.echo(write_report(strokebatch_file, _settings(ReportSettings, **opts)))
 
 

@@ -25,11 +25,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
+
+if TYPE_CHECKING:  # imported when a broker needs one: it imports asyncio
+    from zmq.auth.thread import ThreadAuthenticator
 
 logger = logging.getLogger(__name__)
 zap_logger = logging.getLogger("zmq_ik.security.zap")
@@ -304,6 +306,8 @@ def configure_curve_server(
         elif not allowed.workers:
             logger.warning("no worker keys (--worker-keys DIR): no worker can register")
         zap_logger.setLevel(max(zap_logger.getEffectiveLevel(), logging.INFO))
+        from zmq.auth.thread import ThreadAuthenticator
+
         authenticator = ThreadAuthenticator(context, log=zap_logger)
         authenticator.start()
         authenticator.configure_curve_callback("*", allowed)
