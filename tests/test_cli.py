@@ -174,14 +174,16 @@ def test_warmup_logs_progress_while_it_compiles(caplog):
     from zmq_ik.worker.settings import WarmupProgress
 
     class Slow(EchoService):
-        def warmup(self) -> dict:
-            progress(1, 4)  # the hook the engine's warm-up would call per bucket
+        def warmup(self, progress=None) -> dict:
+            progress(1, 4)  # as the engine's warm-up does per compiled bucket
             time.sleep(0.35)
             return super().warmup()
 
     progress = WarmupProgress(Slow(["r"]), interval=0.1)
+    told: list[tuple[int, int]] = []
     with caplog.at_level(logging.INFO, "zmq_ik.worker.settings"):
-        assert progress.warmup()["device"] == "cpu"
+        assert progress.warmup(lambda *step: told.append(step))["device"] == "cpu"
+    assert told == [(1, 4)]  # passed on (the worker announces it)
     lines = [r.getMessage() for r in caplog.records]
     assert "warming r: bucket 1/4 compiled, 0 s elapsed" in lines
     ticks = [line for line in lines if line.startswith("warming r: still compiling (bucket 1/4")]
@@ -189,7 +191,7 @@ def test_warmup_logs_progress_while_it_compiles(caplog):
     assert progress.robots == ["r"]
 
     class Broken(EchoService):
-        def warmup(self) -> dict:
+        def warmup(self, progress=None) -> dict:
             raise InputError("robot 'r': URDF is broken")
 
     with pytest.raises(ConfigError, match="URDF is broken"):

@@ -278,7 +278,7 @@ def test_an_on_demand_compile_is_logged_and_told_to_the_client(robot, caplog):
 
 
 def test_warmup_reports_each_compiled_bucket_over_every_program():
-    """#18.9: the warm-up tells ``warmup_progress(done, total)`` as each bucket is compiled,
+    """#18.9: the warm-up tells ``progress(done, total)`` as each bucket is compiled,
     counted over every program it compiles before READY (the worker logs it and announces
     it, WARMING): the smallest bucket of each (#24.5; the others compile after READY)."""
     from conftest import JAX_CACHE
@@ -290,10 +290,9 @@ def test_warmup_reports_each_compiled_bucket_over_every_program():
         buckets=(1, 16),
         cache_dir=JAX_CACHE,
         warm=[IKSettings.preset("tatbot")],
-        warmup_progress=lambda done, total: calls.append((done, total)),
         background=False,
     )
-    service.warmup()
+    service.warmup(lambda done, total: calls.append((done, total)))
     assert calls == [(1, 2), (2, 2)]
     # tatbot's mode solves seeds in its program: 16 x 16 > 64; the reaching mode outside it
     assert ik.warmup_buckets(IKSettings.preset("tatbot", seeds=16), (1, 16, 64)) == (1,)

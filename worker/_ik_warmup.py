@@ -91,7 +91,6 @@ class IKWarmup:
         warm: Sequence[IKSettings] = (),
         warmup_threads: int | None = None,
         max_extra_compiles: int = 32,
-        warmup_progress: WarmupHook | None = None,
         background: bool = True,
     ) -> None:
         self.entries = {e.name: e for e in robot_entries(robots, ee_links, rest)}
@@ -105,9 +104,6 @@ class IKWarmup:
         the default program; any other program compiles on its first request."""
         self.warmup_threads = warmup_threads
         """Threads compiling buckets before READY (None: one per CPU, at most 4)."""
-        self.warmup_progress = warmup_progress
-        """Called ``(buckets done, total)`` over every robot and program as each bucket is
-        compiled before READY (the worker logs it and announces it to its brokers)."""
         self.background = background
         """`warmup` compiles one bucket of each warmed program (and FK's smallest), enough to
         serve any request, and starts `finish_warmup` in a thread for the other buckets
@@ -144,11 +140,12 @@ class IKWarmup:
 
     # ------------------------------------------------------------------ start-up
 
-    def warmup(self) -> dict[str, Any]:
+    def warmup(self, progress: WarmupHook | None = None) -> dict[str, Any]:
         """Load every robot with its default end effectors and compile one bucket of each
         warmed program (`FIRST_BUCKET`) and FK's smallest: any request can then be served,
         in chunks, without compiling. The other buckets compile after READY
-        (`finish_warmup`).
+        (`finish_warmup`). ``progress`` is told ``(buckets done, total)`` over every robot
+        and program as each bucket is compiled (the worker logs it and announces it).
 
         All of it runs on a thread of its own, which lowers itself to `_os.COMPILE_NICE`
         once JAX's backend exists (tracing and compiling from then on), so that serving
@@ -165,7 +162,7 @@ class IKWarmup:
         gc.disable()
         pool = ThreadPoolExecutor(1, thread_name_prefix="zmq-ik-warmup-ready")
         try:
-            info = pool.submit(self._warmup).result()
+            info = pool.submit(self._warmup, progress).result()
             gc.freeze()
         finally:
             pool.shutdown(wait=False)
@@ -173,7 +170,7 @@ class IKWarmup:
                 gc.enable()
         return info
 
-    def _warmup(self) -> dict[str, Any]:
+    def _warmup(self, progress: WarmupHook | None) -> dict[str, Any]:
         import jax
 
         from zmq_ik import ik
@@ -205,8 +202,8 @@ class IKWarmup:
         done = 0
 
         def compiled(n: int, _: int) -> None:
-            if self.warmup_progress is not None:
-                self.warmup_progress(done + n, total)
+            if progress is not None:
+                progress(done + n, total)
 
         fk_pool = ThreadPoolExecutor(1, thread_name_prefix="zmq-ik-warmup-fk")
         try:

@@ -21,9 +21,10 @@ from zmq_ik.errors import ErrorCode, IKError, IKTimeout
 Progress = Callable[[Mapping[str, Any], Mapping[str, np.ndarray] | None], None]
 """Send a PARTIAL reply: header (e.g. ``{"progress": [done, total]}``) and optional arrays."""
 WarmupHook = Callable[[int, int], None]
-"""Told ``(done, total)`` steps (compiled buckets) as a service's warm-up advances: a
-service's optional ``warmup_progress`` attribute. `worker.settings.WarmupProgress` logs it;
-the worker sets it to announce the progress to its brokers (WARMING)."""
+"""Told ``(done, total)`` steps (compiled buckets) as a service's warm-up advances: the
+``progress`` argument of `Service.warmup`. The worker passes one that announces the progress
+to its brokers (WARMING); `worker.settings.WarmupProgress` logs it on the way. It may raise
+to stop the warm-up (the worker does, when it is stopped)."""
 
 
 class ServiceError(IKError):
@@ -65,11 +66,11 @@ class Service(Protocol):
     """The interface the worker loop drives."""
 
     robots: list[str]
-    """Robot (service) names served; sent in WARMING and READY. A service may also have a
-    ``warmup_progress`` attribute (a `WarmupHook` or None) that its `warmup` calls."""
+    """Robot (service) names served; sent in WARMING and READY."""
 
-    def warmup(self) -> dict[str, Any]:
-        """Load and compile everything before READY; returns facts for the READY header."""
+    def warmup(self, progress: WarmupHook | None = None) -> dict[str, Any]:
+        """Load and compile everything before READY, telling ``progress`` each step done;
+        returns facts for the READY header."""
         ...
 
     def handle(self, call: ServiceCall) -> ServiceReply:
@@ -92,15 +93,14 @@ class EchoService:
     def __init__(self, robots: list[str] | None = None, warmup_s: float = 0.0) -> None:
         self.robots = list(robots or ["echo"])
         self.warmup_s = warmup_s
-        self.warmup_progress: WarmupHook | None = None
 
-    def warmup(self) -> dict[str, Any]:
+    def warmup(self, progress: WarmupHook | None = None) -> dict[str, Any]:
         if self.warmup_s > 0:
             steps = self.WARMUP_STEPS
             for done in range(1, steps + 1):
                 time.sleep(self.warmup_s / steps)
-                if self.warmup_progress is not None:
-                    self.warmup_progress(done, steps)
+                if progress is not None:
+                    progress(done, steps)
         return {"device": "cpu", "operations": ["echo", "sleep", "fail"]}
 
     def handle(self, call: ServiceCall) -> ServiceReply:

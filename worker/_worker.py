@@ -53,7 +53,6 @@ declined within about this long; waking more often cost the jobs themselves (eac
 contends for the GIL: 200 a second measured ~5 % of echo throughput)."""
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_ABSENT = object()
 _BURST = 100
 """Messages the keeper reads from one broker in a row before the others get a turn."""
 
@@ -189,30 +188,22 @@ class Worker:
         self._flush()  # (the connections)
         announcer = Announcer(self.core, list(self._conns.socks), self._flush)
         logger.info("warming up %s; announcing it to %s", ",".join(robots), self._endpoints())
-        service: Any = self.service  # `warmup_progress` is optional (_service.WarmupHook)
-        own: Any = getattr(service, "warmup_progress", _ABSENT)
-        if own is not _ABSENT:  # the service reports its buckets: pass them on too
 
-            def both(done: int, total: int) -> None:
-                if self._stop.is_set():  # `stop()` from another thread: between buckets
-                    raise WarmupStopped("stop()")
-                self._check_refused()  # no broker will take us: why compile on
-                self.core.warmup_progress(done, total)
-                if own is not None:
-                    own(done, total)
+        def progress(done: int, total: int) -> None:  # after each compiled bucket
+            if self._stop.is_set():  # `stop()` from another thread: between buckets
+                raise WarmupStopped("stop()")
+            self._check_refused()  # no broker will take us: why compile on
+            self.core.warmup_progress(done, total)
 
-            service.warmup_progress = both
         announcer.start()
         try:
             try:
                 self._warming = not self._stop.is_set()
-                warm = service.warmup() if self._warming else {}
+                warm = self.service.warmup(progress) if self._warming else {}
             finally:
                 self._warming = False
         finally:
             announcer.stop()
-            if own is not _ABSENT:
-                service.warmup_progress = own
         if self._stop.is_set():
             raise WarmupStopped("stop()")
         info = {**base, **warm, "robots": robots}

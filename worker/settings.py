@@ -80,27 +80,22 @@ def check_gpu(gpu: int | None, require: bool) -> None:
 
 class WarmupProgress:
     """A service whose warm-up shows it is alive: compiling can take minutes, so it logs each
-    compiled bucket (``warming tatbot: bucket 3/8 compiled, 41 s elapsed``: the wrapped
-    service's `_service.WarmupHook`, ``warmup_progress``, is this object) and every
-    ``interval`` seconds the time elapsed. Its own ``warmup_progress`` hook is told the same
-    (the worker announces it to its brokers). Requests pass straight through."""
+    compiled bucket (``warming tatbot: bucket 3/8 compiled, 41 s elapsed``) and every
+    ``interval`` seconds the time elapsed, and passes each step on to the ``progress`` hook
+    its `warmup` was given (the worker's: it announces it to its brokers). Requests pass
+    straight through."""
 
     def __init__(self, service: Service, interval: float = 10.0) -> None:
         self.service = service
         self.robots = service.robots
         self.interval = interval
         self.done = self.total = 0
-        self.warmup_progress: WarmupHook | None = None
         self._t0 = time.monotonic()
-        if hasattr(service, "warmup_progress"):
-            service.warmup_progress = self
 
-    def __call__(self, done: int, total: int) -> None:
+    def _logged(self, done: int, total: int) -> None:
         self.done, self.total = done, total
         robots = ",".join(self.robots)
         logger.info("warming %s: bucket %d/%d compiled, %s", robots, done, total, self._elapsed())
-        if self.warmup_progress is not None:
-            self.warmup_progress(done, total)
 
     def _elapsed(self) -> str:
         return f"{time.monotonic() - self._t0:.0f} s elapsed"
@@ -127,13 +122,19 @@ class WarmupProgress:
             stop.set()
             thread.join()
 
-    def warmup(self) -> dict[str, Any]:
+    def warmup(self, progress: WarmupHook | None = None) -> dict[str, Any]:
         """The service's warm-up; a robot that does not load is a `ConfigError` (it would
         fail the same way on every restart)."""
         self._t0 = time.monotonic()
+
+        def step(done: int, total: int) -> None:
+            self._logged(done, total)
+            if progress is not None:
+                progress(done, total)
+
         with self._ticking():
             try:
-                return self.service.warmup()
+                return self.service.warmup(step)
             except InputError as e:
                 raise ConfigError(e.message) from e
 
