@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import JAX_CACHE
+from conftest import JAX_CACHE, full_form
 
 ik = pytest.importorskip("zmq_ik.ik")
 ROBOTS = Path(__file__).parent / "robots"
@@ -163,11 +163,9 @@ def test_a_hand_without_a_target_weighs_nothing_and_keeps_its_joints():
         ik.solve_ik(robot, wxyz, pos, buckets=BUCKETS, active=active.astype(int))
 
 
-@pytest.mark.timeout(400)
-def test_strokebatch_rests_an_arm_by_its_mask():
-    """A stroke batch on TIAGo++: in the first pair the right arm rests, in the second the
-    left. The resting arm holds its ready pose, the drawing hand reaches every target, and
-    the answer is the masked solve's (the torso moves for the drawing hand only)."""
+def _tiago_strokes_resting_each_arm(settings=None):
+    """TIAGo++ stroke pairs, the right arm resting in the first, the left in the second:
+    ``(robot, ready, is_rest (pairs, arms), batch)``."""
     from zmq_ik.model import PackedStrokes, Scene
 
     robot = arm("tiago_dual")
@@ -189,7 +187,13 @@ def test_strokebatch_rests_an_arm_by_its_mask():
     coords = rng.uniform(-0.03, 0.03, (2, 2, 4, 3)).astype(np.float32)
     is_rest = np.array([[False, True], [True, False]])
     packed = PackedStrokes(coords, np.zeros((2, 2), bool), is_rest)
-    batch = ik.strokebatch_from_packed(scene, packed, robot, buckets=BUCKETS)
+    batch = ik.strokebatch_from_packed(scene, packed, robot, ik=settings, buckets=BUCKETS)
+    return robot, ready, is_rest, batch
+
+
+def _assert_rests_and_reaches(robot, ready, is_rest, batch):
+    """Errors NaN exactly for the resting arm, the drawing hand within the goal, the resting
+    arm's joints exactly its ready pose."""
     assert batch.joints.shape == (2, 4, 2, robot.n_joints)
     errors = np.stack([batch.pos_err, batch.ori_err])  # (2, b, l, o, n_ee)
     np.testing.assert_array_equal(
@@ -205,9 +209,30 @@ def test_strokebatch_rests_an_arm_by_its_mask():
     np.testing.assert_array_equal(
         batch.joints[1][..., left], np.broadcast_to(ready[left], (4, 2, 7))
     )
+
+
+@pytest.mark.timeout(400)
+def test_strokebatch_rests_an_arm_by_its_mask():
+    """A stroke batch on TIAGo++: in the first pair the right arm rests, in the second the
+    left. The resting arm holds its ready pose, the drawing hand reaches every target, and
+    the answer is the masked solve's (the torso moves for the drawing hand only)."""
+    robot, ready, is_rest, batch = _tiago_strokes_resting_each_arm()
+    _assert_rests_and_reaches(robot, ready, is_rest, batch)
     # The same as solving the drawing hand's targets with the other hand inactive.
     pos = batch.ee_pos.reshape(-1, 2, 3)
     wxyz = batch.ee_rot.reshape(-1, 2, 4)
     active = np.repeat(~is_rest, 8, axis=0)
     sol = ik.solve_ik(robot, wxyz, pos, ready, buckets=BUCKETS, active=active)
     np.testing.assert_array_equal(sol.joints, batch.joints.reshape(-1, robot.n_joints))
+
+
+@pytest.mark.slow  # its own program (the continuous scan on TIAGo++): ~1 min to compile
+@pytest.mark.timeout(600)
+def test_continuous_strokebatch_rests_an_arm_by_its_mask(request):
+    """The same strokes solved pose after pose (``continuous``): the mask rests an arm in the
+    scan too (each pose warm-started from the previous answer)."""
+    from zmq_ik.model import IKSettings
+
+    full_form(request, "full")  # skipped unless ZMQ_IK_SLOW=1 or -m slow
+    settings = IKSettings(continuous=True)
+    _assert_rests_and_reaches(*_tiago_strokes_resting_each_arm(settings))
