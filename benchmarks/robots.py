@@ -3,6 +3,7 @@
     python -m benchmarks.robots                        # every robot, this tree's default
     python -m benchmarks.robots --base /tmp/base       # + the base tree's precise=True, seeds=16
     python -m benchmarks.robots --robots panda,ur5 --targets 256 --json out.json
+    python -m benchmarks.robots --near-limits 0.3       # 30 % of joints near a limit
 
 Targets, per robot (the fair test of any arm, ``tests/robots/README.md``): FK of joint
 vectors drawn uniformly inside the joint limits (continuous joints in [-pi, pi)), solved from
@@ -91,12 +92,16 @@ def load_robot(name: str) -> Any:
     return ik.Robot.from_urdf(robot_path(name), ROBOTS[name][1])
 
 
-def make_targets(robot: Any, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """FK of ``n`` joint vectors uniform inside the limits (continuous: [-pi, pi))."""
+def make_targets(robot: Any, n: int, seed: int = 0, near: float = 0.0) -> dict[str, np.ndarray]:
+    """FK of ``n`` joint vectors uniform inside the limits (continuous: [-pi, pi)); ``near``:
+    the share of limited joints drawn within 3 % of their range from a limit instead."""
     rng = np.random.default_rng(seed)
     lo = np.where(robot.limited, robot.lower, -np.pi)
     hi = np.where(robot.limited, robot.upper, np.pi)
-    q = rng.uniform(lo, hi, (n, robot.n_joints)).astype(np.float32)
+    q = rng.uniform(lo, hi, (n, robot.n_joints))
+    edge = rng.uniform(0, 0.03, q.shape) * (hi - lo)
+    edge = np.where(rng.random(q.shape) < 0.5, lo + edge, hi - edge)
+    q = np.where((rng.random(q.shape) < near) & robot.limited, edge, q).astype(np.float32)
     T = robot.fk(q)
     return {
         "wxyz": np.asarray(T.rotation().wxyz, np.float32),
@@ -295,22 +300,10 @@ def _run_child(
 ) -> dict:
     env = {**tree_env(tree), "JAX_PLATFORMS": "cpu"}
     # This file as a script, so every tree runs the same measuring code with its own zmq_ik.
-    cmd = [
-        sys.executable,
-        str(HERE / "robots.py"),
-        "--child",
-        kind,
-        "--robot",
-        robot,
-        "--targets-file",
-        str(targets),
-        "--singles",
-        str(singles),
-        "--settings",
-        json.dumps(settings),
-        "--buckets",
-        ",".join(map(str, buckets)),
-    ]
+    flags = {"--child": kind, "--robot": robot, "--targets-file": str(targets)}
+    flags |= {"--singles": str(singles), "--settings": json.dumps(settings)}
+    flags["--buckets"] = ",".join(map(str, buckets))
+    cmd = [sys.executable, str(HERE / "robots.py"), *(x for kv in flags.items() for x in kv)]
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
@@ -326,6 +319,7 @@ def run(
     singles: int = 64,
     buckets: tuple[int, ...] = BUCKETS,
     verbose: bool = True,
+    near: float = 0.0,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of the table (one per robot and method) and notes (what was skipped and why)."""
     methods: list[tuple[str, Path, str, dict[str, Any]]] = [("zmq-ik default", ROOT, "jax", {})]
@@ -345,7 +339,7 @@ def run(
         for name in robots:
             robot = load_robot(name)
             path = Path(tmp) / f"{name}.npz"
-            np.savez(path, **make_targets(robot, n_targets))
+            np.savez(path, **make_targets(robot, n_targets, near=near))
             for label, tree, kind, settings in methods:
                 if verbose:
                     print(f"{name}: {label} ...", file=sys.stderr, flush=True)
@@ -433,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--robots", default=",".join(ROBOTS), help="comma-separated names")
     parser.add_argument("--targets", type=int, default=1024, help="targets per robot")
     parser.add_argument("--singles", type=int, default=64, help="single-pose calls timed")
+    near = "share of joints drawn within 3%% of a limit (hard targets; default 0)"
+    parser.add_argument("--near-limits", type=float, default=0.0, help=near)
     parser.add_argument("--base", type=Path, help="another tree (git archive) for the old mode")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument(
@@ -465,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({"rows": rows}, indent=1))
         return 0
     buckets = tuple(int(b) for b in args.buckets.split(","))
-    rows, notes = run(names, args.targets, args.base, args.singles, buckets=buckets)
+    rows, notes = run(names, args.targets, args.base, args.singles, buckets, near=args.near_limits)
     print(table(rows).markdown())
     ours = [
         r["poses/s @1,024"] for r in rows if r["method"] == "zmq-ik default" and "error" not in r

@@ -42,6 +42,7 @@ from ._programs import programs_of as programs_of
 from ._programs import run_inline_on_cpu as run_inline_on_cpu
 from ._programs import warmup as warmup
 from ._programs import warmup_buckets as warmup_buckets
+from ._reach import NEAR_ROUNDS as NEAR_ROUNDS
 from ._reach import RESOLVE_ROUNDS as RESOLVE_ROUNDS
 from ._robot import Robot as Robot
 from ._solve import solve_ik as solve_ik
@@ -54,6 +55,7 @@ IKConfig = IKSettings
 
 __all__ = [
     "BUCKETS",
+    "NEAR_ROUNDS",
     "REACH_ORI_TOL",
     "REACH_POS_TOL",
     "RESOLVE_ROUNDS",

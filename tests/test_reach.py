@@ -236,3 +236,43 @@ def test_continuous_strokebatch_rests_an_arm_by_its_mask(request):
     full_form(request, "full")  # skipped unless ZMQ_IK_SLOW=1 or -m slow
     settings = IKSettings(continuous=True)
     _assert_rests_and_reaches(*_tiago_strokes_resting_each_arm(settings))
+
+
+def test_only_near_misses_get_the_near_rounds():
+    """After `RESOLVE_ROUNDS`, a target still missed but within `NEAR_POS`/`NEAR_ORI` (most
+    likely reachable, its solution in a corner of the joint box) gets `NEAR_ROUNDS`; one far
+    off (most likely unreachable) does not, so it costs no more than before. A stand-in
+    solver (no JAX): target 0 always misses by 5 mm, target 1 by 1 m."""
+    from zmq_ik.ik import _reach
+
+    robot = arm("panda")
+    calls = []
+
+    def run(wxyz, pos, starts, iterations, active):
+        m = starts.shape[1]
+        calls.append((m, iterations))
+        miss = np.where(pos[0, 0] > 0.5, 1.0, 0.005).astype(np.float32)[None]
+        return starts, miss, np.zeros((1, m), np.float32)
+
+    wxyz = np.tile(np.array([1, 0, 0, 0], np.float32)[None, :, None], (1, 1, 2))
+    pos = np.array([[[0.1, 0.9], [0, 0], [0.3, 0.3]]], np.float32)  # (n_ee, 3, N)
+    start = np.repeat(ik.default_rest(robot)[:, None], 2, axis=1)
+    _reach.solve_reaching(robot, run, wxyz, pos, start, start[:, 0], ik.IKSettings())
+    rounds = calls[1:]  # after the first solve of both
+    both = [(2 * s, it) for s, it in _reach.RESOLVE_ROUNDS]
+    near = [(s, it) for s, it in _reach.NEAR_ROUNDS]
+    assert rounds == both + near
+
+
+def test_round_points_reach_into_the_corners_of_the_joint_ranges():
+    """Starting points lie inside the limits and near them more often than uniform draws
+    would (the arcsine law), where solutions with joints near a limit are found."""
+    from zmq_ik.ik import _reach
+
+    robot = arm("panda")
+    points = _reach.round_points(robot, 4, 4096)
+    lo, hi = robot.lower, robot.upper
+    assert ((points >= lo) & (points <= hi)).all()
+    edge = ((points - lo) < 0.05 * (hi - lo)) | ((hi - points) < 0.05 * (hi - lo))
+    assert edge.mean() > 0.25  # uniform: 0.10; arcsine: ~0.28
+    np.testing.assert_array_equal(points, _reach.round_points(robot, 4, 4096))  # fixed
