@@ -159,6 +159,16 @@ BASE = '<robot name="r"><link name="a"/><link name="b"/><link name="c"/>{}</robo
             "unknown child link 'zz'",
         ),
         ("<robot><link", ["b"], "not valid XML"),
+        ('<robot name="ur3"><!-- xacro output of nothing --></robot>', ["b"], "no <link>"),
+        (  # a xacro file: its links are in macros, its names unexpanded
+            '<robot xmlns:xacro="http://www.ros.org/wiki/xacro"><link name="a"/>'
+            '<xacro:macro name="arm" params="prefix"><link name="${prefix}b"/></xacro:macro>'
+            "</robot>",
+            ["b"],
+            "a xacro file (<xacro:macro>)",
+        ),
+        ('<robot><link name="${prefix}a"/></robot>', ["a"], "a xacro file ('${prefix}a')"),
+        ('<robot><xacro:include filename="x"/></robot>', ["a"], "a xacro file? expand it"),
         ("/no/such/file.urdf", ["b"], "cannot read"),
     ],
 )
@@ -232,14 +242,32 @@ def test_mimic_joints_follow_the_joint_they_mimic():
     [
         ('<mimic joint="rev"', '<mimic joint="nope"', "mimics unknown joint 'nope'"),
         ('<mimic joint="grip"/>', '<mimic joint="rev"/>', "must be of its joint's kind"),
-        ('multiplier="-2"', 'multiplier="x"', "bad numbers"),
+        ('<mimic joint="grip"/>', '<mimic joint="tool"/>', "mimics 'tool', a fixed joint"),
         ('<mimic joint="rev" multiplier', '<mimic joint="twin" multiplier', "in a cycle"),
     ],
 )
 def test_bad_mimic_joints_are_refused(old, new, needle):
+    """On the chain: refused, naming the joint and the chain. Off it (a finger's mimic with
+    a xacro prefix missed, as in example-robot-data's alex_psyonic_hands.urdf): the other
+    chains still load."""
     assert old in MIMIC
-    with pytest.raises(InputError, match=needle):
-        ik.Robot.from_urdf(MIMIC.replace(old, new), ["finger"])
+    urdf = MIMIC.replace(old, new)
+    broken = "finger2" if "grip" in old else "finger"
+    with pytest.raises(InputError, match=needle) as info:
+        ik.Robot.from_urdf(urdf, [broken])
+    assert f"on the chain to link {broken!r}" in str(info.value)
+    if broken == "finger2":
+        assert ik.Robot.from_urdf(urdf, ["finger"]).joint_names == ("rev", "grip")
+
+
+def test_a_malformed_mimic_is_refused_anywhere():
+    """Numbers that do not parse are a broken file (urdfdom refuses it too), wherever they
+    are, unlike a mimic that names a joint it cannot follow."""
+    with pytest.raises(InputError, match="bad numbers in grip2 mimic multiplier"):
+        ik.Robot.from_urdf(
+            MIMIC.replace('<mimic joint="grip"/>', '<mimic joint="grip" multiplier="x"/>'),
+            ["finger"],
+        )
 
 
 def test_byte_order_mark_and_bare_axis(tmp_path):
