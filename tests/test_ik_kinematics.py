@@ -167,8 +167,8 @@ BASE = '<robot name="r"><link name="a"/><link name="b"/><link name="c"/>{}</robo
             ["b"],
             "a xacro file (<xacro:macro>)",
         ),
-        ('<robot><link name="${prefix}a"/></robot>', ["a"], "a xacro file ('${prefix}a')"),
-        ('<robot><xacro:include filename="x"/></robot>', ["a"], "a xacro file? expand it"),
+        ('<robot><link name="${prefix}a"/></robot>', ["a"], "a xacro file ('${prefix}a' in a"),
+        ('<robot><xacro:include filename="x"/></robot>', ["a"], "a xacro file (<xacro:include>)"),
         ("/no/such/file.urdf", ["b"], "cannot read"),
     ],
 )
@@ -176,6 +176,27 @@ def test_bad_urdf_or_links_raise_input_error(urdf, ee, needle):
     with pytest.raises(InputError) as info:
         ik.Robot.from_urdf(urdf, ee)
     assert needle in str(info.value)
+
+
+def test_what_urdf_parsers_in_the_wild_accept_loads():
+    """What ROS's and Pinocchio's parsers (TinyXML, no namespaces) and Drake accept, seen in
+    real files: a prefix never declared (Fetch's ``<sensor:camera>`` in ``<gazebo>``), a
+    xacro element left in a visual (robotis OP2's ``<xacro:grey/>``), a default namespace,
+    and (Drake) a joint to a "world" link no ``<link>`` declares (TINY raised 2 m)."""
+    extras = (
+        '<gazebo reference="l1"><sensor:camera name="rgb"/></gazebo>'
+        '<link name="shiny"><visual><material name="m"><xacro:grey/></material></visual></link>'
+        '<joint name="shiny_mount" type="fixed"><parent link="l1"/><child link="shiny"/></joint>'
+        '<joint name="to_world" type="fixed"><parent link="world"/><child link="base"/>'
+        '<origin xyz="0 0 2"/></joint>'
+    )
+    urdf = TINY.replace('<robot name="tiny">', '<robot name="tiny" xmlns="http://x.org/urdf">')
+    robot = ik.Robot.from_urdf(urdf.replace("</robot>", extras + "</robot>"), ["tip"])
+    assert robot.model.root == "world"
+    assert robot.joint_names == ("rev", "pri", "cont")
+    np.testing.assert_allclose(
+        np.asarray(robot.fk(np.zeros(3)).translation())[0], [0.5, 0.2, 3], atol=1e-6
+    )
 
 
 def test_chains_sharing_joints_are_one_group_with_each_joint_once():

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from xml.parsers import expat
 
 import numpy as np
 import numpy.typing as npt
@@ -216,10 +217,9 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
     """Parse a URDF file path or XML string into a :class:`URDFModel` (a tree, checked)."""
     text, source = read_urdf_text(path_or_xml)
     try:
-        root_el = ET.fromstring(text)
-    except ET.ParseError as exc:
-        hint = " (a xacro file? expand it first with `xacro`)" if "xacro:" in text else ""
-        raise InputError(f"URDF {source}: not valid XML: {exc}{hint}", field="urdf") from None
+        root_el = _xml_tree(text)
+    except expat.ExpatError as exc:
+        raise InputError(f"URDF {source}: not valid XML: {exc}", field="urdf") from None
     if root_el.tag != "robot":
         raise InputError(
             f"URDF {source}: root element is <{root_el.tag}>, expected <robot>", field="urdf"
@@ -242,6 +242,9 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
     if len(link_set) != len(links):
         dup = sorted(n for n, count in Counter(links).items() if n and count > 1)
         raise InputError(f"URDF {source}: duplicate link name(s) {dup}", field="urdf")
+    parents = {p.get("link") for el in joint_els if (p := el.find("parent")) is not None}
+    if "world" in parents:
+        link_set |= {"world"}  # Drake's URDFs: "world" needs no <link> of its own
     joints: dict[str, Joint] = {}
     parent_joint: dict[str, Joint] = {}
     for el in joint_els:
@@ -356,24 +359,47 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
     )
 
 
-XACRO_NAMESPACES = ("http://www.ros.org/wiki/xacro", "http://wiki.ros.org/xacro")
+def _xml_tree(text: str) -> ET.Element:
+    """The XML element tree of ``text``, without namespace processing, as ROS's and
+    Pinocchio's URDF parsers (TinyXML) read it: a prefix that is never declared
+    (``<sensor:camera>`` in a ``<gazebo>`` block, as in Fetch's URDF) is part of the tag's
+    name, not an error, and ``<robot xmlns="...">`` is still ``<robot>``."""
+    builder = ET.TreeBuilder()
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    parser.Parse(text, True)
+    return builder.close()
+
+
+KINEMATIC_TAGS = frozenset({"link", "joint", "parent", "child", "origin", "axis", "limit", "mimic"})
 
 
 def _refuse_xacro(root_el: ET.Element, source: str) -> None:
-    """A xacro file (macros, includes, ``${...}``) is not a URDF: read as one, its links in
-    macros would be missing and its names unexpanded, so the error would name a link the
-    user can see in the file. Say what it is instead."""
-    for el in root_el.iter():
-        tag = el.tag if isinstance(el.tag, str) else ""
-        namespace = tag[1:].partition("}")[0] if tag.startswith("{") else ""
-        unexpanded = next((v for v in el.attrib.values() if "${" in v or "$(" in v), None)
-        if namespace.rstrip("/#") in XACRO_NAMESPACES or unexpanded is not None:
-            what = f"<xacro:{tag.partition('}')[2]}>" if unexpanded is None else repr(unexpanded)
+    """A xacro file (macros, includes, ``${...}`` in names) is not a URDF: read as one, its
+    links in macros would be missing and its names unexpanded, so the error would name a
+    link the user can see in the file. Say what it is instead. A xacro element left in a
+    link's visual (``<xacro:grey/>``, as in some generated files) does not matter."""
+    for el in root_el:
+        if el.tag.startswith("xacro:"):
             raise InputError(
-                f"URDF {source}: a xacro file ({what}), not a URDF: expand it first "
-                "(`xacro robot.urdf.xacro > robot.urdf`, in a ROS environment)",
-                field="urdf",
+                f"URDF {source}: a xacro file (<{el.tag}>), not a URDF: {XACRO_HINT}", "urdf"
             )
+        if el.tag not in ("link", "joint"):
+            continue
+        for sub in (el, *el):
+            if sub.tag in KINEMATIC_TAGS:
+                for value in sub.attrib.values():
+                    if "${" in value or "$(" in value:
+                        raise InputError(
+                            f"URDF {source}: a xacro file ({value!r} in a <{sub.tag}>), not a "
+                            f"URDF: {XACRO_HINT}",
+                            "urdf",
+                        )
+
+
+XACRO_HINT = "expand it first (`xacro robot.urdf.xacro > robot.urdf`, in a ROS environment)"
 
 
 def _mimic(el: ET.Element, name: str, source: str) -> Mimic | None:
