@@ -374,6 +374,7 @@ def _xml_tree(text: str) -> ET.Element:
 
 
 KINEMATIC_TAGS = frozenset({"link", "joint", "parent", "child", "origin", "axis", "limit", "mimic"})
+XACRO_HINT = "expand it first (`xacro robot.urdf.xacro > robot.urdf`, in a ROS environment)"
 
 
 def _refuse_xacro(root_el: ET.Element, source: str) -> None:
@@ -382,24 +383,20 @@ def _refuse_xacro(root_el: ET.Element, source: str) -> None:
     link the user can see in the file. Say what it is instead. A xacro element left in a
     link's visual (``<xacro:grey/>``, as in some generated files) does not matter."""
     for el in root_el:
-        if el.tag.startswith("xacro:"):
-            raise InputError(
-                f"URDF {source}: a xacro file (<{el.tag}>), not a URDF: {XACRO_HINT}", "urdf"
+        what = f"<{el.tag}>" if el.tag.startswith("xacro:") else None
+        if el.tag in ("link", "joint"):
+            unexpanded = (
+                f"{value!r} in a <{sub.tag}>"
+                for sub in (el, *el)
+                if sub.tag in KINEMATIC_TAGS
+                for value in sub.attrib.values()
+                if "${" in value or "$(" in value
             )
-        if el.tag not in ("link", "joint"):
-            continue
-        for sub in (el, *el):
-            if sub.tag in KINEMATIC_TAGS:
-                for value in sub.attrib.values():
-                    if "${" in value or "$(" in value:
-                        raise InputError(
-                            f"URDF {source}: a xacro file ({value!r} in a <{sub.tag}>), not a "
-                            f"URDF: {XACRO_HINT}",
-                            "urdf",
-                        )
-
-
-XACRO_HINT = "expand it first (`xacro robot.urdf.xacro > robot.urdf`, in a ROS environment)"
+            what = next(unexpanded, None)
+        if what:
+            raise InputError(
+                f"URDF {source}: a xacro file ({what}), not a URDF: {XACRO_HINT}", "urdf"
+            )
 
 
 def _mimic(el: ET.Element, name: str, source: str) -> Mimic | None:
