@@ -181,11 +181,13 @@ def test_bad_urdf_or_links_raise_input_error(urdf, ee, needle):
 def test_what_urdf_parsers_in_the_wild_accept_loads():
     """What ROS's and Pinocchio's parsers (TinyXML, no namespaces) and Drake accept, seen in
     real files: a prefix never declared (Fetch's ``<sensor:camera>`` in ``<gazebo>``), a
-    xacro element left in a visual (robotis OP2's ``<xacro:grey/>``), a default namespace,
-    and (Drake) a joint to a "world" link no ``<link>`` declares (TINY raised 2 m)."""
+    xacro element left in a generated file (robotis OP2's ``<xacro:grey/>`` in a visual,
+    Valkyrie's call of a macro xacro did not know), a default namespace, and (Drake) a
+    joint to a "world" link no ``<link>`` declares (TINY raised 2 m)."""
     extras = (
         '<gazebo reference="l1"><sensor:camera name="rgb"/></gazebo>'
         '<link name="shiny"><visual><material name="m"><xacro:grey/></material></visual></link>'
+        '<xacro:v1_pelvis_sensors_usb middle_sensor_port_tag="none"/>'
         '<joint name="shiny_mount" type="fixed"><parent link="l1"/><child link="shiny"/></joint>'
         '<joint name="to_world" type="fixed"><parent link="world"/><child link="base"/>'
         '<origin xyz="0 0 2"/></joint>'

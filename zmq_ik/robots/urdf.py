@@ -374,6 +374,7 @@ def _xml_tree(text: str) -> ET.Element:
 
 
 KINEMATIC_TAGS = frozenset({"link", "joint", "parent", "child", "origin", "axis", "limit", "mimic"})
+XACRO_DEFINITIONS = frozenset({"xacro:macro", "xacro:include", "xacro:property", "xacro:arg"})
 XACRO_HINT = "expand it first (`xacro robot.urdf.xacro > robot.urdf`, in a ROS environment)"
 
 
@@ -381,9 +382,10 @@ def _refuse_xacro(root_el: ET.Element, source: str) -> None:
     """A xacro file (macros, includes, ``${...}`` in names) is not a URDF: read as one, its
     links in macros would be missing and its names unexpanded, so the error would name a
     link the user can see in the file. Say what it is instead. A xacro element left in a
-    link's visual (``<xacro:grey/>``, as in some generated files) does not matter."""
+    generated URDF (``<xacro:grey/>`` in a visual, Valkyrie's call of a macro xacro did not
+    know) does not matter, as for ROS."""
     for el in root_el:
-        what = f"<{el.tag}>" if el.tag.startswith("xacro:") else None
+        what = f"<{el.tag}>" if el.tag in XACRO_DEFINITIONS else None
         if el.tag in ("link", "joint"):
             unexpanded = (
                 f"{value!r} in a <{sub.tag}>"
