@@ -120,7 +120,8 @@ BASE = '<robot name="r"><link name="a"/><link name="b"/><link name="c"/>{}</robo
     ("urdf", "ee", "needle"),
     [
         (TINY, ["nowhere"], "nowhere"),
-        (TINY, ["elsewhere"], "floating"),
+        (TINY, ["elsewhere"], "is floating, which the IK engine does not support"),
+        (TINY, ["elsewhere"], "its child link 'elsewhere' becomes the root"),
         (
             BASE.format(
                 '<joint name="j" type="revolute"><parent link="a"/><child link="b"/></joint>'
