@@ -296,7 +296,7 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
                 )
             if lower == upper:
                 logger.warning(
-                    "URDF %s: %s joint %r has lower == upper (%g): it cannot move",
+                    "URDF %s: %s joint %r has lower == upper (%g; an absent lower or upper is 0): it cannot move",
                     source,
                     jtype,
                     name,
