@@ -255,7 +255,9 @@ def _check_supported(joint: Joint, link: str) -> None:
     if joint.type in ("floating", "planar"):
         raise InputError(
             f"joint {joint.name!r} (on the chain to link {link!r}) is {joint.type}, which the "
-            "IK engine does not support (revolute, continuous, prismatic and fixed only)",
+            "IK engine does not support (revolute, continuous, prismatic and fixed only); for "
+            f"a floating base, remove the joint: its child link {joint.child!r} becomes the "
+            "root, and targets are given in its frame",
             field="urdf",
         )
 

@@ -120,7 +120,8 @@ BASE = '<robot name="r"><link name="a"/><link name="b"/><link name="c"/>{}</robo
     ("urdf", "ee", "needle"),
     [
         (TINY, ["nowhere"], "nowhere"),
-        (TINY, ["elsewhere"], "floating"),
+        (TINY, ["elsewhere"], "is floating, which the IK engine does not support"),
+        (TINY, ["elsewhere"], "its child link 'elsewhere' becomes the root"),
         (
             BASE.format(
                 '<joint name="j" type="revolute"><parent link="a"/><child link="b"/></joint>'
@@ -159,6 +160,16 @@ BASE = '<robot name="r"><link name="a"/><link name="b"/><link name="c"/>{}</robo
             "unknown child link 'zz'",
         ),
         ("<robot><link", ["b"], "not valid XML"),
+        ('<robot name="ur3"><!-- xacro output of nothing --></robot>', ["b"], "no <link>"),
+        (  # a xacro file: its links are in macros, its names unexpanded
+            '<robot xmlns:xacro="http://www.ros.org/wiki/xacro"><link name="a"/>'
+            '<xacro:macro name="arm" params="prefix"><link name="${prefix}b"/></xacro:macro>'
+            "</robot>",
+            ["b"],
+            "a xacro file (<xacro:macro>)",
+        ),
+        ('<robot><link name="${prefix}a"/></robot>', ["a"], "a xacro file ('${prefix}a' in a"),
+        ('<robot><xacro:include filename="x"/></robot>', ["a"], "a xacro file (<xacro:include>)"),
         ("/no/such/file.urdf", ["b"], "cannot read"),
     ],
 )
@@ -166,6 +177,29 @@ def test_bad_urdf_or_links_raise_input_error(urdf, ee, needle):
     with pytest.raises(InputError) as info:
         ik.Robot.from_urdf(urdf, ee)
     assert needle in str(info.value)
+
+
+def test_what_urdf_parsers_in_the_wild_accept_loads():
+    """What ROS's and Pinocchio's parsers (TinyXML, no namespaces) and Drake accept, seen in
+    real files: a prefix never declared (Fetch's ``<sensor:camera>`` in ``<gazebo>``), a
+    xacro element left in a generated file (robotis OP2's ``<xacro:grey/>`` in a visual,
+    Valkyrie's call of a macro xacro did not know), a default namespace, and (Drake) a
+    joint to a "world" link no ``<link>`` declares (TINY raised 2 m)."""
+    extras = (
+        '<gazebo reference="l1"><sensor:camera name="rgb"/></gazebo>'
+        '<link name="shiny"><visual><material name="m"><xacro:grey/></material></visual></link>'
+        '<xacro:v1_pelvis_sensors_usb middle_sensor_port_tag="none"/>'
+        '<joint name="shiny_mount" type="fixed"><parent link="l1"/><child link="shiny"/></joint>'
+        '<joint name="to_world" type="fixed"><parent link="world"/><child link="base"/>'
+        '<origin xyz="0 0 2"/></joint>'
+    )
+    urdf = TINY.replace('<robot name="tiny">', '<robot name="tiny" xmlns="http://x.org/urdf">')
+    robot = ik.Robot.from_urdf(urdf.replace("</robot>", extras + "</robot>"), ["tip"])
+    assert robot.model.root == "world"
+    assert robot.joint_names == ("rev", "pri", "cont")
+    np.testing.assert_allclose(
+        np.asarray(robot.fk(np.zeros(3)).translation())[0], [0.5, 0.2, 3], atol=1e-6
+    )
 
 
 def test_chains_sharing_joints_are_one_group_with_each_joint_once():
@@ -232,14 +266,32 @@ def test_mimic_joints_follow_the_joint_they_mimic():
     [
         ('<mimic joint="rev"', '<mimic joint="nope"', "mimics unknown joint 'nope'"),
         ('<mimic joint="grip"/>', '<mimic joint="rev"/>', "must be of its joint's kind"),
-        ('multiplier="-2"', 'multiplier="x"', "bad numbers"),
+        ('<mimic joint="grip"/>', '<mimic joint="tool"/>', "mimics 'tool', a fixed joint"),
         ('<mimic joint="rev" multiplier', '<mimic joint="twin" multiplier', "in a cycle"),
     ],
 )
 def test_bad_mimic_joints_are_refused(old, new, needle):
+    """On the chain: refused, naming the joint and the chain. Off it (a finger's mimic with
+    a xacro prefix missed, as in example-robot-data's alex_psyonic_hands.urdf): the other
+    chains still load."""
     assert old in MIMIC
-    with pytest.raises(InputError, match=needle):
-        ik.Robot.from_urdf(MIMIC.replace(old, new), ["finger"])
+    urdf = MIMIC.replace(old, new)
+    broken = "finger2" if "grip" in old else "finger"
+    with pytest.raises(InputError, match=needle) as info:
+        ik.Robot.from_urdf(urdf, [broken])
+    assert f"on the chain to link {broken!r}" in str(info.value)
+    if broken == "finger2":
+        assert ik.Robot.from_urdf(urdf, ["finger"]).joint_names == ("rev", "grip")
+
+
+def test_a_malformed_mimic_is_refused_anywhere():
+    """Numbers that do not parse are a broken file (urdfdom refuses it too), wherever they
+    are, unlike a mimic that names a joint it cannot follow."""
+    with pytest.raises(InputError, match="bad numbers in grip2 mimic multiplier"):
+        ik.Robot.from_urdf(
+            MIMIC.replace('<mimic joint="grip"/>', '<mimic joint="grip" multiplier="x"/>'),
+            ["finger"],
+        )
 
 
 def test_byte_order_mark_and_bare_axis(tmp_path):

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from xml.parsers import expat
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +87,10 @@ class URDFModel:
     parent_joint: dict[str, Joint]
     """By child link name."""
     root: str
+    broken_mimics: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Joint name → why its ``<mimic>`` cannot be followed (an unknown joint, a cycle...):
+    refused by `path_to` for a chain through it only, so a broken finger's mimic (a xacro
+    prefix missed) does not bar the arm's IK."""
 
     def path_to(self, link: str) -> list[Joint]:
         """Joints from the root to ``link``, root first."""
@@ -98,6 +103,12 @@ class URDFModel:
         current = link
         while current in self.parent_joint:
             joint = self.parent_joint[current]
+            if joint.name in self.broken_mimics:
+                raise InputError(
+                    f"URDF {self.name!r}: {self.broken_mimics[joint.name]} (on the chain to "
+                    f"link {link!r})",
+                    field="urdf",
+                )
             path.append(joint)
             current = joint.parent
         path.reverse()
@@ -206,14 +217,17 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
     """Parse a URDF file path or XML string into a :class:`URDFModel` (a tree, checked)."""
     text, source = read_urdf_text(path_or_xml)
     try:
-        root_el = ET.fromstring(text)
-    except ET.ParseError as exc:
+        root_el = _xml_tree(text)
+    except expat.ExpatError as exc:
         raise InputError(f"URDF {source}: not valid XML: {exc}", field="urdf") from None
     if root_el.tag != "robot":
         raise InputError(
             f"URDF {source}: root element is <{root_el.tag}>, expected <robot>", field="urdf"
         )
+    _refuse_xacro(root_el, source)
     link_els, joint_els = root_el.findall("link"), root_el.findall("joint")
+    if not link_els:
+        raise InputError(f"URDF {source}: no <link> in <robot>: an empty robot", field="urdf")
     for kind, els in (("links", link_els), ("joints", joint_els)):
         if len(els) > MAX_URDF_ELEMENTS:
             raise InputError(
@@ -228,6 +242,9 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
     if len(link_set) != len(links):
         dup = sorted(n for n, count in Counter(links).items() if n and count > 1)
         raise InputError(f"URDF {source}: duplicate link name(s) {dup}", field="urdf")
+    parents = {p.get("link") for el in joint_els if (p := el.find("parent")) is not None}
+    if "world" in parents:
+        link_set |= {"world"}  # Drake's URDFs: "world" needs no <link> of its own
     joints: dict[str, Joint] = {}
     parent_joint: dict[str, Joint] = {}
     for el in joint_els:
@@ -279,7 +296,7 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
                 )
             if lower == upper:
                 logger.warning(
-                    "URDF %s: %s joint %r has lower == upper (%g): it cannot move",
+                    "URDF %s: %s joint %r has lower == upper (%g; an absent lower or upper is 0): it cannot move",
                     source,
                     jtype,
                     name,
@@ -328,7 +345,7 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
             walk.append(current)
             current = parent_joint[current].parent
         rooted.update(walk)
-    joints = _resolve_mimics(joints, source)
+    joints, broken_mimics = _resolve_mimics(joints, source)
     parent_joint = {j.child: j for j in joints.values()}
     if len(roots) > 1:
         logger.warning("URDF %s has several root links %s; using %s", source, roots, roots[0])
@@ -338,7 +355,50 @@ def parse_urdf(path_or_xml: str | os.PathLike[str]) -> URDFModel:
         joints=joints,
         parent_joint=parent_joint,
         root=roots[0],
+        broken_mimics=broken_mimics,
     )
+
+
+def _xml_tree(text: str) -> ET.Element:
+    """The XML element tree of ``text``, without namespace processing, as ROS's and
+    Pinocchio's URDF parsers (TinyXML) read it: a prefix that is never declared
+    (``<sensor:camera>`` in a ``<gazebo>`` block, as in Fetch's URDF) is part of the tag's
+    name, not an error, and ``<robot xmlns="...">`` is still ``<robot>``."""
+    builder = ET.TreeBuilder()
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    parser.Parse(text, True)
+    return builder.close()
+
+
+KINEMATIC_TAGS = frozenset({"link", "joint", "parent", "child", "origin", "axis", "limit", "mimic"})
+XACRO_DEFINITIONS = frozenset({"xacro:macro", "xacro:include", "xacro:property", "xacro:arg"})
+XACRO_HINT = "expand it first (`xacro robot.urdf.xacro > robot.urdf`, in a ROS environment)"
+
+
+def _refuse_xacro(root_el: ET.Element, source: str) -> None:
+    """A xacro file (macros, includes, ``${...}`` in names) is not a URDF: read as one, its
+    links in macros would be missing and its names unexpanded, so the error would name a
+    link the user can see in the file. Say what it is instead. A xacro element left in a
+    generated URDF (``<xacro:grey/>`` in a visual, Valkyrie's call of a macro xacro did not
+    know) does not matter, as for ROS."""
+    for el in root_el:
+        what = f"<{el.tag}>" if el.tag in XACRO_DEFINITIONS else None
+        if el.tag in ("link", "joint"):
+            unexpanded = (
+                f"{value!r} in a <{sub.tag}>"
+                for sub in (el, *el)
+                if sub.tag in KINEMATIC_TAGS
+                for value in sub.attrib.values()
+                if "${" in value or "$(" in value
+            )
+            what = next(unexpanded, None)
+        if what:
+            raise InputError(
+                f"URDF {source}: a xacro file ({what}), not a URDF: {XACRO_HINT}", "urdf"
+            )
 
 
 def _mimic(el: ET.Element, name: str, source: str) -> Mimic | None:
@@ -353,51 +413,66 @@ def _mimic(el: ET.Element, name: str, source: str) -> Mimic | None:
     return Mimic(master, multiplier, offset)
 
 
-def _resolve_mimics(joints: dict[str, Joint], source: str) -> dict[str, Joint]:
+def _resolve_mimics(
+    joints: dict[str, Joint], source: str
+) -> tuple[dict[str, Joint], dict[str, str]]:
     """Every mimic joint made to follow a joint that is not a mimic one (a mimic of a mimic
     composes: ``a·(b·q + c) + d``), checking the joint followed exists, moves, and is of the
-    same kind (a revolute joint cannot follow a prismatic one's metres)."""
+    same kind (a revolute joint cannot follow a prismatic one's metres). A mimic that fails
+    a check is returned apart (joint name → why, logged): only a chain through it is refused
+    (`URDFModel.path_to`), as a robot with a broken finger still has arms."""
     out = dict(joints)
+    broken: dict[str, str] = {}
     for name, joint in joints.items():
         if joint.mimic is None:
             continue
         if joint.type not in ACTUATED_TYPES:
             out[name] = dataclasses.replace(joint, mimic=None)  # a fixed joint's mimic: inert
             continue
-        multiplier, offset, master = joint.mimic.multiplier, joint.mimic.offset, joint.mimic.joint
-        seen = {name}
-        while True:
-            followed = joints.get(master)
-            if followed is None:
-                raise InputError(
-                    f"URDF {source}: joint {name!r} mimics unknown joint {master!r}", "urdf"
-                )
-            if master in seen:
-                raise InputError(
-                    f"URDF {source}: mimic joints {sorted(seen)} follow each other in a cycle",
-                    "urdf",
-                )
-            if followed.type not in ACTUATED_TYPES:
-                raise InputError(
-                    f"URDF {source}: joint {name!r} mimics {master!r}, a {followed.type} joint",
-                    "urdf",
-                )
-            if (followed.type == "prismatic") != (joint.type == "prismatic"):
-                raise InputError(
-                    f"URDF {source}: joint {name!r} ({joint.type}) mimics {master!r} "
-                    f"({followed.type}): a mimic joint must be of its joint's kind",
-                    "urdf",
-                )
-            if followed.mimic is None:
-                break
-            seen.add(master)
-            multiplier, offset = (
-                multiplier * followed.mimic.multiplier,
-                multiplier * followed.mimic.offset + offset,
+        try:
+            out[name] = dataclasses.replace(joint, mimic=_followed(joints, name))
+        except ValueError as exc:
+            broken[name] = str(exc)
+    if broken:
+        logger.warning(
+            "URDF %s: %d mimic joint(s) %s cannot be followed (%s); chains through them are "
+            "refused",
+            source,
+            len(broken),
+            sorted(broken),
+            next(iter(broken.values())),
+        )
+    return out, broken
+
+
+def _followed(joints: dict[str, Joint], name: str) -> Mimic:
+    """Joint ``name``'s mimic, made to follow a joint that is not a mimic one; a
+    `ValueError` saying why it cannot be followed."""
+    joint = joints[name]
+    assert joint.mimic is not None
+    multiplier, offset, master = joint.mimic.multiplier, joint.mimic.offset, joint.mimic.joint
+    seen = {name}
+    while True:
+        followed = joints.get(master)
+        if followed is None:
+            raise ValueError(f"joint {name!r} mimics unknown joint {master!r}")
+        if master in seen:
+            raise ValueError(f"mimic joints {sorted(seen)} follow each other in a cycle")
+        if followed.type not in ACTUATED_TYPES:
+            raise ValueError(f"joint {name!r} mimics {master!r}, a {followed.type} joint")
+        if (followed.type == "prismatic") != (joint.type == "prismatic"):
+            raise ValueError(
+                f"joint {name!r} ({joint.type}) mimics {master!r} ({followed.type}): a mimic "
+                "joint must be of its joint's kind"
             )
-            master = followed.mimic.joint
-        out[name] = dataclasses.replace(joint, mimic=Mimic(master, multiplier, offset))
-    return out
+        if followed.mimic is None:
+            return Mimic(master, multiplier, offset)
+        seen.add(master)
+        multiplier, offset = (
+            multiplier * followed.mimic.multiplier,
+            multiplier * followed.mimic.offset + offset,
+        )
+        master = followed.mimic.joint
 
 
 def origin_matrix(joint: Joint) -> npt.NDArray[np.float64]:
