@@ -276,3 +276,25 @@ def test_round_points_reach_into_the_corners_of_the_joint_ranges():
     edge = ((points - lo) < 0.05 * (hi - lo)) | ((hi - points) < 0.05 * (hi - lo))
     assert edge.mean() > 0.25  # uniform: 0.10; arcsine: ~0.28
     np.testing.assert_array_equal(points, _reach.round_points(robot, 4, 4096))  # fixed
+
+
+@pytest.mark.timeout(400)
+def test_targets_with_joints_near_their_limits_are_reached():
+    """Targets whose joints lie near their limits (30 % of them within 3 % of a limit):
+    their solutions sit in corners of the joint ranges that uniform starting points rarely
+    reach. tatbot, both arms at once, the hardest here: 4 of these 256 missed before, 1 with
+    arcsine starting points and the near rounds (3 other draws of 128: 10 missed before, 2
+    after);
+    the goal is 99.5 % over many, so at most 2 here."""
+    robot = ik.Robot.bundled("tatbot")
+    rng = np.random.default_rng(11)
+    lo, hi = robot.lower, robot.upper
+    q = rng.uniform(lo, hi, (256, robot.n_joints))
+    edge = rng.uniform(0, 0.03, q.shape) * (hi - lo)
+    edge = np.where(rng.random(q.shape) < 0.5, lo + edge, hi - edge)
+    q = np.where(rng.random(q.shape) < 0.3, edge, q).astype(np.float32)
+    T = robot.fk(q)
+    wxyz, pos = np.array(T.rotation().wxyz), np.array(T.translation())
+    sol = ik.solve_ik(robot, wxyz, pos, ik.default_rest(robot), buckets=BUCKETS)
+    assert (~reached(sol)).sum() <= 2, (sol.pos_err[~reached(sol)], sol.ori_err[~reached(sol)])
+    assert ((sol.joints >= lo) & (sol.joints <= hi)).all()
