@@ -284,8 +284,7 @@ def test_targets_with_joints_near_their_limits_are_reached():
     their solutions sit in corners of the joint ranges that uniform starting points rarely
     reach. tatbot, both arms at once, the hardest here: 4 of these 256 missed before, 1 with
     arcsine starting points and the near rounds (3 other draws of 128: 10 missed before, 2
-    after);
-    the goal is 99.5 % over many, so at most 2 here."""
+    after); the goal is 99.5 % over many, so at most 2 here."""
     robot = ik.Robot.bundled("tatbot")
     rng = np.random.default_rng(11)
     lo, hi = robot.lower, robot.upper
