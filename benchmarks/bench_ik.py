@@ -197,7 +197,7 @@ def accuracy(
     return rows
 
 
-def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
+def continuity(robot: Any, pairs: int, verbose: bool, buckets: Any = None) -> list[dict[str, Any]]:
     """Joint jumps along the strokes of the example job (its pairs, repeated to ``pairs``)."""
     from benchmarks import _data
     from zmq_ik import ik
@@ -208,7 +208,7 @@ def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
     for continuous in (False, True):
         config = ik.IKSettings(continuous=continuous)
         t0 = time.perf_counter()
-        sb = ik.strokebatch_from_strokes(scene, strokes, robot, ik=config)
+        sb = ik.strokebatch_from_strokes(scene, strokes, robot, ik=config, buckets=buckets)
         jump = np.abs(np.diff(sb.joints, axis=1)).max(axis=-1)  # (b, l-1, o)
         pe = sb.pos_err[np.isfinite(sb.pos_err)] * 1e3
         oe = sb.ori_err[np.isfinite(sb.ori_err)]
@@ -324,7 +324,8 @@ def measure(quick: bool = False, tiny: bool = False, verbose: bool = True) -> di
     say(verbose, "IK accuracy:")
     acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose)
     say(verbose, "IK continuity (example job):")
-    cont = continuity(robot, 2 if tiny else 36, verbose)
+    # tiny: the test worker's buckets (tests/conftest.py), whose programs CI has compiled
+    cont = continuity(robot, 2 if tiny else 36, verbose, (16, 64) if tiny else None)
     return {
         "rows": rows,
         "accuracy": acc,
