@@ -170,7 +170,7 @@ def _errors(sol: Any, robot: Any) -> dict[str, float]:
 
 
 def accuracy(
-    robot: Any, rest: np.ndarray, n: int, n_seeds: int, seeds16: bool, verbose: bool
+    robot: Any, rest: Any, n: int, n_seeds: int, seeds16: bool, verbose: bool, buckets: Any = None
 ) -> list[dict[str, Any]]:
     from zmq_ik import ik
 
@@ -185,7 +185,7 @@ def accuracy(
     for name, config, m in configs:
         for kind, (wxyz, pos) in sets.items():
             t0 = time.perf_counter()
-            sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, ik=config)
+            sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, ik=config, buckets=buckets)
             row = {"config": name, "targets": kind, **_errors(sol, robot)}
             rows.append(row)
             say(
@@ -322,10 +322,10 @@ def measure(quick: bool = False, tiny: bool = False, verbose: bool = True) -> di
     n = 16 if tiny else 1024
     n_seeds = 256 if quick or tiny else 1024
     say(verbose, "IK accuracy:")
-    acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose)
+    buckets = (16, 64) if tiny else None  # tiny: tests/conftest.py's, whose programs CI has
+    acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose, buckets=buckets)
     say(verbose, "IK continuity (example job):")
-    # tiny: the test worker's buckets (tests/conftest.py), whose programs CI has compiled
-    cont = continuity(robot, 2 if tiny else 36, verbose, (16, 64) if tiny else None)
+    cont = continuity(robot, 2 if tiny else 36, verbose, buckets)
     return {
         "rows": rows,
         "accuracy": acc,
