@@ -28,7 +28,7 @@ def run(cfg: Config) -> Section:
     sizes = cfg.pick([100, 1000, 10_000], [100, 1000], [2])
     reps = {100: cfg.runs, 1000: max(1, min(cfg.runs, 3)), 10_000: 1, 2: 1}
     worker_counts = cfg.pick([1, 2], [1, 2], [1])
-    buckets = cfg.pick(None, None, "16")  # tiny: a test worker's bucket (one program to load)
+    buckets = cfg.pick(None, None, "16,64")
     chunk = cfg.pick(64, 64, 1)
     scene, _ = _data.example()
     per_pair = scene.stroke_length * scene.offset_num

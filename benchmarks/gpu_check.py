@@ -42,11 +42,11 @@ from benchmarks._harness import ROOT, Procs
 from zmq_ik.apps.serve import free_endpoint
 
 BATCHES = (1, 1024, 16384, 131072)
-DRY_BATCHES = (16,)
-DRY_BUCKETS = "16"
-"""The dry run's size is the test worker's smaller bucket (tests/conftest.py IK_TEST_BUCKETS),
-so in CI each process loads that one program from the shared cache instead of compiling
-others: it checks the path, not the numbers."""
+DRY_BATCHES = (16, 64)
+DRY_BUCKETS = "16,64"
+"""The dry run's sizes are the test worker's buckets (tests/conftest.py IK_TEST_BUCKETS), so
+in CI it loads their programs from the shared cache instead of compiling others: it checks
+the path, not the numbers."""
 COMPARE_TARGETS = 1024
 ROBOT_TARGETS = 16384
 """Targets per robot in the reach table (FK of random joints; one call each)."""
