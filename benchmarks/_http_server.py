@@ -52,15 +52,15 @@ class IKBackend:
         self.robot = ik.Robot.from_urdf(Path(tatbot.urdf_path).read_text(), tuple(tatbot.ee_links))
         ik.warmup(self.robot, buckets=buckets)
         self.rest = np.asarray(tatbot.rest, np.float32)
-        self.config = IKSettings()
-        self._sb_robot = "robot" in inspect.signature(ik.strokebatch_from_strokes).parameters
+        self.config, self.buckets = IKSettings(), buckets  # a worker's buckets (None: all)
+        params = inspect.signature(ik.strokebatch_from_strokes).parameters  # (older trees)
+        self._sb = {k: v for k, v in (("robot", self.robot), ("buckets", buckets)) if k in params}
 
     def solve(self, body: bytes) -> tuple[bytes, float]:
         arrays = safetensors.numpy.load(body)
         t0 = time.perf_counter()
-        sol = self.ik.solve_ik(
-            self.robot, arrays["target_wxyz"], arrays["target_pos"], self.rest, ik=self.config
-        )
+        w, p = arrays["target_wxyz"], arrays["target_pos"]
+        sol = self.ik.solve_ik(self.robot, w, p, self.rest, ik=self.config, buckets=self.buckets)
         ms = (time.perf_counter() - t0) * 1000
         out = {"joints": sol.joints, "pos_err": sol.pos_err, "ori_err": sol.ori_err}
         return safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in out.items()}), ms
@@ -76,10 +76,7 @@ class IKBackend:
             scene = Scene.from_yaml(scene_path)
             strokes = StrokeList.from_yaml(strokes_path, stroke_length=scene.stroke_length)
             t0 = time.perf_counter()
-            if self._sb_robot:
-                batch = self.ik.strokebatch_from_strokes(scene, strokes, robot=self.robot)
-            else:
-                batch = self.ik.strokebatch_from_strokes(scene, strokes)
+            batch = self.ik.strokebatch_from_strokes(scene, strokes, **self._sb)
             ms = (time.perf_counter() - t0) * 1000
             out_path = os.path.join(tmp, "strokebatch.safetensors")
             batch.save(out_path)

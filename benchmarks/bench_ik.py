@@ -170,7 +170,7 @@ def _errors(sol: Any, robot: Any) -> dict[str, float]:
 
 
 def accuracy(
-    robot: Any, rest: np.ndarray, n: int, n_seeds: int, seeds16: bool, verbose: bool
+    robot: Any, rest: Any, n: int, n_seeds: int, seeds16: bool, verbose: bool, buckets: Any = None
 ) -> list[dict[str, Any]]:
     from zmq_ik import ik
 
@@ -185,7 +185,7 @@ def accuracy(
     for name, config, m in configs:
         for kind, (wxyz, pos) in sets.items():
             t0 = time.perf_counter()
-            sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, ik=config)
+            sol = ik.solve_ik(robot, wxyz[:m], pos[:m], rest, ik=config, buckets=buckets)
             row = {"config": name, "targets": kind, **_errors(sol, robot)}
             rows.append(row)
             say(
@@ -197,7 +197,7 @@ def accuracy(
     return rows
 
 
-def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
+def continuity(robot: Any, pairs: int, verbose: bool, buckets: Any = None) -> list[dict[str, Any]]:
     """Joint jumps along the strokes of the example job (its pairs, repeated to ``pairs``)."""
     from benchmarks import _data
     from zmq_ik import ik
@@ -208,7 +208,7 @@ def continuity(robot: Any, pairs: int, verbose: bool) -> list[dict[str, Any]]:
     for continuous in (False, True):
         config = ik.IKSettings(continuous=continuous)
         t0 = time.perf_counter()
-        sb = ik.strokebatch_from_strokes(scene, strokes, robot, ik=config)
+        sb = ik.strokebatch_from_strokes(scene, strokes, robot, ik=config, buckets=buckets)
         jump = np.abs(np.diff(sb.joints, axis=1)).max(axis=-1)  # (b, l-1, o)
         pe = sb.pos_err[np.isfinite(sb.pos_err)] * 1e3
         oe = sb.ori_err[np.isfinite(sb.ori_err)]
@@ -322,9 +322,10 @@ def measure(quick: bool = False, tiny: bool = False, verbose: bool = True) -> di
     n = 16 if tiny else 1024
     n_seeds = 256 if quick or tiny else 1024
     say(verbose, "IK accuracy:")
-    acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose)
+    buckets = (16, 64) if tiny else None  # tiny: tests/conftest.py's, whose programs CI has
+    acc = accuracy(robot, rest, n, n_seeds, seeds16=not tiny, verbose=verbose, buckets=buckets)
     say(verbose, "IK continuity (example job):")
-    cont = continuity(robot, 2 if tiny else 36, verbose)
+    cont = continuity(robot, 2 if tiny else 36, verbose, buckets)
     return {
         "rows": rows,
         "accuracy": acc,

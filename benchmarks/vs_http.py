@@ -49,7 +49,7 @@ def run(cfg: Config) -> Section:
     if ik_reason:
         section.skipped = f"IK rows skipped: {ik_reason}. Only the no-compute (transport) rows ran."
     with_flask = importlib.util.find_spec("flask") is not None
-    buckets = cfg.pick(None, None, "16,64")
+    buckets = cfg.pick(None, None, "16")  # tiny: a test worker's bucket (one program to load)
     n = {
         "noop": cfg.pick(500, 100, 10),
         "solve": cfg.pick(300, 60, 5),

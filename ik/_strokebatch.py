@@ -76,12 +76,14 @@ def strokebatch_from_strokes(
     robot: Robot | None = None,
     *,
     ik: IKSettings | None = None,
+    buckets: Sequence[int] | None = None,
     timeout: float | None = None,
 ) -> StrokeBatch:
     """tatbot's ``strokebatch_from_strokes``, in process: ``IKClient.compute`` without the
     network. ``strokes`` a :class:`~zmq_ik.model.StrokeList` (or already
     :class:`~zmq_ik.model.PackedStrokes`); ``robot`` defaults to the bundled robot named by
-    ``scene.robot`` with ``scene.ee_links``; ``ik`` to ``scene.ik``; first/last rest per
+    ``scene.robot`` with ``scene.ee_links``; ``ik`` to ``scene.ik``; ``buckets``: as for
+    :func:`solve_ik` (a worker's, to run its programs); first/last rest per
     ``scene.first_last_rest``. ``timeout`` (seconds): past it, `IKTimeout`."""
     if robot is None:
         robot = Robot.bundled(scene.robot, tuple(scene.ee_links))
@@ -95,6 +97,7 @@ def strokebatch_from_strokes(
         apply_first_last_rest(packed, scene),
         robot,
         ik=ik,
+        buckets=buckets,
         deadline=deadline_after(timeout),
     )
 

@@ -59,8 +59,13 @@ processes that compile the IK programs of the session's test worker (buckets
 cold compiles of the same programs competing for the CPUs; run last, they load them."""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name in LAST)  # stable: the rest keep their order
+    if not wants_slow(config):  # the `slow` marker's promise (pyproject): skipped unless asked
+        skip = pytest.mark.skip(reason="slow: set ZMQ_IK_SLOW=1 or pass -m slow")
+        for item in items:
+            if item.get_closest_marker("slow"):
+                item.add_marker(skip)
 
 
 @pytest.fixture
@@ -120,10 +125,13 @@ FORMS = ["reduced", pytest.param("full", marks=pytest.mark.slow)]
 and a full one (longer, more load: ``ZMQ_IK_SLOW=1`` or ``-m slow``)."""
 
 
+def wants_slow(config: pytest.Config) -> bool:
+    """Whether tests marked ``slow`` run: ZMQ_IK_SLOW=1, or ``-m`` names them."""
+    return SLOW or "slow" in (config.getoption("markexpr") or "")
+
+
 def full_form(request: pytest.FixtureRequest, form: str) -> bool:
-    """True for the full form; skips it unless ZMQ_IK_SLOW=1 or ``-m slow`` asked for it."""
-    if form == "full" and not (SLOW or "slow" in (request.config.getoption("markexpr") or "")):
-        pytest.skip("full form: set ZMQ_IK_SLOW=1 or pass -m slow")
+    """True for the full form (marked ``slow`` in `FORMS`, so only run when `wants_slow`)."""
     return form == "full"
 
 

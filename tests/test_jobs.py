@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import JAX_CACHE, ROOT
+from conftest import IK_TEST_BUCKETS, JAX_CACHE, ROOT
 
 from zmq_ik.client import IKClient
 from zmq_ik.model import IKSettings, Scene, StrokeBatch, StrokeList
@@ -18,6 +18,12 @@ from zmq_ik.robots import example_paths
 
 ik = pytest.importorskip("zmq_ik.ik")
 pytestmark = pytest.mark.timeout(600)
+TEST_BUCKETS = tuple(int(b) for b in IK_TEST_BUCKETS.split(","))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache():
+    ik.enable_compilation_cache(JAX_CACHE)  # the test worker's programs, alone as in the suite
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,9 @@ def test_compute_matches_in_process_strokebatch(ik_endpoint, job):
     scene, strokes = job
     with IKClient(ik_endpoint, timeout=120) as client:
         remote = client.compute(scene, strokes)
-    local = ik.strokebatch_from_strokes(scene, strokes)
+    # The test worker's buckets: its programs (from the shared cache), not a bucket of 1,024
+    # compiled for this test alone; the answers do not depend on the batch (test_ik_solve).
+    local = ik.strokebatch_from_strokes(scene, strokes, buckets=TEST_BUCKETS)
     assert remote.joints.shape == (6, scene.stroke_length, scene.offset_num, 14)
     assert_batches_close(remote, local)
 
