@@ -108,10 +108,16 @@ def test_worker_reregisters_fast_after_each_of_five_broker_restarts(procs: Proce
 # --------------------------------------------------------------------------- #13.7 fd limit
 
 
-def _soft_nofile(limit: int) -> None:
-    """preexec_fn: start the child under a low soft limit (the hard limit stays higher)."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+def _under_soft_nofile(limit: int, argv: list[str]) -> list[str]:
+    """``argv`` started under a low soft limit (the hard limit stays higher): a Python that
+    sets it and execs ``argv``. Not a ``preexec_fn``, which runs Python between fork and exec
+    in a child of this process, whose JAX threads may hold a lock then (a deadlock)."""
+    code = (
+        "import os, resource, sys; _, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, hard)); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", code, *argv]
 
 
 def broker_cpu_percent(pid: int, seconds: float) -> float:
@@ -140,12 +146,9 @@ def test_broker_under_soft_fd_limit_1024_serves_a_new_client_past_1100_idle_peer
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     log_path = tmp_path / "broker.log"
     with open(log_path, "wb") as log:
+        argv = [sys.executable, "-m", "zmq_ik.cli", "broker", "--bind", ANY_PORT]
         broker = subprocess.Popen(
-            [sys.executable, "-m", "zmq_ik.cli", "broker", "--bind", ANY_PORT],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            preexec_fn=lambda: _soft_nofile(1024),
+            _under_soft_nofile(1024, argv), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
         )
     ctx = zmq.Context()
     ctx.set(zmq.MAX_SOCKETS, 4096)
