@@ -49,8 +49,9 @@ NEAR_ROUNDS: tuple[tuple[int, int], ...] = ((128, 16), (1, 64))
 `NEAR_ORI`): most are reachable, their solutions in a corner of the joint box (several
 joints near their limits) that few starting points fall near, so these start near the
 limits more often (`round_points`). Targets far off, mostly unreachable, skip them, so an
-unreachable target costs no more; the targets reached before are answered as before. Measured with 30 % of the
-joints drawn within 3 % of a limit (``python -m benchmarks.robots --near-limits 0.3``)."""
+unreachable target costs no more; the targets reached before are answered as before.
+Measured with 30 % of the joints drawn within 3 % of a limit (``python -m benchmarks.robots
+--near-limits 0.3``)."""
 NEAR_POS = 0.01
 """Metres: a miss at most this far from its target (every end effector) is near."""
 NEAR_ORI = 0.1

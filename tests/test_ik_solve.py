@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import JAX_CACHE, SLOW, stroke_like
+from conftest import JAX_CACHE, stroke_like, wants_slow
 
 from zmq_ik.errors import InputError
 from zmq_ik.robots import BUNDLED
@@ -248,7 +248,7 @@ def test_three_chain_robot():
 
 
 @pytest.mark.timeout(400)  # compiles both modes' programs on a cold cache
-def test_answer_does_not_depend_on_batch(tatbot):
+def test_answer_does_not_depend_on_batch(tatbot, request):
     q = near_rest(tatbot, REST, 200, 0.3, seed=4)
     wxyz, pos = fk_targets(tatbot, q)
     wxyz_s, pos_s = stroke_like(56, seed=5)
@@ -261,7 +261,7 @@ def test_answer_does_not_depend_on_batch(tatbot):
     # Bucket 1 of tatbot's mode is compiled for this check alone, ~20 s: slow runs only.)
     for buckets, atol in (((16, 64), 1e-5), ((1, 64), 1e-3)):
         for cfg in (TATBOT_MODE, ik.IKConfig()):
-            if buckets[0] == 1 and cfg is TATBOT_MODE and not SLOW:
+            if buckets[0] == 1 and cfg is TATBOT_MODE and not wants_slow(request.config):
                 continue
             among = ik.solve_ik(tatbot, wxyz, pos, REST, ik=cfg, buckets=buckets)  # 4 × 64
             for i in (0, 77, 255):

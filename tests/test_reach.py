@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import JAX_CACHE, full_form
+from conftest import JAX_CACHE
 
 ik = pytest.importorskip("zmq_ik.ik")
 ROBOTS = Path(__file__).parent / "robots"
@@ -228,12 +228,11 @@ def test_strokebatch_rests_an_arm_by_its_mask():
 
 @pytest.mark.slow  # its own program (the continuous scan on TIAGo++): ~1 min to compile
 @pytest.mark.timeout(600)
-def test_continuous_strokebatch_rests_an_arm_by_its_mask(request):
+def test_continuous_strokebatch_rests_an_arm_by_its_mask():
     """The same strokes solved pose after pose (``continuous``): the mask rests an arm in the
     scan too (each pose warm-started from the previous answer)."""
     from zmq_ik.model import IKSettings
 
-    full_form(request, "full")  # skipped unless ZMQ_IK_SLOW=1 or -m slow
     settings = IKSettings(continuous=True)
     _assert_rests_and_reaches(*_tiago_strokes_resting_each_arm(settings))
 
